@@ -1,1 +1,9 @@
-//! alarmnet collector.
+//! # alarmnet collector
+//!
+//! Subscribes to every agent, tracks liveness, raises availability alerts, keeps an exact
+//! history and answers uptime questions.
+//!
+//! # Layout
+//! - [`model`]: domain types shared by the pure logic and the I/O shell.
+
+pub mod model;

@@ -12,7 +12,11 @@ fn heartbeat(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(1));
     group.bench_function("heartbeat", |b| {
-        b.iter(|| decode(&prefix, black_box(TOPIC), black_box(HB)).map(|_| ()).map_err(|e| e.reason))
+        b.iter(|| {
+            decode(&prefix, black_box(TOPIC), black_box(HB))
+                .map(|_| ())
+                .map_err(|e| e.reason)
+        })
     });
     group.finish();
 }

@@ -9,11 +9,12 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 
+use crate::MAX_PAYLOAD_BYTES;
 use crate::payload::{
-    AlertNotification, Birth, CollectorState, Command, Fault, Heartbeat, Message, State, TestReceipt,
+    AlertNotification, Birth, CollectorState, Command, Fault, Heartbeat, Message, State,
+    TestReceipt,
 };
 use crate::topic::{NodeTopic, Prefix, Topic};
-use crate::MAX_PAYLOAD_BYTES;
 
 /// A short, stable code for why a message was rejected, usable as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,7 +76,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(reason: Reason, field: Option<String>, detail: impl Into<String>) -> Self {
-        Self { reason, field, detail: detail.into() }
+        Self {
+            reason,
+            field,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -125,12 +130,16 @@ pub fn encode(message: &Message) -> Vec<u8> {
 /// Decodes `payload` received on `topic` under `prefix`, enforcing every rule of the
 /// contract, including that a birth's ids equal its topic's.
 pub fn decode(prefix: &Prefix, topic: &str, payload: &[u8]) -> Result<Envelope, DecodeError> {
-    let topic = Topic::parse(prefix, topic).map_err(|e| DecodeError::new(Reason::BadTopic, None, e.to_string()))?;
+    let topic = Topic::parse(prefix, topic)
+        .map_err(|e| DecodeError::new(Reason::BadTopic, None, e.to_string()))?;
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(DecodeError::new(
             Reason::TooLarge,
             None,
-            format!("payload is {} bytes, at most {MAX_PAYLOAD_BYTES} allowed", payload.len()),
+            format!(
+                "payload is {} bytes, at most {MAX_PAYLOAD_BYTES} allowed",
+                payload.len()
+            ),
         ));
     }
     let message = match &topic {
@@ -163,9 +172,21 @@ pub fn decode(prefix: &Prefix, topic: &str, payload: &[u8]) -> Result<Envelope, 
         Topic::Alert(t) => {
             let alert: AlertNotification = parse(payload)?;
             for (field, got, want) in [
-                ("region", alert.region.as_ref().map(|x| x.as_str()), t.region.as_ref().map(|x| x.as_str())),
-                ("site", alert.site.as_ref().map(|x| x.as_str()), t.site.as_ref().map(|x| x.as_str())),
-                ("node", alert.node.as_ref().map(|x| x.as_str()), t.node.as_ref().map(|x| x.as_str())),
+                (
+                    "region",
+                    alert.region.as_ref().map(|x| x.as_str()),
+                    t.region.as_ref().map(|x| x.as_str()),
+                ),
+                (
+                    "site",
+                    alert.site.as_ref().map(|x| x.as_str()),
+                    t.site.as_ref().map(|x| x.as_str()),
+                ),
+                (
+                    "node",
+                    alert.node.as_ref().map(|x| x.as_str()),
+                    t.node.as_ref().map(|x| x.as_str()),
+                ),
                 ("rule", Some(alert.rule.as_str()), Some(t.rule.as_str())),
             ] {
                 if got != want {
@@ -185,7 +206,11 @@ pub fn decode(prefix: &Prefix, topic: &str, payload: &[u8]) -> Result<Envelope, 
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     // serde_json does not check the UTF-8 of strings it skips (unknown fields): check it all.
     let text = std::str::from_utf8(payload).map_err(|e| {
-        DecodeError::new(Reason::BadJson, None, format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()))
+        DecodeError::new(
+            Reason::BadJson,
+            None,
+            format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()),
+        )
     })?;
     serde_json::from_str(text).map_err(|_| explain::<T>(text))
 }
@@ -194,12 +219,20 @@ fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
 fn explain<T: DeserializeOwned>(payload: &str) -> DecodeError {
     let value: serde_json::Value = match serde_json::from_str(payload) {
         Ok(v) => v,
-        Err(e) if payload.is_empty() => return DecodeError::new(Reason::BadJson, None, format!("empty payload ({e})")),
+        Err(e) if payload.is_empty() => {
+            return DecodeError::new(Reason::BadJson, None, format!("empty payload ({e})"));
+        }
         Err(e) if e.to_string().starts_with("number out of range") => {
             // Valid JSON syntax, but a number no f64 can hold: a non-finite number.
             let mut de = serde_json::Deserializer::from_str(payload);
-            let field = serde_path_to_error::deserialize::<_, T>(&mut de).err().map(|e| e.path().to_string());
-            return DecodeError::new(Reason::InvalidField, field.filter(|p| p != "."), "number out of range: not a finite number");
+            let field = serde_path_to_error::deserialize::<_, T>(&mut de)
+                .err()
+                .map(|e| e.path().to_string());
+            return DecodeError::new(
+                Reason::InvalidField,
+                field.filter(|p| p != "."),
+                "number out of range: not a finite number",
+            );
         }
         Err(e) => return DecodeError::new(Reason::BadJson, None, format!("not valid JSON: {e}")),
     };
@@ -207,16 +240,31 @@ fn explain<T: DeserializeOwned>(payload: &str) -> DecodeError {
         return DecodeError::new(Reason::BadJson, None, "the payload must be a JSON object");
     };
     match object.get("v") {
-        None => return DecodeError::new(Reason::MissingField, Some("v".into()), "the version is required"),
+        None => {
+            return DecodeError::new(
+                Reason::MissingField,
+                Some("v".into()),
+                "the version is required",
+            );
+        }
         Some(v) if v.as_u64() == Some(crate::VERSION) => {}
         Some(v) if v.is_number() => {
             return DecodeError::new(
                 Reason::UnsupportedVersion,
                 Some("v".into()),
-                format!("version {v} is not supported; this decoder speaks version {}", crate::VERSION),
+                format!(
+                    "version {v} is not supported; this decoder speaks version {}",
+                    crate::VERSION
+                ),
             );
         }
-        Some(v) => return DecodeError::new(Reason::InvalidField, Some("v".into()), format!("must be the number 1, got {v}")),
+        Some(v) => {
+            return DecodeError::new(
+                Reason::InvalidField,
+                Some("v".into()),
+                format!("must be the number 1, got {v}"),
+            );
+        }
     }
     let mut de = serde_json::Deserializer::from_str(payload);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
@@ -226,7 +274,11 @@ fn explain<T: DeserializeOwned>(payload: &str) -> DecodeError {
             let inner = e.into_inner();
             let msg = strip_position(&inner.to_string());
             if let Some(name) = missing_field_name(&msg) {
-                let field = if path == "." { name.to_owned() } else { format!("{path}.{name}") };
+                let field = if path == "." {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                };
                 return DecodeError::new(Reason::MissingField, Some(field), "is required");
             }
             let field = (path != ".").then_some(path);

@@ -206,7 +206,18 @@ mod tests {
 
     #[test]
     fn ids_reject_everything_else() {
-        for bad in ["", "_", "a/b", "a+b", "a#", "$sys", "a b", "a.b", "节点", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "_",
+            "a/b",
+            "a+b",
+            "a#",
+            "$sys",
+            "a b",
+            "a.b",
+            "节点",
+            &"x".repeat(65),
+        ] {
             let err = NodeId::new(bad).expect_err(bad);
             assert_eq!(err.what, "node id");
         }

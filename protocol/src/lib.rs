@@ -19,7 +19,7 @@ pub mod topic;
 pub use codec::{DecodeError, Envelope, Reason, decode, encode};
 pub use ids::{BootId, CmdId, CollectorId, IdError, MetricName, Name, NodeId, RegionId, SiteId};
 pub use payload::{
-    AlertNotification, AlertStatus, Birth, CheckCounts, CmdAction, Command, CollectorState, Fault,
+    AlertNotification, AlertStatus, Birth, CheckCounts, CmdAction, CollectorState, Command, Fault,
     FaultKey, FaultStatus, Heartbeat, Message, Metrics, NodeState, OfflineReason, Severity, State,
     Tags, TestReceipt, TestResult, Text, V1,
 };

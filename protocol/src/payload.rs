@@ -23,7 +23,9 @@ impl<'de> Deserialize<'de> for V1 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match u64::deserialize(d)? {
             crate::VERSION => Ok(V1),
-            v => Err(de::Error::custom(format_args!("unsupported version {v}: this decoder speaks version 1"))),
+            v => Err(de::Error::custom(format_args!(
+                "unsupported version {v}: this decoder speaks version 1"
+            ))),
         }
     }
 }
@@ -37,7 +39,11 @@ impl<const MAX: usize> Text<MAX> {
     pub fn new(s: impl Into<String>) -> Result<Self, String> {
         let s = s.into();
         let n = s.chars().count();
-        if n <= MAX { Ok(Self(s)) } else { Err(format!("at most {MAX} characters allowed, got {n}")) }
+        if n <= MAX {
+            Ok(Self(s))
+        } else {
+            Err(format!("at most {MAX} characters allowed, got {n}"))
+        }
     }
 
     /// Wraps `s`, cutting it to `MAX` characters if it is longer: for text produced locally,
@@ -101,7 +107,9 @@ fn bounded<'de, D: Deserializer<'de>>(d: D, min: f64, max: f64) -> Result<f64, D
     if x.is_finite() && (min..=max).contains(&x) {
         Ok(x)
     } else {
-        Err(de::Error::custom(format_args!("must be a number from {min} to {max}, got {x}")))
+        Err(de::Error::custom(format_args!(
+            "must be a number from {min} to {max}, got {x}"
+        )))
     }
 }
 
@@ -147,19 +155,30 @@ where
             let mut out = BTreeMap::new();
             while let Some(key) = map.next_key::<K>()? {
                 if out.len() == self.max {
-                    return Err(de::Error::custom(format_args!("at most {} {} allowed", self.max, self.what)));
+                    return Err(de::Error::custom(format_args!(
+                        "at most {} {} allowed",
+                        self.max, self.what
+                    )));
                 }
                 let v: V = map.next_value()?;
                 (self.value)(&v).map_err(de::Error::custom)?;
                 if out.insert(key, v).is_some() {
-                    return Err(de::Error::custom(format_args!("duplicate key in {}", self.what)));
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate key in {}",
+                        self.what
+                    )));
                 }
             }
             Ok(out)
         }
     }
 
-    d.deserialize_map(MapVisitor { what, max, value, marker: std::marker::PhantomData })
+    d.deserialize_map(MapVisitor {
+        what,
+        max,
+        value,
+        marker: std::marker::PhantomData,
+    })
 }
 
 /// Health metrics: name (`[a-z0-9_]{1,64}`) → finite number, at most 64 entries.
@@ -207,7 +226,11 @@ impl Metrics {
 impl<'de> Deserialize<'de> for Metrics {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         bounded_map(d, "metrics", Self::MAX, |v: &f64| {
-            if v.is_finite() { Ok(()) } else { Err(format!("metric value {v} is not finite")) }
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("metric value {v} is not finite"))
+            }
         })
         .map(Self)
     }
@@ -292,9 +315,17 @@ pub struct Birth {
     pub hb_interval_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<ShortText>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "latitude")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "latitude"
+    )]
     pub lat: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "longitude")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "longitude"
+    )]
     pub lon: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ShortText>,
@@ -302,7 +333,11 @@ pub struct Birth {
     pub firmware: Option<ShortText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<ShortText>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "birth_checks")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "birth_checks"
+    )]
     pub checks: Vec<Name>,
     #[serde(default, skip_serializing_if = "Tags::is_empty")]
     pub tags: Tags,
@@ -368,7 +403,9 @@ impl fmt::Display for FaultKey {
 impl std::str::FromStr for FaultKey {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (check, code) = s.split_once('/').ok_or_else(|| format!("fault key {s:?} is not check/code"))?;
+        let (check, code) = s
+            .split_once('/')
+            .ok_or_else(|| format!("fault key {s:?} is not check/code"))?;
         Ok(Self {
             check: Name::new(check).map_err(|e| e.to_string())?,
             code: Name::new(code).map_err(|e| e.to_string())?,
@@ -422,7 +459,13 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 5] = [Severity::Critical, Severity::Major, Severity::Minor, Severity::Warning, Severity::Info];
+    pub const ALL: [Severity; 5] = [
+        Severity::Critical,
+        Severity::Major,
+        Severity::Minor,
+        Severity::Warning,
+        Severity::Info,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -447,7 +490,9 @@ impl std::str::FromStr for Severity {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown severity {s:?}: critical, major, minor, warning or info"))
+            .ok_or_else(|| {
+                format!("unknown severity {s:?}: critical, major, minor, warning or info")
+            })
     }
 }
 
@@ -558,7 +603,9 @@ impl TryFrom<RawCommand> for Command {
             (CmdVerb::Rebirth, _) => CmdAction::Rebirth,
             (CmdVerb::Check, _) => CmdAction::Check,
             (CmdVerb::Test, Some(test)) => CmdAction::Test { test },
-            (CmdVerb::Test, None) => return Err("missing field `test` (required when cmd is test)".into()),
+            (CmdVerb::Test, None) => {
+                return Err("missing field `test` (required when cmd is test)".into());
+            }
         };
         Ok(Command { id: raw.id, action })
     }
@@ -571,7 +618,12 @@ impl From<Command> for RawCommand {
             CmdAction::Check => (CmdVerb::Check, None),
             CmdAction::Test { test } => (CmdVerb::Test, Some(test)),
         };
-        RawCommand { v: V1, cmd, id: c.id, test }
+        RawCommand {
+            v: V1,
+            cmd,
+            id: c.id,
+            test,
+        }
     }
 }
 

@@ -46,7 +46,9 @@ impl Prefix {
             return Err(format!("the topic prefix {p:?} has an empty level"));
         }
         if p.contains(['+', '#', '\0']) {
-            return Err(format!("the topic prefix {p:?} must not contain '+', '#' or NUL"));
+            return Err(format!(
+                "the topic prefix {p:?} must not contain '+', '#' or NUL"
+            ));
         }
         Ok(Self(p))
     }
@@ -118,7 +120,14 @@ impl NodePath {
 
     /// The topic of this node for one message kind, e.g. `alarmnet/v1/lanzhou/lz-cg/n1/hb`.
     pub fn topic(&self, prefix: &Prefix, kind: NodeTopic) -> String {
-        format!("{}/{}/{}/{}/{}", prefix.0, self.region, self.site, self.node, kind.leaf())
+        format!(
+            "{}/{}/{}/{}/{}",
+            prefix.0,
+            self.region,
+            self.site,
+            self.node,
+            kind.leaf()
+        )
     }
 }
 
@@ -196,8 +205,15 @@ pub enum Topic {
 
 const WILDCARD: &str = "_";
 
-fn opt_level<T>(level: &str, parse: impl FnOnce(&str) -> Result<T, IdError>) -> Result<Option<T>, IdError> {
-    if level == WILDCARD { Ok(None) } else { parse(level).map(Some) }
+fn opt_level<T>(
+    level: &str,
+    parse: impl FnOnce(&str) -> Result<T, IdError>,
+) -> Result<Option<T>, IdError> {
+    if level == WILDCARD {
+        Ok(None)
+    } else {
+        parse(level).map(Some)
+    }
 }
 
 fn opt_str<T: fmt::Display>(v: &Option<T>) -> String {
@@ -210,27 +226,50 @@ impl Topic {
         let rest = topic
             .strip_prefix(prefix.as_str())
             .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(|| TopicError::WrongPrefix { topic: topic.into(), prefix: prefix.0.clone() })?;
+            .ok_or_else(|| TopicError::WrongPrefix {
+                topic: topic.into(),
+                prefix: prefix.0.clone(),
+            })?;
         let levels: Vec<&str> = rest.split('/').collect();
-        let shape = |why| TopicError::Shape { topic: topic.into(), why };
-        let id = |source| TopicError::Id { topic: topic.into(), source };
+        let shape = |why| TopicError::Shape {
+            topic: topic.into(),
+            why,
+        };
+        let id = |source| TopicError::Id {
+            topic: topic.into(),
+            source,
+        };
         match levels.as_slice() {
-            ["$collector", collector, "state"] => Ok(Topic::CollectorState(CollectorId::new(*collector).map_err(id)?)),
-            ["$collector", ..] => Err(shape("a collector topic is $collector/{collector_id}/state")),
+            ["$collector", collector, "state"] => Ok(Topic::CollectorState(
+                CollectorId::new(*collector).map_err(id)?,
+            )),
+            ["$collector", ..] => Err(shape(
+                "a collector topic is $collector/{collector_id}/state",
+            )),
             ["$alerts", region, site, node, rule] => {
                 let region = opt_level(region, |s| RegionId::new(s)).map_err(id)?;
                 let site = opt_level(site, |s| SiteId::new(s)).map_err(id)?;
                 let node = opt_level(node, |s| NodeId::new(s)).map_err(id)?;
                 let rule = Name::new(*rule).map_err(id)?;
                 if node.is_some() && site.is_none() || site.is_some() && region.is_none() {
-                    return Err(shape("an alert topic names a node only with its site, a site only with its region"));
+                    return Err(shape(
+                        "an alert topic names a node only with its site, a site only with its region",
+                    ));
                 }
-                Ok(Topic::Alert(AlertTopic { region, site, node, rule }))
+                Ok(Topic::Alert(AlertTopic {
+                    region,
+                    site,
+                    node,
+                    rule,
+                }))
             }
-            ["$alerts", ..] => Err(shape("an alert topic is $alerts/{region}/{site}/{subject}/{rule}")),
+            ["$alerts", ..] => Err(shape(
+                "an alert topic is $alerts/{region}/{site}/{subject}/{rule}",
+            )),
             [region, site, node, leaf] => {
-                let kind = NodeTopic::from_leaf(leaf)
-                    .ok_or_else(|| shape("the last level must be birth, state, hb, fault, test or cmd"))?;
+                let kind = NodeTopic::from_leaf(leaf).ok_or_else(|| {
+                    shape("the last level must be birth, state, hb, fault, test or cmd")
+                })?;
                 let path = NodePath {
                     region: RegionId::new(*region).map_err(id)?,
                     site: SiteId::new(*site).map_err(id)?,
@@ -238,7 +277,9 @@ impl Topic {
                 };
                 Ok(Topic::Node(path, kind))
             }
-            _ => Err(shape("a node topic has four levels after the prefix: region/site/node/kind")),
+            _ => Err(shape(
+                "a node topic has four levels after the prefix: region/site/node/kind",
+            )),
         }
     }
 
@@ -278,16 +319,22 @@ mod tests {
     #[test]
     fn node_topics_round_trip() {
         for kind in NodeTopic::ALL {
-            let t = format!("alarmnet/v1/lanzhou/lz-chengguan/lz-cg-s001/{}", kind.leaf());
+            let t = format!(
+                "alarmnet/v1/lanzhou/lz-chengguan/lz-cg-s001/{}",
+                kind.leaf()
+            );
             let parsed = p().parse(&t).expect("valid topic");
-            assert_eq!(parsed, Topic::Node(
-                NodePath::new(
-                    RegionId::new("lanzhou").expect("id"),
-                    SiteId::new("lz-chengguan").expect("id"),
-                    NodeId::new("lz-cg-s001").expect("id"),
-                ),
-                kind
-            ));
+            assert_eq!(
+                parsed,
+                Topic::Node(
+                    NodePath::new(
+                        RegionId::new("lanzhou").expect("id"),
+                        SiteId::new("lz-chengguan").expect("id"),
+                        NodeId::new("lz-cg-s001").expect("id"),
+                    ),
+                    kind
+                )
+            );
             assert_eq!(parsed.format(&p()), t);
         }
     }
@@ -328,7 +375,10 @@ mod tests {
 
     #[test]
     fn prefixes_are_validated() {
-        assert_eq!(Prefix::new("site/alarm/").expect("ok").as_str(), "site/alarm");
+        assert_eq!(
+            Prefix::new("site/alarm/").expect("ok").as_str(),
+            "site/alarm"
+        );
         for bad in ["", "/", "a//b", "a/+/b", "#", "$SYS"] {
             assert!(Prefix::new(bad).is_err(), "{bad}");
         }

@@ -1,0 +1,156 @@
+//! Domain types shared by the collector's pure logic (liveness, alerts, uptime) and its I/O
+//! shell (store, API, outputs). Times are the collector's own clock in [`Millis`].
+
+use alarmnet_protocol::{AlertStatus, BootId, Name, NodeId, NodePath, RegionId, Severity, SiteId};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC, on the collector's clock.
+pub type Millis = u64;
+
+/// A node's liveness as judged by the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Nobody has judged the node yet (never heard, or during the grace period).
+    Unknown,
+    Online,
+    /// A heartbeat is overdue (1.5 × interval by default): not yet offline.
+    Late,
+    Offline,
+    /// Stopped cleanly (`reason: shutdown`): planned, not a failure.
+    Stopped,
+    /// Covered by a silence (maintenance window).
+    Maintenance,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Unknown => "unknown",
+            Liveness::Online => "online",
+            Liveness::Late => "late",
+            Liveness::Offline => "offline",
+            Liveness::Stopped => "stopped",
+            Liveness::Maintenance => "maintenance",
+        }
+    }
+
+    /// Up for availability: `online` or `late`.
+    pub fn is_up(self) -> bool {
+        matches!(self, Liveness::Online | Liveness::Late)
+    }
+
+    /// Down for availability: `offline` or `stopped`.
+    pub fn is_down(self) -> bool {
+        matches!(self, Liveness::Offline | Liveness::Stopped)
+    }
+}
+
+/// Why a transition happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// A birth (a new connection of the agent).
+    Birth,
+    /// A live message (heartbeat, fault, test or state online) arrived.
+    Heartbeat,
+    /// A heartbeat deadline passed.
+    Timeout,
+    /// The broker published the node's Last Will (connection lost).
+    Will,
+    /// The agent said it stopped cleanly.
+    Shutdown,
+    /// A silence began covering the node.
+    MaintenanceStart,
+    /// A silence covering the node ended.
+    MaintenanceEnd,
+    /// The collector started and restored the node from its store.
+    Restored,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Birth => "birth",
+            Cause::Heartbeat => "heartbeat",
+            Cause::Timeout => "timeout",
+            Cause::Will => "will",
+            Cause::Shutdown => "shutdown",
+            Cause::MaintenanceStart => "maintenance_start",
+            Cause::MaintenanceEnd => "maintenance_end",
+            Cause::Restored => "restored",
+        }
+    }
+}
+
+/// A change of a node's liveness. Committed to the store before it is announced anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub node: NodeId,
+    pub from: Liveness,
+    pub to: Liveness,
+    pub at: Millis,
+    pub cause: Cause,
+}
+
+/// What the collector knows of a node from its birth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub path: NodePath,
+    pub kind: Name,
+    pub name: Option<String>,
+    pub boot: Option<BootId>,
+    pub hb_interval_ms: u64,
+}
+
+/// The subject of an alert: a node, a site, a region, or the whole network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Subject {
+    pub region: Option<RegionId>,
+    pub site: Option<SiteId>,
+    pub node: Option<NodeId>,
+}
+
+/// An alert's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub by: String,
+    pub at: Millis,
+    pub comment: Option<String>,
+}
+
+/// One alert, firing or resolved. `id` is stable: a fingerprint of rule + subject (+ the
+/// fault key for `fault` alerts, the metric for threshold alerts), and a new firing of the
+/// same subject after resolution gets a new row in history under the same fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub rule: Name,
+    pub severity: Severity,
+    pub status: AlertStatus,
+    pub subject: Subject,
+    /// The node's kind, for node alerts.
+    pub kind: Option<Name>,
+    pub started_at: Millis,
+    pub ended_at: Option<Millis>,
+    pub summary: String,
+    pub ack: Option<Ack>,
+    /// Whether a `firing` notification was sent (not silenced or inhibited at the time).
+    /// A resolution is notified exactly when this is true.
+    pub notified: bool,
+}
+
+/// A silence (maintenance window): matching alerts are recorded, not notified, and matching
+/// nodes' time in the window counts as maintenance, not downtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub region: Option<RegionId>,
+    pub site: Option<SiteId>,
+    pub node: Option<NodeId>,
+    pub kind: Option<Name>,
+    pub starts_at: Millis,
+    pub ends_at: Millis,
+    pub created_by: String,
+    pub comment: Option<String>,
+}
