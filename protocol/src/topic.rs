@@ -106,7 +106,9 @@ impl std::str::FromStr for Prefix {
 }
 
 /// Where a node sits in the network: region → site → node.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct NodePath {
     pub region: RegionId,
     pub site: SiteId,
