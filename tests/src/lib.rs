@@ -1,1 +1,75 @@
-//! End-to-end harness.
+//! # alarmnet end-to-end test harness
+//!
+//! Starts the real things a test needs (Mosquitto, VictoriaMetrics, Alertmanager, the
+//! project's own binaries) on free loopback ports, waits for them to be ready by polling, and
+//! kills them when the handle is dropped, printing their logs if the test is failing. Helpers
+//! panic with a message instead of returning errors: they exist to be called from tests.
+//!
+//! # Layout
+//! - [`ids`]: free ports and unique client/node ids, safe for parallel tests.
+//! - [`process`]: [`binary`] to find a built workspace binary and [`Process`] to run one.
+//! - [`wait`]: [`wait_for`], the polling helper every readiness check uses.
+//! - [`mosquitto`]: a private Mosquitto broker per test.
+//! - [`victoria`]: a private VictoriaMetrics per test, with export and query helpers.
+//! - [`alertmanager`]: a private Prometheus Alertmanager per test.
+//! - [`probe`]: [`MqttProbe`], an MQTT client that records what it receives and publishes
+//!   with acknowledgement.
+
+pub mod alertmanager;
+pub mod ids;
+pub mod mosquitto;
+pub mod probe;
+pub mod process;
+pub mod victoria;
+pub mod wait;
+
+pub use alertmanager::Alertmanager;
+pub use ids::{free_port, unique_id};
+pub use mosquitto::{Mosquitto, MosquittoBuilder};
+pub use probe::{MqttProbe, Received};
+pub use process::{Process, ProcessBuilder, binary};
+pub use victoria::{Series, VictoriaMetrics};
+pub use wait::wait_for;
+
+/// The last `lines` lines of `text`.
+pub(crate) fn tail(text: &str, lines: usize) -> &str {
+    let mut start = text.len();
+    for _ in 0..lines {
+        match text[..start].trim_end_matches('\n').rfind('\n') {
+            Some(i) => start = i,
+            None => return text,
+        }
+    }
+    &text[start + 1..]
+}
+
+/// Prints the tail of a log file to stderr, for a test that is failing.
+pub(crate) fn print_log_tail(what: &str, path: &std::path::Path, lines: usize) {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    };
+    if text.trim().is_empty() {
+        eprintln!("----- {what}: {} is empty -----", path.display());
+        return;
+    }
+    eprintln!(
+        "----- {what}: last {lines} lines of {} -----",
+        path.display()
+    );
+    eprintln!("{}", tail(&text, lines).trim_end());
+    eprintln!("----- end of {what} -----");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail("a\nb", 5), "a\nb");
+        assert_eq!(tail("", 3), "");
+    }
+}
