@@ -1,0 +1,719 @@
+//! The agent's configuration: a TOML file plus `ALARMNET_` environment overrides, read into
+//! raw serde structs and then validated into typed settings, collecting every problem so a
+//! technician fixes the file in one pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alarmnet_protocol::payload::ShortText;
+use alarmnet_protocol::{MetricName, Name, NodeId, NodePath, Prefix, RegionId, SiteId, Tags, Text};
+use serde::Deserialize;
+
+use crate::checks::{self, CheckConfig, TestConfig};
+use crate::spool::SpoolLimits;
+
+/// The exit code for a configuration error (`EX_CONFIG` is 78, but `EX_USAGE`, 64, is the
+/// project's promise for "bad config, nothing started").
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Keys whose environment override is a comma-separated list.
+const LIST_KEYS: &[&str] = &["mqtt.brokers"];
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or does not have the expected shape.
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+    /// The file has the right shape but these values are wrong.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    /// Every problem, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Load(e) => vec![e.clone()],
+            ConfigError::Invalid(v) => v.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw shape, as written in the file.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    #[serde(default)]
+    mqtt: RawMqtt,
+    #[serde(default)]
+    spool: RawSpool,
+    #[serde(default)]
+    checks: Vec<CheckConfig>,
+    #[serde(default)]
+    tests: BTreeMap<String, TestConfig>,
+}
+
+/// `[node]`: who this node is. Ids travel in topics, names in payloads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    /// Unique in the whole network; also the MQTT client id.
+    id: String,
+    site: String,
+    region: String,
+    /// `siren`, `display`, or another lowercase word.
+    #[serde(default = "default_kind")]
+    kind: String,
+    /// The human name shown in the console (Chinese is fine).
+    name: Option<String>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    model: Option<String>,
+    firmware: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+fn default_kind() -> String {
+    "siren".into()
+}
+
+/// `[mqtt]`: how to reach the broker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    /// `mqtt://host:port` or `mqtts://host:port`, tried in order.
+    #[serde(default = "default_brokers")]
+    brokers: Vec<String>,
+    #[serde(default = "default_heartbeat")]
+    heartbeat_interval: String,
+    /// The broker publishes the Will after 1.5 × keep-alive of silence.
+    #[serde(default = "default_keep_alive")]
+    keep_alive: String,
+    /// First reconnect delay bound; grows exponentially up to `reconnect_max`, with jitter.
+    #[serde(default = "default_reconnect_min")]
+    reconnect_min: String,
+    #[serde(default = "default_reconnect_max")]
+    reconnect_max: String,
+    username: Option<String>,
+    password: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (mqtts); without it, the
+    /// system's trust store is used.
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that authenticate nodes by certificate.
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        Self {
+            brokers: default_brokers(),
+            heartbeat_interval: default_heartbeat(),
+            keep_alive: default_keep_alive(),
+            reconnect_min: default_reconnect_min(),
+            reconnect_max: default_reconnect_max(),
+            username: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            prefix: default_prefix(),
+        }
+    }
+}
+
+fn default_brokers() -> Vec<String> {
+    vec!["mqtt://127.0.0.1:1883".into()]
+}
+fn default_heartbeat() -> String {
+    "10s".into()
+}
+fn default_keep_alive() -> String {
+    "30s".into()
+}
+fn default_reconnect_min() -> String {
+    "1s".into()
+}
+fn default_reconnect_max() -> String {
+    "60s".into()
+}
+fn default_prefix() -> String {
+    alarmnet_protocol::DEFAULT_PREFIX.into()
+}
+
+/// `[spool]`: where unacknowledged messages wait, and how much may wait.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    #[serde(default = "default_spool_dir")]
+    dir: PathBuf,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u64,
+    #[serde(default = "default_max_records")]
+    max_records: usize,
+}
+
+impl Default for RawSpool {
+    fn default() -> Self {
+        Self {
+            dir: default_spool_dir(),
+            max_bytes: default_max_bytes(),
+            max_records: default_max_records(),
+        }
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/alarmnet-agent/spool")
+}
+fn default_max_bytes() -> u64 {
+    SpoolLimits::default().max_bytes
+}
+fn default_max_records() -> usize {
+    SpoolLimits::default().max_records
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated settings.
+
+/// The node's identity, as its birth message states it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub path: NodePath,
+    pub kind: Name,
+    pub name: Option<ShortText>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub model: Option<ShortText>,
+    pub firmware: Option<ShortText>,
+    pub tags: Tags,
+}
+
+/// One broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl std::str::FromStr for Broker {
+    type Err = String;
+    fn from_str(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            format!("broker {url:?}: expected mqtt://host:port or mqtts://host:port")
+        })?;
+        let (tls, default_port) = match scheme {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            other => {
+                return Err(format!(
+                    "broker {url:?}: scheme {other:?} is not mqtt:// or mqtts://"
+                ));
+            }
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') || rest.is_empty() {
+            return Err(format!(
+                "broker {url:?}: expected host[:port] after the scheme"
+            ));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("broker {url:?}: unclosed [ in IPv6 address"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("broker {url:?}: port {p:?} is not 1..65535"))?,
+            None => default_port,
+        };
+        if host.is_empty() {
+            return Err(format!("broker {url:?}: host is empty"));
+        }
+        Ok(Broker {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// TLS material, read at connect time.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub brokers: Vec<Broker>,
+    pub heartbeat_interval: Duration,
+    pub keep_alive: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub credentials: Option<(String, String)>,
+    pub tls: TlsFiles,
+    pub prefix: Prefix,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub limits: SpoolLimits,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: Identity,
+    pub mqtt: MqttSettings,
+    pub spool: SpoolSettings,
+    pub checks: Vec<CheckConfig>,
+    pub tests: BTreeMap<Name, TestConfig>,
+}
+
+impl AgentConfig {
+    /// Reads `file` with overrides from the process environment.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.to_ascii_uppercase().starts_with("ALARMNET_"))
+            .collect();
+        Self::load_with_env(file, env)
+    }
+
+    /// Reads `file` with overrides from `env` (variables named `ALARMNET_<SECTION>__<KEY>`).
+    pub fn load_with_env(file: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let is_list_var = |k: &str| {
+            let key = k
+                .to_ascii_lowercase()
+                .replacen("alarmnet_", "", 1)
+                .replace("__", ".");
+            LIST_KEYS.contains(&key.as_str())
+        };
+        let lists: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| is_list_var(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // Scalars stay strings (no `try_parsing`): ids and secrets such as "007" must not
+        // turn into numbers; the deserializer converts strings where a number is expected.
+        let scalars = config::Environment::with_prefix("ALARMNET")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(env));
+        let mut list_env = config::Environment::with_prefix("ALARMNET")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",");
+        for key in LIST_KEYS {
+            list_env = list_env.with_list_parse_key(key);
+        }
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(file).format(config::FileFormat::Toml))
+            .add_source(scalars)
+            .add_source(list_env.source(Some(lists)))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// Parses a TOML string without environment overrides (tests, the simulator).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        raw.validate()
+    }
+}
+
+fn duration(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: &str,
+    min: Duration,
+    max: Duration,
+) -> Duration {
+    match humantime::parse_duration(value) {
+        Ok(d) if (min..=max).contains(&d) => d,
+        Ok(d) => {
+            problems.push(format!(
+                "{key}: {} is out of range {} to {}",
+                humantime::format_duration(d),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ));
+            min
+        }
+        Err(e) => {
+            problems.push(format!(
+                "{key}: {value:?} is not a duration like \"10s\": {e}"
+            ));
+            min
+        }
+    }
+}
+
+fn id<T>(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: &str,
+    parse: fn(&str) -> Result<T, alarmnet_protocol::IdError>,
+) -> Option<T> {
+    parse(value)
+        .map_err(|e| problems.push(format!("{key}: {e}")))
+        .ok()
+}
+
+fn short_text(problems: &mut Vec<String>, key: &str, value: Option<String>) -> Option<ShortText> {
+    value.and_then(|v| {
+        ShortText::new(v)
+            .map_err(|e| problems.push(format!("{key}: {e}")))
+            .ok()
+    })
+}
+
+fn readable_file(problems: &mut Vec<String>, key: &str, path: &Path) {
+    if !path.is_file() {
+        problems.push(format!("{key}: {} is not a readable file", path.display()));
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<AgentConfig, ConfigError> {
+        let mut p = Vec::new();
+        let n = self.node;
+        let node_id = id(&mut p, "node.id", &n.id, |s| NodeId::new(s));
+        let site = id(&mut p, "node.site", &n.site, |s| SiteId::new(s));
+        let region = id(&mut p, "node.region", &n.region, |s| RegionId::new(s));
+        let kind = id(&mut p, "node.kind", &n.kind, |s| Name::new(s));
+        let name = short_text(&mut p, "node.name", n.name);
+        let model = short_text(&mut p, "node.model", n.model);
+        let firmware = short_text(&mut p, "node.firmware", n.firmware);
+        if let Some(lat) = n
+            .lat
+            .filter(|l| !(l.is_finite() && (-90.0..=90.0).contains(l)))
+        {
+            p.push(format!("node.lat: {lat} is not a latitude from -90 to 90"));
+        }
+        if let Some(lon) = n
+            .lon
+            .filter(|l| !(l.is_finite() && (-180.0..=180.0).contains(l)))
+        {
+            p.push(format!(
+                "node.lon: {lon} is not a longitude from -180 to 180"
+            ));
+        }
+        let mut tags = Tags::new();
+        for (k, v) in n.tags {
+            let key = MetricName::new(&k).map_err(|e| format!("node.tags.{k}: {e}"));
+            let value = Text::<256>::new(v).map_err(|e| format!("node.tags.{k}: {e}"));
+            match (key, value) {
+                (Ok(key), Ok(value)) => {
+                    if let Err(e) = tags.insert(key, value) {
+                        p.push(format!("node.tags: {e}"));
+                    }
+                }
+                (key, value) => p.extend(key.err().into_iter().chain(value.err())),
+            }
+        }
+
+        let m = self.mqtt;
+        if m.brokers.is_empty() {
+            p.push("mqtt.brokers: at least one broker is needed".into());
+        }
+        let brokers: Vec<Broker> = m
+            .brokers
+            .iter()
+            .filter_map(|b| {
+                b.trim()
+                    .parse()
+                    .map_err(|e| p.push(format!("mqtt.brokers: {e}")))
+                    .ok()
+            })
+            .collect();
+        let heartbeat_interval = duration(
+            &mut p,
+            "mqtt.heartbeat_interval",
+            &m.heartbeat_interval,
+            Duration::from_millis(500),
+            Duration::from_secs(86_400),
+        );
+        let keep_alive = duration(
+            &mut p,
+            "mqtt.keep_alive",
+            &m.keep_alive,
+            Duration::from_secs(2),
+            Duration::from_secs(u16::MAX as u64),
+        );
+        let reconnect_min = duration(
+            &mut p,
+            "mqtt.reconnect_min",
+            &m.reconnect_min,
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+        );
+        let reconnect_max = duration(
+            &mut p,
+            "mqtt.reconnect_max",
+            &m.reconnect_max,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        if reconnect_max < reconnect_min {
+            p.push("mqtt.reconnect_max: must not be below mqtt.reconnect_min".into());
+        }
+        let credentials = match (m.username, m.password) {
+            (Some(u), Some(pw)) => Some((u, pw)),
+            (Some(u), None) => Some((u, String::new())),
+            (None, Some(_)) => {
+                p.push("mqtt.password: set without mqtt.username".into());
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some(ca) = &m.ca_file {
+            readable_file(&mut p, "mqtt.ca_file", ca);
+        }
+        let client = match (m.cert_file, m.key_file) {
+            (Some(c), Some(k)) => {
+                readable_file(&mut p, "mqtt.cert_file", &c);
+                readable_file(&mut p, "mqtt.key_file", &k);
+                Some((c, k))
+            }
+            (Some(_), None) => {
+                p.push("mqtt.cert_file: set without mqtt.key_file".into());
+                None
+            }
+            (None, Some(_)) => {
+                p.push("mqtt.key_file: set without mqtt.cert_file".into());
+                None
+            }
+            (None, None) => None,
+        };
+        let uses_tls = brokers.iter().any(|b| b.tls);
+        if !uses_tls && (m.ca_file.is_some() || client.is_some()) {
+            p.push("mqtt: TLS files are set but no broker uses mqtts://".into());
+        }
+        let prefix = Prefix::new(m.prefix.clone())
+            .map_err(|e| p.push(format!("mqtt.prefix: {e}")))
+            .ok();
+
+        let s = self.spool;
+        if s.max_bytes < 64 * 1024 {
+            p.push(format!(
+                "spool.max_bytes: {} is below the minimum of 65536",
+                s.max_bytes
+            ));
+        }
+        if s.max_records < 10 {
+            p.push(format!(
+                "spool.max_records: {} is below the minimum of 10",
+                s.max_records
+            ));
+        }
+        if s.dir.as_os_str().is_empty() {
+            p.push("spool.dir: must not be empty".into());
+        }
+
+        let mut tests = BTreeMap::new();
+        for (k, t) in self.tests {
+            if let Some(name) = id(&mut p, &format!("tests.{k}"), &k, |s| Name::new(s)) {
+                tests.insert(name, t);
+            }
+        }
+        p.extend(checks::validate(&self.checks, &tests));
+
+        match (node_id, site, region, kind, prefix) {
+            (Some(node), Some(site), Some(region), Some(kind), Some(prefix)) if p.is_empty() => {
+                Ok(AgentConfig {
+                    node: Identity {
+                        path: NodePath::new(region, site, node),
+                        kind,
+                        name,
+                        lat: n.lat,
+                        lon: n.lon,
+                        model,
+                        firmware,
+                        tags,
+                    },
+                    mqtt: MqttSettings {
+                        brokers,
+                        heartbeat_interval,
+                        keep_alive,
+                        reconnect_min,
+                        reconnect_max,
+                        credentials,
+                        tls: TlsFiles {
+                            ca_file: m.ca_file,
+                            client,
+                        },
+                        prefix,
+                    },
+                    spool: SpoolSettings {
+                        dir: s.dir,
+                        limits: SpoolLimits {
+                            max_bytes: s.max_bytes,
+                            max_records: s.max_records,
+                        },
+                    },
+                    checks: self.checks,
+                    tests,
+                })
+            }
+            _ => Err(ConfigError::Invalid(p)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[node]
+id = "lz-cg-s001"
+site = "lz-chengguan"
+region = "lanzhou"
+name = "城关区人防办楼顶警报器"
+"#;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = AgentConfig::from_toml(MINIMAL).expect("valid");
+        assert_eq!(c.node.path.node.as_str(), "lz-cg-s001");
+        assert_eq!(c.node.kind.as_str(), "siren");
+        assert_eq!(c.mqtt.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.mqtt.keep_alive, Duration::from_secs(30));
+        assert_eq!(
+            c.mqtt.brokers,
+            vec![Broker {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883
+            }]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let text = r#"
+[node]
+id = "bad id"
+site = "s/1"
+region = "lanzhou"
+lat = 123.0
+[mqtt]
+brokers = ["http://x:1883", "mqtt://h:0"]
+heartbeat_interval = "0s"
+keep_alive = "forever"
+ca_file = "/nonexistent/ca.pem"
+[spool]
+max_records = 1
+"#;
+        let err = AgentConfig::from_toml(text).expect_err("invalid");
+        let problems = err.problems();
+        for needle in [
+            "node.id",
+            "node.site",
+            "node.lat",
+            "scheme \"http\"",
+            "port \"0\"",
+            "mqtt.heartbeat_interval",
+            "mqtt.keep_alive",
+            "mqtt.ca_file",
+            "spool.max_records",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle} missing from {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 10, "{problems:#?}");
+    }
+
+    #[test]
+    fn empty_broker_list_and_unknown_fields_are_refused() {
+        let text = format!("{MINIMAL}\n[mqtt]\nbrokers = []\n");
+        let err = AgentConfig::from_toml(&text).expect_err("no brokers");
+        assert!(err.problems()[0].contains("at least one broker"));
+        let text = format!("{MINIMAL}\n[mqtt]\nbroker = \"mqtt://x\"\n");
+        let err = AgentConfig::from_toml(&text).expect_err("unknown field");
+        assert!(err.problems()[0].contains("broker"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_keep_ids_as_strings_and_split_lists() {
+        let (_dir, path) = write(MINIMAL);
+        let env = HashMap::from([
+            ("ALARMNET_NODE__ID".to_owned(), "007".to_owned()),
+            ("ALARMNET_MQTT__PASSWORD".to_owned(), "0123".to_owned()),
+            ("ALARMNET_MQTT__USERNAME".to_owned(), "node".to_owned()),
+            (
+                "ALARMNET_MQTT__BROKERS".to_owned(),
+                "mqtt://a:1884,mqtts://b".to_owned(),
+            ),
+            ("ALARMNET_SPOOL__MAX_RECORDS".to_owned(), "500".to_owned()),
+            ("ALARMNET_NODE__LAT".to_owned(), "36.5".to_owned()),
+        ]);
+        let c = AgentConfig::load_with_env(&path, env).expect("valid");
+        assert_eq!(c.node.path.node.as_str(), "007");
+        assert_eq!(c.mqtt.credentials, Some(("node".into(), "0123".into())));
+        assert_eq!(c.mqtt.brokers.len(), 2);
+        assert_eq!(c.mqtt.brokers[1].to_string(), "mqtts://b:8883");
+        assert_eq!(c.spool.limits.max_records, 500);
+        assert_eq!(c.node.lat, Some(36.5));
+    }
+
+    #[test]
+    fn broker_urls() {
+        let b: Broker = "mqtt://[::1]:1999".parse().expect("v6");
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("::1", 1999, false));
+        assert!("mqtt://".parse::<Broker>().is_err());
+        assert!("mqtt://h:1/path".parse::<Broker>().is_err());
+        assert!("h:1883".parse::<Broker>().is_err());
+    }
+
+    #[test]
+    fn shipped_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
+        let c = AgentConfig::load_with_env(&path, HashMap::new()).expect("example is valid");
+        assert!(!c.mqtt.brokers.is_empty());
+    }
+}

@@ -1,0 +1,726 @@
+//! Store-and-forward: every `hb`, `fault` and `test` message waits here until the broker has
+//! acknowledged it (PUBACK), so no accepted fault is lost when the link or the broker drops.
+//!
+//! # On disk
+//! One append-only log file per generation, `spool-NNNNNNNN.log`, holding records
+//! `[len u32 LE][crc32 u32 LE][body]` with `body = [type u8][id u64 LE][payload]`. A data
+//! record carries an encoded message; a tombstone (`type` 0x80, empty payload) says that
+//! record `id` left the spool (acknowledged, or dropped because the spool was full).
+//! Faults and test receipts are fsync'd before `append` returns; heartbeats and tombstones
+//! are not (losing one after a power cut costs a heartbeat, or a duplicate on replay).
+//!
+//! On open the newest generation is read front to back; the first record whose length or
+//! checksum is wrong (a torn write after kill -9 or power loss) ends the log: the file is
+//! truncated there, so garbage is never replayed and later appends follow valid data. When
+//! the log has grown well past the live data it is compacted into the next generation
+//! (written to a temporary file, fsync'd, renamed), and the old one is deleted.
+//!
+//! Design: no well-kept crate fits this queue: it must release records individually after
+//! their PUBACK (out of order when the spool drops heartbeats), drop by priority when full,
+//! and survive a torn tail. Embedded key-value stores would fit but cost far more memory
+//! and binary size than this file on a small node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+/// What a spooled record holds; heartbeats are dropped first when the spool is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Heartbeat,
+    Fault,
+    Test,
+}
+
+impl RecordKind {
+    fn code(self) -> u8 {
+        match self {
+            RecordKind::Heartbeat => 1,
+            RecordKind::Fault => 2,
+            RecordKind::Test => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(RecordKind::Heartbeat),
+            2 => Some(RecordKind::Fault),
+            3 => Some(RecordKind::Test),
+            _ => None,
+        }
+    }
+
+    /// Faults and receipts must survive a power cut once accepted.
+    fn durable(self) -> bool {
+        !matches!(self, RecordKind::Heartbeat)
+    }
+}
+
+const TOMBSTONE: u8 = 0x80;
+/// `len` + `crc`.
+const FRAME_HEADER: usize = 8;
+/// `type` + `id`.
+const BODY_HEADER: usize = 9;
+/// No valid body is larger than a maximal payload plus its header.
+const MAX_BODY: usize = alarmnet_protocol::MAX_PAYLOAD_BYTES + BODY_HEADER;
+/// The log is compacted once it exceeds this size and twice the live data.
+const COMPACT_MIN_BYTES: u64 = 256 * 1024;
+
+/// One message waiting for its PUBACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: RecordKind,
+    /// The encoded payload, as produced live (`replay` false).
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    fn size(&self) -> u64 {
+        (FRAME_HEADER + BODY_HEADER + self.payload.len()) as u64
+    }
+}
+
+/// How large the spool may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLimits {
+    pub max_bytes: u64,
+    pub max_records: usize,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 8 * 1024 * 1024,
+            max_records: 20_000,
+        }
+    }
+}
+
+/// Records dropped because the spool was full, by kind, since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub heartbeats: u64,
+    pub faults: u64,
+    pub tests: u64,
+}
+
+impl Dropped {
+    pub fn total(&self) -> u64 {
+        self.heartbeats + self.faults + self.tests
+    }
+
+    fn count(&mut self, kind: RecordKind) {
+        match kind {
+            RecordKind::Heartbeat => self.heartbeats += 1,
+            RecordKind::Fault => self.faults += 1,
+            RecordKind::Test => self.tests += 1,
+        }
+    }
+}
+
+/// What opening an on-disk spool found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records waiting to be sent.
+    pub records: usize,
+    /// Bytes cut off the end of the log because they did not form a valid record.
+    pub torn_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The spool: live records in id order, mirrored to a log file unless in memory.
+#[derive(Debug)]
+pub struct Spool {
+    log: Option<Log>,
+    records: BTreeMap<u64, Record>,
+    heartbeats: BTreeSet<u64>,
+    next_id: u64,
+    live_bytes: u64,
+    limits: SpoolLimits,
+    dropped: Dropped,
+}
+
+#[derive(Debug)]
+struct Log {
+    dir: PathBuf,
+    generation: u64,
+    file: File,
+    len: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn log_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("spool-{generation:08}.log"))
+}
+
+fn encode_frame(out: &mut Vec<u8>, code: u8, id: u64, payload: &[u8]) {
+    let body_len = BODY_HEADER + payload.len();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[code]);
+    hasher.update(&id.to_le_bytes());
+    hasher.update(payload);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&hasher.finalize().to_le_bytes());
+    out.push(code);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A decoded frame: `(type, id, payload)`, or `None` where the valid log ends.
+fn decode_frame(buf: &[u8]) -> Option<(u8, u64, &[u8], usize)> {
+    let header = buf.get(..FRAME_HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    if !(BODY_HEADER..=MAX_BODY).contains(&len) {
+        return None;
+    }
+    let body = buf.get(FRAME_HEADER..FRAME_HEADER + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let code = body[0];
+    let id = u64::from_le_bytes(body[1..9].try_into().ok()?);
+    if code != TOMBSTONE && RecordKind::from_code(code).is_none() {
+        return None;
+    }
+    Some((code, id, &body[BODY_HEADER..], FRAME_HEADER + len))
+}
+
+impl Spool {
+    /// A spool that lives in memory only (the simulator's choice for many nodes).
+    pub fn in_memory(limits: SpoolLimits) -> Self {
+        Self {
+            log: None,
+            records: BTreeMap::new(),
+            heartbeats: BTreeSet::new(),
+            next_id: 0,
+            live_bytes: 0,
+            limits,
+            dropped: Dropped::default(),
+        }
+    }
+
+    /// Opens (or creates) the spool in `dir`, recovering what a previous run left.
+    pub fn open(dir: &Path, limits: SpoolLimits) -> Result<(Self, Recovery), SpoolError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut generations = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(g) = name
+                .strip_prefix("spool-")
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                generations.push(g);
+            } else if name.starts_with("spool-") && name.ends_with(".tmp") {
+                // An interrupted compaction: the log it came from is still complete.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        generations.sort_unstable();
+        let generation = generations.last().copied().unwrap_or(0);
+        for old in &generations[..generations.len().saturating_sub(1)] {
+            // A compaction finished its rename but not the deletion of its source.
+            let _ = fs::remove_file(log_path(dir, *old));
+        }
+
+        let path = log_path(dir, generation);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf).map_err(io_err(&path))?;
+
+        let mut spool = Self::in_memory(limits);
+        let mut offset = 0;
+        while let Some((code, id, payload, used)) = decode_frame(&buf[offset..]) {
+            spool.next_id = spool.next_id.max(id + 1);
+            if code == TOMBSTONE {
+                spool.forget(id);
+            } else if let Some(kind) = RecordKind::from_code(code) {
+                spool.insert(
+                    id,
+                    Record {
+                        kind,
+                        payload: payload.to_vec(),
+                    },
+                );
+            }
+            offset += used;
+        }
+        let torn_bytes = (buf.len() - offset) as u64;
+        if torn_bytes > 0 {
+            file.set_len(offset as u64).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        spool.log = Some(Log {
+            dir: dir.to_owned(),
+            generation,
+            file,
+            len: offset as u64,
+        });
+        let recovery = Recovery {
+            records: spool.records.len(),
+            torn_bytes,
+        };
+        spool.maybe_compact()?;
+        Ok((spool, recovery))
+    }
+
+    fn insert(&mut self, id: u64, record: Record) {
+        self.live_bytes += record.size();
+        if record.kind == RecordKind::Heartbeat {
+            self.heartbeats.insert(id);
+        }
+        self.records.insert(id, record);
+    }
+
+    fn forget(&mut self, id: u64) -> Option<Record> {
+        let record = self.records.remove(&id)?;
+        self.live_bytes -= record.size();
+        self.heartbeats.remove(&id);
+        Some(record)
+    }
+
+    fn write(&mut self, frame: &[u8], sync: bool) -> Result<(), SpoolError> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let path = log_path(&log.dir, log.generation);
+        log.file.write_all(frame).map_err(io_err(&path))?;
+        if sync {
+            log.file.sync_data().map_err(io_err(&path))?;
+        }
+        log.len += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Accepts a message. When full, drops the oldest heartbeat first; a heartbeat that
+    /// finds only faults and receipts ahead of it is itself dropped; otherwise the oldest
+    /// record goes. Returns the record's id, or `None` if the new record was dropped.
+    pub fn append(
+        &mut self,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    ) -> Result<Option<u64>, SpoolError> {
+        let record = Record { kind, payload };
+        let size = record.size();
+        let mut frame = Vec::new();
+        loop {
+            let fits = self.records.len() < self.limits.max_records
+                && self.live_bytes + size <= self.limits.max_bytes;
+            if fits {
+                break;
+            }
+            let victim = if let Some(&id) = self.heartbeats.first() {
+                Some(id)
+            } else if kind == RecordKind::Heartbeat {
+                None
+            } else {
+                self.records.keys().next().copied()
+            };
+            let Some(victim) = victim else {
+                // The new record is the one to drop (or it is larger than the whole spool).
+                self.dropped.count(kind);
+                self.write(&frame, false)?;
+                return Ok(None);
+            };
+            if let Some(dropped) = self.forget(victim) {
+                self.dropped.count(dropped.kind);
+            }
+            encode_frame(&mut frame, TOMBSTONE, victim, &[]);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        encode_frame(&mut frame, kind.code(), id, &record.payload);
+        self.write(&frame, kind.durable())?;
+        self.insert(id, record);
+        Ok(Some(id))
+    }
+
+    /// Releases a record after the broker's PUBACK. Unknown ids (already dropped) are fine.
+    pub fn remove(&mut self, id: u64) -> Result<bool, SpoolError> {
+        if self.forget(id).is_none() {
+            return Ok(false);
+        }
+        let mut frame = Vec::with_capacity(FRAME_HEADER + BODY_HEADER);
+        encode_frame(&mut frame, TOMBSTONE, id, &[]);
+        self.write(&frame, false)?;
+        self.maybe_compact()?;
+        Ok(true)
+    }
+
+    /// The first record with an id greater than `after` (or the first of all).
+    pub fn next_after(&self, after: Option<u64>) -> Option<(u64, &Record)> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.records
+            .range((lower, Bound::Unbounded))
+            .next()
+            .map(|(id, r)| (*id, r))
+    }
+
+    /// The newest record's id, if any.
+    pub fn last_id(&self) -> Option<u64> {
+        self.records.keys().next_back().copied()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Record> {
+        self.records.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Bytes of live records (their on-disk frames).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// The log file's size (0 in memory).
+    pub fn file_bytes(&self) -> u64 {
+        self.log.as_ref().map_or(0, |l| l.len)
+    }
+
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+    }
+
+    /// Makes everything written so far durable (on shutdown).
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if let Some(log) = self.log.as_mut() {
+            let path = log_path(&log.dir, log.generation);
+            log.file.sync_all().map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), SpoolError> {
+        let Some(log) = self.log.as_ref() else {
+            return Ok(());
+        };
+        if log.len <= COMPACT_MIN_BYTES.max(2 * self.live_bytes) {
+            return Ok(());
+        }
+        let dir = log.dir.clone();
+        let next = log.generation + 1;
+        let tmp = dir.join(format!("spool-{next:08}.tmp"));
+        let mut buf = Vec::with_capacity(self.live_bytes as usize);
+        for (id, r) in &self.records {
+            encode_frame(&mut buf, r.kind.code(), *id, &r.payload);
+        }
+        // Keep the id counter beyond every id ever handed out, even if the newest records
+        // are gone: a tombstone of the newest id carries it over.
+        if self.next_id > 0 && self.last_id().is_none_or(|last| last + 1 < self.next_id) {
+            encode_frame(&mut buf, TOMBSTONE, self.next_id - 1, &[]);
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        file.write_all(&buf).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        let path = log_path(&dir, next);
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let old = log_path(&dir, next - 1);
+        self.log = Some(Log {
+            dir,
+            generation: next,
+            file,
+            len: buf.len() as u64,
+        });
+        let _ = fs::remove_file(old);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_bytes: u64, max_records: usize) -> SpoolLimits {
+        SpoolLimits {
+            max_bytes,
+            max_records,
+        }
+    }
+
+    fn payload(i: u32) -> Vec<u8> {
+        format!("{{\"n\":{i}}}").into_bytes()
+    }
+
+    fn ids(s: &Spool) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut cur = None;
+        while let Some((id, _)) = s.next_after(cur) {
+            out.push(id);
+            cur = Some(id);
+        }
+        out
+    }
+
+    fn current_log(dir: &Path) -> PathBuf {
+        let mut logs: Vec<_> = fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        logs.pop().expect("a log file")
+    }
+
+    #[test]
+    fn append_then_ack_removes_and_replays_in_order() {
+        let mut s = Spool::in_memory(SpoolLimits::default());
+        let a = s
+            .append(RecordKind::Fault, payload(1))
+            .expect("io")
+            .expect("kept");
+        let b = s
+            .append(RecordKind::Heartbeat, payload(2))
+            .expect("io")
+            .expect("kept");
+        let c = s
+            .append(RecordKind::Test, payload(3))
+            .expect("io")
+            .expect("kept");
+        assert!(a < b && b < c);
+        assert_eq!(ids(&s), vec![a, b, c]);
+        assert!(s.remove(b).expect("io"));
+        assert!(!s.remove(b).expect("io"), "second ack is a no-op");
+        assert_eq!(ids(&s), vec![a, c]);
+        assert_eq!(s.get(c).expect("c").payload, payload(3));
+    }
+
+    #[test]
+    fn full_spool_drops_heartbeats_first_and_counts() {
+        let mut s = Spool::in_memory(limits(u64::MAX, 3));
+        let hb1 = s
+            .append(RecordKind::Heartbeat, payload(1))
+            .expect("io")
+            .expect("kept");
+        let f1 = s
+            .append(RecordKind::Fault, payload(2))
+            .expect("io")
+            .expect("kept");
+        let hb2 = s
+            .append(RecordKind::Heartbeat, payload(3))
+            .expect("io")
+            .expect("kept");
+        // Full: a fault pushes out the oldest heartbeat.
+        let f2 = s
+            .append(RecordKind::Fault, payload(4))
+            .expect("io")
+            .expect("kept");
+        assert_eq!(ids(&s), vec![f1, hb2, f2]);
+        let t1 = s
+            .append(RecordKind::Test, payload(5))
+            .expect("io")
+            .expect("kept");
+        assert_eq!(ids(&s), vec![f1, f2, t1]);
+        assert_eq!(s.dropped().heartbeats, 2);
+        // Only faults and tests left: a new heartbeat is itself dropped.
+        assert_eq!(
+            s.append(RecordKind::Heartbeat, payload(6)).expect("io"),
+            None
+        );
+        assert_eq!(s.dropped().heartbeats, 3);
+        // A new fault drops the oldest fault.
+        let f3 = s
+            .append(RecordKind::Fault, payload(7))
+            .expect("io")
+            .expect("kept");
+        assert_eq!(ids(&s), vec![f2, t1, f3]);
+        assert_eq!(s.dropped().faults, 1);
+        assert_eq!(s.dropped().total(), 4);
+        let _ = hb1;
+    }
+
+    #[test]
+    fn byte_bound_is_respected() {
+        let one = Record {
+            kind: RecordKind::Heartbeat,
+            payload: payload(1),
+        }
+        .size();
+        let mut s = Spool::in_memory(limits(one * 4, usize::MAX));
+        for i in 0..10 {
+            s.append(RecordKind::Heartbeat, payload(i)).expect("io");
+            assert!(s.live_bytes() <= one * 4);
+        }
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.dropped().heartbeats, 6);
+        // A record larger than the whole bound is dropped, not kept.
+        let mut small = Spool::in_memory(limits(10, 10));
+        assert_eq!(
+            small.append(RecordKind::Fault, payload(1)).expect("io"),
+            None
+        );
+        assert_eq!(small.dropped().faults, 1);
+    }
+
+    #[test]
+    fn restart_recovers_unacked_records_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
+        assert_eq!(rec, Recovery::default());
+        let mut kept = Vec::new();
+        for i in 0..20 {
+            let kind = if i % 3 == 0 {
+                RecordKind::Fault
+            } else {
+                RecordKind::Heartbeat
+            };
+            let id = s.append(kind, payload(i)).expect("io").expect("kept");
+            if i % 2 == 0 {
+                s.remove(id).expect("io");
+            } else {
+                kept.push((id, payload(i)));
+            }
+        }
+        drop(s);
+        let (s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
+        assert_eq!(rec.records, kept.len());
+        assert_eq!(rec.torn_bytes, 0);
+        let got: Vec<_> = ids(&s)
+            .into_iter()
+            .map(|id| (id, s.get(id).expect("rec").payload.clone()))
+            .collect();
+        assert_eq!(got, kept);
+        // New ids continue after the old ones.
+        let mut s = s;
+        let next = s
+            .append(RecordKind::Fault, payload(99))
+            .expect("io")
+            .expect("kept");
+        assert!(next > kept.last().expect("some").0);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_off_and_not_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
+        s.append(RecordKind::Fault, payload(1)).expect("io");
+        s.append(RecordKind::Fault, payload(2)).expect("io");
+        drop(s);
+        let path = current_log(dir.path());
+        let full = fs::read(&path).expect("read");
+        // Cut the last record in the middle, as a crash during write would.
+        let cut = full.len() - 5;
+        fs::write(&path, &full[..cut]).expect("write");
+        let (mut s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
+        assert_eq!(rec.records, 1);
+        assert!(rec.torn_bytes > 0);
+        assert_eq!(s.next_after(None).expect("first").1.payload, payload(1));
+        // Appends after recovery land after valid data and survive another restart.
+        s.append(RecordKind::Test, payload(3)).expect("io");
+        drop(s);
+        let (s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
+        assert_eq!(rec.torn_bytes, 0);
+        let payloads: Vec<_> = ids(&s)
+            .into_iter()
+            .map(|id| s.get(id).expect("r").payload.clone())
+            .collect();
+        assert_eq!(payloads, vec![payload(1), payload(3)]);
+    }
+
+    #[test]
+    fn corrupt_record_is_detected_by_its_checksum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
+        s.append(RecordKind::Fault, payload(1)).expect("io");
+        s.append(RecordKind::Fault, payload(2)).expect("io");
+        drop(s);
+        let path = current_log(dir.path());
+        let mut bytes = fs::read(&path).expect("read");
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        fs::write(&path, &bytes).expect("write");
+        let (s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
+        assert_eq!(rec.records, 1);
+        assert_eq!(s.next_after(None).expect("first").1.payload, payload(1));
+        // A garbage length field is refused too.
+        let mut bytes = fs::read(&path).expect("read");
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[0; 12]);
+        fs::write(&path, &bytes).expect("write");
+        let (_, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
+        assert_eq!(rec.records, 1);
+        assert_eq!(rec.torn_bytes, 16);
+    }
+
+    #[test]
+    fn compaction_keeps_live_records_and_bounds_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
+        let stuck = s
+            .append(RecordKind::Fault, payload(0))
+            .expect("io")
+            .expect("kept");
+        let big = vec![b'x'; 1000];
+        for _ in 0..2000 {
+            let id = s
+                .append(RecordKind::Heartbeat, big.clone())
+                .expect("io")
+                .expect("kept");
+            s.remove(id).expect("io");
+        }
+        assert!(
+            s.file_bytes() <= COMPACT_MIN_BYTES + 2 * 1024,
+            "{}",
+            s.file_bytes()
+        );
+        let last = s
+            .append(RecordKind::Fault, payload(1))
+            .expect("io")
+            .expect("kept");
+        drop(s);
+        let logs = fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(logs, 1, "old generations are deleted");
+        let (mut s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
+        assert_eq!(rec.records, 2);
+        assert_eq!(ids(&s), vec![stuck, last]);
+        let next = s
+            .append(RecordKind::Fault, payload(2))
+            .expect("io")
+            .expect("kept");
+        assert!(next > last);
+    }
+}
