@@ -5,5 +5,21 @@
 //!
 //! # Layout
 //! - [`model`]: domain types shared by the pure logic and the I/O shell.
+//! - [`config`]: the configuration file and environment, validated all at once.
+//! - [`ingest`]: MQTT link, decoding, node registry (cap, allowlist, moves), rejection counts.
+//! - [`pipeline`]: the core task, single owner of the state; commits, then announces.
+//! - [`store`]: the embedded SQLite store on its own thread, with migrations.
+//! - [`outputs`]: `$alerts` topics, webhooks and Alertmanager, each with its own queue.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: the collector's own counters.
+//! - [`app`]: startup, task supervision and shutdown.
 
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
 pub mod model;
+pub mod outputs;
+pub mod pipeline;
+pub mod store;

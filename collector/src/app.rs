@@ -1,0 +1,160 @@
+//! Startup and shutdown: builds every component from a validated [`Config`], runs the tasks,
+//! and stops them all when `shutdown` fires or one of them ends unexpectedly.
+//!
+//! ```text
+//!  broker ──► mqtt link (poll, decode, registry) ──[ingest.queue]──► core ──► store thread
+//!                                                                    │  (commit first)
+//!                                                                    └──► outputs: mqtt,
+//!                                                                         webhook-N, alertmanager
+//!                                                                         (own queue each)
+//!  http: /metrics /healthz /readyz
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::http;
+use crate::ingest::mqtt::{self, Topics};
+use crate::ingest::{Binding, Ingest};
+use crate::metrics::Metrics;
+use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
+use crate::pipeline::Core;
+use crate::store::Store;
+
+/// Runs the collector until `shutdown` is cancelled. An error means a component failed.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let path = config.store.path.clone();
+    let store = {
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || Store::open(&path, metrics))
+            .await
+            .context("store thread")?
+            .with_context(|| format!("cannot open the store {}", config.store.path.display()))?
+    };
+    let bindings = store
+        .bindings()
+        .await
+        .context("reading the node registry")?;
+    tracing::info!(nodes = bindings.len(), "node registry loaded");
+    let prefix = config.mqtt.prefix();
+    let ingest = Ingest::new(
+        prefix.clone(),
+        &config.ingest,
+        config.allowlist.clone(),
+        bindings.into_iter().map(|(path, birth_ts)| {
+            (
+                path.node,
+                Binding {
+                    region: path.region,
+                    site: path.site,
+                    birth_ts,
+                },
+            )
+        }),
+        metrics.clone(),
+    );
+
+    let addr = config.http.addr().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "http listening");
+
+    let topics = Topics {
+        prefix: prefix.clone(),
+        collector: config
+            .mqtt
+            .collector_id()
+            .context("mqtt.client_id is not a valid collector id")?,
+    };
+    let (client, eventloop) = mqtt::client(&config.mqtt, &topics)?;
+
+    let mut tasks = JoinSet::new();
+    let ctx = OutputContext {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let outputs = Outputs::start(
+        &config,
+        Some(MqttAlerts::new(client.clone(), prefix)),
+        ctx,
+        &mut tasks,
+    )
+    .context("building the outputs")?;
+    tracing::info!(outputs = ?outputs.names(), "outputs started");
+
+    let mut core = Core::new(store.clone(), outputs, metrics.clone());
+    core.restore()
+        .await
+        .context("restoring state from the store")?;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
+    metrics
+        .ingest_queue_capacity
+        .store(config.ingest.queue as u64, Relaxed);
+    tasks.spawn(
+        core.run(rx, shutdown.clone())
+            .instrument(tracing::info_span!("core")),
+    );
+    tasks.spawn(
+        mqtt::run(
+            mqtt::Link {
+                eventloop,
+                client,
+                topics,
+                reconnect_max: config.mqtt.reconnect_max,
+            },
+            ingest,
+            tx,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("mqtt")),
+    );
+    {
+        let shutdown = shutdown.clone();
+        let router = http::router(http::HttpState {
+            metrics: metrics.clone(),
+        });
+        tasks.spawn(
+            async move {
+                if let Err(e) = http::serve(listener, router, shutdown.clone()).await {
+                    tracing::error!(error = %e, "http server failed");
+                    shutdown.cancel();
+                }
+            }
+            .instrument(tracing::info_span!("http")),
+        );
+    }
+
+    // Every task runs until shutdown: one that ends before it is a failure.
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        ended = tasks.join_next() => {
+            failure = Some(match ended {
+                Some(Err(e)) => format!("a task panicked: {e}"),
+                _ => "a task stopped unexpectedly".to_owned(),
+            });
+            shutdown.cancel();
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "task failed while stopping");
+        }
+    }
+    drop(store);
+    match failure {
+        Some(f) => Err(anyhow::anyhow!(f)),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,859 @@
+//! The collector's configuration: a TOML file, then `ALARMNET_<SECTION>__<KEY>` environment
+//! overrides, checked completely before anything is bound or connected.
+//!
+//! Design: each section is deserialized on its own and then validated, so a file with
+//! several mistakes gets every one of them reported at once (serde stops at the first error
+//! inside one struct, but not across sections). Environment values are read as strings and
+//! converted by the `config` crate only where a number or boolean is expected, so ids and
+//! secrets such as `007` stay exactly as written.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alarmnet_protocol::{CollectorId, NodeId, Prefix};
+use serde::Deserialize;
+
+/// Every section the collector knows. `liveness` and `alerts` are reserved for the rules.
+const SECTIONS: &[&str] = &[
+    "mqtt",
+    "store",
+    "http",
+    "webhooks",
+    "alertmanager",
+    "influx",
+    "ingest",
+    "liveness",
+    "alerts",
+];
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub webhooks: Vec<WebhookConfig>,
+    pub alertmanager: Option<AlertmanagerConfig>,
+    pub influx: Option<InfluxConfig>,
+    pub ingest: IngestConfig,
+    /// Node ids allowed to register, read from `ingest.allowlist_file` when the registration
+    /// policy is `allowlist`.
+    pub allowlist: Option<HashSet<NodeId>>,
+    // The `[liveness]` and `[alerts]` sections are accepted (as raw values) until their rule
+    // engines define them; see `reserved`.
+    /// Sections reserved for the liveness and alert engines, kept raw until they are typed.
+    pub reserved: Vec<(String, config::Value)>,
+}
+
+/// `[mqtt]`: the broker the collector subscribes to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    #[serde(default = "default_broker")]
+    pub broker: String,
+    /// The MQTT client id. It must stay the same across restarts: the broker keeps the
+    /// persistent session (and queues messages while the collector restarts) under it. It is
+    /// also the collector's id in `{prefix}/$collector/{client_id}/state`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// The topic prefix shared with the agents.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The broker sees the collector as gone after 1.5 × keep-alive without a packet.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// The longest wait between reconnection attempts (backoff doubles up to this).
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Trust anchors and client identity for `mqtts://`.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[mqtt.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates that sign the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that authenticate clients by certificate.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[store]`: the embedded SQLite store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The database file; its directory must exist and be writable.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+/// `[http]`: metrics, health and (later) the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port (logged at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+/// `[[webhooks]]`: a JSON POST of every notification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Extra request headers, e.g. an `Authorization` token the receiver expects.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per notification, the first included, before it is given up (and logged).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles with each retry, up to 5 minutes.
+    #[serde(default = "default_retry_delay", with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Notifications waiting for this receiver; when full, new ones are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// `[alertmanager]`: Prometheus Alertmanager's v2 API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9093`; alerts go to `{url}/api/v2/alerts`.
+    pub url: String,
+    /// Firing alerts are posted again this often: Alertmanager resolves an alert on its own
+    /// when it stops hearing of it (its `resolve_timeout`, 5 minutes by default).
+    #[serde(default = "default_resend", with = "humantime_serde")]
+    pub resend_interval: Duration,
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles with each retry, up to 5 minutes.
+    #[serde(default = "default_retry_delay", with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Link shown in Alertmanager as the alert's source (the collector's console).
+    pub generator_url: Option<String>,
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    /// API token; VictoriaMetrics ignores it.
+    #[serde(default)]
+    pub token: String,
+    /// Points per write request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// A partial batch is written after this long.
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Where batches wait on disk while the database is down.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// The spool's size bound; past it the oldest batches are dropped (and counted).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+}
+
+/// `[ingest]`: what the collector accepts from the network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The most nodes the collector registers; births of further nodes are rejected
+    /// (`node_cap`), so a flood of invented ids cannot exhaust memory or the store.
+    #[serde(default = "default_max_nodes")]
+    pub max_nodes: usize,
+    /// `open`: any valid birth registers its node (up to `max_nodes`); `allowlist`: only the
+    /// node ids listed in `allowlist_file` (one per line, `#` comments).
+    #[serde(default)]
+    pub registration: Registration,
+    pub allowlist_file: Option<PathBuf>,
+    /// Messages waiting between MQTT and the core. When full, MQTT reading waits (the broker
+    /// queues for the persistent session): nothing accepted is dropped.
+    #[serde(default = "default_ingest_queue")]
+    pub queue: usize,
+    /// At most one warning per rejection reason per window; the others are counted.
+    #[serde(default = "default_log_window", with = "humantime_serde")]
+    pub reject_log_window: Duration,
+}
+
+/// Who may register a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    #[default]
+    Open,
+    Allowlist,
+}
+
+fn default_broker() -> String {
+    "mqtt://127.0.0.1:1883".into()
+}
+fn default_client_id() -> String {
+    "alarmnet-collector-1".into()
+}
+fn default_prefix() -> String {
+    alarmnet_protocol::DEFAULT_PREFIX.into()
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_store_path() -> PathBuf {
+    "/var/lib/alarmnet-collector/alarmnet.db".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_attempts() -> u32 {
+    6
+}
+fn default_retry_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_queue() -> usize {
+    10_000
+}
+fn default_resend() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_batch_size() -> usize {
+    5_000
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_spool_dir() -> PathBuf {
+    "/var/lib/alarmnet-collector/influx-spool".into()
+}
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_max_nodes() -> usize {
+    200_000
+}
+fn default_ingest_queue() -> usize {
+    10_000
+}
+fn default_log_window() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_nodes: default_max_nodes(),
+            registration: Registration::Open,
+            allowlist_file: None,
+            queue: default_ingest_queue(),
+            reject_log_window: default_log_window(),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The validated topic prefix.
+    pub fn prefix(&self) -> Prefix {
+        Prefix::new(self.prefix.clone()).unwrap_or_default()
+    }
+
+    /// The validated collector id (the client id).
+    pub fn collector_id(&self) -> Option<CollectorId> {
+        CollectorId::new(self.client_id.clone()).ok()
+    }
+
+    /// `(tls, host, port)` of the broker URL.
+    pub fn endpoint(&self) -> Result<(bool, String, u16), String> {
+        parse_broker(&self.broker)
+    }
+}
+
+impl HttpConfig {
+    pub fn addr(&self) -> Result<SocketAddr, String> {
+        self.listen
+            .parse()
+            .map_err(|e| format!("{:?} is not an address:port ({e})", self.listen))
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Loads `path`, applies `ALARMNET_*` overrides from the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        // Only `ALARMNET_<SECTION>__<KEY>` variables: `ALARMNET_LOG` and `ALARMNET_CONFIG`
+        // configure the process, not a section.
+        let vars = std::env::vars()
+            .filter(|(k, _)| {
+                k.strip_prefix("ALARMNET_")
+                    .is_some_and(|r| r.contains("__"))
+            })
+            .collect();
+        let env = config::Environment::with_prefix("ALARMNET")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(vars));
+        Self::load_with(path, env)
+    }
+
+    /// [`Config::load`] with an explicit environment source (tests pass a fixed map).
+    pub fn load_with(path: &Path, env: config::Environment) -> Result<Config, ConfigErrors> {
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(env)
+            .build()
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        Self::from_config(&built)
+    }
+
+    /// Loads from a TOML string with no environment (tests and the demo).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        Self::from_config(&built)
+    }
+
+    fn from_config(built: &config::Config) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let table = match built
+            .clone()
+            .try_deserialize::<config::Map<String, config::Value>>()
+        {
+            Ok(t) => t,
+            Err(e) => return Err(ConfigErrors(vec![e.to_string()])),
+        };
+        let mut unknown: Vec<&String> = table
+            .keys()
+            .filter(|k| !SECTIONS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        for key in unknown {
+            errors.push(format!(
+                "unknown section [{key}] (known: {})",
+                SECTIONS.join(", ")
+            ));
+        }
+
+        let mqtt = section::<MqttConfig>(built, &table, "mqtt", &mut errors);
+        let store = section::<StoreConfig>(built, &table, "store", &mut errors);
+        let http = section::<HttpConfig>(built, &table, "http", &mut errors);
+        let webhooks = section::<Vec<WebhookConfig>>(built, &table, "webhooks", &mut errors);
+        let alertmanager =
+            section::<AlertmanagerConfig>(built, &table, "alertmanager", &mut errors);
+        let influx = section::<InfluxConfig>(built, &table, "influx", &mut errors);
+        let ingest = section::<IngestConfig>(built, &table, "ingest", &mut errors);
+        let reserved = ["liveness", "alerts"]
+            .into_iter()
+            .filter_map(|k| table.get(k).map(|v| (k.to_owned(), v.clone())))
+            .collect();
+
+        // Sections that failed to parse were reported; validate the others.
+        let mqtt = mqtt.map(|m| m.unwrap_or_else(empty_section::<MqttConfig>));
+        if let Some(m) = &mqtt {
+            validate_mqtt(m, &mut errors);
+        }
+        let store = store.map(Option::unwrap_or_default);
+        if let Some(s) = &store
+            && s.path.as_os_str().is_empty()
+        {
+            errors.push("store.path: must not be empty".into());
+        }
+        let http = http.map(Option::unwrap_or_default);
+        if let Some(h) = &http
+            && let Err(e) = h.addr()
+        {
+            errors.push(format!("http.listen: {e}"));
+        }
+        let webhooks = webhooks.map(Option::unwrap_or_default);
+        for (i, w) in webhooks.iter().flatten().enumerate() {
+            let at = format!("webhooks[{i}]");
+            check_http_url(&format!("{at}.url"), &w.url, &mut errors);
+            check_attempts(&at, w.max_attempts, &mut errors);
+            check_queue(&at, w.queue, &mut errors);
+            check_timeout(&at, w.timeout, &mut errors);
+            for (k, v) in &w.headers {
+                if reqwest::header::HeaderName::try_from(k.as_str()).is_err()
+                    || reqwest::header::HeaderValue::try_from(v.as_str()).is_err()
+                {
+                    errors.push(format!("{at}.headers: {k:?} is not a valid HTTP header"));
+                }
+            }
+        }
+        if let Some(Some(a)) = &alertmanager {
+            check_http_url("alertmanager.url", &a.url, &mut errors);
+            check_attempts("alertmanager", a.max_attempts, &mut errors);
+            check_queue("alertmanager", a.queue, &mut errors);
+            check_timeout("alertmanager", a.timeout, &mut errors);
+            if a.resend_interval < Duration::from_secs(1) {
+                errors.push("alertmanager.resend_interval: must be at least 1s".into());
+            }
+        }
+        if let Some(Some(i)) = &influx {
+            check_http_url("influx.url", &i.url, &mut errors);
+            for (key, value) in [("org", &i.org), ("bucket", &i.bucket)] {
+                if value.trim().is_empty() {
+                    errors.push(format!("influx.{key}: must not be empty"));
+                }
+            }
+            if i.batch_size == 0 {
+                errors.push("influx.batch_size: must be at least 1".into());
+            }
+            if i.flush_interval.is_zero() {
+                errors.push("influx.flush_interval: must be more than 0s".into());
+            }
+        }
+        let ingest = ingest.map(Option::unwrap_or_default);
+        let mut allowlist = None;
+        if let Some(i) = &ingest {
+            if i.max_nodes == 0 {
+                errors.push("ingest.max_nodes: must be at least 1".into());
+            }
+            check_queue("ingest", i.queue, &mut errors);
+            match (i.registration, &i.allowlist_file) {
+                (Registration::Allowlist, None) => errors.push(
+                    "ingest.allowlist_file: required when ingest.registration = \"allowlist\""
+                        .into(),
+                ),
+                (Registration::Allowlist, Some(file)) => match read_allowlist(file) {
+                    Ok(ids) => allowlist = Some(ids),
+                    Err(problems) => errors.extend(problems),
+                },
+                (Registration::Open, Some(_)) => errors.push(
+                    "ingest.allowlist_file: set, but ingest.registration is \"open\" \
+                     (set registration = \"allowlist\" to use it)"
+                        .into(),
+                ),
+                (Registration::Open, None) => {}
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        match (mqtt, store, http, webhooks, alertmanager, influx, ingest) {
+            (
+                Some(mqtt),
+                Some(store),
+                Some(http),
+                Some(webhooks),
+                Some(alertmanager),
+                Some(influx),
+                Some(ingest),
+            ) => Ok(Config {
+                mqtt,
+                store,
+                http,
+                webhooks,
+                alertmanager,
+                influx,
+                ingest,
+                allowlist,
+                reserved,
+            }),
+            // Every `None` above pushed an error.
+            _ => Err(ConfigErrors(vec!["invalid configuration".into()])),
+        }
+    }
+}
+
+/// `Some(None)`: section absent; `Some(Some(x))`: parsed; `None`: invalid (error pushed).
+fn section<T: serde::de::DeserializeOwned>(
+    built: &config::Config,
+    table: &config::Map<String, config::Value>,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Option<Option<T>> {
+    if !table.contains_key(key) {
+        return Some(None);
+    }
+    match built.get::<T>(key) {
+        Ok(v) => Some(Some(v)),
+        Err(e) => {
+            errors.push(format!("[{key}]: {e}"));
+            None
+        }
+    }
+}
+
+/// A section with every default, for a section that may be absent.
+fn empty_section<T: serde::de::DeserializeOwned>() -> T {
+    let empty = config::Config::builder()
+        .build()
+        .and_then(|c| c.try_deserialize::<T>());
+    match empty {
+        Ok(v) => v,
+        // Only reachable if a required field without a default is added; the test
+        // `defaults_alone_are_valid` guards it.
+        Err(e) => panic!("section without defaults: {e}"),
+    }
+}
+
+fn validate_mqtt(m: &MqttConfig, errors: &mut Vec<String>) {
+    let tls = match parse_broker(&m.broker) {
+        Ok((tls, _, _)) => tls,
+        Err(e) => {
+            errors.push(format!("mqtt.broker: {e}"));
+            false
+        }
+    };
+    if let Err(e) = CollectorId::new(m.client_id.clone()) {
+        errors.push(format!("mqtt.client_id: {e}"));
+    }
+    if let Err(e) = Prefix::new(m.prefix.clone()) {
+        errors.push(format!("mqtt.prefix: {e}"));
+    }
+    if m.password.is_some() && m.username.is_none() {
+        errors.push("mqtt.password: set without mqtt.username".into());
+    }
+    if m.keep_alive < Duration::from_secs(5) {
+        errors.push(format!(
+            "mqtt.keep_alive: {} is below the 5s minimum",
+            humantime::format_duration(m.keep_alive)
+        ));
+    }
+    if m.reconnect_max < Duration::from_millis(100) {
+        errors.push("mqtt.reconnect_max: must be at least 100ms".into());
+    }
+    let t = &m.tls;
+    if !tls && (t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some()) {
+        errors.push("mqtt.tls: set, but mqtt.broker is not an mqtts:// URL".into());
+    }
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        errors.push("mqtt.tls: cert_file and key_file go together".into());
+    }
+    for (key, file) in [
+        ("ca_file", &t.ca_file),
+        ("cert_file", &t.cert_file),
+        ("key_file", &t.key_file),
+    ] {
+        if let Some(f) = file
+            && let Err(e) = std::fs::metadata(f)
+        {
+            errors.push(format!("mqtt.tls.{key}: {}: {e}", f.display()));
+        }
+    }
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]` → `(tls, host, port)`.
+fn parse_broker(url: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else {
+        return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!("{url:?} must be scheme://host[:port] with no path"));
+    }
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        // A bare IPv6 address without brackets: no port.
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (rest, default_port),
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?,
+        ),
+        None => (rest, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(format!("{url:?} needs a host and a port 1-65535"));
+    }
+    Ok((tls, host.to_owned(), port))
+}
+
+fn check_http_url(key: &str, url: &str, errors: &mut Vec<String>) {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => errors.push(format!("{key}: {url:?} must be an http:// or https:// URL")),
+        Err(e) => errors.push(format!("{key}: {url:?} is not a URL ({e})")),
+    }
+}
+
+fn check_attempts(at: &str, attempts: u32, errors: &mut Vec<String>) {
+    if !(1..=100).contains(&attempts) {
+        errors.push(format!("{at}.max_attempts: must be 1 to 100"));
+    }
+}
+
+fn check_queue(at: &str, queue: usize, errors: &mut Vec<String>) {
+    if queue == 0 {
+        errors.push(format!("{at}.queue: must be at least 1"));
+    }
+}
+
+fn check_timeout(at: &str, timeout: Duration, errors: &mut Vec<String>) {
+    if timeout.is_zero() {
+        errors.push(format!("{at}.timeout: must be more than 0s"));
+    }
+}
+
+/// Reads an allowlist: one node id per line; blank lines and `#` comments ignored.
+pub fn read_allowlist(path: &Path) -> Result<HashSet<NodeId>, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("ingest.allowlist_file: {}: {e}", path.display())])?;
+    let mut ids = HashSet::new();
+    let mut errors = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match NodeId::new(line) {
+            Ok(id) => {
+                ids.insert(id);
+            }
+            Err(e) => errors.push(format!(
+                "ingest.allowlist_file: {} line {}: {e}",
+                path.display(),
+                n + 1
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ids)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let map = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        config::Environment::with_prefix("ALARMNET")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(map))
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write test file");
+        p
+    }
+
+    #[test]
+    fn defaults_alone_are_valid() {
+        let c = Config::from_toml("").expect("empty config is valid");
+        assert_eq!(c.mqtt.client_id, "alarmnet-collector-1");
+        assert_eq!(c.mqtt.endpoint(), Ok((false, "127.0.0.1".into(), 1883)));
+        assert_eq!(c.ingest.registration, Registration::Open);
+        assert!(c.webhooks.is_empty() && c.alertmanager.is_none() && c.influx.is_none());
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/collector.example.toml");
+        let c = Config::load_with(&path, env(&[])).expect("example config is valid");
+        assert_eq!(c.webhooks.len(), 1);
+        assert!(c.alertmanager.is_some());
+        assert!(c.influx.is_some());
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides_keep_ids_as_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            &dir,
+            "c.toml",
+            "[mqtt]\nclient_id = \"a\"\n[ingest]\nmax_nodes = 5\n",
+        );
+        let c = Config::load_with(
+            &file,
+            env(&[
+                ("ALARMNET_MQTT__CLIENT_ID", "007"),
+                ("ALARMNET_MQTT__PASSWORD", "0123"),
+                ("ALARMNET_MQTT__USERNAME", "ops"),
+                ("ALARMNET_MQTT__KEEP_ALIVE", "45s"),
+                ("ALARMNET_INGEST__MAX_NODES", "12"),
+                ("ALARMNET_HTTP__LISTEN", "127.0.0.1:0"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.mqtt.client_id, "007");
+        assert_eq!(c.mqtt.password.as_deref(), Some("0123"));
+        assert_eq!(c.mqtt.keep_alive, Duration::from_secs(45));
+        assert_eq!(c.ingest.max_nodes, 12);
+        assert_eq!(c.http.listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            &dir,
+            "c.toml",
+            r#"
+[mqtt]
+broker = "http://x"
+client_id = "bad id"
+prefix = "a/+/b"
+password = "p"
+keep_alive = "1s"
+[http]
+listen = "nowhere"
+[[webhooks]]
+url = "ftp://x"
+max_attempts = 0
+[store]
+pathh = "x"
+[ingest]
+registration = "allowlist"
+max_nodes = 0
+[influxx]
+url = "x"
+"#,
+        );
+        let errors = Config::load_with(&file, env(&[("ALARMNET_ALERTMANAGER__URL", "nope")]))
+            .expect_err("invalid")
+            .0;
+        let all = errors.join("\n");
+        for needle in [
+            "unknown section [influxx]",
+            "mqtt.broker",
+            "mqtt.client_id",
+            "mqtt.prefix",
+            "mqtt.password",
+            "mqtt.keep_alive",
+            "http.listen",
+            "webhooks[0].url",
+            "webhooks[0].max_attempts",
+            "pathh",
+            "ingest.allowlist_file",
+            "ingest.max_nodes",
+            "alertmanager.url",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(errors.len(), 13, "{all}");
+    }
+
+    #[test]
+    fn wrong_types_and_durations_are_reported() {
+        let errors = Config::from_toml(
+            "[mqtt]\nkeep_alive = 30\n[ingest]\nmax_nodes = \"many\"\n[http]\nlisten = 8080\n",
+        )
+        .expect_err("invalid")
+        .0;
+        // `listen = 8080` is read as the string "8080", which is not an address.
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("[mqtt]"), "{errors:?}");
+        assert!(errors[1].starts_with("[ingest]"), "{errors:?}");
+        assert!(errors[2].starts_with("http.listen"), "{errors:?}");
+    }
+
+    #[test]
+    fn allowlist_is_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = write(&dir, "ok.txt", "# sirens\nlz-1\n\nlz-2 # roof\n");
+        let text = format!(
+            "[ingest]\nregistration = \"allowlist\"\nallowlist_file = {:?}\n",
+            good
+        );
+        let c = Config::from_toml(&text).expect("valid");
+        let list = c.allowlist.expect("allowlist read");
+        assert_eq!(list.len(), 2);
+        assert!(list.contains(&NodeId::new("lz-2").expect("id")));
+
+        let bad = write(&dir, "bad.txt", "ok-1\nnot ok\nalso/bad\n");
+        let text = format!(
+            "[ingest]\nregistration = \"allowlist\"\nallowlist_file = {:?}\n",
+            bad
+        );
+        let errors = Config::from_toml(&text).expect_err("invalid").0;
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("line 2"), "{errors:?}");
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker("mqtts://b.example"),
+            Ok((true, "b.example".into(), 8883))
+        );
+        assert_eq!(
+            parse_broker("mqtt://h:1884/"),
+            Ok((false, "h".into(), 1884))
+        );
+        assert_eq!(
+            parse_broker("mqtt://[::1]:1884"),
+            Ok((false, "::1".into(), 1884))
+        );
+        for bad in [
+            "tcp://h",
+            "mqtt://",
+            "mqtt://h:x",
+            "mqtt://h:0",
+            "mqtt://h/p",
+        ] {
+            assert!(parse_broker(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz` (the API joins later).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: the store is open and the broker connected.
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
+    let mut missing = Vec::new();
+    if !s.metrics.store_open.load(Relaxed) {
+        missing.push("store not open");
+    }
+    if !s.metrics.mqtt_connected.load(Relaxed) {
+        missing.push("not connected to the broker");
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", missing.join(", ")),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+
+    #[tokio::test]
+    async fn health_readiness_and_metrics() {
+        let metrics = Arc::new(Metrics::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            router(HttpState {
+                metrics: metrics.clone(),
+            }),
+            shutdown.clone(),
+        ));
+        assert_eq!(get_text(addr, "/healthz").await, (200, "ok\n".into()));
+        let (code, body) = get_text(addr, "/readyz").await;
+        assert_eq!(code, 503);
+        assert!(body.contains("store") && body.contains("broker"), "{body}");
+        metrics.store_open.store(true, Relaxed);
+        metrics.mqtt_connected.store(true, Relaxed);
+        assert_eq!(get_text(addr, "/readyz").await.0, 200);
+        metrics.received.fetch_add(5, Relaxed);
+        let (code, body) = get_text(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("alarmnet_messages_received_total 5\n"),
+            "{body}"
+        );
+        shutdown.cancel();
+        server.await.expect("join").expect("clean stop");
+    }
+}

@@ -1,0 +1,581 @@
+//! Ingest: MQTT publishes → validated, registered node messages for the core.
+//!
+//! Every message goes through [`alarmnet_protocol::decode`]; what passes is then checked
+//! against the node registry:
+//! - only a **birth** registers a node, and only under the registration policy (`open`, or
+//!   an allowlist) and while fewer than `max_nodes` are registered (`node_cap`). A flood of
+//!   invented ids therefore costs a counter increment each, never memory or store rows;
+//! - any other message from an unregistered node is rejected (`unknown_node`): the node's
+//!   retained birth arrives with the subscription, and a live agent sends one on every
+//!   connect;
+//! - a node id is bound to the region and site of its birth. Design: a relocated node is
+//!   accepted as a **move** when it sends a birth under its new path whose agent `ts` is
+//!   newer than the birth that made the current binding (counted in
+//!   `alarmnet_node_moves_total`); an older birth under another path (the stale retained
+//!   birth left on the old topic) and every non-birth message under a path other than the
+//!   bound one are rejected (`moved`). Ids stay unique in the whole network, as the
+//!   protocol requires.
+//!
+//! Rejections are counted per reason and logged at most once per reason per window, with
+//! the number suppressed since, so a hostile flood cannot flood the log.
+
+pub mod mqtt;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use alarmnet_protocol::{
+    Birth, Fault, Heartbeat, Message, NodeId, NodePath, Prefix, Reason, RegionId, SiteId, State,
+    TestReceipt, Topic,
+};
+use tokio::time::Instant;
+
+use crate::config::{IngestConfig, Registration};
+use crate::metrics::Metrics;
+use crate::model::Millis;
+
+/// Why a message was not accepted: the protocol's [`Reason`]s plus the registry's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum RejectReason {
+    BadTopic,
+    TooLarge,
+    BadJson,
+    UnsupportedVersion,
+    MissingField,
+    InvalidField,
+    IdMismatch,
+    /// A birth of a new node while `max_nodes` nodes are registered.
+    NodeCap,
+    /// A birth of a node that is not on the allowlist.
+    NotAllowed,
+    /// A message other than a birth from a node never registered.
+    UnknownNode,
+    /// A message under a region/site other than the node's registered one.
+    Moved,
+}
+
+impl RejectReason {
+    pub const COUNT: usize = 11;
+    pub const ALL: [RejectReason; Self::COUNT] = [
+        RejectReason::BadTopic,
+        RejectReason::TooLarge,
+        RejectReason::BadJson,
+        RejectReason::UnsupportedVersion,
+        RejectReason::MissingField,
+        RejectReason::InvalidField,
+        RejectReason::IdMismatch,
+        RejectReason::NodeCap,
+        RejectReason::NotAllowed,
+        RejectReason::UnknownNode,
+        RejectReason::Moved,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::BadTopic => Reason::BadTopic.as_str(),
+            RejectReason::TooLarge => Reason::TooLarge.as_str(),
+            RejectReason::BadJson => Reason::BadJson.as_str(),
+            RejectReason::UnsupportedVersion => Reason::UnsupportedVersion.as_str(),
+            RejectReason::MissingField => Reason::MissingField.as_str(),
+            RejectReason::InvalidField => Reason::InvalidField.as_str(),
+            RejectReason::IdMismatch => Reason::IdMismatch.as_str(),
+            RejectReason::NodeCap => "node_cap",
+            RejectReason::NotAllowed => "not_allowed",
+            RejectReason::UnknownNode => "unknown_node",
+            RejectReason::Moved => "moved",
+        }
+    }
+}
+
+impl From<Reason> for RejectReason {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::BadTopic => RejectReason::BadTopic,
+            Reason::TooLarge => RejectReason::TooLarge,
+            Reason::BadJson => RejectReason::BadJson,
+            Reason::UnsupportedVersion => RejectReason::UnsupportedVersion,
+            Reason::MissingField => RejectReason::MissingField,
+            Reason::InvalidField => RejectReason::InvalidField,
+            Reason::IdMismatch => RejectReason::IdMismatch,
+        }
+    }
+}
+
+/// A message from a node that the core should act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeMessage {
+    Birth(Box<Birth>),
+    State(State),
+    Heartbeat(Heartbeat),
+    Fault(Fault),
+    Test(TestReceipt),
+}
+
+/// What ingest hands to the core, in arrival order, over one bounded channel.
+// Node messages are nearly all the traffic: boxing them would cost an allocation each for
+// nothing, the rare broker events are merely as large.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoreEvent {
+    /// An accepted message from a registered node (a birth registers it first).
+    Node {
+        path: NodePath,
+        message: NodeMessage,
+        received_at: Millis,
+    },
+    /// The broker connection is up (sent on every ConnAck). With `session_present = false`
+    /// the broker lost the session: messages queued for the collector may be gone.
+    BrokerConnected { at: Millis, session_present: bool },
+    /// The broker connection was lost: the collector is blind from `at`.
+    BrokerLost { at: Millis },
+}
+
+/// Where a node is registered, and the agent `ts` of the birth that put it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub region: RegionId,
+    pub site: SiteId,
+    pub birth_ts: u64,
+}
+
+/// A rejected message: why, and what to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The ingest stage: decode, registry checks, counting and rate-limited logging.
+#[derive(Debug)]
+pub struct Ingest {
+    prefix: Prefix,
+    max_nodes: usize,
+    allowlist: Option<HashSet<NodeId>>,
+    registry: HashMap<NodeId, Binding>,
+    metrics: Arc<Metrics>,
+    log: RejectLog,
+}
+
+impl Ingest {
+    /// `known` is the registry restored from the store.
+    pub fn new(
+        prefix: Prefix,
+        config: &IngestConfig,
+        allowlist: Option<HashSet<NodeId>>,
+        known: impl IntoIterator<Item = (NodeId, Binding)>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let registry: HashMap<_, _> = known.into_iter().collect();
+        metrics.nodes_tracked.store(registry.len() as u64, Relaxed);
+        let allowlist = match config.registration {
+            Registration::Open => None,
+            Registration::Allowlist => Some(allowlist.unwrap_or_default()),
+        };
+        Self {
+            prefix,
+            max_nodes: config.max_nodes,
+            allowlist,
+            registry,
+            metrics,
+            log: RejectLog::new(config.reject_log_window),
+        }
+    }
+
+    /// The number of registered nodes.
+    pub fn registered(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Handles one publish: counts it, and returns what the core must see, if anything.
+    /// `None` for rejections (counted and perhaps logged) and for ignored topics.
+    pub fn handle(&mut self, topic: &str, payload: &[u8], now: Millis) -> Option<CoreEvent> {
+        // Commands are the collector's own (or an operator's) traffic to agents.
+        if topic.ends_with("/cmd") {
+            return None;
+        }
+        self.metrics.received.fetch_add(1, Relaxed);
+        match self.classify(topic, payload, now) {
+            Ok(event) => {
+                self.metrics.accepted.fetch_add(1, Relaxed);
+                Some(event)
+            }
+            Err(rejection) => {
+                self.metrics.rejected(rejection.reason);
+                self.log.rejected(&rejection, topic, Instant::now());
+                None
+            }
+        }
+    }
+
+    /// Decides about one message without counting it.
+    pub fn classify(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: Millis,
+    ) -> Result<CoreEvent, Rejection> {
+        let envelope = alarmnet_protocol::decode(&self.prefix, topic, payload)
+            .map_err(|e| Rejection::new(e.reason.into(), e.to_string()))?;
+        let Topic::Node(path, _) = envelope.topic else {
+            return Err(Rejection::new(
+                RejectReason::BadTopic,
+                "not a node topic (collector and alert topics are not ingested)",
+            ));
+        };
+        let message = match envelope.message {
+            Message::Birth(birth) => {
+                self.register(&path, &birth)?;
+                NodeMessage::Birth(Box::new(birth))
+            }
+            other => {
+                self.check_bound(&path)?;
+                match other {
+                    Message::State(m) => NodeMessage::State(m),
+                    Message::Heartbeat(m) => NodeMessage::Heartbeat(m),
+                    Message::Fault(m) => NodeMessage::Fault(m),
+                    Message::Test(m) => NodeMessage::Test(m),
+                    _ => {
+                        return Err(Rejection::new(
+                            RejectReason::BadTopic,
+                            "not a message agents send",
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(CoreEvent::Node {
+            path,
+            message,
+            received_at: now,
+        })
+    }
+
+    fn register(&mut self, path: &NodePath, birth: &Birth) -> Result<(), Rejection> {
+        if let Some(bound) = self.registry.get_mut(&path.node) {
+            if bound.region == path.region && bound.site == path.site {
+                bound.birth_ts = bound.birth_ts.max(birth.ts);
+                return Ok(());
+            }
+            if birth.ts <= bound.birth_ts {
+                return Err(Rejection::new(
+                    RejectReason::Moved,
+                    format!(
+                        "node {} is registered under {}/{} by a newer birth; \
+                         this birth under {}/{} is stale",
+                        path.node, bound.region, bound.site, path.region, path.site
+                    ),
+                ));
+            }
+            tracing::warn!(
+                node = %path.node,
+                from = %format_args!("{}/{}", bound.region, bound.site),
+                to = %format_args!("{}/{}", path.region, path.site),
+                "node moved"
+            );
+            self.metrics.node_moves.fetch_add(1, Relaxed);
+            *bound = Binding {
+                region: path.region.clone(),
+                site: path.site.clone(),
+                birth_ts: birth.ts,
+            };
+            return Ok(());
+        }
+        if let Some(allowed) = &self.allowlist
+            && !allowed.contains(&path.node)
+        {
+            return Err(Rejection::new(
+                RejectReason::NotAllowed,
+                format!("node {} is not on the allowlist", path.node),
+            ));
+        }
+        if self.registry.len() >= self.max_nodes {
+            return Err(Rejection::new(
+                RejectReason::NodeCap,
+                format!(
+                    "{} nodes registered, the configured maximum (ingest.max_nodes)",
+                    self.registry.len()
+                ),
+            ));
+        }
+        self.registry.insert(
+            path.node.clone(),
+            Binding {
+                region: path.region.clone(),
+                site: path.site.clone(),
+                birth_ts: birth.ts,
+            },
+        );
+        self.metrics
+            .nodes_tracked
+            .store(self.registry.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    fn check_bound(&self, path: &NodePath) -> Result<(), Rejection> {
+        match self.registry.get(&path.node) {
+            None => Err(Rejection::new(
+                RejectReason::UnknownNode,
+                format!("node {} has not sent a birth", path.node),
+            )),
+            Some(b) if b.region != path.region || b.site != path.site => Err(Rejection::new(
+                RejectReason::Moved,
+                format!(
+                    "node {} is registered under {}/{}, not {}/{}",
+                    path.node, b.region, b.site, path.region, path.site
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// At most one warning per reason per window; the count of the others goes in the next.
+#[derive(Debug)]
+struct RejectLog {
+    window: Duration,
+    last: [Option<Instant>; RejectReason::COUNT],
+    suppressed: [u64; RejectReason::COUNT],
+}
+
+impl RejectLog {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            last: [None; RejectReason::COUNT],
+            suppressed: [0; RejectReason::COUNT],
+        }
+    }
+
+    /// Returns whether it logged.
+    fn rejected(&mut self, r: &Rejection, topic: &str, now: Instant) -> bool {
+        let i = r.reason as usize;
+        if let Some(last) = self.last[i]
+            && now.duration_since(last) < self.window
+        {
+            self.suppressed[i] += 1;
+            return false;
+        }
+        // Hostile topics can be long: log a bounded prefix.
+        let topic: String = topic.chars().take(160).collect();
+        let detail: String = r.detail.chars().take(300).collect();
+        tracing::warn!(
+            reason = r.reason.as_str(),
+            topic = %topic,
+            detail = %detail,
+            suppressed = self.suppressed[i],
+            "message rejected (further {} rejections are counted, logged at most every {})",
+            r.reason.as_str(),
+            humantime::format_duration(self.window)
+        );
+        self.last[i] = Some(now);
+        self.suppressed[i] = 0;
+        true
+    }
+}
+
+/// The collector's clock, in [`Millis`].
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest(max_nodes: usize, allow: Option<&[&str]>) -> Ingest {
+        let config = IngestConfig {
+            max_nodes,
+            registration: if allow.is_some() {
+                Registration::Allowlist
+            } else {
+                Registration::Open
+            },
+            ..IngestConfig::default()
+        };
+        let allowlist = allow.map(|ids| {
+            ids.iter()
+                .map(|i| NodeId::new(*i).expect("valid id"))
+                .collect()
+        });
+        Ingest::new(
+            Prefix::default(),
+            &config,
+            allowlist,
+            [],
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn birth(region: &str, site: &str, node: &str, ts: u64) -> (String, Vec<u8>) {
+        let topic = format!("alarmnet/v1/{region}/{site}/{node}/birth");
+        let body = format!(
+            r#"{{"v":1,"boot":"b0000001","ts":{ts},"node":"{node}","site":"{site}",
+                "region":"{region}","kind":"siren","hb_interval_s":10}}"#
+        );
+        (topic, body.into_bytes())
+    }
+
+    fn hb(region: &str, site: &str, node: &str) -> (String, Vec<u8>) {
+        let topic = format!("alarmnet/v1/{region}/{site}/{node}/hb");
+        let body = r#"{"v":1,"boot":"b0000001","seq":1,"ts":5}"#;
+        (topic, body.as_bytes().to_vec())
+    }
+
+    fn reason(i: &mut Ingest, (topic, body): (String, Vec<u8>)) -> Option<RejectReason> {
+        i.classify(&topic, &body, 1).err().map(|r| r.reason)
+    }
+
+    #[test]
+    fn protocol_reasons_are_kept() {
+        let mut i = ingest(10, None);
+        let cases: [(&str, &[u8], RejectReason); 6] = [
+            ("other/x/y/z/hb", b"{}", RejectReason::BadTopic),
+            ("alarmnet/v1/r/s/n/hb", b"nope", RejectReason::BadJson),
+            (
+                "alarmnet/v1/r/s/n/hb",
+                br#"{"v":2}"#,
+                RejectReason::UnsupportedVersion,
+            ),
+            (
+                "alarmnet/v1/r/s/n/hb",
+                br#"{"v":1,"boot":"b0000001","seq":1}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                "alarmnet/v1/r/s/n/hb",
+                br#"{"v":1,"boot":"b0000001","seq":"1","ts":1}"#,
+                RejectReason::InvalidField,
+            ),
+            (
+                "alarmnet/v1/$collector/c/state",
+                br#"{"v":1,"state":"online"}"#,
+                RejectReason::BadTopic,
+            ),
+        ];
+        for (topic, body, want) in cases {
+            let got = i.classify(topic, body, 1).expect_err(topic).reason;
+            assert_eq!(got, want, "{topic} {}", String::from_utf8_lossy(body));
+        }
+        let huge = vec![b' '; 17 * 1024];
+        assert_eq!(
+            i.classify("alarmnet/v1/r/s/n/hb", &huge, 1)
+                .expect_err("huge")
+                .reason,
+            RejectReason::TooLarge
+        );
+        let (topic, body) = birth("r", "s", "n", 1);
+        let wrong = String::from_utf8(body)
+            .expect("utf8")
+            .replace("\"site\":\"s\"", "\"site\":\"t\"");
+        assert_eq!(
+            i.classify(&topic, wrong.as_bytes(), 1)
+                .expect_err("mismatch")
+                .reason,
+            RejectReason::IdMismatch
+        );
+        assert_eq!(i.registered(), 0);
+    }
+
+    #[test]
+    fn only_births_register_and_the_cap_holds() {
+        let mut i = ingest(2, None);
+        assert_eq!(
+            reason(&mut i, hb("r", "s", "a")),
+            Some(RejectReason::UnknownNode)
+        );
+        assert_eq!(reason(&mut i, birth("r", "s", "a", 1)), None);
+        assert_eq!(reason(&mut i, hb("r", "s", "a")), None);
+        assert_eq!(reason(&mut i, birth("r", "s", "b", 1)), None);
+        assert_eq!(
+            reason(&mut i, birth("r", "s", "c", 1)),
+            Some(RejectReason::NodeCap)
+        );
+        assert_eq!(
+            reason(&mut i, hb("r", "s", "c")),
+            Some(RejectReason::UnknownNode)
+        );
+        // A known node's rebirth is always accepted, even at the cap.
+        assert_eq!(reason(&mut i, birth("r", "s", "a", 2)), None);
+        assert_eq!(i.registered(), 2);
+    }
+
+    #[test]
+    fn allowlist_decides_registration() {
+        let mut i = ingest(10, Some(&["a"]));
+        assert_eq!(
+            reason(&mut i, birth("r", "s", "b", 1)),
+            Some(RejectReason::NotAllowed)
+        );
+        assert_eq!(reason(&mut i, birth("r", "s", "a", 1)), None);
+        assert_eq!(i.registered(), 1);
+    }
+
+    #[test]
+    fn a_node_is_bound_to_its_site_until_a_newer_birth_moves_it() {
+        let mut i = ingest(10, None);
+        assert_eq!(reason(&mut i, birth("r", "s", "a", 100)), None);
+        assert_eq!(reason(&mut i, hb("r", "t", "a")), Some(RejectReason::Moved));
+        // The old retained birth under another site is stale.
+        assert_eq!(
+            reason(&mut i, birth("r", "t", "a", 50)),
+            Some(RejectReason::Moved)
+        );
+        assert_eq!(reason(&mut i, birth("r", "t", "a", 200)), None);
+        assert_eq!(i.metrics.node_moves.load(Relaxed), 1);
+        assert_eq!(reason(&mut i, hb("r", "t", "a")), None);
+        assert_eq!(reason(&mut i, hb("r", "s", "a")), Some(RejectReason::Moved));
+        assert_eq!(i.registered(), 1);
+    }
+
+    #[test]
+    fn handle_counts_and_ignores_commands() {
+        let mut i = ingest(10, None);
+        let (t, b) = birth("r", "s", "a", 1);
+        assert!(i.handle(&t, &b, 7).is_some());
+        assert!(i.handle("alarmnet/v1/r/s/a/cmd", b"{}", 7).is_none());
+        assert!(i.handle("alarmnet/v1/r/s/a/hb", b"[]", 7).is_none());
+        assert_eq!(i.metrics.received.load(Relaxed), 2);
+        assert_eq!(i.metrics.accepted.load(Relaxed), 1);
+        assert_eq!(i.metrics.rejected_count(RejectReason::BadJson), 1);
+    }
+
+    #[test]
+    fn rejections_are_logged_once_per_window() {
+        let mut log = RejectLog::new(Duration::from_secs(10));
+        let r = Rejection::new(RejectReason::BadJson, "x");
+        let other = Rejection::new(RejectReason::NodeCap, "y");
+        let t0 = Instant::now();
+        assert!(log.rejected(&r, "t", t0));
+        assert!(!log.rejected(&r, "t", t0 + Duration::from_secs(1)));
+        assert!(!log.rejected(&r, "t", t0 + Duration::from_secs(9)));
+        assert!(log.rejected(&other, "t", t0 + Duration::from_secs(9)));
+        assert_eq!(log.suppressed[RejectReason::BadJson as usize], 2);
+        assert!(log.rejected(&r, "t", t0 + Duration::from_secs(10)));
+        assert_eq!(log.suppressed[RejectReason::BadJson as usize], 0);
+    }
+
+    #[test]
+    fn reason_labels_are_unique() {
+        let labels: HashSet<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), RejectReason::COUNT);
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The MQTT link: one task polls rumqttc's event loop, feeds publishes through [`Ingest`] into
+//! the core's bounded channel, keeps the subscription and the collector's own retained
+//! `$collector/{id}/state` alive, and reports the broker going up and down.
+//!
+//! Design: a persistent session (clean session off, fixed client id) at QoS 1, so the broker
+//! queues for the collector while it restarts. rumqttc does not restore subscriptions when
+//! the broker lost the session, so every ConnAck with `session_present = false` subscribes
+//! again. When the core's channel is full this task waits: it stops reading, TCP pushes
+//! back, and the broker queues (it never drops what it already PUBACKed to an agent unless
+//! its own `max_queued_messages` overflows; the shipped broker config raises it).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use alarmnet_protocol::{CollectorId, CollectorState, Message, NodeState, Prefix, Topic, V1};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{CoreEvent, Ingest, now_millis};
+use crate::config::MqttConfig;
+use crate::metrics::Metrics;
+
+/// The largest packet read from the broker. Payloads above 16 KiB are rejected as
+/// `too_large` after reading; a packet above this limit makes rumqttc drop the connection,
+/// so the broker should cap message sizes well below it (`message_size_limit`).
+const MAX_INCOMING_PACKET: usize = 16 * 1024 * 1024;
+
+/// Requests (publishes, subscribes) waiting for the event loop.
+const REQUEST_CAPACITY: usize = 1024;
+
+/// Errors building the MQTT client from a validated config.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error("mqtt.broker: {0}")]
+    Broker(String),
+    #[error("mqtt.tls: {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("mqtt.tls.ca_file is required for an mqtts:// broker")]
+    NoCa,
+}
+
+/// The collector's topics under its prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub prefix: Prefix,
+    pub collector: CollectorId,
+}
+
+impl Topics {
+    /// `{prefix}/$collector/{client_id}/state`.
+    pub fn own_state(&self) -> String {
+        Topic::CollectorState(self.collector.clone()).format(&self.prefix)
+    }
+
+    fn state_payload(state: NodeState) -> Vec<u8> {
+        alarmnet_protocol::encode(&Message::CollectorState(CollectorState {
+            v: V1,
+            state,
+            ts: Some(now_millis()),
+        }))
+    }
+}
+
+/// Builds the client and its event loop: persistent session, Will = retained `offline`.
+pub fn client(
+    config: &MqttConfig,
+    topics: &Topics,
+) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
+    let (tls, host, port) = config.endpoint().map_err(MqttSetupError::Broker)?;
+    let mut options = MqttOptions::new(config.client_id.clone(), host, port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(config.keep_alive)
+        .set_max_packet_size(MAX_INCOMING_PACKET, 256 * 1024)
+        .set_request_channel_capacity(REQUEST_CAPACITY)
+        .set_last_will(LastWill::new(
+            topics.own_state(),
+            Topics::state_payload(NodeState::Offline),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some(user) = &config.username {
+        options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
+    }
+    if tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| MqttSetupError::TlsFile {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let ca = read(config.tls.ca_file.as_deref().ok_or(MqttSetupError::NoCa)?)?;
+        let client_auth = match (&config.tls.cert_file, &config.tls.key_file) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        // rumqttc builds a rustls config with the process-wide crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(AsyncClient::new(options, REQUEST_CAPACITY))
+}
+
+/// The MQTT connection as [`run`] drives it.
+pub struct Link {
+    pub eventloop: EventLoop,
+    pub client: AsyncClient,
+    pub topics: Topics,
+    /// The longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the link until `shutdown`; then publishes the clean `offline` state and disconnects.
+pub async fn run(
+    link: Link,
+    mut ingest: Ingest,
+    core: mpsc::Sender<CoreEvent>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let Link {
+        mut eventloop,
+        client,
+        topics,
+        reconnect_max,
+    } = link;
+    let own_state = topics.own_state();
+    let agents = topics.prefix.agents_filter();
+    let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
+    let mut connected = false;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                backoff.reset();
+                connected = true;
+                metrics.mqtt_connected.store(true, Relaxed);
+                metrics.mqtt_connects.fetch_add(1, Relaxed);
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                if !ack.session_present {
+                    // The broker has no subscription for us (first start, or it lost the
+                    // session): subscribe again. `try_` because this task is the one that
+                    // drains the request channel.
+                    for filter in [agents.as_str(), own_state.as_str()] {
+                        if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
+                            tracing::error!(filter, error = %e, "cannot subscribe");
+                        }
+                    }
+                }
+                publish_state(&client, &own_state, NodeState::Online);
+                let event = CoreEvent::BrokerConnected {
+                    at: now_millis(),
+                    session_present: ack.session_present,
+                };
+                if !send(&core, event, &shutdown).await {
+                    break;
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                if p.topic == own_state {
+                    // A stale Will of an earlier connection of ours (or anybody) said we are
+                    // offline while we are connected: say online again.
+                    let offline = matches!(
+                        alarmnet_protocol::decode(&topics.prefix, &p.topic, &p.payload),
+                        Ok(e) if matches!(
+                            e.message,
+                            Message::CollectorState(CollectorState { state: NodeState::Offline, .. })
+                        )
+                    );
+                    if offline {
+                        tracing::warn!("own state was overwritten with offline; republishing");
+                        publish_state(&client, &own_state, NodeState::Online);
+                    }
+                    continue;
+                }
+                if let Some(event) = ingest.handle(&p.topic, &p.payload, now_millis()) {
+                    metrics
+                        .ingest_queue_depth
+                        .store((core.max_capacity() - core.capacity()) as u64, Relaxed);
+                    if !send(&core, event, &shutdown).await {
+                        break;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected {
+                    connected = false;
+                    metrics.mqtt_connected.store(false, Relaxed);
+                    tracing::warn!(error = %e, "lost the broker connection; reconnecting");
+                    if !send(&core, CoreEvent::BrokerLost { at: now_millis() }, &shutdown).await {
+                        break;
+                    }
+                } else {
+                    log_connect_error(&e);
+                }
+                let wait = backoff.next_wait();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    if connected {
+        disconnect(&mut eventloop, &client, &own_state).await;
+    }
+    metrics.mqtt_connected.store(false, Relaxed);
+}
+
+/// Sends to the core, waiting while its queue is full. `false` when shutting down.
+async fn send(
+    core: &mpsc::Sender<CoreEvent>,
+    event: CoreEvent,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        sent = core.send(event) => sent.is_ok(),
+    }
+}
+
+fn publish_state(client: &AsyncClient, topic: &str, state: NodeState) {
+    let payload = Topics::state_payload(state);
+    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
+        tracing::error!(error = %e, "cannot publish the collector's state");
+    }
+}
+
+/// Publishes the clean `offline` state, waits (bounded) for it to be acknowledged, and
+/// disconnects.
+async fn disconnect(eventloop: &mut EventLoop, client: &AsyncClient, own_state: &str) {
+    publish_state(client, own_state, NodeState::Offline);
+    let drain = async {
+        let mut sent_disconnect = false;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::PubAck(_))) if !sent_disconnect => {
+                    sent_disconnect = true;
+                    let _ = client.try_disconnect();
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(3), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker did not acknowledge the offline state in 3s");
+    }
+    tracing::info!("disconnected from the broker");
+}
+
+fn log_connect_error(e: &ConnectionError) {
+    // Refused connections repeat every backoff step: keep them at WARN, one line each.
+    tracing::warn!(error = %e, "cannot connect to the broker");
+}
+
+/// Exponential backoff with jitter, from `first` doubling up to `max`.
+#[derive(Debug)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max: max.max(first),
+            current: first,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.first;
+    }
+
+    /// The next wait: the current step with ±20 % jitter (so many collectors or agents do not
+    /// reconnect in lockstep), then the step doubles.
+    pub fn next_wait(&mut self) -> Duration {
+        let step = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let jitter = rand::random_range(0.8..1.2);
+        step.mul_f64(jitter).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_max_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<_> = (0..6).map(|_| b.next_wait()).collect();
+        assert!(waits[0] >= Duration::from_millis(80) && waits[0] <= Duration::from_millis(120));
+        assert!(waits[1] >= Duration::from_millis(160) && waits[1] <= Duration::from_millis(240));
+        assert!(waits[5] <= Duration::from_secs(1) && waits[5] >= Duration::from_millis(800));
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(120));
+    }
+}

@@ -1,0 +1,107 @@
+//! `alarmnet-collector`: parses the command line, sets up logging, loads the configuration
+//! and runs [`alarmnet_collector::app::run`]. Nothing else lives here.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use alarmnet_collector::config::Config;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad configuration (sysexits' EX_USAGE), before anything is bound.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "alarmnet-collector", version, about = "alarmnet collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector.
+    Run {
+        /// The configuration file (TOML); ALARMNET_<SECTION>__<KEY> variables override it.
+        #[arg(long, short, env = "ALARMNET_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("alarmnet-collector: {}: {errors}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("alarmnet-collector: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        match alarmnet_collector::app::run(config, shutdown).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "collector failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// The first SIGTERM/SIGINT starts a graceful stop; a second one quits at once.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for n in 0..2 {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if n == 0 {
+            tracing::info!("stopping (send the signal again to quit at once)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal: quitting now");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALARMNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,261 @@
+//! The collector's own health counters, rendered as Prometheus text on `/metrics`.
+//!
+//! Design: plain atomics in one shared struct, no registry: the set of series is small and
+//! fixed, and label values come from closed sets (rejection reasons, output names, histogram
+//! buckets), never from node ids, so the label space stays bounded.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::ingest::RejectReason;
+
+/// Upper bounds of the store latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+/// Counters and gauges shared by every task.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub received: AtomicU64,
+    pub accepted: AtomicU64,
+    rejected: [AtomicU64; RejectReason::COUNT],
+    pub nodes_tracked: AtomicU64,
+    pub node_moves: AtomicU64,
+    pub ingest_queue_depth: AtomicU64,
+    pub ingest_queue_capacity: AtomicU64,
+    pub mqtt_connected: AtomicBool,
+    pub mqtt_connects: AtomicU64,
+    pub store_open: AtomicBool,
+    store_latency: Histogram,
+    pub store_errors: AtomicU64,
+    /// Per output name: sent, failed, dropped.
+    outputs: Mutex<Vec<(String, OutputCounters)>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct OutputCounters {
+    sent: u64,
+    failed: u64,
+    dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+/// What happened to one notification at one output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputEvent {
+    /// Delivered (possibly after retries).
+    Sent,
+    /// Given up after the last attempt.
+    Failed,
+    /// Not even queued: the output's queue was full.
+    Dropped,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn rejected(&self, reason: RejectReason) {
+        self.rejected[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason as usize].load(Relaxed)
+    }
+
+    /// Records the duration of one store command (one transaction).
+    pub fn store_latency(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let h = &self.store_latency;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        h.count.fetch_add(1, Relaxed);
+        h.sum_ns
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn output(&self, output: &str, event: OutputEvent) {
+        let mut outputs = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
+        let i = match outputs.iter().position(|(name, _)| name == output) {
+            Some(i) => i,
+            None => {
+                outputs.push((output.to_owned(), OutputCounters::default()));
+                outputs.len() - 1
+            }
+        };
+        let c = &mut outputs[i].1;
+        match event {
+            OutputEvent::Sent => c.sent += 1,
+            OutputEvent::Failed => c.failed += 1,
+            OutputEvent::Dropped => c.dropped += 1,
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        counter(
+            &mut out,
+            "alarmnet_messages_received_total",
+            "MQTT messages received from agents.",
+            self.received.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_messages_accepted_total",
+            "Messages that passed validation and registration.",
+            self.accepted.load(Relaxed),
+        );
+        let name = "alarmnet_messages_rejected_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Messages rejected, by reason.\n# TYPE {name} counter"
+        );
+        for reason in RejectReason::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.rejected_count(reason)
+            );
+        }
+        gauge(
+            &mut out,
+            "alarmnet_nodes_tracked",
+            "Nodes registered.",
+            self.nodes_tracked.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_node_moves_total",
+            "Births that moved a node to another region or site.",
+            self.node_moves.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "alarmnet_ingest_queue_depth",
+            "Messages waiting between MQTT and the core.",
+            self.ingest_queue_depth.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "alarmnet_ingest_queue_capacity",
+            "Capacity of the queue between MQTT and the core.",
+            self.ingest_queue_capacity.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "alarmnet_mqtt_connected",
+            "1 while the collector is connected to the broker.",
+            u64::from(self.mqtt_connected.load(Relaxed)),
+        );
+        counter(
+            &mut out,
+            "alarmnet_mqtt_connects_total",
+            "Successful connections to the broker.",
+            self.mqtt_connects.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_store_errors_total",
+            "Store commands that failed.",
+            self.store_errors.load(Relaxed),
+        );
+        let name = "alarmnet_store_latency_seconds";
+        let h = &self.store_latency;
+        let _ = writeln!(
+            out,
+            "# HELP {name} Duration of store transactions.\n# TYPE {name} histogram"
+        );
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                h.buckets[i].load(Relaxed)
+            );
+        }
+        let count = h.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", h.sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {count}");
+
+        let outputs = self
+            .outputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (metric, help, pick) in [
+            (
+                "alarmnet_notifications_sent_total",
+                "Notifications delivered, by output.",
+                (|c: &OutputCounters| c.sent) as fn(&OutputCounters) -> u64,
+            ),
+            (
+                "alarmnet_notifications_failed_total",
+                "Notifications given up after every attempt, by output.",
+                |c: &OutputCounters| c.failed,
+            ),
+            (
+                "alarmnet_notifications_dropped_total",
+                "Notifications dropped because the output's queue was full, by output.",
+                |c: &OutputCounters| c.dropped,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for (output, c) in &outputs {
+                let _ = writeln!(out, "{metric}{{output=\"{output}\"}} {}", pick(c));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_by_reason_and_output() {
+        let m = Metrics::new();
+        m.received.fetch_add(3, Relaxed);
+        m.rejected(RejectReason::NodeCap);
+        m.rejected(RejectReason::NodeCap);
+        m.output("webhook-0", OutputEvent::Sent);
+        m.output("webhook-0", OutputEvent::Failed);
+        m.store_latency(Duration::from_millis(3));
+        let text = m.render();
+        assert!(
+            text.contains("alarmnet_messages_received_total 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("alarmnet_messages_rejected_total{reason=\"node_cap\"} 2\n"));
+        assert!(text.contains("alarmnet_messages_rejected_total{reason=\"bad_json\"} 0\n"));
+        assert!(text.contains("alarmnet_notifications_sent_total{output=\"webhook-0\"} 1\n"));
+        assert!(text.contains("alarmnet_notifications_failed_total{output=\"webhook-0\"} 1\n"));
+        assert!(text.contains("alarmnet_store_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("alarmnet_store_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("alarmnet_store_latency_seconds_count 1\n"));
+    }
+}

@@ -1,0 +1,237 @@
+//! Notification outputs: retained MQTT `$alerts` topics, webhooks, Prometheus Alertmanager.
+//!
+//! Design: the core hands an alert change to [`Outputs::notify`], which never waits: each
+//! output has its own bounded queue and task, so a slow or dead receiver delays only itself.
+//! When a queue is full the notification is dropped for that output, counted
+//! (`alarmnet_notifications_dropped_total{output}`) and logged at ERROR: an operator must
+//! look. Each output delivers in order (a resolution never overtakes its firing) and
+//! records every attempt in the store's notification log.
+
+pub mod alertmanager;
+pub mod mqtt;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alarmnet_protocol::{AlertNotification, AlertStatus, Text, V1};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Metrics, OutputEvent};
+use crate::model::{Alert, Millis};
+use crate::store::{NotificationAttempt, Store};
+
+/// The JSON object every output sends for an alert (webhook body, `$alerts` payload).
+pub fn notification(alert: &Alert) -> AlertNotification {
+    AlertNotification {
+        v: V1,
+        id: Text::truncated(alert.id.clone()),
+        rule: alert.rule.clone(),
+        severity: alert.severity,
+        status: alert.status,
+        region: alert.subject.region.clone(),
+        site: alert.subject.site.clone(),
+        node: alert.subject.node.clone(),
+        kind: alert.kind.clone(),
+        started_at: alert.started_at,
+        ended_at: alert.ended_at,
+        summary: Text::truncated(alert.summary.clone()),
+    }
+}
+
+/// What an output task receives.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A notification to deliver (firing or resolved).
+    Alert(Arc<Alert>),
+    /// An alert that was notified before a restart and still fires: outputs that must keep
+    /// repeating it (Alertmanager) take it up again; the others ignore it (no duplicate).
+    Resume(Arc<Alert>),
+}
+
+/// The core's handle to every output.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    queues: Vec<(String, mpsc::Sender<Notice>)>,
+    metrics: Arc<Metrics>,
+}
+
+/// Shared by the output tasks: the store for the notification log, and the metrics.
+#[derive(Debug, Clone)]
+pub struct OutputContext {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+impl OutputContext {
+    /// Records one attempt in the notification log and the metrics. A store failure is
+    /// logged, never allowed to stop delivery.
+    pub(crate) async fn record(
+        &self,
+        output: &str,
+        alert: &Alert,
+        attempt: u32,
+        at: Millis,
+        result: Result<(), String>,
+    ) {
+        let entry = NotificationAttempt {
+            alert_id: alert.id.clone(),
+            alert_started_at: alert.started_at,
+            status: alert.status,
+            output: output.to_owned(),
+            attempt,
+            at,
+            ok: result.is_ok(),
+            error: result.err(),
+        };
+        if let Err(e) = self.store.record_notification(entry).await {
+            tracing::error!(output, alert = %alert.id, error = %e, "cannot log a notification attempt");
+        }
+    }
+
+    pub(crate) fn outcome(&self, output: &str, event: OutputEvent) {
+        self.metrics.output(output, event);
+    }
+}
+
+impl Outputs {
+    /// No outputs at all (tests, or a collector that only stores).
+    pub fn none(metrics: Arc<Metrics>) -> Self {
+        Self {
+            queues: Vec::new(),
+            metrics,
+        }
+    }
+
+    /// Adds an output queue; the caller spawns the task that drains `rx`.
+    pub fn add(&mut self, name: impl Into<String>, capacity: usize) -> mpsc::Receiver<Notice> {
+        let (tx, rx) = mpsc::channel(capacity);
+        self.queues.push((name.into(), tx));
+        rx
+    }
+
+    /// Starts every configured output. `mqtt` publishes `$alerts` when given.
+    pub fn start(
+        config: &crate::config::Config,
+        mqtt: Option<mqtt::MqttAlerts>,
+        ctx: OutputContext,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut outputs = Self::none(ctx.metrics.clone());
+        if let Some(m) = mqtt {
+            let rx = outputs.add(mqtt::NAME, 10_000);
+            tasks.spawn(m.run(rx, ctx.clone()));
+        }
+        for (i, w) in config.webhooks.iter().enumerate() {
+            let name = format!("webhook-{i}");
+            let hook = webhook::Webhook::new(name.clone(), w)?;
+            let rx = outputs.add(name, w.queue);
+            tasks.spawn(hook.run(rx, ctx.clone()));
+        }
+        if let Some(a) = &config.alertmanager {
+            let am = alertmanager::Alertmanager::new(a)?;
+            let rx = outputs.add(alertmanager::NAME, a.queue);
+            tasks.spawn(am.run(rx, ctx.clone()));
+        }
+        Ok(outputs)
+    }
+
+    /// Hands a committed alert change to every output, without waiting.
+    pub fn notify(&self, alert: &Alert) {
+        self.send(Notice::Alert(Arc::new(alert.clone())));
+    }
+
+    /// After a restart: alerts notified before it that still fire.
+    pub fn resume(&self, alert: &Alert) {
+        if alert.status == AlertStatus::Firing && alert.notified {
+            self.send(Notice::Resume(Arc::new(alert.clone())));
+        }
+    }
+
+    fn send(&self, notice: Notice) {
+        for (name, tx) in &self.queues {
+            if let Err(e) = tx.try_send(notice.clone()) {
+                let alert = match &notice {
+                    Notice::Alert(a) | Notice::Resume(a) => a.id.clone(),
+                };
+                self.metrics.output(name, OutputEvent::Dropped);
+                tracing::error!(
+                    output = %name,
+                    alert = %alert,
+                    error = %e,
+                    "notification dropped: the output's queue is full (is the receiver down?)"
+                );
+            }
+        }
+    }
+
+    /// The names of the outputs, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.queues.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// Delay before retry `attempt` (1-based): `base`, doubling, at most `max`.
+pub(crate) fn retry_delay(base: Duration, attempt: u32, max: Duration) -> Duration {
+    base.saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_and_cap() {
+        let b = Duration::from_secs(1);
+        let m = Duration::from_secs(60);
+        let d: Vec<u64> = (1..=8).map(|a| retry_delay(b, a, m).as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let metrics = Arc::new(Metrics::new());
+        let mut outputs = Outputs::none(metrics.clone());
+        let _rx = outputs.add("slow", 1);
+        let alert = crate::outputs::tests_support::alert("a1", AlertStatus::Firing);
+        outputs.notify(&alert);
+        outputs.notify(&alert);
+        outputs.notify(&alert);
+        let text = metrics.render();
+        assert!(
+            text.contains("alarmnet_notifications_dropped_total{output=\"slow\"} 2\n"),
+            "{text}"
+        );
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
+
+    use crate::model::{Alert, Subject};
+
+    pub fn alert(id: &str, status: AlertStatus) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: Name::new("node_offline").expect("name"),
+            severity: Severity::Critical,
+            status,
+            subject: Subject {
+                region: Some(RegionId::new("lanzhou").expect("id")),
+                site: Some(SiteId::new("lz-cg").expect("id")),
+                node: Some(NodeId::new("lz-cg-s001").expect("id")),
+            },
+            kind: Some(Name::new("siren").expect("name")),
+            started_at: 1_764_330_000_000,
+            ended_at: (status == AlertStatus::Resolved).then_some(1_764_330_600_000),
+            summary: "lz-cg-s001 is offline".into(),
+            ack: None,
+            notified: true,
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The embedded store: SQLite on a dedicated thread, reached through [`Store`], a cheap
+//! cloneable handle with async methods.
+//!
+//! Design: one thread owns the connection (no blocking call on an async worker, no lock
+//! contention). Commands arrive on a bounded channel (when full, callers wait: the store is
+//! the slowest stage and this is its backpressure). The thread takes every command waiting,
+//! runs them all in **one** transaction, each inside its own savepoint (a failing command
+//! rolls back alone), commits, and only then answers each caller. So a method returns
+//! after its writes are durable — "committed before announced" is simply "await the store
+//! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
+
+pub mod schema;
+pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use alarmnet_protocol::{AlertStatus, Birth, Fault, NodeId, NodePath, TestReceipt};
+use tokio::sync::{mpsc, oneshot};
+
+pub use sqlite::{Db, FaultRecord, NodeFilter, NodeRecord, NotificationAttempt, TransitionWindow};
+
+use crate::metrics::Metrics;
+use crate::model::{Ack, Alert, Millis, Silence, Transition};
+
+/// Commands waiting for the store thread.
+const QUEUE: usize = 1024;
+
+/// Most commands committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the database has schema version {found}; this collector knows up to {known}")]
+    TooNew { found: usize, known: usize },
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Runs on the store thread: does its work and returns what to tell the caller once the
+/// transaction's fate is known.
+type Job = Box<dyn FnOnce(&Db) -> Done + Send>;
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A handle to the store thread. Clone freely.
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Store {
+    /// Opens and migrates the database at `path` and starts the store thread.
+    pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        Self::start(Db::open(path)?, metrics)
+    }
+
+    /// Starts the store thread around an open database.
+    pub fn start(db: Db, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        metrics.store_open.store(true, Relaxed);
+        std::thread::Builder::new()
+            .name("alarmnet-store".into())
+            .spawn(move || run(db, rx, metrics))
+            .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
+        Ok(Store { tx })
+    }
+
+    /// Runs `f` on the store thread inside the current batch's transaction, and returns its
+    /// result once that transaction has committed.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |db| {
+            let result = in_savepoint(db, f);
+            Box::new(move |commit: Result<(), String>| {
+                let _ = reply.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Commit(e)),
+                });
+            })
+        });
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    // Writes.
+
+    /// Commits a batch of writes in one go: the core's unit of work. Returns after commit.
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.call(move |db| db.write(&batch)).await
+    }
+
+    pub async fn upsert_birth(
+        &self,
+        path: NodePath,
+        birth: Box<Birth>,
+        received_at: Millis,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.upsert_birth(&path, &birth, received_at))
+            .await
+    }
+
+    pub async fn touch(&self, seen: Vec<(NodeId, Millis)>) -> Result<(), StoreError> {
+        self.call(move |db| db.touch(&seen)).await
+    }
+
+    /// Returns after the transitions are committed: only then may they be announced.
+    pub async fn record_transitions(&self, t: Vec<Transition>) -> Result<(), StoreError> {
+        if t.is_empty() {
+            return Ok(());
+        }
+        self.call(move |db| db.record_transitions(&t)).await
+    }
+
+    pub async fn record_fault(
+        &self,
+        node: NodeId,
+        fault: Fault,
+        received_at: Millis,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.record_fault(&node, &fault, received_at))
+            .await
+    }
+
+    pub async fn record_test(
+        &self,
+        node: NodeId,
+        test: TestReceipt,
+        received_at: Millis,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.record_test(&node, &test, received_at))
+            .await
+    }
+
+    /// Returns after the alerts are committed: only then may they be notified.
+    pub async fn upsert_alerts(&self, alerts: Vec<Alert>) -> Result<(), StoreError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        self.call(move |db| alerts.iter().try_for_each(|a| db.upsert_alert(a)))
+            .await
+    }
+
+    pub async fn ack_alert(&self, alert_id: String, ack: Ack) -> Result<Option<Alert>, StoreError> {
+        self.call(move |db| db.ack_alert(&alert_id, &ack)).await
+    }
+
+    pub async fn upsert_silence(&self, s: Silence) -> Result<(), StoreError> {
+        self.call(move |db| db.upsert_silence(&s)).await
+    }
+
+    pub async fn end_silence(&self, id: String, at: Millis) -> Result<bool, StoreError> {
+        self.call(move |db| db.end_silence(&id, at)).await
+    }
+
+    pub async fn record_notification(&self, n: NotificationAttempt) -> Result<(), StoreError> {
+        self.call(move |db| db.record_notification(&n)).await
+    }
+
+    // Reads.
+
+    pub async fn nodes(&self, filter: NodeFilter) -> Result<Vec<NodeRecord>, StoreError> {
+        self.call(move |db| db.nodes(&filter)).await
+    }
+
+    pub async fn node(&self, node: NodeId) -> Result<Option<NodeRecord>, StoreError> {
+        self.call(move |db| db.node(&node)).await
+    }
+
+    pub async fn count_nodes(&self) -> Result<u64, StoreError> {
+        self.call(|db| db.count_nodes()).await
+    }
+
+    pub async fn bindings(&self) -> Result<Vec<(NodePath, u64)>, StoreError> {
+        self.call(|db| db.bindings()).await
+    }
+
+    pub async fn node_history(
+        &self,
+        node: NodeId,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<Transition>, StoreError> {
+        self.call(move |db| db.node_history(&node, from, to)).await
+    }
+
+    pub async fn transition_window(
+        &self,
+        nodes: Option<Vec<NodeId>>,
+        from: Millis,
+        to: Millis,
+    ) -> Result<TransitionWindow, StoreError> {
+        self.call(move |db| db.transition_window(nodes.as_deref(), from, to))
+            .await
+    }
+
+    pub async fn faults(
+        &self,
+        node: NodeId,
+        active_only: bool,
+    ) -> Result<Vec<FaultRecord>, StoreError> {
+        self.call(move |db| db.faults(&node, active_only)).await
+    }
+
+    pub async fn alerts(
+        &self,
+        status: Option<AlertStatus>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, StoreError> {
+        self.call(move |db| db.alerts(status, limit)).await
+    }
+
+    pub async fn silences(&self, now: Option<Millis>) -> Result<Vec<Silence>, StoreError> {
+        self.call(move |db| db.silences(now)).await
+    }
+
+    pub async fn notifications(
+        &self,
+        alert_id: String,
+    ) -> Result<Vec<NotificationAttempt>, StoreError> {
+        self.call(move |db| db.notifications(&alert_id)).await
+    }
+}
+
+/// Writes collected by the core from a burst of events, committed together.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    /// Node registrations and rebirths (applied first, so later rows have their node).
+    pub births: Vec<(NodePath, Box<Birth>, Millis)>,
+    /// Liveness transitions: committed before they are announced.
+    pub transitions: Vec<Transition>,
+    pub faults: Vec<(NodeId, Fault, Millis)>,
+    pub tests: Vec<(NodeId, TestReceipt, Millis)>,
+    /// When nodes were last heard, coalesced (one entry per node).
+    pub seen: Vec<(NodeId, Millis)>,
+    /// Alerts created or changed: committed before they are notified.
+    pub alerts: Vec<Alert>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.births.is_empty()
+            && self.transitions.is_empty()
+            && self.faults.is_empty()
+            && self.tests.is_empty()
+            && self.seen.is_empty()
+            && self.alerts.is_empty()
+    }
+
+    /// The number of writes.
+    pub fn len(&self) -> usize {
+        self.births.len()
+            + self.transitions.len()
+            + self.faults.len()
+            + self.tests.len()
+            + self.seen.len()
+            + self.alerts.len()
+    }
+}
+
+impl Db {
+    /// Applies a [`WriteBatch`] (inside the caller's transaction).
+    pub fn write(&self, b: &WriteBatch) -> Result<(), StoreError> {
+        for (path, birth, at) in &b.births {
+            self.upsert_birth(path, birth, *at)?;
+        }
+        self.record_transitions(&b.transitions)?;
+        for (node, fault, at) in &b.faults {
+            self.record_fault(node, fault, *at)?;
+        }
+        for (node, test, at) in &b.tests {
+            self.record_test(node, test, *at)?;
+        }
+        self.touch(&b.seen)?;
+        for a in &b.alerts {
+            self.upsert_alert(a)?;
+        }
+        Ok(())
+    }
+}
+
+fn in_savepoint<T>(db: &Db, f: impl FnOnce(&Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    db.conn().execute_batch("SAVEPOINT job")?;
+    match f(db) {
+        Ok(v) => {
+            db.conn().execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            db.conn().execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+/// The store thread: batch, commit, answer. Ends when every [`Store`] handle is dropped.
+fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
+    let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        let started = Instant::now();
+        let begin = db
+            .conn()
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| e.to_string());
+        if let Err(e) = begin {
+            metrics.store_errors.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, "store: cannot begin a transaction");
+            // Dropping the command answers its caller with `Closed`; the next batch retries.
+            drop(first);
+            continue;
+        }
+        done.push(first(&db));
+        while done.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => done.push(job(&db)),
+                Err(_) => break,
+            }
+        }
+        let commit = db.conn().execute_batch("COMMIT").map_err(|e| {
+            let _ = db.conn().execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        metrics.store_latency(started.elapsed());
+        if let Err(e) = &commit {
+            metrics.store_errors.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, commands = done.len(), "store: commit failed");
+        }
+        for d in done.drain(..) {
+            d(commit.clone());
+        }
+    }
+    metrics.store_open.store(false, Relaxed);
+    tracing::debug!("store thread stopped");
+}
+
+#[cfg(test)]
+mod tests;

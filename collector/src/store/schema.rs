@@ -1,0 +1,154 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Migration `n` (1-based) takes the database from version `n - 1` to `n`. Never edit a
+//! released migration: append a new one.
+
+use rusqlite::Connection;
+
+/// The migrations, in order. `MIGRATIONS.len()` is the latest version.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+CREATE TABLE nodes (
+    node           TEXT PRIMARY KEY,
+    region         TEXT NOT NULL,
+    site           TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    name           TEXT,
+    info           TEXT NOT NULL,          -- the last birth, JSON
+    boot           TEXT,
+    hb_interval_ms INTEGER NOT NULL,
+    birth_ts       INTEGER NOT NULL,       -- agent clock: decides moves between sites
+    first_seen     INTEGER NOT NULL,
+    last_seen      INTEGER NOT NULL,
+    state          TEXT NOT NULL DEFAULT 'unknown',
+    state_since    INTEGER NOT NULL
+);
+CREATE INDEX nodes_by_place ON nodes (region, site);
+
+CREATE TABLE transitions (
+    id         INTEGER PRIMARY KEY,
+    node       TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state   TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    cause      TEXT NOT NULL
+);
+CREATE INDEX transitions_by_node ON transitions (node, at);
+CREATE INDEX transitions_by_time ON transitions (at);
+
+CREATE TABLE faults (
+    id          INTEGER PRIMARY KEY,
+    node        TEXT NOT NULL,
+    fault_key   TEXT NOT NULL,             -- check/code
+    severity    TEXT NOT NULL,
+    raised_at   INTEGER NOT NULL,          -- agent ts
+    cleared_at  INTEGER,                   -- agent ts; NULL while active
+    message     TEXT,
+    boot        TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    replay      INTEGER NOT NULL
+);
+CREATE INDEX faults_by_node ON faults (node, fault_key, cleared_at);
+
+CREATE TABLE test_receipts (
+    id          INTEGER PRIMARY KEY,
+    node        TEXT NOT NULL,
+    boot        TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    ts          INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    drill       TEXT,
+    test        TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    duration_ms INTEGER,
+    metrics     TEXT NOT NULL,
+    message     TEXT,
+    replay      INTEGER NOT NULL
+);
+CREATE INDEX tests_by_node ON test_receipts (node, ts);
+CREATE INDEX tests_by_drill ON test_receipts (drill) WHERE drill IS NOT NULL;
+
+CREATE TABLE alerts (
+    row_id      INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL,             -- fingerprint of rule + subject
+    rule        TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    region      TEXT,
+    site        TEXT,
+    node        TEXT,
+    kind        TEXT,
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    summary     TEXT NOT NULL,
+    notified    INTEGER NOT NULL,
+    ack_by      TEXT,
+    ack_at      INTEGER,
+    ack_comment TEXT,
+    UNIQUE (id, started_at)
+);
+CREATE INDEX alerts_by_status ON alerts (status, started_at);
+
+CREATE TABLE acks (
+    id         INTEGER PRIMARY KEY,
+    alert_id   TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    by         TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    comment    TEXT
+);
+
+CREATE TABLE silences (
+    id         TEXT PRIMARY KEY,
+    region     TEXT,
+    site       TEXT,
+    node       TEXT,
+    kind       TEXT,
+    starts_at  INTEGER NOT NULL,
+    ends_at    INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment    TEXT
+);
+CREATE INDEX silences_by_end ON silences (ends_at);
+
+CREATE TABLE notification_log (
+    id               INTEGER PRIMARY KEY,
+    alert_id         TEXT NOT NULL,
+    alert_started_at INTEGER NOT NULL,
+    status           TEXT NOT NULL,        -- the notification's: firing | resolved
+    output           TEXT NOT NULL,
+    attempt          INTEGER NOT NULL,
+    at               INTEGER NOT NULL,
+    ok               INTEGER NOT NULL,
+    error            TEXT
+);
+CREATE INDEX notifications_by_alert ON notification_log (alert_id, at);
+"#,
+];
+
+/// The schema version of a database.
+pub fn version(conn: &Connection) -> rusqlite::Result<usize> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(usize::try_from(v).unwrap_or(0))
+}
+
+/// Applies every migration the database lacks, each in its own transaction. Returns the
+/// number applied. A database newer than this program is an error, not a downgrade.
+pub fn migrate(conn: &mut Connection) -> Result<usize, super::StoreError> {
+    let current = version(conn)?;
+    if current > MIGRATIONS.len() {
+        return Err(super::StoreError::TooNew {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "store schema migrated");
+    }
+    Ok(MIGRATIONS.len() - current)
+}

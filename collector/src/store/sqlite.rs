@@ -1,0 +1,860 @@
+//! [`Db`]: the embedded SQLite store's synchronous operations. It runs on the store thread
+//! (see [`super::Store`]), never on an async worker; tests may drive it directly.
+//!
+//! Design: WAL with `synchronous = FULL`. The collector promises that a transition is
+//! committed before it is announced and that history survives power loss; with NORMAL, WAL
+//! commits acknowledged just before a power cut may vanish while their notifications were
+//! already sent. FULL costs one fsync per commit, which the store thread amortizes by
+//! committing many commands in one transaction.
+
+use std::path::Path;
+
+use alarmnet_protocol::{
+    AlertStatus, Birth, Fault, FaultStatus, Name, NodeId, NodePath, RegionId, Severity, SiteId,
+    TestReceipt,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::StoreError;
+use super::schema;
+use crate::model::{Ack, Alert, Cause, Liveness, Millis, Silence, Subject, Transition};
+
+/// A registered node as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeRecord {
+    pub path: NodePath,
+    pub kind: Name,
+    pub name: Option<String>,
+    /// The last birth, as received.
+    pub info: serde_json::Value,
+    pub boot: Option<String>,
+    pub hb_interval_ms: u64,
+    pub birth_ts: u64,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    pub state: Liveness,
+    pub state_since: Millis,
+}
+
+/// Which nodes to list. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFilter {
+    pub region: Option<RegionId>,
+    pub site: Option<SiteId>,
+    pub kind: Option<Name>,
+    pub state: Option<Liveness>,
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+/// The transitions of some nodes in `[from, to)`, plus each node's last transition before
+/// `from` (its state when the window opens): enough for exact availability arithmetic.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransitionWindow {
+    /// At most one per node: the last transition with `at < from`.
+    pub before: Vec<Transition>,
+    /// Ordered by time, then by insertion.
+    pub within: Vec<Transition>,
+}
+
+/// One fault in history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultRecord {
+    pub node: NodeId,
+    pub key: String,
+    pub severity: Severity,
+    pub raised_at: u64,
+    pub cleared_at: Option<u64>,
+    pub message: Option<String>,
+    pub replay: bool,
+}
+
+/// One delivery attempt of one notification to one output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotificationAttempt {
+    pub alert_id: String,
+    pub alert_started_at: Millis,
+    pub status: AlertStatus,
+    /// The output's name: `mqtt`, `webhook-0`, `alertmanager`, ...
+    pub output: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub at: Millis,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// The store's connection and its operations.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what}: {s:?}")))
+}
+
+fn liveness(s: &str) -> Result<Liveness, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| StoreError::Corrupt(format!("state {s:?}")))
+}
+
+fn cause(s: &str) -> Result<Cause, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| StoreError::Corrupt(format!("cause {s:?}")))
+}
+
+fn status_str(s: AlertStatus) -> &'static str {
+    match s {
+        AlertStatus::Firing => "firing",
+        AlertStatus::Resolved => "resolved",
+    }
+}
+
+fn status(s: &str) -> Result<AlertStatus, StoreError> {
+    match s {
+        "firing" => Ok(AlertStatus::Firing),
+        "resolved" => Ok(AlertStatus::Resolved),
+        _ => Err(StoreError::Corrupt(format!("alert status {s:?}"))),
+    }
+}
+
+fn id<T>(
+    what: &str,
+    s: String,
+    new: impl FnOnce(String) -> Result<T, alarmnet_protocol::IdError>,
+) -> Result<T, StoreError> {
+    new(s.clone()).map_err(|_| StoreError::Corrupt(format!("{what} {s:?}")))
+}
+
+fn opt_id<T>(
+    what: &str,
+    s: Option<String>,
+    new: impl FnOnce(String) -> Result<T, alarmnet_protocol::IdError>,
+) -> Result<Option<T>, StoreError> {
+    s.map(|s| id(what, s, new)).transpose()
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn open_in_memory() -> Result<Db, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Db, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if mode != "wal" && mode != "memory" {
+            return Err(StoreError::Corrupt(format!(
+                "journal_mode is {mode}, not wal"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        Ok(Db { conn })
+    }
+
+    /// The underlying connection (the store thread manages transactions with it).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    // ---- nodes ----
+
+    /// Registers a node from its birth, or updates it (path, kind, boot...) on a rebirth.
+    /// Its liveness state is left alone: the liveness tracker records transitions.
+    pub fn upsert_birth(
+        &self,
+        path: &NodePath,
+        birth: &Birth,
+        received_at: Millis,
+    ) -> Result<(), StoreError> {
+        let info = serde_json::to_string(birth)?;
+        let hb_ms = (birth.hb_interval_s * 1000.0).round() as u64;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO nodes (node, region, site, kind, name, info, boot, hb_interval_ms,
+                    birth_ts, first_seen, last_seen, state, state_since)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 'unknown', ?10)
+                 ON CONFLICT (node) DO UPDATE SET region = ?2, site = ?3, kind = ?4, name = ?5,
+                    info = ?6, boot = ?7, hb_interval_ms = ?8, birth_ts = max(birth_ts, ?9),
+                    last_seen = max(last_seen, ?10)",
+            )?
+            .execute(params![
+                path.node.as_str(),
+                path.region.as_str(),
+                path.site.as_str(),
+                birth.kind.as_str(),
+                birth.name.as_ref().map(|n| n.as_str()),
+                info,
+                birth.boot.as_str(),
+                i64_of(hb_ms),
+                i64_of(birth.ts),
+                i64_of(received_at),
+            ])?;
+        Ok(())
+    }
+
+    /// Records when nodes were last heard (coalesced by the caller; never moves backwards).
+    pub fn touch(&self, seen: &[(NodeId, Millis)]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE nodes SET last_seen = max(last_seen, ?2) WHERE node = ?1")?;
+        for (node, at) in seen {
+            stmt.execute(params![node.as_str(), i64_of(*at)])?;
+        }
+        Ok(())
+    }
+
+    fn node_row(row: &Row<'_>) -> rusqlite::Result<RawNode> {
+        Ok(RawNode {
+            node: row.get(0)?,
+            region: row.get(1)?,
+            site: row.get(2)?,
+            kind: row.get(3)?,
+            name: row.get(4)?,
+            info: row.get(5)?,
+            boot: row.get(6)?,
+            hb_interval_ms: row.get(7)?,
+            birth_ts: row.get(8)?,
+            first_seen: row.get(9)?,
+            last_seen: row.get(10)?,
+            state: row.get(11)?,
+            state_since: row.get(12)?,
+        })
+    }
+
+    const NODE_COLUMNS: &'static str = "node, region, site, kind, name, info, boot, \
+        hb_interval_ms, birth_ts, first_seen, last_seen, state, state_since";
+
+    /// Registered nodes matching `filter`, ordered by region, site, node.
+    pub fn nodes(&self, filter: &NodeFilter) -> Result<Vec<NodeRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM nodes
+             WHERE (?1 IS NULL OR region = ?1) AND (?2 IS NULL OR site = ?2)
+               AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR state = ?4)
+             ORDER BY region, site, node LIMIT ?5 OFFSET ?6",
+            Self::NODE_COLUMNS
+        );
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                filter.region.as_ref().map(|r| r.as_str()),
+                filter.site.as_ref().map(|s| s.as_str()),
+                filter.kind.as_ref().map(|k| k.as_str()),
+                filter.state.map(Liveness::as_str),
+                limit,
+                i64::try_from(filter.offset).unwrap_or(i64::MAX),
+            ],
+            Self::node_row,
+        )?;
+        rows.map(|r| r?.into_record()).collect()
+    }
+
+    /// One node.
+    pub fn node(&self, node: &NodeId) -> Result<Option<NodeRecord>, StoreError> {
+        let sql = format!("SELECT {} FROM nodes WHERE node = ?1", Self::NODE_COLUMNS);
+        self.conn
+            .prepare_cached(&sql)?
+            .query_row([node.as_str()], Self::node_row)
+            .optional()?
+            .map(RawNode::into_record)
+            .transpose()
+    }
+
+    /// The number of registered nodes.
+    pub fn count_nodes(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))?;
+        Ok(u64_of(n))
+    }
+
+    /// Every node's binding (path and birth ts), to seed ingest's registry at start.
+    pub fn bindings(&self) -> Result<Vec<(NodePath, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT region, site, node, birth_ts FROM nodes")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (region, site, node, ts) = r?;
+            Ok((
+                NodePath::new(
+                    id("region", region, RegionId::new)?,
+                    id("site", site, SiteId::new)?,
+                    id("node", node, NodeId::new)?,
+                ),
+                u64_of(ts),
+            ))
+        })
+        .collect()
+    }
+
+    // ---- transitions ----
+
+    /// Appends transitions and updates each node's current state.
+    pub fn record_transitions(&self, transitions: &[Transition]) -> Result<(), StoreError> {
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO transitions (node, from_state, to_state, at, cause)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut update = self
+            .conn
+            .prepare_cached("UPDATE nodes SET state = ?2, state_since = ?3 WHERE node = ?1")?;
+        for t in transitions {
+            insert.execute(params![
+                t.node.as_str(),
+                t.from.as_str(),
+                t.to.as_str(),
+                i64_of(t.at),
+                t.cause.as_str()
+            ])?;
+            update.execute(params![t.node.as_str(), t.to.as_str(), i64_of(t.at)])?;
+        }
+        Ok(())
+    }
+
+    fn transition_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    }
+
+    fn to_transition(
+        (node, from, to, at, c): (String, String, String, i64, String),
+    ) -> Result<Transition, StoreError> {
+        Ok(Transition {
+            node: id("node", node, NodeId::new)?,
+            from: liveness(&from)?,
+            to: liveness(&to)?,
+            at: u64_of(at),
+            cause: cause(&c)?,
+        })
+    }
+
+    /// One node's transitions in `[from, to)`, oldest first.
+    pub fn node_history(
+        &self,
+        node: &NodeId,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<Transition>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT node, from_state, to_state, at, cause FROM transitions
+             WHERE node = ?1 AND at >= ?2 AND at < ?3 ORDER BY at, id",
+        )?;
+        let rows = stmt.query_map(
+            params![node.as_str(), i64_of(from), i64_of(to)],
+            Self::transition_row,
+        )?;
+        rows.map(|r| Self::to_transition(r?)).collect()
+    }
+
+    /// Transitions of `nodes` (all nodes when `None`) in `[from, to)`, plus each node's last
+    /// transition before `from`.
+    pub fn transition_window(
+        &self,
+        nodes: Option<&[NodeId]>,
+        from: Millis,
+        to: Millis,
+    ) -> Result<TransitionWindow, StoreError> {
+        let mut window = TransitionWindow::default();
+        // A temporary table of the wanted nodes keeps one query plan for any set size.
+        self.conn
+            .execute_batch("CREATE TEMP TABLE IF NOT EXISTS wanted (node TEXT PRIMARY KEY)")?;
+        self.conn.execute("DELETE FROM temp.wanted", [])?;
+        if let Some(nodes) = nodes {
+            let mut insert = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO temp.wanted (node) VALUES (?1)")?;
+            for n in nodes {
+                insert.execute([n.as_str()])?;
+            }
+        }
+        let all = nodes.is_none();
+        let mut before = self.conn.prepare_cached(
+            "SELECT t.node, t.from_state, t.to_state, t.at, t.cause FROM transitions t
+             WHERE t.id = (SELECT t2.id FROM transitions t2
+                           WHERE t2.node = t.node AND t2.at < ?1
+                           ORDER BY t2.at DESC, t2.id DESC LIMIT 1)
+               AND (?2 OR t.node IN (SELECT node FROM temp.wanted))
+             ORDER BY t.node",
+        )?;
+        for r in before.query_map(params![i64_of(from), all], Self::transition_row)? {
+            window.before.push(Self::to_transition(r?)?);
+        }
+        let mut within = self.conn.prepare_cached(
+            "SELECT node, from_state, to_state, at, cause FROM transitions
+             WHERE at >= ?1 AND at < ?2 AND (?3 OR node IN (SELECT node FROM temp.wanted))
+             ORDER BY at, id",
+        )?;
+        for r in within.query_map(params![i64_of(from), i64_of(to), all], Self::transition_row)? {
+            window.within.push(Self::to_transition(r?)?);
+        }
+        self.conn.execute("DELETE FROM temp.wanted", [])?;
+        Ok(window)
+    }
+
+    // ---- faults and tests ----
+
+    /// Records a fault message: a raise opens a row (unless the fault is already open: a
+    /// no-op), a clear closes the open row. Times are the agent's `ts`, so replayed faults
+    /// land at their own time.
+    pub fn record_fault(
+        &self,
+        node: &NodeId,
+        fault: &Fault,
+        received_at: Millis,
+    ) -> Result<(), StoreError> {
+        let key = fault.key().to_string();
+        match fault.status {
+            FaultStatus::Raised => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO faults (node, fault_key, severity, raised_at, message, boot,
+                            received_at, replay)
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+                         WHERE NOT EXISTS (SELECT 1 FROM faults
+                            WHERE node = ?1 AND fault_key = ?2 AND cleared_at IS NULL)",
+                    )?
+                    .execute(params![
+                        node.as_str(),
+                        key,
+                        fault.severity.as_str(),
+                        i64_of(fault.ts),
+                        fault.message.as_ref().map(|m| m.as_str()),
+                        fault.boot.as_str(),
+                        i64_of(received_at),
+                        fault.replay,
+                    ])?;
+            }
+            FaultStatus::Cleared => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE faults SET cleared_at = max(raised_at, ?3)
+                         WHERE node = ?1 AND fault_key = ?2 AND cleared_at IS NULL",
+                    )?
+                    .execute(params![node.as_str(), key, i64_of(fault.ts)])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A node's faults, newest first; only active ones with `active_only`.
+    pub fn faults(&self, node: &NodeId, active_only: bool) -> Result<Vec<FaultRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT node, fault_key, severity, raised_at, cleared_at, message, replay FROM faults
+             WHERE node = ?1 AND (NOT ?2 OR cleared_at IS NULL) ORDER BY raised_at DESC, id DESC",
+        )?;
+        let rows = stmt.query_map(params![node.as_str(), active_only], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, bool>(6)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (node, key, severity, raised, cleared, message, replay) = r?;
+            Ok(FaultRecord {
+                node: id("node", node, NodeId::new)?,
+                key,
+                severity: parse("severity", &severity)?,
+                raised_at: u64_of(raised),
+                cleared_at: cleared.map(u64_of),
+                message,
+                replay,
+            })
+        })
+        .collect()
+    }
+
+    /// Records a test receipt.
+    pub fn record_test(
+        &self,
+        node: &NodeId,
+        test: &TestReceipt,
+        received_at: Millis,
+    ) -> Result<(), StoreError> {
+        let result = serde_json::to_value(test.result)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO test_receipts (node, boot, seq, ts, received_at, drill, test, result,
+                    duration_ms, metrics, message, replay)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                node.as_str(),
+                test.boot.as_str(),
+                i64_of(test.seq),
+                i64_of(test.ts),
+                i64_of(received_at),
+                test.drill.as_ref().map(|d| d.as_str()),
+                test.test.as_str(),
+                result.as_str().unwrap_or("error"),
+                test.duration_ms.map(i64_of),
+                serde_json::to_string(&test.metrics)?,
+                test.message.as_ref().map(|m| m.as_str()),
+                test.replay,
+            ])?;
+        Ok(())
+    }
+
+    /// The number of test receipts of a node (tests and the API's summary).
+    pub fn count_tests(&self, node: &NodeId) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM test_receipts WHERE node = ?1",
+            [node.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(u64_of(n))
+    }
+
+    // ---- alerts, acks, silences, notifications ----
+
+    /// Inserts or updates one firing of an alert (keyed by `id` and `started_at`).
+    pub fn upsert_alert(&self, a: &Alert) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO alerts (id, rule, severity, status, region, site, node, kind,
+                    started_at, ended_at, summary, notified, ack_by, ack_at, ack_comment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT (id, started_at) DO UPDATE SET severity = ?3, status = ?4,
+                    ended_at = ?10, summary = ?11, notified = ?12, ack_by = ?13, ack_at = ?14,
+                    ack_comment = ?15",
+            )?
+            .execute(params![
+                a.id,
+                a.rule.as_str(),
+                a.severity.as_str(),
+                status_str(a.status),
+                a.subject.region.as_ref().map(|x| x.as_str()),
+                a.subject.site.as_ref().map(|x| x.as_str()),
+                a.subject.node.as_ref().map(|x| x.as_str()),
+                a.kind.as_ref().map(|x| x.as_str()),
+                i64_of(a.started_at),
+                a.ended_at.map(i64_of),
+                a.summary,
+                a.notified,
+                a.ack.as_ref().map(|k| k.by.as_str()),
+                a.ack.as_ref().map(|k| i64_of(k.at)),
+                a.ack.as_ref().and_then(|k| k.comment.as_deref()),
+            ])?;
+        Ok(())
+    }
+
+    /// Acknowledges the latest firing of alert `id`; keeps the ack in the acks history.
+    /// Returns the updated alert, or `None` if there is no such alert.
+    pub fn ack_alert(&self, alert_id: &str, ack: &Ack) -> Result<Option<Alert>, StoreError> {
+        let Some(mut alert) = self.latest_alert(alert_id)? else {
+            return Ok(None);
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO acks (alert_id, started_at, by, at, comment) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                alert_id,
+                i64_of(alert.started_at),
+                ack.by,
+                i64_of(ack.at),
+                ack.comment
+            ])?;
+        alert.ack = Some(ack.clone());
+        self.upsert_alert(&alert)?;
+        Ok(Some(alert))
+    }
+
+    const ALERT_COLUMNS: &'static str = "id, rule, severity, status, region, site, node, kind, \
+        started_at, ended_at, summary, notified, ack_by, ack_at, ack_comment";
+
+    fn alert_row(r: &Row<'_>) -> rusqlite::Result<RawAlert> {
+        Ok(RawAlert {
+            id: r.get(0)?,
+            rule: r.get(1)?,
+            severity: r.get(2)?,
+            status: r.get(3)?,
+            region: r.get(4)?,
+            site: r.get(5)?,
+            node: r.get(6)?,
+            kind: r.get(7)?,
+            started_at: r.get(8)?,
+            ended_at: r.get(9)?,
+            summary: r.get(10)?,
+            notified: r.get(11)?,
+            ack_by: r.get(12)?,
+            ack_at: r.get(13)?,
+            ack_comment: r.get(14)?,
+        })
+    }
+
+    /// The latest firing (by start) of alert `id`.
+    pub fn latest_alert(&self, alert_id: &str) -> Result<Option<Alert>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM alerts WHERE id = ?1 ORDER BY started_at DESC LIMIT 1",
+            Self::ALERT_COLUMNS
+        );
+        self.conn
+            .prepare_cached(&sql)?
+            .query_row([alert_id], Self::alert_row)
+            .optional()?
+            .map(RawAlert::into_alert)
+            .transpose()
+    }
+
+    /// Alerts with `status` (all when `None`), newest first, at most `limit`.
+    pub fn alerts(
+        &self,
+        status: Option<AlertStatus>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM alerts WHERE (?1 IS NULL OR status = ?1)
+             ORDER BY started_at DESC, row_id DESC LIMIT ?2",
+            Self::ALERT_COLUMNS
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                status.map(status_str),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            Self::alert_row,
+        )?;
+        rows.map(|r| r?.into_alert()).collect()
+    }
+
+    /// Inserts or replaces a silence.
+    pub fn upsert_silence(&self, s: &Silence) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO silences (id, region, site, node, kind, starts_at,
+                    ends_at, created_by, comment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                s.id,
+                s.region.as_ref().map(|x| x.as_str()),
+                s.site.as_ref().map(|x| x.as_str()),
+                s.node.as_ref().map(|x| x.as_str()),
+                s.kind.as_ref().map(|x| x.as_str()),
+                i64_of(s.starts_at),
+                i64_of(s.ends_at),
+                s.created_by,
+                s.comment,
+            ])?;
+        Ok(())
+    }
+
+    /// Silences not yet ended at `now` (all when `None`), by start.
+    pub fn silences(&self, now: Option<Millis>) -> Result<Vec<Silence>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, region, site, node, kind, starts_at, ends_at, created_by, comment
+             FROM silences WHERE (?1 IS NULL OR ends_at > ?1) ORDER BY starts_at, id",
+        )?;
+        let rows = stmt.query_map([now.map(i64_of)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (sid, region, site, node, kind, starts, ends, by, comment) = r?;
+            Ok(Silence {
+                id: sid,
+                region: opt_id("region", region, RegionId::new)?,
+                site: opt_id("site", site, SiteId::new)?,
+                node: opt_id("node", node, NodeId::new)?,
+                kind: opt_id("kind", kind, Name::new)?,
+                starts_at: u64_of(starts),
+                ends_at: u64_of(ends),
+                created_by: by,
+                comment,
+            })
+        })
+        .collect()
+    }
+
+    /// Ends a silence at `at` (kept in history). Returns whether it existed.
+    pub fn end_silence(&self, silence_id: &str, at: Millis) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE silences SET ends_at = min(ends_at, max(starts_at, ?2)) WHERE id = ?1",
+            params![silence_id, i64_of(at)],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Appends one delivery attempt to the notification log.
+    pub fn record_notification(&self, n: &NotificationAttempt) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO notification_log (alert_id, alert_started_at, status, output,
+                    attempt, at, ok, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                n.alert_id,
+                i64_of(n.alert_started_at),
+                status_str(n.status),
+                n.output,
+                n.attempt,
+                i64_of(n.at),
+                n.ok,
+                n.error,
+            ])?;
+        Ok(())
+    }
+
+    /// The delivery attempts for alert `id`, oldest first.
+    pub fn notifications(&self, alert_id: &str) -> Result<Vec<NotificationAttempt>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT alert_id, alert_started_at, status, output, attempt, at, ok, error
+             FROM notification_log WHERE alert_id = ?1 ORDER BY at, id",
+        )?;
+        let rows = stmt.query_map([alert_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, bool>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (alert_id, started, st, output, attempt, at, ok, error) = r?;
+            Ok(NotificationAttempt {
+                alert_id,
+                alert_started_at: u64_of(started),
+                status: status(&st)?,
+                output,
+                attempt,
+                at: u64_of(at),
+                ok,
+                error,
+            })
+        })
+        .collect()
+    }
+}
+
+struct RawNode {
+    node: String,
+    region: String,
+    site: String,
+    kind: String,
+    name: Option<String>,
+    info: String,
+    boot: Option<String>,
+    hb_interval_ms: i64,
+    birth_ts: i64,
+    first_seen: i64,
+    last_seen: i64,
+    state: String,
+    state_since: i64,
+}
+
+impl RawNode {
+    fn into_record(self) -> Result<NodeRecord, StoreError> {
+        Ok(NodeRecord {
+            path: NodePath::new(
+                id("region", self.region, RegionId::new)?,
+                id("site", self.site, SiteId::new)?,
+                id("node", self.node, NodeId::new)?,
+            ),
+            kind: id("kind", self.kind, Name::new)?,
+            name: self.name,
+            info: serde_json::from_str(&self.info)?,
+            boot: self.boot,
+            hb_interval_ms: u64_of(self.hb_interval_ms),
+            birth_ts: u64_of(self.birth_ts),
+            first_seen: u64_of(self.first_seen),
+            last_seen: u64_of(self.last_seen),
+            state: liveness(&self.state)?,
+            state_since: u64_of(self.state_since),
+        })
+    }
+}
+
+struct RawAlert {
+    id: String,
+    rule: String,
+    severity: String,
+    status: String,
+    region: Option<String>,
+    site: Option<String>,
+    node: Option<String>,
+    kind: Option<String>,
+    started_at: i64,
+    ended_at: Option<i64>,
+    summary: String,
+    notified: bool,
+    ack_by: Option<String>,
+    ack_at: Option<i64>,
+    ack_comment: Option<String>,
+}
+
+impl RawAlert {
+    fn into_alert(self) -> Result<Alert, StoreError> {
+        let ack = match (self.ack_by, self.ack_at) {
+            (Some(by), Some(at)) => Some(Ack {
+                by,
+                at: u64_of(at),
+                comment: self.ack_comment,
+            }),
+            _ => None,
+        };
+        Ok(Alert {
+            id: self.id,
+            rule: id("rule", self.rule, Name::new)?,
+            severity: parse("severity", &self.severity)?,
+            status: status(&self.status)?,
+            subject: Subject {
+                region: opt_id("region", self.region, RegionId::new)?,
+                site: opt_id("site", self.site, SiteId::new)?,
+                node: opt_id("node", self.node, NodeId::new)?,
+            },
+            kind: opt_id("kind", self.kind, Name::new)?,
+            started_at: u64_of(self.started_at),
+            ended_at: self.ended_at.map(u64_of),
+            summary: self.summary,
+            ack,
+            notified: self.notified,
+        })
+    }
+}

@@ -1,0 +1,448 @@
+use std::sync::Arc;
+
+use alarmnet_protocol::{
+    AlertStatus, Birth, Fault, Name, NodeId, NodePath, RegionId, Severity, SiteId, TestReceipt,
+};
+
+use super::*;
+use crate::model::{Ack, Alert, Cause, Liveness, Silence, Subject, Transition};
+
+fn path(region: &str, site: &str, node: &str) -> NodePath {
+    NodePath::new(
+        RegionId::new(region).expect("id"),
+        SiteId::new(site).expect("id"),
+        NodeId::new(node).expect("id"),
+    )
+}
+
+fn birth(p: &NodePath, ts: u64) -> Birth {
+    serde_json::from_value(serde_json::json!({
+        "v": 1, "boot": "boot0001", "ts": ts, "node": p.node, "site": p.site,
+        "region": p.region, "kind": "siren", "name": "城关区警报器", "hb_interval_s": 10
+    }))
+    .expect("valid birth")
+}
+
+fn nid(s: &str) -> NodeId {
+    NodeId::new(s).expect("id")
+}
+
+fn t(node: &str, from: Liveness, to: Liveness, at: u64, cause: Cause) -> Transition {
+    Transition {
+        node: nid(node),
+        from,
+        to,
+        at,
+        cause,
+    }
+}
+
+fn alert(id: &str, started_at: u64) -> Alert {
+    Alert {
+        id: id.into(),
+        rule: Name::new("node_offline").expect("name"),
+        severity: Severity::Critical,
+        status: AlertStatus::Firing,
+        subject: Subject {
+            region: Some(RegionId::new("r").expect("id")),
+            site: Some(SiteId::new("s").expect("id")),
+            node: Some(nid("n1")),
+        },
+        kind: Some(Name::new("siren").expect("name")),
+        started_at,
+        ended_at: None,
+        summary: "n1 is offline".into(),
+        ack: None,
+        notified: true,
+    }
+}
+
+#[test]
+fn migrating_an_empty_database_reaches_the_latest_and_rerunning_is_a_no_op() {
+    let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+    assert_eq!(schema::version(&conn).expect("version"), 0);
+    assert_eq!(
+        schema::migrate(&mut conn).expect("migrate"),
+        schema::MIGRATIONS.len()
+    );
+    assert_eq!(
+        schema::version(&conn).expect("version"),
+        schema::MIGRATIONS.len()
+    );
+    assert_eq!(schema::migrate(&mut conn).expect("again"), 0);
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    for table in [
+        "acks",
+        "alerts",
+        "faults",
+        "nodes",
+        "notification_log",
+        "silences",
+        "test_receipts",
+        "transitions",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing: {tables:?}"
+        );
+    }
+}
+
+#[test]
+fn a_newer_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.db");
+    {
+        let conn = rusqlite::Connection::open(&file).expect("open");
+        conn.pragma_update(None, "user_version", 99)
+            .expect("set version");
+    }
+    let err = Db::open(&file).expect_err("too new");
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+}
+
+#[test]
+fn the_database_is_in_wal_mode_with_full_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("a.db")).expect("open");
+    let mode: String = db
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    let sync: i64 = db
+        .conn()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .expect("sync");
+    assert_eq!(mode, "wal");
+    assert_eq!(sync, 2, "FULL");
+}
+
+#[test]
+fn nodes_round_trip_and_filter() {
+    let db = Db::open_in_memory().expect("open");
+    let a = path("r1", "s1", "a");
+    let b = path("r1", "s2", "b");
+    let c = path("r2", "s3", "c");
+    for (p, at) in [(&a, 10), (&b, 20), (&c, 30)] {
+        db.upsert_birth(p, &birth(p, at), at).expect("birth");
+    }
+    let rec = db.node(&a.node).expect("query").expect("exists");
+    assert_eq!(rec.path, a);
+    assert_eq!(rec.kind.as_str(), "siren");
+    assert_eq!(rec.name.as_deref(), Some("城关区警报器"));
+    assert_eq!(rec.hb_interval_ms, 10_000);
+    assert_eq!(rec.state, Liveness::Unknown);
+    assert_eq!((rec.first_seen, rec.last_seen), (10, 10));
+    assert_eq!(rec.info["name"], "城关区警报器");
+
+    db.touch(&[(a.node.clone(), 50), (b.node.clone(), 5)])
+        .expect("touch");
+    assert_eq!(db.node(&a.node).expect("q").expect("a").last_seen, 50);
+    assert_eq!(
+        db.node(&b.node).expect("q").expect("b").last_seen,
+        20,
+        "never backwards"
+    );
+
+    // A rebirth under a new site moves the node but keeps first_seen.
+    let moved = path("r1", "s9", "a");
+    db.upsert_birth(&moved, &birth(&moved, 60), 60)
+        .expect("rebirth");
+    let rec = db.node(&a.node).expect("q").expect("a");
+    assert_eq!(
+        (rec.path.site.as_str(), rec.first_seen, rec.birth_ts),
+        ("s9", 10, 60)
+    );
+
+    db.record_transitions(&[t(
+        "b",
+        Liveness::Unknown,
+        Liveness::Online,
+        70,
+        Cause::Birth,
+    )])
+    .expect("transition");
+    let r1 = db
+        .nodes(&NodeFilter {
+            region: Some(RegionId::new("r1").expect("id")),
+            ..NodeFilter::default()
+        })
+        .expect("nodes");
+    assert_eq!(r1.len(), 2);
+    let online = db
+        .nodes(&NodeFilter {
+            state: Some(Liveness::Online),
+            ..NodeFilter::default()
+        })
+        .expect("nodes");
+    assert_eq!(online.len(), 1);
+    assert_eq!(online[0].path, b);
+    assert_eq!(online[0].state_since, 70);
+    let page = db
+        .nodes(&NodeFilter {
+            limit: Some(1),
+            offset: 1,
+            ..NodeFilter::default()
+        })
+        .expect("nodes");
+    assert_eq!(page.len(), 1);
+    assert_eq!(db.count_nodes().expect("count"), 3);
+    let mut bindings = db.bindings().expect("bindings");
+    bindings.sort();
+    assert_eq!(bindings.len(), 3);
+    assert!(bindings.contains(&(moved, 60)));
+}
+
+#[test]
+fn transition_windows_carry_the_state_before_the_window() {
+    let db = Db::open_in_memory().expect("open");
+    use Liveness::*;
+    db.record_transitions(&[
+        t("a", Unknown, Online, 100, Cause::Birth),
+        t("a", Online, Late, 200, Cause::Timeout),
+        t("a", Late, Offline, 300, Cause::Timeout),
+        t("b", Unknown, Online, 150, Cause::Birth),
+        t("a", Offline, Online, 400, Cause::Heartbeat),
+        t("c", Unknown, Online, 500, Cause::Birth),
+    ])
+    .expect("record");
+    let w = db.transition_window(None, 250, 450).expect("window");
+    assert_eq!(
+        w.before,
+        vec![
+            t("a", Online, Late, 200, Cause::Timeout),
+            t("b", Unknown, Online, 150, Cause::Birth)
+        ]
+    );
+    assert_eq!(
+        w.within,
+        vec![
+            t("a", Late, Offline, 300, Cause::Timeout),
+            t("a", Offline, Online, 400, Cause::Heartbeat)
+        ]
+    );
+    let only_b = db
+        .transition_window(Some(&[nid("b")]), 0, 1000)
+        .expect("window");
+    assert!(only_b.before.is_empty());
+    assert_eq!(only_b.within.len(), 1);
+    // `to` is exclusive.
+    let w = db.transition_window(Some(&[nid("c")]), 0, 500).expect("w");
+    assert!(w.within.is_empty());
+    let h = db.node_history(&nid("a"), 0, 1000).expect("history");
+    assert_eq!(h.len(), 4);
+    assert_eq!(h[3].cause, Cause::Heartbeat);
+}
+
+#[test]
+fn fault_history_opens_and_closes() {
+    let db = Db::open_in_memory().expect("open");
+    let fault = |status: &str, ts: u64, replay: bool| -> Fault {
+        serde_json::from_value(serde_json::json!({
+            "v": 1, "boot": "boot0001", "seq": ts, "ts": ts, "check": "amplifier",
+            "code": "AMP_NO_OUTPUT", "severity": "critical", "status": status,
+            "message": "no output", "replay": replay
+        }))
+        .expect("fault")
+    };
+    let n = nid("a");
+    db.record_fault(&n, &fault("raised", 10, true), 99)
+        .expect("raise");
+    db.record_fault(&n, &fault("raised", 11, false), 99)
+        .expect("raise again: no-op");
+    assert_eq!(db.faults(&n, true).expect("active").len(), 1);
+    db.record_fault(&n, &fault("cleared", 20, false), 99)
+        .expect("clear");
+    assert!(db.faults(&n, true).expect("active").is_empty());
+    db.record_fault(&n, &fault("raised", 30, false), 99)
+        .expect("raise");
+    let all = db.faults(&n, false).expect("all");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].raised_at, 10);
+    assert_eq!(all[1].cleared_at, Some(20));
+    assert!(all[1].replay);
+    assert_eq!(all[0].key, "amplifier/AMP_NO_OUTPUT");
+    assert_eq!(all[0].severity, Severity::Critical);
+}
+
+#[test]
+fn test_receipts_are_kept() {
+    let db = Db::open_in_memory().expect("open");
+    let receipt: TestReceipt = serde_json::from_value(serde_json::json!({
+        "v": 1, "boot": "boot0001", "seq": 3, "ts": 1000, "drill": "d-1", "test": "silent",
+        "result": "pass", "duration_ms": 4200, "metrics": {"amp1_out_w": 395.0}
+    }))
+    .expect("receipt");
+    db.record_test(&nid("a"), &receipt, 1001).expect("record");
+    assert_eq!(db.count_tests(&nid("a")).expect("count"), 1);
+    let result: String = db
+        .conn()
+        .query_row("SELECT result FROM test_receipts", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(result, "pass");
+}
+
+#[test]
+fn alerts_acks_silences_and_notifications_round_trip() {
+    let db = Db::open_in_memory().expect("open");
+    let mut a = alert("fp1", 100);
+    db.upsert_alert(&a).expect("fire");
+    assert_eq!(
+        db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
+        vec![a.clone()]
+    );
+    let ack = Ack {
+        by: "duty officer".into(),
+        at: 150,
+        comment: Some("crew sent".into()),
+    };
+    let acked = db.ack_alert("fp1", &ack).expect("ack").expect("exists");
+    assert_eq!(acked.ack, Some(ack.clone()));
+    assert!(db.ack_alert("nope", &ack).expect("ack").is_none());
+    a.ack = Some(ack);
+    a.status = AlertStatus::Resolved;
+    a.ended_at = Some(200);
+    db.upsert_alert(&a).expect("resolve");
+    // The same subject fires again: a new row under the same id.
+    let again = alert("fp1", 300);
+    db.upsert_alert(&again).expect("fire again");
+    assert_eq!(
+        db.alerts(None, 10).expect("all"),
+        vec![again.clone(), a.clone()]
+    );
+    assert_eq!(
+        db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
+        vec![again.clone()]
+    );
+    assert_eq!(db.latest_alert("fp1").expect("latest"), Some(again));
+
+    let s = Silence {
+        id: "s1".into(),
+        region: Some(RegionId::new("r").expect("id")),
+        site: None,
+        node: None,
+        kind: Some(Name::new("display").expect("name")),
+        starts_at: 10,
+        ends_at: 1000,
+        created_by: "ops".into(),
+        comment: None,
+    };
+    db.upsert_silence(&s).expect("silence");
+    assert_eq!(db.silences(Some(500)).expect("q"), vec![s.clone()]);
+    assert!(db.end_silence("s1", 600).expect("end"));
+    assert!(db.silences(Some(700)).expect("q").is_empty());
+    assert_eq!(db.silences(None).expect("q")[0].ends_at, 600);
+
+    for attempt in 1..=2 {
+        db.record_notification(&NotificationAttempt {
+            alert_id: "fp1".into(),
+            alert_started_at: 100,
+            status: AlertStatus::Firing,
+            output: "webhook-0".into(),
+            attempt,
+            at: 100 + u64::from(attempt),
+            ok: attempt == 2,
+            error: (attempt == 1).then(|| "HTTP 500".into()),
+        })
+        .expect("log");
+    }
+    let log = db.notifications("fp1").expect("log");
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].error.as_deref(), Some("HTTP 500"));
+    assert!(log[1].ok);
+}
+
+#[tokio::test]
+async fn committed_transitions_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.db");
+    let store = Store::open(&file, Arc::new(Metrics::new())).expect("open");
+    let p = path("r", "s", "a");
+    store
+        .upsert_birth(p.clone(), Box::new(birth(&p, 1)), 1)
+        .await
+        .expect("birth");
+    let transitions: Vec<_> = (0..100u64)
+        .map(|i| {
+            let (from, to) = if i % 2 == 0 {
+                (Liveness::Online, Liveness::Offline)
+            } else {
+                (Liveness::Offline, Liveness::Online)
+            };
+            t("a", from, to, 10 + i, Cause::Timeout)
+        })
+        .collect();
+    store
+        .record_transitions(transitions.clone())
+        .await
+        .expect("record");
+    // No clean shutdown: the handle is simply forgotten, the thread keeps running; a second
+    // connection (as after a crash and restart) must see everything that was acknowledged.
+    std::mem::forget(store);
+    let db = Db::open(&file).expect("reopen");
+    assert_eq!(
+        db.node_history(&p.node, 0, u64::MAX / 2).expect("h"),
+        transitions
+    );
+    assert_eq!(
+        db.node(&p.node).expect("q").expect("a").state,
+        Liveness::Online
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_does_not_undo_its_batch() {
+    let store = Store::start(
+        Db::open_in_memory().expect("open"),
+        Arc::new(Metrics::new()),
+    )
+    .expect("start");
+    let p = path("r", "s", "a");
+    let ok = store.upsert_birth(p.clone(), Box::new(birth(&p, 1)), 1);
+    let bad = store.call(|db| {
+        db.conn()
+            .execute("INSERT INTO nodes (node) VALUES ('x')", [])?;
+        Ok(())
+    });
+    let (ok, bad) = tokio::join!(ok, bad);
+    ok.expect("good command commits");
+    assert!(matches!(bad, Err(StoreError::Sqlite(_))), "{bad:?}");
+    assert_eq!(store.count_nodes().await.expect("count"), 1);
+}
+
+#[tokio::test]
+async fn many_concurrent_writes_are_batched() {
+    let metrics = Arc::new(Metrics::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("a.db"), metrics.clone()).expect("open");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2000u64 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let p = path("r", "s", &format!("n{i}"));
+            store
+                .upsert_birth(p.clone(), Box::new(birth(&p, i)), i)
+                .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("join").expect("write");
+    }
+    assert_eq!(store.count_nodes().await.expect("count"), 2000);
+    let text = metrics.render();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("alarmnet_store_latency_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .expect("count line");
+    assert!(
+        count < 2000,
+        "2001 commands in {count} transactions: batching works"
+    );
+}
