@@ -1,0 +1,344 @@
+//! Outputs against real receivers: a local HTTP server for webhooks, the real Prometheus
+//! Alertmanager for the v2 API.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alarmnet_collector::config::{AlertmanagerConfig, WebhookConfig};
+use alarmnet_collector::metrics::Metrics;
+use alarmnet_collector::model::{Alert, Subject};
+use alarmnet_collector::outputs::{Notice, OutputContext, alertmanager, webhook::Webhook};
+use alarmnet_collector::store::{Db, Store};
+use alarmnet_e2e::{Alertmanager, wait_for};
+use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use tokio_util::sync::CancellationToken;
+
+fn alert(id: &str, status: AlertStatus) -> Alert {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    Alert {
+        id: id.into(),
+        rule: Name::new("node_offline").expect("name"),
+        severity: Severity::Critical,
+        status,
+        subject: Subject {
+            region: Some(RegionId::new("lanzhou").expect("id")),
+            site: Some(SiteId::new("lz-cg").expect("id")),
+            node: Some(NodeId::new("lz-cg-s001").expect("id")),
+        },
+        kind: Some(Name::new("siren").expect("name")),
+        started_at: now - 60_000,
+        ended_at: (status == AlertStatus::Resolved).then_some(now - 1_000),
+        summary: "lz-cg-s001 (城关区) is offline".into(),
+        ack: None,
+        notified: true,
+    }
+}
+
+fn context() -> (OutputContext, Store, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
+    let ctx = OutputContext {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        shutdown: CancellationToken::new(),
+    };
+    (ctx, store, metrics)
+}
+
+/// A receiver that fails the first `failures` requests with 500, then accepts; it records
+/// every body and the `authorization` header.
+async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<(serde_json::Value, String)>>>) {
+    let seen: Arc<Mutex<Vec<(serde_json::Value, String)>>> = Arc::default();
+    let app = {
+        let seen = seen.clone();
+        Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                    let mut seen = seen.lock().expect("lock");
+                    seen.push((json, auth));
+                    if seen.len() <= failures {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), seen)
+}
+
+fn webhook_config(url: String, max_attempts: u32) -> WebhookConfig {
+    WebhookConfig {
+        url,
+        headers: [("Authorization".to_owned(), "Bearer t0k3n".to_owned())].into(),
+        timeout: Duration::from_secs(5),
+        max_attempts,
+        retry_delay: Duration::from_millis(20),
+        queue: 10,
+    }
+}
+
+#[tokio::test]
+async fn webhook_retries_after_errors_and_logs_every_attempt() {
+    let (url, seen) = receiver(2).await;
+    let (ctx, store, metrics) = context();
+    let hook = Webhook::new("webhook-0".into(), &webhook_config(url, 5)).expect("client");
+    let a = alert("fp-1", AlertStatus::Firing);
+    assert!(
+        hook.deliver(&a, &ctx).await,
+        "delivered on the third attempt"
+    );
+
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 3);
+    let (body, auth) = &seen[2];
+    assert_eq!(auth, "Bearer t0k3n");
+    assert_eq!(body["v"], 1);
+    assert_eq!(body["id"], "fp-1");
+    assert_eq!(body["rule"], "node_offline");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["node"], "lz-cg-s001");
+    assert_eq!(body["summary"], "lz-cg-s001 (城关区) is offline");
+    assert!(body.get("ended_at").is_none());
+
+    let log = store.notifications("fp-1".into()).await.expect("log");
+    let attempts: Vec<_> = log
+        .iter()
+        .map(|n| (n.attempt, n.ok, n.error.clone()))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![
+            (1, false, Some("HTTP 500 Internal Server Error".into())),
+            (2, false, Some("HTTP 500 Internal Server Error".into())),
+            (3, true, None),
+        ]
+    );
+    assert!(log.iter().all(|n| n.output == "webhook-0"));
+    let text = metrics.render();
+    assert!(text.contains("alarmnet_notifications_sent_total{output=\"webhook-0\"} 1\n"));
+}
+
+#[tokio::test]
+async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logged() {
+    let (url, seen) = receiver(usize::MAX).await;
+    let (ctx, store, metrics) = context();
+    let hook = Webhook::new("webhook-1".into(), &webhook_config(url, 3)).expect("client");
+    assert!(
+        !hook
+            .deliver(&alert("fp-2", AlertStatus::Firing), &ctx)
+            .await
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 3);
+    assert_eq!(
+        store.notifications("fp-2".into()).await.expect("log").len(),
+        3
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("alarmnet_notifications_failed_total{output=\"webhook-1\"} 1\n")
+    );
+
+    // Nobody listens on this port any more.
+    let port = alarmnet_e2e::free_port();
+    let hook = Webhook::new(
+        "webhook-2".into(),
+        &webhook_config(format!("http://127.0.0.1:{port}/x"), 2),
+    )
+    .expect("client");
+    assert!(
+        !hook
+            .deliver(&alert("fp-3", AlertStatus::Firing), &ctx)
+            .await
+    );
+    let log = store.notifications("fp-3".into()).await.expect("log");
+    assert_eq!(log.len(), 2);
+    let error = log[0].error.clone().unwrap_or_default();
+    assert!(error.starts_with("cannot connect"), "{error}");
+}
+
+#[tokio::test]
+async fn webhook_task_delivers_in_order() {
+    let (url, seen) = receiver(0).await;
+    let (ctx, _store, _metrics) = context();
+    let hook = Webhook::new("webhook-0".into(), &webhook_config(url, 2)).expect("client");
+    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let task = tokio::spawn(hook.run(rx, ctx.clone()));
+    for status in [AlertStatus::Firing, AlertStatus::Resolved] {
+        tx.send(Notice::Alert(Arc::new(alert("fp-4", status))))
+            .await
+            .expect("queue");
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "two notifications received",
+        || async { (seen.lock().expect("lock").len() == 2).then_some(()) },
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen[0].0["status"], "firing");
+    assert_eq!(seen[1].0["status"], "resolved");
+    assert!(seen[1].0["ended_at"].is_u64());
+    ctx.shutdown.cancel();
+    task.await.expect("task ends on shutdown");
+}
+
+#[tokio::test]
+async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
+    let am = Alertmanager::start().await;
+    let (ctx, store, _metrics) = context();
+    let config = AlertmanagerConfig {
+        url: am.url(),
+        resend_interval: Duration::from_secs(60),
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(50),
+        generator_url: Some("http://127.0.0.1:8080/".into()),
+        queue: 10,
+    };
+    let output = alertmanager::Alertmanager::new(&config).expect("client");
+    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let task = tokio::spawn(output.run(rx, ctx.clone()));
+    let firing = alert("fp-am-1", AlertStatus::Firing);
+    tx.send(Notice::Alert(Arc::new(firing.clone())))
+        .await
+        .expect("queue");
+
+    let shown = wait_for(
+        Duration::from_secs(15),
+        "Alertmanager shows the alert",
+        || async {
+            let alerts = am.alerts().await;
+            alerts.as_array().and_then(|a| {
+                a.iter()
+                    .find(|x| x["labels"]["alarmnet_id"] == "fp-am-1")
+                    .cloned()
+            })
+        },
+    )
+    .await;
+    let labels = &shown["labels"];
+    assert_eq!(labels["alertname"], "node_offline");
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["region"], "lanzhou");
+    assert_eq!(labels["site"], "lz-cg");
+    assert_eq!(labels["node"], "lz-cg-s001");
+    assert_eq!(labels["kind"], "siren");
+    assert_eq!(
+        shown["annotations"]["summary"],
+        "lz-cg-s001 (城关区) is offline"
+    );
+    assert_eq!(shown["status"]["state"], "active");
+    assert_eq!(shown["generatorURL"], "http://127.0.0.1:8080/");
+    assert_eq!(
+        shown["startsAt"]
+            .as_str()
+            .map(|s| s.trim_end_matches('Z').to_owned()),
+        Some(
+            alertmanager::rfc3339(firing.started_at)
+                .trim_end_matches('Z')
+                .to_owned()
+        )
+    );
+
+    // Resolving sets endsAt in the past: Alertmanager no longer shows it as active.
+    tx.send(Notice::Alert(Arc::new(alert(
+        "fp-am-1",
+        AlertStatus::Resolved,
+    ))))
+    .await
+    .expect("queue");
+    wait_for(
+        Duration::from_secs(15),
+        "the alert is resolved in Alertmanager",
+        || async {
+            let alerts = am.alerts().await;
+            let still_active = alerts.as_array().is_some_and(|a| {
+                a.iter().any(|x| {
+                    x["labels"]["alarmnet_id"] == "fp-am-1" && x["status"]["state"] == "active"
+                })
+            });
+            (!still_active).then_some(())
+        },
+    )
+    .await;
+    let log = store.notifications("fp-am-1".into()).await.expect("log");
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|n| n.ok && n.output == "alertmanager"));
+    ctx.shutdown.cancel();
+    task.await.expect("task ends on shutdown");
+}
+
+#[tokio::test]
+async fn alertmanager_reposts_firing_alerts() {
+    let am = Alertmanager::start().await;
+    let (ctx, _store, _metrics) = context();
+    let config = AlertmanagerConfig {
+        url: am.url(),
+        resend_interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+        retry_delay: Duration::from_millis(50),
+        generator_url: None,
+        queue: 10,
+    };
+    let output = alertmanager::Alertmanager::new(&config).expect("client");
+    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let task = tokio::spawn(output.run(rx, ctx.clone()));
+    // A resumed alert (notified before a restart) is not notified again, only re-posted.
+    tx.send(Notice::Resume(Arc::new(alert(
+        "fp-am-2",
+        AlertStatus::Firing,
+    ))))
+    .await
+    .expect("queue");
+    let first = wait_for(
+        Duration::from_secs(15),
+        "the resumed alert is re-posted",
+        || async {
+            let alerts = am.alerts().await;
+            alerts.as_array().and_then(|a| {
+                a.iter()
+                    .find(|x| x["labels"]["alarmnet_id"] == "fp-am-2")
+                    .map(|x| x["updatedAt"].clone())
+            })
+        },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(15),
+        "a later re-post updates it",
+        || async {
+            let alerts = am.alerts().await;
+            alerts.as_array().and_then(|a| {
+                a.iter()
+                    .find(|x| x["labels"]["alarmnet_id"] == "fp-am-2" && x["updatedAt"] != first)
+                    .map(|_| ())
+            })
+        },
+    )
+    .await;
+    ctx.shutdown.cancel();
+    task.await.expect("task ends on shutdown");
+}
