@@ -105,15 +105,12 @@ check = "amplifier"
 code = "AMP_NO_OUTPUT"
 "#;
 
+/// `(boot, seq, ts, status, replay)` of one fault message.
+type FaultSeen = (String, u64, u64, FaultStatus, bool);
+
 /// `(boot, seq, ts, status, replay)` of every fault, and `(boot, seq)` of every message
 /// with a seq, from `messages`.
-fn telemetry(
-    sim: &Sim,
-    messages: &[Received],
-) -> (
-    Vec<(String, u64, u64, FaultStatus, bool)>,
-    Vec<(String, u64)>,
-) {
+fn telemetry(sim: &Sim, messages: &[Received]) -> (Vec<FaultSeen>, Vec<(String, u64)>) {
     let mut faults = Vec::new();
     let mut seqs = Vec::new();
     for m in messages {
