@@ -131,6 +131,9 @@ enum Probe {
     Http(http::Http),
     FileAge(file_age::FileAge),
     Exec(exec::Exec),
+    /// A probe that panics, to test that a crashing check reports `unknown`.
+    #[cfg(test)]
+    Panic,
 }
 
 impl Check {
@@ -219,6 +222,8 @@ impl Probe {
             Probe::Tcp(p) => p.run().await,
             Probe::Http(p) => p.run().await,
             Probe::Exec(p) => p.run().await,
+            #[cfg(test)]
+            Probe::Panic => panic!("a probe crashed"),
         }
     }
 }

@@ -126,7 +126,15 @@ mod tests {
                 .spawn()
                 .expect("spawn sleep"),
         );
-        let by_line = Process::new(Matcher::Cmdline(marker.clone()), 1).collect();
+        // The child shows its own command line only once it has exec'd: poll for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let by_line = loop {
+            let out = Process::new(Matcher::Cmdline(marker.clone()), 1).collect();
+            if out.status == Status::Ok || std::time::Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         assert_eq!(by_line.status, Status::Ok, "{}", by_line.message);
         assert_eq!(count(&by_line), 1.0);
 

@@ -298,11 +298,14 @@ async fn a_hung_check_never_blocks_the_snapshot_or_other_checks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("content");
     std::fs::write(&file, "x").expect("write");
-    let marker = dir.path().join("hang-started");
+    let marker = dir.path().join("hang-pid");
     let hang = script(
         dir.path(),
         "hang",
-        &format!("touch {}\nexec sleep 300", marker.display()),
+        &format!(
+            "echo $$ > {}.tmp && mv {0}.tmp {0}\nexec sleep 300",
+            marker.display()
+        ),
     );
     let set = CheckSet::new(vec![
         exec_config("hang", &hang, json!({"interval": "2h", "timeout": "1h"})),
@@ -323,7 +326,35 @@ async fn a_hung_check_never_blocks_the_snapshot_or_other_checks() {
         0
     );
     assert!(snap.metrics.get("content_age_s").is_some(), "{snap:?}");
+
+    // Shutting down abandons the hung run, which kills the plugin.
+    let pid = std::fs::read_to_string(&marker).expect("pid");
+    let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
     shutdown.cancel();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = std::fs::read_to_string(&stat).unwrap_or_default();
+        if state.is_empty() || state.contains(") Z") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hung plugin survived: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crashing_check_is_unknown() {
+    let mut set = CheckSet::new(vec![config(json!({
+        "name": "crash", "kind": "exec", "command": ["true"]
+    }))])
+    .expect("valid");
+    set.checks[0].probe = Probe::Panic;
+    let results = set.run_once().await;
+    assert_eq!(results[0].1.status, Status::Unknown);
+    assert_eq!(results[0].1.message, "the check panicked");
 }
 
 #[tokio::test(start_paused = true)]
