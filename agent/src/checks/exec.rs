@@ -3,6 +3,7 @@
 //! and perfdata after `|` become metrics. Test procedures run through the same code.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use alarmnet_protocol::MetricName;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -13,6 +14,8 @@ use crate::health::{CheckOutcome, Status};
 
 /// Output beyond this many bytes per stream is not read (the plugin then sees a closed pipe).
 const MAX_OUTPUT: u64 = 64 * 1024;
+/// How long output may still arrive after the command exited.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// An `exec` check.
 #[derive(Debug)]
@@ -71,7 +74,8 @@ pub struct CommandRun {
 }
 
 /// Runs `argv` (no shell) in its own process group with stdin closed. Dropping the future
-/// (a timeout) kills the whole group, so a plugin's children do not outlive it either.
+/// (a timeout) kills the whole group, so a plugin's children do not outlive it either; so
+/// does a child that exits while something it started still holds its output.
 /// `Err` when the program cannot be started.
 pub async fn run_command(argv: &[String]) -> Result<CommandRun, String> {
     let Some((program, args)) = argv.split_first() else {
@@ -87,13 +91,30 @@ pub async fn run_command(argv: &[String]) -> Result<CommandRun, String> {
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     let mut guard = GroupGuard(child.id());
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let (stdout, stderr, status) =
-        tokio::join!(read_bounded(stdout), read_bounded(stderr), child.wait());
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = {
+        let reads =
+            async { tokio::join!(read_into(stdout, &mut out), read_into(stderr, &mut err)) };
+        tokio::pin!(reads);
+        tokio::select! {
+            status = child.wait() => {
+                // It exited: its output is complete unless something it started still holds
+                // the pipes. Then keep what was read, and the guard kills the stragglers.
+                if tokio::time::timeout(OUTPUT_GRACE, &mut reads).await.is_ok() {
+                    guard.0 = None;
+                }
+                status
+            }
+            _ = &mut reads => {
+                let status = child.wait().await;
+                guard.0 = None;
+                status
+            }
+        }
+    };
     let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
-    // Reaped: the group id may be reused from now on, so no kill on drop.
-    guard.0 = None;
+    let (stdout, stderr) = (lossy(out), lossy(err));
     use std::os::unix::process::ExitStatusExt;
     let exit = match (status.code(), status.signal()) {
         (Some(code), _) => Exit::Code(code),
@@ -107,7 +128,9 @@ pub async fn run_command(argv: &[String]) -> Result<CommandRun, String> {
     })
 }
 
-/// Kills the process group of a child that was not reaped.
+/// Kills the child's process group unless the run ended cleanly: on a timeout (the child
+/// was never reaped, so its id still names the group) and when something the child started
+/// still held its output pipes after it exited (the group lives on in those stragglers).
 #[derive(Debug)]
 struct GroupGuard(Option<u32>);
 
@@ -124,13 +147,17 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn read_bounded(stream: Option<impl AsyncRead + Unpin>) -> String {
-    let mut buf = Vec::new();
+/// Reads up to [`MAX_OUTPUT`] bytes into `buf`; if the future is dropped, what was read so
+/// far stays in `buf`.
+async fn read_into(stream: Option<impl AsyncRead + Unpin>, buf: &mut Vec<u8>) {
     if let Some(stream) = stream {
         // A read error just ends the output: what was read is still worth reporting.
-        let _ = stream.take(MAX_OUTPUT).read_to_end(&mut buf).await;
+        let _ = stream.take(MAX_OUTPUT).read_to_end(buf).await;
     }
-    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A plugin's output, parsed.
@@ -255,7 +282,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
 
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
 
@@ -377,6 +404,37 @@ mod tests {
                 break;
             }
             assert!(Instant::now() < deadline, "grandchild still alive: {state}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plugin_that_leaves_a_child_behind_still_reports_and_the_child_is_killed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let s = script(
+            dir.path(),
+            "leaky",
+            &format!(
+                "sleep 300 &\necho $! > {}\necho 'LEAKY OK | a=1'\nexit 1",
+                pidfile.display()
+            ),
+        );
+        let out = tokio::time::timeout(Duration::from_secs(60), exec(&s).run())
+            .await
+            .expect("finishes long before its child would");
+        assert_eq!(out.status, Status::Warning);
+        assert_eq!(out.message, "LEAKY OK");
+        assert_eq!(out.metrics, metrics(&[("a", 1.0)]));
+        let pid = std::fs::read_to_string(&pidfile).expect("pid written");
+        let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "straggler still alive: {state}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
