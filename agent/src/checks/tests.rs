@@ -486,3 +486,105 @@ fn monitoring_plugins_check_dummy_when_installed() {
     assert_eq!(results[0].1.status, Status::Warning);
     assert_eq!(results[0].1.message, "WARNING: amplifier warm");
 }
+
+/// A full example, loaded the way the agent loads its file (the `config` crate, TOML).
+const EXAMPLE: &str = r#"
+[[checks]]
+name = "system"
+kind = "system"
+interval = "30s"
+disk_path = "/"
+thresholds = { disk_pct = { warning = 85, critical = 95 }, temp_c = { warning = 70.5 } }
+
+[[checks]]
+name = "power"
+kind = "power"
+interval = "15s"
+raise_after = 1
+clear_after = 3
+mains_lost = "critical"
+severity = "critical"
+thresholds = { battery_v = { warning = 12.0, critical = 11.8 } }
+
+[[checks]]
+name = "player"
+kind = "process"
+process = "mpv"
+min_count = 1
+
+[[checks]]
+name = "siren-controller"
+kind = "tcp"
+address = "127.0.0.1:502"
+timeout = "3s"
+code = "CONTROLLER_UNREACHABLE"
+
+[[checks]]
+name = "player-api"
+kind = "http"
+url = "http://127.0.0.1:8080/health"
+expect_status = 204
+thresholds = { response_ms = { warning = 500 } }
+
+[[checks]]
+name = "content"
+kind = "file_age"
+path = "/var/lib/player/content.json"
+max_age = "15m"
+warn_age = "10m"
+
+[[checks]]
+name = "amplifier"
+kind = "exec"
+command = ["/usr/lib/nagios/plugins/check_dummy", "0", "ok"]
+interval = "30s"
+timeout = "10s"
+raise_on = "critical"
+code = "AMP_NO_OUTPUT"
+metric_prefix = "amp_"
+
+[tests.silent]
+command = ["/usr/local/lib/alarmnet/test-silent"]
+timeout = "2m"
+schedule = "7d"
+
+[tests.sound]
+command = ["/usr/local/lib/alarmnet/test-sound"]
+"#;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExampleFile {
+    checks: Vec<CheckConfig>,
+    #[serde(default)]
+    tests: BTreeMap<Name, TestConfig>,
+}
+
+fn load(toml: &str) -> Result<ExampleFile, String> {
+    ::config::Config::builder()
+        .add_source(::config::File::from_str(toml, ::config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_example_loads_through_the_config_crate_and_is_valid() {
+    let file = load(EXAMPLE).expect("example loads");
+    assert_eq!(validate(&file.checks, &file.tests), Vec::<String>::new());
+    assert_eq!(file.checks.len(), 7);
+    assert_eq!(file.checks[0].thresholds["temp_c"].warning, Some(70.5));
+    assert_eq!(file.checks[0].thresholds["disk_pct"].warning, Some(85.0));
+    assert_eq!(file.checks[4].expect_status, Some(204));
+    assert_eq!(file.checks[1].interval, Duration::from_secs(15));
+    let procedures = TestProcedures::new(file.tests);
+    assert_eq!(
+        procedures.schedules(),
+        vec![(name("silent"), Duration::from_secs(7 * 86400))]
+    );
+    CheckSet::new(file.checks).expect("builds");
+
+    let typo = EXAMPLE.replace("warn_age", "warn_agee");
+    let err = load(&typo).expect_err("typo");
+    assert!(err.contains("warn_agee"), "{err}");
+}
