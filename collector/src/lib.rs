@@ -5,5 +5,7 @@
 //!
 //! # Layout
 //! - [`model`]: domain types shared by the pure logic and the I/O shell.
+//! - [`uptime`]: availability arithmetic over stored transitions, pure.
 
 pub mod model;
+pub mod uptime;
