@@ -13,6 +13,7 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: the collector's own counters.
 //! - [`app`]: startup, task supervision and shutdown.
+//! - [`uptime`]: availability arithmetic over stored transitions, pure.
 
 pub mod app;
 pub mod config;
@@ -23,3 +24,4 @@ pub mod model;
 pub mod outputs;
 pub mod pipeline;
 pub mod store;
+pub mod uptime;
