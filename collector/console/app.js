@@ -556,6 +556,9 @@ async function loadSiteNodes(region, site) {
 async function reloadAll() {
   try {
     await loadSummary();
+    // Start the feed afresh (alerts resolved while the stream was away must not linger);
+    // `seen` is kept, so nothing already shown rings again.
+    S.alerts.clear();
     await loadAlerts();
     for (const key of S.expanded) {
       const [region, site] = key.split("/");
