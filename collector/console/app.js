@@ -378,7 +378,16 @@ function alertRow(a) {
   } else if (a.status === "firing" && S.ackOpen !== a.id) {
     meta.append(h("button", {
       type: "button", class: "btn small", "data-testid": "ack-button", "data-focus-key": `ack-${a.id}`,
-      onclick: () => { S.ackOpen = a.id; S.ackDraft = ""; renderAlerts(); focusKey(`ackc-${a.id}`); },
+      onclick: () => {
+        if (S.me?.role !== "operator") {
+          openLogin(t("login.operator_needed"));
+          return;
+        }
+        S.ackOpen = a.id;
+        S.ackDraft = "";
+        renderAlerts();
+        focusKey(`ackc-${a.id}`);
+      },
     }, t("alerts.ack")));
   }
   li.append(meta);
@@ -1084,11 +1093,14 @@ async function loadSilences(box, operator, msg) {
 
 // ---------- login ----------
 
-function openLogin() {
+/** Opens the token box, with `why` shown when a write needs a better token. */
+function openLogin(why) {
   const d = document.getElementById("login-dialog");
   if (d.open) return;
   document.getElementById("login-token").value = S.token;
-  document.getElementById("login-error").hidden = true;
+  const err = document.getElementById("login-error");
+  err.textContent = typeof why === "string" ? why : "";
+  err.hidden = typeof why !== "string";
   d.showModal();
 }
 
@@ -1128,7 +1140,7 @@ async function saveToken(token) {
 
 function setupLogin() {
   const d = document.getElementById("login-dialog");
-  document.getElementById("login").addEventListener("click", openLogin);
+  document.getElementById("login").addEventListener("click", () => openLogin());
   document.getElementById("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     if (await saveToken(document.getElementById("login-token").value.trim())) d.close();
