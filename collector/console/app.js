@@ -19,7 +19,7 @@ const S = {
   nodeNames: new Map(), // node id -> display name
   ackOpen: null, // alert id whose ack form is open
   ackDraft: "",
-  uptime: { period: "30d", month: "", by: "region" },
+  uptime: { period: "30d", month: "", by: "region", region: "", kind: "" },
   lastEventId: "",
   es: null,
   audio: null,
@@ -723,6 +723,7 @@ async function nodeView(main, node) {
   let transitions;
   let faults;
   let metrics;
+  let uptime = null;
   try {
     [info, transitions, faults, metrics] = await Promise.all([
       api(`/api/v1/nodes/${enc}`),
@@ -730,6 +731,7 @@ async function nodeView(main, node) {
       api(`/api/v1/nodes/${enc}/history${qs({ type: "faults", since: "30d", limit: 100 })}`),
       api(`/api/v1/nodes/${enc}/metrics`),
     ]);
+    uptime = await api(`/api/v1/uptime${qs({ node, since: "30d" })}`).catch(() => null);
   } catch (e) {
     if (seq !== nodeSeq) return;
     main.replaceChildren(back, h("p", { class: "error", "data-testid": "node-error" },
@@ -769,8 +771,26 @@ async function nodeView(main, node) {
   const chart = h("section", { class: "card", "data-testid": "node-metrics" }, h("h3", {}, t("node.metrics")), metricsChart(metrics));
   const fh = h("section", { class: "card", "data-testid": "node-fault-history" }, h("h3", {}, t("node.fault_history")),
     faults.items.length ? faultTable(faults.items) : h("p", { class: "empty" }, t("node.faults.none")));
-  const grid = h("div", { class: "detail", "data-node-detail": node }, reg, active, hist, chart, fh);
+  const avail = h("section", { class: "card", "data-testid": "node-uptime" }, h("h3", {}, t("node.uptime")),
+    uptime && uptime.rows.length ? nodeUptime(uptime.rows[0]) : h("p", { class: "empty" }, t("dur.none")));
+  const grid = h("div", { class: "detail", "data-node-detail": node }, reg, active, hist, chart, avail, fh);
   keepFocus(() => main.replaceChildren(back, head, grid));
+}
+
+function nodeUptime(row) {
+  const outages = row.outage_list || [];
+  return h("div", {},
+    h("dl", { class: "kv" },
+      h("dt", {}, t("uptime.col.availability")), h("dd", { class: availClass(row.availability_pct), "data-testid": "node-availability", "data-value": String(row.availability_pct) }, fmtPct(row.availability_pct)),
+      h("dt", {}, t("uptime.col.coverage")), h("dd", {}, fmtPct(row.coverage_pct)),
+      h("dt", {}, t("uptime.col.downtime")), h("dd", {}, fmtDur(row.downtime_s)),
+      h("dt", {}, t("uptime.col.outages")), h("dd", {}, String(row.outages))),
+    outages.length ? h("table", {},
+      h("thead", {}, h("tr", {}, ["node.outage.start", "node.outage.end", "node.outage.duration", "node.cause"].map((k) => h("th", {}, t(k))))),
+      h("tbody", {}, [...outages].reverse().slice(0, 50).map((o) => h("tr", { "data-testid": "outage-row" },
+        h("td", {}, fmtTime(o.start)), h("td", {}, o.end ? fmtTime(o.end) : t("node.outage.ongoing")),
+        h("td", { class: "num" }, fmtDur(o.duration_s)), h("td", {}, o.cause ? t(`cause.${o.cause}`) : "–")))))
+      : h("p", { class: "empty" }, t("node.outages.none")));
 }
 
 function faultTable(items) {
@@ -872,7 +892,7 @@ function fmtNum(v) {
 let uptimeSeq = 0;
 function uptimeParams() {
   const u = S.uptime;
-  const p = { by: u.by };
+  const p = { by: u.by, region: u.region, kind: u.kind };
   if (u.period === "month" && u.month) p.month = u.month;
   else p.since = u.period === "month" ? "30d" : u.period;
   return p;
@@ -895,6 +915,16 @@ async function uptimeView(main) {
     type: "month", value: u.month, "data-testid": "uptime-month", "data-focus-key": "up-month-input",
     onchange: (e) => { u.month = e.target.value; u.period = e.target.value ? "month" : "30d"; keepFocus(renderView); },
   });
+  const pickRegion = h("select", {
+    "data-testid": "uptime-region", "data-focus-key": "up-region",
+    onchange: (e) => { u.region = e.target.value; keepFocus(renderView); },
+  }, h("option", { value: "" }, t("uptime.all")),
+  (S.summary?.regions || []).map((r) => h("option", { value: r.region, selected: r.region === u.region }, r.name || r.region)));
+  const pickKind = h("select", {
+    "data-testid": "uptime-kind", "data-focus-key": "up-kind",
+    onchange: (e) => { u.kind = e.target.value; keepFocus(renderView); },
+  }, h("option", { value: "" }, t("uptime.all")),
+  ["siren", "display"].map((k) => h("option", { value: k, selected: k === u.kind }, t(`kind.${k}`))));
   const status = h("p", { class: "counts", "data-testid": "uptime-window" }, t("uptime.loading"));
   const csv = h("button", { type: "button", class: "btn", "data-testid": "uptime-csv", disabled: true, "data-focus-key": "up-csv" }, t("uptime.csv"));
   const tableBox = h("div", {});
@@ -907,12 +937,18 @@ async function uptimeView(main) {
       h("label", {}, t("uptime.month"), month),
       h("span", {}, t("uptime.by")),
       h("div", { class: "seg", role: "group", "aria-label": t("uptime.by") }, byBtn("region"), byBtn("site"), byBtn("node")),
+      h("label", {}, t("uptime.region"), pickRegion),
+      h("label", {}, t("uptime.kind"), pickKind),
       csv),
     status, tableBox));
   let report;
+  let total;
   try {
     if (u.by === "node") await ensureNodeNames();
-    report = await api(`/api/v1/uptime${qs(uptimeParams())}`);
+    [report, total] = await Promise.all([
+      api(`/api/v1/uptime${qs(uptimeParams())}`),
+      api(`/api/v1/uptime${qs({ ...uptimeParams(), by: "network" })}`),
+    ]);
   } catch (e) {
     if (seq === uptimeSeq) status.textContent = t("error.generic", { message: e.message });
     return;
@@ -921,7 +957,7 @@ async function uptimeView(main) {
   status.textContent = t("uptime.window", { from: fmtTime(report.from, false), to: fmtTime(report.to, false), until: fmtTime(report.until, false) });
   csv.disabled = false;
   csv.onclick = () => downloadCsv(report);
-  tableBox.replaceChildren(uptimeTable(report));
+  tableBox.replaceChildren(uptimeTable(report, total.rows[0]));
 }
 
 let nodeNamesLoaded = false;
@@ -955,9 +991,19 @@ const UPTIME_COLS = [
   ["mtbf_s", "uptime.col.mtbf", fmtDur],
 ];
 
-function uptimeTable(report) {
+function availClass(p) {
+  return p === null || p === undefined ? "" : p >= 99.9 ? "avail-good" : p >= 99 ? "avail-warn" : "avail-bad";
+}
+
+/** The report's rows, and the same window over every node matching the filters as a total. */
+function uptimeTable(report, total) {
   if (!report.rows.length) return h("p", { class: "empty" }, t("uptime.empty"));
-  const availClass = (p) => (p === null ? "" : p >= 99.9 ? "avail-good" : p >= 99 ? "avail-warn" : "avail-bad");
+  const totalRow = total ? h("tfoot", {}, h("tr", { class: "total", "data-testid": "uptime-total" },
+    h("th", {}, t("uptime.total")),
+    UPTIME_COLS.map(([col, , fmt]) => h("td", {
+      class: `num${col === "availability_pct" ? ` ${availClass(total[col])}` : ""}`,
+      "data-testid": "uptime-total-cell", "data-col": col, "data-value": total[col] === null ? "" : String(total[col]),
+    }, fmt(total[col]))))) : null;
   return h("table", { "data-testid": "uptime-table" },
     h("thead", {}, h("tr", {}, h("th", {}, t("uptime.col.group")),
       UPTIME_COLS.map(([, label]) => h("th", { class: "num" }, t(label))))),
@@ -972,7 +1018,8 @@ function uptimeTable(report) {
           "data-value": row[col] === null ? "" : String(row[col]),
         }, fmt(row[col]))));
       return tr;
-    })));
+    })),
+    totalRow);
 }
 
 function csvField(v) {

@@ -37,6 +37,7 @@ CHECKS = {
     "uptime-site.json": response_schema("/api/v1/uptime"),
     "uptime-node.json": response_schema("/api/v1/uptime"),
     "whoami.json": response_schema("/api/v1/whoami"),
+    "outages.json": {"type": "array", "items": {"$ref": "#/components/schemas/UptimeRow/properties/outage_list/items"}},
     "error-400.json": component("Error"),
 }
 EVENTS = {"state": "StateEvent", "alert": "AlertNotification", "ack": "AckEvent", "resync": "ResyncEvent"}

@@ -189,6 +189,11 @@ def main():
         "uptime-region.json": uptime_rows("region"),
         "uptime-site.json": uptime_rows("site"),
         "uptime-node.json": uptime_rows("node"),
+        "outages.json": [
+            {"start": stamp(NOW - timedelta(days=6, hours=4)), "end": stamp(NOW - timedelta(days=6, hours=3, minutes=48)),
+             "duration_s": 720.0, "cause": "timeout"},
+            {"start": stamp(NOW - timedelta(days=2, hours=5, minutes=57)), "end": None, "duration_s": 194580.0, "cause": "will"},
+        ],
         "whoami.json": {"name": "ops-desk-1", "role": "operator"},
         "error-400.json": {"error": {"code": "bad_parameter", "param": "month",
                                      "message": "bad parameter `month` (\"2026-13\"): expected a month like 2026-10"}},

@@ -49,6 +49,19 @@ def live_events():
     ]
 
 
+def rollup(row, members):
+    """Sums node rows into one group row, as the uptime engine does."""
+    total = lambda k: sum(m[k] for m in members)
+    up, down, unknown, outages = total("up_s"), total("downtime_s"), total("unknown_s"), total("outages")
+    longest = [m["longest_outage_s"] for m in members if m["longest_outage_s"] is not None]
+    row.update({"nodes": len(members), "availability_pct": 100.0 * up / (up + down) if up + down else None,
+                "coverage_pct": 100.0 * (up + down) / (up + down + unknown) if up + down + unknown else None,
+                "up_s": up, "downtime_s": down, "maintenance_s": total("maintenance_s"), "unknown_s": unknown,
+                "outages": outages, "longest_outage_s": max(longest) if longest else None,
+                "mttr_s": down / outages if outages else None, "mtbf_s": up / outages if outages else None})
+    return row
+
+
 class Handler(SimpleHTTPRequestHandler):
     alerts = None
     silences = None
@@ -153,13 +166,31 @@ class Handler(SimpleHTTPRequestHandler):
                 items = list(Handler.silences)
             return self.send_json(200, {"items": items, "next_cursor": None, "total": len(items)})
         if parts == ["uptime"]:
-            by = one("by") or "node"
-            if by not in ("node", "site", "region"):
-                return self.error(400, "bad_parameter", f"bad parameter `by` ({by!r}): dev fixtures have node, site, region", "by")
-            return self.send_json(200, load(f"uptime-{by}.json"))
+            return self.uptime(one)
         if parts == ["events"]:
             return self.stream()
         return self.error(404, "not_found", f"no route {url.path}")
+
+    def uptime(self, one):
+        """Filters the per-node fixture and rolls it up like the engine (time-weighted)."""
+        by = one("by") or "node"
+        if by not in ("node", "site", "region", "kind", "network"):
+            return self.error(400, "bad_parameter", f"bad parameter `by` ({by!r}): expected one of node, site, region, kind, network", "by")
+        report = load("uptime-node.json")
+        rows = [r for r in report["rows"] if all(not one(k) or r[k] == one(k) for k in ("region", "site", "node", "kind"))]
+        if one("node"):
+            for r in rows:
+                r["outage_list"] = load("outages.json")
+        if by != "node":
+            keys = {"site": ("region", "site"), "region": ("region",), "kind": ("kind",), "network": ()}[by]
+            groups = {}
+            for r in rows:
+                groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+            rows = [rollup(dict(zip(keys, key)), members) for key, members in sorted(groups.items())]
+            if by == "network" and not rows:
+                rows = [rollup({}, [])]
+        report.update(by=by, rows=rows)
+        return self.send_json(200, report)
 
     def do_POST(self):
         url = urlparse(self.path)
