@@ -126,9 +126,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         });
         tasks.spawn(
             async move {
-                if let Err(e) = http::serve(listener, router, shutdown.clone()).await {
+                // Returning before shutdown stops the collector (see below).
+                if let Err(e) = http::serve(listener, router, shutdown).await {
                     tracing::error!(error = %e, "http server failed");
-                    shutdown.cancel();
                 }
             }
             .instrument(tracing::info_span!("http")),
@@ -138,8 +138,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Every task runs until shutdown: one that ends before it is a failure.
     let mut failure = None;
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
-        ended = tasks.join_next() => {
+        ended = tasks.join_next(), if !shutdown.is_cancelled() => {
             failure = Some(match ended {
                 Some(Err(e)) => format!("a task panicked: {e}"),
                 _ => "a task stopped unexpectedly".to_owned(),
