@@ -336,17 +336,51 @@ function alertWhere(a) {
   return h("span", { class: "where" }, t("alerts.network"));
 }
 
+/** Rendered feed rows by alert id, so an unchanged alert keeps its element: the feed is an
+ * aria-live log, and only new or changed rows should be announced. */
+const feedRows = new Map();
+
 function renderAlerts() {
   keepFocus(() => {
     const list = sortedAlerts();
     const ol = document.getElementById("alerts");
-    ol.replaceChildren(...list.map(alertRow));
+    const want = list.map((a) => {
+      const sig = JSON.stringify([a.status, a.severity, a.summary, a.ack, a.notified, a.started, a.ended,
+        S.ackOpen === a.id, lang(), nodeName(a.node), S.summary ? 1 : 0]);
+      let row = feedRows.get(a.id);
+      if (!row || row.sig !== sig) {
+        row = { sig, el: alertRow(a) };
+        feedRows.set(a.id, row);
+      } else {
+        refreshTimes(row.el, a);
+      }
+      return row.el;
+    });
+    const keep = new Set(want);
+    for (const el of [...ol.children]) if (!keep.has(el)) el.remove();
+    want.forEach((el, i) => { if (ol.children[i] !== el) ol.insertBefore(el, ol.children[i] || null); });
+    for (const [id, row] of feedRows) if (!keep.has(row.el)) feedRows.delete(id);
     document.getElementById("alerts-empty").hidden = list.some((a) => a.status === "firing");
     const firing = list.filter((a) => a.status === "firing");
     const unacked = firing.filter((a) => !a.ack).length;
     document.getElementById("feed-counts").textContent =
       `${t("alerts.firing", { n: firing.length })} · ${t("alerts.unacked", { n: unacked })}`;
   });
+}
+
+function whenText(a) {
+  return a.status === "resolved" ? t("alerts.ended", { when: fmtAgo(a.ended ?? a.started) }) : fmtAgo(a.started);
+}
+
+function ackText(a) {
+  return t("alerts.acked", { by: a.ack.by, when: fmtAgo(a.ack.at) }) + (a.ack.comment ? `: ${a.ack.comment}` : "");
+}
+
+/** Updates the relative times of a row in place (not announced: the log is additions-only). */
+function refreshTimes(el, a) {
+  el.querySelector(".when").textContent = whenText(a);
+  const info = el.querySelector("[data-testid=ack-info]");
+  if (info && a.ack) info.textContent = ackText(a);
 }
 
 function alertRow(a) {
@@ -362,8 +396,7 @@ function alertRow(a) {
     h("div", { class: "alert-top" },
       h("span", { class: `sev ${a.severity}` }, t(`sev.${a.severity}`)),
       alertWhere(a),
-      h("time", { class: "when", datetime: new Date(a.started).toISOString(), title: fmtTime(a.started) },
-        a.status === "resolved" ? t("alerts.ended", { when: fmtAgo(a.ended ?? a.started) }) : fmtAgo(a.started))),
+      h("time", { class: "when", datetime: new Date(a.started).toISOString(), title: fmtTime(a.started) }, whenText(a))),
     h("p", { class: "summary", "data-testid": "alert-summary" }, a.summary),
   );
   const meta = h("div", { class: "meta" },
@@ -373,8 +406,7 @@ function alertRow(a) {
     h("span", {}, t("alerts.since", { when: fmtTime(a.started, false) })),
   );
   if (a.ack) {
-    meta.append(h("span", { class: "ok", "data-testid": "ack-info" },
-      t("alerts.acked", { by: a.ack.by, when: fmtAgo(a.ack.at) }) + (a.ack.comment ? `: ${a.ack.comment}` : "")));
+    meta.append(h("span", { class: "ok", "data-testid": "ack-info" }, ackText(a)));
   } else if (a.status === "firing" && S.ackOpen !== a.id) {
     meta.append(h("button", {
       type: "button", class: "btn small", "data-testid": "ack-button", "data-focus-key": `ack-${a.id}`,
@@ -419,6 +451,9 @@ function ackForm(a) {
         });
         S.ackOpen = null;
         S.ackDraft = "";
+        // The ack is of the latest firing, the one shown.
+        const shown = S.alerts.get(a.id);
+        if (shown) shown.ack = res.ack;
         upsertAlert(normAlert(res));
         renderAlerts();
       } catch (ex) {

@@ -243,6 +243,16 @@ class Handler(SimpleHTTPRequestHandler):
                 return self.send_json(200, s)
         return self.error(404, "not_found", f"no route {url.path}")
 
+    @staticmethod
+    def remember(n):
+        """Keeps a streamed notification as an API alert, so it can be listed and acked."""
+        a = {k: v for k, v in n.items() if k != "v"}
+        a["started_at"] = datetime.fromtimestamp(n["started_at"] / 1000, TZ).isoformat(timespec="milliseconds")
+        a.update(ended_at=None, ack=None, notified=True)
+        with LOCK:
+            Handler.alerts[:] = [x for x in Handler.alerts if x["id"] != a["id"]]
+            Handler.alerts.insert(0, a)
+
     def stream(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -253,6 +263,8 @@ class Handler(SimpleHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(2)
             for i, (kind, data) in enumerate(live_events(), start=1):
+                if kind == "alert":
+                    self.remember(data)
                 line = f"id: dev-{i}\nevent: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
                 self.wfile.write(line.encode())
                 self.wfile.flush()
