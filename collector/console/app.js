@@ -446,7 +446,7 @@ function ackForm(a) {
       btn.disabled = true;
       try {
         const comment = S.ackDraft.trim();
-        const res = await api(`/api/v1/alerts/${encodeURIComponent(a.id)}/ack`, {
+        const res = await api(`api/v1/alerts/${encodeURIComponent(a.id)}/ack`, {
           method: "POST", body: comment ? { comment } : {},
         });
         S.ackOpen = null;
@@ -479,9 +479,9 @@ function ackForm(a) {
 }
 
 async function loadAlerts() {
-  const page = await api(`/api/v1/alerts${qs({ status: "firing", limit: 500 })}`);
+  const page = await api(`api/v1/alerts${qs({ status: "firing", limit: 500 })}`);
   for (const raw of page.items) upsertAlert(normAlert(raw));
-  const recent = await api(`/api/v1/alerts${qs({ status: "resolved", since: "1h", limit: 50 })}`);
+  const recent = await api(`api/v1/alerts${qs({ status: "resolved", since: "1h", limit: 50 })}`);
   for (const raw of recent.items) upsertAlert(normAlert(raw));
   renderAlerts();
 }
@@ -494,7 +494,7 @@ function connectEvents() {
   const params = {};
   if (S.token) params.access_token = S.token;
   if (S.lastEventId) params.last_event_id = S.lastEventId;
-  const es = new EventSource(`/api/v1/events${qs(params)}`);
+  const es = new EventSource(`api/v1/events${qs(params)}`);
   S.es = es;
   const track = (e) => { if (e.lastEventId) S.lastEventId = e.lastEventId; };
   es.onopen = () => renderStream("live");
@@ -586,13 +586,13 @@ function scheduleRender() {
 // ---------- data loading ----------
 
 async function loadSummary() {
-  S.summary = await api("/api/v1/summary");
+  S.summary = await api("api/v1/summary");
   ms(S.summary.at);
   renderTotals();
 }
 
 async function loadSiteNodes(region, site) {
-  const page = await api(`/api/v1/nodes${qs({ region, site, limit: 1000 })}`);
+  const page = await api(`api/v1/nodes${qs({ region, site, limit: 1000 })}`);
   for (const n of page.items) if (n.name) S.nodeNames.set(n.node, n.name);
   S.siteNodes.set(`${region}/${site}`, { items: page.items, total: page.total });
 }
@@ -761,12 +761,12 @@ async function nodeView(main, node) {
   let uptime = null;
   try {
     [info, transitions, faults, metrics] = await Promise.all([
-      api(`/api/v1/nodes/${enc}`),
-      api(`/api/v1/nodes/${enc}/history${qs({ since: "7d", limit: 1000 })}`),
-      api(`/api/v1/nodes/${enc}/history${qs({ type: "faults", since: "30d", limit: 100 })}`),
-      api(`/api/v1/nodes/${enc}/metrics`),
+      api(`api/v1/nodes/${enc}`),
+      api(`api/v1/nodes/${enc}/history${qs({ since: "7d", limit: 1000 })}`),
+      api(`api/v1/nodes/${enc}/history${qs({ type: "faults", since: "30d", limit: 100 })}`),
+      api(`api/v1/nodes/${enc}/metrics`),
     ]);
-    uptime = await api(`/api/v1/uptime${qs({ node, since: "30d" })}`).catch(() => null);
+    uptime = await api(`api/v1/uptime${qs({ node, since: "30d" })}`).catch(() => null);
   } catch (e) {
     if (seq !== nodeSeq) return;
     main.replaceChildren(back, h("p", { class: "error", "data-testid": "node-error" },
@@ -981,8 +981,8 @@ async function uptimeView(main) {
   try {
     if (u.by === "node") await ensureNodeNames();
     [report, total] = await Promise.all([
-      api(`/api/v1/uptime${qs(uptimeParams())}`),
-      api(`/api/v1/uptime${qs({ ...uptimeParams(), by: "network" })}`),
+      api(`api/v1/uptime${qs(uptimeParams())}`),
+      api(`api/v1/uptime${qs({ ...uptimeParams(), by: "network" })}`),
     ]);
   } catch (e) {
     if (seq === uptimeSeq) status.textContent = t("error.generic", { message: e.message });
@@ -998,7 +998,7 @@ async function uptimeView(main) {
 let nodeNamesLoaded = false;
 async function ensureNodeNames() {
   if (nodeNamesLoaded) return;
-  const page = await api(`/api/v1/nodes${qs({ limit: 1000 })}`);
+  const page = await api(`api/v1/nodes${qs({ limit: 1000 })}`);
   for (const n of page.items) if (n.name) S.nodeNames.set(n.node, n.name);
   nodeNamesLoaded = true;
 }
@@ -1110,7 +1110,7 @@ async function silencesView(main) {
         if (v) body[k] = v;
       }
       try {
-        await api("/api/v1/silences", { method: "POST", body });
+        await api("api/v1/silences", { method: "POST", body });
         msg.className = "ok";
         msg.textContent = t("silences.created");
         form.reset();
@@ -1141,7 +1141,7 @@ async function silencesView(main) {
 async function loadSilences(box, operator, msg) {
   let page;
   try {
-    page = await api(`/api/v1/silences${qs({ limit: 500 })}`);
+    page = await api(`api/v1/silences${qs({ limit: 500 })}`);
   } catch (e) {
     box.replaceChildren(h("p", { class: "error" }, t("error.generic", { message: e.message })));
     return;
@@ -1161,7 +1161,7 @@ async function loadSilences(box, operator, msg) {
         type: "button", class: "btn small danger", "data-testid": "silence-end",
         onclick: async () => {
           try {
-            await api(`/api/v1/silences/${encodeURIComponent(x.id)}`, { method: "DELETE" });
+            await api(`api/v1/silences/${encodeURIComponent(x.id)}`, { method: "DELETE" });
             msg.className = "ok";
             msg.textContent = t("silences.ended");
           } catch (ex) {
@@ -1192,7 +1192,7 @@ async function whoami() {
     return true;
   }
   try {
-    S.me = await api("/api/v1/whoami");
+    S.me = await api("api/v1/whoami");
     return true;
   } catch (e) {
     S.me = null;
