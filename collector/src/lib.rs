@@ -14,8 +14,12 @@
 //! - [`metrics`]: the collector's own counters.
 //! - [`app`]: startup, task supervision and shutdown.
 //! - [`uptime`]: availability arithmetic over stored transitions, pure.
+//! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.
+//! - [`cli`]: the operator commands that talk to a running collector over HTTP.
 
+pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ingest;

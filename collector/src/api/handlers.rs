@@ -1,0 +1,825 @@
+//! The JSON handlers of `/api/v1` (the event stream is in `events`, uptime in `uptime`).
+
+use std::collections::BTreeMap;
+
+use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::control::ControlError;
+use super::error::{ApiError, ApiResult};
+use super::events::AckJson;
+use super::{ApiState, Params};
+use crate::model::{Ack, Alert, Liveness, Millis, Silence};
+use crate::store::{FaultRecord, NodeFilter, NodeRecord};
+use crate::uptime::{DateMeans, Stamp, parse_duration, parse_instant};
+
+type Raw = Query<Vec<(String, String)>>;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+const DEFAULT_HISTORY_MS: Millis = 7 * 24 * 3600 * 1000;
+const MAX_COMMENT: usize = 1024;
+
+const STATES: [Liveness; 6] = [
+    Liveness::Unknown,
+    Liveness::Online,
+    Liveness::Late,
+    Liveness::Offline,
+    Liveness::Stopped,
+    Liveness::Maintenance,
+];
+
+fn liveness(s: &str) -> Option<Liveness> {
+    STATES.into_iter().find(|l| l.as_str() == s)
+}
+
+/// `limit` and `cursor` (an offset, opaque to clients).
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    offset: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn from(p: &Params) -> ApiResult<Page> {
+        let limit = p
+            .parse("limit", "expected an integer from 1 to 1000", |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+            })?
+            .unwrap_or(DEFAULT_LIMIT);
+        let offset = p
+            .parse(
+                "cursor",
+                "expected the next_cursor of a previous page",
+                |v| v.strip_prefix('o').and_then(|n| n.parse::<usize>().ok()),
+            )?
+            .unwrap_or(0);
+        Ok(Page { offset, limit })
+    }
+
+    /// One page of `items`: `{"items", "next_cursor", "total"}` plus `extra` fields.
+    fn answer<T: Serialize>(self, items: Vec<T>, extra: Value) -> Json<Value> {
+        let total = items.len();
+        let end = self.offset.saturating_add(self.limit).min(total);
+        let page: Vec<T> = items
+            .into_iter()
+            .skip(self.offset)
+            .take(end.saturating_sub(self.offset))
+            .collect();
+        let next = (end < total).then(|| format!("o{end}"));
+        let mut body = json!({"items": page, "next_cursor": next, "total": total});
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra);
+        }
+        Json(body)
+    }
+}
+
+fn id_param<T>(
+    p: &Params,
+    name: &str,
+    new: impl FnOnce(String) -> Result<T, alarmnet_protocol::IdError>,
+) -> ApiResult<Option<T>> {
+    p.parse(
+        name,
+        "expected an id of 1 to 64 letters, digits, - or _",
+        |v| new(v.to_owned()).ok(),
+    )
+}
+
+fn node_id(text: &str) -> ApiResult<NodeId> {
+    NodeId::new(text.to_owned()).map_err(|_| {
+        ApiError::bad_param(
+            "node",
+            text,
+            "expected a node id of 1 to 64 letters, digits, - or _",
+        )
+    })
+}
+
+/// The `[from, to)` window of `since`/`from`/`to`, or `default_len` back from now.
+fn window(
+    p: &Params,
+    state: &ApiState,
+    default_len: Option<Millis>,
+) -> ApiResult<Option<(Millis, Millis)>> {
+    let now = state.now();
+    let since = p.get("since");
+    let from = p.get("from");
+    let to = p.get("to");
+    if let Some(since) = since {
+        if from.is_some() || to.is_some() {
+            let (name, v) = if let Some(f) = from {
+                ("from", f)
+            } else {
+                ("to", to.unwrap_or_default())
+            };
+            return Err(ApiError::bad_param(
+                name,
+                v,
+                "cannot be combined with `since`",
+            ));
+        }
+        let len = parse_duration("since", since)?;
+        return Ok(Some((now.saturating_sub(len), now)));
+    }
+    if from.is_none() && to.is_none() {
+        return Ok(default_len.map(|len| (now.saturating_sub(len), now)));
+    }
+    let to_ms = match to {
+        Some(t) => parse_instant("to", t, &state.tz, DateMeans::EndOfDay)?,
+        None => now,
+    };
+    let from_ms = match from {
+        Some(f) => parse_instant("from", f, &state.tz, DateMeans::StartOfDay)?,
+        None => to_ms.saturating_sub(default_len.unwrap_or(to_ms)),
+    };
+    if to_ms < from_ms {
+        return Err(ApiError::bad_param(
+            "to",
+            to.unwrap_or("now"),
+            "ends before `from`",
+        ));
+    }
+    Ok(Some((from_ms, to_ms)))
+}
+
+fn caller(ext: &Option<Extension<Caller>>) -> Caller {
+    ext.as_ref()
+        .map_or(Caller::Anonymous, |Extension(c)| c.clone())
+}
+
+pub(super) async fn no_route(uri: Uri) -> ApiError {
+    ApiError::no_route(uri.path())
+}
+
+pub(super) async fn whoami(c: Option<Extension<Caller>>) -> Json<Value> {
+    let c = caller(&c);
+    let role = match &c {
+        Caller::Anonymous => "anonymous",
+        Caller::Token { role, .. } => role.as_str(),
+    };
+    Json(json!({"name": c.name(), "role": role}))
+}
+
+// ---- nodes ----
+
+fn state_counts(states: &BTreeMap<&'static str, u64>) -> Value {
+    let mut m = serde_json::Map::new();
+    for s in STATES {
+        m.insert(
+            s.as_str().into(),
+            json!(states.get(s.as_str()).copied().unwrap_or(0)),
+        );
+    }
+    Value::Object(m)
+}
+
+fn tag<'a>(n: &'a NodeRecord, key: &str) -> Option<&'a str> {
+    n.info
+        .get("tags")
+        .and_then(|t| t.get(key))
+        .and_then(Value::as_str)
+}
+
+#[derive(Default)]
+struct Counts {
+    nodes: u64,
+    states: BTreeMap<&'static str, u64>,
+    name: Option<(u64, String)>,
+}
+
+impl Counts {
+    fn add(&mut self, n: &NodeRecord, name: Option<&str>) {
+        self.nodes += 1;
+        *self.states.entry(n.state.as_str()).or_default() += 1;
+        if let Some(name) = name
+            && self.name.as_ref().is_none_or(|(ts, _)| n.birth_ts >= *ts)
+        {
+            self.name = Some((n.birth_ts, name.to_owned()));
+        }
+    }
+}
+
+pub(super) async fn summary(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
+    let p = Params::new(raw);
+    let filter = NodeFilter {
+        region: id_param(&p, "region", RegionId::new)?,
+        kind: id_param(&p, "kind", Name::new)?,
+        ..NodeFilter::default()
+    };
+    let (nodes, firing) = s
+        .store
+        .call(move |db| {
+            Ok((
+                db.nodes(&filter)?,
+                db.alerts(Some(AlertStatus::Firing), usize::MAX)?,
+            ))
+        })
+        .await?;
+    let mut network = Counts::default();
+    let mut regions: BTreeMap<String, (Counts, BTreeMap<String, Counts>)> = BTreeMap::new();
+    for n in &nodes {
+        network.add(n, None);
+        let region = regions
+            .entry(n.path.region.as_str().to_owned())
+            .or_default();
+        region.0.add(n, tag(n, "region_name"));
+        region
+            .1
+            .entry(n.path.site.as_str().to_owned())
+            .or_default()
+            .add(n, tag(n, "site_name"));
+    }
+    let mut by_severity = serde_json::Map::new();
+    for sev in Severity::ALL {
+        let count = firing.iter().filter(|a| a.severity == sev).count();
+        by_severity.insert(sev.as_str().into(), json!(count));
+    }
+    let regions: Vec<Value> = regions
+        .into_iter()
+        .map(|(region, (c, sites))| {
+            let sites: Vec<Value> = sites
+                .into_iter()
+                .map(|(site, c)| {
+                    json!({"site": site, "name": c.name.map(|n| n.1), "nodes": c.nodes,
+                           "states": state_counts(&c.states)})
+                })
+                .collect();
+            json!({"region": region, "name": c.name.map(|n| n.1), "nodes": c.nodes,
+                   "states": state_counts(&c.states), "sites": sites})
+        })
+        .collect();
+    Ok(Json(json!({
+        "at": Stamp::new(s.now(), &s.tz),
+        "nodes": network.nodes,
+        "states": state_counts(&network.states),
+        "alerts": {
+            "firing": firing.len(),
+            "unacked": firing.iter().filter(|a| a.ack.is_none()).count(),
+            "by_severity": by_severity,
+        },
+        "regions": regions,
+    })))
+}
+
+fn node_summary(n: &NodeRecord, faults: usize, s: &ApiState) -> Value {
+    json!({
+        "node": n.path.node.as_str(),
+        "region": n.path.region.as_str(),
+        "site": n.path.site.as_str(),
+        "kind": n.kind.as_str(),
+        "name": n.name,
+        "state": n.state.as_str(),
+        "since": Stamp::new(n.state_since, &s.tz),
+        "last_seen": Stamp::new(n.last_seen, &s.tz),
+        "faults": faults,
+    })
+}
+
+pub(super) async fn nodes(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
+    let p = Params::new(raw);
+    let filter = NodeFilter {
+        region: id_param(&p, "region", RegionId::new)?,
+        site: id_param(&p, "site", SiteId::new)?,
+        kind: id_param(&p, "kind", Name::new)?,
+        ..NodeFilter::default()
+    };
+    let states = p.list(
+        "state",
+        "expected states among unknown, online, late, offline, stopped, maintenance",
+        liveness,
+    )?;
+    let page = Page::from(&p)?;
+    let rows = s
+        .store
+        .call(move |db| {
+            let all: Vec<NodeRecord> = db
+                .nodes(&filter)?
+                .into_iter()
+                .filter(|n| states.as_ref().is_none_or(|st| st.contains(&n.state)))
+                .collect();
+            let total = all.len();
+            // Fault counts only for the page asked for.
+            let mut out = Vec::with_capacity(page.limit.min(total));
+            for (i, n) in all.into_iter().enumerate() {
+                let faults = if i >= page.offset && i < page.offset.saturating_add(page.limit) {
+                    db.faults(&n.path.node, true)?.len()
+                } else {
+                    0
+                };
+                out.push((n, faults));
+            }
+            Ok(out)
+        })
+        .await?;
+    let items: Vec<Value> = rows.iter().map(|(n, f)| node_summary(n, *f, &s)).collect();
+    Ok(page.answer(items, json!({})))
+}
+
+fn fault_json(f: &FaultRecord, s: &ApiState) -> Value {
+    let (check, code) = f.key.split_once('/').unwrap_or((f.key.as_str(), ""));
+    json!({
+        "key": f.key,
+        "check": check,
+        "code": code,
+        "severity": f.severity.as_str(),
+        "raised_at": Stamp::new(f.raised_at, &s.tz),
+        "cleared_at": f.cleared_at.map(|c| Stamp::new(c, &s.tz)),
+        "message": f.message,
+        "replay": f.replay,
+    })
+}
+
+async fn find_node(s: &ApiState, node: &str) -> ApiResult<NodeRecord> {
+    let id = node_id(node)?;
+    s.store
+        .node(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("node", format!("no node {node}")))
+}
+
+pub(super) async fn node(
+    State(s): State<ApiState>,
+    Path(node): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let n = find_node(&s, &node).await?;
+    let faults = s.store.faults(n.path.node.clone(), true).await?;
+    let mut v = node_summary(&n, faults.len(), &s);
+    let info = &n.info;
+    let born_at = info
+        .get("ts")
+        .and_then(Value::as_u64)
+        .map(|ts| Stamp::new(ts, &s.tz));
+    let last = s.recent.latest(&n.path.node).map(|h| {
+        json!({
+            "received_at": Stamp::new(h.received_at, &s.tz),
+            "ts": Stamp::new(h.ts, &s.tz),
+            "seq": h.seq,
+            "uptime_s": h.uptime_s,
+            "metrics": h.metrics,
+            "checks": h.checks,
+        })
+    });
+    if let Value::Object(m) = &mut v {
+        for key in ["lat", "lon", "model", "firmware", "agent"] {
+            m.insert(key.into(), info.get(key).cloned().unwrap_or(Value::Null));
+        }
+        m.insert(
+            "checks".into(),
+            info.get("checks").cloned().unwrap_or(json!([])),
+        );
+        m.insert(
+            "tags".into(),
+            info.get("tags").cloned().unwrap_or(json!({})),
+        );
+        m.insert("boot".into(), json!(n.boot));
+        m.insert("born_at".into(), json!(born_at));
+        m.insert(
+            "hb_interval_s".into(),
+            json!(n.hb_interval_ms as f64 / 1000.0),
+        );
+        m.insert("first_seen".into(), json!(Stamp::new(n.first_seen, &s.tz)));
+        m.insert(
+            "faults_active".into(),
+            Value::Array(faults.iter().map(|f| fault_json(f, &s)).collect()),
+        );
+        m.insert("last_heartbeat".into(), last.unwrap_or(Value::Null));
+    }
+    Ok(Json(v))
+}
+
+pub(super) async fn history(
+    State(s): State<ApiState>,
+    Path(node): Path<String>,
+    Query(raw): Raw,
+) -> ApiResult<Json<Value>> {
+    let p = Params::new(raw);
+    let kind = p
+        .parse("type", "expected transitions or faults", |v| {
+            matches!(v, "transitions" | "faults").then(|| v.to_owned())
+        })?
+        .unwrap_or_else(|| "transitions".into());
+    let (from, to) = window(&p, &s, Some(DEFAULT_HISTORY_MS))?.unwrap_or_default();
+    let page = Page::from(&p)?;
+    let n = find_node(&s, &node).await?;
+    let id = n.path.node.clone();
+    let items: Vec<Value> = if kind == "faults" {
+        s.store
+            .faults(id, false)
+            .await?
+            .iter()
+            .filter(|f| f.raised_at < to && f.cleared_at.is_none_or(|c| c >= from))
+            .map(|f| fault_json(f, &s))
+            .collect()
+    } else {
+        s.store
+            .node_history(id, from, to)
+            .await?
+            .iter()
+            .rev()
+            .map(|t| {
+                json!({"at": Stamp::new(t.at, &s.tz), "from": t.from.as_str(),
+                       "to": t.to.as_str(), "cause": t.cause.as_str()})
+            })
+            .collect()
+    };
+    Ok(page.answer(
+        items,
+        json!({"node": node, "type": kind, "from": Stamp::new(from, &s.tz),
+               "to": Stamp::new(to, &s.tz)}),
+    ))
+}
+
+pub(super) async fn metrics(
+    State(s): State<ApiState>,
+    Path(node): Path<String>,
+    Query(raw): Raw,
+) -> ApiResult<Json<Value>> {
+    let p = Params::new(raw);
+    let names = p.list("names", "expected comma-separated metric names", |v| {
+        Some(v.to_owned())
+    })?;
+    let n = find_node(&s, &node).await?;
+    let samples: Vec<Value> = s
+        .recent
+        .samples(&n.path.node)
+        .into_iter()
+        .map(|h| {
+            let metrics: serde_json::Map<String, Value> = h
+                .metrics
+                .iter()
+                .filter(|(k, _)| {
+                    names
+                        .as_ref()
+                        .is_none_or(|ns| ns.iter().any(|x| x == k.as_str()))
+                })
+                .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
+                .collect();
+            json!({"at": Stamp::new(h.ts, &s.tz), "seq": h.seq, "metrics": metrics})
+        })
+        .collect();
+    Ok(Json(json!({
+        "node": n.path.node.as_str(),
+        "capacity": s.recent.capacity(),
+        "samples": samples,
+    })))
+}
+
+// ---- alerts ----
+
+/// An alert as the API shows it.
+pub(super) fn alert_json(a: &Alert, s: &ApiState) -> Value {
+    let mut v = json!({
+        "id": a.id,
+        "rule": a.rule.as_str(),
+        "severity": a.severity.as_str(),
+        "status": match a.status { AlertStatus::Firing => "firing", AlertStatus::Resolved => "resolved" },
+        "started_at": Stamp::new(a.started_at, &s.tz),
+        "ended_at": a.ended_at.map(|e| Stamp::new(e, &s.tz)),
+        "summary": a.summary,
+        "ack": a.ack.as_ref().map(|k| AckJson::new(k, &s.tz)),
+        "notified": a.notified,
+    });
+    if let Value::Object(m) = &mut v {
+        let subject = [
+            ("region", a.subject.region.as_ref().map(|x| x.as_str())),
+            ("site", a.subject.site.as_ref().map(|x| x.as_str())),
+            ("node", a.subject.node.as_ref().map(|x| x.as_str())),
+            ("kind", a.kind.as_ref().map(|x| x.as_str())),
+        ];
+        for (key, value) in subject {
+            if let Some(value) = value {
+                m.insert(key.into(), json!(value));
+            }
+        }
+    }
+    v
+}
+
+pub(super) async fn alerts(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
+    let p = Params::new(raw);
+    let status = p.parse("status", "expected firing or resolved", |v| match v {
+        "firing" => Some(AlertStatus::Firing),
+        "resolved" => Some(AlertStatus::Resolved),
+        _ => None,
+    })?;
+    let severities = p.list(
+        "severity",
+        "expected severities among critical, major, minor, warning, info",
+        |v| v.parse::<Severity>().ok(),
+    )?;
+    let rule = id_param(&p, "rule", Name::new)?;
+    let region = id_param(&p, "region", RegionId::new)?;
+    let site = id_param(&p, "site", SiteId::new)?;
+    let node = id_param(&p, "node", NodeId::new)?;
+    let kind = id_param(&p, "kind", Name::new)?;
+    let acked = p.parse("acked", "expected true or false", |v| match v {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    })?;
+    let window = window(&p, &s, None)?;
+    let page = Page::from(&p)?;
+    let all = s.store.alerts(status, usize::MAX).await?;
+    let items: Vec<Value> = all
+        .iter()
+        .filter(|a| {
+            severities.as_ref().is_none_or(|v| v.contains(&a.severity))
+                && rule.as_ref().is_none_or(|r| *r == a.rule)
+                && region
+                    .as_ref()
+                    .is_none_or(|r| a.subject.region.as_ref() == Some(r))
+                && site
+                    .as_ref()
+                    .is_none_or(|x| a.subject.site.as_ref() == Some(x))
+                && node
+                    .as_ref()
+                    .is_none_or(|x| a.subject.node.as_ref() == Some(x))
+                && kind.as_ref().is_none_or(|x| a.kind.as_ref() == Some(x))
+                && acked.is_none_or(|k| a.ack.is_some() == k)
+                && window.is_none_or(|(from, to)| {
+                    a.started_at < to && a.ended_at.is_none_or(|e| e >= from)
+                })
+        })
+        .map(|a| alert_json(a, &s))
+        .collect();
+    Ok(page.answer(items, json!({})))
+}
+
+/// Reads an optional JSON body, naming the field at fault.
+fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        let field = if path != "." {
+            path
+        } else if let Some(rest) = text.split_once("field `").map(|x| x.1) {
+            rest.split('`').next().unwrap_or("body").to_owned()
+        } else {
+            "body".to_owned()
+        };
+        ApiError::bad_body(&field, format!("bad body: {text}"))
+    })
+}
+
+fn control_error(e: ControlError) -> ApiError {
+    match e {
+        ControlError::NotFound { what, id } => ApiError::not_found(
+            if what == "alert" { "id" } else { what },
+            format!("no {what} {id}"),
+        ),
+        e @ ControlError::AlreadyAcknowledged { .. } => {
+            ApiError::conflict("already_acknowledged", e.to_string())
+        }
+        e @ ControlError::AlreadyExpired { .. } => {
+            ApiError::conflict("already_expired", e.to_string())
+        }
+        ControlError::Unavailable(m) => ApiError::unavailable(m),
+    }
+}
+
+fn comment(c: Option<String>) -> ApiResult<Option<String>> {
+    match c {
+        Some(c) if c.chars().count() > MAX_COMMENT => Err(ApiError::bad_body(
+            "comment",
+            format!("comment is longer than {MAX_COMMENT} characters"),
+        )),
+        Some(c) if c.trim().is_empty() => Ok(None),
+        c => Ok(c),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    comment: Option<String>,
+}
+
+pub(super) async fn ack(
+    State(s): State<ApiState>,
+    c: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Json<Value>> {
+    let c = caller(&c);
+    let by = c.operator("acknowledging alerts")?.to_owned();
+    if id.is_empty() || id.len() > 64 {
+        return Err(ApiError::bad_param(
+            "id",
+            &id,
+            "expected an alert id of at most 64 characters",
+        ));
+    }
+    let req: AckRequest = body(&bytes)?;
+    let ack = Ack {
+        by,
+        at: s.now(),
+        comment: comment(req.comment)?,
+    };
+    let alert = s.control.ack(id, ack).await.map_err(control_error)?;
+    Ok(Json(alert_json(&alert, &s)))
+}
+
+// ---- silences ----
+
+fn silence_status(x: &Silence, now: Millis) -> &'static str {
+    if x.ends_at <= now {
+        "expired"
+    } else if x.starts_at > now {
+        "pending"
+    } else {
+        "active"
+    }
+}
+
+fn silence_json(x: &Silence, s: &ApiState, now: Millis) -> Value {
+    let mut v = json!({
+        "id": x.id,
+        "starts_at": Stamp::new(x.starts_at, &s.tz),
+        "ends_at": Stamp::new(x.ends_at, &s.tz),
+        "created_by": x.created_by,
+        "comment": x.comment,
+        "status": silence_status(x, now),
+    });
+    if let Value::Object(m) = &mut v {
+        let matchers = [
+            ("region", x.region.as_ref().map(|x| x.as_str())),
+            ("site", x.site.as_ref().map(|x| x.as_str())),
+            ("node", x.node.as_ref().map(|x| x.as_str())),
+            ("kind", x.kind.as_ref().map(|x| x.as_str())),
+        ];
+        for (key, value) in matchers {
+            if let Some(value) = value {
+                m.insert(key.into(), json!(value));
+            }
+        }
+    }
+    v
+}
+
+pub(super) async fn silences(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
+    let p = Params::new(raw);
+    let status = p.parse("status", "expected active, pending or expired", |v| {
+        matches!(v, "active" | "pending" | "expired").then(|| v.to_owned())
+    })?;
+    let region = id_param(&p, "region", RegionId::new)?;
+    let site = id_param(&p, "site", SiteId::new)?;
+    let page = Page::from(&p)?;
+    let now = s.now();
+    let mut all = s.store.silences(None).await?;
+    all.sort_by(|a, b| b.starts_at.cmp(&a.starts_at).then_with(|| b.id.cmp(&a.id)));
+    let items: Vec<Value> = all
+        .iter()
+        .filter(|x| {
+            let st = silence_status(x, now);
+            status.as_deref().map_or(st != "expired", |want| want == st)
+                && region.as_ref().is_none_or(|r| x.region.as_ref() == Some(r))
+                && site.as_ref().is_none_or(|r| x.site.as_ref() == Some(r))
+        })
+        .map(|x| silence_json(x, &s, now))
+        .collect();
+    Ok(page.answer(items, json!({})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceRequest {
+    region: Option<String>,
+    site: Option<String>,
+    node: Option<String>,
+    kind: Option<String>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    duration: Option<String>,
+    comment: Option<String>,
+}
+
+fn body_id<T>(
+    field: &str,
+    v: Option<String>,
+    new: impl FnOnce(String) -> Result<T, alarmnet_protocol::IdError>,
+) -> ApiResult<Option<T>> {
+    v.map(|text| {
+        new(text.clone()).map_err(|_| {
+            ApiError::bad_body(
+                field,
+                format!("{field} {text:?}: expected an id of 1 to 64 letters, digits, - or _"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn as_body_error(field: &str, e: crate::uptime::ParamError) -> ApiError {
+    ApiError::bad_body(field, e.to_string())
+}
+
+pub(super) async fn add_silence(
+    State(s): State<ApiState>,
+    c: Option<Extension<Caller>>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let c = caller(&c);
+    let by = c.operator("creating silences")?.to_owned();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_body("body", "a JSON body is required"));
+    }
+    let req: SilenceRequest = body(&bytes)?;
+    let now = s.now();
+    let region = body_id("region", req.region, RegionId::new)?;
+    let site = body_id("site", req.site, SiteId::new)?;
+    let node = body_id("node", req.node, NodeId::new)?;
+    let kind = body_id("kind", req.kind, Name::new)?;
+    if region.is_none() && site.is_none() && node.is_none() && kind.is_none() {
+        return Err(ApiError::bad_body(
+            "region",
+            "give at least one of region, site, node, kind: the whole network cannot be silenced",
+        ));
+    }
+    let starts_at = match &req.starts_at {
+        Some(t) => parse_instant("starts_at", t, &s.tz, DateMeans::StartOfDay)
+            .map_err(|e| as_body_error("starts_at", e))?,
+        None => now,
+    };
+    let ends_at = match (&req.ends_at, &req.duration) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_body(
+                "duration",
+                "give ends_at or duration, not both",
+            ));
+        }
+        (None, None) => return Err(ApiError::bad_body("ends_at", "give ends_at or duration")),
+        (Some(t), None) => parse_instant("ends_at", t, &s.tz, DateMeans::EndOfDay)
+            .map_err(|e| as_body_error("ends_at", e))?,
+        (None, Some(d)) => starts_at.saturating_add(
+            parse_duration("duration", d).map_err(|e| as_body_error("duration", e))?,
+        ),
+    };
+    if ends_at <= starts_at {
+        return Err(ApiError::bad_body(
+            "ends_at",
+            "the silence must end after it starts",
+        ));
+    }
+    if ends_at <= now {
+        return Err(ApiError::bad_body(
+            "ends_at",
+            "the silence would already be over",
+        ));
+    }
+    let silence = Silence {
+        id: format!("{:016x}", rand::rng().random::<u64>()),
+        region,
+        site,
+        node,
+        kind,
+        starts_at,
+        ends_at,
+        created_by: by,
+        comment: comment(req.comment)?,
+    };
+    let stored = s
+        .control
+        .add_silence(silence)
+        .await
+        .map_err(control_error)?;
+    let location = format!("/api/v1/silences/{}", stored.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(silence_json(&stored, &s, now)),
+    )
+        .into_response())
+}
+
+pub(super) async fn end_silence(
+    State(s): State<ApiState>,
+    c: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller(&c);
+    c.operator("ending silences")?;
+    let now = s.now();
+    let ended = s
+        .control
+        .end_silence(id, now)
+        .await
+        .map_err(control_error)?;
+    Ok(Json(silence_json(&ended, &s, now)))
+}

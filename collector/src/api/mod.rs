@@ -1,0 +1,196 @@
+//! The HTTP API (`/api/v1/*`) and the operations console (`/`), as one axum [`Router`].
+//!
+//! The contract is docs/openapi.yaml (guide: docs/api.md). Handlers read the store through
+//! [`Store`]; writes (acks, silences) go to the core through [`Control`], the single owner
+//! of alert state; live events come from [`EventHub`]; recent heartbeat metrics from
+//! [`RecentMetrics`]. Query parameters are parsed by hand ([`Params`]) so that every bad
+//! value answers 400 naming its parameter.
+
+pub mod auth;
+pub mod console;
+pub mod control;
+pub mod error;
+pub mod events;
+mod handlers;
+pub mod recent;
+mod uptime;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use jiff::tz::TimeZone;
+
+pub use auth::{Auth, AuthConfig, Caller, Role, TokenConfig};
+pub use control::{Control, ControlError, ControlRequest, serve_with_store};
+pub use error::ApiError;
+pub use events::{EventHub, EventKind};
+pub use recent::{RecentMetrics, Sample};
+
+use crate::model::Millis;
+use crate::store::Store;
+
+/// The collector's clock, for "now" in answers; tests substitute a fixed one.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// The system clock in ms since the epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub events: EventHub,
+    pub control: Control,
+    pub auth: Auth,
+    pub recent: RecentMetrics,
+    /// The zone answers are written in and plain dates are read in.
+    pub tz: TimeZone,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("auth", &self.auth)
+            .field("tz", &self.tz)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    pub fn new(
+        store: Store,
+        events: EventHub,
+        control: Control,
+        auth: Auth,
+        recent: RecentMetrics,
+        tz: TimeZone,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            control,
+            auth,
+            recent,
+            tz,
+            clock: system_clock(),
+        }
+    }
+
+    /// The same state with another clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        (self.clock)()
+    }
+}
+
+/// `/api/v1/*` and the console. Merge it with [`crate::http::router`]'s health routes.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/whoami", get(handlers::whoami))
+        .route("/summary", get(handlers::summary))
+        .route("/nodes", get(handlers::nodes))
+        .route("/nodes/{node}", get(handlers::node))
+        .route("/nodes/{node}/history", get(handlers::history))
+        .route("/nodes/{node}/metrics", get(handlers::metrics))
+        .route("/alerts", get(handlers::alerts))
+        .route("/alerts/{id}/ack", post(handlers::ack))
+        .route(
+            "/silences",
+            get(handlers::silences).post(handlers::add_silence),
+        )
+        .route("/silences/{id}", delete(handlers::end_silence))
+        .route("/uptime", get(uptime::uptime))
+        .fallback(handlers::no_route)
+        .route_layer(middleware::from_fn_with_state(state.clone(), identify));
+    // The stream authenticates itself (it also takes `?access_token=`).
+    let api = api.route("/events", get(events::events));
+    Router::new()
+        .nest("/api/v1", api.with_state(state))
+        .merge(console::router())
+}
+
+/// Identifies the caller of every `/api/v1` route but the event stream, refusing unknown
+/// tokens and (without `anonymous_read`) missing ones; handlers find the [`Caller`] in the
+/// request's extensions.
+async fn identify(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    match state.auth.identify(request.headers(), None) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The query string as given, with typed getters whose errors name the parameter.
+#[derive(Debug, Default)]
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub(crate) fn new(pairs: Vec<(String, String)>) -> Self {
+        Self(pairs)
+    }
+
+    /// The last value of `name` (empty values count as absent).
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn owned(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
+    /// A value parsed by `parse`, which says what is expected when it fails.
+    pub(crate) fn parse<T>(
+        &self,
+        name: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, ApiError> {
+        self.get(name)
+            .map(|v| parse(v).ok_or_else(|| ApiError::bad_param(name, v, expected)))
+            .transpose()
+    }
+
+    /// A comma-separated list of values, each parsed by `parse`.
+    pub(crate) fn list<T>(
+        &self,
+        name: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<Vec<T>>, ApiError> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse(s).ok_or_else(|| ApiError::bad_param(name, v, expected)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
