@@ -1,0 +1,323 @@
+//! Alert rule settings, with the defaults of the system description. Durations are human
+//! strings in config (`"10m"`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use alarmnet_protocol::{MetricName, Name, Severity};
+use serde::{Deserialize, Serialize};
+
+/// Every alert rule's settings (`[alerts]` in the collector config).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub node_offline: NodeOfflineRule,
+    pub fault: FaultRule,
+    pub site_outage: OutageRule,
+    pub region_outage: OutageRule,
+    pub flapping: FlappingRule,
+    pub telemetry_gap: TelemetryGapRule,
+    pub clock_skew: ClockSkewRule,
+    pub collector_blind: CollectorBlindRule,
+    /// Metric threshold rules, e.g. `battery_v < 11.8 for 5m`.
+    pub thresholds: Vec<ThresholdRule>,
+}
+
+/// `node_offline`: a node went offline (Will or timeout). Stopped nodes raise nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeOfflineRule {
+    pub enabled: bool,
+    /// Severity per node kind; sirens matter more than displays.
+    pub severity: BTreeMap<String, Severity>,
+    /// Severity for kinds not listed in `severity`.
+    pub default_severity: Severity,
+    /// How long an offline alert waits before it is notified. It is recorded at once; the
+    /// wait lets a site or region outage (whose members go offline within one heartbeat
+    /// interval of each other) inhibit it, and swallows blips shorter than the wait. `"0s"`
+    /// notifies at once.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+}
+
+impl Default for NodeOfflineRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: BTreeMap::from([
+                ("siren".to_owned(), Severity::Critical),
+                ("display".to_owned(), Severity::Major),
+            ]),
+            default_severity: Severity::Major,
+            group_wait: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `fault`: one alert per active fault key; severity from the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultRule {
+    pub enabled: bool,
+    /// Severity of a fault that is known only from a heartbeat's `faults` list (its `fault`
+    /// message was missed, so the agent's severity is unknown).
+    pub reconciled_severity: Severity,
+}
+
+impl Default for FaultRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reconciled_severity: Severity::Major,
+        }
+    }
+}
+
+/// `site_outage` / `region_outage`: a large share of a site's (region's) nodes offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutageRule {
+    pub enabled: bool,
+    /// Share of the members (0..1] that must be offline.
+    pub min_fraction: f64,
+    /// Least number of offline members; keeps a one-node site from having "outages".
+    pub min_nodes: u32,
+    pub severity: Severity,
+}
+
+impl Default for OutageRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_fraction: 0.5,
+            min_nodes: 2,
+            severity: Severity::Critical,
+        }
+    }
+}
+
+/// `flapping`: many up/down transitions in a window; one alert instead of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlappingRule {
+    pub enabled: bool,
+    /// Transitions into or out of `offline` within `window` that make a node flapping.
+    pub transitions: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A flapping alert resolves after this long without such a transition.
+    #[serde(with = "humantime_serde")]
+    pub quiet: Duration,
+    pub severity: Severity,
+}
+
+impl Default for FlappingRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            transitions: 4,
+            window: Duration::from_secs(600),
+            quiet: Duration::from_secs(600),
+            severity: Severity::Major,
+        }
+    }
+}
+
+/// `telemetry_gap`: sequence numbers missing within one boot (lost telemetry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryGapRule {
+    pub enabled: bool,
+    /// Fires when at least this many messages are missing within one `window`.
+    pub min_missing: u64,
+    /// Counting window; the alert resolves after a whole window without a gap.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub severity: Severity,
+}
+
+impl Default for TelemetryGapRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_missing: 5,
+            window: Duration::from_secs(600),
+            severity: Severity::Warning,
+        }
+    }
+}
+
+/// `clock_skew`: the agent's clock is off from the collector's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockSkewRule {
+    pub enabled: bool,
+    /// Largest tolerated |agent ts − receive time| on live messages.
+    #[serde(with = "humantime_serde")]
+    pub max_skew: Duration,
+    pub severity: Severity,
+}
+
+impl Default for ClockSkewRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_skew: Duration::from_secs(60),
+            severity: Severity::Warning,
+        }
+    }
+}
+
+/// `collector_blind`: the collector lost its broker connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorBlindRule {
+    pub enabled: bool,
+    pub severity: Severity,
+}
+
+impl Default for CollectorBlindRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::Critical,
+        }
+    }
+}
+
+/// A comparison of a threshold rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "==")]
+    Eq,
+    #[serde(rename = "!=")]
+    Ne,
+}
+
+impl Op {
+    pub fn holds(self, left: f64, right: f64) -> bool {
+        match self {
+            Op::Lt => left < right,
+            Op::Le => left <= right,
+            Op::Gt => left > right,
+            Op::Ge => left >= right,
+            Op::Eq => left == right,
+            Op::Ne => left != right,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+        }
+    }
+}
+
+/// A metric threshold: fires when `metric op value` held on every live heartbeat for at
+/// least `for`, resolves on the first live heartbeat where it is false.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRule {
+    /// The rule name carried by the alert (e.g. `battery_low`); unique, and not one of the
+    /// built-in rule names.
+    pub name: Name,
+    pub metric: MetricName,
+    pub op: Op,
+    pub value: f64,
+    /// How long the condition must hold before the alert fires.
+    #[serde(rename = "for", with = "humantime_serde", default)]
+    pub for_: Duration,
+    pub severity: Severity,
+    /// Only nodes of this kind.
+    #[serde(default)]
+    pub kind: Option<Name>,
+}
+
+/// The names of the built-in rules.
+pub const BUILTIN_RULES: [&str; 8] = [
+    "node_offline",
+    "fault",
+    "site_outage",
+    "region_outage",
+    "flapping",
+    "telemetry_gap",
+    "clock_skew",
+    "collector_blind",
+];
+
+impl AlertsConfig {
+    /// Every problem with these settings, empty when they are usable.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (what, rule) in [
+            ("site_outage", &self.site_outage),
+            ("region_outage", &self.region_outage),
+        ] {
+            if !(rule.min_fraction > 0.0 && rule.min_fraction <= 1.0) {
+                problems.push(format!(
+                    "alerts.{what}.min_fraction must be in (0, 1], got {}",
+                    rule.min_fraction
+                ));
+            }
+            if rule.min_nodes == 0 {
+                problems.push(format!("alerts.{what}.min_nodes must be at least 1"));
+            }
+        }
+        if self.flapping.transitions < 2 {
+            problems.push("alerts.flapping.transitions must be at least 2".to_owned());
+        }
+        if self.flapping.window.is_zero() {
+            problems.push("alerts.flapping.window must be longer than 0s".to_owned());
+        }
+        if self.telemetry_gap.min_missing == 0 {
+            problems.push("alerts.telemetry_gap.min_missing must be at least 1".to_owned());
+        }
+        if self.telemetry_gap.window.is_zero() {
+            problems.push("alerts.telemetry_gap.window must be longer than 0s".to_owned());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, t) in self.thresholds.iter().enumerate() {
+            if BUILTIN_RULES.contains(&t.name.as_str()) {
+                problems.push(format!(
+                    "alerts.thresholds[{i}].name {:?} is a built-in rule name",
+                    t.name.as_str()
+                ));
+            }
+            if !seen.insert(t.name.as_str()) {
+                problems.push(format!(
+                    "alerts.thresholds[{i}].name {:?} is used twice",
+                    t.name.as_str()
+                ));
+            }
+            if !t.value.is_finite() {
+                problems.push(format!("alerts.thresholds[{i}].value must be finite"));
+            }
+        }
+        if self.thresholds.len() > usize::from(u16::MAX) {
+            problems.push("alerts.thresholds: at most 65535 rules".to_owned());
+        }
+        problems
+    }
+
+    /// The `node_offline` severity for a node kind.
+    pub fn offline_severity(&self, kind: &str) -> Severity {
+        self.node_offline
+            .severity
+            .get(kind)
+            .copied()
+            .unwrap_or(self.node_offline.default_severity)
+    }
+}

@@ -1,0 +1,1325 @@
+//! The alert engine: rules evaluated on liveness changes and messages, the alert lifecycle,
+//! acknowledgements, silences and inhibition. Pure: time comes in as `now`.
+//!
+//! Topology (which node is in which site and region, its kind and name) and the per-site
+//! offline counts come from the [`Tracker`], which keeps them up to date in O(1) per
+//! transition; the engine keeps only sparse state (active alerts, and per-node rule state
+//! for the few nodes that have any).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use alarmnet_protocol::{AlertStatus, Fault, FaultStatus, Heartbeat, Name, Severity};
+
+use super::config::AlertsConfig;
+use super::{AlertChange, AlertEvent, alert_id, fingerprint};
+use crate::liveness::{Change, NodeIdx, NodeView, SeqInfo, Tracker};
+use crate::model::{Ack, Alert, Liveness, Millis, Silence, Subject};
+
+const NODE_OFFLINE: &str = "node_offline";
+const FAULT: &str = "fault";
+const SITE_OUTAGE: &str = "site_outage";
+const REGION_OUTAGE: &str = "region_outage";
+const FLAPPING: &str = "flapping";
+const TELEMETRY_GAP: &str = "telemetry_gap";
+const CLOCK_SKEW: &str = "clock_skew";
+const COLLECTOR_BLIND: &str = "collector_blind";
+
+fn rule_name(rule: &str) -> Name {
+    Name::new(rule).expect("built-in rule names are valid names")
+}
+
+fn ms(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("no firing alert with id {0:?}")]
+    NotFound(String),
+}
+
+#[derive(Debug)]
+struct Active {
+    alert: Alert,
+    node: Option<NodeIdx>,
+    /// Site and region indexes in the tracker, where the alert belongs to one.
+    site: Option<u32>,
+    region: Option<u32>,
+    /// Not notified before this time (the `node_offline` group wait).
+    hold_until: Millis,
+    /// False for a fault known only from replayed data, until a live heartbeat confirms it.
+    confirmed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Hold(u64),
+    Flap(u32),
+    Gap(u32),
+}
+
+#[derive(Debug, Default)]
+struct Flap {
+    times: VecDeque<Millis>,
+    last: Millis,
+}
+
+#[derive(Debug, Default)]
+struct Gap {
+    window_start: Millis,
+    missing: u64,
+    last_gap: Millis,
+}
+
+#[derive(Debug)]
+struct SilenceEntry {
+    silence: Silence,
+    /// Applied: its maintenance is in force and it suppresses notifications.
+    active: bool,
+}
+
+/// The alert engine. Normally used through [`super::Monitor`].
+#[derive(Debug)]
+pub struct Engine {
+    cfg: AlertsConfig,
+    active: HashMap<u64, Active>,
+    timers: BinaryHeap<Reverse<(Millis, Timer)>>,
+    node_faults: HashMap<u32, Vec<u64>>,
+    flaps: HashMap<u32, Flap>,
+    gaps: HashMap<u32, Gap>,
+    skewed: HashSet<u32>,
+    /// (node, threshold rule) → since when the condition holds.
+    pending: HashMap<(u32, u16), Millis>,
+    silences: Vec<SilenceEntry>,
+    /// The alerts an ending outage may release, without scanning every alert: node
+    /// `node_offline`/`flapping` alerts by site; those and `site_outage` alerts by region.
+    by_site: HashMap<u32, HashSet<u64>>,
+    by_region: HashMap<u32, HashSet<u64>>,
+}
+
+/// Labels of a node alert.
+struct NodeLabels<'a> {
+    view: NodeView<'a>,
+}
+
+impl NodeLabels<'_> {
+    fn fp(&self, rule: &str, extra: Option<&str>) -> u64 {
+        fingerprint(
+            rule,
+            Some(self.view.region().as_str()),
+            Some(self.view.site().as_str()),
+            Some(self.view.id().as_str()),
+            extra,
+        )
+    }
+
+    fn subject(&self) -> Subject {
+        Subject {
+            region: Some(self.view.region().clone()),
+            site: Some(self.view.site().clone()),
+            node: Some(self.view.id().clone()),
+        }
+    }
+
+    /// `name (id)`, or the id alone when the node has no name.
+    fn label(&self) -> String {
+        match self.view.name() {
+            Some(name) => format!("{} {name} ({})", self.view.kind(), self.view.id()),
+            None => format!("{} {}", self.view.kind(), self.view.id()),
+        }
+    }
+
+    fn place(&self) -> String {
+        format!("{}/{}", self.view.region(), self.view.site())
+    }
+}
+
+/// What a new alert looks like; built only when the alert is not already firing.
+struct NewAlert {
+    fp: u64,
+    rule: Name,
+    severity: Severity,
+    subject: Subject,
+    kind: Option<Name>,
+    node: Option<NodeIdx>,
+    /// Site and region of a site or region alert (node alerts take their node's).
+    site: Option<u32>,
+    region: Option<u32>,
+    summary: String,
+    hold_until: Millis,
+    confirmed: bool,
+}
+
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r']).collect::<Vec<_>>().join(" ")
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+impl Engine {
+    /// An engine with these rules (check [`AlertsConfig::problems`] first).
+    pub fn new(cfg: AlertsConfig) -> Self {
+        Self {
+            cfg,
+            active: HashMap::new(),
+            timers: BinaryHeap::new(),
+            node_faults: HashMap::new(),
+            flaps: HashMap::new(),
+            gaps: HashMap::new(),
+            skewed: HashSet::new(),
+            pending: HashMap::new(),
+            silences: Vec::new(),
+            by_site: HashMap::new(),
+            by_region: HashMap::new(),
+        }
+    }
+
+    fn index(&mut self, fp: u64, a: &Active) {
+        let (by_site, by_region) = match a.alert.rule.as_str() {
+            NODE_OFFLINE | FLAPPING => (true, true),
+            SITE_OUTAGE => (false, true),
+            _ => (false, false),
+        };
+        if let (true, Some(site)) = (by_site, a.site) {
+            self.by_site.entry(site).or_default().insert(fp);
+        }
+        if let (true, Some(region)) = (by_region, a.region) {
+            self.by_region.entry(region).or_default().insert(fp);
+        }
+    }
+
+    fn unindex(&mut self, fp: u64, a: &Active) {
+        for (map, key) in [(&mut self.by_site, a.site), (&mut self.by_region, a.region)] {
+            if let Some(key) = key {
+                if let Some(set) = map.get_mut(&key) {
+                    set.remove(&fp);
+                    if set.is_empty() {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn config(&self) -> &AlertsConfig {
+        &self.cfg
+    }
+
+    /// Every firing alert (in no particular order).
+    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.active.values().map(|a| &a.alert)
+    }
+
+    /// A firing alert by id.
+    pub fn alert(&self, id: &str) -> Option<&Alert> {
+        let fp = u64::from_str_radix(id, 16).ok()?;
+        self.active.get(&fp).map(|a| &a.alert)
+    }
+
+    /// Every known silence that has not ended yet.
+    pub fn silences(&self) -> impl Iterator<Item = &Silence> {
+        self.silences.iter().map(|s| &s.silence)
+    }
+
+    /// The earliest time at which [`Engine::tick`] may have work (may be early).
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let silence = self
+            .silences
+            .iter()
+            .map(|s| {
+                if s.active {
+                    s.silence.ends_at
+                } else {
+                    s.silence.starts_at
+                }
+            })
+            .min();
+        match (timer, silence) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- lifecycle -----
+
+    fn is_active(&self, fp: u64) -> bool {
+        self.active.contains_key(&fp)
+    }
+
+    fn fire(&mut self, t: &Tracker, new: NewAlert, now: Millis, out: &mut Vec<AlertChange>) {
+        if self.active.contains_key(&new.fp) {
+            return;
+        }
+        let alert = Alert {
+            id: alert_id(new.fp),
+            rule: new.rule,
+            severity: new.severity,
+            status: AlertStatus::Firing,
+            subject: new.subject,
+            kind: new.kind,
+            started_at: now,
+            ended_at: None,
+            summary: new.summary,
+            ack: None,
+            notified: false,
+        };
+        let (site, region) = match new.node {
+            Some(idx) => {
+                let (s, r) = t.site_of(idx);
+                (Some(s), Some(r))
+            }
+            None => (new.site, new.region),
+        };
+        let mut active = Active {
+            alert,
+            node: new.node,
+            site,
+            region,
+            hold_until: new.hold_until,
+            confirmed: new.confirmed,
+        };
+        let notify = active.confirmed && active.hold_until <= now && !self.suppressed(t, &active);
+        active.alert.notified = notify;
+        if active.hold_until > now {
+            self.timers
+                .push(Reverse((active.hold_until, Timer::Hold(new.fp))));
+        }
+        out.push(AlertChange {
+            alert: active.alert.clone(),
+            event: AlertEvent::Fired,
+            notify,
+        });
+        self.index(new.fp, &active);
+        self.active.insert(new.fp, active);
+    }
+
+    fn resolve(&mut self, t: &Tracker, fp: u64, now: Millis, out: &mut Vec<AlertChange>) {
+        let Some(mut active) = self.active.remove(&fp) else {
+            return;
+        };
+        self.unindex(fp, &active);
+        active.alert.status = AlertStatus::Resolved;
+        active.alert.ended_at = Some(now);
+        let notify = active.alert.notified;
+        let rule = active.alert.rule.clone();
+        let subject = active.alert.subject.clone();
+        out.push(AlertChange {
+            alert: active.alert.clone(),
+            event: AlertEvent::Resolved,
+            notify,
+        });
+        // An inhibitor ended: what it held back may be notified now.
+        let targets: Vec<u64> = match rule.as_str() {
+            REGION_OUTAGE => active
+                .region
+                .and_then(|r| self.by_region.get(&r))
+                .map(|set| set.iter().copied().collect())
+                .unwrap_or_default(),
+            SITE_OUTAGE => active
+                .site
+                .and_then(|s| self.by_site.get(&s))
+                .map(|set| set.iter().copied().collect())
+                .unwrap_or_default(),
+            FLAPPING => {
+                let fp = fingerprint(
+                    NODE_OFFLINE,
+                    subject.region.as_ref().map(|r| r.as_str()),
+                    subject.site.as_ref().map(|s| s.as_str()),
+                    subject.node.as_ref().map(|n| n.as_str()),
+                    None,
+                );
+                vec![fp]
+            }
+            _ => Vec::new(),
+        };
+        // They get a fresh group wait: when an outage ends its members come back within
+        // about one heartbeat interval, and those still down a moment later must not
+        // become a storm of notifications.
+        let hold_until = now + ms(self.cfg.node_offline.group_wait);
+        for fp in targets {
+            if let Some(a) = self.active.get_mut(&fp) {
+                if !a.alert.notified && a.hold_until < hold_until {
+                    a.hold_until = hold_until;
+                    if hold_until > now {
+                        self.timers.push(Reverse((hold_until, Timer::Hold(fp))));
+                    }
+                }
+            }
+            self.maybe_notify(t, fp, now, out);
+        }
+    }
+
+    /// Notifies a firing alert that was held back, if nothing holds it back any more.
+    fn maybe_notify(&mut self, t: &Tracker, fp: u64, now: Millis, out: &mut Vec<AlertChange>) {
+        let Some(a) = self.active.get(&fp) else {
+            return;
+        };
+        if a.alert.notified || !a.confirmed || a.hold_until > now || self.suppressed(t, a) {
+            return;
+        }
+        let Some(a) = self.active.get_mut(&fp) else {
+            return;
+        };
+        a.alert.notified = true;
+        out.push(AlertChange {
+            alert: a.alert.clone(),
+            event: AlertEvent::Updated,
+            notify: true,
+        });
+    }
+
+    fn suppressed(&self, _t: &Tracker, a: &Active) -> bool {
+        self.silenced(&a.alert) || self.inhibited(&a.alert)
+    }
+
+    fn silenced(&self, alert: &Alert) -> bool {
+        self.silences
+            .iter()
+            .any(|s| s.active && silence_matches_alert(&s.silence, alert))
+    }
+
+    fn inhibited(&self, alert: &Alert) -> bool {
+        let region = alert.subject.region.as_ref().map(|r| r.as_str());
+        let site = alert.subject.site.as_ref().map(|s| s.as_str());
+        let node = alert.subject.node.as_ref().map(|n| n.as_str());
+        let region_out = || self.is_active(fingerprint(REGION_OUTAGE, region, None, None, None));
+        let site_out = || self.is_active(fingerprint(SITE_OUTAGE, region, site, None, None));
+        match alert.rule.as_str() {
+            NODE_OFFLINE => {
+                region_out()
+                    || site_out()
+                    || self.is_active(fingerprint(FLAPPING, region, site, node, None))
+            }
+            FLAPPING => region_out() || site_out(),
+            SITE_OUTAGE => region_out(),
+            _ => false,
+        }
+    }
+
+    /// Acknowledges a firing alert.
+    pub fn ack(
+        &mut self,
+        id: &str,
+        by: &str,
+        comment: Option<&str>,
+        now: Millis,
+    ) -> Result<AlertChange, AckError> {
+        let a = u64::from_str_radix(id, 16)
+            .ok()
+            .filter(|_| id.len() == 16)
+            .and_then(|fp| self.active.get_mut(&fp))
+            .ok_or_else(|| AckError::NotFound(id.to_owned()))?;
+        a.alert.ack = Some(Ack {
+            by: by.to_owned(),
+            at: now,
+            comment: comment.map(str::to_owned),
+        });
+        Ok(AlertChange {
+            alert: a.alert.clone(),
+            event: AlertEvent::Acked,
+            notify: false,
+        })
+    }
+
+    // ----- liveness -----
+
+    /// Liveness changes (own states) from the tracker.
+    pub(crate) fn on_changes(
+        &mut self,
+        t: &Tracker,
+        changes: &[Change],
+        out: &mut Vec<AlertChange>,
+    ) {
+        for c in changes {
+            if c.own_from == c.own_to {
+                continue; // maintenance only
+            }
+            let entering = c.own_to == Liveness::Offline;
+            let leaving = c.own_from == Liveness::Offline;
+            if !entering && !leaving {
+                continue;
+            }
+            let labels = NodeLabels {
+                view: t.view(c.idx),
+            };
+            if leaving {
+                let fp = labels.fp(NODE_OFFLINE, None);
+                self.resolve(t, fp, c.at, out);
+            }
+            // Flapping counts up/down changes between a watched up state and offline.
+            if c.own_from != Liveness::Unknown && c.own_to != Liveness::Unknown {
+                self.flap(t, c.idx, c.at, out);
+            }
+            self.outages(t, c.idx, entering, c.at, out);
+            if entering && self.cfg.node_offline.enabled {
+                let fp = labels.fp(NODE_OFFLINE, None);
+                if !self.is_active(fp) {
+                    let kind = labels.view.kind().clone();
+                    let new = NewAlert {
+                        fp,
+                        rule: rule_name(NODE_OFFLINE),
+                        severity: self.cfg.offline_severity(kind.as_str()),
+                        subject: labels.subject(),
+                        summary: format!(
+                            "{} at {} is offline ({})",
+                            labels.label(),
+                            labels.place(),
+                            c.cause.as_str()
+                        ),
+                        kind: Some(kind),
+                        node: Some(c.idx),
+                        site: None,
+                        region: None,
+                        hold_until: c.at + ms(self.cfg.node_offline.group_wait),
+                        confirmed: true,
+                    };
+                    self.fire(t, new, c.at, out);
+                }
+            }
+        }
+    }
+
+    fn flap(&mut self, t: &Tracker, idx: NodeIdx, at: Millis, out: &mut Vec<AlertChange>) {
+        let rule = &self.cfg.flapping;
+        if !rule.enabled {
+            return;
+        }
+        let window = ms(rule.window);
+        let need = rule.transitions as usize;
+        let quiet = ms(rule.quiet);
+        let f = self.flaps.entry(idx.0).or_default();
+        f.times.push_back(at);
+        f.last = at;
+        while f.times.len() > need || f.times.front().is_some_and(|&t0| t0 + window < at) {
+            f.times.pop_front();
+        }
+        let count = f.times.len();
+        self.timers.push(Reverse((at + quiet, Timer::Flap(idx.0))));
+        if count >= need {
+            let labels = NodeLabels { view: t.view(idx) };
+            let fp = labels.fp(FLAPPING, None);
+            if !self.is_active(fp) {
+                let new = NewAlert {
+                    fp,
+                    rule: rule_name(FLAPPING),
+                    severity: self.cfg.flapping.severity,
+                    subject: labels.subject(),
+                    kind: Some(labels.view.kind().clone()),
+                    node: Some(idx),
+                    site: None,
+                    region: None,
+                    summary: format!(
+                        "{} at {} is flapping: {count} up/down transitions within {}",
+                        labels.label(),
+                        labels.place(),
+                        fmt_duration(self.cfg.flapping.window)
+                    ),
+                    hold_until: 0,
+                    confirmed: true,
+                };
+                self.fire(t, new, at, out);
+            }
+        }
+    }
+
+    /// Re-evaluates the node's site and region. Outer before inner when a node goes down
+    /// (a new site alert is then already inhibited by a new region alert), inner before
+    /// outer when it comes back (a site alert that ends with the region's is not notified
+    /// in between).
+    fn outages(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        entering: bool,
+        at: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let (site, region) = t.site_of(idx);
+        if entering {
+            self.eval_region(t, region, at, out);
+            self.eval_site(t, site, at, out);
+        } else {
+            self.eval_site(t, site, at, out);
+            self.eval_region(t, region, at, out);
+        }
+    }
+
+    fn eval_site(&mut self, t: &Tracker, site: u32, at: Millis, out: &mut Vec<AlertChange>) {
+        let rule = &self.cfg.site_outage;
+        let s = t.site_entry(site);
+        let region = &t.region_entry(s.region).id;
+        let fp = fingerprint(
+            SITE_OUTAGE,
+            Some(region.as_str()),
+            Some(s.id.as_str()),
+            None,
+            None,
+        );
+        let cond = rule.enabled && outage(s.offline, s.total, rule.min_nodes, rule.min_fraction);
+        match (cond, self.is_active(fp)) {
+            (true, false) => {
+                let new = NewAlert {
+                    fp,
+                    rule: rule_name(SITE_OUTAGE),
+                    severity: rule.severity,
+                    subject: Subject {
+                        region: Some(region.clone()),
+                        site: Some(s.id.clone()),
+                        node: None,
+                    },
+                    kind: None,
+                    node: None,
+                    site: Some(site),
+                    region: Some(s.region),
+                    summary: format!(
+                        "site outage at {region}/{}: {} of {} nodes offline",
+                        s.id, s.offline, s.total
+                    ),
+                    hold_until: 0,
+                    confirmed: true,
+                };
+                self.fire(t, new, at, out);
+            }
+            (false, true) => self.resolve(t, fp, at, out),
+            _ => {}
+        }
+    }
+
+    fn eval_region(&mut self, t: &Tracker, region: u32, at: Millis, out: &mut Vec<AlertChange>) {
+        let rule = &self.cfg.region_outage;
+        let r = t.region_entry(region);
+        let fp = fingerprint(REGION_OUTAGE, Some(r.id.as_str()), None, None, None);
+        let cond = rule.enabled && outage(r.offline, r.total, rule.min_nodes, rule.min_fraction);
+        match (cond, self.is_active(fp)) {
+            (true, false) => {
+                let new = NewAlert {
+                    fp,
+                    rule: rule_name(REGION_OUTAGE),
+                    severity: rule.severity,
+                    subject: Subject {
+                        region: Some(r.id.clone()),
+                        site: None,
+                        node: None,
+                    },
+                    kind: None,
+                    node: None,
+                    site: None,
+                    region: Some(region),
+                    summary: format!(
+                        "region outage in {}: {} of {} nodes offline",
+                        r.id, r.offline, r.total
+                    ),
+                    hold_until: 0,
+                    confirmed: true,
+                };
+                self.fire(t, new, at, out);
+            }
+            (false, true) => self.resolve(t, fp, at, out),
+            _ => {}
+        }
+    }
+
+    // ----- messages -----
+
+    /// Checks the agent clock of a live message.
+    pub(crate) fn clock(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        agent_ts: u64,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let rule = &self.cfg.clock_skew;
+        if !rule.enabled || t.is_blind() {
+            return;
+        }
+        // Right after start or reconnect the broker may deliver a backlog of queued
+        // messages whose age is delivery delay, not skew: judge clocks after the grace.
+        if now < t.grace_end(idx) {
+            return;
+        }
+        let skew = i128::from(agent_ts) - i128::from(now);
+        let bad = skew.unsigned_abs() > u128::from(ms(rule.max_skew));
+        let firing = self.skewed.contains(&idx.0);
+        let labels = NodeLabels { view: t.view(idx) };
+        if bad && !firing {
+            self.skewed.insert(idx.0);
+            let new = NewAlert {
+                fp: labels.fp(CLOCK_SKEW, None),
+                rule: rule_name(CLOCK_SKEW),
+                severity: rule.severity,
+                subject: labels.subject(),
+                kind: Some(labels.view.kind().clone()),
+                node: Some(idx),
+                site: None,
+                region: None,
+                summary: format!(
+                    "{} at {}: agent clock is off by {:+} s",
+                    labels.label(),
+                    labels.place(),
+                    skew / 1000
+                ),
+                hold_until: 0,
+                confirmed: true,
+            };
+            self.fire(t, new, now, out);
+        } else if !bad && firing {
+            self.skewed.remove(&idx.0);
+            let fp = labels.fp(CLOCK_SKEW, None);
+            self.resolve(t, fp, now, out);
+        }
+    }
+
+    /// Counts missing sequence numbers (`telemetry_gap`).
+    pub(crate) fn sequence(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        seq: SeqInfo,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let rule = &self.cfg.telemetry_gap;
+        if !rule.enabled || seq.missing == 0 {
+            return;
+        }
+        let window = ms(rule.window);
+        let g = self.gaps.entry(idx.0).or_default();
+        if g.missing == 0 || now >= g.window_start + window {
+            g.window_start = now;
+            g.missing = 0;
+        }
+        g.missing = g.missing.saturating_add(seq.missing);
+        g.last_gap = now;
+        let missing = g.missing;
+        self.timers.push(Reverse((now + window, Timer::Gap(idx.0))));
+        if missing >= rule.min_missing {
+            let labels = NodeLabels { view: t.view(idx) };
+            let fp = labels.fp(TELEMETRY_GAP, None);
+            if !self.is_active(fp) {
+                let new = NewAlert {
+                    fp,
+                    rule: rule_name(TELEMETRY_GAP),
+                    severity: rule.severity,
+                    subject: labels.subject(),
+                    kind: Some(labels.view.kind().clone()),
+                    node: Some(idx),
+                    site: None,
+                    region: None,
+                    summary: format!(
+                        "{} at {}: {missing} telemetry messages missing within {}",
+                        labels.label(),
+                        labels.place(),
+                        fmt_duration(rule.window)
+                    ),
+                    hold_until: 0,
+                    confirmed: true,
+                };
+                self.fire(t, new, now, out);
+            }
+        }
+    }
+
+    /// A heartbeat (live or replayed): thresholds and fault reconciliation on live ones.
+    pub(crate) fn heartbeat(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        hb: &Heartbeat,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        if hb.replay {
+            return;
+        }
+        self.thresholds(t, idx, hb, now, out);
+        if let Some(list) = &hb.faults {
+            self.reconcile_faults(t, idx, list, now, out);
+        }
+    }
+
+    fn thresholds(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        hb: &Heartbeat,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        if self.cfg.thresholds.is_empty() {
+            return;
+        }
+        let view = t.view(idx);
+        for r in 0..self.cfg.thresholds.len() {
+            let rule = &self.cfg.thresholds[r];
+            if rule.kind.as_ref().is_some_and(|k| k != view.kind()) {
+                continue;
+            }
+            let Some(v) = hb.metrics.get(rule.metric.as_str()) else {
+                continue;
+            };
+            let key = (idx.0, r as u16);
+            if rule.op.holds(v, rule.value) {
+                let since = *self.pending.entry(key).or_insert(now);
+                if now.saturating_sub(since) >= ms(rule.for_) {
+                    let labels = NodeLabels { view };
+                    let fp = labels.fp(rule.name.as_str(), None);
+                    if !self.is_active(fp) {
+                        let new = NewAlert {
+                            fp,
+                            rule: rule.name.clone(),
+                            severity: rule.severity,
+                            subject: labels.subject(),
+                            kind: Some(view.kind().clone()),
+                            node: Some(idx),
+                            site: None,
+                            region: None,
+                            summary: format!(
+                                "{} at {}: {} = {v} {} {} for {}",
+                                labels.label(),
+                                labels.place(),
+                                rule.metric,
+                                rule.op.as_str(),
+                                rule.value,
+                                fmt_duration(rule.for_)
+                            ),
+                            hold_until: 0,
+                            confirmed: true,
+                        };
+                        self.fire(t, new, now, out);
+                    }
+                }
+            } else if self.pending.remove(&key).is_some() {
+                let fp = NodeLabels { view }.fp(rule.name.as_str(), None);
+                self.resolve(t, fp, now, out);
+            }
+        }
+    }
+
+    fn reconcile_faults(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        list: &[alarmnet_protocol::FaultKey],
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        if !self.cfg.fault.enabled {
+            return;
+        }
+        let known = self.node_faults.get(&idx.0);
+        if list.is_empty() && known.is_none() {
+            return;
+        }
+        let labels = NodeLabels { view: t.view(idx) };
+        let mut listed = Vec::with_capacity(list.len());
+        for key in list {
+            let key_s = key.to_string();
+            let fp = labels.fp(FAULT, Some(&key_s));
+            listed.push(fp);
+            match self.active.get_mut(&fp) {
+                Some(a) => {
+                    if !a.confirmed {
+                        a.confirmed = true;
+                        self.maybe_notify(t, fp, now, out);
+                    }
+                }
+                None => {
+                    let new = NewAlert {
+                        fp,
+                        rule: rule_name(FAULT),
+                        severity: self.cfg.fault.reconciled_severity,
+                        subject: labels.subject(),
+                        kind: Some(labels.view.kind().clone()),
+                        node: Some(idx),
+                        site: None,
+                        region: None,
+                        summary: format!(
+                            "{} at {}: fault {key_s} (reported active by heartbeat)",
+                            labels.label(),
+                            labels.place()
+                        ),
+                        hold_until: 0,
+                        confirmed: true,
+                    };
+                    self.fire(t, new, now, out);
+                    self.node_faults.entry(idx.0).or_default().push(fp);
+                }
+            }
+        }
+        let stale: Vec<u64> = self
+            .node_faults
+            .get(&idx.0)
+            .map(|fps| {
+                fps.iter()
+                    .copied()
+                    .filter(|fp| !listed.contains(fp))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fp in stale {
+            self.forget_fault(idx, fp);
+            self.resolve(t, fp, now, out);
+        }
+    }
+
+    fn forget_fault(&mut self, idx: NodeIdx, fp: u64) {
+        if let Some(fps) = self.node_faults.get_mut(&idx.0) {
+            fps.retain(|&f| f != fp);
+            if fps.is_empty() {
+                self.node_faults.remove(&idx.0);
+            }
+        }
+    }
+
+    /// A fault message. Replayed raises are recorded unconfirmed (not notified until a live
+    /// heartbeat lists the fault); clears resolve whether live or replayed.
+    pub(crate) fn fault(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        fault: &Fault,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        if !self.cfg.fault.enabled {
+            return;
+        }
+        let labels = NodeLabels { view: t.view(idx) };
+        let key = fault.key().to_string();
+        let fp = labels.fp(FAULT, Some(&key));
+        match fault.status {
+            FaultStatus::Raised => {
+                if let Some(a) = self.active.get_mut(&fp) {
+                    let mut changed = false;
+                    if a.alert.severity != fault.severity {
+                        a.alert.severity = fault.severity;
+                        changed = true;
+                    }
+                    if changed {
+                        out.push(AlertChange {
+                            alert: a.alert.clone(),
+                            event: AlertEvent::Updated,
+                            notify: false,
+                        });
+                    }
+                    if !fault.replay && !a.confirmed {
+                        a.confirmed = true;
+                        self.maybe_notify(t, fp, now, out);
+                    }
+                    return;
+                }
+                let message = fault
+                    .message
+                    .as_ref()
+                    .map(|m| format!(": {}", one_line(m.as_str())))
+                    .unwrap_or_default();
+                let new = NewAlert {
+                    fp,
+                    rule: rule_name(FAULT),
+                    severity: fault.severity,
+                    subject: labels.subject(),
+                    kind: Some(labels.view.kind().clone()),
+                    node: Some(idx),
+                    site: None,
+                    region: None,
+                    summary: format!(
+                        "{} at {}: fault {key} ({}){message}",
+                        labels.label(),
+                        labels.place(),
+                        fault.severity
+                    ),
+                    hold_until: 0,
+                    confirmed: !fault.replay,
+                };
+                self.fire(t, new, now, out);
+                self.node_faults.entry(idx.0).or_default().push(fp);
+            }
+            FaultStatus::Cleared => {
+                self.forget_fault(idx, fp);
+                self.resolve(t, fp, now, out);
+            }
+        }
+    }
+
+    // ----- the collector's own connection -----
+
+    pub(crate) fn blind(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
+        let rule = &self.cfg.collector_blind;
+        if !rule.enabled {
+            return;
+        }
+        let new = NewAlert {
+            fp: fingerprint(COLLECTOR_BLIND, None, None, None, None),
+            rule: rule_name(COLLECTOR_BLIND),
+            severity: rule.severity,
+            subject: Subject {
+                region: None,
+                site: None,
+                node: None,
+            },
+            kind: None,
+            node: None,
+            site: None,
+            region: None,
+            summary: "collector lost its broker connection: no node is being judged".to_owned(),
+            hold_until: 0,
+            confirmed: true,
+        };
+        self.fire(t, new, now, out);
+    }
+
+    pub(crate) fn connected(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
+        let fp = fingerprint(COLLECTOR_BLIND, None, None, None, None);
+        self.resolve(t, fp, now, out);
+    }
+
+    // ----- time -----
+
+    /// Timers and silence edges due at `now`. Returns maintenance requests in `maint`.
+    pub(crate) fn tick(
+        &mut self,
+        t: &Tracker,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+        maint: &mut Vec<(NodeIdx, bool)>,
+    ) {
+        self.sync_silences(t, now, out, maint);
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Hold(fp) => self.maybe_notify(t, fp, now, out),
+                Timer::Flap(node) => {
+                    let quiet = ms(self.cfg.flapping.quiet);
+                    let window = ms(self.cfg.flapping.window);
+                    let Some(f) = self.flaps.get(&node) else {
+                        continue;
+                    };
+                    if now < f.last + quiet {
+                        continue; // a later timer covers the newer transition
+                    }
+                    let forget_at = f.last + window;
+                    if now >= forget_at {
+                        self.flaps.remove(&node);
+                    } else {
+                        self.timers.push(Reverse((forget_at, Timer::Flap(node))));
+                    }
+                    let fp = NodeLabels {
+                        view: t.view(NodeIdx(node)),
+                    }
+                    .fp(FLAPPING, None);
+                    self.resolve(t, fp, now, out);
+                }
+                Timer::Gap(node) => {
+                    let window = ms(self.cfg.telemetry_gap.window);
+                    let Some(g) = self.gaps.get(&node) else {
+                        continue;
+                    };
+                    if now < g.last_gap + window {
+                        continue;
+                    }
+                    self.gaps.remove(&node);
+                    let fp = NodeLabels {
+                        view: t.view(NodeIdx(node)),
+                    }
+                    .fp(TELEMETRY_GAP, None);
+                    self.resolve(t, fp, now, out);
+                }
+            }
+        }
+    }
+
+    // ----- silences -----
+
+    /// Adds (or replaces, by id) a silence and applies it if its window is open.
+    pub(crate) fn add_silence(
+        &mut self,
+        t: &Tracker,
+        silence: Silence,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+        maint: &mut Vec<(NodeIdx, bool)>,
+    ) {
+        if let Some(pos) = self
+            .silences
+            .iter()
+            .position(|s| s.silence.id == silence.id)
+        {
+            // Replacing: end the old one first, then apply the new one.
+            self.silences[pos].silence.ends_at = now;
+            self.sync_silences(t, now, out, maint);
+        }
+        self.silences.push(SilenceEntry {
+            silence,
+            active: false,
+        });
+        self.sync_silences(t, now, out, maint);
+    }
+
+    /// Ends a silence now. Returns false if no such silence is known.
+    pub(crate) fn expire_silence(
+        &mut self,
+        t: &Tracker,
+        id: &str,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+        maint: &mut Vec<(NodeIdx, bool)>,
+    ) -> bool {
+        let Some(s) = self.silences.iter_mut().find(|s| s.silence.id == id) else {
+            return false;
+        };
+        s.silence.ends_at = s.silence.ends_at.min(now);
+        self.sync_silences(t, now, out, maint);
+        true
+    }
+
+    /// Whether some applied silence covers this node (for new or re-born nodes).
+    pub(crate) fn covers(&self, view: NodeView<'_>) -> bool {
+        self.silences
+            .iter()
+            .any(|s| s.active && silence_matches_node(&s.silence, view))
+    }
+
+    /// Opens and closes silence windows at `now`.
+    fn sync_silences(
+        &mut self,
+        t: &Tracker,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+        maint: &mut Vec<(NodeIdx, bool)>,
+    ) {
+        let mut i = 0;
+        while i < self.silences.len() {
+            let s = &self.silences[i];
+            let open = s.silence.starts_at <= now && now < s.silence.ends_at;
+            if open && !s.active {
+                self.silences[i].active = true;
+                let silence = &self.silences[i].silence;
+                for view in t.nodes() {
+                    if !view.in_maintenance() && silence_matches_node(silence, view) {
+                        if let Some(idx) = t.idx(view.id()) {
+                            maint.push((idx, true));
+                        }
+                    }
+                }
+            }
+            let s = &self.silences[i];
+            if now >= s.silence.ends_at {
+                let ended = self.silences.remove(i);
+                if ended.active {
+                    for view in t.nodes() {
+                        if silence_matches_node(&ended.silence, view) && !self.covers(view) {
+                            if let Some(idx) = t.idx(view.id()) {
+                                maint.push((idx, false));
+                            }
+                        }
+                    }
+                    let held: Vec<u64> = self
+                        .active
+                        .iter()
+                        .filter(|(_, a)| {
+                            !a.alert.notified && silence_matches_alert(&ended.silence, &a.alert)
+                        })
+                        .map(|(fp, _)| *fp)
+                        .collect();
+                    for fp in held {
+                        self.maybe_notify(t, fp, now, out);
+                    }
+                }
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    // ----- restore -----
+
+    /// Restores a firing alert from the store (before [`Engine::finish_restore`]).
+    pub(crate) fn restore_alert(&mut self, t: &Tracker, alert: Alert) {
+        if alert.status != AlertStatus::Firing {
+            return;
+        }
+        let Ok(fp) = u64::from_str_radix(&alert.id, 16) else {
+            return;
+        };
+        let node = alert.subject.node.as_ref().and_then(|n| t.idx(n));
+        let region = alert
+            .subject
+            .region
+            .as_ref()
+            .and_then(|r| t.region_by_id(r));
+        let site = match (&alert.subject.region, &alert.subject.site) {
+            (Some(r), Some(s)) => t.site_by_id(r, s),
+            _ => None,
+        };
+        let (site, region) = match node {
+            Some(idx) => {
+                let (s, r) = t.site_of(idx);
+                (Some(s), Some(r))
+            }
+            None => (site, region),
+        };
+        let hold_until = if alert.rule.as_str() == NODE_OFFLINE {
+            alert.started_at + ms(self.cfg.node_offline.group_wait)
+        } else {
+            0
+        };
+        if let Some(idx) = node {
+            match alert.rule.as_str() {
+                FAULT => self.node_faults.entry(idx.0).or_default().push(fp),
+                CLOCK_SKEW => {
+                    self.skewed.insert(idx.0);
+                }
+                rule => {
+                    if let Some(r) = self
+                        .cfg
+                        .thresholds
+                        .iter()
+                        .position(|x| x.name.as_str() == rule)
+                    {
+                        self.pending.insert((idx.0, r as u16), alert.started_at);
+                    }
+                }
+            }
+        }
+        if hold_until > 0 && !alert.notified {
+            self.timers.push(Reverse((hold_until, Timer::Hold(fp))));
+        }
+        let active = Active {
+            alert,
+            node,
+            site,
+            region,
+            hold_until,
+            confirmed: true,
+        };
+        self.index(fp, &active);
+        self.active.insert(fp, active);
+    }
+
+    /// After every node and alert is restored: resolves restored alerts whose condition no
+    /// longer holds, raises the ones that are missing (a crash between a transition and its
+    /// alert), starts the quiet timers of restored flapping/gap alerts, and notifies what was
+    /// held and is no longer.
+    pub(crate) fn finish_restore(
+        &mut self,
+        t: &Tracker,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+        maint: &mut Vec<(NodeIdx, bool)>,
+    ) {
+        self.sync_silences(t, now, out, maint);
+        let restored: Vec<(u64, String, Option<NodeIdx>, bool)> = self
+            .active
+            .iter()
+            .map(|(fp, a)| {
+                let orphan = a.alert.subject.node.is_some() && a.node.is_none();
+                (*fp, a.alert.rule.as_str().to_owned(), a.node, orphan)
+            })
+            .collect();
+        for (fp, rule, node, orphan) in restored {
+            if orphan {
+                self.resolve(t, fp, now, out);
+                continue;
+            }
+            match (rule.as_str(), node) {
+                (NODE_OFFLINE, Some(idx)) if t.view(idx).own_state() != Liveness::Offline => {
+                    self.resolve(t, fp, now, out);
+                }
+                (FLAPPING, Some(idx)) => {
+                    let f = self.flaps.entry(idx.0).or_default();
+                    f.last = now;
+                    let quiet = ms(self.cfg.flapping.quiet);
+                    self.timers.push(Reverse((now + quiet, Timer::Flap(idx.0))));
+                }
+                (TELEMETRY_GAP, Some(idx)) => {
+                    let g = self.gaps.entry(idx.0).or_default();
+                    g.last_gap = now;
+                    g.window_start = now;
+                    let window = ms(self.cfg.telemetry_gap.window);
+                    self.timers.push(Reverse((now + window, Timer::Gap(idx.0))));
+                }
+                _ => {}
+            }
+        }
+        // Outages from the restored counts.
+        for region in 0..t.region_count() {
+            self.eval_region(t, region as u32, now, out);
+        }
+        for site in 0..t.site_count() {
+            self.eval_site(t, site as u32, now, out);
+        }
+        if self.cfg.node_offline.enabled {
+            let offline: Vec<NodeIdx> = t
+                .nodes()
+                .filter(|v| v.own_state() == Liveness::Offline)
+                .filter_map(|v| t.idx(v.id()))
+                .collect();
+            for idx in offline {
+                let labels = NodeLabels { view: t.view(idx) };
+                let fp = labels.fp(NODE_OFFLINE, None);
+                if self.is_active(fp) {
+                    continue;
+                }
+                let kind = labels.view.kind().clone();
+                let new = NewAlert {
+                    fp,
+                    rule: rule_name(NODE_OFFLINE),
+                    severity: self.cfg.offline_severity(kind.as_str()),
+                    subject: labels.subject(),
+                    summary: format!("{} at {} is offline", labels.label(), labels.place()),
+                    kind: Some(kind),
+                    node: Some(idx),
+                    site: None,
+                    region: None,
+                    hold_until: now + ms(self.cfg.node_offline.group_wait),
+                    confirmed: true,
+                };
+                self.fire(t, new, now, out);
+            }
+        }
+        let held: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(_, a)| !a.alert.notified)
+            .map(|(fp, _)| *fp)
+            .collect();
+        for fp in held {
+            self.maybe_notify(t, fp, now, out);
+        }
+    }
+}
+
+fn outage(offline: u32, total: u32, min_nodes: u32, min_fraction: f64) -> bool {
+    offline >= min_nodes && f64::from(offline) >= min_fraction * f64::from(total)
+}
+
+fn silence_matches_node(s: &Silence, view: NodeView<'_>) -> bool {
+    s.region.as_ref().is_none_or(|r| r == view.region())
+        && s.site.as_ref().is_none_or(|x| x == view.site())
+        && s.node.as_ref().is_none_or(|n| n == view.id())
+        && s.kind.as_ref().is_none_or(|k| k == view.kind())
+}
+
+fn silence_matches_alert(s: &Silence, a: &Alert) -> bool {
+    fn covers<T: PartialEq>(filter: &Option<T>, label: &Option<T>) -> bool {
+        match filter {
+            None => true,
+            Some(f) => label.as_ref() == Some(f),
+        }
+    }
+    covers(&s.region, &a.subject.region)
+        && covers(&s.site, &a.subject.site)
+        && covers(&s.node, &a.subject.node)
+        && covers(&s.kind, &a.kind)
+}
