@@ -24,10 +24,18 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct MosquittoBuilder {
     persistence: bool,
+    port: Option<u16>,
     extra: Vec<String>,
 }
 
 impl MosquittoBuilder {
+    /// Listens on `port` (from [`free_port`]) instead of a port of its own choosing: for
+    /// tests that start a client first and the broker later.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Keeps retained messages and persistent sessions across `stop`/`start_again` in a
     /// file in the broker's temp dir. Mosquitto writes it on SIGTERM (and every
     /// `autosave_interval`, default 30 min), so `kill` loses what arrived since.
@@ -48,7 +56,7 @@ impl MosquittoBuilder {
             .prefix("alarmnet-e2e-mosquitto-")
             .tempdir()
             .expect("create a temp dir for mosquitto");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let config_path = dir.path().join("mosquitto.conf");
         let log_path = dir.path().join("mosquitto.log");
         std::fs::write(&config_path, self.config(port, dir.path(), &log_path))

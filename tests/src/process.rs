@@ -312,7 +312,9 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill_and_reap();
-        if std::thread::panicking() {
+        if std::thread::panicking()
+            && (!self.stdout_text().is_empty() || !self.stderr_text().is_empty())
+        {
             eprintln!("{}", self.output_tail(60));
         }
     }

@@ -90,3 +90,21 @@ async fn retained_messages_survive_a_clean_restart_only_with_persistence() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_probe_started_before_the_broker_connects_once_it_is_up() {
+    let port = alarmnet_e2e::free_port();
+    let early = tokio::spawn(async move { MqttProbe::connect(port, "early/#").await });
+    let broker = Mosquitto::builder().port(port).start().await;
+    assert_eq!(broker.port(), port);
+    let early = early
+        .await
+        .expect("the probe connects once the broker is up");
+    let talker = MqttProbe::connect(port, "unused/#").await;
+    talker.publish("early/x", "late broker", false).await;
+    let got = early
+        .next_matching(WAIT, |t, _| t == "early/x")
+        .await
+        .expect("delivered");
+    assert_eq!(got.text(), "late broker");
+}
