@@ -575,6 +575,9 @@ fn validate_mqtt(m: &MqttConfig, errors: &mut Vec<String>) {
     if !tls && (t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some()) {
         errors.push("mqtt.tls: set, but mqtt.broker is not an mqtts:// URL".into());
     }
+    if tls && t.ca_file.is_none() {
+        errors.push("mqtt.tls.ca_file: required for an mqtts:// broker".into());
+    }
     if t.cert_file.is_some() != t.key_file.is_some() {
         errors.push("mqtt.tls: cert_file and key_file go together".into());
     }
@@ -830,6 +833,30 @@ url = "x"
         let errors = Config::from_toml(&text).expect_err("invalid").0;
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].contains("line 2"), "{errors:?}");
+    }
+
+    #[test]
+    fn tls_needs_a_ca_and_a_matching_key() {
+        let errors = Config::from_toml(
+            "[mqtt]\nbroker = \"mqtts://b.example\"\n[mqtt.tls]\ncert_file = \"/nonexistent.pem\"\n",
+        )
+        .expect_err("invalid")
+        .0;
+        let all = errors.join("\n");
+        assert_eq!(errors.len(), 3, "{all}");
+        assert!(all.contains("mqtt.tls.ca_file: required"), "{all}");
+        assert!(all.contains("cert_file and key_file go together"), "{all}");
+        assert!(
+            all.contains("mqtt.tls.cert_file: /nonexistent.pem"),
+            "{all}"
+        );
+        let errors = Config::from_toml("[mqtt.tls]\nca_file = \"/etc/hostname\"\n")
+            .expect_err("tls without mqtts")
+            .0;
+        assert_eq!(
+            errors,
+            vec!["mqtt.tls: set, but mqtt.broker is not an mqtts:// URL"]
+        );
     }
 
     #[test]

@@ -133,3 +133,39 @@ async fn a_bad_config_lists_every_problem_and_exits_64_before_connecting() {
         broker.log_text()
     );
 }
+
+#[tokio::test]
+async fn after_a_broker_restart_that_lost_the_session_the_collector_subscribes_again() {
+    use collector_support::{Publisher, birth};
+    use rumqttc::QoS;
+
+    // No persistence: the restarted broker has forgotten the collector's session.
+    let mut broker = Mosquitto::start().await;
+    let dir = workdir();
+    let mut collector = Collector::start(&broker, dir.path(), "").await;
+    broker.stop().await;
+    broker.start_again().await;
+    collector
+        .wait_metric("alarmnet_mqtt_connects_total", 2.0, T)
+        .await;
+    collector.wait_ready().await;
+    let p = Publisher::connect(&broker).await;
+    p.publish(
+        "alarmnet/v1/lanzhou/lz-cg/n1/birth",
+        birth("lanzhou", "lz-cg", "n1", 1),
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+    collector
+        .wait_metric("alarmnet_messages_accepted_total", 1.0, T)
+        .await;
+    assert!(
+        collector
+            .process
+            .stderr_text()
+            .contains("session_present=false"),
+        "{}",
+        collector.process.output_tail(20)
+    );
+}
