@@ -7,25 +7,32 @@
 //!                                                                    └──► outputs: mqtt,
 //!                                                                         webhook-N, alertmanager
 //!                                                                         (own queue each)
-//!  http: /metrics /healthz /readyz
+//!  http: /api/v1 (reads: store; acks/silences: control ──► core; /events ◄── core)
+//!        console, /metrics /healthz /readyz
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::alerts::Monitor;
+use crate::api::{self, ApiState, Auth, Control, EventHub, RecentMetrics};
 use crate::config::Config;
 use crate::http;
 use crate::ingest::mqtt::{self, Topics};
 use crate::ingest::{Binding, Ingest};
 use crate::metrics::Metrics;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
-use crate::pipeline::Core;
+use crate::pipeline::{Core, Links, Rebirth, now_millis};
 use crate::store::Store;
+
+/// How long open HTTP connections (event streams) may take to finish after shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the collector until `shutdown` is cancelled. An error means a component failed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -84,15 +91,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let outputs = Outputs::start(
         &config,
-        Some(MqttAlerts::new(client.clone(), prefix)),
+        Some(MqttAlerts::new(client.clone(), prefix.clone())),
         ctx,
         &mut tasks,
     )
     .context("building the outputs")?;
     tracing::info!(outputs = ?outputs.names(), "outputs started");
 
-    let mut core = Core::new(store.clone(), outputs, metrics.clone());
-    core.restore()
+    let started = now_millis();
+    let tz = config.uptime.tz();
+    let events = EventHub::new(
+        started,
+        api::events::DEFAULT_BUFFER,
+        api::events::DEFAULT_LAG,
+        tz.clone(),
+    );
+    let recent = RecentMetrics::new(api::recent::DEFAULT_CAPACITY);
+    let (control, control_rx) = Control::channel(api::control::DEFAULT_QUEUE);
+    let api_state = ApiState::new(
+        store.clone(),
+        events.clone(),
+        control,
+        Auth::new(&config.http.auth()),
+        recent.clone(),
+        tz,
+    );
+    let links = Links {
+        events,
+        recent,
+        rebirth: Some(Rebirth {
+            client: client.clone(),
+            prefix: prefix.clone(),
+        }),
+    };
+    let monitor = Monitor::new(config.monitor.clone(), started);
+    let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links);
+    core.restore(started)
         .await
         .context("restoring state from the store")?;
 
@@ -101,7 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .ingest_queue_capacity
         .store(config.ingest.queue as u64, Relaxed);
     tasks.spawn(
-        core.run(rx, shutdown.clone())
+        core.run(rx, control_rx, shutdown.clone())
             .instrument(tracing::info_span!("core")),
     );
     tasks.spawn(
@@ -123,12 +157,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let shutdown = shutdown.clone();
         let router = http::router(http::HttpState {
             metrics: metrics.clone(),
-        });
+        })
+        .merge(api::router(api_state));
         tasks.spawn(
             async move {
-                // Returning before shutdown stops the collector (see below).
-                if let Err(e) = http::serve(listener, router, shutdown).await {
-                    tracing::error!(error = %e, "http server failed");
+                // Returning before shutdown stops the collector (see below). Event-stream
+                // clients keep their connections open: after shutdown they get a moment,
+                // then the server is dropped.
+                let stopped = shutdown.clone();
+                tokio::select! {
+                    r = http::serve(listener, router, shutdown) => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "http server failed");
+                        }
+                    }
+                    _ = async move {
+                        stopped.cancelled().await;
+                        tokio::time::sleep(HTTP_DRAIN).await;
+                    } => {}
                 }
             }
             .instrument(tracing::info_span!("http")),

@@ -16,7 +16,11 @@ use std::time::Duration;
 use alarmnet_protocol::{CollectorId, NodeId, Prefix};
 use serde::Deserialize;
 
-/// Every section the collector knows. `liveness` and `alerts` are reserved for the rules.
+use crate::alerts::{AlertsConfig, MonitorConfig};
+use crate::api::{AuthConfig, TokenConfig};
+use crate::liveness::LivenessConfig;
+
+/// Every section the collector knows.
 const SECTIONS: &[&str] = &[
     "mqtt",
     "store",
@@ -27,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "ingest",
     "liveness",
     "alerts",
+    "uptime",
 ];
 
 /// The whole configuration, validated.
@@ -42,10 +47,34 @@ pub struct Config {
     /// Node ids allowed to register, read from `ingest.allowlist_file` when the registration
     /// policy is `allowlist`.
     pub allowlist: Option<HashSet<NodeId>>,
-    // The `[liveness]` and `[alerts]` sections are accepted (as raw values) until their rule
-    // engines define them; see `reserved`.
-    /// Sections reserved for the liveness and alert engines, kept raw until they are typed.
-    pub reserved: Vec<(String, config::Value)>,
+    /// `[liveness]` and `[alerts]`: when nodes are late or offline, and the alert rules.
+    pub monitor: MonitorConfig,
+    pub uptime: UptimeConfig,
+}
+
+/// `[uptime]`: how availability is reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UptimeConfig {
+    /// IANA time zone in which dates, days and calendar months are read and written (a
+    /// month's availability is the month as the operations centre lives it).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+impl Default for UptimeConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: default_time_zone(),
+        }
+    }
+}
+
+impl UptimeConfig {
+    /// The configured zone (validated at load).
+    pub fn tz(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
 }
 
 /// `[mqtt]`: the broker the collector subscribes to.
@@ -97,13 +126,20 @@ pub struct StoreConfig {
     pub path: PathBuf,
 }
 
-/// `[http]`: metrics, health and (later) the API.
+/// `[http]`: the API, the console, metrics and health.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on; port 0 picks a free port (logged at start).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Reads need no token (a wall screen on a closed network). Writes always need one.
+    #[serde(default)]
+    pub anonymous_read: bool,
+    /// `[[http.tokens]] name, token, role` (`viewer` reads; `operator` also acknowledges
+    /// and silences). Keep secrets out of the file: ALARMNET_HTTP__TOKENS is not a list key.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
 }
 
 /// `[[webhooks]]`: a JSON POST of every notification.
@@ -227,6 +263,9 @@ fn default_store_path() -> PathBuf {
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
+fn default_time_zone() -> String {
+    crate::uptime::DEFAULT_TIME_ZONE.into()
+}
 fn default_http_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -276,6 +315,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            anonymous_read: false,
+            tokens: Vec::new(),
         }
     }
 }
@@ -310,6 +351,14 @@ impl MqttConfig {
 }
 
 impl HttpConfig {
+    /// The API's tokens and roles.
+    pub fn auth(&self) -> AuthConfig {
+        AuthConfig {
+            anonymous_read: self.anonymous_read,
+            tokens: self.tokens.clone(),
+        }
+    }
+
     pub fn addr(&self) -> Result<SocketAddr, String> {
         self.listen
             .parse()
@@ -399,10 +448,29 @@ impl Config {
             section::<AlertmanagerConfig>(built, &table, "alertmanager", &mut errors);
         let influx = section::<InfluxConfig>(built, &table, "influx", &mut errors);
         let ingest = section::<IngestConfig>(built, &table, "ingest", &mut errors);
-        let reserved = ["liveness", "alerts"]
-            .into_iter()
-            .filter_map(|k| table.get(k).map(|v| (k.to_owned(), v.clone())))
-            .collect();
+        let liveness = section::<LivenessConfig>(built, &table, "liveness", &mut errors);
+        let alerts = section::<AlertsConfig>(built, &table, "alerts", &mut errors);
+        let uptime = section::<UptimeConfig>(built, &table, "uptime", &mut errors);
+        let monitor = match (liveness, alerts) {
+            (Some(liveness), Some(alerts)) => {
+                let m = MonitorConfig {
+                    liveness: liveness.unwrap_or_default(),
+                    alerts: alerts.unwrap_or_default(),
+                };
+                errors.extend(m.problems());
+                Some(m)
+            }
+            _ => None,
+        };
+        let uptime = uptime.map(Option::unwrap_or_default);
+        if let Some(u) = &uptime
+            && let Err(e) = jiff::tz::TimeZone::get(&u.time_zone)
+        {
+            errors.push(format!(
+                "uptime.time_zone: {:?} is not a known IANA time zone ({e})",
+                u.time_zone
+            ));
+        }
 
         // Sections that failed to parse were reported; validate the others.
         let mqtt = mqtt.map(|m| m.unwrap_or_else(empty_section::<MqttConfig>));
@@ -416,6 +484,9 @@ impl Config {
             errors.push("store.path: must not be empty".into());
         }
         let http = http.map(Option::unwrap_or_default);
+        if let Some(h) = &http {
+            errors.extend(h.auth().validate());
+        }
         if let Some(h) = &http
             && let Err(e) = h.addr()
         {
@@ -487,15 +558,13 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        match (mqtt, store, http, webhooks, alertmanager, influx, ingest) {
+        match (
+            (mqtt, store, http, webhooks),
+            (alertmanager, influx, ingest, monitor, uptime),
+        ) {
             (
-                Some(mqtt),
-                Some(store),
-                Some(http),
-                Some(webhooks),
-                Some(alertmanager),
-                Some(influx),
-                Some(ingest),
+                (Some(mqtt), Some(store), Some(http), Some(webhooks)),
+                (Some(alertmanager), Some(influx), Some(ingest), Some(monitor), Some(uptime)),
             ) => Ok(Config {
                 mqtt,
                 store,
@@ -505,7 +574,8 @@ impl Config {
                 influx,
                 ingest,
                 allowlist,
-                reserved,
+                monitor,
+                uptime,
             }),
             // Every `None` above pushed an error.
             _ => Err(ConfigErrors(vec!["invalid configuration".into()])),
@@ -718,6 +788,35 @@ mod tests {
         assert!(c.alertmanager.is_some());
         assert!(c.influx.is_some());
         assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.uptime.time_zone, "Asia/Shanghai");
+        assert_eq!(c.monitor.liveness.offline_factor, 3.0);
+        assert_eq!(
+            c.monitor.alerts.node_offline.group_wait,
+            Duration::from_secs(15)
+        );
+        assert_eq!(c.monitor.alerts.thresholds.len(), 1);
+        assert_eq!(c.http.tokens.len(), 2);
+    }
+
+    #[test]
+    fn rules_tokens_and_time_zone_problems_come_together() {
+        let errors = Config::from_toml(
+            "[liveness]\noffline_factor = 1.0\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
+             [[http.tokens]]\nname = \"ops\"\ntoken = \"short\"\nrole = \"operator\"\n\
+             [uptime]\ntime_zone = \"Mars/Olympus\"\n",
+        )
+        .expect_err("invalid")
+        .0;
+        let all = errors.join("\n");
+        assert_eq!(errors.len(), 3, "{all}");
+        assert!(all.contains("liveness.offline_factor"), "{all}");
+        assert!(all.contains("http.tokens[0].token"), "{all}");
+        assert!(all.contains("uptime.time_zone"), "{all}");
+        let errors = Config::from_toml("[alerts]\nno_such_rule = 1\n")
+            .expect_err("unknown key")
+            .0;
+        assert!(errors[0].contains("[alerts]"), "{errors:?}");
     }
 
     #[test]

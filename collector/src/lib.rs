@@ -4,6 +4,9 @@
 //! history and answers uptime questions.
 //!
 //! # Layout
+//! - [`liveness`]: the pure liveness state machine (tracker, deadlines, blind mode, grace).
+//! - [`alerts`]: the pure alert engine (rules, lifecycle, silences, inhibition) and
+//!   [`alerts::Monitor`], tracker and engine wired together for the shell.
 //! - [`model`]: domain types shared by the pure logic and the I/O shell.
 //! - [`config`]: the configuration file and environment, validated all at once.
 //! - [`ingest`]: MQTT link, decoding, node registry (cap, allowlist, moves), rejection counts.
@@ -17,12 +20,14 @@
 //! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.
 //! - [`cli`]: the operator commands that talk to a running collector over HTTP.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod outputs;

@@ -1,33 +1,74 @@
 //! The core: the single owner of the collector's state, fed by ingest's bounded channel.
 //!
-//! It takes a burst of events at a time, lets the pure state machines decide (liveness,
-//! alerts), commits everything the burst produced in **one** store transaction, and only
-//! after the commit announces transitions and alert changes to the outputs. Heartbeats only
-//! update an in-memory "last heard" map that is flushed to the store once a second, so the
-//! heartbeat rate costs the store almost nothing.
+//! It takes a burst of events at a time, lets [`Monitor`] (liveness tracker + alert engine)
+//! decide, commits everything the burst produced in **one** store transaction, and only
+//! after the commit announces: transitions and alert changes on the event stream, and
+//! notifications (only for changes with `notify`) to the outputs. Heartbeats only update an
+//! in-memory "last heard" map that is flushed to the store once a second, so the heartbeat
+//! rate costs the store almost nothing.
 //!
-//! The liveness tracker and the alert engine plug in at the places marked `ENGINE:`.
+//! Around the events: [`Monitor::tick`] runs at [`Monitor::next_deadline`]; operators' acks
+//! and silences arrive as [`ControlRequest`]s and are answered after their commit; the
+//! collector's own run and blind intervals are recorded for uptime's coverage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_protocol::NodeId;
+use alarmnet_protocol::{
+    AlertStatus, BootId, CmdAction, CmdId, Command, Envelope, Message, NodeId, NodePath, NodeTopic,
+    Prefix, Topic,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{AlertChange, Monitor, Output};
+use crate::api::{ControlError, ControlRequest, EventHub, RecentMetrics};
 use crate::ingest::{CoreEvent, NodeMessage};
+use crate::liveness::RestoredNode;
 use crate::metrics::Metrics;
-use crate::model::{Alert, Millis, Transition};
+use crate::model::{Millis, NodeInfo, Silence, Transition};
 use crate::outputs::Outputs;
-use crate::store::{Store, StoreError, WriteBatch};
+use crate::store::{NodeFilter, Store, StoreError, WriteBatch};
 
 /// Most events folded into one batch (one transaction).
 const MAX_BURST: usize = 4096;
 
-/// How often "last heard" times reach the store.
+/// How often "last heard" times reach the store (and the run's "alive" mark).
 const SEEN_FLUSH: Duration = Duration::from_secs(1);
+
+/// At most one `rebirth` request per node in this long.
+const REBIRTH_EVERY: Millis = 60_000;
+
+/// The collector's wall clock in ms since the epoch.
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Asks agents whose heartbeats arrive before any birth to publish their birth again.
+#[derive(Debug, Clone)]
+pub struct Rebirth {
+    pub client: rumqttc::AsyncClient,
+    pub prefix: Prefix,
+}
+
+/// What the core announces to besides the outputs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Links {
+    pub events: EventHub,
+    pub recent: RecentMetrics,
+    pub rebirth: Option<Rebirth>,
+}
+
+/// What a burst decided, announced once it is committed.
+#[derive(Debug, Default)]
+struct Pending {
+    transitions: Vec<Transition>,
+    alerts: Vec<AlertChange>,
+}
 
 /// The core task's state.
 #[derive(Debug)]
@@ -35,50 +76,120 @@ pub struct Core {
     store: Store,
     outputs: Outputs,
     metrics: Arc<Metrics>,
+    monitor: Monitor,
+    links: Links,
     /// Last heard per node since the last flush.
     seen: HashMap<NodeId, Millis>,
     /// The writes of the burst being processed.
     batch: WriteBatch,
+    /// What the burst decided, announced after its commit.
+    pending: Pending,
+    /// Edges of blind mode not yet stored: `(blind, at)`.
+    blind_edges: Vec<(bool, Millis)>,
     /// Since when the broker connection is down (blind mode), if it is.
     blind_since: Option<Millis>,
-    // ENGINE: `tracker: liveness::Tracker` and `engine: alerts::Engine` live here.
+    /// This run's row in the store's run log, once started.
+    run: Option<i64>,
+    /// When each node was last asked for a rebirth.
+    rebirths: HashMap<NodeId, Millis>,
 }
 
 impl Core {
-    pub fn new(store: Store, outputs: Outputs, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Store,
+        outputs: Outputs,
+        metrics: Arc<Metrics>,
+        monitor: Monitor,
+        links: Links,
+    ) -> Self {
         Self {
             store,
             outputs,
             metrics,
+            monitor,
+            links,
             seen: HashMap::new(),
             batch: WriteBatch::default(),
+            pending: Pending::default(),
+            blind_edges: Vec::new(),
             blind_since: None,
+            run: None,
+            rebirths: HashMap::new(),
         }
     }
 
-    /// Restores what a restart must not forget: alerts that fire and were notified are
-    /// handed to outputs that repeat them (no new notification is sent).
-    // ENGINE: restore the tracker from `store.nodes(..)` and the engine from the active
-    // alerts and silences here.
-    pub async fn restore(&mut self) -> Result<(), StoreError> {
+    /// The liveness tracker and alert engine (tests and benchmarks read it).
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Restores what a restart must not forget, in the monitor's order: nodes, firing
+    /// alerts, silences, then reconciliation. Firing alerts notified before the restart are
+    /// handed to outputs that repeat them (no new notification is sent). Starts this run's
+    /// entry in the run log (the time before it, since the last run's last sign of life, is
+    /// time nobody watched).
+    pub async fn restore(&mut self, now: Millis) -> Result<(), StoreError> {
+        let nodes = self.store.nodes(NodeFilter::default()).await?;
+        let count = nodes.len();
+        for rec in nodes {
+            let boot = rec.boot.and_then(|b| BootId::new(b).ok());
+            self.monitor.restore_node(RestoredNode {
+                info: NodeInfo {
+                    path: rec.path,
+                    kind: rec.kind,
+                    name: rec.name,
+                    boot,
+                    hb_interval_ms: rec.hb_interval_ms,
+                },
+                state: rec.state,
+                since: rec.state_since,
+                last_heartbeat: Some(rec.last_seen),
+                last_seq: None,
+            });
+        }
         let firing = self
             .store
-            .alerts(Some(alarmnet_protocol::AlertStatus::Firing), usize::MAX)
+            .alerts(Some(AlertStatus::Firing), usize::MAX)
             .await?;
         for alert in &firing {
             self.outputs.resume(alert);
+            self.monitor.restore_alert(alert.clone());
         }
-        if !firing.is_empty() {
-            tracing::info!(alerts = firing.len(), "firing alerts restored");
+        let silences = self.store.silences(Some(now)).await?;
+        for silence in silences {
+            let out = self.monitor.restore_silence(silence, now);
+            self.take(out);
         }
+        let out = self.monitor.finish_restore(now);
+        self.take(out);
+        self.run = Some(self.store.call(move |db| db.start_run(now)).await?);
+        tracing::info!(nodes = count, alerts = firing.len(), "state restored");
+        self.commit_and_announce().await;
         Ok(())
     }
 
     /// Runs until the channel closes or `shutdown`; then flushes what is pending.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<CoreEvent>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<CoreEvent>,
+        mut control: mpsc::Receiver<ControlRequest>,
+        shutdown: CancellationToken,
+    ) {
         let mut flush = tokio::time::interval(SEEN_FLUSH);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Never tick twice within this long (a deadline "early, never late" cannot spin).
+        let mut earliest = tokio::time::Instant::now();
         loop {
+            let wake = self.monitor.next_deadline().map(|at| {
+                let wait = Duration::from_millis(at.saturating_sub(now_millis()));
+                (tokio::time::Instant::now() + wait).max(earliest)
+            });
+            let deadline = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 event = rx.recv() => {
@@ -95,19 +206,27 @@ impl Core {
                     self.metrics.ingest_queue_depth.store(rx.len() as u64, Relaxed);
                     self.commit_and_announce().await;
                 }
+                Some(request) = control.recv() => self.control(request).await,
                 _ = flush.tick() => {
                     self.flush_seen();
                     self.commit_and_announce().await;
                 }
-                // ENGINE: _ = sleep_until(tracker.next_deadline()) => {
-                //     let t = tracker.tick(now); self.transitions(t);
-                //     let a = engine.on_transitions(&t, now); self.alerts(a);
-                //     self.commit_and_announce().await;
-                // }
+                _ = deadline => {
+                    earliest = tokio::time::Instant::now() + Duration::from_millis(10);
+                    let out = self.monitor.tick(now_millis());
+                    self.take(out);
+                    self.commit_and_announce().await;
+                }
             }
         }
         self.flush_seen();
         self.commit_and_announce().await;
+        if let Some(run) = self.run {
+            let at = now_millis();
+            if let Err(e) = self.store.call(move |db| db.end_run(run, at)).await {
+                tracing::error!(error = %e, "cannot record the end of this run");
+            }
+        }
         tracing::info!("core stopped");
     }
 
@@ -118,33 +237,14 @@ impl Core {
                 path,
                 message,
                 received_at,
+                retained,
             } => {
-                match message {
-                    NodeMessage::Birth(birth) => {
-                        // ENGINE: self.transitions(tracker.on_birth(&path, &birth, received_at))
-                        self.batch.births.push((path.clone(), birth, received_at));
-                    }
-                    NodeMessage::State(_state) => {
-                        // ENGINE: self.transitions(tracker.on_state(&path, &state, received_at))
-                    }
-                    NodeMessage::Heartbeat(_hb) => {
-                        // ENGINE: self.transitions(tracker.on_heartbeat(&path, &hb, received_at))
-                        // and engine.on_heartbeat(..) for metric thresholds, seq gaps, skew.
-                    }
-                    NodeMessage::Fault(fault) => {
-                        // ENGINE: self.alerts(engine.on_fault(&path, &fault, received_at))
-                        self.batch
-                            .faults
-                            .push((path.node.clone(), fault, received_at));
-                    }
-                    NodeMessage::Test(test) => {
-                        self.batch
-                            .tests
-                            .push((path.node.clone(), test, received_at));
-                    }
+                let out = self.node_message(&path, message, retained, received_at);
+                self.take(out);
+                if !retained {
+                    let at = self.seen.entry(path.node).or_insert(received_at);
+                    *at = (*at).max(received_at);
                 }
-                let at = self.seen.entry(path.node).or_insert(received_at);
-                *at = (*at).max(received_at);
             }
             CoreEvent::BrokerConnected {
                 at,
@@ -156,92 +256,303 @@ impl Core {
                         session_present,
                         "broker back"
                     );
+                    self.blind_edges.push((false, at));
                 }
-                // ENGINE: self.transitions(tracker.broker_connected(at)); alerts likewise.
+                let out = self.monitor.broker_connected(at);
+                self.take(out);
             }
             CoreEvent::BrokerLost { at } => {
-                self.blind_since = Some(at);
-                // ENGINE: self.transitions(tracker.broker_lost(at)); alerts: collector_blind.
+                if self.blind_since.is_none() {
+                    self.blind_since = Some(at);
+                    self.blind_edges.push((true, at));
+                }
+                let out = self.monitor.broker_lost(at);
+                self.take(out);
             }
         }
     }
 
-    /// Adds transitions decided by the liveness tracker to the batch.
-    pub fn transitions(&mut self, t: Vec<Transition>) {
-        self.batch.transitions.extend(t);
+    fn node_message(
+        &mut self,
+        path: &NodePath,
+        message: NodeMessage,
+        retained: bool,
+        now: Millis,
+    ) -> Output {
+        match message {
+            NodeMessage::Birth(birth) => {
+                let out = self.monitor.on_birth(path, &birth, retained, now);
+                self.batch.births.push((path.clone(), birth, now));
+                out
+            }
+            NodeMessage::State(state) => self.monitor.on_state(path, &state, retained, now),
+            NodeMessage::Heartbeat(hb) => {
+                if !self.monitor.tracker().contains(&path.node) {
+                    self.ask_rebirth(path, now);
+                    return Output::default();
+                }
+                self.links.recent.record(&path.node, now, &hb);
+                self.monitor.on_heartbeat(path, &hb, now)
+            }
+            NodeMessage::Fault(fault) => {
+                let out = self.monitor.on_fault(path, &fault, now);
+                self.batch.faults.push((path.node.clone(), fault, now));
+                out
+            }
+            NodeMessage::Test(test) => {
+                let out = self.monitor.on_test(path, &test, now);
+                self.batch.tests.push((path.node.clone(), test, now));
+                out
+            }
+        }
     }
 
-    /// Adds alert changes decided by the alert engine to the batch.
-    pub fn alerts(&mut self, a: impl IntoIterator<Item = Alert>) {
-        self.batch.alerts.extend(a);
+    /// Adds what the monitor decided to the batch (to store) and to what is announced after.
+    pub fn take(&mut self, out: Output) {
+        self.batch
+            .transitions
+            .extend(out.transitions.iter().cloned());
+        self.pending.transitions.extend(out.transitions);
+        for change in out.alerts {
+            self.batch.alerts.push(change.alert.clone());
+            self.pending.alerts.push(change);
+        }
+    }
+
+    /// Sends a `rebirth` command to a node heard before its birth (at most once a minute).
+    fn ask_rebirth(&mut self, path: &NodePath, now: Millis) {
+        let Some(rebirth) = &self.links.rebirth else {
+            return;
+        };
+        if self
+            .rebirths
+            .get(&path.node)
+            .is_some_and(|&at| now < at + REBIRTH_EVERY)
+        {
+            return;
+        }
+        if self.rebirths.len() >= 100_000 {
+            self.rebirths.retain(|_, at| now < *at + REBIRTH_EVERY);
+        }
+        self.rebirths.insert(path.node.clone(), now);
+        let Ok(id) = CmdId::new(format!("rebirth-{now}")) else {
+            return;
+        };
+        let envelope = Envelope {
+            topic: Topic::Node(path.clone(), NodeTopic::Command),
+            message: Message::Command(Command {
+                id,
+                action: CmdAction::Rebirth,
+            }),
+        };
+        let (topic, payload) = envelope.encode(&rebirth.prefix);
+        match rebirth
+            .client
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+        {
+            Ok(()) => tracing::info!(node = %path.node, "heartbeat before birth: rebirth asked"),
+            Err(e) => tracing::warn!(node = %path.node, error = %e, "cannot ask for a rebirth"),
+        }
     }
 
     fn flush_seen(&mut self) {
         self.batch.seen.extend(self.seen.drain());
+        if let Some(run) = self.run {
+            // The run's "alive" mark rides on the next commit.
+            let store = self.store.clone();
+            let at = now_millis();
+            tokio::spawn(async move {
+                if let Err(e) = store.call(move |db| db.run_alive(run, at)).await {
+                    tracing::warn!(error = %e, "cannot mark this run alive");
+                }
+            });
+        }
     }
 
-    /// Commits the batch, then announces its transitions and alerts. If the commit fails
-    /// nothing is announced (the promise is "committed before announced") and the error is
-    /// logged; the next burst goes on.
+    /// Commits the batch, then announces its transitions and alert changes. If the commit
+    /// fails nothing is announced (the promise is "committed before announced") and the
+    /// error is logged; the next burst goes on.
     pub async fn commit_and_announce(&mut self) {
-        if self.batch.is_empty() {
+        if let (Some(run), false) = (self.run, self.blind_edges.is_empty()) {
+            let edges = std::mem::take(&mut self.blind_edges);
+            if let Err(e) = self.store.call(move |db| db.blind_edges(run, &edges)).await {
+                tracing::error!(error = %e, "cannot record blind mode in the run log");
+            }
+        }
+        if self.batch.is_empty() && self.pending.transitions.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let transitions = batch.transitions.clone();
-        let alerts = batch.alerts.clone();
+        let pending = std::mem::take(&mut self.pending);
         let writes = batch.len();
         if let Err(e) = self.store.write(batch).await {
             tracing::error!(error = %e, writes, "store write failed; nothing of it was announced");
             return;
         }
-        for t in &transitions {
+        for t in &pending.transitions {
             tracing::info!(node = %t.node, from = t.from.as_str(), to = t.to.as_str(), cause = t.cause.as_str(), "transition");
-            // ENGINE (api): publish on the event stream.
+            if let Some(view) = self.monitor.tracker().node(&t.node) {
+                self.links
+                    .events
+                    .publish_state(t, &view.path(), view.kind(), view.name());
+            }
         }
-        for a in &alerts {
-            if should_notify(a) {
+        for change in &pending.alerts {
+            let a = &change.alert;
+            tracing::info!(alert = %a.id, rule = %a.rule, event = ?change.event, notify = change.notify, "alert");
+            if change.notify {
+                self.links.events.publish_alert(&a.to_notification());
                 self.outputs.notify(a);
             }
         }
     }
-}
 
-/// Whether a committed alert change goes to the outputs: a firing alert that was not
-/// silenced or inhibited (`notified`), and the resolution of exactly those.
-// ENGINE: the alert engine's `AlertChange { alert, notify }` decides this instead.
-fn should_notify(a: &Alert) -> bool {
-    a.notified
+    /// Applies an operator's request, commits it, announces it, then replies.
+    async fn control(&mut self, request: ControlRequest) {
+        let now = now_millis();
+        match request {
+            ControlRequest::Ack { id, ack, reply } => {
+                let result = self.ack(id, ack, now).await;
+                let _ = reply.send(result);
+            }
+            ControlRequest::AddSilence { silence, reply } => {
+                let result = match self.store.upsert_silence(silence.clone()).await {
+                    Ok(()) => {
+                        let out = self.monitor.add_silence(silence.clone(), now);
+                        self.take(out);
+                        self.commit_and_announce().await;
+                        Ok(silence)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(result);
+            }
+            ControlRequest::EndSilence { id, at, reply } => {
+                let result = self.end_silence(id, at, now).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Acknowledges the latest firing of alert `id`: in the engine when it still fires
+    /// there, and in the store (history) in any case.
+    async fn ack(
+        &mut self,
+        id: String,
+        ack: crate::model::Ack,
+        now: Millis,
+    ) -> Result<crate::model::Alert, ControlError> {
+        self.commit_and_announce().await;
+        let look = id.clone();
+        match self.store.call(move |db| db.latest_alert(&look)).await? {
+            None => return Err(ControlError::NotFound { what: "alert", id }),
+            Some(latest) => {
+                if let Some(previous) = latest.ack {
+                    return Err(ControlError::AlreadyAcknowledged {
+                        id,
+                        by: previous.by,
+                    });
+                }
+            }
+        }
+        let ack = match self.monitor.ack(&id, &ack.by, ack.comment.as_deref(), now) {
+            Ok(change) => change.alert.ack.unwrap_or(ack),
+            // Resolved already: the acknowledgement is kept in history all the same.
+            Err(_) => ack,
+        };
+        match self.store.ack_alert(id.clone(), ack).await? {
+            Some(alert) => {
+                self.links.events.publish_ack(&alert);
+                Ok(alert)
+            }
+            None => Err(ControlError::NotFound { what: "alert", id }),
+        }
+    }
+
+    async fn end_silence(
+        &mut self,
+        id: String,
+        at: Millis,
+        now: Millis,
+    ) -> Result<Silence, ControlError> {
+        let silences = self.store.silences(None).await?;
+        let Some(mut silence) = silences.into_iter().find(|s| s.id == id) else {
+            return Err(ControlError::NotFound {
+                what: "silence",
+                id,
+            });
+        };
+        if silence.ends_at <= at {
+            return Err(ControlError::AlreadyExpired { id });
+        }
+        self.store.end_silence(id.clone(), at).await?;
+        if let Some(out) = self.monitor.expire_silence(&id, now) {
+            self.take(out);
+        }
+        self.commit_and_announce().await;
+        if silence.starts_at <= at {
+            silence.ends_at = at;
+        }
+        Ok(silence)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use alarmnet_protocol::{AlertStatus, NodePath, Prefix, RegionId, SiteId};
+    use alarmnet_protocol::Prefix;
 
     use super::*;
+    use crate::alerts::MonitorConfig;
     use crate::config::IngestConfig;
     use crate::ingest::Ingest;
-    use crate::model::{Cause, Liveness};
+    use crate::model::Liveness;
+    use crate::outputs::Notice;
     use crate::store::Db;
 
-    fn birth_bytes(node: &str) -> (String, Vec<u8>) {
+    const T0: Millis = 1_764_330_000_000;
+
+    fn core(store: &Store, metrics: &Arc<Metrics>) -> (Core, mpsc::Receiver<Notice>, EventHub) {
+        let mut outputs = Outputs::none(metrics.clone());
+        let rx = outputs.add("probe", 100);
+        let mut config = MonitorConfig::default();
+        config.alerts.node_offline.group_wait = Duration::ZERO;
+        let events = EventHub::new(T0, 100, 100, jiff::tz::TimeZone::UTC);
+        let links = Links {
+            events: events.clone(),
+            recent: RecentMetrics::new(8),
+            rebirth: None,
+        };
+        let monitor = Monitor::new(config, T0);
         (
-            format!("alarmnet/v1/r/s/{node}/birth"),
-            format!(
-                r#"{{"v":1,"boot":"b0000001","ts":1,"node":"{node}","site":"s","region":"r",
-                    "kind":"siren","hb_interval_s":10}}"#
+            Core::new(store.clone(), outputs, metrics.clone(), monitor, links),
+            rx,
+            events,
+        )
+    }
+
+    fn event(ingest: &mut Ingest, node: &str, topic: &str, body: &str, at: Millis) -> CoreEvent {
+        ingest
+            .handle(
+                &format!("alarmnet/v1/r/s/{node}/{topic}"),
+                body.as_bytes(),
+                at,
             )
-            .into_bytes(),
+            .expect("accepted")
+    }
+
+    fn birth(node: &str) -> String {
+        format!(
+            r#"{{"v":1,"boot":"b0000001","ts":{T0},"node":"{node}","site":"s","region":"r",
+                "kind":"siren","hb_interval_s":10}}"#
         )
     }
 
     #[tokio::test]
-    async fn births_faults_and_last_heard_reach_the_store_and_alerts_go_out_after_commit() {
+    async fn a_silent_node_goes_offline_after_commit_and_is_notified_once() {
         let metrics = Arc::new(Metrics::new());
         let store =
             Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
-        let mut outputs = Outputs::none(metrics.clone());
-        let mut rx = outputs.add("probe", 10);
+        let (mut core, mut rx, events) = core(&store, &metrics);
         let mut ingest = Ingest::new(
             Prefix::default(),
             &IngestConfig::default(),
@@ -249,57 +560,64 @@ mod tests {
             [],
             metrics.clone(),
         );
-        let mut core = Core::new(store.clone(), outputs, metrics.clone());
-        let (topic, body) = birth_bytes("n1");
-        core.absorb(ingest.handle(&topic, &body, 100).expect("accepted"));
-        let hb = br#"{"v":1,"boot":"b0000001","seq":1,"ts":5}"#;
-        core.absorb(
-            ingest
-                .handle("alarmnet/v1/r/s/n1/hb", hb, 150)
-                .expect("accepted"),
-        );
-        let fault = br#"{"v":1,"boot":"b0000001","seq":2,"ts":6,"check":"amp","code":"X",
-            "severity":"major","status":"raised"}"#;
-        core.absorb(
-            ingest
-                .handle("alarmnet/v1/r/s/n1/fault", fault, 160)
-                .expect("accepted"),
-        );
-        let node = NodeId::new("n1").expect("id");
-        core.transitions(vec![Transition {
-            node: node.clone(),
-            from: Liveness::Unknown,
-            to: Liveness::Online,
-            at: 100,
-            cause: Cause::Birth,
-        }]);
-        let mut alert = crate::outputs::tests_support::alert("fp", AlertStatus::Firing);
-        core.alerts([alert.clone()]);
-        alert.id = "silenced".into();
-        alert.notified = false;
-        core.alerts([alert]);
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        let hb = format!(r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#, T0 + 150);
+        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 150));
         core.flush_seen();
         core.commit_and_announce().await;
-
-        let rec = store
-            .node(node.clone())
-            .await
-            .expect("q")
-            .expect("registered");
-        let want = NodePath::new(
-            RegionId::new("r").expect("id"),
-            SiteId::new("s").expect("id"),
-            node.clone(),
-        );
-        assert_eq!(rec.path, want);
-        assert_eq!(rec.last_seen, 160);
+        let node = NodeId::new("n1").expect("id");
+        let rec = store.node(node.clone()).await.expect("q").expect("stored");
         assert_eq!(rec.state, Liveness::Online);
-        assert_eq!(store.faults(node, true).await.expect("faults").len(), 1);
-        assert_eq!(store.alerts(None, 10).await.expect("alerts").len(), 2);
-        match rx.try_recv().expect("one notification") {
-            crate::outputs::Notice::Alert(a) => assert_eq!(a.id, "fp"),
-            other => panic!("unexpected {other:?}"),
+        assert_eq!(rec.last_seen, T0 + 150);
+        assert!(rx.try_recv().is_err(), "nothing to notify yet");
+
+        // Silence for 3 heartbeat intervals (and past the start grace): offline.
+        let mut now = T0 + 150;
+        while core.monitor().tracker().node(&node).map(|v| v.state()) != Some(Liveness::Offline) {
+            let next = core.monitor().next_deadline().expect("a deadline");
+            assert!(next <= T0 + 600_000, "no offline within 10 min");
+            now = next.max(now + 1);
+            let out = core.monitor.tick(now);
+            core.take(out);
         }
-        assert!(rx.try_recv().is_err(), "the silenced alert is not notified");
+        core.commit_and_announce().await;
+        let rec = store.node(node.clone()).await.expect("q").expect("stored");
+        assert_eq!(rec.state, Liveness::Offline);
+        let Notice::Alert(alert) = rx.try_recv().expect("notified") else {
+            panic!("not an alert notice");
+        };
+        assert_eq!(alert.rule.as_str(), "node_offline");
+        assert_eq!(alert.status, AlertStatus::Firing);
+        assert!(rx.try_recv().is_err(), "exactly one notification");
+        let stored = store
+            .alerts(Some(AlertStatus::Firing), 10)
+            .await
+            .expect("q");
+        assert_eq!(stored.len(), 1);
+        let sub = events.subscribe(Some(&events.id_of(0)));
+        let kinds: Vec<&str> = sub.replay.iter().map(|e| e.kind.as_str()).collect();
+        assert!(
+            kinds.contains(&"state") && kinds.contains(&"alert"),
+            "{kinds:?}"
+        );
+
+        // A restart restores the offline node and its alert: nothing is notified again.
+        let (mut again, mut rx2, _) = self::core(&store, &metrics);
+        again.restore(now + 1_000).await.expect("restore");
+        assert!(
+            again.monitor().tracker().contains(&node),
+            "the node is restored"
+        );
+        while let Ok(notice) = rx2.try_recv() {
+            assert!(
+                matches!(notice, Notice::Resume(_)),
+                "no new notification after a restart: {notice:?}"
+            );
+        }
     }
 }

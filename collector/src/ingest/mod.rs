@@ -126,12 +126,25 @@ pub enum CoreEvent {
         path: NodePath,
         message: NodeMessage,
         received_at: Millis,
+        /// The MQTT retain flag of the delivery: a retained birth or state is the broker's
+        /// memory, not a sign of life now.
+        retained: bool,
     },
     /// The broker connection is up (sent on every ConnAck). With `session_present = false`
     /// the broker lost the session: messages queued for the collector may be gone.
     BrokerConnected { at: Millis, session_present: bool },
     /// The broker connection was lost: the collector is blind from `at`.
     BrokerLost { at: Millis },
+}
+
+impl CoreEvent {
+    /// The same event with the MQTT retain flag of its delivery (node messages only).
+    pub fn retained(mut self, retain: bool) -> Self {
+        if let CoreEvent::Node { retained, .. } = &mut self {
+            *retained = retain;
+        }
+        self
+    }
 }
 
 /// Where a node is registered, and the agent `ts` of the birth that put it there.
@@ -260,6 +273,7 @@ impl Ingest {
             path,
             message,
             received_at: now,
+            retained: false,
         })
     }
 

@@ -200,6 +200,7 @@ pub async fn run(
                     continue;
                 }
                 if let Some(event) = ingest.handle(&p.topic, &p.payload, now_millis()) {
+                    let event = event.retained(p.retain);
                     metrics
                         .ingest_queue_depth
                         .store((core.max_capacity() - core.capacity()) as u64, Relaxed);

@@ -9,6 +9,7 @@
 //! after its writes are durable — "committed before announced" is simply "await the store
 //! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
 
+mod runs;
 pub mod schema;
 pub mod sqlite;
 
@@ -225,6 +226,16 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Alert>, StoreError> {
         self.call(move |db| db.alerts(status, limit)).await
+    }
+
+    /// When nobody watched within `[from, to)`: outside the collector's runs and while it
+    /// was blind. Sorted, merged `(start, end)` intervals.
+    pub async fn unwatched(
+        &self,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<(Millis, Millis)>, StoreError> {
+        self.call(move |db| db.unwatched(from, to)).await
     }
 
     pub async fn silences(&self, now: Option<Millis>) -> Result<Vec<Silence>, StoreError> {

@@ -125,6 +125,22 @@ CREATE TABLE notification_log (
 );
 CREATE INDEX notifications_by_alert ON notification_log (alert_id, at);
 "#,
+    // 2: the collector's own runs and blind intervals: time nobody watched, for uptime.
+    r#"
+CREATE TABLE collector_runs (
+    id         INTEGER PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    alive_at   INTEGER NOT NULL,           -- last sign of life (about every second)
+    ended_at   INTEGER                     -- NULL while running or after a crash
+);
+CREATE TABLE blind_intervals (
+    id       INTEGER PRIMARY KEY,
+    run      INTEGER NOT NULL,
+    start_at INTEGER NOT NULL,
+    end_at   INTEGER                       -- NULL while blind (or until the run ended)
+);
+CREATE INDEX blind_by_time ON blind_intervals (start_at);
+"#,
 ];
 
 /// The schema version of a database.
