@@ -14,6 +14,33 @@
 //! - [`alertmanager`]: a private Prometheus Alertmanager per test.
 //! - [`probe`]: [`MqttProbe`], an MQTT client that records what it receives and publishes
 //!   with acknowledgement.
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use alarmnet_e2e::{Mosquitto, MqttProbe, Process, binary, unique_id};
+//!
+//! # async fn example() {
+//! let broker = Mosquitto::start().await;
+//! let probe = MqttProbe::connect(broker.port(), "alarmnet/v1/#").await;
+//! let node = unique_id("node");
+//! let config = format!("...node id {node} and broker {} ...", broker.url());
+//! # let config_path = std::path::PathBuf::from("agent.toml");
+//! std::fs::write(&config_path, config).expect("write the agent's config");
+//! let mut agent = Process::builder(binary("alarmnet-agent"))
+//!     .args(["run", "--config"])
+//!     .arg(&config_path)
+//!     .spawn();
+//! let birth = probe
+//!     .next_matching(Duration::from_secs(10), |topic, _| topic.ends_with("/birth"))
+//!     .await
+//!     .expect("a birth");
+//! agent.signal("TERM");
+//! let status = agent.wait_exit(Duration::from_secs(10)).await.expect("exits on SIGTERM");
+//! assert!(status.success());
+//! # drop(birth);
+//! # }
+//! ```
 
 pub mod alertmanager;
 pub mod ids;
