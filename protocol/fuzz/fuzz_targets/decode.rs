@@ -45,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
     // Canonical JSON can be longer than the input ("1E2" becomes "100.0"): past the size
     // limit a re-encoded message is rightly rejected.
     if payload_again.len() <= MAX_PAYLOAD_BYTES {
-        let again = decode(&prefix, &topic_again, &payload_again)
-            .expect("an encoded message decodes");
+        let again =
+            decode(&prefix, &topic_again, &payload_again).expect("an encoded message decodes");
         assert_eq!(again, envelope, "decode(encode(m)) == m");
     }
 });
