@@ -387,10 +387,10 @@ mod tests {
     }
 
     fn transition(at: Millis) -> (Transition, NodePath, Name) {
-        let node = NodeId::new("n1".into()).expect("id");
+        let node = NodeId::new("n1").expect("id");
         let path = NodePath::new(
-            RegionId::new("r".into()).expect("id"),
-            SiteId::new("s".into()).expect("id"),
+            RegionId::new("r").expect("id"),
+            SiteId::new("s").expect("id"),
             node.clone(),
         );
         let t = Transition {
@@ -400,7 +400,7 @@ mod tests {
             at,
             cause: Cause::Will,
         };
-        (t, path, Name::new("siren".into()).expect("kind"))
+        (t, path, Name::new("siren").expect("kind"))
     }
 
     #[test]
@@ -414,7 +414,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.data).expect("json");
         assert_eq!(v["to"], "offline");
         assert_eq!(v["cause"], "will");
-        assert_eq!(v["at"], "2026-11-28T11:47:20+00:00");
+        assert_eq!(v["at"], "2025-11-28T11:47:20+00:00");
         assert_eq!(v["name"], "roof");
     }
 

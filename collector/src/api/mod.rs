@@ -16,7 +16,10 @@ pub mod recent;
 mod uptime;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+
+#[cfg(test)]
+mod conformance;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

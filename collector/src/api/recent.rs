@@ -128,8 +128,8 @@ mod tests {
     #[test]
     fn keeps_the_last_capacity_samples_per_node() {
         let r = RecentMetrics::new(3);
-        let a = NodeId::new("a".into()).expect("id");
-        let b = NodeId::new("b".into()).expect("id");
+        let a = NodeId::new("a").expect("id");
+        let b = NodeId::new("b").expect("id");
         for seq in 1..=5 {
             r.push(&a, sample(seq));
         }

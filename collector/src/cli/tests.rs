@@ -1,0 +1,227 @@
+//! The CLI against a running API (the API tests' server and data).
+
+use clap::Parser;
+use serde_json::Value;
+
+use super::*;
+use crate::api::tests::{OPERATOR, Server, VIEWER};
+
+/// The commands as main.rs mounts them.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+async fn run_cli(s: &Server, args: &[&str], token: Option<&str>) -> Result<String, CliError> {
+    let url = format!("http://{}", s.addr);
+    let mut argv = vec!["alarmnet-collector"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--url", &url]);
+    let cli = Cli::try_parse_from(argv).expect("valid command line");
+    let mut out = Vec::new();
+    execute(&cli.command, token, &mut out).await?;
+    Ok(String::from_utf8(out).expect("utf-8"))
+}
+
+#[tokio::test]
+async fn nodes_as_table_json_and_csv() {
+    let s = Server::start(false).await;
+    let table = run_cli(&s, &["nodes", "--region", "lanzhou"], Some(VIEWER))
+        .await
+        .expect("nodes");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].starts_with("NODE        REGION   SITE   KIND     STATE"),
+        "{table}"
+    );
+    // Columns line up: STATE starts at the same place on every line.
+    let col = lines[0].find("STATE").expect("header");
+    assert!(
+        lines.iter().skip(1).all(|l| l[col..].starts_with("online")),
+        "{table}"
+    );
+
+    let json = run_cli(
+        &s,
+        &["nodes", "--state", "offline", "--format", "json"],
+        Some(VIEWER),
+    )
+    .await
+    .expect("json");
+    let v: Value = serde_json::from_str(&json).expect("json output");
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+    assert_eq!(v[0]["node"], "ts-a-s001");
+
+    let csv = run_cli(&s, &["nodes", "--format", "csv"], Some(VIEWER))
+        .await
+        .expect("csv");
+    let rows: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 5, "{csv}");
+    assert!(rows[0].starts_with("node,region,site,kind,state"), "{csv}");
+    assert!(
+        rows[4].starts_with("ts-a-s001,tianshui,ts-a,siren,offline,"),
+        "{csv}"
+    );
+
+    // Without a token the collector refuses, and the message says why.
+    let err = run_cli(&s, &["nodes"], None).await.expect_err("refused");
+    assert!(matches!(err, CliError::Api { status: 401, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn ack_and_alerts() {
+    let s = Server::start(false).await;
+    let err = run_cli(&s, &["ack", "a-ts-s001"], Some(VIEWER))
+        .await
+        .expect_err("viewer");
+    assert!(err.to_string().contains("operator"), "{err}");
+    let out = run_cli(
+        &s,
+        &[
+            "ack",
+            "a-ts-s001",
+            "--comment",
+            "on the way",
+            "--format",
+            "json",
+        ],
+        Some(OPERATOR),
+    )
+    .await
+    .expect("ack");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["ack"]["comment"], "on the way");
+    let table = run_cli(&s, &["alerts"], Some(VIEWER))
+        .await
+        .expect("alerts");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[1].starts_with("a-ts-s001") && lines[1].contains("ops-desk-1"),
+        "{table}"
+    );
+    let all = run_cli(
+        &s,
+        &["alerts", "--status", "all", "--format", "csv"],
+        Some(VIEWER),
+    )
+    .await
+    .expect("all");
+    assert_eq!(all.matches("\r\n").count(), 4, "{all}");
+}
+
+#[tokio::test]
+async fn silences_add_list_end() {
+    let s = Server::start(false).await;
+    let out = run_cli(
+        &s,
+        &[
+            "silence",
+            "add",
+            "--site",
+            "ts-a",
+            "--duration",
+            "2h",
+            "--comment",
+            "mast, paint",
+            "--format",
+            "json",
+        ],
+        Some(OPERATOR),
+    )
+    .await
+    .expect("add");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let list = run_cli(&s, &["silence", "list"], Some(VIEWER))
+        .await
+        .expect("list");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&id) && l.contains("site=ts-a")),
+        "{list}"
+    );
+    let ended = run_cli(&s, &["silence", "end", &id], Some(OPERATOR))
+        .await
+        .expect("end");
+    assert!(
+        ended.lines().nth(1).is_some_and(|l| l.contains("expired")),
+        "{ended}"
+    );
+    let csv = run_cli(
+        &s,
+        &["silence", "list", "--status", "expired", "--format", "csv"],
+        Some(VIEWER),
+    )
+    .await
+    .expect("csv");
+    assert!(csv.contains("\"mast, paint\""), "{csv}");
+}
+
+#[tokio::test]
+async fn uptime_report_by_site_and_for_one_node() {
+    let s = Server::start(false).await;
+    let table = run_cli(
+        &s,
+        &[
+            "uptime", "--month", "2026-10", "--by", "site", "--region", "lanzhou",
+        ],
+        Some(VIEWER),
+    )
+    .await
+    .expect("uptime");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("from 2026-10-01T00:00:00+08:00"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("REGION   SITE   NODES  AVAIL_%"),
+        "{table}"
+    );
+    // 1482 of 1488 node-hours up.
+    assert!(
+        lines[2].contains("99.597") && lines[2].contains("6h00m"),
+        "{table}"
+    );
+    let node = run_cli(
+        &s,
+        &[
+            "uptime",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-10-31",
+            "--node",
+            "lz-cg-s001",
+        ],
+        Some(VIEWER),
+    )
+    .await
+    .expect("node");
+    assert!(node.contains("outages of lz-cg-s001:"), "{node}");
+    assert!(
+        node.contains("2026-10-10T00:00:00+08:00  2026-10-10T06:00:00+08:00  6h00m"),
+        "{node}"
+    );
+    let csv = run_cli(
+        &s,
+        &[
+            "uptime", "--month", "2026-10", "--by", "region", "--format", "csv",
+        ],
+        Some(VIEWER),
+    )
+    .await
+    .expect("csv");
+    assert!(csv.starts_with("region,nodes,avail_%"), "{csv}");
+    assert!(csv.contains("\r\ntianshui,1,100,"), "{csv}");
+    let err = run_cli(&s, &["uptime", "--month", "2026-13"], Some(VIEWER))
+        .await
+        .expect_err("bad month");
+    assert!(
+        matches!(&err, CliError::Api { status: 400, message } if message.contains("month")),
+        "{err}"
+    );
+}
