@@ -1,0 +1,522 @@
+//! Liveness and alerts end to end: the real `alarmnet-collector run`, real `alarmnet-agent`
+//! processes and `alarmnet-sim`, through a real Mosquitto.
+//!
+//! - kill -9 an agent: offline within keep-alive × 1.5 + 1 s, on the API and the event
+//!   stream; the webhook receives `node_offline` firing, then resolved when it is back;
+//! - SIGSTOP an agent: offline within 3 heartbeats + 1 s, online again after SIGCONT;
+//! - cut a site with the simulator: exactly one `site_outage` on `$alerts`, no per-node
+//!   notification; kill -9 the collector and restart it: no duplicate, no false offline;
+//!   restart the broker: one `collector_blind`, no storm.
+//!
+//! Detection latencies are printed (`--nocapture`) for the issue's latency distribution.
+
+mod collector_support;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use alarmnet_e2e::{Mosquitto, MqttProbe, Process, binary, unique_id, wait_for};
+use collector_support::{Collector, workdir};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+// ----- a local webhook receiver -----
+
+/// A plain HTTP/1.1 server on a free loopback port that records every JSON body POSTed to it
+/// and answers 200. Keep-alive connections are served request after request.
+struct Hook {
+    port: u16,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    task: JoinHandle<()>,
+}
+
+impl Hook {
+    async fn start() -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let recorded = bodies.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, recorded.clone()));
+            }
+        });
+        Hook { port, bodies, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/alarmnet", self.port)
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notifications received for `rule` with `status`.
+    fn count(&self, rule: &str, status: &str) -> usize {
+        self.bodies()
+            .iter()
+            .filter(|b| b["rule"] == rule && b["status"] == status)
+            .count()
+    }
+
+    async fn wait(&self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        wait_for(WAIT, what, || {
+            let found = self.bodies().into_iter().find(|b| want(b));
+            async move { found }
+        })
+        .await
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut stream: TcpStream, bodies: Arc<Mutex<Vec<Value>>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let body_start = head_end + 4;
+        while buf.len() < body_start + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..body_start + length).skip(body_start).collect();
+        if let Ok(json) = serde_json::from_slice::<Value>(&body) {
+            bodies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(json);
+        }
+        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        if stream.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+// ----- the event stream and the API -----
+
+/// A reader of `/api/v1/events`.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(collector: &Collector) -> Events {
+        let response = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/events",
+                collector.http_port
+            ))
+            .send()
+            .await
+            .expect("event stream");
+        assert_eq!(response.status(), 200, "the event stream answers");
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event of `kind` whose data satisfies `want`, within `timeout`.
+    async fn next(
+        &mut self,
+        kind: &str,
+        timeout: Duration,
+        want: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let event = block.lines().find_map(|l| l.strip_prefix("event: "));
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(event), Some(data)) = (event, data)
+                    && event == kind
+                {
+                    let data: Value = serde_json::from_str(data).expect("event data is JSON");
+                    if want(&data) {
+                        return Some(data);
+                    }
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?
+                .expect("stream read")?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Waits for `node`'s transition to `to`; panics after `timeout`.
+    async fn state(&mut self, node: &str, to: &str, timeout: Duration) -> Value {
+        self.next("state", timeout, |d| d["node"] == node && d["to"] == to)
+            .await
+            .unwrap_or_else(|| panic!("no {node} → {to} on the event stream within {timeout:?}"))
+    }
+}
+
+async fn get_json(collector: &Collector, path: &str) -> Value {
+    reqwest::get(format!("http://127.0.0.1:{}{path}", collector.http_port))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn node_state(collector: &Collector, node: &str) -> String {
+    get_json(collector, &format!("/api/v1/nodes/{node}")).await["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn nodes_in(collector: &Collector, states: &str) -> u64 {
+    get_json(
+        collector,
+        &format!("/api/v1/nodes?state={states}&limit=1000"),
+    )
+    .await["total"]
+        .as_u64()
+        .expect("a total")
+}
+
+// ----- agents -----
+
+struct Agent {
+    config: std::path::PathBuf,
+    process: Process,
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path, broker: &Mosquitto, node: &str, site: &str) -> Agent {
+        let config = dir.join(format!("{node}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nid = \"{node}\"\nsite = \"{site}\"\nregion = \"lanzhou\"\n\
+                 kind = \"siren\"\n[mqtt]\nbrokers = [\"{broker}\"]\n\
+                 heartbeat_interval = \"1s\"\nkeep_alive = \"2s\"\n[spool]\ndir = \"{spool}\"\n",
+                broker = broker.url(),
+                spool = dir.join(format!("spool-{node}")).display(),
+            ),
+        )
+        .expect("agent config");
+        let process = Self::spawn(&config, node);
+        Agent { config, process }
+    }
+
+    fn spawn(config: &std::path::Path, node: &str) -> Process {
+        Process::builder(binary("alarmnet-agent"))
+            .name(format!("agent:{node}"))
+            .args(["run", "--config"])
+            .arg(config)
+            .spawn()
+    }
+
+    fn restart(&mut self, node: &str) {
+        self.process = Self::spawn(&self.config, node);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn summary(name: &str, samples: &[u64]) {
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    if s.is_empty() {
+        return;
+    }
+    println!(
+        "detection latency {name}: n={} min={}ms median={}ms max={}ms all={s:?}",
+        s.len(),
+        s[0],
+        s[s.len() / 2],
+        s[s.len() - 1]
+    );
+}
+
+/// Keep-alive 2 s and heartbeats every second: kill -9 must be detected within
+/// 2 × 1.5 + 1 = 4 s, a frozen agent within 3 × 1 + 1 = 4 s.
+#[tokio::test]
+async fn killed_and_frozen_agents_are_detected_in_time_with_webhooks_and_events() {
+    let broker = Mosquitto::start().await;
+    let hook = Hook::start().await;
+    let dir = workdir();
+    let collector = Collector::start(
+        &broker,
+        dir.path(),
+        &format!(
+            "anonymous_read = true\n[alerts.node_offline]\ngroup_wait = \"0s\"\n\
+             [[webhooks]]\nurl = \"{}\"\nretry_delay = \"100ms\"\n",
+            hook.url()
+        ),
+    )
+    .await;
+    let mut events = Events::open(&collector).await;
+    let killed = unique_id("kill");
+    let frozen = unique_id("freeze");
+    let mut a = Agent::start(dir.path(), &broker, &killed, "lz-chengguan");
+    let mut b = Agent::start(dir.path(), &broker, &frozen, "lz-qilihe");
+    events.state(&killed, "online", WAIT).await;
+    events.state(&frozen, "online", WAIT).await;
+
+    // kill -9, three times: the broker publishes the Will when the socket closes.
+    let bound = Duration::from_millis(2_000 * 3 / 2 + 1_000);
+    let mut kill_latencies = Vec::new();
+    for round in 0..3 {
+        let t0 = Instant::now();
+        a.process.kill_and_reap();
+        let offline = events.state(&killed, "offline", bound * 2).await;
+        let latency = t0.elapsed();
+        assert!(
+            latency <= bound,
+            "round {round}: kill -9 detected after {latency:?} (bound {bound:?})"
+        );
+        assert_eq!(offline["cause"], "will", "{offline}");
+        assert_eq!(offline["site"], "lz-chengguan");
+        assert_eq!(node_state(&collector, &killed).await, "offline");
+        kill_latencies.push(millis(latency));
+        if round == 0 {
+            let firing = hook
+                .wait("node_offline firing at the webhook", |b| {
+                    b["rule"] == "node_offline" && b["node"] == killed.as_str()
+                })
+                .await;
+            assert_eq!(firing["status"], "firing");
+            assert_eq!(firing["region"], "lanzhou");
+            assert!(firing["id"].is_string() && firing["started_at"].is_number());
+        }
+        a.restart(&killed);
+        events.state(&killed, "online", WAIT).await;
+        if round == 0 {
+            let resolved = hook
+                .wait("node_offline resolved at the webhook", |b| {
+                    b["rule"] == "node_offline"
+                        && b["node"] == killed.as_str()
+                        && b["status"] == "resolved"
+                })
+                .await;
+            assert!(resolved["ended_at"].is_number(), "{resolved}");
+        }
+    }
+
+    // SIGSTOP: the socket stays open (keep-alive 2 s: Will after 3 s); heartbeats stop.
+    let bound = Duration::from_millis(3 * 1_000 + 1_000);
+    let mut freeze_latencies = Vec::new();
+    for round in 0..2 {
+        let t0 = Instant::now();
+        b.process.signal("STOP");
+        let offline = events.state(&frozen, "offline", bound * 2).await;
+        let latency = t0.elapsed();
+        assert!(
+            latency <= bound,
+            "round {round}: SIGSTOP detected after {latency:?} (bound {bound:?}): {offline}"
+        );
+        freeze_latencies.push(millis(latency));
+        b.process.signal("CONT");
+        events.state(&frozen, "online", WAIT).await;
+        assert_eq!(node_state(&collector, &frozen).await, "online");
+    }
+    summary("kill -9 (keep-alive 2s)", &kill_latencies);
+    summary("SIGSTOP (heartbeat 1s)", &freeze_latencies);
+}
+
+/// 172 simulated nodes (two per county site), heartbeats every second, keep-alive 2 s.
+#[tokio::test]
+async fn a_site_cut_a_collector_crash_and_a_broker_restart_raise_no_storm() {
+    let mut broker = Mosquitto::builder().persistence(true).start().await;
+    let hook = Hook::start().await;
+    let probe = MqttProbe::connect(broker.port(), "alarmnet/v1/$alerts/#").await;
+    let dir = workdir();
+    let mut collector = Collector::start(
+        &broker,
+        dir.path(),
+        &format!(
+            "anonymous_read = true\n[alerts.node_offline]\ngroup_wait = \"5s\"\n\
+             [[webhooks]]\nurl = \"{}\"\nretry_delay = \"100ms\"\n",
+            hook.url()
+        ),
+    )
+    .await;
+    let nodes = 172u64;
+    let sim_config = dir.path().join("sim.toml");
+    std::fs::write(
+        &sim_config,
+        format!(
+            "broker = \"{}\"\nnodes = {nodes}\nheartbeat_interval = \"1s\"\nkeep_alive = \"2s\"\n\
+             reconnect_max = \"1s\"\nfault_rate = 0.0\nramp = \"2s\"\n\
+             [[script]]\nat = \"12s\"\naction = \"cut_site\"\nsite = \"lanzhou-chengguan\"\n\
+             down_for = \"15s\"\n",
+            broker.url()
+        ),
+    )
+    .expect("sim config");
+    let _sim = Process::builder(binary("alarmnet-sim"))
+        .name("alarmnet-sim")
+        .arg("--config")
+        .arg(&sim_config)
+        .spawn();
+    wait_for(WAIT, "every simulated node online", || {
+        let c = &collector;
+        async move { (nodes_in(c, "online").await == nodes).then_some(()) }
+    })
+    .await;
+
+    // The site cut: both nodes of lanzhou-chengguan drop at once.
+    let t0 = Instant::now();
+    let firing = probe
+        .next_matching(WAIT, |topic, payload| {
+            topic.ends_with("/site_outage") && !payload.is_empty()
+        })
+        .await
+        .expect("a site_outage notification on $alerts");
+    let outage: Value = firing.json();
+    assert_eq!(outage["status"], "firing");
+    assert_eq!(outage["site"], "lanzhou-chengguan");
+    assert!(outage.get("node").is_none_or(Value::is_null), "{outage}");
+    let resolved = probe
+        .next_matching(WAIT, |topic, payload| {
+            topic.ends_with("/site_outage")
+                && String::from_utf8_lossy(payload).contains("\"resolved\"")
+        })
+        .await
+        .expect("the site_outage resolves when the site is back");
+    println!(
+        "site cut: firing..resolved observed over {:?}",
+        t0.elapsed()
+    );
+    drop(resolved);
+    wait_for(WAIT, "every simulated node online again", || {
+        let c = &collector;
+        async move { (nodes_in(c, "online").await == nodes).then_some(()) }
+    })
+    .await;
+    // Members' node_offline notifications were held by the group wait, then inhibited.
+    let settle = probe.collect_for(Duration::from_secs(6)).await;
+    let node_offline_on_mqtt = settle
+        .iter()
+        .filter(|m| m.topic.ends_with("/node_offline") && !m.payload.is_empty())
+        .count();
+    assert_eq!(
+        node_offline_on_mqtt, 0,
+        "no per-node notification on $alerts"
+    );
+    assert_eq!(
+        hook.count("node_offline", "firing"),
+        0,
+        "{:?}",
+        hook.bodies()
+    );
+    assert_eq!(
+        hook.count("site_outage", "firing"),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    assert_eq!(
+        hook.count("site_outage", "resolved"),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+
+    // kill -9 the collector and start it again on the same store and session.
+    let sent_before = hook.bodies().len();
+    collector = collector.restart().await;
+    let after_restart = probe.collect_for(Duration::from_secs(6)).await;
+    assert!(
+        after_restart
+            .iter()
+            .all(|m| m.payload.is_empty()
+                || !String::from_utf8_lossy(&m.payload).contains("\"firing\"")),
+        "no notification after a restart: {:?}",
+        after_restart.iter().map(|m| m.text()).collect::<Vec<_>>()
+    );
+    assert_eq!(hook.bodies().len(), sent_before, "{:?}", hook.bodies());
+    assert_eq!(
+        nodes_in(&collector, "offline,late").await,
+        0,
+        "no false offline"
+    );
+    assert_eq!(nodes_in(&collector, "online").await, nodes);
+
+    // Restart the broker (sessions persist): the collector is blind for a moment.
+    broker.stop().await;
+    hook.wait("collector_blind firing at the webhook", |b| {
+        b["rule"] == "collector_blind" && b["status"] == "firing"
+    })
+    .await;
+    broker.start_again().await;
+    hook.wait("collector_blind resolved at the webhook", |b| {
+        b["rule"] == "collector_blind" && b["status"] == "resolved"
+    })
+    .await;
+    wait_for(
+        WAIT,
+        "every simulated node online after the broker restart",
+        || {
+            let c = &collector;
+            async move { (nodes_in(c, "online").await == nodes).then_some(()) }
+        },
+    )
+    .await;
+    // Every node got a full timeout after the reconnect: watch for 5 more heartbeat
+    // intervals that nobody is called offline.
+    let later = probe.collect_for(Duration::from_secs(5)).await;
+    assert!(
+        later
+            .iter()
+            .all(|m| !m.topic.ends_with("/node_offline") || m.payload.is_empty()),
+        "no node_offline storm after the broker restart"
+    );
+    assert_eq!(
+        hook.count("collector_blind", "firing"),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    assert_eq!(
+        hook.count("node_offline", "firing"),
+        0,
+        "{:?}",
+        hook.bodies()
+    );
+    assert_eq!(
+        hook.count("site_outage", "firing"),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    assert_eq!(nodes_in(&collector, "offline").await, 0);
+}
