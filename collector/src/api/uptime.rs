@@ -9,7 +9,9 @@ use super::error::{ApiError, ApiResult};
 use super::{ApiState, Params};
 use crate::model::{NodeInfo, Transition};
 use crate::store::NodeFilter;
-use crate::uptime::{Filter, GroupBy, Inputs, Query as UptimeQuery, UptimeReport, WindowParams};
+use crate::uptime::{
+    Filter, GroupBy, Inputs, Query as UptimeQuery, UptimeReport, Window, WindowParams,
+};
 
 fn id<T>(
     p: &Params,
@@ -65,7 +67,7 @@ pub(super) async fn uptime(
         ..NodeFilter::default()
     };
     let only = filter.node.clone();
-    let (nodes, transitions, silences) = s
+    let (nodes, transitions, silences, blind) = s
         .store
         .call(move |db| {
             let nodes: Vec<NodeInfo> = db
@@ -95,7 +97,13 @@ pub(super) async fn uptime(
             transitions.extend(w.within);
             // Stable: per node, the one before the window, then the window's in time order.
             transitions.sort_by(|a, b| a.node.as_str().cmp(b.node.as_str()));
-            Ok((nodes, transitions, db.silences(None)?))
+            // Nobody watched outside the collector's runs and while it was blind.
+            let blind = db
+                .unwatched(window.from(), until.max(window.from()))?
+                .into_iter()
+                .filter_map(|(from, to)| Window::new(from, to).ok())
+                .collect::<Vec<_>>();
+            Ok((nodes, transitions, db.silences(None)?, blind))
         })
         .await?;
     let report = tokio::task::spawn_blocking(move || {
@@ -105,7 +113,7 @@ pub(super) async fn uptime(
                 nodes: &nodes,
                 transitions: &transitions,
                 silences: &silences,
-                blind: &[],
+                blind: &blind,
             },
         )
     })

@@ -101,7 +101,9 @@ impl Db {
             }
         }
         let mut gaps = Vec::new();
-        let mut cursor = from;
+        // No run log at all (a store written by other means): nothing is known to be
+        // unwatched but the blind intervals.
+        let mut cursor = if runs.is_empty() { to } else { from };
         for &(start, end) in &runs {
             if start > cursor {
                 gaps.push((cursor, start.min(to)));
@@ -158,5 +160,11 @@ mod tests {
             vec![(0, 1_000), (1_200, 1_300), (2_000, 3_000), (3_500, 5_000)]
         );
         assert_eq!(db.unwatched(1_250, 1_260).expect("q"), vec![(1_250, 1_260)]);
+    }
+
+    #[test]
+    fn without_a_run_log_nothing_is_unwatched() {
+        let db = Db::open_in_memory().expect("db");
+        assert!(db.unwatched(0, 6_000).expect("q").is_empty());
     }
 }
