@@ -19,12 +19,14 @@
 //! - [`uptime`]: availability arithmetic over stored transitions, pure.
 //! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.
 //! - [`cli`]: the operator commands that talk to a running collector over HTTP.
+//! - [`demo`]: `alarmnet-collector demo`, the whole system in one process (embedded broker).
 
 pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod liveness;

@@ -27,14 +27,45 @@ enum Command {
         #[arg(long, short, env = "ALARMNET_CONFIG")]
         config: PathBuf,
     },
+    /// The whole system on this machine, nothing to install: embedded MQTT broker, store,
+    /// a simulated province with failures, and the console.
+    Demo(alarmnet_collector::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(match cli.command {
+        Command::Demo(_) => alarmnet_collector::demo::LOG_FILTER,
+        _ => "info",
+    });
     match cli.command {
         Command::Run { config } => run(&config),
+        Command::Demo(args) => demo(args),
     }
+}
+
+fn demo(args: alarmnet_collector::demo::DemoArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("alarmnet-collector: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        match alarmnet_collector::demo::run(args, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alarmnet-collector demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
@@ -96,9 +127,9 @@ async fn signals(shutdown: CancellationToken) {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALARMNET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
