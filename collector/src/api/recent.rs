@@ -5,7 +5,7 @@
 //! Sharded so that the core's writes and the API's reads rarely meet on one lock.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use alarmnet_protocol::{CheckCounts, Heartbeat, Metrics, NodeId};
@@ -55,9 +55,7 @@ impl RecentMetrics {
     }
 
     fn shard(&self, node: &NodeId) -> MutexGuard<'_, HashMap<NodeId, VecDeque<Sample>>> {
-        let mut h = self.hasher.build_hasher();
-        node.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+        let i = (self.hasher.hash_one(node) as usize) % SHARDS;
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
