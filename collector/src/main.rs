@@ -1,5 +1,6 @@
 //! `alarmnet-collector`: parses the command line, sets up logging, loads the configuration
-//! and runs [`alarmnet_collector::app::run`]. Nothing else lives here.
+//! and runs [`alarmnet_collector::app::run`] (or the demo, or an operator command of
+//! [`alarmnet_collector::cli`]). Nothing else lives here.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -30,10 +31,17 @@ enum Command {
     /// The whole system on this machine, nothing to install: embedded MQTT broker, store,
     /// a simulated province with failures, and the console.
     Demo(alarmnet_collector::demo::DemoArgs),
+    /// Operator commands against a running collector (`--url`, token in ALARMNET_TOKEN).
+    #[command(flatten)]
+    Operator(alarmnet_collector::cli::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Operator commands print results, not logs.
+    if let Command::Operator(command) = cli.command {
+        return alarmnet_collector::cli::run(command);
+    }
     init_tracing(match cli.command {
         Command::Demo(_) => alarmnet_collector::demo::LOG_FILTER,
         _ => "info",
@@ -41,6 +49,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Demo(args) => demo(args),
+        Command::Operator(command) => alarmnet_collector::cli::run(command),
     }
 }
 
