@@ -16,6 +16,7 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: the collector's own counters.
 //! - [`app`]: startup, task supervision and shutdown.
+//! - [`timeseries`]: the InfluxDB line-protocol sink with its disk spool.
 //! - [`uptime`]: availability arithmetic over stored transitions, pure.
 //! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.
 //! - [`cli`]: the operator commands that talk to a running collector over HTTP.
@@ -35,4 +36,5 @@ pub mod model;
 pub mod outputs;
 pub mod pipeline;
 pub mod store;
+pub mod timeseries;
 pub mod uptime;
