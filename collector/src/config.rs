@@ -19,6 +19,16 @@ use serde::Deserialize;
 use crate::alerts::{AlertsConfig, MonitorConfig};
 use crate::api::{AuthConfig, TokenConfig};
 use crate::liveness::LivenessConfig;
+use crate::timeseries::{SinkConfig, SinkError};
+
+/// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
+/// Without the section the collector writes no time series. `spool_dir` defaults to
+/// [`DEFAULT_SPOOL_DIR`] next to the store's file.
+pub type InfluxConfig = SinkConfig;
+
+/// The time-series spool's directory, next to the store's file, unless `influx.spool_dir`
+/// says otherwise.
+pub const DEFAULT_SPOOL_DIR: &str = "tsdb-spool";
 
 /// Every section the collector knows.
 const SECTIONS: &[&str] = &[
@@ -187,30 +197,6 @@ pub struct AlertmanagerConfig {
     pub queue: usize,
 }
 
-/// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InfluxConfig {
-    pub url: String,
-    pub org: String,
-    pub bucket: String,
-    /// API token; VictoriaMetrics ignores it.
-    #[serde(default)]
-    pub token: String,
-    /// Points per write request.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// A partial batch is written after this long.
-    #[serde(default = "default_flush_interval", with = "humantime_serde")]
-    pub flush_interval: Duration,
-    /// Where batches wait on disk while the database is down.
-    #[serde(default = "default_spool_dir")]
-    pub spool_dir: PathBuf,
-    /// The spool's size bound; past it the oldest batches are dropped (and counted).
-    #[serde(default = "default_spool_max_bytes")]
-    pub spool_max_bytes: u64,
-}
-
 /// `[ingest]`: what the collector accepts from the network.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,18 +266,6 @@ fn default_queue() -> usize {
 }
 fn default_resend() -> Duration {
     Duration::from_secs(60)
-}
-fn default_batch_size() -> usize {
-    5_000
-}
-fn default_flush_interval() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_spool_dir() -> PathBuf {
-    "/var/lib/alarmnet-collector/influx-spool".into()
-}
-fn default_spool_max_bytes() -> u64 {
-    1 << 30
 }
 fn default_max_nodes() -> usize {
     200_000
@@ -516,18 +490,18 @@ impl Config {
                 errors.push("alertmanager.resend_interval: must be at least 1s".into());
             }
         }
-        if let Some(Some(i)) = &influx {
-            check_http_url("influx.url", &i.url, &mut errors);
-            for (key, value) in [("org", &i.org), ("bucket", &i.bucket)] {
-                if value.trim().is_empty() {
-                    errors.push(format!("influx.{key}: must not be empty"));
-                }
+        let mut influx = influx;
+        if let Some(Some(i)) = &mut influx {
+            if i.spool_dir.is_none()
+                && let Some(s) = &store
+            {
+                let dir = s.path.parent().unwrap_or(Path::new(""));
+                i.spool_dir = Some(dir.join(DEFAULT_SPOOL_DIR));
             }
-            if i.batch_size == 0 {
-                errors.push("influx.batch_size: must be at least 1".into());
-            }
-            if i.flush_interval.is_zero() {
-                errors.push("influx.flush_interval: must be more than 0s".into());
+            match i.validate() {
+                Ok(()) => {}
+                Err(SinkError::Config(problems)) => errors.extend(problems),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         let ingest = ingest.map(Option::unwrap_or_default);
@@ -895,6 +869,52 @@ url = "x"
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(errors.len(), 13, "{all}");
+    }
+
+    #[test]
+    fn influx_spool_defaults_next_to_the_store_and_every_problem_is_listed() {
+        let c = Config::from_toml(
+            "[store]\npath = \"/srv/an/alarmnet.db\"\n\
+             [influx]\nurl = \"http://127.0.0.1:8428\"\norg = \"o\"\nbucket = \"b\"\n",
+        )
+        .expect("valid");
+        let influx = c.influx.expect("configured");
+        assert_eq!(
+            influx.spool_dir.as_deref(),
+            Some(Path::new("/srv/an/tsdb-spool"))
+        );
+        let c = Config::from_toml(
+            "[influx]\nurl = \"http://h:1\"\norg = \"o\"\nbucket = \"b\"\nspool_dir = \"/q\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.influx.and_then(|i| i.spool_dir),
+            Some(PathBuf::from("/q"))
+        );
+
+        let errors = Config::from_toml(
+            "[mqtt]\nbroker = \"nope\"\n\
+             [influx]\nurl = \"ftp://h\"\norg = \"\"\nbucket = \"b\"\nbatch_size = 0\n\
+             flush_interval = \"0s\"\n",
+        )
+        .expect_err("invalid")
+        .0;
+        let all = errors.join("\n");
+        for needle in [
+            "mqtt.broker",
+            "influx.url",
+            "influx.org",
+            "influx.batch_size",
+            "influx.flush_interval",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let unknown = Config::from_toml(
+            "[influx]\nurl = \"http://h:1\"\norg = \"o\"\nbucket = \"b\"\nspool = 1\n",
+        )
+        .expect_err("unknown key")
+        .0;
+        assert!(unknown[0].starts_with("[influx]"), "{unknown:?}");
     }
 
     #[test]
