@@ -9,6 +9,7 @@
 //!                                                                         (own queue each)
 //!  http: /api/v1 (reads: store; acks/silences: control ──► core; /events ◄── core)
 //!        console, /metrics /healthz /readyz
+//!  core ──► time-series sink (optional; submit never waits) ──► database, or its disk spool
 //! ```
 
 use std::sync::Arc;
@@ -30,9 +31,14 @@ use crate::metrics::Metrics;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
 use crate::pipeline::{Core, Links, Rebirth, now_millis};
 use crate::store::Store;
+use crate::timeseries::Sink;
 
 /// How long open HTTP connections (event streams) may take to finish after shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long the time-series sink may keep writing after the core stopped; what is still
+/// unwritten then goes to its spool (written at the next start).
+const TSDB_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the collector until `shutdown` is cancelled. An error means a component failed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -83,6 +89,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let (client, eventloop) = mqtt::client(&config.mqtt, &topics)?;
 
+    // Started before the core so that nothing the core accepts misses it; resumes the
+    // previous run's spool.
+    let sink = match &config.influx {
+        Some(cfg) => {
+            let sink = Sink::start(cfg).context("starting the time-series sink")?;
+            tracing::info!(url = %cfg.url, spool = ?cfg.spool_dir, "time-series sink started");
+            Some(sink)
+        }
+        None => None,
+    };
+    let tsdb = sink.as_ref().map(Sink::handle);
+
     let mut tasks = JoinSet::new();
     let ctx = OutputContext {
         store: store.clone(),
@@ -123,6 +141,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             client: client.clone(),
             prefix: prefix.clone(),
         }),
+        tsdb: tsdb.clone(),
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
     let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links);
@@ -157,6 +176,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let shutdown = shutdown.clone();
         let router = http::router(http::HttpState {
             metrics: metrics.clone(),
+            tsdb,
         })
         .merge(api::router(api_state));
         tasks.spawn(
@@ -198,6 +218,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if let Err(e) = r {
             tracing::error!(error = %e, "task failed while stopping");
         }
+    }
+    // The core has stopped: every point it accepted is in the sink.
+    if let Some(sink) = sink {
+        let c = sink.shutdown(TSDB_GRACE).await;
+        tracing::info!(
+            written = c.points_written,
+            spooled = c.spool_points,
+            dropped = c.dropped(),
+            "time-series sink stopped"
+        );
     }
     drop(store);
     match failure {

@@ -12,11 +12,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::timeseries::SinkHandle;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
+    /// The time-series sink, whose counters join `/metrics` (`alarmnet_tsdb_*`).
+    pub tsdb: Option<SinkHandle>,
 }
 
 /// The routes.
@@ -45,7 +48,13 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        {
+            let mut text = s.metrics.render();
+            if let Some(tsdb) = &s.tsdb {
+                tsdb.counters().render_prometheus(&mut text);
+            }
+            text
+        },
     )
 }
 
@@ -94,6 +103,7 @@ mod tests {
             listener,
             router(HttpState {
                 metrics: metrics.clone(),
+                tsdb: None,
             }),
             shutdown.clone(),
         ));

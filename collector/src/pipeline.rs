@@ -7,6 +7,11 @@
 //! in-memory "last heard" map that is flushed to the store once a second, so the heartbeat
 //! rate costs the store almost nothing.
 //!
+//! Time series (when configured): every accepted heartbeat, fault and test receipt (at the
+//! agent's `ts`, replayed ones included), every committed transition and every alert change
+//! becomes a [`Point`] handed to the sink after the commit; [`SinkHandle::submit`] never
+//! waits, so liveness and alerting never stall behind the database.
+//!
 //! Around the events: [`Monitor::tick`] runs at [`Monitor::next_deadline`]; operators' acks
 //! and silences arrive as [`ControlRequest`]s and are answered after their commit; the
 //! collector's own run and blind intervals are recorded for uptime's coverage.
@@ -31,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::model::{Millis, NodeInfo, Silence, Transition};
 use crate::outputs::Outputs;
 use crate::store::{NodeFilter, Store, StoreError, WriteBatch};
+use crate::timeseries::{NodeTags, Point, SinkHandle};
 
 /// Most events folded into one batch (one transaction).
 const MAX_BURST: usize = 4096;
@@ -61,6 +67,8 @@ pub struct Links {
     pub events: EventHub,
     pub recent: RecentMetrics,
     pub rebirth: Option<Rebirth>,
+    /// The time-series sink, when `[influx]` is configured.
+    pub tsdb: Option<SinkHandle>,
 }
 
 /// What a burst decided, announced once it is committed.
@@ -68,6 +76,8 @@ pub struct Links {
 struct Pending {
     transitions: Vec<Transition>,
     alerts: Vec<AlertChange>,
+    /// Telemetry points (heartbeats, faults, tests) for the time-series sink.
+    points: Vec<Point>,
 }
 
 /// The core task's state.
@@ -292,19 +302,35 @@ impl Core {
                     return Output::default();
                 }
                 self.links.recent.record(&path.node, now, &hb);
+                if let Some(tags) = self.tags(path) {
+                    self.pending.points.push(Point::heartbeat(&tags, &hb));
+                }
                 self.monitor.on_heartbeat(path, &hb, now)
             }
             NodeMessage::Fault(fault) => {
                 let out = self.monitor.on_fault(path, &fault, now);
+                if let Some(tags) = self.tags(path) {
+                    self.pending.points.push(Point::fault(&tags, &fault));
+                }
                 self.batch.faults.push((path.node.clone(), fault, now));
                 out
             }
             NodeMessage::Test(test) => {
                 let out = self.monitor.on_test(path, &test, now);
+                if let Some(tags) = self.tags(path) {
+                    self.pending.points.push(Point::test(&tags, &test));
+                }
                 self.batch.tests.push((path.node.clone(), test, now));
                 out
             }
         }
+    }
+
+    /// A registered node's time-series tags, when the sink is configured.
+    fn tags(&self, path: &NodePath) -> Option<NodeTags> {
+        self.links.tsdb.as_ref()?;
+        let view = self.monitor.tracker().node(&path.node)?;
+        Some(NodeTags::new(path, view.kind()))
     }
 
     /// Adds what the monitor decided to the batch (to store) and to what is announced after.
@@ -379,26 +405,44 @@ impl Core {
                 tracing::error!(error = %e, "cannot record blind mode in the run log");
             }
         }
-        if self.batch.is_empty() && self.pending.transitions.is_empty() {
+        if self.batch.is_empty()
+            && self.pending.transitions.is_empty()
+            && self.pending.points.is_empty()
+        {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         let pending = std::mem::take(&mut self.pending);
         let writes = batch.len();
-        if let Err(e) = self.store.write(batch).await {
+        if !batch.is_empty()
+            && let Err(e) = self.store.write(batch).await
+        {
             tracing::error!(error = %e, writes, "store write failed; nothing of it was announced");
             return;
+        }
+        let tsdb = self.links.tsdb.as_ref();
+        if let Some(tsdb) = tsdb {
+            for point in pending.points {
+                tsdb.submit(point);
+            }
         }
         for t in &pending.transitions {
             tracing::info!(node = %t.node, from = t.from.as_str(), to = t.to.as_str(), cause = t.cause.as_str(), "transition");
             if let Some(view) = self.monitor.tracker().node(&t.node) {
+                let path = view.path();
                 self.links
                     .events
-                    .publish_state(t, &view.path(), view.kind(), view.name());
+                    .publish_state(t, &path, view.kind(), view.name());
+                if let Some(tsdb) = tsdb {
+                    tsdb.submit(Point::node_state(&NodeTags::new(&path, view.kind()), t));
+                }
             }
         }
         for change in &pending.alerts {
             let a = &change.alert;
+            if let Some(tsdb) = tsdb {
+                tsdb.submit(Point::alert(a));
+            }
             tracing::info!(alert = %a.id, rule = %a.rule, event = ?change.event, notify = change.notify, "alert");
             if change.notify {
                 self.links.events.publish_alert(&a.to_notification());
@@ -521,6 +565,7 @@ mod tests {
             events: events.clone(),
             recent: RecentMetrics::new(8),
             rebirth: None,
+            tsdb: None,
         };
         let monitor = Monitor::new(config, T0);
         (

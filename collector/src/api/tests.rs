@@ -133,8 +133,10 @@ impl Server {
         let state =
             ApiState::new(store, events, control, auth, recent, tz).with_clock(Arc::new(now));
         let metrics = Arc::new(Metrics::new());
-        let app =
-            router(state.clone()).merge(crate::http::router(crate::http::HttpState { metrics }));
+        let app = router(state.clone()).merge(crate::http::router(crate::http::HttpState {
+            metrics,
+            tsdb: None,
+        }));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = tokio_util::sync::CancellationToken::new();
