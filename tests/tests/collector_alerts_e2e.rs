@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The operator token the first test configures (operator role: acks).
+const OPERATOR: &str = "e2e-operator-token-0123456789";
+
 // ----- a local webhook receiver -----
 
 /// A plain HTTP/1.1 server on a free loopback port that records every JSON body POSTed to it
@@ -247,6 +250,27 @@ impl Agent {
     }
 }
 
+/// Runs `alarmnet-collector <args> --url <collector>` with the operator token; returns its
+/// stdout, panicking unless it exits 0.
+async fn cli(collector: &Collector, args: &[&str]) -> String {
+    let mut p = Process::builder(binary("alarmnet-collector"))
+        .name(format!("cli:{}", args[0]))
+        .args(args)
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}", collector.http_port),
+        ])
+        .env("ALARMNET_TOKEN", OPERATOR)
+        .spawn();
+    let status = p.wait_exit(WAIT).await.expect("the CLI exits");
+    assert!(
+        status.success(),
+        "{args:?}: {status}\n{}",
+        p.output_tail(20)
+    );
+    p.stdout_text()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -277,7 +301,9 @@ async fn killed_and_frozen_agents_are_detected_in_time_with_webhooks_and_events(
         &broker,
         dir.path(),
         &format!(
-            "anonymous_read = true\n[alerts.node_offline]\ngroup_wait = \"0s\"\n\
+            "anonymous_read = true\n[[http.tokens]]\nname = \"duty\"\n\
+             token = \"{OPERATOR}\"\nrole = \"operator\"\n\
+             [alerts.node_offline]\ngroup_wait = \"0s\"\n\
              [[webhooks]]\nurl = \"{}\"\nretry_delay = \"100ms\"\n",
             hook.url()
         ),
@@ -288,13 +314,22 @@ async fn killed_and_frozen_agents_are_detected_in_time_with_webhooks_and_events(
     let frozen = unique_id("freeze");
     let mut a = Agent::start(dir.path(), &broker, &killed, "lz-chengguan");
     let mut b = Agent::start(dir.path(), &broker, &frozen, "lz-qilihe");
-    events.state(&killed, "online", WAIT).await;
-    events.state(&frozen, "online", WAIT).await;
+    // Both births, in whatever order they come.
+    let mut starting = vec![killed.clone(), frozen.clone()];
+    while !starting.is_empty() {
+        let d = events
+            .next("state", WAIT, |d| {
+                d["to"] == "online" && starting.iter().any(|n| d["node"] == n.as_str())
+            })
+            .await
+            .unwrap_or_else(|| panic!("{starting:?} not online on the event stream"));
+        starting.retain(|n| d["node"] != n.as_str());
+    }
 
     // kill -9, three times: the broker publishes the Will when the socket closes.
     let bound = Duration::from_millis(2_000 * 3 / 2 + 1_000);
     let mut kill_latencies = Vec::new();
-    for round in 0..3 {
+    for round in 0..8 {
         let t0 = Instant::now();
         a.process.kill_and_reap();
         let offline = events.state(&killed, "offline", bound * 2).await;
@@ -316,6 +351,32 @@ async fn killed_and_frozen_agents_are_detected_in_time_with_webhooks_and_events(
             assert_eq!(firing["status"], "firing");
             assert_eq!(firing["region"], "lanzhou");
             assert!(firing["id"].is_string() && firing["started_at"].is_number());
+            // An operator acknowledges it with the CLI: API → core → store → event stream.
+            let id = firing["id"].as_str().expect("id").to_owned();
+            let out = cli(
+                &collector,
+                &[
+                    "ack",
+                    &id,
+                    "--comment",
+                    "crew on the way",
+                    "--format",
+                    "json",
+                ],
+            )
+            .await;
+            let acked: Value = serde_json::from_str(&out).expect("ack answer is JSON");
+            assert_eq!(acked["ack"]["by"], "duty", "{acked}");
+            let event = events
+                .next("ack", WAIT, |d| d["id"] == id.as_str())
+                .await
+                .expect("the ack on the event stream");
+            assert_eq!(event["ack"]["comment"], "crew on the way");
+            let listed = cli(&collector, &["alerts", "--format", "json"]).await;
+            assert!(
+                listed.contains(&id),
+                "the CLI lists the firing alert: {listed}"
+            );
         }
         a.restart(&killed);
         events.state(&killed, "online", WAIT).await;
@@ -334,7 +395,7 @@ async fn killed_and_frozen_agents_are_detected_in_time_with_webhooks_and_events(
     // SIGSTOP: the socket stays open (keep-alive 2 s: Will after 3 s); heartbeats stop.
     let bound = Duration::from_millis(3 * 1_000 + 1_000);
     let mut freeze_latencies = Vec::new();
-    for round in 0..2 {
+    for round in 0..4 {
         let t0 = Instant::now();
         b.process.signal("STOP");
         let offline = events.state(&frozen, "offline", bound * 2).await;
