@@ -65,7 +65,6 @@ async fn next_event(
 }
 
 #[tokio::test]
-#[ignore = "needs the pipeline wiring (API router, event hub and liveness engine in app.rs)"]
 async fn killing_an_agent_reaches_the_event_stream() {
     let broker = Mosquitto::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
