@@ -87,8 +87,16 @@ impl Metrics {
             .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
-    pub fn output(&self, output: &str, event: OutputEvent) {
+    /// Makes an output's series appear (at 0) before its first notification.
+    pub fn register_output(&self, output: &str) {
         let mut outputs = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
+        Self::counters(&mut outputs, output);
+    }
+
+    fn counters<'a>(
+        outputs: &'a mut Vec<(String, OutputCounters)>,
+        output: &str,
+    ) -> &'a mut OutputCounters {
         let i = match outputs.iter().position(|(name, _)| name == output) {
             Some(i) => i,
             None => {
@@ -96,7 +104,12 @@ impl Metrics {
                 outputs.len() - 1
             }
         };
-        let c = &mut outputs[i].1;
+        &mut outputs[i].1
+    }
+
+    pub fn output(&self, output: &str, event: OutputEvent) {
+        let mut outputs = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
+        let c = Self::counters(&mut outputs, output);
         match event {
             OutputEvent::Sent => c.sent += 1,
             OutputEvent::Failed => c.failed += 1,
@@ -245,7 +258,9 @@ mod tests {
         m.output("webhook-0", OutputEvent::Sent);
         m.output("webhook-0", OutputEvent::Failed);
         m.store_latency(Duration::from_millis(3));
+        m.register_output("alertmanager");
         let text = m.render();
+        assert!(text.contains("alarmnet_notifications_sent_total{output=\"alertmanager\"} 0\n"));
         assert!(
             text.contains("alarmnet_messages_received_total 3\n"),
             "{text}"

@@ -109,7 +109,9 @@ impl Outputs {
     /// Adds an output queue; the caller spawns the task that drains `rx`.
     pub fn add(&mut self, name: impl Into<String>, capacity: usize) -> mpsc::Receiver<Notice> {
         let (tx, rx) = mpsc::channel(capacity);
-        self.queues.push((name.into(), tx));
+        let name = name.into();
+        self.metrics.register_output(&name);
+        self.queues.push((name, tx));
         rx
     }
 
