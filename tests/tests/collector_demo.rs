@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use alarmnet_e2e::{MqttProbe, Process, binary, free_port, wait_for};
+use alarmnet_e2e::{Mosquitto, MqttProbe, Process, binary, free_port, wait_for};
 
 const NODES: usize = 20;
 
@@ -31,16 +31,29 @@ fn state_node(topic: &str) -> Option<String> {
 
 #[tokio::test]
 async fn demo_runs_a_province_and_stops_cleanly_on_ctrl_c() {
+    let port = free_port();
+    run_demo(&["--broker-port".to_owned(), port.to_string()], port).await;
+}
+
+/// Without the embedded broker: the same demo through an external Mosquitto.
+#[tokio::test]
+async fn demo_uses_an_external_broker_when_given_one() {
+    let mosquitto = Mosquitto::start().await;
+    run_demo(&["--broker".to_owned(), mosquitto.url()], mosquitto.port()).await;
+}
+
+/// Runs the demo with `broker_args` (its broker on `broker_port`) through start, readiness,
+/// every node online, and a clean stop on SIGINT.
+async fn run_demo(broker_args: &[String], broker_port: u16) {
     let data = tempfile::tempdir().expect("temp dir");
     let http_port = free_port();
-    let broker_port = free_port();
     let started = Instant::now();
     let mut demo = Process::builder(binary("alarmnet-collector"))
         .name("demo")
         .args(["demo", "--data-dir"])
         .arg(data.path())
         .args(["--http", &format!("127.0.0.1:{http_port}")])
-        .args(["--broker-port", &broker_port.to_string()])
+        .args(broker_args)
         .args([
             "--nodes",
             &NODES.to_string(),

@@ -37,6 +37,7 @@ pub const LOG_FILTER: &str = "info,rumqttd=off,alarmnet_agent=warn,alarmnet_agen
 const COLLECTOR_ID: &str = "alarmnet-demo-collector";
 
 /// How long the embedded broker may take to answer its first CONNECT.
+#[cfg(feature = "embedded-broker")]
 const BROKER_START: Duration = Duration::from_secs(10);
 
 /// How long the collector may take to be ready (store open, broker connected).
