@@ -14,8 +14,10 @@ step() {
     printf '\n==> %s\n' "$*"
 }
 
-# Debian packages the end-to-end tests need (servers they start, and Chromium for the console).
-PACKAGES=(mosquitto mosquitto-clients victoria-metrics prometheus-alertmanager chromium chromium-driver)
+# Debian packages the end-to-end tests need (servers they start, and Chromium with a CJK font
+# for the console; the console tests also need Node.js 20 with npm).
+PACKAGES=(mosquitto mosquitto-clients victoria-metrics prometheus-alertmanager chromium chromium-driver
+    fonts-wqy-microhei)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -63,5 +65,13 @@ cargo build --workspace --bins
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "console in headless Chromium: npm ci and node --test tests/console/"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "the console tests need Node.js 20 (node and npm on PATH)" >&2
+    exit 1
+fi
+npm ci --prefix tests/console --no-audit --no-fund
+node --test tests/console/
 
 step "all checks passed"
