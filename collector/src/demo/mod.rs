@@ -262,6 +262,7 @@ fn print_banner(args: &DemoArgs, data_dir: &Path, broker: &str, token: &str, nod
     } else {
         " (embedded, in memory)"
     };
+    let (host, port) = broker_host(broker);
     println!(
         "\nalarmnet demo: {nodes} simulated sirens and displays in Gansu, with failures every \
          few minutes\n\
@@ -272,8 +273,6 @@ fn print_banner(args: &DemoArgs, data_dir: &Path, broker: &str, token: &str, nod
          data      {data}\n  \
          stop      Ctrl-C (the nodes say goodbye, the store is flushed)\n",
         http = args.http,
-        host = broker_host(broker).0,
-        port = broker_host(broker).1,
         data = data_dir.display(),
     );
 }
