@@ -43,6 +43,8 @@ use crate::spool::{RecordKind, Spool, SpoolError};
 
 /// Spool records handed to rumqttc and not yet acknowledged, at most.
 const WINDOW: usize = 32;
+/// A connection that lasted this long resets the reconnect backoff when it drops.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// How long a clean stop waits for the broker to acknowledge the `offline` state.
 const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(2);
 
@@ -125,8 +127,13 @@ enum Done {
 /// Why a connection ended.
 enum Ended {
     Shutdown,
-    Lost { was_connected: bool },
-    Killed { down_for: Duration },
+    /// `connected_for`: how long the connection was up, `None` if it never came up.
+    Lost {
+        connected_for: Option<Duration>,
+    },
+    Killed {
+        down_for: Duration,
+    },
 }
 
 /// What a packet id handed to rumqttc stands for.
@@ -284,13 +291,17 @@ impl Session {
             let broker = &brokers[index % brokers.len()];
             let wait = match self.connection(broker, &shutdown).await? {
                 Ended::Shutdown => break,
-                Ended::Lost { was_connected } => {
-                    if was_connected {
-                        // Prefer the first broker again, quickly but still jittered.
-                        backoff.reset();
-                        index = 0;
-                    } else {
-                        index += 1;
+                Ended::Lost { connected_for } => {
+                    match connected_for {
+                        // A connection that held: come back quickly (still jittered), to
+                        // the first broker. One dropped at once (a broker that accepts and
+                        // kicks, or another client with the same id) keeps backing off.
+                        Some(up) if up >= STABLE_CONNECTION => {
+                            backoff.reset();
+                            index = 0;
+                        }
+                        Some(_) => {}
+                        None => index += 1,
                     }
                     backoff.next_delay(&mut rand::rng())
                 }
@@ -553,7 +564,7 @@ impl Session {
         let poller = tokio::spawn(poll_events(eventloop, events_tx, pause_rx));
         let mut conn = Connection {
             client,
-            connected: false,
+            connected: None,
             awaiting_pkid: VecDeque::new(),
             inflight: HashMap::new(),
             records_out: 0,
@@ -564,7 +575,7 @@ impl Session {
             let schedule = self.next_schedule();
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    if conn.connected {
+                    if conn.connected.is_some() {
                         self.clean_stop(&mut conn, &mut events).await;
                     }
                     break Ended::Shutdown;
@@ -572,14 +583,14 @@ impl Session {
                 ev = events.recv() => match ev {
                     Some(Ok(ev)) => self.on_event(&mut conn, ev, broker)?,
                     Some(Err(e)) => {
-                        if conn.connected {
+                        if conn.connected.is_some() {
                             warn!(node = %self.cfg.identity.path, %broker, error = %e, "connection lost");
                         } else {
                             debug!(node = %self.cfg.identity.path, %broker, error = %e, "connect failed");
                         }
-                        break Ended::Lost { was_connected: conn.connected };
+                        break Ended::Lost { connected_for: conn.connected.map(|t| t.elapsed()) };
                     }
-                    None => break Ended::Lost { was_connected: conn.connected },
+                    None => break Ended::Lost { connected_for: conn.connected.map(|t| t.elapsed()) },
                 },
                 _ = self.heartbeat.tick() => {
                     self.produce_heartbeat()?;
@@ -630,7 +641,7 @@ impl Session {
         match ev {
             Event::Incoming(Packet::ConnAck(_)) => {
                 info!(node = %self.cfg.identity.path, %broker, spooled = self.spool.len(), "connected");
-                conn.connected = true;
+                conn.connected = Some(Instant::now());
                 for topic in [&self.topics.cmd, &self.topics.state] {
                     let _ = conn.client.try_subscribe(topic.as_str(), QoS::AtLeastOnce);
                 }
@@ -708,7 +719,7 @@ impl Session {
 
     /// Hands spool records to rumqttc, oldest first, while the window has room.
     fn pump(&self, conn: &mut Connection) {
-        if !conn.connected {
+        if conn.connected.is_none() {
             return;
         }
         while conn.records_out < WINDOW {
@@ -795,7 +806,8 @@ impl Session {
 /// One connection's bookkeeping.
 struct Connection {
     client: AsyncClient,
-    connected: bool,
+    /// When the ConnAck arrived.
+    connected: Option<Instant>,
     /// Publishes handed to rumqttc, waiting for their packet id, in order.
     awaiting_pkid: VecDeque<Tracked>,
     /// Packet id → what it carries, until the PUBACK.

@@ -353,3 +353,161 @@ async fn a_broker_restart_without_persistence_loses_nothing_unacknowledged() {
     agent.signal("TERM");
     agent.wait_exit(WAIT).await.expect("exits");
 }
+
+/// A Will of another boot arriving while the agent is connected (an old connection's Will,
+/// late) turns the retained state `offline`: the agent notices and says `online` again.
+#[tokio::test]
+async fn a_stale_will_is_overwritten_with_online() {
+    let broker = Mosquitto::start().await;
+    let node = Node::new();
+    let config = node.config(&broker, "10s");
+    let probe = MqttProbe::connect(broker.port(), &node.filter()).await;
+    let mut agent = node.start(&config);
+    let online = state(node.next(&probe, "state").await);
+    assert_eq!(online.state, NodeState::Online);
+    probe
+        .publish(
+            &node.topic("state"),
+            r#"{"v":1,"state":"offline","boot":"0000000000000bad","reason":"lost"}"#,
+            true,
+        )
+        .await;
+    let stale = state(node.next(&probe, "state").await);
+    assert_eq!(stale.boot.as_str(), "0000000000000bad");
+    let healed = state(node.next(&probe, "state").await);
+    assert_eq!(healed.state, NodeState::Online);
+    assert_eq!(healed.boot, online.boot);
+    // And the retained state is the healed one.
+    let late = MqttProbe::connect(broker.port(), &node.topic("state")).await;
+    let retained = late.next(WAIT).await.expect("retained state");
+    assert_eq!(state(node.decode(&retained)).state, NodeState::Online);
+    agent.signal("TERM");
+    agent.wait_exit(WAIT).await.expect("exits");
+}
+
+/// With the first broker unreachable, the agent fails over to the next one in the list.
+#[tokio::test]
+async fn the_agent_fails_over_to_the_next_broker() {
+    let broker = Mosquitto::start().await;
+    let node = Node::new();
+    let config = node.config(&broker, "10s");
+    let dead = format!("mqtt://127.0.0.1:{}", alarmnet_e2e::free_port());
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        &format!("brokers = [\"{}\"]", broker.url()),
+        &format!("brokers = [\"{dead}\", \"{}\"]", broker.url()),
+    );
+    assert!(text.contains(&dead));
+    std::fs::write(&config, text).expect("config");
+    let probe = MqttProbe::connect(broker.port(), &node.filter()).await;
+    let mut agent = node.start(&config);
+    let online = state(node.next(&probe, "state").await);
+    assert_eq!(online.state, NodeState::Online);
+    agent.signal("TERM");
+    agent.wait_exit(WAIT).await.expect("exits");
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// mqtts:// with the node's own CA file: the agent verifies the broker's certificate and
+/// speaks the protocol over TLS.
+#[tokio::test]
+async fn the_agent_connects_over_tls_with_its_ca_file() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let d = pki.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=alarmnet test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        d.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+
+    let tls_port = alarmnet_e2e::free_port();
+    let broker = Mosquitto::builder()
+        .config_line(format!("listener {tls_port} 127.0.0.1"))
+        .config_line(format!("cafile {}", d.join("ca.pem").display()))
+        .config_line(format!("certfile {}", d.join("server.pem").display()))
+        .config_line(format!("keyfile {}", d.join("server.key").display()))
+        .start()
+        .await;
+    let node = Node::new();
+    let config = node.config(&broker, "10s");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text
+        .replace(&broker.url(), &format!("mqtts://127.0.0.1:{tls_port}"))
+        .replace(
+            "[spool]",
+            &format!("ca_file = \"{}\"\n[spool]", d.join("ca.pem").display()),
+        );
+    std::fs::write(&config, text).expect("config");
+    let probe = MqttProbe::connect(broker.port(), &node.filter()).await;
+    let mut agent = node.start(&config);
+    let online = state(node.next(&probe, "state").await);
+    assert_eq!(online.state, NodeState::Online);
+    agent.signal("TERM");
+    agent.wait_exit(WAIT).await.expect("exits");
+}
