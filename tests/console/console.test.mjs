@@ -24,6 +24,7 @@ const NODES = [
 ];
 const KILLED = NODES[1]; // a siren: its node_offline is critical
 const KEYBOARD = NODES[2]; // a display: major
+const MUTED = NODES[3]; // a siren killed while the sound is muted
 
 let sys;
 let context;
@@ -101,6 +102,9 @@ describe("operations console", { timeout: 240000 }, () => {
   });
 
   test("a killed agent's alert appears live, coloured by severity", async () => {
+    // A click is the gesture that lets the page start audio; the hint then hides.
+    await page.click("[data-testid=sound-hint]");
+    await page.waitForSelector("[data-testid=sound-hint]", { state: "hidden" });
     await page.evaluate(() => { window.__sameLoad = true; });
     const listRequests = [];
     const onRequest = (r) => { if (/\/api\/v1\/alerts(\?|$)/.test(r.url())) listRequests.push(r.url()); };
@@ -128,6 +132,7 @@ describe("operations console", { timeout: 240000 }, () => {
       })(),
     ]);
     assert.equal(border, critical, "the row's edge has the critical colour");
+    await page.waitForSelector("body[data-sounds-played='1']", { timeout: 5000 });
     await shot("alert-live-zh-1920x1080");
     assert.deepEqual(problems, []);
   });
@@ -172,6 +177,20 @@ describe("operations console", { timeout: 240000 }, () => {
     await page.waitForSelector(`[data-testid=alert-row][data-alert-id="${alert.id}"][data-acked=true]`);
     const listed = (await sys.api(`/api/v1/alerts?limit=500`)).items.find((a) => a.id === alert.id);
     assert.equal(listed.ack?.comment, "keyboard ack");
+    assert.deepEqual(problems, []);
+  });
+
+  test("a muted console stays silent on a new critical alert, and remembers it", async () => {
+    await page.click("[data-testid=sound-toggle]");
+    assert.equal(await page.getAttribute("[data-testid=sound-toggle]", "aria-pressed"), "false");
+    assert.equal(await page.evaluate(() => localStorage.getItem("alarmnet.muted")), "1");
+    await sys.killAgent(MUTED.id);
+    const alert = await waitFor("the muted siren's alert", () => firingAlert("node_offline", MUTED.id));
+    assert.equal(alert.severity, "critical");
+    await page.waitForSelector(`[data-testid=alert-row][data-alert-id="${alert.id}"]`, { timeout: 15000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.soundsPlayed), "1", "no sound while muted");
+    await page.click("[data-testid=sound-toggle]");
+    assert.equal(await page.evaluate(() => localStorage.getItem("alarmnet.muted")), "0");
     assert.deepEqual(problems, []);
   });
 
@@ -229,7 +248,7 @@ describe("operations console", { timeout: 240000 }, () => {
 
   test("the uptime page shows the API's numbers", async () => {
     // Bring the killed nodes back, so downtime stops growing while we compare.
-    for (const n of [KILLED, KEYBOARD]) await sys.startAgent(n);
+    for (const n of [KILLED, KEYBOARD, MUTED]) await sys.startAgent(n);
     await page.evaluate(() => localStorage.setItem("alarmnet.lang", "en"));
     await page.goto(`${sys.base}/#/uptime`);
     await page.reload();
@@ -265,6 +284,16 @@ describe("operations console", { timeout: 240000 }, () => {
         if (b.node === KILLED.id) assert.ok(b.downtime_s > 0, "the killed node has downtime");
       }
       await shot(`uptime-by-${by}-en-1920x1080`);
+      // The CSV export holds the same rows, with raw numbers.
+      const [download] = await Promise.all([page.waitForEvent("download"), page.click("[data-testid=uptime-csv]")]);
+      const csv = fs.readFileSync(await download.path(), "utf8").replace(/^\ufeff/, "").trim().split("\r\n");
+      const header = csv[0].split(",");
+      assert.equal(csv.length - 1, apiBefore.rows.length, "one CSV line per row");
+      for (let i = 0; i < apiBefore.rows.length; i++) {
+        const line = Object.fromEntries(csv[i + 1].split(",").map((v, j) => [header[j], v]));
+        assert.equal(line[by], apiBefore.rows[i][by], "CSV rows in the report's order");
+        assert.equal(Number(line.downtime_s), apiBefore.rows[i].downtime_s, "CSV downtime");
+      }
     }
     await page.setViewportSize({ width: 1366, height: 768 });
     await shot("uptime-by-region-en-1366x768");
