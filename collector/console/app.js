@@ -805,7 +805,7 @@ async function nodeView(main, node) {
     transitions.items.length > 50 ? h("p", { class: "empty" }, t("node.more", { n: transitions.total - 50 })) : null);
   const chart = h("section", { class: "card", "data-testid": "node-metrics" }, h("h3", {}, t("node.metrics")), metricsChart(metrics));
   const fh = h("section", { class: "card", "data-testid": "node-fault-history" }, h("h3", {}, t("node.fault_history")),
-    faults.items.length ? faultTable(faults.items) : h("p", { class: "empty" }, t("node.faults.none")));
+    faults.items.length ? faultTable(faults.items) : h("p", { class: "empty" }, t("node.fault_history.none")));
   const avail = h("section", { class: "card", "data-testid": "node-uptime" }, h("h3", {}, t("node.uptime")),
     uptime && uptime.rows.length ? nodeUptime(uptime.rows[0]) : h("p", { class: "empty" }, t("dur.none")));
   const grid = h("div", { class: "detail", "data-node-detail": node }, reg, active, hist, chart, avail, fh);
