@@ -28,6 +28,7 @@ const MUTED = NODES[3]; // a siren killed while the sound is muted
 
 let sys;
 let context;
+let profile;
 let page;
 let problems = []; // console errors, page errors, failed requests of `page`
 
@@ -64,7 +65,7 @@ describe("operations console", { timeout: 240000 }, () => {
   before(async () => {
     sys = await System.start();
     for (const n of NODES) await sys.startAgent(n);
-    const profile = fs.mkdtempSync(path.join(os.tmpdir(), "alarmnet-console-chromium-"));
+    profile = fs.mkdtempSync(path.join(os.tmpdir(), "alarmnet-console-chromium-"));
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
@@ -83,8 +84,9 @@ describe("operations console", { timeout: 240000 }, () => {
     watch(page);
   });
 
-  after(async (t) => {
+  after(async () => {
     await context?.close().catch(() => {});
+    if (profile) fs.rmSync(profile, { recursive: true, force: true });
     if (sys) {
       if (process.exitCode) console.error(sys.logs());
       await sys.stop();
