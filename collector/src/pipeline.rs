@@ -54,6 +54,19 @@ pub fn now_millis() -> Millis {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The `cmd` publish asking the agent at `path` to publish its birth and state again.
+pub fn rebirth_command(path: &NodePath, prefix: &Prefix, now: Millis) -> Option<(String, Vec<u8>)> {
+    let id = CmdId::new(format!("rebirth-{now}")).ok()?;
+    let envelope = Envelope {
+        topic: Topic::Node(path.clone(), NodeTopic::Command),
+        message: Message::Command(Command {
+            id,
+            action: CmdAction::Rebirth,
+        }),
+    };
+    Some(envelope.encode(prefix))
+}
+
 /// Asks agents whose heartbeats arrive before any birth to publish their birth again.
 #[derive(Debug, Clone)]
 pub struct Rebirth {
@@ -361,17 +374,9 @@ impl Core {
             self.rebirths.retain(|_, at| now < *at + REBIRTH_EVERY);
         }
         self.rebirths.insert(path.node.clone(), now);
-        let Ok(id) = CmdId::new(format!("rebirth-{now}")) else {
+        let Some((topic, payload)) = rebirth_command(path, &rebirth.prefix, now) else {
             return;
         };
-        let envelope = Envelope {
-            topic: Topic::Node(path.clone(), NodeTopic::Command),
-            message: Message::Command(Command {
-                id,
-                action: CmdAction::Rebirth,
-            }),
-        };
-        let (topic, payload) = envelope.encode(&rebirth.prefix);
         match rebirth
             .client
             .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)

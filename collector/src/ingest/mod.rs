@@ -180,6 +180,55 @@ pub struct Ingest {
     registry: HashMap<NodeId, Binding>,
     metrics: Arc<Metrics>,
     log: RejectLog,
+    rebirth: RebirthAsk,
+}
+
+/// Most `rebirth` requests per second for nodes heard without a birth: a node that lost
+/// its birth (store wiped, broker restarted without its retained messages) is asked to
+/// send it again, and a flood of invented ids cannot turn into a flood of commands.
+const REBIRTHS_PER_SECOND: u32 = 20;
+
+/// The same node is asked again after this long at the earliest.
+const REBIRTH_AGAIN: Duration = Duration::from_secs(60);
+
+/// Nodes to ask for a birth, rate-limited and bounded.
+#[derive(Debug)]
+struct RebirthAsk {
+    asked: HashMap<NodeId, Instant>,
+    second: Instant,
+    in_second: u32,
+    due: Vec<NodePath>,
+}
+
+impl RebirthAsk {
+    fn new() -> Self {
+        Self {
+            asked: HashMap::new(),
+            second: Instant::now(),
+            in_second: 0,
+            due: Vec::new(),
+        }
+    }
+
+    fn ask(&mut self, path: &NodePath, now: Instant) {
+        if now.duration_since(self.second) >= Duration::from_secs(1) {
+            self.second = now;
+            self.in_second = 0;
+            self.asked
+                .retain(|_, at| now.duration_since(*at) < REBIRTH_AGAIN);
+        }
+        if self.in_second >= REBIRTHS_PER_SECOND
+            || self
+                .asked
+                .get(&path.node)
+                .is_some_and(|at| now.duration_since(*at) < REBIRTH_AGAIN)
+        {
+            return;
+        }
+        self.in_second += 1;
+        self.asked.insert(path.node.clone(), now);
+        self.due.push(path.clone());
+    }
 }
 
 impl Ingest {
@@ -204,7 +253,14 @@ impl Ingest {
             registry,
             metrics,
             log: RejectLog::new(config.reject_log_window),
+            rebirth: RebirthAsk::new(),
         }
+    }
+
+    /// Nodes heard without a birth that may register (room under the cap, allowed): send
+    /// each a `rebirth` command. Rate-limited (see [`REBIRTHS_PER_SECOND`]).
+    pub fn take_rebirths(&mut self) -> Vec<NodePath> {
+        std::mem::take(&mut self.rebirth.due)
     }
 
     /// The number of registered nodes.
@@ -226,6 +282,16 @@ impl Ingest {
                 Some(event)
             }
             Err(rejection) => {
+                if rejection.reason == RejectReason::UnknownNode
+                    && let Ok(Topic::Node(path, _)) = Topic::parse(&self.prefix, topic)
+                    && self.registry.len() < self.max_nodes
+                    && self
+                        .allowlist
+                        .as_ref()
+                        .is_none_or(|a| a.contains(&path.node))
+                {
+                    self.rebirth.ask(&path, Instant::now());
+                }
                 self.metrics.rejected(rejection.reason);
                 self.log.rejected(&rejection, topic, Instant::now());
                 None
@@ -527,6 +593,36 @@ mod tests {
         // A known node's rebirth is always accepted, even at the cap.
         assert_eq!(reason(&mut i, birth("r", "s", "a", 2)), None);
         assert_eq!(i.registered(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nodes_heard_without_a_birth_are_asked_for_one_within_limits() {
+        let mut i = ingest(1_000, None);
+        let (topic, body) = hb("r", "s", "a");
+        assert!(i.handle(&topic, &body, 1).is_none(), "rejected: no birth");
+        assert!(i.handle(&topic, &body, 2).is_none());
+        let asked = i.take_rebirths();
+        assert_eq!(asked.len(), 1, "asked once, not per message: {asked:?}");
+        assert_eq!(asked[0].node.as_str(), "a");
+        assert!(i.take_rebirths().is_empty());
+        // A flood of invented ids: at most REBIRTHS_PER_SECOND commands a second.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for n in 0..500 {
+            let (topic, body) = hb("r", "s", &format!("x{n}"));
+            i.handle(&topic, &body, 3);
+        }
+        assert_eq!(i.take_rebirths().len(), REBIRTHS_PER_SECOND as usize);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        i.handle(&topic, &body, 4);
+        assert!(
+            i.take_rebirths().is_empty(),
+            "a is not asked again within a minute"
+        );
+        // Not allowed to register: never asked.
+        let mut only = ingest(10, Some(&["ok"]));
+        let (topic, body) = hb("r", "s", "intruder");
+        only.handle(&topic, &body, 1);
+        assert!(only.take_rebirths().is_empty());
     }
 
     #[test]

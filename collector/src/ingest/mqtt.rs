@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use alarmnet_protocol::{CollectorId, CollectorState, Message, NodeState, Prefix, Topic, V1};
+use alarmnet_protocol::{
+    CollectorId, CollectorState, Message, NodePath, NodeState, Prefix, Topic, V1,
+};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS,
     TlsConfiguration, Transport,
@@ -208,6 +210,9 @@ pub async fn run(
                         break;
                     }
                 }
+                for path in ingest.take_rebirths() {
+                    ask_rebirth(&client, &topics.prefix, &path);
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -313,6 +318,19 @@ impl Backoff {
         self.current = (self.current * 2).min(self.max);
         let jitter = rand::random_range(0.8..1.2);
         step.mul_f64(jitter).min(self.max)
+    }
+}
+
+/// Asks a node heard without a birth to publish it again (`cmd` rebirth). `try_`: this
+/// task drains the client's request channel, so it must not wait on it.
+fn ask_rebirth(client: &AsyncClient, prefix: &Prefix, path: &NodePath) {
+    let Some((topic, payload)) = crate::pipeline::rebirth_command(path, prefix, now_millis())
+    else {
+        return;
+    };
+    match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+        Ok(()) => tracing::info!(node = %path.node, "message before any birth: rebirth asked"),
+        Err(e) => tracing::warn!(node = %path.node, error = %e, "cannot ask for a rebirth"),
     }
 }
 
