@@ -9,7 +9,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Caller;
@@ -67,15 +67,13 @@ impl Page {
         Ok(Page { offset, limit })
     }
 
-    /// One page of `items`: `{"items", "next_cursor", "total"}` plus `extra` fields.
-    fn answer<T: Serialize>(self, items: Vec<T>, extra: Value) -> Json<Value> {
+    /// One page of `items`, each rendered by `render` (only the page is rendered):
+    /// `{"items", "next_cursor", "total"}` plus the fields of `extra`.
+    fn answer<T>(self, items: &[T], render: impl Fn(&T) -> Value, extra: Value) -> Json<Value> {
         let total = items.len();
+        let start = self.offset.min(total);
         let end = self.offset.saturating_add(self.limit).min(total);
-        let page: Vec<T> = items
-            .into_iter()
-            .skip(self.offset)
-            .take(end.saturating_sub(self.offset))
-            .collect();
+        let page: Vec<Value> = items[start..end].iter().map(render).collect();
         let next = (end < total).then(|| format!("o{end}"));
         let mut body = json!({"items": page, "next_cursor": next, "total": total});
         if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
@@ -323,8 +321,7 @@ pub(super) async fn nodes(State(s): State<ApiState>, Query(raw): Raw) -> ApiResu
             Ok(out)
         })
         .await?;
-    let items: Vec<Value> = rows.iter().map(|(n, f)| node_summary(n, *f, &s)).collect();
-    Ok(page.answer(items, json!({})))
+    Ok(page.answer(&rows, |(n, f)| node_summary(n, *f, &s), json!({})))
 }
 
 fn fault_json(f: &FaultRecord, s: &ApiState) -> Value {
@@ -435,7 +432,8 @@ pub(super) async fn history(
             .collect()
     };
     Ok(page.answer(
-        items,
+        &items,
+        Value::clone,
         json!({"node": node, "type": kind, "from": Stamp::new(from, &s.tz),
                "to": Stamp::new(to, &s.tz)}),
     ))
@@ -532,7 +530,7 @@ pub(super) async fn alerts(State(s): State<ApiState>, Query(raw): Raw) -> ApiRes
     let window = window(&p, &s, None)?;
     let page = Page::from(&p)?;
     let all = s.store.alerts(status, usize::MAX).await?;
-    let items: Vec<Value> = all
+    let items: Vec<&Alert> = all
         .iter()
         .filter(|a| {
             severities.as_ref().is_none_or(|v| v.contains(&a.severity))
@@ -552,9 +550,8 @@ pub(super) async fn alerts(State(s): State<ApiState>, Query(raw): Raw) -> ApiRes
                     a.started_at < to && a.ended_at.is_none_or(|e| e >= from)
                 })
         })
-        .map(|a| alert_json(a, &s))
         .collect();
-    Ok(page.answer(items, json!({})))
+    Ok(page.answer(&items, |a| alert_json(a, &s), json!({})))
 }
 
 /// Reads an optional JSON body, naming the field at fault.
@@ -684,7 +681,7 @@ pub(super) async fn silences(State(s): State<ApiState>, Query(raw): Raw) -> ApiR
     let now = s.now();
     let mut all = s.store.silences(None).await?;
     all.sort_by(|a, b| b.starts_at.cmp(&a.starts_at).then_with(|| b.id.cmp(&a.id)));
-    let items: Vec<Value> = all
+    let items: Vec<&Silence> = all
         .iter()
         .filter(|x| {
             let st = silence_status(x, now);
@@ -692,9 +689,8 @@ pub(super) async fn silences(State(s): State<ApiState>, Query(raw): Raw) -> ApiR
                 && region.as_ref().is_none_or(|r| x.region.as_ref() == Some(r))
                 && site.as_ref().is_none_or(|r| x.site.as_ref() == Some(r))
         })
-        .map(|x| silence_json(x, &s, now))
         .collect();
-    Ok(page.answer(items, json!({})))
+    Ok(page.answer(&items, |x| silence_json(x, &s, now), json!({})))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -986,3 +986,45 @@ async fn a_client_that_does_not_read_is_dropped_and_never_blocks_publishing() {
     );
     assert_eq!(hub.subscribers(), 0);
 }
+
+/// Latency of the list endpoints over 100 000 nodes (run with `--ignored --nocapture`).
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn measure_lists_over_100k_nodes() {
+    let s = Server::start(true).await;
+    s.state
+        .store
+        .call(|db| {
+            for i in 0..100_000 {
+                let p = path(
+                    &format!("r{}", i % 14),
+                    &format!("s{}", i % 1400),
+                    &format!("n{i:06}"),
+                );
+                db.upsert_birth(&p, &birth(&p, "siren", "x", "y"), now())?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("seed");
+    let started = std::time::Instant::now();
+    let all = s
+        .state
+        .store
+        .nodes(crate::store::NodeFilter::default())
+        .await
+        .expect("nodes");
+    println!("store.nodes() of {}: {:?}", all.len(), started.elapsed());
+    for url in [
+        "/api/v1/nodes?limit=100",
+        "/api/v1/nodes?limit=1000&region=r3",
+        "/api/v1/nodes?state=offline",
+        "/api/v1/summary",
+        "/api/v1/uptime?by=region",
+    ] {
+        let started = std::time::Instant::now();
+        let (code, _) = s.get(url, None).await;
+        assert_eq!(code, 200);
+        println!("{url}: {:?}", started.elapsed());
+    }
+}
