@@ -682,7 +682,7 @@ function overview() {
       h("div", { class: "region-head" },
         h("h3", {}, r.name || r.region),
         r.name ? h("span", { class: "tag" }, r.region) : null,
-        h("span", { class: "n" }, t("grid.nodes", { n: r.nodes }))),
+        h("span", { class: "n" }, t(r.nodes === 1 ? "grid.nodes.one" : "grid.nodes", { n: r.nodes }))),
       stateBar(r.states, r.nodes),
       stateChips(r.states, "region-count"));
     const sites = h("div", { class: "sites" });
@@ -1277,6 +1277,7 @@ async function start() {
     // Display names of nodes outside expanded sites (alert feed, uptime by node).
     ensureNodeNames().then(() => { renderAlerts(); scheduleRender(); }, () => {});
   }
+  tickClock(); // in the collector's zone, now that its timestamps told it
   document.body.dataset.ready = "true";
 }
 
