@@ -74,6 +74,7 @@ describe("operations console", { timeout: 240000 }, () => {
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
       ],
       locale: "zh-CN",
+      timezoneId: "UTC", // not the collector's zone: the page must show the collector's
       viewport: { width: 1920, height: 1080 },
     });
     // Logged in as an operator before the first request, so nothing is ever refused.
@@ -99,6 +100,11 @@ describe("operations console", { timeout: 240000 }, () => {
     await page.waitForSelector(`[data-testid=site-tile][data-site=lz-chengguan]`);
     const online = await page.getAttribute("[data-testid=total-online]", "data-count");
     assert.equal(Number(online), NODES.length, "all agents counted online");
+    // The clock is in the collector's zone (UTC+8) from the first moment, not the browser's.
+    const clock = await page.locator("#clock").innerText();
+    const now = Date.now();
+    const inZone = (t) => new Date(t + 8 * 3600e3).toISOString().slice(11, 19);
+    assert.ok([inZone(now - 1000), inZone(now)].includes(clock), `clock ${clock} is UTC+8 (${inZone(now)})`);
     await shot("overview-zh-1920x1080");
     assert.deepEqual(problems, []);
   });

@@ -163,6 +163,9 @@ name = "${VIEWER.name}"
 token = "${VIEWER.token}"
 role = "viewer"
 
+[uptime]
+time_zone = "Asia/Shanghai"
+
 [liveness]
 late_factor = 1.5
 offline_factor = 3.0
