@@ -22,7 +22,7 @@ fn text<const N: usize>() -> impl Strategy<Value = Text<N>> {
     // Any Unicode, Chinese and control characters included, within the limit.
     proptest::string::string_regex(&format!("(?s).{{0,{N}}}"))
         .expect("regex")
-        .prop_map(|s| Text::truncated(s))
+        .prop_map(Text::truncated)
 }
 
 fn finite() -> impl Strategy<Value = f64> {
