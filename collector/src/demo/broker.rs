@@ -93,11 +93,12 @@ impl BrokerSettings {
             max_connections: self.max_connections,
             // Packets handed to one connection per scheduling round.
             max_outgoing_packet_count: 200,
-            // Messages are logged per subscription filter in memory segments; old segments
-            // are dropped past the count, which bounds the broker's memory per filter at
-            // 32 MiB (the collector's `#` filter sees every message; at 300 nodes and a 5 s
-            // heartbeat that is hours of history).
-            max_segment_size: 8 * 1024 * 1024,
+            // Messages are logged per subscription filter in memory segments; the oldest
+            // segment is dropped past the count, which bounds the broker's memory per filter
+            // at 8 MiB. The collector's filter sees every message: at 300 nodes and a 5 s
+            // heartbeat that is several minutes of backlog for a collector that reconnects,
+            // and a lagging reader skips to the oldest segment kept.
+            max_segment_size: 2 * 1024 * 1024,
             max_segment_count: 4,
             custom_segment: None,
             initialized_filters: None,
