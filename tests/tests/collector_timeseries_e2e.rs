@@ -433,3 +433,68 @@ async fn a_collector_killed_while_spooling_loses_nothing_after_restart() {
         0
     );
 }
+
+/// Points per second written end to end: heartbeats of many nodes published as fast as one
+/// client can at QoS 1, through Mosquitto and the collector into VictoriaMetrics, timed until
+/// the sink reports every point written. A measurement, not a check: run it in release.
+///
+/// ```text
+/// cargo build --release -p alarmnet-collector --bins
+/// cargo test --release -p alarmnet-e2e --test collector_timeseries_e2e -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it in release on purpose"]
+async fn points_per_second_written_end_to_end() {
+    const NODES: usize = 1000;
+    const ROUNDS: u64 = 200;
+    let vm = VictoriaMetrics::start().await;
+    let broker = Mosquitto::start().await;
+    let dir = workdir();
+    let collector = Collector::start(&broker, dir.path(), &influx(&vm)).await;
+    let p = Publisher::connect(&broker).await;
+    let mut nodes = start_nodes(&p, &collector, NODES).await;
+    let base = metric(&collector, "alarmnet_tsdb_points_submitted_total").await;
+    let started = std::time::Instant::now();
+    for _ in 0..ROUNDS {
+        for n in nodes.iter_mut() {
+            n.heartbeat(&p).await;
+        }
+    }
+    let published = started.elapsed();
+    let points = ROUNDS * NODES as u64;
+    let accepted_at = wait_for(
+        Duration::from_secs(600),
+        "every heartbeat submitted to the sink",
+        || async {
+            let s = metric(&collector, "alarmnet_tsdb_points_submitted_total").await;
+            (s >= base + points).then(|| started.elapsed())
+        },
+    )
+    .await;
+    wait_for(Duration::from_secs(600), "every point written", || async {
+        let text = collector.metrics().await;
+        let get = |s: &str| collector_support::metric(&text, s) as u64;
+        (get("alarmnet_tsdb_points_written_total") >= get("alarmnet_tsdb_points_submitted_total")
+            && get("alarmnet_tsdb_points_submitted_total") >= base + points)
+            .then_some(())
+    })
+    .await;
+    let written_at = started.elapsed();
+    let (stored, _) = stored_heartbeats(&vm, &nodes[0].node).await;
+    assert_eq!(
+        stored.len() as u64,
+        ROUNDS,
+        "every heartbeat of one node stored"
+    );
+    eprintln!(
+        "{points} heartbeats of {NODES} nodes: published in {published:?}, submitted to the sink \
+         in {accepted_at:?}, all written to VictoriaMetrics in {written_at:?} = {:.0} points/s end \
+         to end (QoS 1, one publisher); dropped {}",
+        points as f64 / written_at.as_secs_f64(),
+        metric(
+            &collector,
+            "alarmnet_tsdb_points_dropped_total{reason=\"buffer_full\"}"
+        )
+        .await
+    );
+}
