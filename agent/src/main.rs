@@ -105,12 +105,18 @@ async fn signals(shutdown: CancellationToken) {
     std::process::exit(1);
 }
 
+/// Logs to stderr at the level named by `RUST_LOG` (`error`, `warn`, `info`, `debug`,
+/// `trace`; default `info`). A plain level, not `EnvFilter` directives: the filter's regex
+/// engine would add about a megabyte to a binary meant for small boards.
 fn init_tracing() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::filter::LevelFilter;
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
