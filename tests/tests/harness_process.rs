@@ -21,12 +21,14 @@ async fn captures_output_and_exit_status() {
 #[tokio::test]
 async fn signals_reach_the_child() {
     // The shell reports each signal it traps, so the test sees delivery, not just death.
-    let script = "trap 'echo got-hup' HUP; trap 'echo got-term; exit 7' TERM; \
+    // USR1 rather than HUP: a shell cannot trap a signal ignored on entry, and HUP is ignored
+    // under nohup and some CI runners.
+    let script = "trap 'echo got-usr1' USR1; trap 'echo got-term; exit 7' TERM; \
                   echo ready; while true; do sleep 0.05; done";
     let mut child = Process::builder("/bin/sh").args(["-c", script]).spawn();
     child.wait_for_output("ready", WAIT).await;
-    child.signal("HUP");
-    child.wait_for_output("got-hup", WAIT).await;
+    child.signal("USR1");
+    child.wait_for_output("got-usr1", WAIT).await;
     assert!(child.is_running());
     child.signal("TERM");
     let status = child.wait_exit(WAIT).await.expect("exits on TERM");
