@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::AlertChange;
 use super::config::AlertsConfig;
 use super::engine::{AckError, Engine};
-use crate::liveness::{Change, LivenessConfig, NodeIdx, RestoredNode, Tracker};
+use crate::liveness::{Change, LivenessConfig, NodeIdx, RestoredNode, SeqInfo, Tracker};
 use crate::model::{Alert, Millis, Silence, Transition};
 
 /// The settings of liveness and alerts (`[liveness]` and `[alerts]` in the config file).
@@ -193,13 +193,8 @@ impl Monitor {
         let Some((idx, seq)) = self.tracker.heartbeat(&path.node, hb, now, &mut changes) else {
             return Output::default();
         };
-        self.engine.on_changes(&self.tracker, &changes, &mut alerts);
-        self.engine
-            .sequence(&self.tracker, idx, seq, now, &mut alerts);
-        if !hb.replay {
-            self.engine
-                .clock(&self.tracker, idx, hb.ts, now, &mut alerts);
-        }
+        let live_ts = (!hb.replay).then_some(hb.ts);
+        self.sequenced_alerts(&changes, idx, seq, live_ts, now, &mut alerts);
         self.engine
             .heartbeat(&self.tracker, idx, hb, now, &mut alerts);
         Output {
@@ -221,13 +216,8 @@ impl Monitor {
         ) else {
             return Output::default();
         };
-        self.engine.on_changes(&self.tracker, &changes, &mut alerts);
-        self.engine
-            .sequence(&self.tracker, idx, seq, now, &mut alerts);
-        if !fault.replay {
-            self.engine
-                .clock(&self.tracker, idx, fault.ts, now, &mut alerts);
-        }
+        let live_ts = (!fault.replay).then_some(fault.ts);
+        self.sequenced_alerts(&changes, idx, seq, live_ts, now, &mut alerts);
         self.engine
             .fault(&self.tracker, idx, fault, now, &mut alerts);
         Output {
@@ -249,16 +239,29 @@ impl Monitor {
         ) else {
             return Output::default();
         };
-        self.engine.on_changes(&self.tracker, &changes, &mut alerts);
-        self.engine
-            .sequence(&self.tracker, idx, seq, now, &mut alerts);
-        if !test.replay {
-            self.engine
-                .clock(&self.tracker, idx, test.ts, now, &mut alerts);
-        }
+        let live_ts = (!test.replay).then_some(test.ts);
+        self.sequenced_alerts(&changes, idx, seq, live_ts, now, &mut alerts);
         Output {
             transitions: self.tracker.transitions(&changes),
             alerts,
+        }
+    }
+
+    /// The rules every sequenced message (heartbeat, fault, test) feeds once the tracker has
+    /// taken it: liveness changes, sequence gaps, and clock skew for live (`live_ts`) messages.
+    fn sequenced_alerts(
+        &mut self,
+        changes: &[Change],
+        idx: NodeIdx,
+        seq: SeqInfo,
+        live_ts: Option<u64>,
+        now: Millis,
+        alerts: &mut Vec<AlertChange>,
+    ) {
+        self.engine.on_changes(&self.tracker, changes, alerts);
+        self.engine.sequence(&self.tracker, idx, seq, now, alerts);
+        if let Some(ts) = live_ts {
+            self.engine.clock(&self.tracker, idx, ts, now, alerts);
         }
     }
 
