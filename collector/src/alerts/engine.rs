@@ -562,33 +562,27 @@ impl Engine {
             None,
         );
         let cond = rule.enabled && outage(s.offline, s.total, rule.min_nodes, rule.min_fraction);
-        match (cond, self.is_active(fp)) {
-            (true, false) => {
-                let new = NewAlert {
-                    fp,
-                    rule: rule_name(SITE_OUTAGE),
-                    severity: rule.severity,
-                    subject: Subject {
-                        region: Some(region.clone()),
-                        site: Some(s.id.clone()),
-                        node: None,
-                    },
-                    kind: None,
-                    node: None,
-                    site: Some(site),
-                    region: Some(s.region),
-                    summary: format!(
-                        "site outage at {region}/{}: {} of {} nodes offline",
-                        s.id, s.offline, s.total
-                    ),
-                    hold_until: 0,
-                    confirmed: true,
-                };
-                self.fire(t, new, at, out);
-            }
-            (false, true) => self.resolve(t, fp, at, out),
-            _ => {}
-        }
+        let severity = rule.severity;
+        self.toggle(t, fp, cond, at, out, || NewAlert {
+            fp,
+            rule: rule_name(SITE_OUTAGE),
+            severity,
+            subject: Subject {
+                region: Some(region.clone()),
+                site: Some(s.id.clone()),
+                node: None,
+            },
+            kind: None,
+            node: None,
+            site: Some(site),
+            region: Some(s.region),
+            summary: format!(
+                "site outage at {region}/{}: {} of {} nodes offline",
+                s.id, s.offline, s.total
+            ),
+            hold_until: 0,
+            confirmed: true,
+        });
     }
 
     fn eval_region(&mut self, t: &Tracker, region: u32, at: Millis, out: &mut Vec<AlertChange>) {
@@ -596,30 +590,42 @@ impl Engine {
         let r = t.region_entry(region);
         let fp = fingerprint(REGION_OUTAGE, Some(r.id.as_str()), None, None, None);
         let cond = rule.enabled && outage(r.offline, r.total, rule.min_nodes, rule.min_fraction);
+        let severity = rule.severity;
+        self.toggle(t, fp, cond, at, out, || NewAlert {
+            fp,
+            rule: rule_name(REGION_OUTAGE),
+            severity,
+            subject: Subject {
+                region: Some(r.id.clone()),
+                site: None,
+                node: None,
+            },
+            kind: None,
+            node: None,
+            site: None,
+            region: Some(region),
+            summary: format!(
+                "region outage in {}: {} of {} nodes offline",
+                r.id, r.offline, r.total
+            ),
+            hold_until: 0,
+            confirmed: true,
+        });
+    }
+
+    /// Fires the alert `new` builds when `cond` holds and `fp` is not active; resolves `fp` when
+    /// `cond` no longer holds and it is.
+    fn toggle(
+        &mut self,
+        t: &Tracker,
+        fp: u64,
+        cond: bool,
+        at: Millis,
+        out: &mut Vec<AlertChange>,
+        new: impl FnOnce() -> NewAlert,
+    ) {
         match (cond, self.is_active(fp)) {
-            (true, false) => {
-                let new = NewAlert {
-                    fp,
-                    rule: rule_name(REGION_OUTAGE),
-                    severity: rule.severity,
-                    subject: Subject {
-                        region: Some(r.id.clone()),
-                        site: None,
-                        node: None,
-                    },
-                    kind: None,
-                    node: None,
-                    site: None,
-                    region: Some(region),
-                    summary: format!(
-                        "region outage in {}: {} of {} nodes offline",
-                        r.id, r.offline, r.total
-                    ),
-                    hold_until: 0,
-                    confirmed: true,
-                };
-                self.fire(t, new, at, out);
-            }
+            (true, false) => self.fire(t, new(), at, out),
             (false, true) => self.resolve(t, fp, at, out),
             _ => {}
         }
