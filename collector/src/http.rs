@@ -63,11 +63,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: the store is open and the broker connected.
+/// Ready: the store is open and committing, and the broker connected.
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     let mut missing = Vec::new();
     if !s.metrics.store_open.load(Relaxed) {
         missing.push("store not open");
+    }
+    if s.metrics.store_failing.load(Relaxed) {
+        missing.push("store cannot commit (disk full?)");
     }
     if !s.metrics.mqtt_connected.load(Relaxed) {
         missing.push("not connected to the broker");

@@ -28,6 +28,14 @@ pub struct Metrics {
     pub ingest_queue_capacity: AtomicU64,
     pub mqtt_connected: AtomicBool,
     pub mqtt_connects: AtomicU64,
+    /// Sequenced messages dropped as already seen (same boot, sequence not above the last).
+    pub duplicates: AtomicU64,
+    /// Commits of the core's writes that failed (kept and retried).
+    pub store_write_failures: AtomicU64,
+    /// Store writes (rows) held in memory while the store cannot commit them.
+    pub store_pending_writes: AtomicU64,
+    /// The last commit of the core's writes failed.
+    pub store_failing: AtomicBool,
     pub store_open: AtomicBool,
     store_latency: Histogram,
     pub store_errors: AtomicU64,
@@ -189,6 +197,24 @@ impl Metrics {
             "alarmnet_mqtt_connects_total",
             "Successful connections to the broker.",
             self.mqtt_connects.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_messages_duplicate_total",
+            "Heartbeats, faults and test receipts dropped as already received.",
+            self.duplicates.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_store_write_failures_total",
+            "Commits of accepted data that failed; the data is kept and retried.",
+            self.store_write_failures.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "alarmnet_store_pending_writes",
+            "Accepted writes held in memory until the store can commit them.",
+            self.store_pending_writes.load(Relaxed),
         );
         counter(
             &mut out,

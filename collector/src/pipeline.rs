@@ -28,6 +28,7 @@ use alarmnet_protocol::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::BlindCause;
 use crate::alerts::{AlertChange, Monitor, Output};
 use crate::api::{ControlError, ControlRequest, EventHub, RecentMetrics};
 use crate::ingest::{CoreEvent, NodeMessage};
@@ -40,6 +41,9 @@ use crate::timeseries::{NodeTags, Point, SinkHandle};
 
 /// Most events folded into one batch (one transaction).
 const MAX_BURST: usize = 4096;
+
+/// The most writes held in memory while the store fails to commit them.
+const HELD_WRITES: usize = 1_000_000;
 
 /// How often "last heard" times reach the store (and the run's "alive" mark).
 const SEEN_FLUSH: Duration = Duration::from_secs(1);
@@ -93,6 +97,12 @@ struct Pending {
     points: Vec<Point>,
 }
 
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.transitions.is_empty() && self.alerts.is_empty() && self.points.is_empty()
+    }
+}
+
 /// The core task's state.
 #[derive(Debug)]
 pub struct Core {
@@ -109,8 +119,12 @@ pub struct Core {
     pending: Pending,
     /// Edges of blind mode not yet stored: `(blind, at)`.
     blind_edges: Vec<(bool, Millis)>,
-    /// Since when the broker connection is down (blind mode), if it is.
+    /// Since when the broker connection is down, if it is.
     blind_since: Option<Millis>,
+    /// Since when the store fails to commit, if it does.
+    store_failing: Option<Millis>,
+    /// Whether the monitor was told to stop judging (broker down or store failing).
+    blind: bool,
     /// This run's row in the store's run log, once started.
     run: Option<i64>,
     /// When each node was last asked for a rebirth.
@@ -136,6 +150,8 @@ impl Core {
             pending: Pending::default(),
             blind_edges: Vec::new(),
             blind_since: None,
+            store_failing: None,
+            blind: false,
             run: None,
             rebirths: HashMap::new(),
         }
@@ -215,7 +231,10 @@ impl Core {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                event = rx.recv() => {
+                // While the store cannot commit, at most HELD_WRITES writes wait in memory;
+                // beyond that the core stops taking events and ingest pushes back on the
+                // broker, which queues for the collector's persistent session.
+                event = rx.recv(), if self.batch.len() < HELD_WRITES => {
                     let Some(event) = event else { break };
                     self.absorb(event);
                     let mut n = 1;
@@ -279,20 +298,43 @@ impl Core {
                         session_present,
                         "broker back"
                     );
-                    self.blind_edges.push((false, at));
                 }
-                let out = self.monitor.broker_connected(at);
-                self.take(out);
+                self.see_again(at);
             }
             CoreEvent::BrokerLost { at } => {
                 if self.blind_since.is_none() {
                     self.blind_since = Some(at);
-                    self.blind_edges.push((true, at));
+                    self.go_blind(BlindCause::Broker, at);
                 }
-                let out = self.monitor.broker_lost(at);
-                self.take(out);
             }
         }
+    }
+
+    /// One cause of blindness began (the broker or the store): the monitor stops judging if
+    /// it was not already blind.
+    fn go_blind(&mut self, cause: BlindCause, at: Millis) {
+        if self.blind {
+            return;
+        }
+        self.blind = true;
+        self.blind_edges.push((true, at));
+        let out = self.monitor.go_blind(cause, at);
+        self.take(out);
+    }
+
+    /// One cause of blindness ended (also the first connection after start): once neither
+    /// the broker nor the store is failing, the monitor judges again, every node with a full
+    /// timeout from `at`.
+    fn see_again(&mut self, at: Millis) {
+        if self.blind_since.is_some() || self.store_failing.is_some() {
+            return;
+        }
+        if self.blind {
+            self.blind = false;
+            self.blind_edges.push((false, at));
+        }
+        let out = self.monitor.broker_connected(at);
+        self.take(out);
     }
 
     fn node_message(
@@ -302,6 +344,18 @@ impl Core {
         retained: bool,
         now: Millis,
     ) -> Output {
+        let sequenced = match &message {
+            NodeMessage::Heartbeat(hb) => Some((&hb.boot, hb.seq)),
+            NodeMessage::Fault(f) => Some((&f.boot, f.seq)),
+            NodeMessage::Test(t) => Some((&t.boot, t.seq)),
+            NodeMessage::Birth(_) | NodeMessage::State(_) => None,
+        };
+        if let Some((boot, seq)) = sequenced
+            && self.monitor.tracker().is_duplicate(&path.node, boot, seq)
+        {
+            self.metrics.duplicates.fetch_add(1, Relaxed);
+            return Output::default();
+        }
         match message {
             NodeMessage::Birth(birth) => {
                 let out = self.monitor.on_birth(path, &birth, retained, now);
@@ -400,9 +454,12 @@ impl Core {
         }
     }
 
-    /// Commits the batch, then announces its transitions and alert changes. If the commit
-    /// fails nothing is announced (the promise is "committed before announced") and the
-    /// error is logged; the next burst goes on.
+    /// Commits the batch, then acknowledges the deliveries it came from and announces its
+    /// transitions and alert changes. If the commit fails nothing is acknowledged or
+    /// announced (the promise is "committed before announced"): the batch and its
+    /// announcements are kept and retried with the next commit (each burst, and at least
+    /// once a second), and the collector goes blind until the store takes writes again, so
+    /// the silence of held-back deliveries is not judged as nodes going quiet.
     pub async fn commit_and_announce(&mut self) {
         if let (Some(run), false) = (self.run, self.blind_edges.is_empty()) {
             let edges = std::mem::take(&mut self.blind_edges);
@@ -410,21 +467,16 @@ impl Core {
                 tracing::error!(error = %e, "cannot record blind mode in the run log");
             }
         }
-        if self.batch.is_empty()
-            && self.pending.transitions.is_empty()
-            && self.pending.points.is_empty()
-        {
+        if self.batch.is_empty() && self.pending.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         let pending = std::mem::take(&mut self.pending);
-        let writes = batch.len();
-        if !batch.is_empty()
-            && let Err(e) = self.store.write(batch).await
-        {
-            tracing::error!(error = %e, writes, "store write failed; nothing of it was announced");
+        if let Err((e, batch)) = self.store.write(batch).await {
+            self.store_failed(batch, pending, &e);
             return;
         }
+        self.store_recovered();
         let tsdb = self.links.tsdb.as_ref();
         if let Some(tsdb) = tsdb {
             for point in pending.points {
@@ -454,6 +506,48 @@ impl Core {
                 self.outputs.notify(a);
             }
         }
+    }
+
+    /// Keeps what a failed commit held, to retry with the next one, and stops judging.
+    fn store_failed(&mut self, batch: WriteBatch, mut pending: Pending, e: &StoreError) {
+        let now = now_millis();
+        // Telemetry is the agents' own data, not a decision of this collector: it goes to
+        // the time-series database now (and need not be held in memory).
+        if let Some(tsdb) = &self.links.tsdb {
+            for point in pending.points.drain(..) {
+                tsdb.submit(point);
+            }
+        } else {
+            pending.points.clear();
+        }
+        self.metrics.store_write_failures.fetch_add(1, Relaxed);
+        self.metrics.store_failing.store(true, Relaxed);
+        self.metrics
+            .store_pending_writes
+            .store(batch.len() as u64, Relaxed);
+        if self.store_failing.is_none() {
+            tracing::error!(error = %e, writes = batch.len(), "store write failed; writes kept and retried, nothing announced until they commit, no node judged meanwhile");
+            self.store_failing = Some(now);
+        } else {
+            tracing::debug!(error = %e, writes = batch.len(), "store write failed again");
+        }
+        // Nothing was absorbed while the commit ran: the kept writes come first.
+        debug_assert!(self.batch.is_empty() && self.pending.is_empty());
+        self.batch = batch;
+        self.pending = pending;
+        self.go_blind(BlindCause::Store, now);
+    }
+
+    /// After a commit: if the store had been failing, it is back, and judging resumes.
+    fn store_recovered(&mut self) {
+        let Some(since) = self.store_failing.take() else {
+            return;
+        };
+        let now = now_millis();
+        self.metrics.store_pending_writes.store(0, Relaxed);
+        self.metrics.store_failing.store(false, Relaxed);
+        tracing::info!(failing_ms = now.saturating_sub(since), "store writes again");
+        self.see_again(now);
     }
 
     /// Applies an operator's request, commits it, announces it, then replies.
@@ -595,6 +689,45 @@ mod tests {
             r#"{{"v":1,"boot":"b0000001","ts":{T0},"node":"{node}","site":"s","region":"r",
                 "kind":"siren","hb_interval_s":10}}"#
         )
+    }
+
+    #[tokio::test]
+    async fn a_second_delivery_of_a_fault_is_dropped_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
+        let (mut core, _rx, _events) = core(&store, &metrics);
+        let mut ingest = Ingest::new(
+            Prefix::default(),
+            &IngestConfig::default(),
+            None,
+            [],
+            metrics.clone(),
+        );
+        core.restore(T0).await.expect("restore");
+        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        let fault = |seq: u64, code: &str| {
+            format!(
+                r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"power",
+                    "code":"{code}","severity":"major","status":"raised"}}"#
+            )
+        };
+        for (seq, code) in [(1, "A"), (2, "B"), (2, "B"), (1, "A"), (3, "C")] {
+            core.absorb(event(
+                &mut ingest,
+                "n1",
+                "fault",
+                &fault(seq, code),
+                T0 + 200,
+            ));
+        }
+        core.commit_and_announce().await;
+        let node = NodeId::new("n1").expect("id");
+        let stored = store.faults(node, false).await.expect("faults");
+        let mut keys: Vec<&str> = stored.iter().map(|f| f.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["power/A", "power/B", "power/C"]);
+        assert_eq!(metrics.duplicates.load(Relaxed), 2);
     }
 
     #[tokio::test]

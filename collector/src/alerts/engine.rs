@@ -26,6 +26,16 @@ const TELEMETRY_GAP: &str = "telemetry_gap";
 const CLOCK_SKEW: &str = "clock_skew";
 const COLLECTOR_BLIND: &str = "collector_blind";
 
+/// Why the collector stopped judging nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlindCause {
+    /// The broker connection is down: nothing arrives.
+    Broker,
+    /// The store cannot commit: what arrives cannot be recorded, and acknowledgements are
+    /// held, so the broker soon stops delivering.
+    Store,
+}
+
 fn rule_name(rule: &str) -> Name {
     Name::new(rule).expect("built-in rule names are valid names")
 }
@@ -957,7 +967,13 @@ impl Engine {
 
     // ----- the collector's own connection -----
 
-    pub(crate) fn blind(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
+    pub(crate) fn blind(
+        &mut self,
+        t: &Tracker,
+        cause: BlindCause,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
         let rule = &self.cfg.collector_blind;
         if !rule.enabled {
             return;
@@ -975,7 +991,13 @@ impl Engine {
             node: None,
             site: None,
             region: None,
-            summary: "collector lost its broker connection: no node is being judged".to_owned(),
+            summary: match cause {
+                BlindCause::Broker => {
+                    "collector lost its broker connection: no node is being judged"
+                }
+                BlindCause::Store => "collector cannot write its store: no node is being judged",
+            }
+            .to_owned(),
             hold_until: 0,
             confirmed: true,
         };

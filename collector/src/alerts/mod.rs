@@ -41,7 +41,7 @@ pub use config::{
     AlertsConfig, BUILTIN_RULES, ClockSkewRule, CollectorBlindRule, FaultRule, FlappingRule,
     NodeOfflineRule, Op, OutageRule, TelemetryGapRule, ThresholdRule,
 };
-pub use engine::{AckError, Engine};
+pub use engine::{AckError, BlindCause, Engine};
 pub use monitor::{Monitor, MonitorConfig, Output};
 
 use alarmnet_protocol::{AlertNotification, AlertTopic, Text, V1};

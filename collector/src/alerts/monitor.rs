@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AlertChange;
 use super::config::AlertsConfig;
-use super::engine::{AckError, Engine};
+use super::engine::{AckError, BlindCause, Engine};
 use crate::liveness::{Change, LivenessConfig, NodeIdx, RestoredNode, SeqInfo, Tracker};
 use crate::model::{Alert, Millis, Silence, Transition};
 
@@ -270,11 +270,17 @@ impl Monitor {
     /// The broker connection is down: due deadlines are judged, then nobody is judged, and
     /// `collector_blind` fires.
     pub fn broker_lost(&mut self, now: Millis) -> Output {
+        self.go_blind(BlindCause::Broker, now)
+    }
+
+    /// The collector cannot watch (`cause`): due deadlines are judged, then nobody is
+    /// judged, and `collector_blind` fires. [`Monitor::broker_connected`] ends it.
+    pub fn go_blind(&mut self, cause: BlindCause, now: Millis) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
         self.tracker.lost(now, &mut changes);
         self.engine.on_changes(&self.tracker, &changes, &mut alerts);
-        self.engine.blind(&self.tracker, now, &mut alerts);
+        self.engine.blind(&self.tracker, cause, now, &mut alerts);
         self.finish_alerts(changes, alerts)
     }
 

@@ -345,6 +345,16 @@ impl Tracker {
         Some(self.view(NodeIdx(idx)))
     }
 
+    /// A message of the node's current boot whose sequence number is not above the highest
+    /// seen: a second delivery (QoS 1 is at least once; an agent resends what the broker
+    /// took but did not acknowledge before a disconnect).
+    pub fn is_duplicate(&self, node: &NodeId, boot: &BootId, seq: u64) -> bool {
+        self.index.get(node.as_str()).is_some_and(|&i| {
+            let n = &self.nodes[i as usize];
+            n.boot.as_ref() == Some(boot) && n.last_seq != NO_SEQ && seq <= n.last_seq
+        })
+    }
+
     /// Every tracked node, in registration order.
     pub fn nodes(&self) -> impl Iterator<Item = NodeView<'_>> {
         self.nodes.iter().map(|node| NodeView {

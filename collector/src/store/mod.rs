@@ -100,12 +100,19 @@ impl Store {
 
     // Writes.
 
-    /// Commits a batch of writes in one go: the core's unit of work. Returns after commit.
-    pub async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    /// Commits a batch of writes in one go: the core's unit of work. Returns after commit;
+    /// on failure hands the batch back, untouched, to be retried.
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), (StoreError, WriteBatch)> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.call(move |db| db.write(&batch)).await
+        let batch = Arc::new(batch);
+        let job = Arc::clone(&batch);
+        match self.call(move |db| db.write(&job)).await {
+            Ok(()) => Ok(()),
+            // The job (and its reference) is gone once the answer is back.
+            Err(e) => Err((e, Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()))),
+        }
     }
 
     pub async fn upsert_birth(
@@ -251,7 +258,7 @@ impl Store {
 }
 
 /// Writes collected by the core from a burst of events, committed together.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     /// Node registrations and rebirths (applied first, so later rows have their node).
     pub births: Vec<(NodePath, Box<Birth>, Millis)>,
