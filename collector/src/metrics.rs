@@ -21,6 +21,8 @@ const LATENCY_BUCKETS: [f64; 10] = [
 pub struct Metrics {
     pub received: AtomicU64,
     pub accepted: AtomicU64,
+    /// Empty payloads on birth/state topics: a retained copy deleted.
+    pub retained_cleared: AtomicU64,
     rejected: [AtomicU64; RejectReason::COUNT],
     pub nodes_tracked: AtomicU64,
     pub node_moves: AtomicU64,
@@ -197,6 +199,12 @@ impl Metrics {
             "alarmnet_mqtt_connects_total",
             "Successful connections to the broker.",
             self.mqtt_connects.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_retained_cleared_total",
+            "Empty payloads on birth or state topics (retained copies deleted).",
+            self.retained_cleared.load(Relaxed),
         );
         counter(
             &mut out,

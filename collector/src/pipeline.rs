@@ -255,8 +255,7 @@ impl Core {
                 }
                 _ = deadline => {
                     earliest = tokio::time::Instant::now() + Duration::from_millis(10);
-                    let out = self.monitor.tick(now_millis());
-                    self.take(out);
+                    self.tick(now_millis());
                     self.commit_and_announce().await;
                 }
             }
@@ -440,7 +439,14 @@ impl Core {
         }
     }
 
-    fn flush_seen(&mut self) {
+    /// Judges every deadline due at `now` into the current batch.
+    pub fn tick(&mut self, now: Millis) {
+        let out = self.monitor.tick(now);
+        self.take(out);
+    }
+
+    /// Moves the "last heard" times into the current batch (and marks this run alive).
+    pub fn flush_seen(&mut self) {
         self.batch.seen.extend(self.seen.drain());
         if let Some(run) = self.run {
             // The run's "alive" mark rides on the next commit.

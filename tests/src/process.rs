@@ -13,7 +13,8 @@ use crate::wait::POLL_INTERVAL;
 
 /// The path of the workspace binary `name`, built by `cargo build --workspace --bins`.
 ///
-/// Looks beside the running test executable first (`<target>/debug/deps/..`), then in
+/// Looks in `$ALARMNET_E2E_BIN_DIR` when set (a measurement can run release binaries from a
+/// debug test), then beside the running test executable (`<target>/debug/deps/..`), then in
 /// `$CARGO_TARGET_DIR/debug`, then in the workspace's `target/debug`. Tests never run cargo
 /// themselves: a build inside a test would race the other tests and hide build errors.
 pub fn binary(name: &str) -> PathBuf {
@@ -34,6 +35,9 @@ pub fn binary(name: &str) -> PathBuf {
 
 fn binary_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("ALARMNET_E2E_BIN_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
     if let Ok(exe) = std::env::current_exe()
         && let Some(deps) = exe.parent()
         && deps.file_name().is_some_and(|n| n == "deps")

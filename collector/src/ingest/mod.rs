@@ -275,6 +275,15 @@ impl Ingest {
         if topic.ends_with("/cmd") {
             return None;
         }
+        // An empty payload on a birth or state topic is somebody deleting the retained copy
+        // (how a node's topics are cleaned up when it is taken out of service): MQTT's
+        // convention, not a malformed message. The node itself stays known until it is
+        // forgotten; its silence is judged as usual.
+        if payload.is_empty() && (topic.ends_with("/birth") || topic.ends_with("/state")) {
+            self.metrics.retained_cleared.fetch_add(1, Relaxed);
+            tracing::info!(topic, "retained message cleared");
+            return None;
+        }
         self.metrics.received.fetch_add(1, Relaxed);
         match self.classify(topic, payload, now) {
             Ok(event) => {
@@ -651,6 +660,17 @@ mod tests {
         assert_eq!(reason(&mut i, hb("r", "t", "a")), None);
         assert_eq!(reason(&mut i, hb("r", "s", "a")), Some(RejectReason::Moved));
         assert_eq!(i.registered(), 1);
+    }
+
+    #[test]
+    fn an_empty_birth_or_state_is_a_cleared_retained_copy_not_garbage() {
+        let mut i = ingest(10, None);
+        assert!(i.handle("alarmnet/v1/r/s/a/birth", b"", 7).is_none());
+        assert!(i.handle("alarmnet/v1/r/s/a/state", b"", 7).is_none());
+        assert!(i.handle("alarmnet/v1/r/s/a/hb", b"", 7).is_none());
+        assert_eq!(i.metrics.retained_cleared.load(Relaxed), 2);
+        assert_eq!(i.metrics.received.load(Relaxed), 1);
+        assert_eq!(i.metrics.rejected_count(RejectReason::BadJson), 1);
     }
 
     #[test]
