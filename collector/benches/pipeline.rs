@@ -1,8 +1,8 @@
 //! Heartbeats through the collector's whole pipeline, as `pipeline::Core::run` drives it:
 //! MQTT payload → [`Ingest::handle`] (decode, topic identity, registry) → [`Core::absorb`]
 //! (duplicate check, liveness, alert rules, recent metrics) in bursts of 4 096 → one store
-//! commit per burst on an SQLite file (WAL, `synchronous=FULL`), "last heard" flushed to the
-//! store once per simulated second, deadlines judged once per simulated second.
+//! commit per burst on an SQLite file (WAL, `synchronous=FULL`), "last heard" handed to the
+//! store thread once per simulated second, deadlines judged once per simulated second.
 //!
 //! `cargo bench -p alarmnet-collector --bench pipeline` prints messages per second of wall
 //! time with the core on one thread (the store thread runs beside it, as in the collector),
@@ -75,6 +75,16 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
+fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,8 +139,10 @@ async fn run() {
     }
     core.commit_and_announce().await;
     println!(
-        "registered {NODES} nodes (birth decode + registry + store) in {:.2} s",
-        started.elapsed().as_secs_f64()
+        "registered {NODES} nodes (birth decode + registry + store) in {:.2} s; process RSS \
+         {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        rss_mib()
     );
 
     // Every payload of every round encoded beforehand: distinct sequence numbers, so none
@@ -163,10 +175,13 @@ async fn run() {
         if in_burst == BURST {
             in_burst = 0;
             core.commit_and_announce().await;
+            // The collector's loop waits for the next event here, which lets the flush
+            // task hand its job to the store thread.
+            tokio::task::yield_now().await;
         }
     }
-    core.flush_seen();
     core.commit_and_announce().await;
+    core.flush_seen_now().await;
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let n = traffic.len() as f64;

@@ -78,6 +78,19 @@ pub struct Rebirth {
     pub prefix: Prefix,
 }
 
+/// One store transaction: when nodes were last heard, and this run's "alive" mark.
+fn touch(
+    db: &crate::store::Db,
+    seen: &[(NodeId, Millis)],
+    run: Option<i64>,
+) -> Result<(), StoreError> {
+    db.touch(seen)?;
+    if let Some(run) = run {
+        db.run_alive(run, now_millis())?;
+    }
+    Ok(())
+}
+
 /// What the core announces to besides the outputs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Links {
@@ -113,6 +126,8 @@ pub struct Core {
     links: Links,
     /// Last heard per node since the last flush.
     seen: HashMap<NodeId, Millis>,
+    /// The flush of "last heard" times being written, if any.
+    seen_flush: Option<tokio::task::JoinHandle<()>>,
     /// The writes of the burst being processed.
     batch: WriteBatch,
     /// What the burst decided, announced after its commit.
@@ -146,6 +161,7 @@ impl Core {
             monitor,
             links,
             seen: HashMap::new(),
+            seen_flush: None,
             batch: WriteBatch::default(),
             pending: Pending::default(),
             blind_edges: Vec::new(),
@@ -260,8 +276,8 @@ impl Core {
                 }
             }
         }
-        self.flush_seen();
         self.commit_and_announce().await;
+        self.flush_seen_now().await;
         if let Some(run) = self.run {
             let at = now_millis();
             if let Err(e) = self.store.call(move |db| db.end_run(run, at)).await {
@@ -445,19 +461,36 @@ impl Core {
         self.take(out);
     }
 
-    /// Moves the "last heard" times into the current batch (and marks this run alive).
+    /// Hands the "last heard" times to the store, with this run's "alive" mark, without
+    /// waiting: nothing is announced from them, so the core goes on with the next burst while
+    /// the store thread writes. While the previous flush is still being written, the times
+    /// keep coalescing (one entry per node) for the next one, so a slow disk makes the stored
+    /// times staler, never the core slower.
     pub fn flush_seen(&mut self) {
-        self.batch.seen.extend(self.seen.drain());
-        if let Some(run) = self.run {
-            // The run's "alive" mark rides on the next commit.
-            let store = self.store.clone();
-            let at = now_millis();
-            tokio::spawn(async move {
-                if let Err(e) = store.call(move |db| db.run_alive(run, at)).await {
-                    tracing::warn!(error = %e, "cannot mark this run alive");
-                }
-            });
+        if self.seen_flush.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
         }
+        let (store, seen, run) = (self.store.clone(), self.take_seen(), self.run);
+        self.seen_flush = Some(tokio::spawn(async move {
+            if let Err(e) = store.call(move |db| touch(db, &seen, run)).await {
+                tracing::warn!(error = %e, "cannot store when nodes were last heard");
+            }
+        }));
+    }
+
+    /// [`Core::flush_seen`], waiting until it is written (at shutdown, and in tests).
+    pub async fn flush_seen_now(&mut self) {
+        if let Some(previous) = self.seen_flush.take() {
+            let _ = previous.await;
+        }
+        let (seen, run) = (self.take_seen(), self.run);
+        if let Err(e) = self.store.call(move |db| touch(db, &seen, run)).await {
+            tracing::warn!(error = %e, "cannot store when nodes were last heard");
+        }
+    }
+
+    fn take_seen(&mut self) -> Vec<(NodeId, Millis)> {
+        self.seen.drain().collect()
     }
 
     /// Commits the batch, then acknowledges the deliveries it came from and announces its
@@ -757,8 +790,8 @@ mod tests {
         core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
         let hb = format!(r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#, T0 + 150);
         core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 150));
-        core.flush_seen();
         core.commit_and_announce().await;
+        core.flush_seen_now().await;
         let node = NodeId::new("n1").expect("id");
         let rec = store.node(node.clone()).await.expect("q").expect("stored");
         assert_eq!(rec.state, Liveness::Online);
