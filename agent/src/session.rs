@@ -723,14 +723,19 @@ impl Session {
             return;
         }
         while conn.records_out < WINDOW {
-            let Some((id, record)) = self.spool.next_after(conn.cursor) else {
-                break;
+            let (id, record) = match self.spool.next_after(conn.cursor) {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(node = %self.cfg.identity.path, error = %e, "spool: cannot read a record back; retrying later");
+                    break;
+                }
             };
             let replay = conn.horizon.is_some_and(|h| id <= h);
             let payload = if replay {
                 mark_replay(record.kind, &record.payload)
             } else {
-                record.payload.clone()
+                record.payload
             };
             let topic = match record.kind {
                 RecordKind::Heartbeat => &self.topics.hb,

@@ -9,6 +9,10 @@
 //! Faults and test receipts are fsync'd before `append` returns; heartbeats and tombstones
 //! are not (losing one after a power cut costs a heartbeat, or a duplicate on replay).
 //!
+//! Only the index lives in memory (id, kind, where the payload is in the log): payloads are
+//! read back from the file when they are sent, so a long outage fills the disk, not the
+//! node's memory. An in-memory spool (the simulator's) keeps payloads in memory instead.
+//!
 //! On open the newest generation is read front to back; the first record whose length or
 //! checksum is wrong (a torn write after kill -9 or power loss) ends the log: the file is
 //! truncated there, so garbage is never replayed and later appends follow valid data. When
@@ -22,8 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Bound;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// What a spooled record holds; heartbeats are dropped first when the spool is full.
@@ -76,9 +81,37 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-impl Record {
+/// The size of a record's frame on disk (what the byte limit counts).
+fn frame_size(payload_len: usize) -> u64 {
+    (FRAME_HEADER + BODY_HEADER + payload_len) as u64
+}
+
+/// A live record as the spool keeps it.
+#[derive(Debug)]
+struct Entry {
+    kind: RecordKind,
+    payload: Stored,
+}
+
+/// Where a live record's payload is.
+#[derive(Debug)]
+enum Stored {
+    /// In memory (a spool without a file).
+    Memory(Vec<u8>),
+    /// In the current log file, at this offset.
+    Log { offset: u64, len: u32 },
+}
+
+impl Entry {
+    fn payload_len(&self) -> usize {
+        match &self.payload {
+            Stored::Memory(p) => p.len(),
+            Stored::Log { len, .. } => *len as usize,
+        }
+    }
+
     fn size(&self) -> u64 {
-        (FRAME_HEADER + BODY_HEADER + self.payload.len()) as u64
+        frame_size(self.payload_len())
     }
 }
 
@@ -139,11 +172,12 @@ pub enum SpoolError {
     },
 }
 
-/// The spool: live records in id order, mirrored to a log file unless in memory.
+/// The spool: an index of live records in id order over a log file, or the records
+/// themselves when it has no file.
 #[derive(Debug)]
 pub struct Spool {
     log: Option<Log>,
-    records: BTreeMap<u64, Record>,
+    records: BTreeMap<u64, Entry>,
     heartbeats: BTreeSet<u64>,
     next_id: u64,
     live_bytes: u64,
@@ -203,6 +237,30 @@ fn decode_frame(buf: &[u8]) -> Option<(u8, u64, &[u8], usize)> {
     Some((code, id, &body[BODY_HEADER..], FRAME_HEADER + len))
 }
 
+/// Reads the next frame (header and body) into `frame`. `false` at the end of the file or
+/// where what follows cannot be a frame (a torn or garbage length), which ends the log.
+fn read_frame(reader: &mut impl Read, frame: &mut Vec<u8>) -> io::Result<bool> {
+    frame.resize(FRAME_HEADER, 0);
+    if !read_full(reader, frame)? {
+        return Ok(false);
+    }
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    if !(BODY_HEADER..=MAX_BODY).contains(&len) {
+        return Ok(false);
+    }
+    frame.resize(FRAME_HEADER + len, 0);
+    read_full(reader, &mut frame[FRAME_HEADER..])
+}
+
+/// Fills `buf`; `false` if the file ends first.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Spool {
     /// A spool that lives in memory only (the simulator's choice for many nodes).
     pub fn in_memory(limits: SpoolLimits) -> Self {
@@ -250,29 +308,32 @@ impl Spool {
             .create(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf).map_err(io_err(&path))?;
+        let file_len = file.metadata().map_err(io_err(&path))?.len();
 
         let mut spool = Self::in_memory(limits);
-        let mut offset = 0;
-        while let Some((code, id, payload, used)) = decode_frame(&buf[offset..]) {
+        let mut offset = 0u64;
+        let mut reader = BufReader::new(&file);
+        let mut frame = Vec::new();
+        while read_frame(&mut reader, &mut frame).map_err(io_err(&path))? {
+            let Some((code, id, payload, used)) = decode_frame(&frame) else {
+                break;
+            };
             spool.next_id = spool.next_id.max(id + 1);
             if code == TOMBSTONE {
                 spool.forget(id);
             } else if let Some(kind) = RecordKind::from_code(code) {
-                spool.insert(
-                    id,
-                    Record {
-                        kind,
-                        payload: payload.to_vec(),
-                    },
-                );
+                let payload = Stored::Log {
+                    offset: offset + (FRAME_HEADER + BODY_HEADER) as u64,
+                    len: payload.len() as u32,
+                };
+                spool.insert(id, Entry { kind, payload });
             }
-            offset += used;
+            offset += used as u64;
         }
-        let torn_bytes = (buf.len() - offset) as u64;
+        drop(reader);
+        let torn_bytes = file_len - offset;
         if torn_bytes > 0 {
-            file.set_len(offset as u64).map_err(io_err(&path))?;
+            file.set_len(offset).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
         }
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
@@ -280,7 +341,7 @@ impl Spool {
             dir: dir.to_owned(),
             generation,
             file,
-            len: offset as u64,
+            len: offset,
         });
         let recovery = Recovery {
             records: spool.records.len(),
@@ -290,32 +351,56 @@ impl Spool {
         Ok((spool, recovery))
     }
 
-    fn insert(&mut self, id: u64, record: Record) {
-        self.live_bytes += record.size();
-        if record.kind == RecordKind::Heartbeat {
+    fn insert(&mut self, id: u64, entry: Entry) {
+        self.live_bytes += entry.size();
+        if entry.kind == RecordKind::Heartbeat {
             self.heartbeats.insert(id);
         }
-        self.records.insert(id, record);
+        self.records.insert(id, entry);
     }
 
-    fn forget(&mut self, id: u64) -> Option<Record> {
-        let record = self.records.remove(&id)?;
-        self.live_bytes -= record.size();
+    fn forget(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.records.remove(&id)?;
+        self.live_bytes -= entry.size();
         self.heartbeats.remove(&id);
-        Some(record)
+        Some(entry)
     }
 
-    fn write(&mut self, frame: &[u8], sync: bool) -> Result<(), SpoolError> {
+    /// Appends `frame` to the log; returns the offset it was written at (0 in memory).
+    fn write(&mut self, frame: &[u8], sync: bool) -> Result<u64, SpoolError> {
         let Some(log) = self.log.as_mut() else {
-            return Ok(());
+            return Ok(0);
         };
         let path = log_path(&log.dir, log.generation);
-        log.file.write_all(frame).map_err(io_err(&path))?;
+        let at = log.len;
+        if let Err(e) = log.file.write_all(frame) {
+            // A partial write would leave a torn frame before the next one: cut it off so
+            // the log stays readable past it, and keep `len` (where payloads are found)
+            // equal to the file's length either way.
+            let _ = log.file.set_len(at);
+            log.len = log.file.metadata().map_or(at, |m| m.len());
+            return Err(io_err(&path)(e));
+        }
         if sync {
             log.file.sync_data().map_err(io_err(&path))?;
         }
         log.len += frame.len() as u64;
-        Ok(())
+        Ok(at)
+    }
+
+    /// A live record's payload, from memory or read back from the log.
+    fn payload(&self, entry: &Entry) -> Result<Vec<u8>, SpoolError> {
+        match (&entry.payload, &self.log) {
+            (Stored::Memory(p), _) => Ok(p.clone()),
+            (Stored::Log { offset, len }, Some(log)) => {
+                let mut buf = vec![0; *len as usize];
+                log.file
+                    .read_exact_at(&mut buf, *offset)
+                    .map_err(io_err(&log_path(&log.dir, log.generation)))?;
+                Ok(buf)
+            }
+            (Stored::Log { .. }, None) => unreachable!("only a spool with a log stores there"),
+        }
     }
 
     /// Accepts a message. When full, drops the oldest heartbeat first; a heartbeat that
@@ -326,8 +411,7 @@ impl Spool {
         kind: RecordKind,
         payload: Vec<u8>,
     ) -> Result<Option<u64>, SpoolError> {
-        let record = Record { kind, payload };
-        let size = record.size();
+        let size = frame_size(payload.len());
         let mut frame = Vec::new();
         loop {
             let fits = self.records.len() < self.limits.max_records
@@ -355,9 +439,17 @@ impl Spool {
         }
         let id = self.next_id;
         self.next_id += 1;
-        encode_frame(&mut frame, kind.code(), id, &record.payload);
-        self.write(&frame, kind.durable())?;
-        self.insert(id, record);
+        let payload_at = frame.len() + FRAME_HEADER + BODY_HEADER;
+        encode_frame(&mut frame, kind.code(), id, &payload);
+        let at = self.write(&frame, kind.durable())?;
+        let payload = match self.log {
+            Some(_) => Stored::Log {
+                offset: at + payload_at as u64,
+                len: payload.len() as u32,
+            },
+            None => Stored::Memory(payload),
+        };
+        self.insert(id, Entry { kind, payload });
         Ok(Some(id))
     }
 
@@ -373,13 +465,18 @@ impl Spool {
         Ok(true)
     }
 
-    /// The first record with an id greater than `after` (or the first of all).
-    pub fn next_after(&self, after: Option<u64>) -> Option<(u64, &Record)> {
+    /// The first record with an id greater than `after` (or the first of all), its payload
+    /// read back from the log.
+    pub fn next_after(&self, after: Option<u64>) -> Result<Option<(u64, Record)>, SpoolError> {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.records
-            .range((lower, Bound::Unbounded))
-            .next()
-            .map(|(id, r)| (*id, r))
+        let Some((id, entry)) = self.records.range((lower, Bound::Unbounded)).next() else {
+            return Ok(None);
+        };
+        let record = Record {
+            kind: entry.kind,
+            payload: self.payload(entry)?,
+        };
+        Ok(Some((*id, record)))
     }
 
     /// The newest record's id, if any.
@@ -387,8 +484,16 @@ impl Spool {
         self.records.keys().next_back().copied()
     }
 
-    pub fn get(&self, id: u64) -> Option<&Record> {
-        self.records.get(&id)
+    /// The record `id`, if it is still in the spool.
+    pub fn get(&self, id: u64) -> Result<Option<Record>, SpoolError> {
+        let Some(entry) = self.records.get(&id) else {
+            return Ok(None);
+        };
+        let payload = self.payload(entry)?;
+        Ok(Some(Record {
+            kind: entry.kind,
+            payload,
+        }))
     }
 
     pub fn len(&self) -> usize {
@@ -432,22 +537,37 @@ impl Spool {
         let dir = log.dir.clone();
         let next = log.generation + 1;
         let tmp = dir.join(format!("spool-{next:08}.tmp"));
-        let mut buf = Vec::with_capacity(self.live_bytes as usize);
-        for (id, r) in &self.records {
-            encode_frame(&mut buf, r.kind.code(), *id, &r.payload);
-        }
-        // Keep the id counter beyond every id ever handed out, even if the newest records
-        // are gone: a tombstone of the newest id carries it over.
-        if self.next_id > 0 && self.last_id().is_none_or(|last| last + 1 < self.next_id) {
-            encode_frame(&mut buf, TOMBSTONE, self.next_id - 1, &[]);
-        }
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        file.write_all(&buf).map_err(io_err(&tmp))?;
+        // Copy the live records over one at a time, noting where each payload lands.
+        let mut out = BufWriter::new(file);
+        let mut moved = Vec::with_capacity(self.records.len());
+        let mut len = 0u64;
+        let mut frame = Vec::new();
+        for (id, entry) in &self.records {
+            let payload = self.payload(entry)?;
+            frame.clear();
+            encode_frame(&mut frame, entry.kind.code(), *id, &payload);
+            out.write_all(&frame).map_err(io_err(&tmp))?;
+            moved.push((
+                len + (FRAME_HEADER + BODY_HEADER) as u64,
+                payload.len() as u32,
+            ));
+            len += frame.len() as u64;
+        }
+        // Keep the id counter beyond every id ever handed out, even if the newest records
+        // are gone: a tombstone of the newest id carries it over.
+        if self.next_id > 0 && self.last_id().is_none_or(|last| last + 1 < self.next_id) {
+            frame.clear();
+            encode_frame(&mut frame, TOMBSTONE, self.next_id - 1, &[]);
+            out.write_all(&frame).map_err(io_err(&tmp))?;
+            len += frame.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
         file.sync_all().map_err(io_err(&tmp))?;
         let path = log_path(&dir, next);
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -464,8 +584,11 @@ impl Spool {
             dir,
             generation: next,
             file,
-            len: buf.len() as u64,
+            len,
         });
+        for (entry, (offset, len)) in self.records.values_mut().zip(moved) {
+            entry.payload = Stored::Log { offset, len };
+        }
         let _ = fs::remove_file(old);
         Ok(())
     }
@@ -489,7 +612,7 @@ mod tests {
     fn ids(s: &Spool) -> Vec<u64> {
         let mut out = Vec::new();
         let mut cur = None;
-        while let Some((id, _)) = s.next_after(cur) {
+        while let Some((id, _)) = s.next_after(cur).expect("read") {
             out.push(id);
             cur = Some(id);
         }
@@ -526,7 +649,31 @@ mod tests {
         assert!(s.remove(b).expect("io"));
         assert!(!s.remove(b).expect("io"), "second ack is a no-op");
         assert_eq!(ids(&s), vec![a, c]);
-        assert_eq!(s.get(c).expect("c").payload, payload(3));
+        assert_eq!(s.get(c).expect("read").expect("c").payload, payload(3));
+    }
+
+    #[test]
+    fn a_disk_spool_keeps_only_the_index_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
+        let ids: Vec<u64> = (0..50)
+            .map(|i| {
+                s.append(RecordKind::Heartbeat, payload(i))
+                    .expect("io")
+                    .expect("kept")
+            })
+            .collect();
+        assert!(
+            s.records
+                .values()
+                .all(|e| matches!(e.payload, Stored::Log { .. }))
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let record = s.get(*id).expect("read").expect("live");
+            assert_eq!(record.payload, payload(i as u32));
+        }
+        let (second, record) = s.next_after(Some(ids[0])).expect("read").expect("next");
+        assert_eq!((second, record.payload), (ids[1], payload(1)));
     }
 
     #[test]
@@ -575,11 +722,7 @@ mod tests {
 
     #[test]
     fn byte_bound_is_respected() {
-        let one = Record {
-            kind: RecordKind::Heartbeat,
-            payload: payload(1),
-        }
-        .size();
+        let one = frame_size(payload(1).len());
         let mut s = Spool::in_memory(limits(one * 4, usize::MAX));
         for i in 0..10 {
             s.append(RecordKind::Heartbeat, payload(i)).expect("io");
@@ -621,7 +764,7 @@ mod tests {
         assert_eq!(rec.torn_bytes, 0);
         let got: Vec<_> = ids(&s)
             .into_iter()
-            .map(|id| (id, s.get(id).expect("rec").payload.clone()))
+            .map(|id| (id, s.get(id).expect("read").expect("rec").payload))
             .collect();
         assert_eq!(got, kept);
         // New ids continue after the old ones.
@@ -648,7 +791,10 @@ mod tests {
         let (mut s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
         assert_eq!(rec.records, 1);
         assert!(rec.torn_bytes > 0);
-        assert_eq!(s.next_after(None).expect("first").1.payload, payload(1));
+        assert_eq!(
+            s.next_after(None).expect("read").expect("first").1.payload,
+            payload(1)
+        );
         // Appends after recovery land after valid data and survive another restart.
         s.append(RecordKind::Test, payload(3)).expect("io");
         drop(s);
@@ -656,7 +802,7 @@ mod tests {
         assert_eq!(rec.torn_bytes, 0);
         let payloads: Vec<_> = ids(&s)
             .into_iter()
-            .map(|id| s.get(id).expect("r").payload.clone())
+            .map(|id| s.get(id).expect("read").expect("r").payload)
             .collect();
         assert_eq!(payloads, vec![payload(1), payload(3)]);
     }
@@ -675,7 +821,10 @@ mod tests {
         fs::write(&path, &bytes).expect("write");
         let (s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
         assert_eq!(rec.records, 1);
-        assert_eq!(s.next_after(None).expect("first").1.payload, payload(1));
+        assert_eq!(
+            s.next_after(None).expect("read").expect("first").1.payload,
+            payload(1)
+        );
         // A garbage length field is refused too.
         let mut bytes = fs::read(&path).expect("read");
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
@@ -711,6 +860,15 @@ mod tests {
             .append(RecordKind::Fault, payload(1))
             .expect("io")
             .expect("kept");
+        // Compaction moved the payloads: they are still found where the index says.
+        assert_eq!(
+            s.get(stuck).expect("read").expect("stuck").payload,
+            payload(0)
+        );
+        assert_eq!(
+            s.get(last).expect("read").expect("last").payload,
+            payload(1)
+        );
         drop(s);
         let logs = fs::read_dir(dir.path()).expect("dir").count();
         assert_eq!(logs, 1, "old generations are deleted");

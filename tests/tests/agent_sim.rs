@@ -13,15 +13,14 @@ use alarmnet_protocol::{FaultStatus, Message, NodeState, Prefix, decode};
 const WAIT: Duration = Duration::from_secs(20);
 const NODE: &str = "lz-chengguan-s01";
 
-/// How long the broker stays down in the outage test. The issue asks for 20 s; nothing in
-/// the session depends on the outage's length (the spool keeps what it holds, and the
-/// reconnect delay is bounded by `reconnect_max`), so 5 s is the default here and
-/// `ALARMNET_E2E_OUTAGE_SECS=20` runs the long version.
+/// How long the broker stays down in the outage test: 20 s, as the issue asks (twenty
+/// heartbeats at the test's 1 s interval, and several reconnect attempts).
+/// `ALARMNET_E2E_OUTAGE_SECS` shortens it while iterating on the test.
 fn outage() -> Duration {
     let secs = std::env::var("ALARMNET_E2E_OUTAGE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(20);
     Duration::from_secs(secs)
 }
 
