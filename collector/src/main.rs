@@ -10,6 +10,9 @@ use alarmnet_collector::config::Config;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a bad configuration (sysexits' EX_USAGE), before anything is bound.
 const EXIT_CONFIG: u8 = 64;
 
