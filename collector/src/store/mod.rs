@@ -440,4 +440,6 @@ fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
 }
 
 #[cfg(test)]
+mod lists_tests;
+#[cfg(test)]
 mod tests;
