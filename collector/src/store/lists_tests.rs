@@ -663,3 +663,60 @@ async fn reads_on_reader_threads_see_committed_writes() {
         .await;
     assert!(err.is_err(), "a reader wrote");
 }
+
+#[test]
+fn the_uptime_stream_keeps_equal_times_in_stored_order_and_starts_before_the_window() {
+    let db = Db::open_in_memory().expect("open");
+    let p = path("r1", "s1", "n1");
+    db.upsert_birth(&p, &birth(&p, "siren", 1, serde_json::json!({})), 1)
+        .expect("birth");
+    let lonely = path("r1", "s1", "n2");
+    db.upsert_birth(
+        &lonely,
+        &birth(&lonely, "siren", 1, serde_json::json!({})),
+        1,
+    )
+    .expect("birth");
+    use Liveness::{Offline, Online, Stopped, Unknown};
+    let steps = [
+        (Unknown, Online, 5),
+        (Online, Offline, 8),
+        (Offline, Stopped, 8),
+        (Stopped, Online, 30),
+        (Online, Offline, 30),
+        (Offline, Online, 60),
+    ];
+    let t: Vec<Transition> = steps
+        .iter()
+        .map(|&(from, to, at)| Transition {
+            node: p.node.clone(),
+            from,
+            to,
+            at,
+            cause: Cause::Timeout,
+        })
+        .collect();
+    db.record_transitions(&t).expect("transitions");
+    let mut got: Vec<(String, Vec<(Liveness, Liveness, u64)>)> = Vec::new();
+    db.each_node_history(&NodeQuery::default(), (10, 60), |path, _, steps| {
+        let s = steps.iter().map(|s| (s.from, s.to, s.at)).collect();
+        got.push((path.node.as_str().to_owned(), s));
+        Ok(())
+    })
+    .expect("stream");
+    assert_eq!(
+        got,
+        [
+            (
+                "n1".to_owned(),
+                vec![
+                    (Online, Offline, 8),
+                    (Offline, Stopped, 8),
+                    (Stopped, Online, 30),
+                    (Online, Offline, 30)
+                ]
+            ),
+            ("n2".to_owned(), vec![]),
+        ]
+    );
+}

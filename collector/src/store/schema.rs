@@ -142,14 +142,14 @@ CREATE TABLE blind_intervals (
 CREATE INDEX blind_by_time ON blind_intervals (start_at);
 "#,
     // 3: lists, counts and summaries answered in SQL. Keyset order of the node list is
-    // (region, site, node); the index also carries state and kind so the summary's GROUP BY
-    // and filtered counts never read the rows (whose `info` JSON is large). Display names of
+    // (region, site, node); both node indexes also carry state and kind, so the summary's
+    // GROUP BY and filtered counts never read the rows (whose `info` JSON is large). Display names of
     // regions and sites (birth tags `region_name`, `site_name`) are kept at upsert time in
     // `place_names`: the most recent birth carrying the tag wins.
     r#"
 DROP INDEX nodes_by_place;
 CREATE INDEX nodes_by_order ON nodes (region, site, node, state, kind);
-CREATE INDEX nodes_by_state ON nodes (state, region, site, node);
+CREATE INDEX nodes_by_state ON nodes (state, region, site, node, kind);
 CREATE INDEX nodes_by_site ON nodes (site);
 
 CREATE TABLE place_names (
