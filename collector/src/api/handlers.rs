@@ -198,22 +198,9 @@ impl Counts {
 
 type Places = BTreeMap<String, (Counts, BTreeMap<String, Counts>)>;
 
-fn place_json(
-    key: (&str, &str),
-    id: &str,
-    c: &Counts,
-    names: &HashMap<(String, String), String>,
-) -> serde_json::Map<String, Value> {
-    let name = names.get(&(key.0.to_owned(), key.1.to_owned()));
-    let mut m = serde_json::Map::new();
-    m.insert(
-        if key.1.is_empty() { "region" } else { "site" }.into(),
-        json!(id),
-    );
-    m.insert("name".into(), json!(name));
-    m.insert("nodes".into(), json!(c.nodes));
-    m.insert("states".into(), state_counts(&c.states));
-    m
+/// A region or site of the summary: `{<field>: id, "name", "nodes", "states"}`.
+fn place_json(field: &str, id: &str, name: Option<&String>, c: &Counts) -> Value {
+    json!({field: id, "name": name, "nodes": c.nodes, "states": state_counts(&c.states)})
 }
 
 pub(super) async fn summary(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
@@ -243,16 +230,17 @@ pub(super) async fn summary(State(s): State<ApiState>, Query(raw): Raw) -> ApiRe
         let site = region.1.entry(c.site.as_str().to_owned()).or_default();
         site.add(c.state, c.nodes);
     }
+    let name = |region: &str, site: &str| names.get(&(region.to_owned(), site.to_owned()));
     let regions: Vec<Value> = places
         .iter()
         .map(|(region, (c, sites))| {
             let sites: Vec<Value> = sites
                 .iter()
-                .map(|(site, c)| Value::Object(place_json((region, site), site, c, &names)))
+                .map(|(site, c)| place_json("site", site, name(region, site), c))
                 .collect();
-            let mut m = place_json((region, ""), region, c, &names);
-            m.insert("sites".into(), Value::Array(sites));
-            Value::Object(m)
+            let mut v = place_json("region", region, name(region, ""), c);
+            v["sites"] = Value::Array(sites);
+            v
         })
         .collect();
     let mut by_severity = serde_json::Map::new();
