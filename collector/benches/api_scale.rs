@@ -310,15 +310,19 @@ async fn get(client: &reqwest::Client, url: &str) -> (Value, usize) {
     (serde_json::from_slice(&body).expect("JSON"), body.len())
 }
 
-/// Times `runs` requests of `path` after one warm-up; prints min, median and max.
+/// Times `runs` requests of `path` (until the whole body is received, not parsed) after one
+/// warm-up; prints min, median and max.
 async fn measure(client: &reqwest::Client, base: &str, label: &str, path: &str, runs: usize) {
     let url = format!("{base}{path}");
     let (_, bytes) = get(client, &url).await;
     let mut times: Vec<Duration> = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
-        get(client, &url).await;
+        let r = client.get(&url).send().await.expect("request");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        let body = r.bytes().await.expect("body");
         times.push(started.elapsed());
+        assert_eq!(body.len(), bytes, "{url}: the answer changed");
     }
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
