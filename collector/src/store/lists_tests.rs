@@ -697,7 +697,8 @@ fn the_uptime_stream_keeps_equal_times_in_stored_order_and_starts_before_the_win
         })
         .collect();
     db.record_transitions(&t).expect("transitions");
-    let mut got: Vec<(String, Vec<(Liveness, Liveness, u64)>)> = Vec::new();
+    type Seen = (String, Vec<(Liveness, Liveness, u64)>);
+    let mut got: Vec<Seen> = Vec::new();
     db.each_node_history(&NodeQuery::default(), (10, 60), |path, _, steps| {
         let s = steps.iter().map(|s| (s.from, s.to, s.at)).collect();
         got.push((path.node.as_str().to_owned(), s));
