@@ -1,6 +1,6 @@
 //! The JSON handlers of `/api/v1` (the event stream is in `events`, uptime in `uptime`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
 use axum::Json;
@@ -14,11 +14,15 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::control::ControlError;
+use super::cursor::{self, CursorKey};
 use super::error::{ApiError, ApiResult};
 use super::events::AckJson;
 use super::{ApiState, Params};
-use crate::model::{Ack, Alert, Liveness, Millis, Silence};
-use crate::store::{FaultRecord, NodeFilter, NodeRecord};
+use crate::model::{Ack, Alert, Liveness, Millis, Silence, Transition};
+use crate::store::{
+    AlertQuery, FaultRecord, NodeBrief, NodeKey, NodeQuery, NodeRecord, Paged, SilenceKey,
+    SilenceQuery, SilenceStatus, TimeKey,
+};
 use crate::uptime::{DateMeans, Stamp, parse_duration, parse_instant};
 
 type Raw = Query<Vec<(String, String)>>;
@@ -41,15 +45,16 @@ fn liveness(s: &str) -> Option<Liveness> {
     STATES.into_iter().find(|l| l.as_str() == s)
 }
 
-/// `limit` and `cursor` (an offset, opaque to clients).
-#[derive(Debug, Clone, Copy)]
-struct Page {
-    offset: usize,
+/// `limit` and `cursor` of one list (named by a letter, see [`cursor`]).
+#[derive(Debug, Clone)]
+struct Page<K> {
+    list: char,
+    after: Option<K>,
     limit: usize,
 }
 
-impl Page {
-    fn from(p: &Params) -> ApiResult<Page> {
+impl<K: CursorKey> Page<K> {
+    fn from(p: &Params, list: char) -> ApiResult<Page<K>> {
         let limit = p
             .parse("limit", "expected an integer from 1 to 1000", |v| {
                 v.parse::<usize>()
@@ -57,25 +62,20 @@ impl Page {
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
             })?
             .unwrap_or(DEFAULT_LIMIT);
-        let offset = p
-            .parse(
-                "cursor",
-                "expected the next_cursor of a previous page",
-                |v| v.strip_prefix('o').and_then(|n| n.parse::<usize>().ok()),
-            )?
-            .unwrap_or(0);
-        Ok(Page { offset, limit })
+        let after = cursor::param(p, list)?;
+        Ok(Page { list, after, limit })
     }
 
-    /// One page of `items`, each rendered by `render` (only the page is rendered):
     /// `{"items", "next_cursor", "total"}` plus the fields of `extra`.
-    fn answer<T>(self, items: &[T], render: impl Fn(&T) -> Value, extra: Value) -> Json<Value> {
-        let total = items.len();
-        let start = self.offset.min(total);
-        let end = self.offset.saturating_add(self.limit).min(total);
-        let page: Vec<Value> = items[start..end].iter().map(render).collect();
-        let next = (end < total).then(|| format!("o{end}"));
-        let mut body = json!({"items": page, "next_cursor": next, "total": total});
+    fn answer<T>(
+        &self,
+        page: Paged<T, K>,
+        render: impl Fn(&T) -> Value,
+        extra: Value,
+    ) -> Json<Value> {
+        let items: Vec<Value> = page.items.iter().map(render).collect();
+        let next = page.next.map(|k| cursor::encode(self.list, &k));
+        let mut body = json!({"items": items, "next_cursor": next, "total": page.total});
         if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
             body.extend(extra);
         }
@@ -183,88 +183,81 @@ fn state_counts(states: &BTreeMap<&'static str, u64>) -> Value {
     Value::Object(m)
 }
 
-fn tag<'a>(n: &'a NodeRecord, key: &str) -> Option<&'a str> {
-    n.info
-        .get("tags")
-        .and_then(|t| t.get(key))
-        .and_then(Value::as_str)
-}
-
 #[derive(Default)]
 struct Counts {
     nodes: u64,
     states: BTreeMap<&'static str, u64>,
-    name: Option<(u64, String)>,
 }
 
 impl Counts {
-    fn add(&mut self, n: &NodeRecord, name: Option<&str>) {
-        self.nodes += 1;
-        *self.states.entry(n.state.as_str()).or_default() += 1;
-        if let Some(name) = name
-            && self.name.as_ref().is_none_or(|(ts, _)| n.birth_ts >= *ts)
-        {
-            self.name = Some((n.birth_ts, name.to_owned()));
-        }
+    fn add(&mut self, state: Liveness, nodes: u64) {
+        self.nodes += nodes;
+        *self.states.entry(state.as_str()).or_default() += nodes;
     }
+}
+
+type Places = BTreeMap<String, (Counts, BTreeMap<String, Counts>)>;
+
+/// A region or site of the summary: `{<field>: id, "name", "nodes", "states"}`.
+fn place_json(field: &str, id: &str, name: Option<&String>, c: &Counts) -> Value {
+    json!({field: id, "name": name, "nodes": c.nodes, "states": state_counts(&c.states)})
 }
 
 pub(super) async fn summary(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
     let p = Params::new(raw);
-    let filter = NodeFilter {
+    let q = NodeQuery {
         region: id_param(&p, "region", RegionId::new)?,
         kind: id_param(&p, "kind", Name::new)?,
-        ..NodeFilter::default()
+        ..NodeQuery::default()
     };
-    let (nodes, firing) = s
+    let (counts, names, firing) = s
         .store
-        .call(move |db| {
-            Ok((
-                db.nodes(&filter)?,
-                db.alerts(Some(AlertStatus::Firing), usize::MAX)?,
-            ))
-        })
+        .read(move |db| Ok((db.place_counts(&q)?, db.place_names()?, db.firing_counts()?)))
         .await?;
-    let mut network = Counts::default();
-    let mut regions: BTreeMap<String, (Counts, BTreeMap<String, Counts>)> = BTreeMap::new();
-    for n in &nodes {
-        network.add(n, None);
-        let region = regions
-            .entry(n.path.region.as_str().to_owned())
-            .or_default();
-        region.0.add(n, tag(n, "region_name"));
-        region
-            .1
-            .entry(n.path.site.as_str().to_owned())
-            .or_default()
-            .add(n, tag(n, "site_name"));
-    }
-    let mut by_severity = serde_json::Map::new();
-    for sev in Severity::ALL {
-        let count = firing.iter().filter(|a| a.severity == sev).count();
-        by_severity.insert(sev.as_str().into(), json!(count));
-    }
-    let regions: Vec<Value> = regions
+    let names: HashMap<(String, String), String> = names
         .into_iter()
-        .map(|(region, (c, sites))| {
-            let sites: Vec<Value> = sites
-                .into_iter()
-                .map(|(site, c)| {
-                    json!({"site": site, "name": c.name.map(|n| n.1), "nodes": c.nodes,
-                           "states": state_counts(&c.states)})
-                })
-                .collect();
-            json!({"region": region, "name": c.name.map(|n| n.1), "nodes": c.nodes,
-                   "states": state_counts(&c.states), "sites": sites})
+        .map(|n| {
+            let site = n.site.map(|x| x.as_str().to_owned()).unwrap_or_default();
+            ((n.region.as_str().to_owned(), site), n.name)
         })
         .collect();
+    let mut network = Counts::default();
+    let mut places = Places::new();
+    for c in &counts {
+        network.add(c.state, c.nodes);
+        let region = places.entry(c.region.as_str().to_owned()).or_default();
+        region.0.add(c.state, c.nodes);
+        let site = region.1.entry(c.site.as_str().to_owned()).or_default();
+        site.add(c.state, c.nodes);
+    }
+    let name = |region: &str, site: &str| names.get(&(region.to_owned(), site.to_owned()));
+    let regions: Vec<Value> = places
+        .iter()
+        .map(|(region, (c, sites))| {
+            let sites: Vec<Value> = sites
+                .iter()
+                .map(|(site, c)| place_json("site", site, name(region, site), c))
+                .collect();
+            let mut v = place_json("region", region, name(region, ""), c);
+            v["sites"] = Value::Array(sites);
+            v
+        })
+        .collect();
+    let mut by_severity = serde_json::Map::new();
+    for sev in Severity::ALL {
+        let n = firing
+            .iter()
+            .find(|f| f.severity == sev)
+            .map_or(0, |f| f.firing);
+        by_severity.insert(sev.as_str().into(), json!(n));
+    }
     Ok(Json(json!({
         "at": Stamp::new(s.now(), &s.tz),
         "nodes": network.nodes,
         "states": state_counts(&network.states),
         "alerts": {
-            "firing": firing.len(),
-            "unacked": firing.iter().filter(|a| a.ack.is_none()).count(),
+            "firing": firing.iter().map(|f| f.firing).sum::<u64>(),
+            "unacked": firing.iter().map(|f| f.unacked).sum::<u64>(),
             "by_severity": by_severity,
         },
         "regions": regions,
@@ -285,43 +278,42 @@ fn node_summary(n: &NodeRecord, faults: usize, s: &ApiState) -> Value {
     })
 }
 
+fn brief_json(n: &NodeBrief, s: &ApiState) -> Value {
+    json!({
+        "node": n.path.node.as_str(),
+        "region": n.path.region.as_str(),
+        "site": n.path.site.as_str(),
+        "kind": n.kind.as_str(),
+        "name": n.name,
+        "state": n.state.as_str(),
+        "since": Stamp::new(n.state_since, &s.tz),
+        "last_seen": Stamp::new(n.last_seen, &s.tz),
+        "faults": n.active_faults,
+    })
+}
+
 pub(super) async fn nodes(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
     let p = Params::new(raw);
-    let filter = NodeFilter {
-        region: id_param(&p, "region", RegionId::new)?,
-        site: id_param(&p, "site", SiteId::new)?,
-        kind: id_param(&p, "kind", Name::new)?,
-        ..NodeFilter::default()
-    };
     let states = p.list(
         "state",
         "expected states among unknown, online, late, offline, stopped, maintenance",
         liveness,
     )?;
-    let page = Page::from(&p)?;
+    let q = NodeQuery {
+        region: id_param(&p, "region", RegionId::new)?,
+        site: id_param(&p, "site", SiteId::new)?,
+        kind: id_param(&p, "kind", Name::new)?,
+        states: states.unwrap_or_default(),
+        node: None,
+    };
+    let page = Page::<NodeKey>::from(&p, 'n')?;
+    let after = page.after.clone();
+    let limit = page.limit;
     let rows = s
         .store
-        .call(move |db| {
-            let all: Vec<NodeRecord> = db
-                .nodes(&filter)?
-                .into_iter()
-                .filter(|n| states.as_ref().is_none_or(|st| st.contains(&n.state)))
-                .collect();
-            let total = all.len();
-            // Fault counts only for the page asked for.
-            let mut out = Vec::with_capacity(page.limit.min(total));
-            for (i, n) in all.into_iter().enumerate() {
-                let faults = if i >= page.offset && i < page.offset.saturating_add(page.limit) {
-                    db.faults(&n.path.node, true)?.len()
-                } else {
-                    0
-                };
-                out.push((n, faults));
-            }
-            Ok(out)
-        })
+        .read(move |db| db.node_page(&q, after.as_ref(), limit))
         .await?;
-    Ok(page.answer(&rows, |(n, f)| node_summary(n, *f, &s), json!({})))
+    Ok(page.answer(rows, |n| brief_json(n, &s), json!({})))
 }
 
 fn fault_json(f: &FaultRecord, s: &ApiState) -> Value {
@@ -408,35 +400,29 @@ pub(super) async fn history(
         })?
         .unwrap_or_else(|| "transitions".into());
     let (from, to) = window(&p, &s, Some(DEFAULT_HISTORY_MS))?.unwrap_or_default();
-    let page = Page::from(&p)?;
+    let page = Page::<TimeKey>::from(&p, if kind == "faults" { 'f' } else { 't' })?;
     let n = find_node(&s, &node).await?;
     let id = n.path.node.clone();
-    let items: Vec<Value> = if kind == "faults" {
-        s.store
-            .faults(id, false)
-            .await?
-            .iter()
-            .filter(|f| f.raised_at < to && f.cleared_at.is_none_or(|c| c >= from))
-            .map(|f| fault_json(f, &s))
-            .collect()
+    let (after, limit) = (page.after, page.limit);
+    let extra = json!({"node": node, "type": kind, "from": Stamp::new(from, &s.tz),
+                       "to": Stamp::new(to, &s.tz)});
+    if kind == "faults" {
+        let rows = s
+            .store
+            .read(move |db| db.fault_page(&id, (from, to), after.as_ref(), limit))
+            .await?;
+        Ok(page.answer(rows, |f| fault_json(f, &s), extra))
     } else {
-        s.store
-            .node_history(id, from, to)
-            .await?
-            .iter()
-            .rev()
-            .map(|t| {
-                json!({"at": Stamp::new(t.at, &s.tz), "from": t.from.as_str(),
-                       "to": t.to.as_str(), "cause": t.cause.as_str()})
-            })
-            .collect()
-    };
-    Ok(page.answer(
-        &items,
-        Value::clone,
-        json!({"node": node, "type": kind, "from": Stamp::new(from, &s.tz),
-               "to": Stamp::new(to, &s.tz)}),
-    ))
+        let rows = s
+            .store
+            .read(move |db| db.transition_page(&id, (from, to), after.as_ref(), limit))
+            .await?;
+        let render = |t: &Transition| {
+            json!({"at": Stamp::new(t.at, &s.tz), "from": t.from.as_str(),
+                   "to": t.to.as_str(), "cause": t.cause.as_str()})
+        };
+        Ok(page.answer(rows, render, extra))
+    }
 }
 
 pub(super) async fn metrics(
@@ -527,31 +513,24 @@ pub(super) async fn alerts(State(s): State<ApiState>, Query(raw): Raw) -> ApiRes
         "false" => Some(false),
         _ => None,
     })?;
-    let window = window(&p, &s, None)?;
-    let page = Page::from(&p)?;
-    let all = s.store.alerts(status, usize::MAX).await?;
-    let items: Vec<&Alert> = all
-        .iter()
-        .filter(|a| {
-            severities.as_ref().is_none_or(|v| v.contains(&a.severity))
-                && rule.as_ref().is_none_or(|r| *r == a.rule)
-                && region
-                    .as_ref()
-                    .is_none_or(|r| a.subject.region.as_ref() == Some(r))
-                && site
-                    .as_ref()
-                    .is_none_or(|x| a.subject.site.as_ref() == Some(x))
-                && node
-                    .as_ref()
-                    .is_none_or(|x| a.subject.node.as_ref() == Some(x))
-                && kind.as_ref().is_none_or(|x| a.kind.as_ref() == Some(x))
-                && acked.is_none_or(|k| a.ack.is_some() == k)
-                && window.is_none_or(|(from, to)| {
-                    a.started_at < to && a.ended_at.is_none_or(|e| e >= from)
-                })
-        })
-        .collect();
-    Ok(page.answer(&items, |a| alert_json(a, &s), json!({})))
+    let q = AlertQuery {
+        status,
+        severities: severities.unwrap_or_default(),
+        rule,
+        region,
+        site,
+        node,
+        kind,
+        acked,
+        window: window(&p, &s, None)?,
+    };
+    let page = Page::<TimeKey>::from(&p, 'a')?;
+    let (after, limit) = (page.after, page.limit);
+    let rows = s
+        .store
+        .read(move |db| db.alert_page(&q, after.as_ref(), limit))
+        .await?;
+    Ok(page.answer(rows, |a| alert_json(a, &s), json!({})))
 }
 
 /// Reads an optional JSON body, naming the field at fault.
@@ -672,25 +651,31 @@ fn silence_json(x: &Silence, s: &ApiState, now: Millis) -> Value {
 
 pub(super) async fn silences(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
     let p = Params::new(raw);
-    let status = p.parse("status", "expected active, pending or expired", |v| {
-        matches!(v, "active" | "pending" | "expired").then(|| v.to_owned())
-    })?;
-    let region = id_param(&p, "region", RegionId::new)?;
-    let site = id_param(&p, "site", SiteId::new)?;
-    let page = Page::from(&p)?;
+    let status = p.parse(
+        "status",
+        "expected active, pending or expired",
+        |v| match v {
+            "active" => Some(SilenceStatus::Active),
+            "pending" => Some(SilenceStatus::Pending),
+            "expired" => Some(SilenceStatus::Expired),
+            _ => None,
+        },
+    )?;
     let now = s.now();
-    let mut all = s.store.silences(None).await?;
-    all.sort_by(|a, b| b.starts_at.cmp(&a.starts_at).then_with(|| b.id.cmp(&a.id)));
-    let items: Vec<&Silence> = all
-        .iter()
-        .filter(|x| {
-            let st = silence_status(x, now);
-            status.as_deref().map_or(st != "expired", |want| want == st)
-                && region.as_ref().is_none_or(|r| x.region.as_ref() == Some(r))
-                && site.as_ref().is_none_or(|r| x.site.as_ref() == Some(r))
-        })
-        .collect();
-    Ok(page.answer(&items, |x| silence_json(x, &s, now), json!({})))
+    let q = SilenceQuery {
+        now,
+        status,
+        region: id_param(&p, "region", RegionId::new)?,
+        site: id_param(&p, "site", SiteId::new)?,
+    };
+    let page = Page::<SilenceKey>::from(&p, 's')?;
+    let after = page.after.clone();
+    let limit = page.limit;
+    let rows = s
+        .store
+        .read(move |db| db.silence_page(&q, after.as_ref(), limit))
+        .await?;
+    Ok(page.answer(rows, |x| silence_json(x, &s, now), json!({})))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod console;
 pub mod control;
+mod cursor;
 pub mod error;
 pub mod events;
 mod handlers;

@@ -1,16 +1,15 @@
-//! `GET /api/v1/uptime`: reads the nodes, their transitions around the window and the
-//! silences in one store call, then computes the report off the async workers.
+//! `GET /api/v1/uptime`: streams the nodes and their transitions around the window from the
+//! store into the uptime engine, on a store reader thread (off the async workers).
 
 use alarmnet_protocol::{Name, NodeId, RegionId, SiteId};
 use axum::Json;
 use axum::extract::{Query, State};
 
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::{ApiState, Params};
-use crate::model::{NodeInfo, Transition};
-use crate::store::NodeFilter;
+use crate::store::{NodeQuery, StoreError};
 use crate::uptime::{
-    Filter, GroupBy, Inputs, Query as UptimeQuery, UptimeReport, Window, WindowParams,
+    Filter, GroupBy, Query as UptimeQuery, ReportBuilder, UptimeReport, Window, WindowParams,
 };
 
 fn id<T>(
@@ -59,66 +58,34 @@ pub(super) async fn uptime(
         filter: filter.clone(),
         tz: s.tz.clone(),
     };
-    let until = query.until();
-    let node_filter = NodeFilter {
-        region: filter.region.clone(),
-        site: filter.site.clone(),
-        kind: filter.kind.clone(),
-        ..NodeFilter::default()
+    let span = (window.from(), query.until());
+    let nodes = NodeQuery {
+        region: filter.region,
+        site: filter.site,
+        node: filter.node,
+        kind: filter.kind,
+        states: Vec::new(),
     };
-    let only = filter.node.clone();
-    let (nodes, transitions, silences, blind) = s
+    // The whole report runs on a store reader thread: the transitions stream from one
+    // indexed query into the engine, node by node, and are never all held at once.
+    let report = s
         .store
-        .call(move |db| {
-            let nodes: Vec<NodeInfo> = db
-                .nodes(&node_filter)?
-                .into_iter()
-                .filter(|n| only.as_ref().is_none_or(|o| *o == n.path.node))
-                .map(|n| NodeInfo {
-                    path: n.path,
-                    kind: n.kind,
-                    name: n.name,
-                    boot: None,
-                    hb_interval_ms: n.hb_interval_ms,
-                })
-                .collect();
-            let ids: Option<Vec<NodeId>> = if only.is_some()
-                || node_filter.region.is_some()
-                || node_filter.site.is_some()
-                || node_filter.kind.is_some()
-            {
-                Some(nodes.iter().map(|n| n.path.node.clone()).collect())
-            } else {
-                None
-            };
-            let w =
-                db.transition_window(ids.as_deref(), window.from(), until.max(window.from()))?;
-            let mut transitions: Vec<Transition> = w.before;
-            transitions.extend(w.within);
-            // Stable: per node, the one before the window, then the window's in time order.
-            transitions.sort_by(|a, b| a.node.as_str().cmp(b.node.as_str()));
+        .read(move |db| {
+            let silences = db.silences(None)?;
             // Nobody watched outside the collector's runs and while it was blind.
-            let blind = db
-                .unwatched(window.from(), until.max(window.from()))?
+            let blind: Vec<Window> = db
+                .unwatched(span.0, span.1)?
                 .into_iter()
                 .filter_map(|(from, to)| Window::new(from, to).ok())
-                .collect::<Vec<_>>();
-            Ok((nodes, transitions, db.silences(None)?, blind))
+                .collect();
+            let mut builder = ReportBuilder::new(&query, &silences, &blind);
+            db.each_node_history(&nodes, span, |path, kind, steps| {
+                builder
+                    .add_node_steps(path, kind, steps)
+                    .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))
+            })?;
+            Ok(builder.finish())
         })
         .await?;
-    let report = tokio::task::spawn_blocking(move || {
-        crate::uptime::report(
-            &query,
-            Inputs {
-                nodes: &nodes,
-                transitions: &transitions,
-                silences: &silences,
-                blind: &blind,
-            },
-        )
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("uptime computation failed: {e}")))?
-    .map_err(|e| ApiError::internal(format!("uptime: {e}")))?;
     Ok(Json(report))
 }

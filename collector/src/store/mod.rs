@@ -21,7 +21,11 @@ use std::time::Instant;
 use alarmnet_protocol::{AlertStatus, Birth, Fault, NodeId, NodePath, TestReceipt};
 use tokio::sync::{mpsc, oneshot};
 
-pub use sqlite::{Db, FaultRecord, NodeFilter, NodeRecord, NotificationAttempt, TransitionWindow};
+pub use sqlite::{
+    AlertQuery, Db, FaultRecord, FiringCount, NodeBrief, NodeFilter, NodeKey, NodeQuery,
+    NodeRecord, NotificationAttempt, Paged, PlaceCount, PlaceName, SilenceKey, SilenceQuery,
+    SilenceStatus, TimeKey, TransitionWindow,
+};
 
 use crate::metrics::Metrics;
 use crate::model::{Ack, Alert, Millis, Silence, Transition};
@@ -31,6 +35,9 @@ const QUEUE: usize = 1024;
 
 /// Most commands committed in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// Reader threads, each with its own read-only connection, for [`Store::read`].
+const READERS: usize = 2;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -54,19 +61,30 @@ pub enum StoreError {
 type Job = Box<dyn FnOnce(&Db) -> Done + Send>;
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// A handle to the store thread. Clone freely.
+/// Runs on a reader thread and answers its caller itself.
+type ReadJob = Box<dyn FnOnce(&Db) + Send>;
+
+/// A handle to the store thread (and its reader threads). Clone freely.
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Job>,
+    /// `None` without a file to open again (an in-memory database): reads go to the writer.
+    readers: Option<mpsc::Sender<ReadJob>>,
 }
 
 impl Store {
-    /// Opens and migrates the database at `path` and starts the store thread.
+    /// Opens and migrates the database at `path`, starts the store thread and the reader
+    /// threads.
     pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
-        Self::start(Db::open(path)?, metrics)
+        let mut store = Self::start(Db::open(path)?, metrics)?;
+        let readers = (0..READERS)
+            .map(|_| Db::open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        store.readers = Some(start_readers(readers)?);
+        Ok(store)
     }
 
-    /// Starts the store thread around an open database.
+    /// Starts the store thread around an open database (reads share the writer's thread).
     pub fn start(db: Db, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         metrics.store_open.store(true, Relaxed);
@@ -74,7 +92,30 @@ impl Store {
             .name("alarmnet-store".into())
             .spawn(move || run(db, rx, metrics))
             .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { tx })
+        Ok(Store { tx, readers: None })
+    }
+
+    /// Runs the read-only `f` on a reader thread, inside one read transaction (a
+    /// consistent snapshot of everything committed when it begins).
+    ///
+    /// Design: the API's reads (lists, counts, uptime reports over a million transitions)
+    /// run beside the writer, not in its queue: WAL lets readers and the one writer work at
+    /// once, so a slow report never delays committing transitions, and a burst of writes
+    /// never delays a list. Without reader threads (in-memory database) it is [`Self::call`].
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(readers) = &self.readers else {
+            return self.call(f).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |db| {
+            let _ = reply.send(in_snapshot(db, f));
+        });
+        readers.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on the store thread inside the current batch's transaction, and returns its
@@ -328,6 +369,43 @@ fn in_savepoint<T>(db: &Db, f: impl FnOnce(&Db) -> Result<T, StoreError>) -> Res
     }
 }
 
+fn in_snapshot<T>(db: &Db, f: impl FnOnce(&Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    db.conn().execute_batch("BEGIN")?;
+    let result = f(db);
+    // A read transaction has nothing to commit; ending it releases the snapshot.
+    if let Err(e) = db.conn().execute_batch("COMMIT") {
+        tracing::warn!(error = %e, "store reader: cannot end a read transaction");
+    }
+    result
+}
+
+/// Starts one thread per reader connection; they take jobs from one queue (when full,
+/// callers wait). The threads end when every [`Store`] handle is dropped.
+fn start_readers(readers: Vec<Db>) -> Result<mpsc::Sender<ReadJob>, StoreError> {
+    let (tx, rx) = mpsc::channel::<ReadJob>(QUEUE);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    for (i, db) in readers.into_iter().enumerate() {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("alarmnet-store-read-{i}"))
+            .spawn(move || {
+                loop {
+                    // Only the wait for a job holds the lock; the job runs without it.
+                    let job = rx
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .blocking_recv();
+                    match job {
+                        Some(job) => job(&db),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Commit(format!("cannot start a reader thread: {e}")))?;
+    }
+    Ok(tx)
+}
+
 /// The store thread: batch, commit, answer. Ends when every [`Store`] handle is dropped.
 fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
@@ -368,5 +446,7 @@ fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
     tracing::debug!("store thread stopped");
 }
 
+#[cfg(test)]
+mod lists_tests;
 #[cfg(test)]
 mod tests;

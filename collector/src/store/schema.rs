@@ -141,6 +141,41 @@ CREATE TABLE blind_intervals (
 );
 CREATE INDEX blind_by_time ON blind_intervals (start_at);
 "#,
+    // 3: lists, counts and summaries answered in SQL. Keyset order of the node list is
+    // (region, site, node); both node indexes also carry state and kind, so the summary's
+    // GROUP BY and filtered counts never read the rows (whose `info` JSON is large). Display names of
+    // regions and sites (birth tags `region_name`, `site_name`) are kept at upsert time in
+    // `place_names`: the most recent birth carrying the tag wins.
+    r#"
+DROP INDEX nodes_by_place;
+CREATE INDEX nodes_by_order ON nodes (region, site, node, state, kind);
+CREATE INDEX nodes_by_state ON nodes (state, region, site, node, kind);
+CREATE INDEX nodes_by_site ON nodes (site);
+
+CREATE TABLE place_names (
+    region   TEXT NOT NULL,
+    site     TEXT NOT NULL,                -- '' for the region's own name
+    name     TEXT NOT NULL,
+    birth_ts INTEGER NOT NULL,             -- of the birth that named it
+    PRIMARY KEY (region, site)
+) WITHOUT ROWID;
+INSERT INTO place_names (region, site, name, birth_ts)
+    SELECT region, site, json_extract(info, '$.tags.site_name'), birth_ts FROM nodes
+    WHERE json_type(info, '$.tags.site_name') = 'text'
+    ORDER BY birth_ts, region, site, node
+    ON CONFLICT (region, site) DO UPDATE SET name = excluded.name, birth_ts = excluded.birth_ts
+    WHERE excluded.birth_ts >= place_names.birth_ts;
+INSERT INTO place_names (region, site, name, birth_ts)
+    SELECT region, '', json_extract(info, '$.tags.region_name'), birth_ts FROM nodes
+    WHERE json_type(info, '$.tags.region_name') = 'text'
+    ORDER BY birth_ts, region, site, node
+    ON CONFLICT (region, site) DO UPDATE SET name = excluded.name, birth_ts = excluded.birth_ts
+    WHERE excluded.birth_ts >= place_names.birth_ts;
+
+CREATE INDEX alerts_by_start ON alerts (started_at);
+CREATE INDEX silences_by_start ON silences (starts_at, id);
+CREATE INDEX faults_by_raise ON faults (node, raised_at);
+"#,
 ];
 
 /// The schema version of a database.

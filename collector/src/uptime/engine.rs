@@ -202,6 +202,27 @@ pub struct Outage {
     pub cause: Option<Cause>,
 }
 
+/// One transition of a node, without the node: what the arithmetic reads. A store that
+/// streams one node's history at a time hands these over without a node id per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub from: Liveness,
+    pub to: Liveness,
+    pub at: Millis,
+    pub cause: Cause,
+}
+
+impl From<&Transition> for Step {
+    fn from(t: &Transition) -> Self {
+        Step {
+            from: t.from,
+            to: t.to,
+            at: t.at,
+            cause: t.cause,
+        }
+    }
+}
+
 /// Millisecond sums of one group.
 #[derive(Debug, Clone, Default)]
 struct Totals {
@@ -339,8 +360,46 @@ impl<'q> ReportBuilder<'q> {
         if !self.query.filter.matches(path, kind) {
             return Ok(());
         }
+        let mut wrong: Option<NodeId> = None;
+        let steps = transitions.into_iter().map_while(|t| {
+            let t = t.borrow();
+            if t.node == path.node {
+                Some(Step::from(t))
+            } else {
+                wrong = Some(t.node.clone());
+                None
+            }
+        });
         self.build_overlay(path, kind);
-        let totals = self.node_totals(path, transitions)?;
+        let totals = self.node_totals(path, steps)?;
+        if let Some(found) = wrong {
+            return Err(UptimeError::WrongNode {
+                expected: path.node.clone(),
+                found,
+            });
+        }
+        self.add_totals(path, kind, totals);
+        Ok(())
+    }
+
+    /// [`Self::add_node`] for a node whose transitions are given as [`Step`]s (sorted by
+    /// `at`, equal times in stored order).
+    pub fn add_node_steps(
+        &mut self,
+        path: &NodePath,
+        kind: &Name,
+        steps: &[Step],
+    ) -> Result<(), UptimeError> {
+        if !self.query.filter.matches(path, kind) {
+            return Ok(());
+        }
+        self.build_overlay(path, kind);
+        let totals = self.node_totals(path, steps.iter().copied())?;
+        self.add_totals(path, kind, totals);
+        Ok(())
+    }
+
+    fn add_totals(&mut self, path: &NodePath, kind: &Name, totals: Totals) {
         let key = match self.query.by {
             GroupBy::Node => GroupKey {
                 region: Some(path.region.clone()),
@@ -368,7 +427,6 @@ impl<'q> ReportBuilder<'q> {
         if let Some(list) = totals.outage_list {
             group.outage_list.get_or_insert_with(Vec::new).extend(list);
         }
-        Ok(())
     }
 
     /// The report, rows sorted by group.
@@ -466,11 +524,11 @@ impl<'q> ReportBuilder<'q> {
     }
 
     /// The single pass over one node's transitions.
-    fn node_totals<I, T>(&self, path: &NodePath, transitions: I) -> Result<Totals, UptimeError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Borrow<Transition>,
-    {
+    fn node_totals(
+        &self,
+        path: &NodePath,
+        steps: impl Iterator<Item = Step>,
+    ) -> Result<Totals, UptimeError> {
         let mut walk = Walk {
             from: self.from,
             until: self.until,
@@ -488,14 +546,7 @@ impl<'q> ReportBuilder<'q> {
         let mut state = Liveness::Unknown;
         let mut since: Millis = 0;
         let mut first = true;
-        for t in transitions {
-            let t = t.borrow();
-            if t.node != path.node {
-                return Err(UptimeError::WrongNode {
-                    expected: path.node.clone(),
-                    found: t.node.clone(),
-                });
-            }
+        for t in steps {
             if first {
                 first = false;
                 state = t.from;

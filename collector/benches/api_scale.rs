@@ -1,0 +1,477 @@
+//! Store-backed API reads at scale, through the real router over real HTTP on 127.0.0.1:
+//! - 100 000 nodes: `/nodes?limit=100` (first page, and a deep page by cursor), a walk of
+//!   every node by cursor, `/summary`, `/alerts?status=firing`;
+//! - 10 000 nodes with 1 000 000 transitions over 30 days: `/uptime?since=30d&by=node` and
+//!   `by=region`.
+//!
+//! Targets: lists and summary well under 100 ms, uptime under 1 s. Each seed is written once
+//! through the store's own write API in one transaction and kept under
+//! `target/bench-data/` (named by schema version) for later runs.
+//!
+//! Run: `cargo bench -p alarmnet-collector --bench api_scale`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alarmnet_collector::api::{
+    ApiState, Auth, AuthConfig, Control, EventHub, RecentMetrics, router, serve_with_store,
+};
+use alarmnet_collector::metrics::Metrics;
+use alarmnet_collector::model::{Alert, Cause, Liveness, Millis, Silence, Subject, Transition};
+use alarmnet_collector::store::{Db, Store, StoreError, schema};
+use alarmnet_collector::uptime::{DEFAULT_TIME_ZONE, time_zone};
+use alarmnet_protocol::{AlertStatus, Birth, Name, NodeId, NodePath, RegionId, Severity, SiteId};
+use serde_json::{Value, json};
+
+const DAY: Millis = 86_400_000;
+/// 2026-11-01T00:00:00+08:00: "now" for the collector under test.
+const NOW: Millis = 1_793_462_400_000;
+
+const LIST_NODES: usize = 100_000;
+const LIST_REGIONS: usize = 14;
+const LIST_SITES_PER_REGION: usize = 100;
+const LIST_ALERTS: usize = 100_000;
+
+const UPTIME_NODES: usize = 10_000;
+const TRANSITIONS_PER_NODE: usize = 100;
+const UPTIME_REGIONS: usize = 14;
+const UPTIME_SITES_PER_REGION: usize = 50;
+
+/// A small deterministic generator (64-bit LCG), so every seed is the same.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn path(region: usize, site: usize, node: usize) -> NodePath {
+    NodePath::new(
+        RegionId::new(format!("r{region:02}")).expect("valid region"),
+        SiteId::new(format!("r{region:02}-s{site:03}")).expect("valid site"),
+        NodeId::new(format!("n{node:06}")).expect("valid node"),
+    )
+}
+
+fn kind(i: usize) -> &'static str {
+    if i % 3 == 0 { "display" } else { "siren" }
+}
+
+fn birth(p: &NodePath, kind: &str, ts: Millis) -> Birth {
+    serde_json::from_value(json!({
+        "v": 1, "boot": "boot0001", "ts": ts, "node": p.node, "site": p.site,
+        "region": p.region, "kind": kind, "name": format!("{} {kind}", p.node),
+        "hb_interval_s": 10, "lat": 36.06, "lon": 103.83, "model": "WS-600",
+        "checks": ["system", "amplifier"],
+        "tags": {"region_name": format!("Region {}", p.region),
+                 "site_name": format!("Site {}", p.site)}
+    }))
+    .expect("valid birth")
+}
+
+fn transition(node: &NodeId, from: Liveness, to: Liveness, at: Millis, cause: Cause) -> Transition {
+    Transition {
+        node: node.clone(),
+        from,
+        to,
+        at,
+        cause,
+    }
+}
+
+/// 100 000 nodes in 1 400 sites, mostly online, some offline, late or stopped; 100 000
+/// alerts over 30 days, those of the offline nodes still firing; 1 % with an active fault.
+fn seed_lists(db: &Db) -> Result<(), StoreError> {
+    let mut rng = Lcg(0x5ca1e);
+    let joined = NOW - 31 * DAY;
+    let mut offline = Vec::new();
+    for i in 0..LIST_NODES {
+        let p = path(
+            i % LIST_REGIONS,
+            (i / LIST_REGIONS) % LIST_SITES_PER_REGION,
+            i,
+        );
+        db.upsert_birth(&p, &birth(&p, kind(i), joined), joined)?;
+        let mut t = vec![transition(
+            &p.node,
+            Liveness::Unknown,
+            Liveness::Online,
+            joined,
+            Cause::Birth,
+        )];
+        let at = NOW - rng.below(DAY);
+        let to = match rng.below(100) {
+            0..=2 => Some((Liveness::Offline, Cause::Will)),
+            3 => Some((Liveness::Late, Cause::Timeout)),
+            4 => Some((Liveness::Stopped, Cause::Shutdown)),
+            _ => None,
+        };
+        if let Some((to, cause)) = to {
+            t.push(transition(&p.node, Liveness::Online, to, at, cause));
+            if to == Liveness::Offline {
+                offline.push((p.clone(), at));
+            }
+        }
+        db.record_transitions(&t)?;
+        if rng.below(100) == 0 {
+            let fault: alarmnet_protocol::Fault = serde_json::from_value(json!({
+                "v": 1, "boot": "boot0001", "seq": 7, "ts": NOW - DAY, "check": "amplifier",
+                "code": "no_load", "severity": "major", "status": "raised"
+            }))
+            .expect("valid fault");
+            db.record_fault(&p.node, &fault, NOW - DAY)?;
+        }
+    }
+    let alert = |p: &NodePath, started_at: Millis, ended_at: Option<Millis>| Alert {
+        id: format!("{:016x}", started_at ^ p.node.as_str().len() as u64),
+        rule: Name::new("node_offline").expect("valid rule"),
+        severity: Severity::Critical,
+        status: if ended_at.is_some() {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Firing
+        },
+        subject: Subject {
+            region: Some(p.region.clone()),
+            site: Some(p.site.clone()),
+            node: Some(p.node.clone()),
+        },
+        kind: Some(Name::new("siren").expect("valid kind")),
+        started_at,
+        ended_at,
+        summary: format!("{} offline", p.node),
+        ack: None,
+        notified: true,
+    };
+    for i in 0..LIST_ALERTS - offline.len() {
+        let p = path(
+            i % LIST_REGIONS,
+            (i / LIST_REGIONS) % LIST_SITES_PER_REGION,
+            i,
+        );
+        let started = NOW - 30 * DAY + rng.below(29 * DAY);
+        let mut a = alert(&p, started, Some(started + 1 + rng.below(3_600_000)));
+        a.id = format!("a{i:07}");
+        db.upsert_alert(&a)?;
+    }
+    for (i, (p, at)) in offline.iter().enumerate() {
+        let mut a = alert(p, *at, None);
+        a.id = format!("f{i:07}");
+        db.upsert_alert(&a)?;
+    }
+    Ok(())
+}
+
+/// The uptime bench's data (same generator): 10 000 nodes, one birth 31 days back, then 99
+/// changes spread over the 30-day window; 20 region silences of 4 h; two blind intervals.
+fn seed_uptime(db: &Db) -> Result<(), StoreError> {
+    let mut rng = Lcg(0x0a1a_2e7e);
+    let start = NOW - 31 * DAY;
+    let step = 30 * DAY / TRANSITIONS_PER_NODE as Millis;
+    let run = db.start_run(start - DAY)?;
+    for i in 0..UPTIME_NODES {
+        let p = path(
+            i % UPTIME_REGIONS,
+            (i / UPTIME_REGIONS) % UPTIME_SITES_PER_REGION,
+            i,
+        );
+        db.upsert_birth(&p, &birth(&p, kind(i), start), start)?;
+        let mut transitions = Vec::with_capacity(TRANSITIONS_PER_NODE);
+        let mut state = Liveness::Unknown;
+        let mut at = start;
+        for k in 0..TRANSITIONS_PER_NODE {
+            let (to, cause) = if k == 0 {
+                (Liveness::Online, Cause::Birth)
+            } else {
+                match (state, rng.below(4)) {
+                    (Liveness::Online, 0) => (Liveness::Late, Cause::Timeout),
+                    (Liveness::Online, 1) => (Liveness::Stopped, Cause::Shutdown),
+                    (Liveness::Online, _) => (Liveness::Offline, Cause::Will),
+                    (Liveness::Late, 0) => (Liveness::Offline, Cause::Timeout),
+                    _ => (Liveness::Online, Cause::Heartbeat),
+                }
+            };
+            transitions.push(transition(&p.node, state, to, at, cause));
+            state = to;
+            at = if k == 0 {
+                NOW - 30 * DAY + rng.below(step)
+            } else {
+                at + 1 + rng.below(step)
+            };
+        }
+        db.record_transitions(&transitions)?;
+    }
+    for i in 0..20 {
+        let starts_at = NOW - 30 * DAY + rng.below(29 * DAY);
+        db.upsert_silence(&Silence {
+            id: format!("s{i}"),
+            region: Some(RegionId::new(format!("r{:02}", i % UPTIME_REGIONS)).expect("valid")),
+            site: None,
+            node: None,
+            kind: None,
+            starts_at,
+            ends_at: starts_at + 4 * 3_600_000,
+            created_by: "bench".to_owned(),
+            comment: None,
+        })?;
+    }
+    db.blind_edges(
+        run,
+        &[
+            (true, NOW - 20 * DAY),
+            (false, NOW - 20 * DAY + 600_000),
+            (true, NOW - 3 * DAY),
+            (false, NOW - 3 * DAY + 1_800_000),
+        ],
+    )?;
+    db.run_alive(run, NOW)?;
+    Ok(())
+}
+
+fn data_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("bench-data")
+}
+
+/// Copies the write-ahead log into the database and empties it, as the running collector's
+/// automatic checkpoints keep it small (a seed's one huge transaction leaves it full).
+fn checkpoint(db: &Path) {
+    let conn = rusqlite::Connection::open(db).expect("open for a checkpoint");
+    conn.busy_timeout(Duration::from_secs(30))
+        .expect("busy timeout");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+}
+
+/// The store at `target/bench-data/<name>-v<schema>.db`, seeded by `seed` (in one
+/// transaction) unless an earlier run finished seeding it.
+async fn seeded(name: &str, seed: fn(&Db) -> Result<(), StoreError>) -> Store {
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).expect("create target/bench-data");
+    let db = dir.join(format!("{name}-v{}.db", schema::MIGRATIONS.len()));
+    let done = db.with_extension("done");
+    if !done.exists() {
+        for ext in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(db.with_extension(ext));
+        }
+        let started = Instant::now();
+        let store = Store::open(&db, Arc::new(Metrics::new())).expect("open the store");
+        store.call(seed).await.expect("seed");
+        checkpoint(&db);
+        std::fs::write(&done, b"").expect("mark the seed done");
+        println!("seeded {} in {:.1?}", db.display(), started.elapsed());
+        return store;
+    }
+    checkpoint(&db);
+    Store::open(&db, Arc::new(Metrics::new())).expect("open the store")
+}
+
+/// Serves the API over `store` on 127.0.0.1:0 with the clock at [`NOW`]; returns its base URL.
+async fn serve(store: Store) -> String {
+    let tz = time_zone(DEFAULT_TIME_ZONE).expect("the time zone database has Asia/Shanghai");
+    let events = EventHub::new(NOW, 4096, 1024, tz.clone());
+    let (control, rx) = Control::channel(8);
+    tokio::spawn(serve_with_store(rx, store.clone(), events.clone()));
+    let auth = Auth::new(&AuthConfig {
+        anonymous_read: true,
+        tokens: Vec::new(),
+    });
+    let state = ApiState::new(store, events, control, auth, RecentMetrics::new(4), tz)
+        .with_clock(Arc::new(|| NOW));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    format!("http://{addr}")
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (Value, usize) {
+    let r = client.get(url).send().await.expect("request");
+    let status = r.status();
+    let body = r.bytes().await.expect("body");
+    assert!(
+        status.is_success(),
+        "{url}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    (serde_json::from_slice(&body).expect("JSON"), body.len())
+}
+
+/// Times `runs` requests of `path` (until the whole body is received, not parsed) after one
+/// warm-up; prints min, median and max.
+async fn measure(client: &reqwest::Client, base: &str, label: &str, path: &str, runs: usize) {
+    let url = format!("{base}{path}");
+    let (_, bytes) = get(client, &url).await;
+    let mut times: Vec<Duration> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let r = client.get(&url).send().await.expect("request");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        let body = r.bytes().await.expect("body");
+        times.push(started.elapsed());
+        assert_eq!(body.len(), bytes, "{url}: the answer changed");
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{label:<44} min {:>8.1} ms  median {:>8.1} ms  max {:>8.1} ms  ({} runs, {} kB)",
+        ms(times[0]),
+        ms(times[runs / 2]),
+        ms(times[runs - 1]),
+        runs,
+        bytes / 1000
+    );
+}
+
+/// The cursor `pages` pages of `limit` nodes deep, following `next_cursor`.
+async fn cursor_after(client: &reqwest::Client, base: &str, pages: usize, limit: usize) -> String {
+    let mut cursor: Option<String> = None;
+    for _ in 0..pages {
+        let mut url = format!("{base}/api/v1/nodes?limit={limit}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (page, _) = get(client, &url).await;
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    cursor.expect("the list is deeper than that")
+}
+
+async fn lists(client: &reqwest::Client) {
+    let base = serve(seeded("api-lists", seed_lists).await).await;
+    println!("-- {LIST_NODES} nodes, {LIST_ALERTS} alerts");
+    measure(
+        client,
+        &base,
+        "/nodes?limit=100 (first page)",
+        "/api/v1/nodes?limit=100",
+        20,
+    )
+    .await;
+    let deep = cursor_after(client, &base, 90, 1000).await;
+    let path = format!("/api/v1/nodes?limit=100&cursor={deep}");
+    measure(
+        client,
+        &base,
+        "/nodes?limit=100 (page after 90 000 nodes)",
+        &path,
+        20,
+    )
+    .await;
+    measure(
+        client,
+        &base,
+        "/nodes?state=offline,late&limit=100",
+        "/api/v1/nodes?state=offline,late&limit=100",
+        20,
+    )
+    .await;
+    measure(
+        client,
+        &base,
+        "/nodes?region=r03&kind=siren&limit=1000",
+        "/api/v1/nodes?region=r03&kind=siren&limit=1000",
+        20,
+    )
+    .await;
+    measure(client, &base, "/summary", "/api/v1/summary", 20).await;
+    measure(
+        client,
+        &base,
+        "/alerts?status=firing",
+        "/api/v1/alerts?status=firing",
+        20,
+    )
+    .await;
+    measure(
+        client,
+        &base,
+        "/alerts (all, newest 100)",
+        "/api/v1/alerts",
+        20,
+    )
+    .await;
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/nodes?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (page, _) = get(client, &url).await;
+        seen += page["items"].as_array().map_or(0, Vec::len);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, LIST_NODES);
+    println!(
+        "{:<44} {:>12.1} ms  (100 pages of 1000)",
+        "walk of every node by cursor",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+async fn uptime(client: &reqwest::Client) {
+    let base = serve(seeded("api-uptime", seed_uptime).await).await;
+    println!(
+        "-- {UPTIME_NODES} nodes, {} transitions over 30 days",
+        UPTIME_NODES * TRANSITIONS_PER_NODE
+    );
+    measure(
+        client,
+        &base,
+        "/uptime?since=30d&by=node",
+        "/api/v1/uptime?since=30d&by=node",
+        5,
+    )
+    .await;
+    measure(
+        client,
+        &base,
+        "/uptime?since=30d&by=region",
+        "/api/v1/uptime?since=30d&by=region",
+        5,
+    )
+    .await;
+    measure(
+        client,
+        &base,
+        "/uptime?since=30d&by=region&region=r03",
+        "/api/v1/uptime?since=30d&by=region&region=r03",
+        5,
+    )
+    .await;
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a test run of benches (`cargo test --benches`) does not.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("api_scale: run with `cargo bench -p alarmnet-collector --bench api_scale`");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        lists(&client).await;
+        uptime(&client).await;
+    });
+}
