@@ -9,6 +9,8 @@
 //! and the process CPU time per message. 100 000 nodes beat every 10 s of simulated time,
 //! so every second of simulated time carries 10 000 heartbeats and its flush 10 000 rows.
 //!
+//! `ALARMNET_BENCH_NODES=600000` runs it with another network size.
+//!
 //! Figures, not asserts: this is a bench binary, not a test.
 
 use std::sync::Arc;
@@ -32,7 +34,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const T0: Millis = 1_764_330_000_000;
 const INTERVAL: u64 = 10_000;
-const NODES: usize = 100_000;
 const ROUNDS: u64 = 6;
 const BURST: usize = 4096;
 
@@ -98,6 +99,10 @@ fn main() {
 }
 
 async fn run() {
+    let nodes: usize = std::env::var("ALARMNET_BENCH_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
     let dir = tempfile::tempdir().expect("dir");
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(&dir.path().join("bench.db"), metrics.clone()).expect("store");
@@ -119,7 +124,7 @@ async fn run() {
     let mut ingest = Ingest::new(
         Prefix::default(),
         &IngestConfig {
-            max_nodes: NODES * 2,
+            max_nodes: nodes * 2,
             ..IngestConfig::default()
         },
         None,
@@ -133,7 +138,7 @@ async fn run() {
 
     // Registration, committed like the collector's first minutes.
     let started = Instant::now();
-    for k in 0..NODES {
+    for k in 0..nodes {
         if let Some(e) = ingest.handle(&topic(k, "birth"), &birth(k), T0) {
             core.absorb(e);
         }
@@ -143,7 +148,7 @@ async fn run() {
     }
     core.commit_and_announce().await;
     println!(
-        "registered {NODES} nodes (birth decode + registry + store) in {:.2} s; process RSS \
+        "registered {nodes} nodes (birth decode + registry + store) in {:.2} s; process RSS \
          {:.0} MiB",
         started.elapsed().as_secs_f64(),
         rss_mib()
@@ -151,11 +156,11 @@ async fn run() {
 
     // Every payload of every round encoded beforehand: distinct sequence numbers, so none
     // is dropped as a duplicate.
-    let topics: Vec<String> = (0..NODES).map(|k| topic(k, "hb")).collect();
-    let per_ms = NODES as f64 / INTERVAL as f64;
-    let mut traffic: Vec<(usize, Millis, Vec<u8>)> = Vec::with_capacity(NODES * ROUNDS as usize);
+    let topics: Vec<String> = (0..nodes).map(|k| topic(k, "hb")).collect();
+    let per_ms = nodes as f64 / INTERVAL as f64;
+    let mut traffic: Vec<(usize, Millis, Vec<u8>)> = Vec::with_capacity(nodes * ROUNDS as usize);
     for round in 1..=ROUNDS {
-        for k in 0..NODES {
+        for k in 0..nodes {
             let t = T0 + 30_000 + (round - 1) * INTERVAL + (k as f64 / per_ms) as u64;
             traffic.push((k, t, heartbeat(k, round, t)));
         }
@@ -165,7 +170,7 @@ async fn run() {
     // store rows): measured on its own. Rounds 2.. are the steady state, measured as the
     // collector runs them (decode in the MQTT task, the rest in the core task) stage by
     // stage: decode + registry alone, then the core alone on the decoded events.
-    let (first, steady) = traffic.split_at(NODES);
+    let (first, steady) = traffic.split_at(nodes);
     let started = Instant::now();
     let mut clock = Clock::new(T0 + 30_000);
     for (k, t, payload) in first {
@@ -174,7 +179,7 @@ async fn run() {
     }
     clock.finish(&mut core).await;
     println!(
-        "first heartbeats: {NODES} nodes unknown → online in {:.2} s",
+        "first heartbeats: {nodes} nodes unknown → online in {:.2} s",
         started.elapsed().as_secs_f64()
     );
 
@@ -204,11 +209,11 @@ async fn run() {
     let cpu_judge = cpu_seconds() - cpu0;
     assert_eq!(
         core.monitor().tracker().len(),
-        NODES,
+        nodes,
         "every node still tracked"
     );
     println!(
-        "steady state, {n:.0} heartbeats of {NODES} nodes (every node every 10 s):\n\
+        "steady state, {n:.0} heartbeats of {nodes} nodes (every node every 10 s):\n\
          - decode + topic identity + registry (MQTT task): {:.0} msg/s, {:.1} µs CPU each\n\
          - core: duplicates, liveness, alert rules, recent metrics, commits, last-heard \
          flushes (core task + store thread): {:.0} msg/s, {:.1} µs CPU each\n\

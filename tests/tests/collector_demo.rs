@@ -122,21 +122,29 @@ async fn run_demo(broker_args: &[String], broker_port: u16) {
         },
     )
     .await;
-    // The API shows them online.
-    let (code, body) = get(&http, &format!("{base}/api/v1/nodes"))
-        .await
-        .expect("/api/v1/nodes answers");
-    assert_eq!(code, 200, "{body}");
-    let json: serde_json::Value = serde_json::from_str(&body).expect("nodes JSON");
-    let listed: HashSet<&str> = json["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter(|n| n["state"] == "online")
-        .filter_map(|n| n["node"].as_str())
-        .collect();
-    let expected: HashSet<&str> = online.iter().map(String::as_str).collect();
-    assert_eq!(listed, expected, "online in the API and on the broker");
+    // The API shows them online (the core commits each state change after the registration
+    // the metric counts, so poll).
+    let expected: HashSet<String> = online.clone();
+    let listed = wait_for(
+        Duration::from_secs(30),
+        "the API lists every node online",
+        || async {
+            let (code, body) = get(&http, &format!("{base}/api/v1/nodes")).await?;
+            if code != 200 {
+                return None;
+            }
+            let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let listed: HashSet<String> = json["items"]
+                .as_array()?
+                .iter()
+                .filter(|n| n["state"] == "online")
+                .filter_map(|n| n["node"].as_str().map(str::to_owned))
+                .collect();
+            (listed == expected).then_some(listed)
+        },
+    )
+    .await;
+    assert_eq!(listed, online, "online in the API and on the broker");
 
     // Ctrl-C: every node says goodbye, then the process exits 0.
     demo.signal("INT");
