@@ -78,13 +78,20 @@ pub struct Rebirth {
     pub prefix: Prefix,
 }
 
-/// One store transaction: when nodes were last heard, and this run's "alive" mark.
-fn touch(
-    db: &crate::store::Db,
-    seen: &[(NodeId, Millis)],
-    run: Option<i64>,
-) -> Result<(), StoreError> {
-    db.touch(seen)?;
+/// What a flush of "last heard" times writes.
+#[derive(Debug, Default)]
+struct Seen {
+    /// When each node was last heard.
+    at: Vec<(NodeId, Millis)>,
+    /// The highest sequence number of each, with its boot.
+    seqs: Vec<(NodeId, String, u64)>,
+}
+
+/// One store transaction: when nodes were last heard, their sequence numbers, and this
+/// run's "alive" mark.
+fn touch(db: &crate::store::Db, seen: &Seen, run: Option<i64>) -> Result<(), StoreError> {
+    db.touch(&seen.at)?;
+    db.record_seq(&seen.seqs)?;
     if let Some(run) = run {
         db.run_alive(run, now_millis())?;
     }
@@ -188,6 +195,11 @@ impl Core {
         let count = nodes.len();
         for rec in nodes {
             let boot = rec.boot.and_then(|b| BootId::new(b).ok());
+            // The stored sequence counts only for the boot it was heard in.
+            let last_seq = rec
+                .last_seq
+                .filter(|(b, _)| boot.as_ref().is_some_and(|boot| boot.as_str() == b))
+                .map(|(_, seq)| seq);
             self.monitor.restore_node(RestoredNode {
                 info: NodeInfo {
                     path: rec.path,
@@ -199,7 +211,7 @@ impl Core {
                 state: rec.state,
                 since: rec.state_since,
                 last_heartbeat: Some(rec.last_seen),
-                last_seq: None,
+                last_seq,
             });
         }
         let firing = self
@@ -489,8 +501,19 @@ impl Core {
         }
     }
 
-    fn take_seen(&mut self) -> Vec<(NodeId, Millis)> {
-        self.seen.drain().collect()
+    fn take_seen(&mut self) -> Seen {
+        let tracker = self.monitor.tracker();
+        let mut seen = Seen::default();
+        for (node, at) in self.seen.drain() {
+            if let Some(view) = tracker.node(&node)
+                && let (Some(boot), Some(seq)) = (view.boot(), view.last_seq())
+            {
+                seen.seqs
+                    .push((node.clone(), boot.as_str().to_owned(), seq));
+            }
+            seen.at.push((node, at));
+        }
+        seen
     }
 
     /// Commits the batch, then acknowledges the deliveries it came from and announces its
@@ -762,11 +785,22 @@ mod tests {
         }
         core.commit_and_announce().await;
         let node = NodeId::new("n1").expect("id");
-        let stored = store.faults(node, false).await.expect("faults");
+        let stored = store.faults(node.clone(), false).await.expect("faults");
         let mut keys: Vec<&str> = stored.iter().map(|f| f.key.as_str()).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["power/A", "power/B", "power/C"]);
         assert_eq!(metrics.duplicates.load(Relaxed), 2);
+
+        // A restarted collector still knows the highest sequence number it stored.
+        core.flush_seen_now().await;
+        let (mut again, _rx, _events) = self::core(&store, &metrics);
+        again.restore(T0 + 1_000).await.expect("restore");
+        again.absorb(event(&mut ingest, "n1", "fault", &fault(3, "C"), T0 + 300));
+        again.absorb(event(&mut ingest, "n1", "fault", &fault(4, "D"), T0 + 300));
+        again.commit_and_announce().await;
+        assert_eq!(metrics.duplicates.load(Relaxed), 3);
+        let stored = store.faults(node, false).await.expect("faults");
+        assert_eq!(stored.len(), 4, "D stored, the second C not");
     }
 
     #[tokio::test]

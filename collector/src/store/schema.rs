@@ -176,6 +176,12 @@ CREATE INDEX alerts_by_start ON alerts (started_at);
 CREATE INDEX silences_by_start ON silences (starts_at, id);
 CREATE INDEX faults_by_raise ON faults (node, raised_at);
 "#,
+    // 4: the highest sequence number heard from each node and the boot it belongs to, so a
+    // restarted collector still recognises second deliveries of what it already has.
+    r#"
+ALTER TABLE nodes ADD COLUMN seq_boot TEXT;
+ALTER TABLE nodes ADD COLUMN last_seq INTEGER;
+"#,
 ];
 
 /// The schema version of a database.

@@ -37,6 +37,8 @@ pub struct NodeRecord {
     pub last_seen: Millis,
     pub state: Liveness,
     pub state_since: Millis,
+    /// The highest sequence number stored for the node, and its boot.
+    pub last_seq: Option<(String, u64)>,
 }
 
 /// Which nodes to list. Empty fields match everything.
@@ -283,6 +285,17 @@ impl Db {
     }
 
     /// Records when nodes were last heard (coalesced by the caller; never moves backwards).
+    /// Records the highest sequence number heard from each node, with its boot.
+    pub fn record_seq(&self, seqs: &[(NodeId, String, u64)]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE nodes SET seq_boot = ?2, last_seq = ?3 WHERE node = ?1")?;
+        for (node, boot, seq) in seqs {
+            stmt.execute(params![node.as_str(), boot, i64_of(*seq)])?;
+        }
+        Ok(())
+    }
+
     pub fn touch(&self, seen: &[(NodeId, Millis)]) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
@@ -308,11 +321,13 @@ impl Db {
             last_seen: row.get(10)?,
             state: row.get(11)?,
             state_since: row.get(12)?,
+            seq_boot: row.get(13)?,
+            last_seq: row.get(14)?,
         })
     }
 
     const NODE_COLUMNS: &'static str = "node, region, site, kind, name, info, boot, \
-        hb_interval_ms, birth_ts, first_seen, last_seen, state, state_since";
+        hb_interval_ms, birth_ts, first_seen, last_seen, state, state_since, seq_boot, last_seq";
 
     /// Registered nodes matching `filter`, ordered by region, site, node.
     pub fn nodes(&self, filter: &NodeFilter) -> Result<Vec<NodeRecord>, StoreError> {
@@ -1480,6 +1495,8 @@ struct RawNode {
     last_seen: i64,
     state: String,
     state_since: i64,
+    seq_boot: Option<String>,
+    last_seq: Option<i64>,
 }
 
 impl RawNode {
@@ -1500,6 +1517,7 @@ impl RawNode {
             last_seen: u64_of(self.last_seen),
             state: liveness(&self.state)?,
             state_since: u64_of(self.state_since),
+            last_seq: self.seq_boot.zip(self.last_seq.map(u64_of)),
         })
     }
 }
