@@ -36,7 +36,7 @@ use crate::liveness::RestoredNode;
 use crate::metrics::Metrics;
 use crate::model::{Millis, NodeInfo, Silence, Transition};
 use crate::outputs::Outputs;
-use crate::store::{NodeFilter, Store, StoreError, WriteBatch};
+use crate::store::{Heard, NodeFilter, Store, StoreError, WriteBatch};
 use crate::timeseries::{NodeTags, Point, SinkHandle};
 
 /// Most events folded into one batch (one transaction).
@@ -78,20 +78,10 @@ pub struct Rebirth {
     pub prefix: Prefix,
 }
 
-/// What a flush of "last heard" times writes.
-#[derive(Debug, Default)]
-struct Seen {
-    /// When each node was last heard.
-    at: Vec<(NodeId, Millis)>,
-    /// The highest sequence number of each, with its boot.
-    seqs: Vec<(NodeId, String, u64)>,
-}
-
-/// One store transaction: when nodes were last heard, their sequence numbers, and this
-/// run's "alive" mark.
-fn touch(db: &crate::store::Db, seen: &Seen, run: Option<i64>) -> Result<(), StoreError> {
-    db.touch(&seen.at)?;
-    db.record_seq(&seen.seqs)?;
+/// One store transaction: when nodes were last heard (with their sequence numbers), and
+/// this run's "alive" mark.
+fn touch(db: &crate::store::Db, heard: &[Heard], run: Option<i64>) -> Result<(), StoreError> {
+    db.touch(heard)?;
     if let Some(run) = run {
         db.run_alive(run, now_millis())?;
     }
@@ -145,8 +135,6 @@ pub struct Core {
     blind_since: Option<Millis>,
     /// Since when the store fails to commit, if it does.
     store_failing: Option<Millis>,
-    /// Whether the monitor was told to stop judging (broker down or store failing).
-    blind: bool,
     /// This run's row in the store's run log, once started.
     run: Option<i64>,
     /// When each node was last asked for a rebirth.
@@ -174,7 +162,6 @@ impl Core {
             blind_edges: Vec::new(),
             blind_since: None,
             store_failing: None,
-            blind: false,
             run: None,
             rebirths: HashMap::new(),
         }
@@ -340,10 +327,9 @@ impl Core {
     /// One cause of blindness began (the broker or the store): the monitor stops judging if
     /// it was not already blind.
     fn go_blind(&mut self, cause: BlindCause, at: Millis) {
-        if self.blind {
+        if self.monitor.tracker().is_blind() {
             return;
         }
-        self.blind = true;
         self.blind_edges.push((true, at));
         let out = self.monitor.go_blind(cause, at);
         self.take(out);
@@ -356,8 +342,7 @@ impl Core {
         if self.blind_since.is_some() || self.store_failing.is_some() {
             return;
         }
-        if self.blind {
-            self.blind = false;
+        if self.monitor.tracker().is_blind() {
             self.blind_edges.push((false, at));
         }
         let out = self.monitor.broker_connected(at);
@@ -501,24 +486,21 @@ impl Core {
         }
     }
 
-    fn take_seen(&mut self) -> Seen {
+    fn take_seen(&mut self) -> Vec<Heard> {
         let tracker = self.monitor.tracker();
-        let mut seen = Seen::default();
-        for (node, at) in self.seen.drain() {
-            if let Some(view) = tracker.node(&node)
-                && let (Some(boot), Some(seq)) = (view.boot(), view.last_seq())
-            {
-                seen.seqs
-                    .push((node.clone(), boot.as_str().to_owned(), seq));
-            }
-            seen.at.push((node, at));
-        }
-        seen
+        self.seen
+            .drain()
+            .map(|(node, at)| {
+                let seq = tracker
+                    .node(&node)
+                    .and_then(|view| Some((view.boot()?.as_str().to_owned(), view.last_seq()?)));
+                Heard { node, at, seq }
+            })
+            .collect()
     }
 
-    /// Commits the batch, then acknowledges the deliveries it came from and announces its
-    /// transitions and alert changes. If the commit fails nothing is acknowledged or
-    /// announced (the promise is "committed before announced"): the batch and its
+    /// Commits the batch, then announces its transitions and alert changes. If the commit
+    /// fails nothing is announced (the promise is "committed before announced"): the batch and its
     /// announcements are kept and retried with the next commit (each burst, and at least
     /// once a second), and the collector goes blind until the store takes writes again, so
     /// the silence of held-back deliveries is not judged as nodes going quiet.

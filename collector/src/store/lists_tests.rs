@@ -659,7 +659,7 @@ async fn reads_on_reader_threads_see_committed_writes() {
     assert_eq!(page.total, 1);
     // Readers cannot write.
     let err = store
-        .read(|db| db.touch(&[(NodeId::new("n1").expect("id"), 9)]))
+        .read(|db| db.touch(&[Heard::at(NodeId::new("n1").expect("id"), 9)]))
         .await;
     assert!(err.is_err(), "a reader wrote");
 }

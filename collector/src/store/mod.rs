@@ -22,7 +22,7 @@ use alarmnet_protocol::{AlertStatus, Birth, Fault, NodeId, NodePath, TestReceipt
 use tokio::sync::{mpsc, oneshot};
 
 pub use sqlite::{
-    AlertQuery, Db, FaultRecord, FiringCount, NodeBrief, NodeFilter, NodeKey, NodeQuery,
+    AlertQuery, Db, FaultRecord, FiringCount, Heard, NodeBrief, NodeFilter, NodeKey, NodeQuery,
     NodeRecord, NotificationAttempt, Paged, PlaceCount, PlaceName, SilenceKey, SilenceQuery,
     SilenceStatus, TimeKey, TransitionWindow,
 };
@@ -166,10 +166,6 @@ impl Store {
             .await
     }
 
-    pub async fn touch(&self, seen: Vec<(NodeId, Millis)>) -> Result<(), StoreError> {
-        self.call(move |db| db.touch(&seen)).await
-    }
-
     /// Returns after the transitions are committed: only then may they be announced.
     pub async fn record_transitions(&self, t: Vec<Transition>) -> Result<(), StoreError> {
         if t.is_empty() {
@@ -307,8 +303,6 @@ pub struct WriteBatch {
     pub transitions: Vec<Transition>,
     pub faults: Vec<(NodeId, Fault, Millis)>,
     pub tests: Vec<(NodeId, TestReceipt, Millis)>,
-    /// When nodes were last heard, coalesced (one entry per node).
-    pub seen: Vec<(NodeId, Millis)>,
     /// Alerts created or changed: committed before they are notified.
     pub alerts: Vec<Alert>,
 }
@@ -319,7 +313,6 @@ impl WriteBatch {
             && self.transitions.is_empty()
             && self.faults.is_empty()
             && self.tests.is_empty()
-            && self.seen.is_empty()
             && self.alerts.is_empty()
     }
 
@@ -329,7 +322,6 @@ impl WriteBatch {
             + self.transitions.len()
             + self.faults.len()
             + self.tests.len()
-            + self.seen.len()
             + self.alerts.len()
     }
 }
@@ -347,7 +339,6 @@ impl Db {
         for (node, test, at) in &b.tests {
             self.record_test(node, test, *at)?;
         }
-        self.touch(&b.seen)?;
         for a in &b.alerts {
             self.upsert_alert(a)?;
         }

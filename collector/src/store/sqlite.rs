@@ -41,6 +41,25 @@ pub struct NodeRecord {
     pub last_seq: Option<(String, u64)>,
 }
 
+/// When a node was last heard, and the highest sequence number heard with its boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heard {
+    pub node: NodeId,
+    pub at: Millis,
+    pub seq: Option<(String, u64)>,
+}
+
+impl Heard {
+    /// Only the time (tests, and nodes whose sequence is unknown).
+    pub fn at(node: NodeId, at: Millis) -> Self {
+        Self {
+            node,
+            at,
+            seq: None,
+        }
+    }
+}
+
 /// Which nodes to list. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct NodeFilter {
@@ -284,24 +303,23 @@ impl Db {
         Ok(())
     }
 
-    /// Records when nodes were last heard (coalesced by the caller; never moves backwards).
-    /// Records the highest sequence number heard from each node, with its boot.
-    pub fn record_seq(&self, seqs: &[(NodeId, String, u64)]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE nodes SET seq_boot = ?2, last_seq = ?3 WHERE node = ?1")?;
-        for (node, boot, seq) in seqs {
-            stmt.execute(params![node.as_str(), boot, i64_of(*seq)])?;
-        }
-        Ok(())
-    }
-
-    pub fn touch(&self, seen: &[(NodeId, Millis)]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE nodes SET last_seen = max(last_seen, ?2) WHERE node = ?1")?;
-        for (node, at) in seen {
-            stmt.execute(params![node.as_str(), i64_of(*at)])?;
+    /// Records when nodes were last heard (coalesced by the caller; never moves backwards)
+    /// and, where known, the highest sequence number heard and its boot: one statement per
+    /// node.
+    pub fn touch(&self, heard: &[Heard]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE nodes SET last_seen = max(last_seen, ?2),
+                 seq_boot = coalesce(?3, seq_boot), last_seq = coalesce(?4, last_seq)
+             WHERE node = ?1",
+        )?;
+        for h in heard {
+            let (boot, seq) = h.seq.as_ref().map(|(b, s)| (b.as_str(), *s)).unzip();
+            stmt.execute(params![
+                h.node.as_str(),
+                i64_of(h.at),
+                boot,
+                seq.map(i64_of)
+            ])?;
         }
         Ok(())
     }

@@ -141,7 +141,7 @@ fn nodes_round_trip_and_filter() {
     assert_eq!((rec.first_seen, rec.last_seen), (10, 10));
     assert_eq!(rec.info["name"], "城关区警报器");
 
-    db.touch(&[(a.node.clone(), 50), (b.node.clone(), 5)])
+    db.touch(&[Heard::at(a.node.clone(), 50), Heard::at(b.node.clone(), 5)])
         .expect("touch");
     assert_eq!(db.node(&a.node).expect("q").expect("a").last_seen, 50);
     assert_eq!(
