@@ -145,6 +145,31 @@ impl NodeLabels<'_> {
     fn place(&self) -> String {
         format!("{}/{}", self.view.region(), self.view.site())
     }
+
+    /// A confirmed alert about this node, notified at once, summarised as
+    /// `"{label} at {place}{detail}"`.
+    fn alert(
+        &self,
+        idx: NodeIdx,
+        fp: u64,
+        rule: Name,
+        severity: Severity,
+        detail: std::fmt::Arguments<'_>,
+    ) -> NewAlert {
+        NewAlert {
+            fp,
+            rule,
+            severity,
+            subject: self.subject(),
+            kind: Some(self.view.kind().clone()),
+            node: Some(idx),
+            site: None,
+            region: None,
+            summary: format!("{} at {}{detail}", self.label(), self.place()),
+            hold_until: 0,
+            confirmed: true,
+        }
+    }
 }
 
 /// What a new alert looks like; built only when the alert is not already firing.
@@ -470,24 +495,15 @@ impl Engine {
             if entering && self.cfg.node_offline.enabled {
                 let fp = labels.fp(NODE_OFFLINE, None);
                 if !self.is_active(fp) {
-                    let kind = labels.view.kind().clone();
                     let new = NewAlert {
-                        fp,
-                        rule: rule_name(NODE_OFFLINE),
-                        severity: self.cfg.offline_severity(kind.as_str()),
-                        subject: labels.subject(),
-                        summary: format!(
-                            "{} at {} is offline ({})",
-                            labels.label(),
-                            labels.place(),
-                            c.cause.as_str()
-                        ),
-                        kind: Some(kind),
-                        node: Some(c.idx),
-                        site: None,
-                        region: None,
                         hold_until: c.at + ms(self.cfg.node_offline.group_wait),
-                        confirmed: true,
+                        ..labels.alert(
+                            c.idx,
+                            fp,
+                            rule_name(NODE_OFFLINE),
+                            self.cfg.offline_severity(labels.view.kind().as_str()),
+                            format_args!(" is offline ({})", c.cause.as_str()),
+                        )
                     };
                     self.fire(t, new, c.at, out);
                 }
@@ -515,24 +531,16 @@ impl Engine {
             let labels = NodeLabels { view: t.view(idx) };
             let fp = labels.fp(FLAPPING, None);
             if !self.is_active(fp) {
-                let new = NewAlert {
+                let new = labels.alert(
+                    idx,
                     fp,
-                    rule: rule_name(FLAPPING),
-                    severity: self.cfg.flapping.severity,
-                    subject: labels.subject(),
-                    kind: Some(labels.view.kind().clone()),
-                    node: Some(idx),
-                    site: None,
-                    region: None,
-                    summary: format!(
-                        "{} at {} is flapping: {count} up/down transitions within {}",
-                        labels.label(),
-                        labels.place(),
+                    rule_name(FLAPPING),
+                    self.cfg.flapping.severity,
+                    format_args!(
+                        " is flapping: {count} up/down transitions within {}",
                         fmt_duration(self.cfg.flapping.window)
                     ),
-                    hold_until: 0,
-                    confirmed: true,
-                };
+                );
                 self.fire(t, new, at, out);
             }
         }
@@ -667,24 +675,13 @@ impl Engine {
         let labels = NodeLabels { view: t.view(idx) };
         if bad && !firing {
             self.skewed.insert(idx.0);
-            let new = NewAlert {
-                fp: labels.fp(CLOCK_SKEW, None),
-                rule: rule_name(CLOCK_SKEW),
-                severity: rule.severity,
-                subject: labels.subject(),
-                kind: Some(labels.view.kind().clone()),
-                node: Some(idx),
-                site: None,
-                region: None,
-                summary: format!(
-                    "{} at {}: agent clock is off by {:+} s",
-                    labels.label(),
-                    labels.place(),
-                    skew / 1000
-                ),
-                hold_until: 0,
-                confirmed: true,
-            };
+            let new = labels.alert(
+                idx,
+                labels.fp(CLOCK_SKEW, None),
+                rule_name(CLOCK_SKEW),
+                rule.severity,
+                format_args!(": agent clock is off by {:+} s", skew / 1000),
+            );
             self.fire(t, new, now, out);
         } else if !bad && firing {
             self.skewed.remove(&idx.0);
@@ -720,24 +717,16 @@ impl Engine {
             let labels = NodeLabels { view: t.view(idx) };
             let fp = labels.fp(TELEMETRY_GAP, None);
             if !self.is_active(fp) {
-                let new = NewAlert {
+                let new = labels.alert(
+                    idx,
                     fp,
-                    rule: rule_name(TELEMETRY_GAP),
-                    severity: rule.severity,
-                    subject: labels.subject(),
-                    kind: Some(labels.view.kind().clone()),
-                    node: Some(idx),
-                    site: None,
-                    region: None,
-                    summary: format!(
-                        "{} at {}: {missing} telemetry messages missing within {}",
-                        labels.label(),
-                        labels.place(),
+                    rule_name(TELEMETRY_GAP),
+                    rule.severity,
+                    format_args!(
+                        ": {missing} telemetry messages missing within {}",
                         fmt_duration(rule.window)
                     ),
-                    hold_until: 0,
-                    confirmed: true,
-                };
+                );
                 self.fire(t, new, now, out);
             }
         }
@@ -788,27 +777,19 @@ impl Engine {
                     let labels = NodeLabels { view };
                     let fp = labels.fp(rule.name.as_str(), None);
                     if !self.is_active(fp) {
-                        let new = NewAlert {
+                        let new = labels.alert(
+                            idx,
                             fp,
-                            rule: rule.name.clone(),
-                            severity: rule.severity,
-                            subject: labels.subject(),
-                            kind: Some(view.kind().clone()),
-                            node: Some(idx),
-                            site: None,
-                            region: None,
-                            summary: format!(
-                                "{} at {}: {} = {v} {} {} for {}",
-                                labels.label(),
-                                labels.place(),
+                            rule.name.clone(),
+                            rule.severity,
+                            format_args!(
+                                ": {} = {v} {} {} for {}",
                                 rule.metric,
                                 rule.op.as_str(),
                                 rule.value,
                                 fmt_duration(rule.for_)
                             ),
-                            hold_until: 0,
-                            confirmed: true,
-                        };
+                        );
                         self.fire(t, new, now, out);
                     }
                 }
@@ -848,23 +829,13 @@ impl Engine {
                     }
                 }
                 None => {
-                    let new = NewAlert {
+                    let new = labels.alert(
+                        idx,
                         fp,
-                        rule: rule_name(FAULT),
-                        severity: self.cfg.fault.reconciled_severity,
-                        subject: labels.subject(),
-                        kind: Some(labels.view.kind().clone()),
-                        node: Some(idx),
-                        site: None,
-                        region: None,
-                        summary: format!(
-                            "{} at {}: fault {key_s} (reported active by heartbeat)",
-                            labels.label(),
-                            labels.place()
-                        ),
-                        hold_until: 0,
-                        confirmed: true,
-                    };
+                        rule_name(FAULT),
+                        self.cfg.fault.reconciled_severity,
+                        format_args!(": fault {key_s} (reported active by heartbeat)"),
+                    );
                     self.fire(t, new, now, out);
                     self.node_faults.entry(idx.0).or_default().push(fp);
                 }
@@ -938,22 +909,14 @@ impl Engine {
                     .map(|m| format!(": {}", one_line(m.as_str())))
                     .unwrap_or_default();
                 let new = NewAlert {
-                    fp,
-                    rule: rule_name(FAULT),
-                    severity: fault.severity,
-                    subject: labels.subject(),
-                    kind: Some(labels.view.kind().clone()),
-                    node: Some(idx),
-                    site: None,
-                    region: None,
-                    summary: format!(
-                        "{} at {}: fault {key} ({}){message}",
-                        labels.label(),
-                        labels.place(),
-                        fault.severity
-                    ),
-                    hold_until: 0,
                     confirmed: !fault.replay,
+                    ..labels.alert(
+                        idx,
+                        fp,
+                        rule_name(FAULT),
+                        fault.severity,
+                        format_args!(": fault {key} ({}){message}", fault.severity),
+                    )
                 };
                 self.fire(t, new, now, out);
                 self.node_faults.entry(idx.0).or_default().push(fp);
@@ -1299,19 +1262,15 @@ impl Engine {
                 if self.is_active(fp) {
                     continue;
                 }
-                let kind = labels.view.kind().clone();
                 let new = NewAlert {
-                    fp,
-                    rule: rule_name(NODE_OFFLINE),
-                    severity: self.cfg.offline_severity(kind.as_str()),
-                    subject: labels.subject(),
-                    summary: format!("{} at {} is offline", labels.label(), labels.place()),
-                    kind: Some(kind),
-                    node: Some(idx),
-                    site: None,
-                    region: None,
                     hold_until: now + ms(self.cfg.node_offline.group_wait),
-                    confirmed: true,
+                    ..labels.alert(
+                        idx,
+                        fp,
+                        rule_name(NODE_OFFLINE),
+                        self.cfg.offline_severity(labels.view.kind().as_str()),
+                        format_args!(" is offline"),
+                    )
                 };
                 self.fire(t, new, now, out);
             }

@@ -475,20 +475,27 @@ pub(super) fn alert_json(a: &Alert, s: &ApiState) -> Value {
         "ack": a.ack.as_ref().map(|k| AckJson::new(k, &s.tz)),
         "notified": a.notified,
     });
-    if let Value::Object(m) = &mut v {
-        let subject = [
+    insert_present(
+        &mut v,
+        [
             ("region", a.subject.region.as_ref().map(|x| x.as_str())),
             ("site", a.subject.site.as_ref().map(|x| x.as_str())),
             ("node", a.subject.node.as_ref().map(|x| x.as_str())),
             ("kind", a.kind.as_ref().map(|x| x.as_str())),
-        ];
-        for (key, value) in subject {
+        ],
+    );
+    v
+}
+
+/// Adds the fields that have a value to the JSON object `v` (absent ones stay absent).
+fn insert_present<const N: usize>(v: &mut Value, fields: [(&str, Option<&str>); N]) {
+    if let Value::Object(m) = v {
+        for (key, value) in fields {
             if let Some(value) = value {
                 m.insert(key.into(), json!(value));
             }
         }
     }
-    v
 }
 
 pub(super) async fn alerts(State(s): State<ApiState>, Query(raw): Raw) -> ApiResult<Json<Value>> {
@@ -633,19 +640,15 @@ fn silence_json(x: &Silence, s: &ApiState, now: Millis) -> Value {
         "comment": x.comment,
         "status": silence_status(x, now),
     });
-    if let Value::Object(m) = &mut v {
-        let matchers = [
+    insert_present(
+        &mut v,
+        [
             ("region", x.region.as_ref().map(|x| x.as_str())),
             ("site", x.site.as_ref().map(|x| x.as_str())),
             ("node", x.node.as_ref().map(|x| x.as_str())),
             ("kind", x.kind.as_ref().map(|x| x.as_str())),
-        ];
-        for (key, value) in matchers {
-            if let Some(value) = value {
-                m.insert(key.into(), json!(value));
-            }
-        }
-    }
+        ],
+    );
     v
 }
 
