@@ -18,42 +18,19 @@ use alarmnet_collector::api::{
     ApiState, Auth, AuthConfig, Control, EventHub, RecentMetrics, router, serve_with_store,
 };
 use alarmnet_collector::metrics::Metrics;
-use alarmnet_collector::model::{Alert, Cause, Liveness, Millis, Silence, Subject, Transition};
+use alarmnet_collector::model::{Alert, Cause, Liveness, Millis, Subject, Transition};
 use alarmnet_collector::store::{Db, Store, StoreError, schema};
 use alarmnet_collector::uptime::{DEFAULT_TIME_ZONE, time_zone};
 use alarmnet_protocol::{AlertStatus, Birth, Name, NodeId, NodePath, RegionId, Severity, SiteId};
 use serde_json::{Value, json};
 
-const DAY: Millis = 86_400_000;
-/// 2026-11-01T00:00:00+08:00: "now" for the collector under test.
-const NOW: Millis = 1_793_462_400_000;
+mod common;
+use common::{DAY, Lcg, NOW, REGISTERED, TRANSITIONS_PER_NODE, UPTIME_NODES, uptime_data};
 
 const LIST_NODES: usize = 100_000;
 const LIST_REGIONS: usize = 14;
 const LIST_SITES_PER_REGION: usize = 100;
 const LIST_ALERTS: usize = 100_000;
-
-const UPTIME_NODES: usize = 10_000;
-const TRANSITIONS_PER_NODE: usize = 100;
-const UPTIME_REGIONS: usize = 14;
-const UPTIME_SITES_PER_REGION: usize = 50;
-
-/// A small deterministic generator (64-bit LCG), so every seed is the same.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn path(region: usize, site: usize, node: usize) -> NodePath {
     NodePath::new(
@@ -174,66 +151,24 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
 
 /// The uptime bench's data (same generator): 10 000 nodes, one birth 31 days back, then 99
 /// changes spread over the 30-day window; 20 region silences of 4 h; two blind intervals.
+/// The history the engine bench (`uptime`) reports on, stored.
 fn seed_uptime(db: &Db) -> Result<(), StoreError> {
-    let mut rng = Lcg(0x0a1a_2e7e);
-    let start = NOW - 31 * DAY;
-    let step = 30 * DAY / TRANSITIONS_PER_NODE as Millis;
-    let run = db.start_run(start - DAY)?;
-    for i in 0..UPTIME_NODES {
-        let p = path(
-            i % UPTIME_REGIONS,
-            (i / UPTIME_REGIONS) % UPTIME_SITES_PER_REGION,
-            i,
-        );
-        db.upsert_birth(&p, &birth(&p, kind(i), start), start)?;
-        let mut transitions = Vec::with_capacity(TRANSITIONS_PER_NODE);
-        let mut state = Liveness::Unknown;
-        let mut at = start;
-        for k in 0..TRANSITIONS_PER_NODE {
-            let (to, cause) = if k == 0 {
-                (Liveness::Online, Cause::Birth)
-            } else {
-                match (state, rng.below(4)) {
-                    (Liveness::Online, 0) => (Liveness::Late, Cause::Timeout),
-                    (Liveness::Online, 1) => (Liveness::Stopped, Cause::Shutdown),
-                    (Liveness::Online, _) => (Liveness::Offline, Cause::Will),
-                    (Liveness::Late, 0) => (Liveness::Offline, Cause::Timeout),
-                    _ => (Liveness::Online, Cause::Heartbeat),
-                }
-            };
-            transitions.push(transition(&p.node, state, to, at, cause));
-            state = to;
-            at = if k == 0 {
-                NOW - 30 * DAY + rng.below(step)
-            } else {
-                at + 1 + rng.below(step)
-            };
-        }
-        db.record_transitions(&transitions)?;
+    let data = uptime_data();
+    let run = db.start_run(REGISTERED - DAY)?;
+    for n in &data.nodes {
+        let birth = birth(&n.path, n.kind.as_str(), REGISTERED);
+        db.upsert_birth(&n.path, &birth, REGISTERED)?;
     }
-    for i in 0..20 {
-        let starts_at = NOW - 30 * DAY + rng.below(29 * DAY);
-        db.upsert_silence(&Silence {
-            id: format!("s{i}"),
-            region: Some(RegionId::new(format!("r{:02}", i % UPTIME_REGIONS)).expect("valid")),
-            site: None,
-            node: None,
-            kind: None,
-            starts_at,
-            ends_at: starts_at + 4 * 3_600_000,
-            created_by: "bench".to_owned(),
-            comment: None,
-        })?;
+    db.record_transitions(&data.transitions)?;
+    for silence in &data.silences {
+        db.upsert_silence(silence)?;
     }
-    db.blind_edges(
-        run,
-        &[
-            (true, NOW - 20 * DAY),
-            (false, NOW - 20 * DAY + 600_000),
-            (true, NOW - 3 * DAY),
-            (false, NOW - 3 * DAY + 1_800_000),
-        ],
-    )?;
+    let edges: Vec<(bool, Millis)> = data
+        .blind
+        .iter()
+        .flat_map(|&(from, to)| [(true, from), (false, to)])
+        .collect();
+    db.blind_edges(run, &edges)?;
     db.run_alive(run, NOW)?;
     Ok(())
 }
