@@ -1,5 +1,5 @@
 //! `GET /api/v1/uptime`: streams the nodes and their transitions around the window from the
-//! store into the uptime engine, on a store reader thread (off the async workers).
+//! store into the uptime engine, on the store's reader threads (off the async workers).
 
 use alarmnet_protocol::{Name, NodeId, RegionId, SiteId};
 use axum::Json;
@@ -7,9 +7,10 @@ use axum::extract::{Query, State};
 
 use super::error::ApiResult;
 use super::{ApiState, Params};
-use crate::store::{NodeQuery, StoreError};
+use crate::store::{NodeQuery, Shard, StoreError};
 use crate::uptime::{
-    Filter, GroupBy, Query as UptimeQuery, ReportBuilder, UptimeReport, Window, WindowParams,
+    Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, UptimeReport, Window,
+    WindowParams,
 };
 
 fn id<T>(
@@ -66,11 +67,14 @@ pub(super) async fn uptime(
         kind: filter.kind,
         states: Vec::new(),
     };
-    // The whole report runs on a store reader thread: the transitions stream from one
-    // indexed query into the engine, node by node, and are never all held at once.
-    let report = s
-        .store
-        .read(move |db| {
+    // The report runs on the store's reader threads, each taking a shard of the nodes: the
+    // transitions stream from the store into the engine node by node and are never all
+    // held at once; the shards' sums merge at the end.
+    let shards = u32::try_from(s.store.parallel_reads()).unwrap_or(1);
+    let query = std::sync::Arc::new(query);
+    let parts = (0..shards).map(|index| {
+        let (query, nodes) = (query.clone(), nodes.clone());
+        s.store.read(move |db| {
             let silences = db.silences(None)?;
             // Nobody watched outside the collector's runs and while it was blind.
             let blind: Vec<Window> = db
@@ -79,13 +83,19 @@ pub(super) async fn uptime(
                 .filter_map(|(from, to)| Window::new(from, to).ok())
                 .collect();
             let mut builder = ReportBuilder::new(&query, &silences, &blind);
-            db.each_node_history(&nodes, span, |path, kind, steps| {
+            let shard = Shard { index, of: shards };
+            db.each_node_history(&nodes, span, shard, |path, kind, steps| {
                 builder
                     .add_node_steps(path, kind, steps)
                     .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))
             })?;
-            Ok(builder.finish())
+            Ok(builder.into_partial())
         })
-        .await?;
+    });
+    let mut report = PartialReport::default();
+    for part in futures_util::future::try_join_all(parts).await? {
+        report.merge(part);
+    }
+    let report = report.finish(&query);
     Ok(Json(report))
 }

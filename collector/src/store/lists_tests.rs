@@ -7,7 +7,7 @@ use alarmnet_protocol::{AlertStatus, Birth, Name, NodeId, NodePath, RegionId, Se
 
 use super::*;
 use crate::model::{Ack, Alert, Cause, Liveness, Silence, Subject, Transition};
-use crate::uptime::{self, Filter, GroupBy, Inputs, Query, ReportBuilder, Window};
+use crate::uptime::{self, Filter, GroupBy, Inputs, PartialReport, Query, ReportBuilder, Window};
 
 /// A small deterministic generator, so a failure can be replayed.
 struct Lcg(u64);
@@ -624,13 +624,31 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
             kind: filter.kind.clone(),
             ..NodeQuery::default()
         };
-        db.each_node_history(&q, (from, until), |path, kind, steps| {
+        db.each_node_history(&q, (from, until), Shard::ALL, |path, kind, steps| {
             builder
                 .add_node_steps(path, kind, steps)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))
         })
         .expect("stream");
         assert_eq!(builder.finish(), want, "{by:?} [{from}, {to})");
+        // In three shards, as parallel readers take it.
+        let mut merged = PartialReport::default();
+        for index in 0..3 {
+            let mut builder = ReportBuilder::new(&query, &silences, &[]);
+            let shard = Shard { index, of: 3 };
+            db.each_node_history(&q, (from, until), shard, |path, kind, steps| {
+                builder
+                    .add_node_steps(path, kind, steps)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .expect("stream");
+            merged.merge(builder.into_partial());
+        }
+        assert_eq!(
+            merged.finish(&query),
+            want,
+            "3 shards, {by:?} [{from}, {to})"
+        );
     }
     assert_eq!(nodes.len(), 40);
 }
@@ -699,11 +717,16 @@ fn the_uptime_stream_keeps_equal_times_in_stored_order_and_starts_before_the_win
     db.record_transitions(&t).expect("transitions");
     type Seen = (String, Vec<(Liveness, Liveness, u64)>);
     let mut got: Vec<Seen> = Vec::new();
-    db.each_node_history(&NodeQuery::default(), (10, 60), |path, _, steps| {
-        let s = steps.iter().map(|s| (s.from, s.to, s.at)).collect();
-        got.push((path.node.as_str().to_owned(), s));
-        Ok(())
-    })
+    db.each_node_history(
+        &NodeQuery::default(),
+        (10, 60),
+        Shard::ALL,
+        |path, _, steps| {
+            let s = steps.iter().map(|s| (s.from, s.to, s.at)).collect();
+            got.push((path.node.as_str().to_owned(), s));
+            Ok(())
+        },
+    )
     .expect("stream");
     assert_eq!(
         got,

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use sqlite::{
     AlertQuery, Db, FaultRecord, FiringCount, Heard, NodeBrief, NodeFilter, NodeKey, NodeQuery,
-    NodeRecord, NotificationAttempt, Paged, PlaceCount, PlaceName, SilenceKey, SilenceQuery,
+    NodeRecord, NotificationAttempt, Paged, PlaceCount, PlaceName, Shard, SilenceKey, SilenceQuery,
     SilenceStatus, TimeKey, TransitionWindow,
 };
 
@@ -93,6 +93,12 @@ impl Store {
             .spawn(move || run(db, rx, metrics))
             .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
         Ok(Store { tx, readers: None })
+    }
+
+    /// How many reads run at once (reader threads; 1 without them): how many shards a
+    /// large read is worth splitting into.
+    pub fn parallel_reads(&self) -> usize {
+        if self.readers.is_some() { READERS } else { 1 }
     }
 
     /// Runs the read-only `f` on a reader thread, inside one read transaction (a

@@ -182,6 +182,30 @@ CREATE INDEX faults_by_raise ON faults (node, raised_at);
 ALTER TABLE nodes ADD COLUMN seq_boot TEXT;
 ALTER TABLE nodes ADD COLUMN last_seq INTEGER;
 "#,
+    // 5: transitions clustered by (node, at). Every read of transitions is one node's over a
+    // time range; in a rowid table a node's rows lie scattered among everybody's (rowid
+    // order is arrival order), so a 30-day uptime report over 10 000 nodes and 1 000 000
+    // transitions read the index and then one table page per row. Clustered, a node's
+    // history is a few adjacent pages and the (node, at) index is the table itself. The
+    // `id` stays (unique, in arrival order): it orders transitions with equal `at` and
+    // keys the history pages. Nothing reads transitions across nodes by time, so the
+    // time index goes.
+    r#"
+CREATE TABLE transitions_clustered (
+    node       TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    id         INTEGER NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state   TEXT NOT NULL,
+    cause      TEXT NOT NULL,
+    PRIMARY KEY (node, at, id)
+) WITHOUT ROWID;
+INSERT INTO transitions_clustered (node, at, id, from_state, to_state, cause)
+    SELECT node, at, id, from_state, to_state, cause FROM transitions;
+DROP TABLE transitions;
+ALTER TABLE transitions_clustered RENAME TO transitions;
+CREATE UNIQUE INDEX transitions_by_id ON transitions (id);
+"#,
 ];
 
 /// The schema version of a database.

@@ -95,6 +95,71 @@ fn migrating_an_empty_database_reaches_the_latest_and_rerunning_is_a_no_op() {
 }
 
 #[test]
+fn clustering_transitions_keeps_every_row_its_id_and_the_order_of_equal_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("v4.db");
+    let conn = rusqlite::Connection::open(&file).expect("open");
+    for sql in &schema::MIGRATIONS[..4] {
+        conn.execute_batch(sql).expect("old schema");
+    }
+    conn.pragma_update(None, "user_version", 4)
+        .expect("version");
+    // Arrival order differs from time order; two of b's share a time.
+    let old = [
+        ("b", "unknown", "online", 100, "birth"),
+        ("a", "unknown", "online", 50, "birth"),
+        ("b", "online", "offline", 300, "will"),
+        ("b", "offline", "stopped", 300, "shutdown"),
+        ("a", "online", "late", 200, "timeout"),
+    ];
+    for (node, from, to, at, cause) in old {
+        conn.execute(
+            "INSERT INTO transitions (node, from_state, to_state, at, cause)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![node, from, to, at, cause],
+        )
+        .expect("old row");
+    }
+    drop(conn);
+    let db = Db::open(&file).expect("migrate");
+    let rows: Vec<(i64, String, i64, String)> = db
+        .conn()
+        .prepare("SELECT id, node, at, to_state FROM transitions ORDER BY node, at, id")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let want = [
+        (2, "a", 50, "online"),
+        (5, "a", 200, "late"),
+        (1, "b", 100, "online"),
+        (3, "b", 300, "offline"),
+        (4, "b", 300, "stopped"),
+    ]
+    .map(|(id, n, at, to)| (id, n.to_owned(), at, to.to_owned()));
+    assert_eq!(rows, want);
+    // New rows continue the ids.
+    db.record_transitions(&[t(
+        "a",
+        Liveness::Late,
+        Liveness::Online,
+        250,
+        Cause::Heartbeat,
+    )])
+    .expect("record");
+    let max: i64 = db
+        .conn()
+        .query_row(
+            "SELECT max(id) FROM transitions WHERE node = 'a'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("max");
+    assert_eq!(max, 6);
+}
+
+#[test]
 fn a_newer_database_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("a.db");

@@ -237,7 +237,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, other: &Totals) {
+    fn add(&mut self, other: Totals) {
         self.nodes += other.nodes;
         self.up += other.up;
         self.down += other.down;
@@ -245,6 +245,9 @@ impl Totals {
         self.unknown += other.unknown;
         self.outages += other.outages;
         self.longest = self.longest.max(other.longest);
+        if let Some(list) = other.outage_list {
+            self.outage_list.get_or_insert_with(Vec::new).extend(list);
+        }
     }
 }
 
@@ -422,16 +425,42 @@ impl<'q> ReportBuilder<'q> {
             },
             GroupBy::Network => GroupKey::default(),
         };
-        let group = self.groups.entry(key).or_default();
-        group.add(&totals);
-        if let Some(list) = totals.outage_list {
-            group.outage_list.get_or_insert_with(Vec::new).extend(list);
-        }
+        self.groups.entry(key).or_default().add(totals);
     }
 
     /// The report, rows sorted by group.
     pub fn finish(self) -> UptimeReport {
-        let tz = &self.query.tz;
+        let query = self.query;
+        self.into_partial().finish(query)
+    }
+
+    /// The sums so far, to be merged with those of builders that took other nodes of the
+    /// same query (a report read in parallel).
+    pub fn into_partial(self) -> PartialReport {
+        PartialReport {
+            groups: self.groups,
+        }
+    }
+}
+
+/// The sums of a [`ReportBuilder`] over some of a query's nodes. Partials over disjoint
+/// sets of nodes merge into the report over all of them.
+#[derive(Debug, Default)]
+pub struct PartialReport {
+    groups: BTreeMap<GroupKey, Totals>,
+}
+
+impl PartialReport {
+    /// Adds `other`'s sums (its nodes must not also be in `self`).
+    pub fn merge(&mut self, other: PartialReport) {
+        for (key, totals) in other.groups {
+            self.groups.entry(key).or_default().add(totals);
+        }
+    }
+
+    /// The report of `query`, rows sorted by group.
+    pub fn finish(self, query: &Query) -> UptimeReport {
+        let tz = &query.tz;
         let rows = self
             .groups
             .into_iter()
@@ -462,14 +491,16 @@ impl<'q> ReportBuilder<'q> {
             })
             .collect();
         UptimeReport {
-            from: Stamp::new(self.query.window.from(), tz),
-            to: Stamp::new(self.query.window.to(), tz),
-            until: Stamp::new(self.until, tz),
-            by: self.query.by,
+            from: Stamp::new(query.window.from(), tz),
+            to: Stamp::new(query.window.to(), tz),
+            until: Stamp::new(query.until(), tz),
+            by: query.by,
             rows,
         }
     }
+}
 
+impl<'q> ReportBuilder<'q> {
     /// Fills `scratch_overlay` with this node's maintenance (matching silences) and blind
     /// intervals, disjoint and sorted; maintenance takes precedence.
     fn build_overlay(&mut self, path: &NodePath, kind: &Name) {

@@ -35,8 +35,8 @@ mod window;
 mod tests;
 
 pub use engine::{
-    Filter, GroupBy, Inputs, Outage, Query, ReportBuilder, Row, Step, UptimeError, UptimeReport,
-    report,
+    Filter, GroupBy, Inputs, Outage, PartialReport, Query, ReportBuilder, Row, Step, UptimeError,
+    UptimeReport, report,
 };
 pub use window::{
     DEFAULT_SINCE_MS, DEFAULT_TIME_ZONE, DateMeans, ParamError, Period, Stamp, Window,
