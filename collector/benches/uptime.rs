@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
                         transitions: &data.transitions,
                         silences: &data.silences,
                         blind: &blind,
+                        tests: &[],
                     },
                 )
                 .expect("generated input is sorted");

@@ -1024,6 +1024,8 @@ const UPTIME_COLS = [
   ["longest_outage_s", "uptime.col.longest", fmtDur],
   ["mttr_s", "uptime.col.mttr", fmtDur],
   ["mtbf_s", "uptime.col.mtbf", fmtDur],
+  ["tests", "uptime.col.tests", (v) => String(v)],
+  ["test_pass_pct", "uptime.col.testPass", fmtPct],
 ];
 
 function availClass(p) {
@@ -1039,7 +1041,7 @@ function uptimeTable(report, total) {
       class: `num${col === "availability_pct" ? ` ${availClass(total[col])}` : ""}`,
       "data-testid": "uptime-total-cell", "data-col": col, "data-value": total[col] === null ? "" : String(total[col]),
     }, fmt(total[col]))))) : null;
-  return h("table", { "data-testid": "uptime-table" },
+  return h("table", { class: "uptime", "data-testid": "uptime-table" },
     h("thead", {}, h("tr", {}, h("th", {}, t("uptime.col.group")),
       UPTIME_COLS.map(([, label]) => h("th", { class: "num" }, t(label))))),
     h("tbody", {}, report.rows.map((row) => {
@@ -1066,7 +1068,7 @@ function csvField(v) {
 function uptimeCsv(report) {
   const ids = { node: ["region", "site", "node", "kind"], site: ["region", "site"], region: ["region"], kind: ["kind"], network: [] }[report.by] || [];
   const cols = ["nodes", "availability_pct", "coverage_pct", "up_s", "downtime_s", "maintenance_s", "unknown_s",
-    "outages", "longest_outage_s", "mttr_s", "mtbf_s"];
+    "outages", "longest_outage_s", "mttr_s", "mtbf_s", "tests", "tests_passed", "tests_failed", "test_pass_pct"];
   const lines = [[...ids, "name", "from", "to", "until", ...cols].join(",")];
   for (const row of report.rows) {
     const name = report.by === "node" ? nodeName(row.node) : report.by === "site" ? siteName(row.region, row.site)

@@ -289,6 +289,8 @@ describe("operations console", { timeout: 240000 }, () => {
         assert.equal(b.downtime_s, a.downtime_s, `${key}: downtime is settled`);
         assert.equal(Number(down.value), b.downtime_s, `${key}: downtime value`);
         assert.equal(down.text, fmtDurEn(b.downtime_s), `${key}: downtime shown`);
+        assert.equal(Number(cell("tests").value), b.tests, `${key}: tests`);
+        assert.equal(cell("test_pass_pct").value, b.test_pass_pct === null ? "" : String(b.test_pass_pct), `${key}: test pass rate`);
         if (b.node === KILLED.id) assert.ok(b.downtime_s > 0, "the killed node has downtime");
       }
       await shot(`uptime-by-${by}-en-1920x1080`);

@@ -1,10 +1,11 @@
 //! The collector's HTTP API end to end: real `alarmnet-collector run`, a real
 //! `alarmnet-agent` and a real Mosquitto. Killing the agent (kill -9: the broker publishes
-//! its Will) must reach a client of `/api/v1/events` as a `state` event to `offline`.
+//! its Will) must reach a client of `/api/v1/events` as a `state` event to `offline`, and
+//! the uptime report must show the outage and the tests the agent ran.
 
 use std::time::Duration;
 
-use alarmnet_e2e::{Mosquitto, Process, binary, free_port, unique_id, wait_for};
+use alarmnet_e2e::{Mosquitto, MqttProbe, Process, binary, free_port, unique_id, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "e2e-viewer-token-0123456789";
@@ -29,7 +30,8 @@ fn write_configs(dir: &std::path::Path, broker: &Mosquitto, node: &str, http: u1
         format!(
             "[node]\nid = \"{node}\"\nsite = \"lz-chengguan\"\nregion = \"lanzhou\"\n\
              kind = \"siren\"\n[mqtt]\nbrokers = [\"{broker}\"]\nheartbeat_interval = \"1s\"\n\
-             keep_alive = \"5s\"\n[spool]\ndir = \"{spool}\"\n",
+             keep_alive = \"5s\"\n[spool]\ndir = \"{spool}\"\n\
+             [tests.silent]\ncommand = [\"true\"]\n[tests.sound]\ncommand = [\"false\"]\n",
             broker = broker.url(),
             spool = dir.join("spool").display(),
         ),
@@ -109,6 +111,27 @@ async fn killing_an_agent_reaches_the_event_stream() {
     .await
     .expect("the node comes online on the stream");
     assert_eq!(online["region"], "lanzhou");
+    // Two tests asked over MQTT (the agent's `silent` procedure passes, `sound` fails)
+    // reach the report.
+    let operator = MqttProbe::connect(broker.port(), "alarmnet/v1/none").await;
+    let cmd = format!("alarmnet/v1/lanzhou/lz-chengguan/{node}/cmd");
+    for (id, test) in [("e2e-1", "silent"), ("e2e-2", "sound")] {
+        let body = format!(r#"{{"v":1,"cmd":"test","id":"{id}","test":"{test}"}}"#);
+        operator.publish(&cmd, body, false).await;
+    }
+    let uptime_url = format!("{base}/api/v1/uptime?since=1h&node={node}");
+    let tested = wait_for(WAIT, "self-tests in the uptime report", || {
+        let request = client.get(&uptime_url).bearer_auth(TOKEN).send();
+        async move {
+            let r: Value = request.await.ok()?.json().await.ok()?;
+            let row = r["rows"][0].clone();
+            (row["tests"].as_u64()? == 2).then_some(row)
+        }
+    })
+    .await;
+    assert_eq!(tested["tests_passed"], 1, "{tested}");
+    assert_eq!(tested["tests_failed"], 1, "{tested}");
+    assert_eq!(tested["test_pass_pct"], 50.0, "{tested}");
     agent.kill_and_reap();
     let offline = next_event(&mut events, &mut buffer, |event, d| {
         event == "state" && d["node"] == node.as_str() && d["to"] == "offline"
@@ -128,4 +151,18 @@ async fn killing_an_agent_reaches_the_event_stream() {
         .await
         .expect("json");
     assert_eq!(n["state"], "offline");
+    // And the report has the outage, still going on.
+    let r: Value = client
+        .get(&uptime_url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("uptime")
+        .json()
+        .await
+        .expect("json");
+    let row = &r["rows"][0];
+    assert_eq!(row["outages"], 1, "{r}");
+    assert_eq!(row["outage_list"][0]["cause"], "will", "{r}");
+    assert_eq!(row["outage_list"][0]["end"], Value::Null, "{r}");
 }

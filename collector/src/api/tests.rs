@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alarmnet_protocol::{
     AlertNotification, AlertStatus, Birth, Fault, Name, NodeId, NodePath, RegionId, Severity,
-    SiteId,
+    SiteId, TestReceipt,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -274,6 +274,23 @@ async fn seed(store: &Store) {
         .record_fault(NodeId::new("lz-ql-s001").expect("id"), fault, now())
         .await
         .expect("fault");
+    // Silent tests of one siren: two passes and a fail in October, a pass in September.
+    for (seq, ts, result) in [
+        (1, "2026-09-30T23:59:59+08:00", "pass"),
+        (2, "2026-10-01T00:00:00+08:00", "pass"),
+        (3, "2026-10-15T10:00:00+08:00", "fail"),
+        (4, "2026-10-31T23:59:59+08:00", "pass"),
+    ] {
+        let receipt: TestReceipt = serde_json::from_value(json!({
+            "v": 1, "boot": "boot0001", "seq": seq, "ts": ms(ts),
+            "test": "silent", "result": result
+        }))
+        .expect("receipt");
+        store
+            .record_test(NodeId::new("lz-cg-s001").expect("id"), receipt, now())
+            .await
+            .expect("test");
+    }
     let mut resolved = alert(
         "a-cg-s001",
         "node_offline",
@@ -727,6 +744,11 @@ async fn uptime_of_a_calendar_month_in_the_zone() {
     assert_eq!(row["up_s"], 738.0 * 3600.0);
     assert_eq!(row["availability_pct"], 738.0 * 100.0 / 744.0);
     assert_eq!(row["outages"], 1);
+    assert_eq!(
+        (&row["tests"], &row["tests_passed"], &row["tests_failed"]),
+        (&json!(3), &json!(2), &json!(1))
+    );
+    assert_eq!(row["test_pass_pct"], 2.0 * 100.0 / 3.0);
     assert_eq!(
         row["outage_list"],
         json!([{"start": "2026-10-10T00:00:00+08:00", "end": "2026-10-10T06:00:00+08:00",

@@ -84,7 +84,8 @@ pub(super) async fn uptime(
                 .collect();
             let mut builder = ReportBuilder::new(&query, &silences, &blind);
             let shard = Shard { index, of: shards };
-            db.each_node_history(&nodes, span, shard, |path, kind, steps| {
+            db.each_node_history(&nodes, span, shard, |path, kind, steps, tests| {
+                builder.add_node_tests(path, kind, tests);
                 builder
                     .add_node_steps(path, kind, steps)
                     .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))

@@ -593,6 +593,8 @@ fn print_uptime(out: &mut dyn Write, format: Format, report: &Value) -> Result<(
             "LONGEST",
             "MTTR",
             "MTBF",
+            "TESTS",
+            "TEST_PASS_%",
         ]
         .map(str::to_owned),
     );
@@ -615,6 +617,8 @@ fn print_uptime(out: &mut dyn Write, format: Format, report: &Value) -> Result<(
             dur(&r["longest_outage_s"]),
             dur(&r["mttr_s"]),
             dur(&r["mtbf_s"]),
+            text(&r["tests"]),
+            pct(&r["test_pass_pct"], csv),
         ]);
         t.push(cells);
     }

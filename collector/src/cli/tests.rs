@@ -181,11 +181,14 @@ async fn uptime_report_by_site_and_for_one_node() {
         lines[1].starts_with("REGION   SITE   NODES  AVAIL_%"),
         "{table}"
     );
-    // 1482 of 1488 node-hours up.
+    // 1482 of 1488 node-hours up; 2 of 3 tests passed.
     assert!(
         lines[2].contains("99.597") && lines[2].contains("6h00m"),
         "{table}"
     );
+    assert!(lines[1].ends_with("TESTS  TEST_PASS_%"), "{table}");
+    let last: Vec<&str> = lines[2].split_whitespace().rev().take(2).collect();
+    assert_eq!(last, ["66.667", "3"], "{table}");
     let node = run_cli(
         &s,
         &[
@@ -217,6 +220,7 @@ async fn uptime_report_by_site_and_for_one_node() {
     .expect("csv");
     assert!(csv.starts_with("region,nodes,avail_%"), "{csv}");
     assert!(csv.contains("\r\ntianshui,1,100,"), "{csv}");
+    assert!(csv.contains(",3,66.66666666666667\r\n"), "{csv}");
     let err = run_cli(&s, &["uptime", "--month", "2026-13"], Some(VIEWER))
         .await
         .expect_err("bad month");

@@ -7,7 +7,10 @@ use alarmnet_protocol::{AlertStatus, Birth, Name, NodeId, NodePath, RegionId, Se
 
 use super::*;
 use crate::model::{Ack, Alert, Cause, Liveness, Silence, Subject, Transition};
-use crate::uptime::{self, Filter, GroupBy, Inputs, PartialReport, Query, ReportBuilder, Window};
+use crate::uptime::{
+    self, Filter, GroupBy, Inputs, NodeTests, PartialReport, Query, ReportBuilder, TestTally,
+    Window,
+};
 
 /// A small deterministic generator, so a failure can be replayed.
 struct Lcg(u64);
@@ -537,6 +540,7 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
     let db = Db::open_in_memory().expect("open");
     let mut rng = Lcg(13);
     let mut nodes = Vec::new();
+    let mut receipts: Vec<(NodeId, u64, &str)> = Vec::new();
     for i in 0..40 {
         let p = add_node(&db, &mut rng, i);
         // Random history, some of it before the window and some at equal times.
@@ -556,6 +560,18 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
             state = to;
         }
         db.record_transitions(&t).expect("transitions");
+        // Test receipts at random times, some outside every window below.
+        for seq in 0..rng.below(6) {
+            let result = ["pass", "pass", "fail", "error"][rng.below(4) as usize];
+            let receipt: alarmnet_protocol::TestReceipt =
+                serde_json::from_value(serde_json::json!({
+                    "v": 1, "boot": "boot0001", "seq": seq, "ts": 1_900 + rng.below(1_200),
+                    "test": "silent", "result": result
+                }))
+                .expect("receipt");
+            db.record_test(&p.node, &receipt, receipt.ts).expect("test");
+            receipts.push((p.node.clone(), receipt.ts, result));
+        }
         nodes.push(p);
     }
     let silences = vec![Silence {
@@ -610,13 +626,28 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
         let mut transitions = w.before;
         transitions.extend(w.within);
         transitions.sort_by(|a, b| a.node.as_str().cmp(b.node.as_str()));
+        let mut tallies: BTreeMap<NodeId, TestTally> = BTreeMap::new();
+        for (node, ts, result) in &receipts {
+            if (from..until).contains(ts) {
+                let t = tallies.entry(node.clone()).or_default();
+                t.run += 1;
+                t.passed += u64::from(*result == "pass");
+                t.failed += u64::from(*result == "fail");
+            }
+        }
+        let tests: Vec<NodeTests> = tallies
+            .into_iter()
+            .map(|(node, tally)| NodeTests { node, tally })
+            .collect();
         let inputs = Inputs {
             nodes: &infos,
             transitions: &transitions,
             silences: &silences,
             blind: &[],
+            tests: &tests,
         };
         let want = uptime::report(&query, inputs).expect("report");
+        assert!(want.rows.iter().any(|r| r.tests > 0), "no tests counted");
         // The stream.
         let mut builder = ReportBuilder::new(&query, &silences, &[]);
         let q = NodeQuery {
@@ -624,7 +655,8 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
             kind: filter.kind.clone(),
             ..NodeQuery::default()
         };
-        db.each_node_history(&q, (from, until), Shard::ALL, |path, kind, steps| {
+        db.each_node_history(&q, (from, until), Shard::ALL, |path, kind, steps, tests| {
+            builder.add_node_tests(path, kind, tests);
             builder
                 .add_node_steps(path, kind, steps)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -636,7 +668,8 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
         for index in 0..3 {
             let mut builder = ReportBuilder::new(&query, &silences, &[]);
             let shard = Shard { index, of: 3 };
-            db.each_node_history(&q, (from, until), shard, |path, kind, steps| {
+            db.each_node_history(&q, (from, until), shard, |path, kind, steps, tests| {
+                builder.add_node_tests(path, kind, tests);
                 builder
                     .add_node_steps(path, kind, steps)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -721,7 +754,7 @@ fn the_uptime_stream_keeps_equal_times_in_stored_order_and_starts_before_the_win
         &NodeQuery::default(),
         (10, 60),
         Shard::ALL,
-        |path, _, steps| {
+        |path, _, steps, _| {
             let s = steps.iter().map(|s| (s.from, s.to, s.at)).collect();
             got.push((path.node.as_str().to_owned(), s));
             Ok(())

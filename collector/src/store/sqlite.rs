@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::StoreError;
 use super::schema;
 use crate::model::{Ack, Alert, Cause, Liveness, Millis, Silence, Subject, Transition};
-use crate::uptime::Step;
+use crate::uptime::{Step, TestTally};
 
 /// A registered node as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1430,8 +1430,9 @@ impl Db {
 
     /// Streams the nodes matching `q` in `shard` (in region, site, node order), each with
     /// its transitions from the last one before `from` up to `until` (exclusive), oldest
-    /// first (equal times in stored order): what the uptime engine needs, without holding
-    /// every transition. Nodes without transitions are given with none.
+    /// first (equal times in stored order), and how its tests with `ts` in `[from, until)`
+    /// went: what the uptime engine needs, without holding every transition. Nodes
+    /// without transitions are given with none.
     ///
     /// Design: one small indexed query per node rather than one join over all of them. The
     /// join carried the node's four columns on each of a million rows and measured 0.6 to
@@ -1442,7 +1443,7 @@ impl Db {
         q: &NodeQuery,
         (from, until): (Millis, Millis),
         shard: Shard,
-        mut each: impl FnMut(&NodePath, &Name, &[Step]) -> Result<(), StoreError>,
+        mut each: impl FnMut(&NodePath, &Name, &[Step], TestTally) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut c = q.conditions();
         if shard.of > 1 {
@@ -1465,6 +1466,11 @@ impl Db {
                AND at < ?3
              ORDER BY at, id",
         )?;
+        let mut tests = self.conn.prepare_cached(
+            "SELECT count(*), count(*) FILTER (WHERE result = 'pass'),
+                    count(*) FILTER (WHERE result = 'fail')
+             FROM test_receipts WHERE node = ?1 AND ts >= ?2 AND ts < ?3",
+        )?;
         let mut steps: Vec<Step> = Vec::new();
         let mut rows = nodes.query(params_from_iter(&c.values))?;
         while let Some(r) = rows.next()? {
@@ -1484,7 +1490,17 @@ impl Db {
                     cause: cause(text_at(r, 3)?)?,
                 });
             }
-            each(&path, &kind, &steps)?;
+            let tally = tests.query_row(
+                params![path.node.as_str(), i64_of(from), i64_of(until)],
+                |r| {
+                    Ok(TestTally {
+                        run: u64_of(r.get(0)?),
+                        passed: u64_of(r.get(1)?),
+                        failed: u64_of(r.get(2)?),
+                    })
+                },
+            )?;
+            each(&path, &kind, &steps, tally)?;
         }
         Ok(())
     }

@@ -178,9 +178,39 @@ pub struct Row {
     pub mttr_s: Option<f64>,
     /// Mean time between failures: `up_s / outages`; null with no outage.
     pub mtbf_s: Option<f64>,
+    /// Test receipts (self-tests and drills) with `ts` in `[from, until)`.
+    pub tests: u64,
+    pub tests_passed: u64,
+    /// Result `fail`; the rest of `tests` could not run (`error`).
+    pub tests_failed: u64,
+    /// `tests_passed / tests × 100`; null with no test.
+    pub test_pass_pct: Option<f64>,
     /// The node's outages, oldest first (node rows, when the query asks for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outage_list: Option<Vec<Outage>>,
+}
+
+/// How a node's tests in a window went (see [`Row::tests`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestTally {
+    pub run: u64,
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl TestTally {
+    fn add(&mut self, other: TestTally) {
+        self.run += other.run;
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// One node's [`TestTally`], for [`report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTests {
+    pub node: NodeId,
+    pub tally: TestTally,
 }
 
 /// One outage of a node: a run of down time that only up time ends. Maintenance and
@@ -233,6 +263,7 @@ struct Totals {
     unknown: Millis,
     outages: u64,
     longest: Millis,
+    tests: TestTally,
     outage_list: Option<Vec<Outage>>,
 }
 
@@ -245,6 +276,7 @@ impl Totals {
         self.unknown += other.unknown;
         self.outages += other.outages;
         self.longest = self.longest.max(other.longest);
+        self.tests.add(other.tests);
         if let Some(list) = other.outage_list {
             self.outage_list.get_or_insert_with(Vec::new).extend(list);
         }
@@ -402,6 +434,19 @@ impl<'q> ReportBuilder<'q> {
         Ok(())
     }
 
+    /// Adds a node's tests in the window (at most once per node, beside its transitions).
+    /// A node outside the query's filter is skipped.
+    pub fn add_node_tests(&mut self, path: &NodePath, kind: &Name, tests: TestTally) {
+        if tests == TestTally::default() || !self.query.filter.matches(path, kind) {
+            return;
+        }
+        let totals = Totals {
+            tests,
+            ..Totals::default()
+        };
+        self.add_totals(path, kind, totals);
+    }
+
     fn add_totals(&mut self, path: &NodePath, kind: &Name, totals: Totals) {
         let key = match self.query.by {
             GroupBy::Node => GroupKey {
@@ -486,6 +531,10 @@ impl PartialReport {
                     longest_outage_s: (t.outages > 0).then(|| seconds(t.longest)),
                     mttr_s: per_outage(t.down),
                     mtbf_s: per_outage(t.up),
+                    tests: t.tests.run,
+                    tests_passed: t.tests.passed,
+                    tests_failed: t.tests.failed,
+                    test_pass_pct: percent(t.tests.passed, t.tests.run),
                     outage_list: t.outage_list,
                 }
             })
@@ -703,6 +752,8 @@ pub struct Inputs<'a> {
     pub silences: &'a [Silence],
     /// Intervals when nobody was watching; see [`ReportBuilder::new`].
     pub blind: &'a [Window],
+    /// Tests in the window, per node, any order (nodes not in `nodes` are ignored).
+    pub tests: &'a [NodeTests],
 }
 
 /// Answers `query` over stored data in one pass; see [`ReportBuilder`] for the rules.
@@ -742,6 +793,12 @@ pub fn report(query: &Query, inputs: Inputs<'_>) -> Result<UptimeReport, UptimeE
     for (info, seen) in inputs.nodes.iter().zip(seen) {
         if !seen {
             builder.add_node(&info.path, &info.kind, std::iter::empty::<&Transition>())?;
+        }
+    }
+    for t in inputs.tests {
+        if let Some(&i) = index.get(t.node.as_str()) {
+            let info = &inputs.nodes[i];
+            builder.add_node_tests(&info.path, &info.kind, t.tally);
         }
     }
     Ok(builder.finish())

@@ -19,6 +19,11 @@
 //! It is counted in a window when some of its down time falls inside it.
 //! `mttr = downtime / outages`, `mtbf = up / outages`.
 //!
+//! Beside availability, a row counts the test receipts (self-tests and drills) whose `ts`
+//! falls in `[from, until)`: run, passed, failed (the rest could not run: `error`), and
+//! `test_pass_pct = passed / run × 100` (null with no test). Maintenance does not hide
+//! them: a test in a maintenance window still says whether the siren sounds.
+//!
 //! # Input ordering
 //! One pass per node over its transitions sorted by `at`, nodes one after another, so a
 //! store can stream `ORDER BY node, at` ([`report`] checks the order, [`ReportBuilder`]
@@ -35,8 +40,8 @@ mod window;
 mod tests;
 
 pub use engine::{
-    Filter, GroupBy, Inputs, Outage, PartialReport, Query, ReportBuilder, Row, Step, UptimeError,
-    UptimeReport, report,
+    Filter, GroupBy, Inputs, NodeTests, Outage, PartialReport, Query, ReportBuilder, Row, Step,
+    TestTally, UptimeError, UptimeReport, report,
 };
 pub use window::{
     DEFAULT_SINCE_MS, DEFAULT_TIME_ZONE, DateMeans, ParamError, Period, Stamp, Window,

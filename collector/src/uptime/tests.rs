@@ -83,6 +83,7 @@ fn run(
             transitions,
             silences,
             blind,
+            tests: &[],
         },
     )
     .expect("input is sorted")
@@ -524,6 +525,91 @@ fn filters_select_nodes() {
 }
 
 #[test]
+fn test_results_roll_up_and_respect_the_filter() {
+    let nodes = [
+        info("lz", "cg", "a", "siren"),
+        info("lz", "cg", "b", "siren"),
+        info("lz", "qz", "c", "display"),
+        info("tianshui", "qz", "d", "siren"),
+    ];
+    let tally = |run, passed, failed| TestTally {
+        run,
+        passed,
+        failed,
+    };
+    let tests = [
+        NodeTests {
+            node: NodeId::new("a").expect("id"),
+            tally: tally(4, 3, 1),
+        },
+        NodeTests {
+            node: NodeId::new("c").expect("id"),
+            tally: tally(2, 0, 1),
+        },
+        NodeTests {
+            node: NodeId::new("d").expect("id"),
+            tally: tally(5, 5, 0),
+        },
+        // Not a known node: ignored.
+        NodeTests {
+            node: NodeId::new("zz").expect("id"),
+            tally: tally(9, 9, 0),
+        },
+    ];
+    let inputs = |q: &Query| {
+        report(
+            q,
+            Inputs {
+                nodes: &nodes,
+                transitions: &[],
+                silences: &[],
+                blind: &[],
+                tests: &tests,
+            },
+        )
+        .expect("report")
+    };
+    let q = query(T0, T0 + D, T0 + D, GroupBy::Node);
+    let r = inputs(&q);
+    let by_node: Vec<_> = r
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.node.as_ref().map(NodeId::as_str),
+                r.tests,
+                r.tests_passed,
+                r.tests_failed,
+                r.test_pass_pct,
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_node,
+        [
+            (Some("a"), 4, 3, 1, Some(75.0)),
+            (Some("b"), 0, 0, 0, None),
+            (Some("c"), 2, 0, 1, Some(0.0)),
+            (Some("d"), 5, 5, 0, Some(100.0)),
+        ]
+    );
+    // Per region: lz has a, b, c: 3 of 6 passed; the node count is not disturbed.
+    let r = inputs(&query(T0, T0 + D, T0 + D, GroupBy::Region));
+    assert_eq!(r.rows[0].nodes, 3);
+    assert_eq!((r.rows[0].tests, r.rows[0].tests_passed), (6, 3));
+    assert_eq!(r.rows[0].test_pass_pct, Some(50.0));
+    // Filtered by kind: only the display's tests.
+    let mut q = query(T0, T0 + D, T0 + D, GroupBy::Network);
+    q.filter.kind = Some(Name::new("display").expect("kind"));
+    let row = inputs(&q).rows.remove(0);
+    assert_eq!((row.nodes, row.tests, row.tests_failed), (1, 2, 1));
+    // Shown in the JSON.
+    let json = serde_json::to_value(&row).expect("json");
+    assert_eq!(json["test_pass_pct"], serde_json::json!(0.0));
+    assert_eq!(json["tests"], serde_json::json!(2));
+}
+
+#[test]
 fn zero_length_windows_and_empty_inputs() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [tr("n1", Unknown, Online, T0 - H, Cause::Birth)];
@@ -573,6 +659,7 @@ fn misordered_input_is_refused() {
         transitions,
         silences: &[],
         blind: &[],
+        tests: &[],
     };
     assert!(matches!(
         report(&q, inputs(&times)),
@@ -795,6 +882,10 @@ fn report_json_shape() {
                 "longest_outage_s": 3599.75,
                 "mttr_s": 3599.75,
                 "mtbf_s": 3600.25,
+                "tests": 0,
+                "tests_passed": 0,
+                "tests_failed": 0,
+                "test_pass_pct": null,
                 "outage_list": [{
                     "start": "2026-10-01T01:00:00.25+08:00",
                     "end": null,
