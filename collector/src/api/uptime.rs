@@ -69,7 +69,9 @@ pub(super) async fn uptime(
     };
     // The report runs on the store's reader threads, each taking a shard of the nodes: the
     // transitions stream from the store into the engine node by node and are never all
-    // held at once; the shards' sums merge at the end.
+    // held at once; the shards' sums merge at the end. Each shard reads its own snapshot,
+    // begun at about the same instant; every node is in exactly one shard (by rowid, which
+    // an upsert never changes), so each node's figures are consistent in themselves.
     let shards = u32::try_from(s.store.parallel_reads()).unwrap_or(1);
     let query = std::sync::Arc::new(query);
     let parts = (0..shards).map(|index| {
