@@ -57,19 +57,7 @@ fn main() -> ExitCode {
 }
 
 fn demo(args: alarmnet_collector::demo::DemoArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("alarmnet-collector: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
+    until_stopped(|shutdown| async move {
         match alarmnet_collector::demo::run(args, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -88,6 +76,26 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    until_stopped(|shutdown| async move {
+        match alarmnet_collector::app::run(config, shutdown).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "collector failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Runs `main` on a multi-threaded runtime with a shutdown token that signals cancel.
+fn until_stopped<F, Fut>(main: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,16 +109,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
-        match alarmnet_collector::app::run(config, shutdown).await {
-            Ok(()) => {
-                tracing::info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "collector failed");
-                ExitCode::FAILURE
-            }
-        }
+        main(shutdown).await
     })
 }
 

@@ -83,7 +83,7 @@ impl<K: CursorKey> Page<K> {
     }
 }
 
-fn id_param<T>(
+pub(super) fn id_param<T>(
     p: &Params,
     name: &str,
     new: impl FnOnce(String) -> Result<T, alarmnet_protocol::IdError>,
@@ -264,20 +264,6 @@ pub(super) async fn summary(State(s): State<ApiState>, Query(raw): Raw) -> ApiRe
     })))
 }
 
-fn node_summary(n: &NodeRecord, faults: usize, s: &ApiState) -> Value {
-    json!({
-        "node": n.path.node.as_str(),
-        "region": n.path.region.as_str(),
-        "site": n.path.site.as_str(),
-        "kind": n.kind.as_str(),
-        "name": n.name,
-        "state": n.state.as_str(),
-        "since": Stamp::new(n.state_since, &s.tz),
-        "last_seen": Stamp::new(n.last_seen, &s.tz),
-        "faults": faults,
-    })
-}
-
 fn brief_json(n: &NodeBrief, s: &ApiState) -> Value {
     json!({
         "node": n.path.node.as_str(),
@@ -344,7 +330,16 @@ pub(super) async fn node(
 ) -> ApiResult<Json<Value>> {
     let n = find_node(&s, &node).await?;
     let faults = s.store.faults(n.path.node.clone(), true).await?;
-    let mut v = node_summary(&n, faults.len(), &s);
+    let brief = NodeBrief {
+        path: n.path.clone(),
+        kind: n.kind.clone(),
+        name: n.name.clone(),
+        state: n.state,
+        state_since: n.state_since,
+        last_seen: n.last_seen,
+        active_faults: faults.len() as u64,
+    };
+    let mut v = brief_json(&brief, &s);
     let info = &n.info;
     let born_at = info
         .get("ts")

@@ -6,24 +6,13 @@ use axum::Json;
 use axum::extract::{Query, State};
 
 use super::error::ApiResult;
+use super::handlers::id_param;
 use super::{ApiState, Params};
 use crate::store::{NodeQuery, Shard, StoreError};
 use crate::uptime::{
     Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, UptimeReport, Window,
     WindowParams,
 };
-
-fn id<T>(
-    p: &Params,
-    name: &str,
-    new: impl FnOnce(String) -> Result<T, alarmnet_protocol::IdError>,
-) -> ApiResult<Option<T>> {
-    p.parse(
-        name,
-        "expected an id of 1 to 64 letters, digits, - or _",
-        |v| new(v.to_owned()).ok(),
-    )
-}
 
 pub(super) async fn uptime(
     State(s): State<ApiState>,
@@ -35,10 +24,10 @@ pub(super) async fn uptime(
         None => GroupBy::Node,
     };
     let filter = Filter {
-        region: id(&p, "region", RegionId::new)?,
-        site: id(&p, "site", SiteId::new)?,
-        node: id(&p, "node", NodeId::new)?,
-        kind: id(&p, "kind", Name::new)?,
+        region: id_param(&p, "region", RegionId::new)?,
+        site: id_param(&p, "site", SiteId::new)?,
+        node: id_param(&p, "node", NodeId::new)?,
+        kind: id_param(&p, "kind", Name::new)?,
     };
     let params = WindowParams {
         since: p.owned("since"),
