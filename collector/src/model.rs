@@ -24,6 +24,21 @@ pub enum Liveness {
 }
 
 impl Liveness {
+    /// Every state, in declaration order.
+    pub const ALL: [Liveness; 6] = [
+        Liveness::Unknown,
+        Liveness::Online,
+        Liveness::Late,
+        Liveness::Offline,
+        Liveness::Stopped,
+        Liveness::Maintenance,
+    ];
+
+    /// The state named `name` (as [`Self::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Liveness> {
+        Self::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Liveness::Unknown => "unknown",
@@ -69,6 +84,23 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Every cause, in declaration order.
+    pub const ALL: [Cause; 8] = [
+        Cause::Birth,
+        Cause::Heartbeat,
+        Cause::Timeout,
+        Cause::Will,
+        Cause::Shutdown,
+        Cause::MaintenanceStart,
+        Cause::MaintenanceEnd,
+        Cause::Restored,
+    ];
+
+    /// The cause named `name` (as [`Self::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Cause> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Cause::Birth => "birth",

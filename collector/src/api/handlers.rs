@@ -32,19 +32,6 @@ const MAX_LIMIT: usize = 1000;
 const DEFAULT_HISTORY_MS: Millis = 7 * 24 * 3600 * 1000;
 const MAX_COMMENT: usize = 1024;
 
-const STATES: [Liveness; 6] = [
-    Liveness::Unknown,
-    Liveness::Online,
-    Liveness::Late,
-    Liveness::Offline,
-    Liveness::Stopped,
-    Liveness::Maintenance,
-];
-
-fn liveness(s: &str) -> Option<Liveness> {
-    STATES.into_iter().find(|l| l.as_str() == s)
-}
-
 /// `limit` and `cursor` of one list (named by a letter, see [`cursor`]).
 #[derive(Debug, Clone)]
 struct Page<K> {
@@ -174,7 +161,7 @@ pub(super) async fn whoami(c: Option<Extension<Caller>>) -> Json<Value> {
 
 fn state_counts(states: &BTreeMap<&'static str, u64>) -> Value {
     let mut m = serde_json::Map::new();
-    for s in STATES {
+    for s in Liveness::ALL {
         m.insert(
             s.as_str().into(),
             json!(states.get(s.as_str()).copied().unwrap_or(0)),
@@ -283,7 +270,7 @@ pub(super) async fn nodes(State(s): State<ApiState>, Query(raw): Raw) -> ApiResu
     let states = p.list(
         "state",
         "expected states among unknown, online, late, offline, stopped, maintenance",
-        liveness,
+        Liveness::from_name,
     )?;
     let q = NodeQuery {
         region: id_param(&p, "region", RegionId::new)?,

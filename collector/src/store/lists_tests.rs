@@ -29,15 +29,6 @@ impl Lcg {
     }
 }
 
-const STATES: [Liveness; 6] = [
-    Liveness::Unknown,
-    Liveness::Online,
-    Liveness::Late,
-    Liveness::Offline,
-    Liveness::Stopped,
-    Liveness::Maintenance,
-];
-
 fn path(region: &str, site: &str, node: &str) -> NodePath {
     NodePath::new(
         RegionId::new(region).expect("id"),
@@ -75,7 +66,7 @@ fn add_node(db: &Db, rng: &mut Lcg, i: usize) -> NodePath {
     }
     db.upsert_birth(&p, &birth(&p, kind, ts, tags.into()), ts)
         .expect("birth");
-    let to = rng.pick(&STATES);
+    let to = rng.pick(&Liveness::ALL);
     if to != Liveness::Unknown {
         let t = Transition {
             node: p.node.clone(),
@@ -189,7 +180,7 @@ fn combined_node_filters_pages_and_counts_match_brute_force() {
         },
         NodeQuery {
             kind: Some(Name::new("display").expect("kind")),
-            states: STATES.to_vec(),
+            states: Liveness::ALL.to_vec(),
             ..NodeQuery::default()
         },
         NodeQuery {
@@ -548,7 +539,7 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
         let mut at = 2_100;
         let mut t = Vec::new();
         for _ in 0..rng.below(30) {
-            let to = rng.pick(&STATES);
+            let to = rng.pick(&Liveness::ALL);
             at += 1 + rng.below(40);
             t.push(Transition {
                 node: p.node.clone(),

@@ -127,40 +127,12 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("{what}: {s:?}")))
 }
 
-/// Every liveness state, to read stored names back without allocating.
-const STATES: [Liveness; 6] = [
-    Liveness::Unknown,
-    Liveness::Online,
-    Liveness::Late,
-    Liveness::Offline,
-    Liveness::Stopped,
-    Liveness::Maintenance,
-];
-
-/// Every transition cause, likewise.
-const CAUSES: [Cause; 8] = [
-    Cause::Birth,
-    Cause::Heartbeat,
-    Cause::Timeout,
-    Cause::Will,
-    Cause::Shutdown,
-    Cause::MaintenanceStart,
-    Cause::MaintenanceEnd,
-    Cause::Restored,
-];
-
 fn liveness(s: &str) -> Result<Liveness, StoreError> {
-    STATES
-        .into_iter()
-        .find(|l| l.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("state {s:?}")))
+    Liveness::from_name(s).ok_or_else(|| StoreError::Corrupt(format!("state {s:?}")))
 }
 
 fn cause(s: &str) -> Result<Cause, StoreError> {
-    CAUSES
-        .into_iter()
-        .find(|c| c.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("cause {s:?}")))
+    Cause::from_name(s).ok_or_else(|| StoreError::Corrupt(format!("cause {s:?}")))
 }
 
 fn status_str(s: AlertStatus) -> &'static str {

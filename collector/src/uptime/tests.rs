@@ -918,15 +918,6 @@ fn reference_category(
     }
 }
 
-const STATES: [Liveness; 6] = [
-    Unknown,
-    Online,
-    Liveness::Late,
-    Offline,
-    Stopped,
-    Maintenance,
-];
-
 type Intervals = Vec<(Millis, Millis)>;
 
 /// (initial state, (at, state) sorted by at, silences, blind, from, to, now)
@@ -964,9 +955,9 @@ proptest! {
     ) {
         let node = info("lz", "cg", "n1", "siren");
         let mut transitions = Vec::new();
-        let mut state = STATES[init];
+        let mut state = Liveness::ALL[init];
         for (at, s) in ts {
-            let to_state = STATES[s];
+            let to_state = Liveness::ALL[s];
             transitions.push(tr("n1", state, to_state, at, Cause::Heartbeat));
             state = to_state;
         }
