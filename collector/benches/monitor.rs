@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use alarmnet_collector::alerts::{Monitor, MonitorConfig};
 use alarmnet_collector::model::Millis;
+use alarmnet_e2e::usage::rss_bytes;
 use alarmnet_protocol::{
     Birth, Envelope, Heartbeat, Message, NodePath, NodeTopic, Prefix, Topic, decode,
 };
@@ -53,16 +54,6 @@ fn heartbeat(k: usize, seq: u64, ts: u64) -> Heartbeat {
         "faults": []
     }))
     .expect("heartbeat")
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("resident pages");
-    pages * 4096
 }
 
 fn populate(m: &mut Monitor, n: usize, now: Millis) -> Vec<NodePath> {
@@ -153,11 +144,11 @@ fn main() {
 
     // Memory per node with 600 000 nodes.
     let n = 600_000;
-    let before = rss_bytes();
+    let before = rss_bytes(std::process::id());
     let mut m = Monitor::new(config(), T0);
     m.broker_connected(T0);
     let paths = populate(&mut m, n, T0);
-    let after = rss_bytes();
+    let after = rss_bytes(std::process::id());
     let per_node = (after - before) as f64 / n as f64;
     println!(
         "memory: {n} nodes online: RSS +{:.1} MiB, {per_node:.0} bytes per node (names of ~30 bytes)",

@@ -25,6 +25,7 @@ use alarmnet_collector::model::Millis;
 use alarmnet_collector::outputs::Outputs;
 use alarmnet_collector::pipeline::{Core, Links};
 use alarmnet_collector::store::Store;
+use alarmnet_e2e::usage::{cpu_seconds, rss_bytes};
 use alarmnet_protocol::Prefix;
 use serde_json::json;
 
@@ -66,28 +67,6 @@ fn heartbeat(k: usize, seq: u64, ts: u64) -> Vec<u8> {
         "faults": []
     }))
     .expect("heartbeat")
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / (1024.0 * 1024.0)
 }
 
 fn main() {
@@ -151,7 +130,7 @@ async fn run() {
         "registered {nodes} nodes (birth decode + registry + store) in {:.2} s; process RSS \
          {:.0} MiB",
         started.elapsed().as_secs_f64(),
-        rss_mib()
+        rss_bytes(std::process::id()) as f64 / (1024.0 * 1024.0)
     );
 
     // Every payload of every round encoded beforehand: distinct sequence numbers, so none
@@ -184,7 +163,7 @@ async fn run() {
     );
 
     let n = steady.len() as f64;
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu_seconds(std::process::id());
     let started = Instant::now();
     let events: Vec<_> = steady
         .iter()
@@ -196,9 +175,9 @@ async fn run() {
         })
         .collect();
     let decode = started.elapsed().as_secs_f64();
-    let cpu_decode = cpu_seconds() - cpu0;
+    let cpu_decode = cpu_seconds(std::process::id()) - cpu0;
 
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut clock = Clock::new(steady[0].1);
     for (e, t) in events {
@@ -206,7 +185,7 @@ async fn run() {
     }
     clock.finish(&mut core).await;
     let judge = started.elapsed().as_secs_f64();
-    let cpu_judge = cpu_seconds() - cpu0;
+    let cpu_judge = cpu_seconds(std::process::id()) - cpu0;
     assert_eq!(
         core.monitor().tracker().len(),
         nodes,

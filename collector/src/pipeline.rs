@@ -718,6 +718,16 @@ mod tests {
         )
     }
 
+    fn ingest(metrics: &Arc<Metrics>) -> Ingest {
+        Ingest::new(
+            Prefix::default(),
+            &IngestConfig::default(),
+            None,
+            [],
+            metrics.clone(),
+        )
+    }
+
     fn event(ingest: &mut Ingest, node: &str, topic: &str, body: &str, at: Millis) -> CoreEvent {
         ingest
             .handle(
@@ -741,13 +751,7 @@ mod tests {
         let store =
             Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
         let (mut core, _rx, _events) = core(&store, &metrics);
-        let mut ingest = Ingest::new(
-            Prefix::default(),
-            &IngestConfig::default(),
-            None,
-            [],
-            metrics.clone(),
-        );
+        let mut ingest = ingest(&metrics);
         core.restore(T0).await.expect("restore");
         core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
         let fault = |seq: u64, code: &str| {
@@ -791,13 +795,7 @@ mod tests {
         let store =
             Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
         let (mut core, mut rx, events) = core(&store, &metrics);
-        let mut ingest = Ingest::new(
-            Prefix::default(),
-            &IngestConfig::default(),
-            None,
-            [],
-            metrics.clone(),
-        );
+        let mut ingest = ingest(&metrics);
         core.restore(T0).await.expect("restore");
         core.absorb(CoreEvent::BrokerConnected {
             at: T0,

@@ -47,6 +47,7 @@ pub mod ids;
 pub mod mosquitto;
 pub mod probe;
 pub mod process;
+pub mod usage;
 pub mod victoria;
 pub mod wait;
 

@@ -18,6 +18,7 @@ mod collector_support;
 
 use std::time::{Duration, Instant};
 
+use alarmnet_e2e::usage::cpu_seconds;
 use alarmnet_e2e::{Mosquitto, wait_for};
 use collector_support::{Collector, Publisher, birth, metric, workdir};
 use rumqttc::QoS;
@@ -31,19 +32,6 @@ fn heartbeat(boot: &str, seq: u64) -> Vec<u8> {
         r#"{{"v":1,"boot":"{boot}","seq":{seq},"ts":1764330000000,"uptime_s":86400,"metrics":{{"cpu_pct":3.5,"mem_pct":41.0,"temp_c":48.5,"battery_v":13.4}},"checks":{{"ok":5,"warning":0,"critical":0,"unknown":0}},"faults":[]}}"#
     )
     .into_bytes()
-}
-
-/// User + system CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    ticks as f64 / 100.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
