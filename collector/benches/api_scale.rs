@@ -167,10 +167,10 @@ fn seed_uptime(db: &Db) -> Result<(), StoreError> {
     for n in &data.nodes {
         let birth = birth(&n.path, n.kind.as_str(), REGISTERED);
         db.upsert_birth(&n.path, &birth, REGISTERED)?;
-        let hour = rng.below(DAY);
+        let time_of_day = rng.below(DAY);
         for day in 0..30 {
             receipt.seq = day;
-            receipt.ts = NOW - 30 * DAY + day * DAY + hour;
+            receipt.ts = NOW - 30 * DAY + day * DAY + time_of_day;
             receipt.result = if rng.below(50) == 0 {
                 TestResult::Fail
             } else {
