@@ -692,7 +692,7 @@ impl Session {
             }
         };
         match message {
-            Message::Command(Command { id, action }) if topic == self.topics.cmd => {
+            Message::Command(Command { id, action, .. }) if topic == self.topics.cmd => {
                 info!(node = %self.cfg.identity.path, cmd = %id, ?action, "command");
                 match action {
                     CmdAction::Rebirth => self.publish_presence(conn),

@@ -66,6 +66,7 @@ pub fn rebirth_command(path: &NodePath, prefix: &Prefix, now: Millis) -> Option<
         message: Message::Command(Command {
             id,
             action: CmdAction::Rebirth,
+            seal: None,
         }),
     };
     Some(envelope.encode(prefix))

@@ -171,6 +171,10 @@ id_type!(
     CmdId, "command id", 1, 64, is_id_char, "1 to 64 characters of A-Z a-z 0-9 _ -"
 );
 id_type!(
+    /// Which collector key signed a command (`kid`): 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+    KeyId, "key id", 1, 64, is_id_char, "1 to 64 characters of A-Z a-z 0-9 _ -"
+);
+id_type!(
     /// A collector's id (its MQTT client id): 1 to 64 characters of `A-Z a-z 0-9 _ -`.
     CollectorId, "collector id", 1, 64, is_id_char, "1 to 64 characters of A-Z a-z 0-9 _ -"
 );

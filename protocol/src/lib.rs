@@ -9,19 +9,23 @@
 //! - [`ids`]: identifiers that can only hold valid values (`NodeId`, `BootId`, `Name`, ...).
 //! - [`topic`]: the topic tree, parsed once into [`Topic`].
 //! - [`payload`]: one type per message kind, with every limit of the contract.
+//! - [`signing`]: the Ed25519 signature on commands and its check.
 //! - [`codec`]: [`decode`] and [`encode`], and [`DecodeError`] with its stable [`Reason`] code.
 
 pub mod codec;
 pub mod ids;
 pub mod payload;
+pub mod signing;
 pub mod topic;
 
 pub use codec::{DecodeError, Envelope, Reason, decode, encode};
-pub use ids::{BootId, CmdId, CollectorId, IdError, MetricName, Name, NodeId, RegionId, SiteId};
+pub use ids::{
+    BootId, CmdId, CollectorId, IdError, KeyId, MetricName, Name, NodeId, RegionId, SiteId,
+};
 pub use payload::{
     AlertNotification, AlertStatus, Birth, CheckCounts, CmdAction, CollectorState, Command, Fault,
-    FaultKey, FaultStatus, Heartbeat, Message, Metrics, NodeState, OfflineReason, Severity, State,
-    Tags, TestReceipt, TestResult, Text, V1,
+    FaultKey, FaultStatus, Heartbeat, Message, Metrics, NodeState, OfflineReason, Seal, Severity,
+    State, Tags, TestReceipt, TestResult, Text, V1,
 };
 pub use topic::{AlertTopic, NodePath, NodeTopic, Prefix, Topic};
 

@@ -7,7 +7,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::ids::{BootId, CmdId, MetricName, Name, NodeId, RegionId, SiteId};
+use crate::ids::{BootId, CmdId, KeyId, MetricName, Name, NodeId, RegionId, SiteId};
+use crate::signing::CmdSignature;
 
 /// The version marker, serialized as `"v": 1`; any other value is refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -577,15 +578,41 @@ pub enum CmdAction {
 pub struct Command {
     pub id: CmdId,
     pub action: CmdAction,
+    /// The collector's signature block (`ts`, `exp`, `kid`, `sig`); `None` when unsigned.
+    /// See [`crate::signing`] for how it is made and checked.
+    pub seal: Option<Seal>,
 }
 
+/// The signature block of a signed command: when it was made, the last instant it may
+/// start, which collector key made it, and the Ed25519 signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    /// When the collector signed it, ms since the Unix epoch.
+    pub ts: u64,
+    /// The last instant the command may start, ms since the Unix epoch.
+    pub exp: u64,
+    pub kid: KeyId,
+    pub sig: CmdSignature,
+}
+
+/// The wire form of a command; its field order is the order the signature covers
+/// (`v cmd id test ts exp kid`, then `sig`), so serializing it with `sig: None` gives the
+/// exact signed bytes.
 #[derive(Serialize, Deserialize)]
-struct RawCommand {
-    v: V1,
+pub(crate) struct RawCommand {
+    pub(crate) v: V1,
     cmd: CmdVerb,
     id: CmdId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     test: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<KeyId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sig: Option<CmdSignature>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -607,7 +634,20 @@ impl TryFrom<RawCommand> for Command {
                 return Err("missing field `test` (required when cmd is test)".into());
             }
         };
-        Ok(Command { id: raw.id, action })
+        let seal = match (raw.ts, raw.exp, raw.kid, raw.sig) {
+            (None, None, None, None) => None,
+            (Some(ts), Some(exp), Some(kid), Some(sig)) => Some(Seal { ts, exp, kid, sig }),
+            _ => {
+                return Err(
+                    "incomplete signature: `ts`, `exp`, `kid` and `sig` go together".into(),
+                );
+            }
+        };
+        Ok(Command {
+            id: raw.id,
+            action,
+            seal,
+        })
     }
 }
 
@@ -618,11 +658,19 @@ impl From<Command> for RawCommand {
             CmdAction::Check => (CmdVerb::Check, None),
             CmdAction::Test { test } => (CmdVerb::Test, Some(test)),
         };
+        let (ts, exp, kid, sig) = match c.seal {
+            Some(s) => (Some(s.ts), Some(s.exp), Some(s.kid), Some(s.sig)),
+            None => (None, None, None, None),
+        };
         RawCommand {
             v: V1,
             cmd,
             id: c.id,
             test,
+            ts,
+            exp,
+            kid,
+            sig,
         }
     }
 }

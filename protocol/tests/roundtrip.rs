@@ -245,6 +245,7 @@ fn node_message(kind: NodeTopic, path: NodePath) -> BoxedStrategy<Message> {
                 Message::Command(Command {
                     id: CmdId::new(id).expect("id"),
                     action,
+                    seal: None,
                 })
             })
             .boxed(),
