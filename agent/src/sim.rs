@@ -12,7 +12,7 @@ use std::time::Duration;
 use alarmnet_protocol::payload::ShortText;
 use alarmnet_protocol::{
     CheckCounts, CmdId, FaultKey, FaultStatus, MetricName, Metrics, Name, NodeId, NodePath, Prefix,
-    RegionId, Severity, SiteId, Tags, TestResult,
+    RegionId, Severity, SiteId, Tags, TestResult, Text,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -183,6 +183,10 @@ pub struct NodeInfo {
     pub path: NodePath,
     pub kind: Name,
     pub name: String,
+    /// The region's and the site's display names (`兰州市`, `城关区`), sent in the birth as
+    /// the tags `region_name` and `site_name` so the console can show them.
+    pub region_name: String,
+    pub site_name: String,
     pub lat: f64,
     pub lon: f64,
 }
@@ -195,6 +199,7 @@ struct Province {
 #[derive(Debug, Deserialize)]
 struct RegionJson {
     id: String,
+    name: String,
     lat: f64,
     lon: f64,
     counties: Vec<CountyJson>,
@@ -249,11 +254,27 @@ pub fn layout(count: usize, seed: u64) -> Result<Vec<NodeInfo>, SimError> {
             path,
             kind: name(kind),
             name: format!("{} {number}{label}", county.name),
+            region_name: region.name.clone(),
+            site_name: county.name.clone(),
             lat: region.lat + rng.random_range(-0.3..0.3),
             lon: region.lon + rng.random_range(-0.3..0.3),
         });
     }
     Ok(out)
+}
+
+/// The birth tags naming a node's region and site for people.
+fn display_names(info: &NodeInfo) -> Tags {
+    let mut tags = Tags::new();
+    for (key, value) in [
+        ("region_name", &info.region_name),
+        ("site_name", &info.site_name),
+    ] {
+        if let (Ok(key), Ok(value)) = (MetricName::new(key), Text::new(value.as_str())) {
+            let _ = tags.insert(key, value);
+        }
+    }
+    tags
 }
 
 /// The checks a simulated node of a kind has, with the faults each can raise.
@@ -544,7 +565,7 @@ impl Simulator {
                             "LED-P10"
                         })),
                         firmware: Some(ShortText::truncated("3.2")),
-                        tags: Tags::new(),
+                        tags: display_names(info),
                     },
                     mqtt: MqttSettings {
                         brokers: vec![self.broker.clone()],
@@ -810,6 +831,11 @@ mod tests {
         assert_eq!(nodes[0].path.site.as_str(), "lanzhou-chengguan");
         assert_eq!(nodes[0].path.node.as_str(), "lz-chengguan-s01");
         assert_eq!(nodes[0].name, "城关区 1号警报器");
+        assert_eq!(nodes[0].region_name, "兰州市");
+        assert_eq!(nodes[0].site_name, "城关区");
+        let tags = display_names(&nodes[0]);
+        assert_eq!(tags.get("region_name"), Some("兰州市"));
+        assert_eq!(tags.get("site_name"), Some("城关区"));
         assert_eq!(nodes[0].kind.as_str(), "siren");
         let second = nodes
             .iter()
