@@ -153,10 +153,18 @@ pub struct HttpConfig {
 }
 
 /// `[[webhooks]]`: a JSON POST of every notification.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
+    /// The body: `json` (the notification object, for programs), or a chat robot's own
+    /// message (`dingtalk`, `wecom`, `feishu`) for a duty office's group chat.
+    #[serde(default)]
+    pub format: crate::outputs::chat::WebhookFormat,
+    /// The robot's signing secret (DingTalk 加签, Feishu 签名校验); requests are signed
+    /// with it when set. Only for `dingtalk` and `feishu`.
+    #[serde(default)]
+    pub secret: Option<String>,
     /// Extra request headers, e.g. an `Authorization` token the receiver expects.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
@@ -172,6 +180,32 @@ pub struct WebhookConfig {
     /// Notifications waiting for this receiver; when full, new ones are dropped and counted.
     #[serde(default = "default_queue")]
     pub queue: usize,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    /// Never shows the signing secret, nor the URL's query (robot URLs carry their access
+    /// token there) or its credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match reqwest::Url::parse(&self.url) {
+            Ok(u) => format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.path()
+            ),
+            Err(_) => "<invalid>".into(),
+        };
+        f.debug_struct("WebhookConfig")
+            .field("url", &url)
+            .field("format", &self.format)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_delay", &self.retry_delay)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 /// `[alertmanager]`: Prometheus Alertmanager's v2 API.
@@ -473,6 +507,15 @@ impl Config {
             check_attempts(&at, w.max_attempts, &mut errors);
             check_queue(&at, w.queue, &mut errors);
             check_timeout(&at, w.timeout, &mut errors);
+            if w.secret.is_some() && !w.format.signs() {
+                errors.push(format!(
+                    "{at}.secret: only the dingtalk and feishu formats sign requests (format is {:?})",
+                    w.format
+                ));
+            }
+            if w.secret.as_deref().is_some_and(str::is_empty) {
+                errors.push(format!("{at}.secret: empty"));
+            }
             for (k, v) in &w.headers {
                 if reqwest::header::HeaderName::try_from(k.as_str()).is_err()
                     || reqwest::header::HeaderValue::try_from(v.as_str()).is_err()
@@ -838,6 +881,9 @@ listen = "nowhere"
 [[webhooks]]
 url = "ftp://x"
 max_attempts = 0
+[[webhooks]]
+url = "http://127.0.0.1:9/hook"
+secret = "s"
 [store]
 pathh = "x"
 [ingest]
@@ -861,6 +907,7 @@ url = "x"
             "http.listen",
             "webhooks[0].url",
             "webhooks[0].max_attempts",
+            "webhooks[1].secret: only the dingtalk and feishu formats sign",
             "pathh",
             "ingest.allowlist_file",
             "ingest.max_nodes",
@@ -868,7 +915,7 @@ url = "x"
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
-        assert_eq!(errors.len(), 13, "{all}");
+        assert_eq!(errors.len(), 14, "{all}");
     }
 
     #[test]

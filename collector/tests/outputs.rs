@@ -90,6 +90,8 @@ async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<(serde_json::Value,
 fn webhook_config(url: String, max_attempts: u32) -> WebhookConfig {
     WebhookConfig {
         url,
+        format: Default::default(),
+        secret: None,
         headers: [("Authorization".to_owned(), "Bearer t0k3n".to_owned())].into(),
         timeout: Duration::from_secs(5),
         max_attempts,
@@ -102,7 +104,12 @@ fn webhook_config(url: String, max_attempts: u32) -> WebhookConfig {
 async fn webhook_retries_after_errors_and_logs_every_attempt() {
     let (url, seen) = receiver(2).await;
     let (ctx, store, metrics) = context();
-    let hook = Webhook::new("webhook-0".into(), &webhook_config(url, 5)).expect("client");
+    let hook = Webhook::new(
+        "webhook-0".into(),
+        &webhook_config(url, 5),
+        jiff::tz::TimeZone::UTC,
+    )
+    .expect("client");
     let a = alert("fp-1", AlertStatus::Firing);
     assert!(
         hook.deliver(&a, &ctx).await,
@@ -143,7 +150,12 @@ async fn webhook_retries_after_errors_and_logs_every_attempt() {
 async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logged() {
     let (url, seen) = receiver(usize::MAX).await;
     let (ctx, store, metrics) = context();
-    let hook = Webhook::new("webhook-1".into(), &webhook_config(url, 3)).expect("client");
+    let hook = Webhook::new(
+        "webhook-1".into(),
+        &webhook_config(url, 3),
+        jiff::tz::TimeZone::UTC,
+    )
+    .expect("client");
     assert!(
         !hook
             .deliver(&alert("fp-2", AlertStatus::Firing), &ctx)
@@ -165,6 +177,7 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
     let hook = Webhook::new(
         "webhook-2".into(),
         &webhook_config(format!("http://127.0.0.1:{port}/x"), 2),
+        jiff::tz::TimeZone::UTC,
     )
     .expect("client");
     assert!(
@@ -182,7 +195,12 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
 async fn webhook_task_delivers_in_order() {
     let (url, seen) = receiver(0).await;
     let (ctx, _store, _metrics) = context();
-    let hook = Webhook::new("webhook-0".into(), &webhook_config(url, 2)).expect("client");
+    let hook = Webhook::new(
+        "webhook-0".into(),
+        &webhook_config(url, 2),
+        jiff::tz::TimeZone::UTC,
+    )
+    .expect("client");
     let (tx, rx) = tokio::sync::mpsc::channel(10);
     let task = tokio::spawn(hook.run(rx, ctx.clone()));
     for status in [AlertStatus::Firing, AlertStatus::Resolved] {
@@ -342,4 +360,111 @@ async fn alertmanager_reposts_firing_alerts() {
     .await;
     ctx.shutdown.cancel();
     task.await.expect("task ends on shutdown");
+}
+
+/// A DingTalk-style robot: checks the signature in the query (`timestamp`, `sign` =
+/// base64(HmacSHA256(secret, "{timestamp}\n{secret}"))) and the markdown body the way the
+/// real service does, answering HTTP 200 with `errcode` 0 or 310000 ("sign not match").
+async fn dingtalk_robot(secret: &'static str) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    use axum::extract::Query;
+    use base64::Engine as _;
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = {
+        let seen = seen.clone();
+        Router::new().route(
+            "/robot/send",
+            post(
+                move |Query(q): Query<std::collections::HashMap<String, String>>, body: String| {
+                    let seen = seen.clone();
+                    async move {
+                        let ts: u64 = q.get("timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .expect("clock")
+                            .as_millis() as u64;
+                        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+                        let want = base64::engine::general_purpose::STANDARD
+                            .encode(ring::hmac::sign(&key, format!("{ts}\n{secret}").as_bytes()));
+                        let json: serde_json::Value =
+                            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                        let fresh = now.abs_diff(ts) < 3_600_000;
+                        let token = q.get("access_token").map(String::as_str) == Some("T0KEN");
+                        let signed = q.get("sign") == Some(&want);
+                        let shaped = json["msgtype"] == "markdown"
+                            && json["markdown"]["title"].is_string()
+                            && json["markdown"]["text"].is_string();
+                        if token && fresh && signed && shaped {
+                            seen.lock().expect("lock").push(json);
+                            axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok"}))
+                        } else {
+                            axum::Json(
+                                serde_json::json!({"errcode": 310000, "errmsg": "sign not match"}),
+                            )
+                        }
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/robot/send?access_token=T0KEN"), seen)
+}
+
+#[tokio::test]
+async fn dingtalk_robot_gets_signed_markdown_and_a_refusal_is_a_failed_attempt() {
+    use alarmnet_collector::outputs::chat::WebhookFormat;
+    let (url, seen) = dingtalk_robot("SECright").await;
+    let (ctx, store, _metrics) = context();
+    let shanghai = jiff::tz::TimeZone::get("Asia/Shanghai").expect("zone");
+
+    let mut config = webhook_config(url.clone(), 1);
+    config.format = WebhookFormat::Dingtalk;
+    config.secret = Some("SECright".into());
+    let hook = Webhook::new("robot-ok".into(), &config, shanghai.clone()).expect("client");
+    assert!(
+        hook.deliver(&alert("fp-robot", AlertStatus::Firing), &ctx)
+            .await
+    );
+    {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0]["markdown"]["title"], "【告警·紧急】节点离线");
+        let text = seen[0]["markdown"]["text"].as_str().expect("text");
+        assert!(text.contains("lanzhou / lz-cg / lz-cg-s001"), "{text}");
+        assert!(text.contains("lz-cg-s001 (城关区) is offline"), "{text}");
+    }
+
+    // The wrong secret: HTTP 200 with an error code, which must count as a failure.
+    config.secret = Some("SECwrong".into());
+    let hook = Webhook::new("robot-bad".into(), &config, shanghai).expect("client");
+    assert!(
+        !hook
+            .deliver(&alert("fp-robot-bad", AlertStatus::Firing), &ctx)
+            .await
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+    let log = store
+        .notifications("fp-robot-bad".into())
+        .await
+        .expect("log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    let error = format!("{:?}", log[0]);
+    assert!(error.contains("robot refused: code 310000"), "{error}");
+}
+
+#[test]
+fn webhook_debug_hides_the_secret_and_the_robot_token() {
+    let mut config = webhook_config(
+        "http://user:pw@127.0.0.1:9/robot/send?access_token=T0KEN".into(),
+        1,
+    );
+    config.secret = Some("SECright".into());
+    let debug = format!("{config:?}");
+    for secret in ["SECright", "T0KEN", "pw", "t0k3n"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
 }

@@ -8,6 +8,7 @@
 //! records every attempt in the store's notification log.
 
 pub mod alertmanager;
+pub mod chat;
 pub mod mqtt;
 pub mod webhook;
 
@@ -129,7 +130,7 @@ impl Outputs {
         }
         for (i, w) in config.webhooks.iter().enumerate() {
             let name = format!("webhook-{i}");
-            let hook = webhook::Webhook::new(name.clone(), w)?;
+            let hook = webhook::Webhook::new(name.clone(), w, config.uptime.tz())?;
             let rx = outputs.add(name, w.queue);
             tasks.spawn(hook.run(rx, ctx.clone()));
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 
+use super::chat::{WebhookFormat, accepted, request};
 use super::{Notice, OutputContext, notification, retry_delay};
 use crate::config::WebhookConfig;
 use crate::ingest::now_millis;
@@ -20,6 +21,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 pub struct Webhook {
     name: String,
     url: reqwest::Url,
+    format: WebhookFormat,
+    secret: Option<String>,
+    /// Times in chat messages are shown in the configured zone.
+    tz: jiff::tz::TimeZone,
     client: reqwest::Client,
     max_attempts: u32,
     retry_delay: Duration,
@@ -38,7 +43,11 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 impl Webhook {
-    pub fn new(name: String, config: &WebhookConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        name: String,
+        config: &WebhookConfig,
+        tz: jiff::tz::TimeZone,
+    ) -> Result<Self, reqwest::Error> {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             // Validated at config load would be nicer; an invalid header is skipped loudly.
@@ -64,6 +73,9 @@ impl Webhook {
         Ok(Self {
             name,
             url,
+            format: config.format,
+            secret: config.secret.clone(),
+            tz,
             client,
             max_attempts: config.max_attempts.max(1),
             retry_delay: config.retry_delay,
@@ -88,8 +100,21 @@ impl Webhook {
         let body = notification(alert);
         for attempt in 1..=self.max_attempts {
             let at = now_millis();
-            let result = match self.client.post(self.url.clone()).json(&body).send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
+            // Built anew for each attempt: the chat robots' signatures carry the time.
+            let req = request(
+                self.format,
+                &self.url,
+                self.secret.as_deref(),
+                &body,
+                at,
+                &self.tz,
+            );
+            let result = match self.client.post(req.url).json(&req.body).send().await {
+                Ok(r) if r.status().is_success() && self.format == WebhookFormat::Json => Ok(()),
+                Ok(r) if r.status().is_success() => match r.text().await {
+                    Ok(text) => accepted(self.format, &text),
+                    Err(e) => Err(describe(&e)),
+                },
                 Ok(r) => Err(format!("HTTP {}", r.status())),
                 Err(e) => Err(describe(&e)),
             };
