@@ -1060,8 +1060,10 @@ function uptimeTable(report, total) {
 }
 
 function csvField(v) {
-  const str = v === null || v === undefined ? "" : String(v);
-  return /[",\n]/.test(str) ? `"${str.replace(/"/g, '""')}"` : str;
+  let str = v === null || v === undefined ? "" : String(v);
+  // Text a spreadsheet would run as a formula gets a leading ' (names come from agents).
+  if (/^[=+\-@\t\r]/.test(str) && !Number.isFinite(Number(str))) str = `'${str}`;
+  return /[",\n\r]/.test(str) ? `"${str.replace(/"/g, '""')}"` : str;
 }
 
 /** The report as CSV, from the same JSON the table shows: raw numbers, names added. */

@@ -144,7 +144,10 @@ mod tests {
                 .await
                 .expect("request");
             let h = r.headers();
-            assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY, "{path}");
+            assert_eq!(
+                h["content-security-policy"], CONTENT_SECURITY_POLICY,
+                "{path}"
+            );
             assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
             assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
             assert_eq!(h["x-frame-options"], "DENY", "{path}");

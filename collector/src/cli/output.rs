@@ -57,13 +57,16 @@ impl Table {
         Ok(())
     }
 
-    /// RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled.
+    /// RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled. Text that
+    /// a spreadsheet would run as a formula (starting with `= + - @`, a tab or a carriage
+    /// return, and not a number) gets a leading `'`: names come from agents' births.
     pub(super) fn write_csv(&self, out: &mut dyn Write) -> io::Result<()> {
         let field = |s: &str| {
+            let s = defuse_formula(s);
             if s.contains([',', '"', '\n', '\r']) {
                 format!("\"{}\"", s.replace('"', "\"\""))
             } else {
-                s.to_owned()
+                s.into_owned()
             }
         };
         let header: Vec<String> = self
@@ -121,6 +124,16 @@ pub(super) fn human_duration(v: &Value) -> String {
     }
 }
 
+/// `s`, with a `'` in front when a spreadsheet would take it for a formula.
+pub(crate) fn defuse_formula(s: &str) -> std::borrow::Cow<'_, str> {
+    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && s.parse::<f64>().is_err() {
+        format!("'{s}").into()
+    } else {
+        s.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +152,19 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             "a,b\r\n\"x,y\",\"say \"\"hi\"\"\"\r\n"
+        );
+        let mut t = Table::new(&["A", "B", "C", "D"]);
+        t.push(vec![
+            "=HYPERLINK(\"http://x\",\"y\")".into(),
+            "-12.5".into(),
+            "@SUM(A1)".into(),
+            "+1+1".into(),
+        ]);
+        let mut out = Vec::new();
+        t.write_csv(&mut out).expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "a,b,c,d\r\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-12.5,'@SUM(A1),'+1+1\r\n"
         );
     }
 }
