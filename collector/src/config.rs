@@ -206,7 +206,8 @@ pub struct IngestConfig {
     #[serde(default = "default_max_nodes")]
     pub max_nodes: usize,
     /// `open`: any valid birth registers its node (up to `max_nodes`); `allowlist`: only the
-    /// node ids listed in `allowlist_file` (one per line, `#` comments).
+    /// node ids listed in `allowlist_file` (one per line, `#` comments; a `pki` node list
+    /// of `node,site,region` lines works too).
     #[serde(default)]
     pub registration: Registration,
     pub allowlist_file: Option<PathBuf>,
@@ -718,9 +719,12 @@ pub fn read_allowlist(path: &Path) -> Result<HashSet<NodeId>, Vec<String>> {
     let mut errors = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
+        // The PKI's node list (`node,site,region` lines, docs/operations.md) is an
+        // allowlist too: its first field is the node id.
+        if line.is_empty() || line.replace(' ', "") == "node,site,region" {
             continue;
         }
+        let line = line.split(',').next().unwrap_or("").trim();
         match NodeId::new(line) {
             Ok(id) => {
                 ids.insert(id);
@@ -958,6 +962,24 @@ url = "x"
         let list = c.allowlist.expect("allowlist read");
         assert_eq!(list.len(), 2);
         assert!(list.contains(&NodeId::new("lz-2").expect("id")));
+
+        // The PKI's node list works as it is.
+        let csv = write(
+            &dir,
+            "nodes.csv",
+            "node,site,region\nlz-1,lz-chengguan,lanzhou\nlz-3 , s , r # roof\nlz-4\n",
+        );
+        let text = format!(
+            "[ingest]\nregistration = \"allowlist\"\nallowlist_file = {:?}\n",
+            csv
+        );
+        let list = Config::from_toml(&text)
+            .expect("valid")
+            .allowlist
+            .expect("read");
+        let mut ids: Vec<&str> = list.iter().map(|i| i.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["lz-1", "lz-3", "lz-4"]);
 
         let bad = write(&dir, "bad.txt", "ok-1\nnot ok\nalso/bad\n");
         let text = format!(

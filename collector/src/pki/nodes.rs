@@ -2,9 +2,9 @@
 //!
 //! The file has one node per line: `node,site,region` (the node's id, its site and its
 //! region, as in the agent's `[node]` section), or just `node` when the site and region are
-//! not known yet. Blank lines, lines starting with `#` and a header line `node,site,region`
-//! are skipped; spaces around fields are ignored. A list of bare node ids (the collector's
-//! `ingest.allowlist_file`) is therefore a valid node list too.
+//! not known yet. Blank lines, `#` comments and a header line `node,site,region` are
+//! skipped; spaces around fields are ignored. The collector's `ingest.allowlist_file`
+//! reads the same format (the first field), so one file serves both.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -54,8 +54,9 @@ pub fn parse_node_list(text: &str) -> Result<Vec<NodeEntry>, Vec<String>> {
     let mut first_line: HashMap<NodeId, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
+        // Ids cannot hold `#`: everything after one is a comment, as in the allowlist.
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -171,8 +172,7 @@ mod tests {
 
     #[test]
     fn csv_lines_bare_ids_comments_and_a_header() {
-        let text =
-            "# Lanzhou\nnode,site,region\n lz-cg-s001 , lz-chengguan , lanzhou \n\nlz-cg-s002\n";
+        let text = "# Lanzhou\nnode,site,region\n lz-cg-s001 , lz-chengguan , lanzhou \n\nlz-cg-s002 # roof\n";
         let nodes = parse_node_list(text).expect("valid");
         assert_eq!(nodes.len(), 2);
         assert_eq!(nodes[0].node.as_str(), "lz-cg-s001");
