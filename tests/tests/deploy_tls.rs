@@ -877,3 +877,24 @@ fn pki_refuses_bad_input_with_64_and_existing_keys_with_1() {
         "clap: --node or --serial is required"
     );
 }
+
+/// `acl.example`, the pattern-based alternative to the generated ACL, checked by its own
+/// script against the shipped mosquitto.conf (TLS swapped for a plain loopback listener).
+#[test]
+fn the_pattern_acl_example_grants_exactly_what_it_promises() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/mosquitto/check-acl.sh"
+    );
+    let out = Command::new("timeout")
+        .args(["120", script])
+        .output()
+        .expect("run check-acl.sh");
+    assert!(
+        out.status.success(),
+        "check-acl.sh: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
