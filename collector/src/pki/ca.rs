@@ -438,7 +438,6 @@ impl Ca {
             not_after,
             revoked: None,
         });
-        self.save_index()?;
         Ok(hex)
     }
 
@@ -458,7 +457,9 @@ impl Ca {
         }
         alarmnet_protocol::CollectorId::new(id)
             .map_err(|e| PkiError::Invalid(format!("id {id:?}: {e}")))?;
-        self.issue(kind, id, Vec::new(), days, now)
+        let serial = self.issue(kind, id, Vec::new(), days, now)?;
+        self.save_index()?;
+        Ok(serial)
     }
 
     /// The broker's server certificate, with every host name and address clients use.
@@ -495,7 +496,9 @@ impl Ca {
             .ok_or_else(|| {
                 PkiError::Invalid("a broker needs at least one --host or --ip".into())
             })?;
-        self.issue(Kind::Broker, &cn, sans, days, now)
+        let serial = self.issue(Kind::Broker, &cn, sans, days, now)?;
+        self.save_index()?;
+        Ok(serial)
     }
 
     /// One client certificate per node (CN = node id). Nodes that already have a key or a
@@ -514,9 +517,18 @@ impl Ca {
                 out.push(Issued::Kept);
                 continue;
             }
-            let serial = self.issue(Kind::Node, node.as_str(), Vec::new(), days, now)?;
-            out.push(Issued::New { serial });
+            match self.issue(Kind::Node, node.as_str(), Vec::new(), days, now) {
+                Ok(serial) => out.push(Issued::New { serial }),
+                Err(e) => {
+                    // Record what was issued before the failure, then report it.
+                    self.save_index()?;
+                    return Err(e);
+                }
+            }
         }
+        // Design: the index is written once per batch, not per certificate: it lists every
+        // certificate ever issued, and rewriting it per node would be quadratic.
+        self.save_index()?;
         Ok(out)
     }
 

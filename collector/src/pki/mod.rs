@@ -227,7 +227,7 @@ pub fn execute(
                 ));
             }
             say(format!(
-                "wrote {}: install it as the broker's crlfile and restart the broker",
+                "wrote {}: install it as the broker's crlfile and reload the broker (SIGHUP; a restart also drops open connections)",
                 dir.join("ca.crl").display()
             ));
         }
