@@ -898,3 +898,43 @@ fn the_pattern_acl_example_grants_exactly_what_it_promises() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The collector refuses an `[mqtt.tls]` it could not use, before connecting: exit 64.
+#[test]
+fn the_collector_exits_64_on_half_a_tls_identity() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let d = work.path().join("pki");
+    let ds = d.to_str().expect("utf-8");
+    run_pki(&["init", "--dir", ds]);
+    run_pki(&["collector", "--dir", ds, "--id", "alarmnet-collector-1"]);
+    let config = work.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nbroker = \"mqtts://127.0.0.1:{}\"\n[mqtt.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\n\
+             [store]\npath = \"{}\"\n",
+            free_port(),
+            d.join("ca.crt").display(),
+            d.join("collector/alarmnet-collector-1.crt").display(),
+            work.path().join("alarmnet.db").display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(binary("alarmnet-collector"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run the collector");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("cert_file and key_file go together"),
+        "{stderr}"
+    );
+    assert!(
+        !work.path().join("alarmnet.db").exists(),
+        "opened its store anyway"
+    );
+}
