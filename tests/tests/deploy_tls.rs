@@ -938,3 +938,82 @@ fn the_collector_exits_64_on_half_a_tls_identity() {
         "opened its store anyway"
     );
 }
+
+/// A technician installs a neighbour's certificate: the node connects (as the neighbour,
+/// the certificate's CN) but everything it publishes under its own id is denied by the ACL,
+/// so it never shows up; docs/operations.md tells how to check the CN on site.
+#[tokio::test]
+async fn a_node_with_another_nodes_certificate_never_shows_up() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let w = work.path();
+    let (region, site) = ("lanzhou", "lz-chengguan");
+    let node = unique_id("tls-node");
+    let neighbour = unique_id("tls-neighbour");
+    let collector_id = unique_id("collector");
+    let pki = Pki { dir: w.join("pki") };
+    let d = pki.dir.to_str().expect("utf-8 path");
+    run_pki(&["init", "--dir", d]);
+    run_pki(&[
+        "broker",
+        "--dir",
+        d,
+        "--host",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+    ]);
+    run_pki(&["collector", "--dir", d, "--id", &collector_id]);
+    let nodes = w.join("nodes.csv");
+    std::fs::write(
+        &nodes,
+        format!("{node},{site},{region}\n{neighbour},{site},{region}\n"),
+    )
+    .expect("node list");
+    run_pki(&[
+        "nodes",
+        "--dir",
+        d,
+        "--nodes",
+        nodes.to_str().expect("utf-8"),
+    ]);
+    let acl = w.join("acl");
+    let acl_text = run_pki(&[
+        "acl",
+        "--nodes",
+        nodes.to_str().expect("utf-8"),
+        "--collector",
+        &collector_id,
+    ]);
+    std::fs::write(&acl, acl_text).expect("write acl");
+    let broker = Mosquitto::builder()
+        // Mosquitto logs each denied PUBLISH at debug level.
+        .config_line("log_type debug")
+        .start_with_config(shipped_config(&pki.dir, &acl))
+        .await;
+    let collector = Collector::start(w, broker.port(), &pki, &collector_id).await;
+
+    // The node's own certificate swapped for the neighbour's.
+    let (own_cert, own_key) = pki.node(&node);
+    let (their_cert, their_key) = pki.node(&neighbour);
+    std::fs::copy(&their_cert, &own_cert).expect("copy");
+    std::fs::copy(&their_key, &own_key).expect("copy");
+    let mut agent = start_agent(w, broker.port(), &pki, &node, site, region);
+    let birth = format!("alarmnet/v1/{region}/{site}/{node}/birth");
+    wait_for(TIMEOUT, "the broker denying the node's birth", || async {
+        let log = broker.log_text();
+        (log.contains(&format!("as {neighbour} "))
+            && log.lines().any(|l| {
+                l.contains(&format!("Denied PUBLISH from {neighbour}")) && l.contains(&birth)
+            }))
+        .then_some(())
+    })
+    .await;
+    assert!(agent.is_running(), "the agent keeps trying, as it should");
+    for id in [&node, &neighbour] {
+        assert_eq!(
+            collector.get(&format!("/api/v1/nodes/{id}")).await.0,
+            404,
+            "{id} registered"
+        );
+    }
+}
