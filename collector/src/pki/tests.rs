@@ -320,3 +320,35 @@ fn commands_report_and_refuse_bad_input() {
         "{err}"
     );
 }
+
+#[test]
+fn crl_is_re_signed_with_a_new_number_for_a_year() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let now = Timestamp::now();
+    Ca::init(dir, "test CA", CA_DAYS, now).expect("init");
+    let read = || {
+        let der = crl_der(dir);
+        let (_, crl) = CertificateRevocationList::from_der(&der).expect("crl");
+        let number = crl.crl_number().expect("a CRL number").to_string();
+        let last = crl.last_update().timestamp();
+        let next = crl.next_update().expect("a next update").timestamp();
+        (number, last, next, crl.iter_revoked_certificates().count())
+    };
+    let (first, _, _, revoked) = read();
+    assert_eq!((first.as_str(), revoked), ("1", 0));
+    let mut out = Vec::new();
+    execute(
+        PkiCommand::Crl {
+            dir: dir.to_owned(),
+        },
+        &mut out,
+        now,
+    )
+    .expect("crl");
+    let (second, last, next, _) = read();
+    assert_eq!(second, "2");
+    let days = (next - last) / 86_400;
+    assert_eq!(days, i64::from(ca::CRL_DAYS), "valid for {days} days");
+    assert!(last <= now.as_second() && now.as_second() - last < 3600);
+}
