@@ -15,9 +15,10 @@ step() {
 }
 
 # Debian packages the end-to-end tests need (servers they start, and Chromium with a CJK font
-# for the console; the console tests also need Node.js 20 with npm).
+# for the console; the console tests also need Node.js 20 with npm; python3 for
+# deploy/mosquitto/check-acl.sh, which tests/tests/deploy_tls.rs runs).
 PACKAGES=(mosquitto mosquitto-clients victoria-metrics prometheus-alertmanager chromium chromium-driver
-    fonts-wqy-microhei)
+    fonts-wqy-microhei python3)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

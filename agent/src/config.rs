@@ -103,9 +103,10 @@ struct RawMqtt {
     username: Option<String>,
     password: Option<String>,
     /// PEM file of the CA that signed the broker's certificate (mqtts); without it, the
-    /// system's trust store is used.
+    /// system's trust store is used. Required with a client certificate.
     ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for brokers that authenticate nodes by certificate.
+    /// PEM client certificate and key, for brokers that authenticate nodes by certificate
+    /// (CN = node id). Both or neither, and only together with `ca_file`.
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     #[serde(default = "default_prefix")]
@@ -402,9 +403,39 @@ fn short_text(problems: &mut Vec<String>, key: &str, value: Option<String>) -> O
     })
 }
 
-fn readable_file(problems: &mut Vec<String>, key: &str, path: &Path) {
-    if !path.is_file() {
-        problems.push(format!("{key}: {} is not a readable file", path.display()));
+/// What a PEM file named in the config must contain.
+#[derive(Debug, Clone, Copy)]
+enum Pem {
+    Certificate,
+    PrivateKey,
+}
+
+/// Checks that `path` is a readable PEM file holding a certificate or a private key, so a
+/// swapped or truncated file is a config error at start instead of a TLS failure on every
+/// reconnection.
+fn pem_file(problems: &mut Vec<String>, key: &str, path: &Path, want: Pem) {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            problems.push(format!(
+                "{key}: {} is not a readable file: {e}",
+                path.display()
+            ));
+            return;
+        }
+    };
+    let found = match want {
+        Pem::Certificate => text.contains("-----BEGIN CERTIFICATE-----"),
+        Pem::PrivateKey => text
+            .lines()
+            .any(|l| l.starts_with("-----BEGIN ") && l.ends_with("PRIVATE KEY-----")),
+    };
+    if !found {
+        let what = match want {
+            Pem::Certificate => "a PEM certificate (BEGIN CERTIFICATE)",
+            Pem::PrivateKey => "a PEM private key (BEGIN ... PRIVATE KEY)",
+        };
+        problems.push(format!("{key}: {} does not hold {what}", path.display()));
     }
 }
 
@@ -502,12 +533,12 @@ impl RawConfig {
             (None, None) => None,
         };
         if let Some(ca) = &m.ca_file {
-            readable_file(&mut p, "mqtt.ca_file", ca);
+            pem_file(&mut p, "mqtt.ca_file", ca, Pem::Certificate);
         }
         let client = match (m.cert_file, m.key_file) {
             (Some(c), Some(k)) => {
-                readable_file(&mut p, "mqtt.cert_file", &c);
-                readable_file(&mut p, "mqtt.key_file", &k);
+                pem_file(&mut p, "mqtt.cert_file", &c, Pem::Certificate);
+                pem_file(&mut p, "mqtt.key_file", &k, Pem::PrivateKey);
                 Some((c, k))
             }
             (Some(_), None) => {
@@ -521,8 +552,31 @@ impl RawConfig {
             (None, None) => None,
         };
         let uses_tls = brokers.iter().any(|b| b.tls);
+        // Design: one scheme for all brokers. A failover from a TLS broker to a plain one
+        // would send the node's traffic (and its password, if any) in clear text, and
+        // would connect without the client certificate the TLS broker authenticates by.
+        if uses_tls && brokers.iter().any(|b| !b.tls) {
+            p.push(format!(
+                "mqtt.brokers: mixes mqtt:// and mqtts:// ({}); all brokers of a node use one scheme",
+                brokers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if !uses_tls && (m.ca_file.is_some() || client.is_some()) {
             p.push("mqtt: TLS files are set but no broker uses mqtts://".into());
+        }
+        // A client certificate is only presented with an explicit trust anchor (rumqttc's
+        // default TLS setup has no client authentication): refuse rather than connect
+        // without the certificate the broker authenticates this node by.
+        if uses_tls && client.is_some() && m.ca_file.is_none() {
+            p.push(
+                "mqtt.ca_file: required with mqtt.cert_file (the CA that signed the broker's \
+                 certificate); without it the client certificate could not be presented"
+                    .into(),
+            );
         }
         let prefix = Prefix::new(m.prefix.clone())
             .map_err(|e| p.push(format!("mqtt.prefix: {e}")))
@@ -687,7 +741,7 @@ max_records = 1
             ("ALARMNET_MQTT__USERNAME".to_owned(), "node".to_owned()),
             (
                 "ALARMNET_MQTT__BROKERS".to_owned(),
-                "mqtt://a:1884,mqtts://b".to_owned(),
+                "mqtts://a:1884,mqtts://b".to_owned(),
             ),
             ("ALARMNET_SPOOL__MAX_RECORDS".to_owned(), "500".to_owned()),
             ("ALARMNET_NODE__LAT".to_owned(), "36.5".to_owned()),
@@ -708,6 +762,102 @@ max_records = 1
         assert!("mqtt://".parse::<Broker>().is_err());
         assert!("mqtt://h:1/path".parse::<Broker>().is_err());
         assert!("h:1883".parse::<Broker>().is_err());
+    }
+
+    /// Writes a CA, a certificate and a key (PEM-shaped; validation reads the PEM labels,
+    /// the TLS handshake checks the contents) into a temp dir.
+    fn tls_files() -> (tempfile::TempDir, String, String, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n";
+        let path = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p.display().to_string()
+        };
+        let (ca, crt, k) = (
+            path("ca.pem", cert),
+            path("node.pem", cert),
+            path("node.key", key),
+        );
+        (dir, ca, crt, k)
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        AgentConfig::from_toml(text)
+            .expect_err("invalid")
+            .problems()
+    }
+
+    #[test]
+    fn client_certificate_with_ca_is_kept() {
+        let (_dir, ca, cert, key) = tls_files();
+        let text = format!(
+            "{MINIMAL}\n[mqtt]\nbrokers = [\"mqtts://a:8883\", \"mqtts://b\"]\n\
+             ca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+        );
+        let c = AgentConfig::from_toml(&text).expect("valid");
+        assert_eq!(c.mqtt.tls.ca_file, Some(PathBuf::from(&ca)));
+        assert_eq!(
+            c.mqtt.tls.client,
+            Some((PathBuf::from(cert), PathBuf::from(key)))
+        );
+    }
+
+    #[test]
+    fn client_certificate_without_ca_is_refused() {
+        let (_dir, _ca, cert, key) = tls_files();
+        let text = format!(
+            "{MINIMAL}\n[mqtt]\nbrokers = [\"mqtts://a:8883\"]\n\
+             cert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+        );
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("mqtt.ca_file: required with mqtt.cert_file"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn half_a_client_identity_is_refused() {
+        let (_dir, ca, cert, key) = tls_files();
+        let base = format!("{MINIMAL}\n[mqtt]\nbrokers = [\"mqtts://a\"]\nca_file = \"{ca}\"\n");
+        let problems = problems_of(&format!("{base}cert_file = \"{cert}\"\n"));
+        assert_eq!(problems, vec!["mqtt.cert_file: set without mqtt.key_file"]);
+        let problems = problems_of(&format!("{base}key_file = \"{key}\"\n"));
+        assert_eq!(problems, vec!["mqtt.key_file: set without mqtt.cert_file"]);
+    }
+
+    #[test]
+    fn swapped_or_missing_pem_files_are_refused() {
+        let (_dir, ca, cert, key) = tls_files();
+        // Certificate and key swapped, and a CA file that is not there.
+        let text = format!(
+            "{MINIMAL}\n[mqtt]\nbrokers = [\"mqtts://a\"]\nca_file = \"{ca}.missing\"\n\
+             cert_file = \"{key}\"\nkey_file = \"{cert}\"\n"
+        );
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("mqtt.ca_file:") && problems[0].contains("not a readable file")
+        );
+        assert!(
+            problems[1].starts_with("mqtt.cert_file:") && problems[1].contains("BEGIN CERTIFICATE")
+        );
+        assert!(problems[2].starts_with("mqtt.key_file:") && problems[2].contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn mixed_schemes_are_refused() {
+        let text =
+            format!("{MINIMAL}\n[mqtt]\nbrokers = [\"mqtts://a:8883\", \"mqtt://b:1883\"]\n");
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("mixes mqtt:// and mqtts:// (mqtts://a:8883, mqtt://b:1883)"),
+            "{problems:#?}"
+        );
     }
 
     #[test]

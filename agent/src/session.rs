@@ -94,6 +94,8 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    #[error("a client certificate needs mqtt.ca_file")]
+    ClientCertWithoutCa,
 }
 
 /// The handles a session is built from.
@@ -220,13 +222,15 @@ fn transport(mqtt: &MqttSettings) -> Result<Transport, SessionError> {
         Some((cert, key)) => Some((read(cert)?, read(key)?)),
         None => None,
     };
-    Ok(match &mqtt.tls.ca_file {
-        Some(ca) => Transport::tls_with_config(TlsConfiguration::Simple {
+    Ok(match (&mqtt.tls.ca_file, client_auth) {
+        (Some(ca), client_auth) => Transport::tls_with_config(TlsConfiguration::Simple {
             ca: read(ca)?,
             alpn: None,
             client_auth,
         }),
-        None => Transport::tls_with_default_config(),
+        (None, None) => Transport::tls_with_default_config(),
+        // Config validation refuses this; never connect without the configured certificate.
+        (None, Some(_)) => return Err(SessionError::ClientCertWithoutCa),
     })
 }
 

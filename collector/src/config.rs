@@ -240,7 +240,8 @@ pub struct IngestConfig {
     #[serde(default = "default_max_nodes")]
     pub max_nodes: usize,
     /// `open`: any valid birth registers its node (up to `max_nodes`); `allowlist`: only the
-    /// node ids listed in `allowlist_file` (one per line, `#` comments).
+    /// node ids listed in `allowlist_file` (one per line, `#` comments; a `pki` node list
+    /// of `node,site,region` lines works too).
     #[serde(default)]
     pub registration: Registration,
     pub allowlist_file: Option<PathBuf>,
@@ -668,15 +669,30 @@ fn validate_mqtt(m: &MqttConfig, errors: &mut Vec<String>) {
     if t.cert_file.is_some() != t.key_file.is_some() {
         errors.push("mqtt.tls: cert_file and key_file go together".into());
     }
-    for (key, file) in [
-        ("ca_file", &t.ca_file),
-        ("cert_file", &t.cert_file),
-        ("key_file", &t.key_file),
+    if !tls {
+        return;
+    }
+    // A swapped or truncated file is refused here, not at every reconnection.
+    for (key, file, label) in [
+        ("ca_file", &t.ca_file, "CERTIFICATE"),
+        ("cert_file", &t.cert_file, "CERTIFICATE"),
+        ("key_file", &t.key_file, "PRIVATE KEY"),
     ] {
-        if let Some(f) = file
-            && let Err(e) = std::fs::metadata(f)
-        {
-            errors.push(format!("mqtt.tls.{key}: {}: {e}", f.display()));
+        let Some(f) = file else { continue };
+        match std::fs::read(f) {
+            Err(e) => errors.push(format!("mqtt.tls.{key}: {}: {e}", f.display())),
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let holds = text
+                    .lines()
+                    .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{label}-----")));
+                if !holds {
+                    errors.push(format!(
+                        "mqtt.tls.{key}: {}: not a PEM file with a {label}",
+                        f.display()
+                    ));
+                }
+            }
         }
     }
 }
@@ -746,9 +762,12 @@ pub fn read_allowlist(path: &Path) -> Result<HashSet<NodeId>, Vec<String>> {
     let mut errors = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
+        // The PKI's node list (`node,site,region` lines, docs/operations.md) is an
+        // allowlist too: its first field is the node id.
+        if line.is_empty() || line.replace(' ', "") == "node,site,region" {
             continue;
         }
+        let line = line.split(',').next().unwrap_or("").trim();
         match NodeId::new(line) {
             Ok(id) => {
                 ids.insert(id);
@@ -991,6 +1010,24 @@ url = "x"
         assert_eq!(list.len(), 2);
         assert!(list.contains(&NodeId::new("lz-2").expect("id")));
 
+        // The PKI's node list works as it is.
+        let csv = write(
+            &dir,
+            "nodes.csv",
+            "node,site,region\nlz-1,lz-chengguan,lanzhou\nlz-3 , s , r # roof\nlz-4\n",
+        );
+        let text = format!(
+            "[ingest]\nregistration = \"allowlist\"\nallowlist_file = {:?}\n",
+            csv
+        );
+        let list = Config::from_toml(&text)
+            .expect("valid")
+            .allowlist
+            .expect("read");
+        let mut ids: Vec<&str> = list.iter().map(|i| i.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["lz-1", "lz-3", "lz-4"]);
+
         let bad = write(&dir, "bad.txt", "ok-1\nnot ok\nalso/bad\n");
         let text = format!(
             "[ingest]\nregistration = \"allowlist\"\nallowlist_file = {:?}\n",
@@ -1016,6 +1053,44 @@ url = "x"
             all.contains("mqtt.tls.cert_file: /nonexistent.pem"),
             "{all}"
         );
+        // A key where the certificate belongs, and the reverse.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        std::fs::write(
+            &key,
+            "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let text = format!(
+            "[mqtt]\nbroker = \"mqtts://b\"\n[mqtt.tls]\nca_file = \"{c}\"\ncert_file = \"{k}\"\nkey_file = \"{c}\"\n",
+            c = cert.display(),
+            k = key.display()
+        );
+        let errors = Config::from_toml(&text).expect_err("swapped").0;
+        assert_eq!(
+            errors,
+            vec![
+                format!(
+                    "mqtt.tls.cert_file: {}: not a PEM file with a CERTIFICATE",
+                    key.display()
+                ),
+                format!(
+                    "mqtt.tls.key_file: {}: not a PEM file with a PRIVATE KEY",
+                    cert.display()
+                ),
+            ]
+        );
+        let text = format!(
+            "[mqtt]\nbroker = \"mqtts://b\"\n[mqtt.tls]\nca_file = \"{c}\"\ncert_file = \"{c}\"\nkey_file = \"{k}\"\n",
+            c = cert.display(),
+            k = key.display()
+        );
+        Config::from_toml(&text).expect("a CA, a certificate and its key");
         let errors = Config::from_toml("[mqtt.tls]\nca_file = \"/etc/hostname\"\n")
             .expect_err("tls without mqtts")
             .0;

@@ -21,6 +21,7 @@
 //! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.
 //! - [`cli`]: the operator commands that talk to a running collector over HTTP.
 //! - [`demo`]: `alarmnet-collector demo`, the whole system in one process (embedded broker).
+//! - [`pki`]: `alarmnet-collector pki`, the network's CA, certificates, CRL and broker ACL.
 
 pub mod alerts;
 pub mod api;
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod model;
 pub mod outputs;
 pub mod pipeline;
+pub mod pki;
 pub mod store;
 pub mod timeseries;
 pub mod uptime;

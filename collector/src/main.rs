@@ -34,6 +34,10 @@ enum Command {
     /// The whole system on this machine, nothing to install: embedded MQTT broker, store,
     /// a simulated province with failures, and the console.
     Demo(alarmnet_collector::demo::DemoArgs),
+    /// The network's certificates (CA, broker, collector, nodes), their CRL and the
+    /// broker's ACL, in a directory on the operator's machine.
+    #[command(subcommand)]
+    Pki(alarmnet_collector::pki::PkiCommand),
     /// Operator commands against a running collector (`--url`, token in ALARMNET_TOKEN).
     #[command(flatten)]
     Operator(alarmnet_collector::cli::Command),
@@ -45,6 +49,9 @@ fn main() -> ExitCode {
     if let Command::Operator(command) = cli.command {
         return alarmnet_collector::cli::run(command);
     }
+    if let Command::Pki(command) = cli.command {
+        return alarmnet_collector::pki::run(command);
+    }
     init_tracing(match cli.command {
         Command::Demo(_) => alarmnet_collector::demo::LOG_FILTER,
         _ => "info",
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Demo(args) => demo(args),
         Command::Operator(command) => alarmnet_collector::cli::run(command),
+        Command::Pki(command) => alarmnet_collector::pki::run(command),
     }
 }
 

@@ -20,7 +20,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 
 sed -e "s#^listener 8883\$#listener $port 127.0.0.1#" \
     -e "s#^listener 1883 127.0.0.1\$#listener 0 $dir/local.sock#" \
-    -e 's#^\(cafile\|certfile\|keyfile\|tls_version\|require_certificate\|use_identity_as_username\) #\#&#' \
+    -e 's#^\(cafile\|certfile\|keyfile\|crlfile\|tls_version\|require_certificate\|use_identity_as_username\) #\#&#' \
     -e "s#^pid_file .*#pid_file $dir/mosquitto.pid#" \
     -e "s#^persistence_location .*#persistence_location $dir/#" \
     -e "s#^log_dest .*#log_dest file $dir/mosquitto.log#" \

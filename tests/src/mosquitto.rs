@@ -50,6 +50,37 @@ impl MosquittoBuilder {
         self
     }
 
+    /// Starts the broker from a complete config of the test's own instead of the generated
+    /// one (a shipped production file with TLS, an ACL, its own listeners): `config` gets
+    /// the broker's temp dir and its port, and should log to `{dir}/mosquitto.log` so a
+    /// failing test shows the log. Ready once the port accepts TCP connections, as a TLS
+    /// listener that requires certificates answers no plain CONNECT; `extra` lines from
+    /// [`config_line`](Self::config_line) are appended.
+    pub async fn start_with_config(self, config: impl FnOnce(&Path, u16) -> String) -> Mosquitto {
+        let dir = tempfile::Builder::new()
+            .prefix("alarmnet-e2e-mosquitto-")
+            .tempdir()
+            .expect("create a temp dir for mosquitto");
+        let port = self.port.unwrap_or_else(free_port);
+        let config_path = dir.path().join("mosquitto.conf");
+        let log_path = dir.path().join("mosquitto.log");
+        let mut text = config(dir.path(), port);
+        for line in &self.extra {
+            text.push_str(&format!("\n{line}"));
+        }
+        std::fs::write(&config_path, text + "\n").expect("write mosquitto.conf");
+        let mut broker = Mosquitto {
+            port,
+            config_path,
+            log_path,
+            process: None,
+            plain_mqtt: false,
+            _dir: dir,
+        };
+        broker.spawn_and_wait().await;
+        broker
+    }
+
     /// Starts the broker and waits until it answers an MQTT CONNECT.
     pub async fn start(self) -> Mosquitto {
         let dir = tempfile::Builder::new()
@@ -66,6 +97,7 @@ impl MosquittoBuilder {
             config_path,
             log_path,
             process: None,
+            plain_mqtt: true,
             _dir: dir,
         };
         broker.spawn_and_wait().await;
@@ -112,6 +144,8 @@ pub struct Mosquitto {
     config_path: PathBuf,
     log_path: PathBuf,
     process: Option<Process>,
+    /// Whether readiness is an MQTT CONNACK on the port (else: the port accepts TCP).
+    plain_mqtt: bool,
     _dir: TempDir,
 }
 
@@ -136,6 +170,11 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// The broker's temp dir (config, log, persistence, and whatever a test puts there).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// The broker's log file.
     pub fn log_path(&self) -> &Path {
         &self.log_path
@@ -156,6 +195,14 @@ impl Mosquitto {
     /// The broker's process id, if it is running.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Process::pid)
+    }
+
+    /// Sends a signal by name (`HUP`: Mosquitto reloads its configuration).
+    pub fn signal(&mut self, signal: &str) {
+        match self.process.as_mut() {
+            Some(process) => process.signal(signal),
+            None => panic!("SIG{signal}: the broker is not running"),
+        }
     }
 
     /// SIGTERM and wait for the broker to exit (SIGKILL after 10 s). A persistent broker
@@ -201,7 +248,14 @@ impl Mosquitto {
                     process.output_tail(20)
                 );
             }
-            if mqtt_connack(self.port).await {
+            let ready = if self.plain_mqtt {
+                mqtt_connack(self.port).await
+            } else {
+                tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            };
+            if ready {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
