@@ -2,7 +2,8 @@
 //! Mosquitto. Forged, expired, early, retained, replayed and forbidden commands are refused,
 //! each counted under its reason in the heartbeat's metrics, and none of them runs a test
 //! procedure (each procedure writes a marker file); a valid signed command runs once, and
-//! its id is still refused after the agent restarts. A bad key in the config exits 64.
+//! its id is still refused after the agent restarts, or, when its memory of ids is damaged,
+//! every command signed before the restart is. A bad key in the config exits 64.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,7 @@ impl Node {
 
     /// The agent's config: a `silent` procedure that marks its run and takes a second, a
     /// `sound` procedure (remote starts forbidden by default) that marks its run.
-    fn config(&self, broker: &Mosquitto, trusted: &CommandKey) -> PathBuf {
+    fn config(&self, broker: &Mosquitto, trusted: &CommandKey, max_skew: &str) -> PathBuf {
         let path = self.dir.path().join("agent.toml");
         std::fs::write(
             &path,
@@ -83,7 +84,7 @@ command = ["sh", "-c", "touch '{sound}'"]
 [commands]
 keys = {{ "{KID}" = "{public}" }}
 allow_unsigned = false
-max_skew = "30s"
+max_skew = "{max_skew}"
 "#,
                 id = self.id,
                 url = broker.url(),
@@ -193,7 +194,7 @@ async fn forged_stale_retained_replayed_and_forbidden_commands_never_run() {
     let broker = Mosquitto::start().await;
     let node = Node::new();
     let centre = key(KID, 11);
-    let config = node.config(&broker, &centre);
+    let config = node.config(&broker, &centre, "30s");
     let probe = MqttProbe::connect(broker.port(), &format!("{}/#", node.prefix)).await;
     let cmd = node.topic("cmd");
     let now = now_ms();
@@ -352,6 +353,60 @@ async fn forged_stale_retained_replayed_and_forbidden_commands_never_run() {
         !node.marker("silent").exists(),
         "a replay ran after a restart"
     );
+    agent.signal("TERM");
+    agent
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits");
+}
+
+#[tokio::test]
+async fn a_damaged_seen_ids_file_refuses_commands_signed_before_the_restart() {
+    let broker = Mosquitto::start().await;
+    let node = Node::new();
+    let centre = key(KID, 11);
+    let config = node.config(&broker, &centre, "1s");
+    let probe = MqttProbe::connect(broker.port(), &format!("{}/#", node.prefix)).await;
+    let cmd = node.topic("cmd");
+
+    // A first run accepts a command, so the spool directory is in use.
+    let mut agent = node.start(&config);
+    node.birth(&probe).await;
+    let first = node.signed(&centre, "d-first", "silent", now_ms(), now_ms() + 5 * MIN);
+    probe.publish(&cmd, first.clone(), false).await;
+    node.receipts(&probe, &["d-first"]).await;
+    agent.signal("TERM");
+    agent
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits");
+
+    // The file is damaged while the agent is down: it forgets which ids it saw.
+    let seen = node.dir.path().join("spool/seen-commands");
+    std::fs::write(&seen, "v 1\nnot a line of this file\n").expect("damage");
+    let signed_before = node.signed(&centre, "d-before", "silent", now_ms(), now_ms() + 5 * MIN);
+    let mut agent = node.start(&config);
+    node.birth(&probe).await;
+    // Both the id it ran and a command it never saw, signed before the restart, are
+    // refused: it cannot tell them apart any more.
+    probe.publish(&cmd, first, false).await;
+    probe.publish(&cmd, signed_before, false).await;
+    node.counters(
+        &probe,
+        &[
+            ("cmd_accepted", 0.0),
+            ("cmd_refused", 2.0),
+            ("cmd_refused_replayed", 2.0),
+        ],
+    )
+    .await;
+    assert!(agent.stderr_text().contains("seen command ids lost"));
+    // A command signed more than max_skew after the restart runs.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = node.signed(&centre, "d-after", "silent", now_ms(), now_ms() + 5 * MIN);
+    probe.publish(&cmd, after, false).await;
+    let ran = node.receipts(&probe, &["d-after"]).await;
+    assert_eq!(ran["d-after"].result, TestResult::Pass);
     agent.signal("TERM");
     agent
         .wait_exit(Duration::from_secs(10))
