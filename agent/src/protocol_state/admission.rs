@@ -262,8 +262,10 @@ impl Admission {
         // 4. When it was made.
         if let Some(s) = seal {
             if now > s.exp {
+                // Kept only while a clock stepping back by `max_skew` could make it valid.
+                let remembered = self.seen.remember(&id, keep_until, now);
                 let detail = format!("expired {} ms ago", now - s.exp);
-                return self.refuse(id, Refusal::Expired, detail, None, false, now);
+                return self.refuse(id, Refusal::Expired, detail, None, remembered, now);
             }
             if s.ts > now.saturating_add(skew) {
                 let remembered = self.seen.remember(&id, keep_until, now);
@@ -467,7 +469,7 @@ mod tests {
                 test(&k, "e-1", "silent", now - 10 * MIN, now - 1),
                 false,
                 Refusal::Expired,
-                false,
+                true,
             ),
             (
                 test(&k, "f-1", "silent", now + 31_000, now + 10 * MIN),
