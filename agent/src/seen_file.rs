@@ -9,7 +9,7 @@
 //! than `max_skew` ahead; so the agent refuses (as `replayed`) every signed command made
 //! before its start plus `max_skew`. A directory with no file and no spool log is a first
 //! start: nothing was lost, nothing is refused. Commands are rare, so rewriting the whole
-//! file (a few lines, at most [`MAX_SEEN`](crate::protocol_state::seen::MAX_SEEN)) costs
+//! file (a few lines, at most [`MAX_SEEN`]) costs
 //! nothing that matters.
 
 use std::fs::{self, File};
