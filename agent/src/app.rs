@@ -5,12 +5,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::checks::{CheckSet, TestProcedures, render_table};
 use crate::config::AgentConfig;
 use crate::health::Status;
-use crate::session::{Session, SessionConfig, Sources, Uptime};
+use crate::seen_file::{Opened, SeenStore};
+use crate::session::{Session, SessionConfig, Sources, Uptime, now_ms};
 use crate::spool::Spool;
 
 /// Fault events waiting for the session, at most; checks wait when it is full (the session
@@ -19,6 +20,24 @@ const FAULT_CHANNEL: usize = 64;
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before the spool: opening the spool creates its log, which tells a first start from
+    // a lost seen-ids file.
+    let (seen_store, seen, opened) =
+        SeenStore::open(&config.spool.dir, now_ms(), config.commands.max_skew);
+    match &opened {
+        Opened::Loaded { ids } => info!(ids, "seen command ids loaded"),
+        Opened::FirstStart => {}
+        Opened::Lost { why, not_before } => warn!(
+            %why,
+            not_before,
+            "seen command ids lost: signed commands made before not_before (ms) are refused as possible replays"
+        ),
+    }
+    if !matches!(opened, Opened::Loaded { .. }) {
+        if let Err(e) = seen_store.save(&seen) {
+            warn!(error = %e, "cannot write the seen command ids file");
+        }
+    }
     let (spool, recovery) = Spool::open(&config.spool.dir, config.spool.limits)
         .with_context(|| format!("opening the spool in {}", config.spool.dir.display()))?;
     if recovery.torn_bytes > 0 {
@@ -41,6 +60,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             test_schedules: tests.schedules(),
             uptime: Uptime::Host,
             agent_version: env!("CARGO_PKG_VERSION").into(),
+            commands: config.commands.clone(),
+            local_only_tests: tests.local_only(),
         },
         spool,
         Sources {
@@ -48,6 +69,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             tests: Arc::new(tests),
             faults: fault_rx,
             control: None,
+            seen_store,
+            seen,
         },
     )?;
     session.run(shutdown).await?;

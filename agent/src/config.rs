@@ -10,7 +10,11 @@ use alarmnet_protocol::payload::ShortText;
 use alarmnet_protocol::{MetricName, Name, NodeId, NodePath, Prefix, RegionId, SiteId, Tags, Text};
 use serde::Deserialize;
 
+use alarmnet_protocol::KeyId;
+use alarmnet_protocol::signing::{PublicKey, TrustedKeys};
+
 use crate::checks::{self, CheckConfig, TestConfig};
+use crate::protocol_state::CommandSettings;
 use crate::spool::SpoolLimits;
 
 /// The exit code for a configuration error (`EX_CONFIG` is 78, but `EX_USAGE`, 64, is the
@@ -56,6 +60,38 @@ struct RawConfig {
     checks: Vec<CheckConfig>,
     #[serde(default)]
     tests: BTreeMap<String, TestConfig>,
+    #[serde(default)]
+    commands: RawCommands,
+}
+
+/// `[commands]`: which collector keys this node trusts, and how strictly it admits commands.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommands {
+    /// Key id → the collector's public key (base64url), as `alarmnet-collector keygen`
+    /// prints it. Two entries let a key be rolled over without a gap.
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
+    /// Run unsigned commands too: only for a demo or a lab.
+    #[serde(default)]
+    allow_unsigned: bool,
+    /// How far a command's `ts` may be ahead of this node's clock.
+    #[serde(default = "default_max_skew")]
+    max_skew: String,
+}
+
+impl Default for RawCommands {
+    fn default() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            allow_unsigned: false,
+            max_skew: default_max_skew(),
+        }
+    }
+}
+
+fn default_max_skew() -> String {
+    "30s".into()
 }
 
 /// `[node]`: who this node is. Ids travel in topics, names in payloads.
@@ -297,6 +333,7 @@ pub struct AgentConfig {
     pub spool: SpoolSettings,
     pub checks: Vec<CheckConfig>,
     pub tests: BTreeMap<Name, TestConfig>,
+    pub commands: CommandSettings,
 }
 
 impl AgentConfig {
@@ -436,6 +473,34 @@ fn pem_file(problems: &mut Vec<String>, key: &str, path: &Path, want: Pem) {
             Pem::PrivateKey => "a PEM private key (BEGIN ... PRIVATE KEY)",
         };
         problems.push(format!("{key}: {} does not hold {what}", path.display()));
+    }
+}
+
+impl RawCommands {
+    fn validate(self, p: &mut Vec<String>) -> CommandSettings {
+        let mut keys = Vec::new();
+        for (kid, key) in self.keys {
+            let id = KeyId::new(&kid).map_err(|e| p.push(format!("commands.keys: {e}")));
+            // The message names the key id, never the value.
+            let public = key
+                .parse::<PublicKey>()
+                .map_err(|e| p.push(format!("commands.keys.{kid}: {e}")));
+            if let (Ok(id), Ok(public)) = (id, public) {
+                keys.push((id, public));
+            }
+        }
+        let max_skew = duration(
+            p,
+            "commands.max_skew",
+            &self.max_skew,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
+        CommandSettings {
+            keys: TrustedKeys::new(keys),
+            allow_unsigned: self.allow_unsigned,
+            max_skew,
+        }
     }
 }
 
@@ -606,6 +671,7 @@ impl RawConfig {
             }
         }
         p.extend(checks::validate(&self.checks, &tests));
+        let commands = self.commands.validate(&mut p);
 
         match (node_id, site, region, kind, prefix) {
             (Some(node), Some(site), Some(region), Some(kind), Some(prefix)) if p.is_empty() => {
@@ -642,6 +708,7 @@ impl RawConfig {
                     },
                     checks: self.checks,
                     tests,
+                    commands,
                 })
             }
             _ => Err(ConfigError::Invalid(p)),
@@ -857,6 +924,69 @@ max_records = 1
         assert!(
             problems[0].contains("mixes mqtt:// and mqtts:// (mqtts://a:8883, mqtt://b:1883)"),
             "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn commands_section_is_validated_naming_the_key_id() {
+        let c = AgentConfig::from_toml(MINIMAL).expect("valid");
+        assert!(
+            c.commands.refuses_everything(),
+            "no keys, no unsigned: nothing runs"
+        );
+        assert_eq!(c.commands.max_skew, Duration::from_secs(30));
+
+        let key = alarmnet_protocol::signing::CommandKey::from_seed(
+            KeyId::new("centre-2026").expect("kid"),
+            [7; 32],
+        )
+        .public_key();
+        let text = format!(
+            "{MINIMAL}\n[commands]\nkeys = {{ \"centre-2026\" = \"{key}\" }}\nmax_skew = \"5s\"\n"
+        );
+        let c = AgentConfig::from_toml(&text).expect("valid");
+        assert!(!c.commands.refuses_everything());
+        assert!(!c.commands.allow_unsigned);
+        assert_eq!(c.commands.max_skew, Duration::from_secs(5));
+
+        let text = format!(
+            "{MINIMAL}\n[commands]\nkeys = {{ \"old-key\" = \"secret-looking-value\", \"bad kid\" = \"{key}\" }}\nmax_skew = \"2h\"\n"
+        );
+        let problems = AgentConfig::from_toml(&text)
+            .expect_err("invalid")
+            .problems();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("commands.keys.old-key: "))
+        );
+        assert!(problems.iter().any(|p| p.contains("bad kid")));
+        assert!(problems.iter().any(|p| p.starts_with("commands.max_skew")));
+        assert!(
+            !problems.iter().any(|p| p.contains("secret-looking-value")),
+            "key values stay out of messages: {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn commands_and_test_remote_flags_from_the_environment() {
+        let text = format!(
+            "{MINIMAL}\n[tests.sound]\ncommand = [\"true\"]\n[tests.silent]\ncommand = [\"true\"]\n[tests.battery]\ncommand = [\"true\"]\nremote = false\n"
+        );
+        let (_dir, path) = write(&text);
+        let env = HashMap::from([(
+            "ALARMNET_COMMANDS__ALLOW_UNSIGNED".to_owned(),
+            "true".to_owned(),
+        )]);
+        let c = AgentConfig::load_with_env(&path, env).expect("valid");
+        assert!(c.commands.allow_unsigned);
+        let local = crate::checks::TestProcedures::new(c.tests).local_only();
+        let local: Vec<&str> = local.iter().map(|n| n.as_str()).collect();
+        assert_eq!(
+            local,
+            vec!["battery", "sound"],
+            "sound is local unless it says otherwise"
         );
     }
 

@@ -10,6 +10,11 @@
 //!  poller task ──rumqttc events(64)┘         │                               EventLoop
 //!                                           spool (disk or memory)       (owned by poller)
 //! ```
+//! The protocol's state (connection phase, in-flight window, command admission) is the pure
+//! [`ProtocolState`]; this module is its I/O shell: it owns the rumqttc client and event loop,
+//! the spool, the seen-ids file and the test tasks, feeds the state events with the current
+//! time and carries out what it decides.
+//!
 //! Design: every `hb`, `fault` and `test` is appended to the spool first and published from
 //! it; a record leaves the spool only on the broker's PUBACK for its packet id. Each
 //! connection gets a fresh rumqttc client and event loop with a clean session, so nothing
@@ -18,14 +23,15 @@
 //! mapping from packet id to record is exact because rumqttc reports one
 //! `Outgoing::Publish(pkid)` per request, in the order the requests were made.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alarmnet_protocol::payload::{LongText, ShortText};
 use alarmnet_protocol::{
-    Birth, BootId, CmdAction, CmdId, Command, Fault, Heartbeat, Message, MetricName, Name,
-    NodeState, NodeTopic, OfflineReason, Prefix, State, TestReceipt, V1, decode, encode,
+    Birth, BootId, CmdAction, CmdId, Command, Fault, Heartbeat, Message, MetricName, Metrics, Name,
+    NodeState, NodeTopic, OfflineReason, Prefix, State, TestReceipt, TestResult, V1, decode,
+    encode,
 };
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -34,15 +40,16 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{Broker, Identity, MqttSettings};
 use crate::health::{FaultEvent, Health, TestOutcome, TestRunner};
+use crate::protocol_state::{
+    Admission, CommandSettings, Decision, ProtocolState, Refused, SeenIds, Tracked, WINDOW,
+};
+use crate::seen_file::SeenStore;
 use crate::spool::{RecordKind, Spool, SpoolError};
-
-/// Spool records handed to rumqttc and not yet acknowledged, at most.
-const WINDOW: usize = 32;
 /// A connection that lasted this long resets the reconnect backoff when it drops.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// How long a clean stop waits for the broker to acknowledge the `offline` state.
@@ -60,6 +67,10 @@ pub struct SessionConfig {
     pub uptime: Uptime,
     /// The agent version announced in birth.
     pub agent_version: String,
+    /// `[commands]`: the trusted collector keys and the admission rules.
+    pub commands: CommandSettings,
+    /// Test kinds that commands may not start (`remote = false`).
+    pub local_only_tests: BTreeSet<Name>,
 }
 
 /// The source of a heartbeat's `uptime_s`.
@@ -105,6 +116,9 @@ pub struct Sources {
     pub faults: mpsc::Receiver<FaultEvent>,
     /// Optional scripted control (the simulator); `None` for the real agent.
     pub control: Option<mpsc::Receiver<Control>>,
+    /// Where the seen command ids are kept, and what was there at start.
+    pub seen_store: SeenStore,
+    pub seen: SeenIds,
 }
 
 impl std::fmt::Debug for Sources {
@@ -138,14 +152,6 @@ enum Ended {
     },
 }
 
-/// What a packet id handed to rumqttc stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tracked {
-    Record(u64),
-    Control,
-    ShutdownState,
-}
-
 struct Topics {
     birth: String,
     state: String,
@@ -173,6 +179,8 @@ pub struct Session {
     transport: Transport,
     heartbeat: tokio::time::Interval,
     schedules: Vec<(Name, Duration, Instant)>,
+    state: ProtocolState,
+    seen_store: SeenStore,
 }
 
 impl std::fmt::Debug for Session {
@@ -259,6 +267,11 @@ impl Session {
             .iter()
             .map(|(name, period)| (name.clone(), *period, now + *period))
             .collect();
+        let state = ProtocolState::new(Admission::new(
+            cfg.commands.clone(),
+            cfg.local_only_tests.clone(),
+            sources.seen,
+        ));
         Ok(Self {
             boot: BootId::from_random(rand::random()),
             topics,
@@ -275,6 +288,8 @@ impl Session {
             transport,
             heartbeat,
             schedules,
+            state,
+            seen_store: sources.seen_store,
             cfg,
         })
     }
@@ -288,6 +303,9 @@ impl Session {
     /// flushes the spool and returns.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
         info!(node = %self.cfg.identity.path, boot = %self.boot, spooled = self.spool.len(), "session starting");
+        if self.cfg.commands.refuses_everything() {
+            warn!(node = %self.cfg.identity.path, "no [commands] keys and allow_unsigned = false: every command will be refused");
+        }
         let mut backoff = Backoff::new(self.cfg.mqtt.reconnect_min, self.cfg.mqtt.reconnect_max);
         let brokers = self.cfg.mqtt.brokers.clone();
         let mut index = 0;
@@ -404,10 +422,11 @@ impl Session {
     fn produce_heartbeat(&mut self) -> Result<(), SessionError> {
         let snap = self.health.snapshot();
         let mut metrics = snap.metrics;
-        for (name, value) in [
+        let spool = [
             ("spool_records", self.spool.len() as f64),
             ("spool_dropped", self.spool.dropped().total() as f64),
-        ] {
+        ];
+        for (name, value) in spool.into_iter().chain(self.state.admission().metrics()) {
             if let Ok(name) = MetricName::new(name) {
                 let _ = metrics.insert(name, value);
             }
@@ -470,7 +489,26 @@ impl Session {
         self.spool_append(RecordKind::Test, encode(&Message::Test(receipt)))
     }
 
-    fn start_test(&self, test: Name, drill: Option<CmdId>) {
+    /// Starts a test that did not come through command admission (its schedule, or the
+    /// simulator's control): at most one test of a kind runs at once. A schedule that finds
+    /// its kind running skips this turn; a drill-like start is answered with an error.
+    fn start_local_test(&mut self, test: Name, drill: Option<CmdId>) -> Result<(), SessionError> {
+        if self.state.admission_mut().test_started(&test) {
+            self.spawn_test(test, drill);
+            return Ok(());
+        }
+        info!(node = %self.cfg.identity.path, %test, "a test of this kind is already running: not started again");
+        match drill {
+            Some(drill) => {
+                let message = format!("a test of kind `{test}` is already running");
+                self.produce_receipt(test, Some(drill), error_outcome(message))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a test whose kind is already marked running.
+    fn spawn_test(&self, test: Name, drill: Option<CmdId>) {
         let runner = self.tests.clone();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
@@ -501,7 +539,10 @@ impl Session {
                 test,
                 drill,
                 outcome,
-            } => self.produce_receipt(test, drill, outcome),
+            } => {
+                self.state.admission_mut().test_finished(&test);
+                self.produce_receipt(test, drill, outcome)
+            }
         }
     }
 
@@ -509,7 +550,7 @@ impl Session {
         self.schedules.iter().map(|(_, _, due)| *due).min()
     }
 
-    fn run_due_schedules(&mut self) {
+    fn run_due_schedules(&mut self) -> Result<(), SessionError> {
         let now = Instant::now();
         let mut due = Vec::new();
         for (name, period, next) in &mut self.schedules {
@@ -519,8 +560,9 @@ impl Session {
             }
         }
         for name in due {
-            self.start_test(name, None);
+            self.start_local_test(name, None)?;
         }
+        Ok(())
     }
 
     /// Waits `wait` while disconnected, still producing and spooling. Returns true on shutdown.
@@ -542,10 +584,10 @@ impl Session {
                 },
                 Some(done) = self.done_rx.recv() => self.on_done(done)?,
                 _ = sleep_until(schedule.unwrap_or(deadline)), if schedule.is_some() => {
-                    self.run_due_schedules();
+                    self.run_due_schedules()?;
                 }
                 ctrl = recv_control(&mut self.control) => match ctrl {
-                    Control::RunTest { test, drill } => self.start_test(test, drill),
+                    Control::RunTest { test, drill } => self.start_local_test(test, drill)?,
                     Control::Freeze { duration } => sleep(duration).await,
                     // Already away: stay away at least that long from now.
                     Control::Kill { down_for } => {
@@ -566,53 +608,47 @@ impl Session {
         let (events_tx, mut events) = mpsc::channel(64);
         let (pause_tx, pause_rx) = watch::channel(false);
         let poller = tokio::spawn(poll_events(eventloop, events_tx, pause_rx));
-        let mut conn = Connection {
-            client,
-            connected: None,
-            awaiting_pkid: VecDeque::new(),
-            inflight: HashMap::new(),
-            records_out: 0,
-            cursor: None,
-            horizon: None,
-        };
+        let conn = Connection { client };
+        self.state.connecting();
         let ended = loop {
             let schedule = self.next_schedule();
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    if conn.connected.is_some() {
-                        self.clean_stop(&mut conn, &mut events).await;
+                    if self.state.is_connected() {
+                        self.clean_stop(&conn, &mut events).await;
                     }
                     break Ended::Shutdown;
                 }
                 ev = events.recv() => match ev {
-                    Some(Ok(ev)) => self.on_event(&mut conn, ev, broker)?,
+                    Some(Ok(ev)) => self.on_event(&conn, ev, broker)?,
                     Some(Err(e)) => {
-                        if conn.connected.is_some() {
+                        if self.state.is_connected() {
                             warn!(node = %self.cfg.identity.path, %broker, error = %e, "connection lost");
                         } else {
                             debug!(node = %self.cfg.identity.path, %broker, error = %e, "connect failed");
                         }
-                        break Ended::Lost { connected_for: conn.connected.map(|t| t.elapsed()) };
+                        break Ended::Lost { connected_for: self.state.connection_ended(Instant::now()) };
                     }
-                    None => break Ended::Lost { connected_for: conn.connected.map(|t| t.elapsed()) },
+                    None => break Ended::Lost { connected_for: self.state.connection_ended(Instant::now()) },
                 },
                 _ = self.heartbeat.tick() => {
                     self.produce_heartbeat()?;
-                    self.pump(&mut conn);
+                    self.pump(&conn);
                 }
                 ev = self.faults.recv(), if self.faults_open => {
                     match ev {
                         Some(ev) => self.produce_fault(ev)?,
                         None => self.faults_open = false,
                     }
-                    self.pump(&mut conn);
+                    self.pump(&conn);
                 }
                 Some(done) = self.done_rx.recv() => {
                     self.on_done(done)?;
-                    self.pump(&mut conn);
+                    self.pump(&conn);
                 }
                 _ = sleep_until(schedule.unwrap_or_else(Instant::now)), if schedule.is_some() => {
-                    self.run_due_schedules();
+                    self.run_due_schedules()?;
+                    self.pump(&conn);
                 }
                 ctrl = recv_control(&mut self.control) => match ctrl {
                     Control::Kill { down_for } => {
@@ -625,10 +661,14 @@ impl Session {
                         sleep(duration).await;
                         let _ = pause_tx.send(false);
                     }
-                    Control::RunTest { test, drill } => self.start_test(test, drill),
+                    Control::RunTest { test, drill } => {
+                        self.start_local_test(test, drill)?;
+                        self.pump(&conn);
+                    }
                 },
             }
         };
+        self.state.connection_ended(Instant::now());
         // Dropping the event loop closes the socket without DISCONNECT, unless `clean_stop`
         // sent one: the broker publishes the Will.
         poller.abort();
@@ -638,71 +678,77 @@ impl Session {
 
     fn on_event(
         &mut self,
-        conn: &mut Connection,
+        conn: &Connection,
         ev: Event,
         broker: &Broker,
     ) -> Result<(), SessionError> {
         match ev {
             Event::Incoming(Packet::ConnAck(_)) => {
                 info!(node = %self.cfg.identity.path, %broker, spooled = self.spool.len(), "connected");
-                conn.connected = Some(Instant::now());
+                self.state.connected(Instant::now(), self.spool.last_id());
                 for topic in [&self.topics.cmd, &self.topics.state] {
                     let _ = conn.client.try_subscribe(topic.as_str(), QoS::AtLeastOnce);
                 }
                 self.publish_presence(conn);
-                conn.horizon = self.spool.last_id();
-                conn.cursor = None;
                 // A live heartbeat at once: the node is reachable now, whatever the spool
                 // still has to replay.
                 self.produce_heartbeat()?;
                 self.heartbeat.reset();
                 self.pump(conn);
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(t) = conn.awaiting_pkid.pop_front() {
-                    conn.inflight.insert(pkid, t);
-                }
-            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.state.outgoing(pkid),
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(t) = conn.inflight.remove(&ack.pkid) {
+                if let Some(t) = self.state.acked(ack.pkid) {
                     if let Tracked::Record(id) = t {
-                        conn.records_out -= 1;
                         self.spool.remove(id)?;
                     }
                     self.pump(conn);
                 }
             }
             Event::Incoming(Packet::Publish(p)) => {
-                self.on_publish(conn, &p.topic, &p.payload, p.retain)
+                self.on_publish(conn, &p.topic, &p.payload, p.retain)?
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn publish_presence(&self, conn: &mut Connection) {
+    fn publish_presence(&mut self, conn: &Connection) {
         let birth = self.birth_payload();
         let online = self.state_payload(NodeState::Online, None, Some(now_ms()));
-        conn.publish(&self.topics.birth, true, birth, Tracked::Control);
-        conn.publish(&self.topics.state, true, online, Tracked::Control);
+        conn.publish(
+            &mut self.state,
+            &self.topics.birth,
+            true,
+            birth,
+            Tracked::Control,
+        );
+        conn.publish(
+            &mut self.state,
+            &self.topics.state,
+            true,
+            online,
+            Tracked::Control,
+        );
     }
 
-    fn on_publish(&mut self, conn: &mut Connection, topic: &str, payload: &[u8], retained: bool) {
+    fn on_publish(
+        &mut self,
+        conn: &Connection,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+    ) -> Result<(), SessionError> {
         let message = match decode(&self.prefix, topic, payload) {
             Ok(env) => env.message,
             Err(e) => {
                 warn!(node = %self.cfg.identity.path, %topic, error = %e, "ignored an invalid message");
-                return;
+                return Ok(());
             }
         };
         match message {
-            Message::Command(Command { id, action, .. }) if topic == self.topics.cmd => {
-                info!(node = %self.cfg.identity.path, cmd = %id, ?action, "command");
-                match action {
-                    CmdAction::Rebirth => self.publish_presence(conn),
-                    CmdAction::Check => self.start_check(),
-                    CmdAction::Test { test } => self.start_test(test, Some(id)),
-                }
+            Message::Command(command) if topic == self.topics.cmd => {
+                self.on_command(conn, &command, retained)?;
             }
             // A Will (ours from an old connection, or a previous boot's) arriving live while
             // we are connected: the node is online, say so again. Retained copies delivered
@@ -715,19 +761,71 @@ impl Session {
             {
                 warn!(node = %self.cfg.identity.path, stale_boot = %s.boot, "stale Will seen: publishing online again");
                 let online = self.state_payload(NodeState::Online, None, Some(now_ms()));
-                conn.publish(&self.topics.state, true, online, Tracked::Control);
+                conn.publish(
+                    &mut self.state,
+                    &self.topics.state,
+                    true,
+                    online,
+                    Tracked::Control,
+                );
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Admits or refuses a command (see [`crate::protocol_state::admission`]); the seen ids
+    /// are saved before anything runs.
+    fn on_command(
+        &mut self,
+        conn: &Connection,
+        command: &Command,
+        retained: bool,
+    ) -> Result<(), SessionError> {
+        let verdict = self
+            .state
+            .on_command(&self.topics.cmd, command, retained, now_ms());
+        if verdict.remembered {
+            if let Err(e) = self.seen_store.save(self.state.admission().seen()) {
+                error!(node = %self.cfg.identity.path, error = %e, "cannot save the seen command ids: a replay after a restart would not be recognised by id");
+            }
+        }
+        match verdict.decision {
+            Decision::Run { id, action } => {
+                info!(node = %self.cfg.identity.path, cmd = %id, ?action, "command accepted");
+                match action {
+                    CmdAction::Rebirth => self.publish_presence(conn),
+                    CmdAction::Check => self.start_check(),
+                    CmdAction::Test { test } => self.spawn_test(test, Some(id)),
+                }
+            }
+            Decision::Refuse(Refused {
+                id,
+                refusal,
+                detail,
+                answer,
+                log,
+            }) => {
+                if let Some(unlogged) = log {
+                    if unlogged > 0 {
+                        warn!(node = %self.cfg.identity.path, unlogged, "more commands were refused than logged");
+                    }
+                    warn!(node = %self.cfg.identity.path, cmd = %id, reason = refusal.reason(), %detail, "command refused");
+                }
+                if let Some(test) = answer {
+                    let message = format!("refused ({}): {detail}", refusal.reason());
+                    self.produce_receipt(test, Some(id), error_outcome(message))?;
+                    self.pump(conn);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Hands spool records to rumqttc, oldest first, while the window has room.
-    fn pump(&self, conn: &mut Connection) {
-        if conn.connected.is_none() {
-            return;
-        }
-        while conn.records_out < WINDOW {
-            let (id, record) = match self.spool.next_after(conn.cursor) {
+    fn pump(&mut self, conn: &Connection) {
+        while self.state.may_send_record() {
+            let (id, record) = match self.spool.next_after(self.state.window().cursor()) {
                 Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(e) => {
@@ -735,7 +833,7 @@ impl Session {
                     break;
                 }
             };
-            let replay = conn.horizon.is_some_and(|h| id <= h);
+            let replay = self.state.window().is_replay(id);
             let payload = if replay {
                 mark_replay(record.kind, &record.payload)
             } else {
@@ -746,18 +844,16 @@ impl Session {
                 RecordKind::Fault => &self.topics.fault,
                 RecordKind::Test => &self.topics.test,
             };
-            if !conn.publish(topic, false, payload, Tracked::Record(id)) {
+            if !conn.publish(&mut self.state, topic, false, payload, Tracked::Record(id)) {
                 break;
             }
-            conn.cursor = Some(id);
-            conn.records_out += 1;
         }
     }
 
     /// Publishes `offline`/`shutdown`, waits briefly for its PUBACK, then disconnects.
     async fn clean_stop(
         &mut self,
-        conn: &mut Connection,
+        conn: &Connection,
         events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
     ) {
         let offline = self.state_payload(
@@ -765,7 +861,13 @@ impl Session {
             Some(OfflineReason::Shutdown),
             Some(now_ms()),
         );
-        if !conn.publish(&self.topics.state, true, offline, Tracked::ShutdownState) {
+        if !conn.publish(
+            &mut self.state,
+            &self.topics.state,
+            true,
+            offline,
+            Tracked::ShutdownState,
+        ) {
             return;
         }
         let deadline = Instant::now() + SHUTDOWN_ACK_WAIT;
@@ -776,13 +878,9 @@ impl Session {
                 _ = sleep_until(deadline) => break,
             };
             match ev {
-                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    if let Some(t) = conn.awaiting_pkid.pop_front() {
-                        conn.inflight.insert(pkid, t);
-                    }
-                }
+                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => self.state.outgoing(pkid),
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    match conn.inflight.remove(&ack.pkid) {
+                    match self.state.acked(ack.pkid) {
                         Some(Tracked::ShutdownState) => acked = true,
                         Some(Tracked::Record(id)) => {
                             let _ = self.spool.remove(id);
@@ -812,31 +910,28 @@ impl Session {
     }
 }
 
-/// One connection's bookkeeping.
+/// One connection's client; its bookkeeping is the [`ProtocolState`]'s window.
 struct Connection {
     client: AsyncClient,
-    /// When the ConnAck arrived.
-    connected: Option<Instant>,
-    /// Publishes handed to rumqttc, waiting for their packet id, in order.
-    awaiting_pkid: VecDeque<Tracked>,
-    /// Packet id → what it carries, until the PUBACK.
-    inflight: HashMap<u16, Tracked>,
-    /// Spool records handed over and not yet acknowledged.
-    records_out: usize,
-    /// The newest spool record handed over in this connection.
-    cursor: Option<u64>,
-    /// The newest record spooled before this connection: it and older are replays.
-    horizon: Option<u64>,
 }
 
 impl Connection {
-    fn publish(&mut self, topic: &str, retain: bool, payload: Vec<u8>, t: Tracked) -> bool {
+    /// Hands a publish to rumqttc and records it in `state`; false when the request
+    /// channel is full (the caller retries later).
+    fn publish(
+        &self,
+        state: &mut ProtocolState,
+        topic: &str,
+        retain: bool,
+        payload: Vec<u8>,
+        t: Tracked,
+    ) -> bool {
         match self
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
         {
             Ok(()) => {
-                self.awaiting_pkid.push_back(t);
+                state.requested(t);
                 true
             }
             Err(e) => {
@@ -844,6 +939,16 @@ impl Connection {
                 false
             }
         }
+    }
+}
+
+/// The receipt of a test that could not run.
+fn error_outcome(message: String) -> TestOutcome {
+    TestOutcome {
+        result: TestResult::Error,
+        duration_ms: 0,
+        metrics: Metrics::new(),
+        message,
     }
 }
 

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alarmnet_protocol::payload::ShortText;
+use alarmnet_protocol::signing::{PublicKey, TrustedKeys};
 use alarmnet_protocol::{
-    CheckCounts, CmdId, FaultKey, FaultStatus, MetricName, Metrics, Name, NodeId, NodePath, Prefix,
-    RegionId, Severity, SiteId, Tags, TestResult, Text,
+    CheckCounts, CmdId, FaultKey, FaultStatus, KeyId, MetricName, Metrics, Name, NodeId, NodePath,
+    Prefix, RegionId, Severity, SiteId, Tags, TestResult, Text,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,6 +26,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Broker, Identity, MqttSettings, TlsFiles};
 use crate::health::{BoxFuture, FaultEvent, Health, HealthSnapshot, TestOutcome, TestRunner};
+use crate::protocol_state::{CommandSettings, SeenIds};
+use crate::seen_file::{Opened, SeenStore};
 use crate::session::{Control, Session, SessionConfig, Sources, Uptime, now_ms};
 use crate::spool::{Spool, SpoolLimits};
 
@@ -67,6 +70,13 @@ pub struct SimConfig {
     pub fault_rate: f64,
     /// Fraction of nodes whose tests fail (until a scripted silent test picks again).
     pub test_fail_fraction: f64,
+    /// Nodes (ids) whose every test fails (`result: fail`), whatever the script picks.
+    pub test_fail: Vec<String>,
+    /// Nodes (ids) whose every test cannot run (`result: error`).
+    pub test_error: Vec<String>,
+    /// `[commands]`: the admission rules every simulated node applies, as the agent's
+    /// `[commands]` section. As on a real agent, `sound` never starts by command.
+    pub commands: SimCommands,
     /// Seed for the layout's random choices, faults and test failures.
     pub seed: u64,
     pub prefix: String,
@@ -89,11 +99,50 @@ impl Default for SimConfig {
             reconnect_max: Duration::from_secs(60),
             fault_rate: 0.0,
             test_fail_fraction: 0.0,
+            test_fail: Vec::new(),
+            test_error: Vec::new(),
+            commands: SimCommands::default(),
             seed: 1,
             prefix: alarmnet_protocol::DEFAULT_PREFIX.into(),
             spool_dir: None,
             ramp: Duration::from_secs(2),
             script: Vec::new(),
+        }
+    }
+}
+
+/// The `[commands]` section of the simulator: the same keys as the agent's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimCommands {
+    /// Key id → the collector's public key (base64url). Code embedding the simulator (the
+    /// demo) sets its collector's key here.
+    pub keys: BTreeMap<KeyId, PublicKey>,
+    /// Run unsigned commands too. `true` by default: the demo's collector sends unsigned
+    /// `rebirth` requests.
+    pub allow_unsigned: bool,
+    /// How far a command's `ts` may be ahead of the simulator's clock.
+    #[serde(with = "humantime_serde")]
+    pub max_skew: Duration,
+}
+
+impl Default for SimCommands {
+    fn default() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            allow_unsigned: true,
+            max_skew: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SimCommands {
+    /// The admission settings every simulated node gets.
+    pub fn settings(&self) -> CommandSettings {
+        CommandSettings {
+            keys: TrustedKeys::new(self.keys.iter().map(|(k, v)| (k.clone(), *v))),
+            allow_unsigned: self.allow_unsigned,
+            max_skew: self.max_skew,
         }
     }
 }
@@ -413,15 +462,21 @@ impl Health for SimHealth {
     }
 }
 
-/// A simulated test procedure: passes unless the node is marked to fail.
+/// A simulated test procedure: passes unless the node is marked to fail or to error.
 #[derive(Debug)]
 struct SimTests {
+    /// Set by the start-up draw (`test_fail_fraction`) and by scripted silent tests.
     fail: AtomicBool,
+    /// Configured (`test_fail`): fails whatever the script picks.
+    always_fail: bool,
+    /// Configured (`test_error`): the procedure cannot run.
+    always_error: bool,
 }
 
 impl TestRunner for SimTests {
     fn run(&self, test: &Name) -> BoxFuture<'_, TestOutcome> {
-        let fail = self.fail.load(Ordering::Relaxed);
+        let fail = self.always_fail || self.fail.load(Ordering::Relaxed);
+        let error = self.always_error;
         let known = matches!(test.as_str(), "silent" | "sound");
         Box::pin(async move {
             let started = Instant::now();
@@ -434,6 +489,14 @@ impl TestRunner for SimTests {
                 };
             }
             sleep(Duration::from_millis(200)).await;
+            if error {
+                return TestOutcome {
+                    result: TestResult::Error,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    metrics: Metrics::new(),
+                    message: "amplifier controller not answering: test could not run".into(),
+                };
+            }
             let mut metrics = Metrics::new();
             let watts = if fail { 0.0 } else { 398.5 };
             if let Ok(k) = MetricName::new("amp1_out_w") {
@@ -488,6 +551,21 @@ impl Simulator {
         }
         let nodes = layout(cfg.nodes, cfg.seed)?;
         let ids: HashSet<&str> = nodes.iter().map(|n| n.path.node.as_str()).collect();
+        for (key, list) in [
+            ("test_fail", &cfg.test_fail),
+            ("test_error", &cfg.test_error),
+        ] {
+            if let Some(n) = list.iter().find(|n| !ids.contains(n.as_str())) {
+                return Err(SimError::Config(format!(
+                    "{key}: no node {n:?} in the layout"
+                )));
+            }
+        }
+        if let Some(n) = cfg.test_fail.iter().find(|n| cfg.test_error.contains(n)) {
+            return Err(SimError::Config(format!(
+                "node {n:?} is in both test_fail and test_error"
+            )));
+        }
         let sites: HashSet<&str> = nodes.iter().map(|n| n.path.site.as_str()).collect();
         for ev in &cfg.script {
             let (nodes_named, site): (Vec<&str>, Option<&str>) = match &ev.action {
@@ -535,21 +613,47 @@ impl Simulator {
         let mut rng = StdRng::seed_from_u64(self.cfg.seed ^ 0x5eed);
         let mut handles = Vec::with_capacity(self.nodes.len());
         let count = self.nodes.len().max(1) as u32;
+        let commands = self.cfg.commands.settings();
+        if commands.refuses_everything() {
+            warn!(
+                "no [commands] keys and allow_unsigned = false: every node refuses every command"
+            );
+        }
+        // As on a real agent, an audible test never starts by command.
+        let local_only_tests: std::collections::BTreeSet<Name> = [name("sound")].into();
         for (i, info) in self.nodes.iter().enumerate() {
             let health = Arc::new(SimHealth::new(info.kind.as_str(), rng.random()));
+            let id = info.path.node.as_str();
             let tests = Arc::new(SimTests {
                 fail: AtomicBool::new(rng.random_bool(self.cfg.test_fail_fraction.clamp(0.0, 1.0))),
+                always_fail: self.cfg.test_fail.iter().any(|n| n == id),
+                always_error: self.cfg.test_error.iter().any(|n| n == id),
             });
             let (fault_tx, fault_rx) = mpsc::channel(16);
             let (control_tx, control_rx) = mpsc::channel(8);
-            let spool = match &self.cfg.spool_dir {
+            let (spool, seen_store, seen) = match &self.cfg.spool_dir {
                 Some(dir) => {
-                    Spool::open(&dir.join(info.path.node.as_str()), SpoolLimits::default())?.0
+                    let dir = dir.join(id);
+                    let (store, seen, opened) = SeenStore::open(&dir, now_ms(), commands.max_skew);
+                    if let Opened::Lost { why, .. } = &opened {
+                        warn!(node = %id, %why, "seen command ids lost");
+                    }
+                    if !matches!(opened, Opened::Loaded { .. }) {
+                        if let Err(e) = store.save(&seen) {
+                            warn!(node = %id, error = %e, "cannot write the seen command ids file");
+                        }
+                    }
+                    let spool = Spool::open(&dir, SpoolLimits::default())?.0;
+                    (spool, store, seen)
                 }
-                None => Spool::in_memory(SpoolLimits {
-                    max_bytes: 1024 * 1024,
-                    max_records: 2_000,
-                }),
+                None => (
+                    Spool::in_memory(SpoolLimits {
+                        max_bytes: 1024 * 1024,
+                        max_records: 2_000,
+                    }),
+                    SeenStore::Memory,
+                    SeenIds::default(),
+                ),
             };
             let session = Session::new(
                 SessionConfig {
@@ -581,6 +685,8 @@ impl Simulator {
                     test_schedules: Vec::new(),
                     uptime: Uptime::Since(start),
                     agent_version: format!("{} (sim)", env!("CARGO_PKG_VERSION")),
+                    commands: commands.clone(),
+                    local_only_tests: local_only_tests.clone(),
                 },
                 spool,
                 Sources {
@@ -588,6 +694,8 @@ impl Simulator {
                     tests: tests.clone(),
                     faults: fault_rx,
                     control: Some(control_rx),
+                    seen_store,
+                    seen,
                 },
             )?;
             let delay = self.cfg.ramp * i as u32 / count;
@@ -861,6 +969,71 @@ mod tests {
             r#"{"nodes": 5, "script": [{"at": "1s", "action": "cut_site", "site": "lanzhou-chengguan", "down_for": "5s"}]}"#,
         );
         Simulator::new(cfg).expect("known site");
+    }
+
+    #[test]
+    fn failing_and_erroring_nodes_and_commands_are_configured() {
+        let cfg: SimConfig = toml_like(
+            r#"{"nodes": 5, "test_fail": ["lz-chengguan-s01"], "test_error": ["lz-qilihe-s01"]}"#,
+        );
+        assert!(
+            cfg.commands.allow_unsigned,
+            "the demo's unsigned rebirths keep working"
+        );
+        Simulator::new(cfg).expect("known nodes");
+        let cfg: SimConfig = toml_like(r#"{"nodes": 5, "test_error": ["nope"]}"#);
+        let err = Simulator::new(cfg).expect_err("unknown node");
+        assert!(err.to_string().contains("test_error") && err.to_string().contains("nope"));
+        let cfg: SimConfig = toml_like(
+            r#"{"nodes": 5, "test_fail": ["lz-chengguan-s01"], "test_error": ["lz-chengguan-s01"]}"#,
+        );
+        assert!(Simulator::new(cfg).is_err(), "fail and error at once");
+
+        let key = alarmnet_protocol::signing::CommandKey::from_seed(
+            KeyId::new("centre-2026").expect("kid"),
+            [7; 32],
+        )
+        .public_key();
+        let cfg: SimConfig = toml_like(&format!(
+            r#"{{"commands": {{"keys": {{"centre-2026": "{key}"}}, "allow_unsigned": false, "max_skew": "5s"}}}}"#
+        ));
+        let settings = cfg.commands.settings();
+        assert!(!settings.refuses_everything() && !settings.allow_unsigned);
+        assert_eq!(settings.max_skew, Duration::from_secs(5));
+        let bad: Result<SimConfig, _> =
+            serde_json::from_str(r#"{"commands": {"keys": {"k": "short"}}}"#);
+        assert!(bad.is_err());
+    }
+
+    #[tokio::test]
+    async fn sim_tests_fail_or_error_as_configured() {
+        let silent = name("silent");
+        let run = |fail: bool, always_fail: bool, always_error: bool| {
+            let t = SimTests {
+                fail: AtomicBool::new(fail),
+                always_fail,
+                always_error,
+            };
+            let silent = silent.clone();
+            async move { t.run(&silent).await.result }
+        };
+        assert_eq!(run(false, false, false).await, TestResult::Pass);
+        assert_eq!(run(true, false, false).await, TestResult::Fail);
+        assert_eq!(run(false, true, false).await, TestResult::Fail);
+        assert_eq!(run(false, false, true).await, TestResult::Error);
+    }
+
+    #[test]
+    fn shipped_example_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sim.example.toml");
+        let cfg: SimConfig = config::Config::builder()
+            .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("example is valid");
+        assert_eq!(cfg.test_error, vec!["lz-xigu-s01".to_owned()]);
+        Simulator::new(cfg).expect("the example's nodes exist");
     }
 
     fn toml_like(json: &str) -> SimConfig {

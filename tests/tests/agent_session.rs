@@ -62,6 +62,9 @@ reconnect_max = "1s"
 prefix = "{prefix}"
 [spool]
 dir = "{spool}"
+# These tests send unsigned commands; signed admission is tests/tests/agent_commands.rs.
+[commands]
+allow_unsigned = true
 "#,
                 id = self.id,
                 url = broker.url(),

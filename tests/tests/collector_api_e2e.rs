@@ -31,7 +31,8 @@ fn write_configs(dir: &std::path::Path, broker: &Mosquitto, node: &str, http: u1
             "[node]\nid = \"{node}\"\nsite = \"lz-chengguan\"\nregion = \"lanzhou\"\n\
              kind = \"siren\"\n[mqtt]\nbrokers = [\"{broker}\"]\nheartbeat_interval = \"1s\"\n\
              keep_alive = \"5s\"\n[spool]\ndir = \"{spool}\"\n\
-             [tests.silent]\ncommand = [\"true\"]\n[tests.sound]\ncommand = [\"false\"]\n",
+             [tests.silent]\ncommand = [\"true\"]\n[tests.sound]\ncommand = [\"false\"]\n\
+             remote = true\n[commands]\nallow_unsigned = true\n",
             broker = broker.url(),
             spool = dir.join("spool").display(),
         ),

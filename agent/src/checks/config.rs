@@ -108,6 +108,17 @@ pub struct TestConfig {
     /// Run this test on its own every so often (self-test), if set.
     #[serde(default, with = "humantime_serde")]
     pub schedule: Option<Duration>,
+    /// Whether a command may start it. Default: `false` for `sound` (an audible test is
+    /// only ever started by its local schedule), `true` for every other kind.
+    #[serde(default)]
+    pub remote: Option<bool>,
+}
+
+impl TestConfig {
+    /// Whether a command may start the test of kind `kind` (see `remote`).
+    pub fn remote_allowed(&self, kind: &Name) -> bool {
+        self.remote.unwrap_or(kind.as_str() != "sound")
+    }
 }
 
 /// A status a setting can name.

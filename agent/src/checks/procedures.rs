@@ -2,7 +2,7 @@
 //! plugin convention: exit 0 pass, 1 or 2 fail, anything else (or a timeout) error; the
 //! first line is the message, perfdata become the receipt's metrics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use alarmnet_protocol::{Metrics, Name, TestResult};
@@ -27,6 +27,16 @@ impl TestProcedures {
         self.tests
             .iter()
             .filter_map(|(k, t)| t.schedule.map(|s| (k.clone(), s)))
+            .collect()
+    }
+
+    /// The kinds whose procedure forbids remote starts (`remote = false`): commands are
+    /// refused for them (`remote_forbidden`); only their local schedule starts them.
+    pub fn local_only(&self) -> BTreeSet<Name> {
+        self.tests
+            .iter()
+            .filter(|(k, t)| !t.remote_allowed(k))
+            .map(|(k, _)| k.clone())
             .collect()
     }
 
