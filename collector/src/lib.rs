@@ -21,13 +21,17 @@
 //! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.
 //! - [`cli`]: the operator commands that talk to a running collector over HTTP.
 //! - [`demo`]: `alarmnet-collector demo`, the whole system in one process (embedded broker).
+//! - [`commands`]: the command sender (signing key, `keygen`, rate-limited signed `cmd` publishes).
+//! - [`drills`]: drills: selection, live tally, schedules, the drills task and its store rows.
 
 pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod drills;
 pub mod http;
 pub mod ingest;
 pub mod liveness;

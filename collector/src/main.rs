@@ -34,6 +34,16 @@ enum Command {
     /// The whole system on this machine, nothing to install: embedded MQTT broker, store,
     /// a simulated province with failures, and the console.
     Demo(alarmnet_collector::demo::DemoArgs),
+    /// Write a new command signing key (mode 0600, never over an existing file) and print
+    /// the line agents need in their `[commands]` section to trust it.
+    Keygen {
+        /// The key's id, named in every signed command (e.g. `centre-2026`).
+        #[arg(long)]
+        kid: String,
+        /// Where to write the key (then set `[commands] key_file` to it).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Operator commands against a running collector (`--url`, token in ALARMNET_TOKEN).
     #[command(flatten)]
     Operator(alarmnet_collector::cli::Command),
@@ -45,6 +55,9 @@ fn main() -> ExitCode {
     if let Command::Operator(command) = cli.command {
         return alarmnet_collector::cli::run(command);
     }
+    if let Command::Keygen { kid, out } = &cli.command {
+        return keygen(kid, out);
+    }
     init_tracing(match cli.command {
         Command::Demo(_) => alarmnet_collector::demo::LOG_FILTER,
         _ => "info",
@@ -53,6 +66,24 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Demo(args) => demo(args),
         Command::Operator(command) => alarmnet_collector::cli::run(command),
+        Command::Keygen { kid, out } => keygen(&kid, &out),
+    }
+}
+
+fn keygen(kid: &str, out: &std::path::Path) -> ExitCode {
+    match alarmnet_collector::commands::key::keygen(kid, out) {
+        Ok(key) => {
+            println!(
+                "# {}: add to every agent's [commands] section:",
+                out.display()
+            );
+            println!("{}", alarmnet_collector::commands::key::agent_line(&key));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("alarmnet-collector keygen: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 
