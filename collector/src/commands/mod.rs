@@ -217,14 +217,22 @@ impl Bucket {
 }
 
 /// The output task that publishes commands. See the module documentation.
-#[derive(Debug)]
 pub struct Commander<P> {
     publisher: P,
     prefix: Prefix,
     signer: Signer,
     /// Commands per second.
     rate: u32,
-    clock: fn() -> Millis,
+    clock: crate::api::Clock,
+}
+
+impl<P> std::fmt::Debug for Commander<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commander")
+            .field("rate", &self.rate)
+            .field("signing", &self.signer.is_signing())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`Commander::run`] did, for the log and tests.
@@ -242,12 +250,12 @@ impl<P: Publisher> Commander<P> {
             prefix,
             signer,
             rate,
-            clock: crate::pipeline::now_millis,
+            clock: crate::api::system_clock(),
         }
     }
 
     /// The same commander with another wall clock for `ts`/`exp` (tests).
-    pub fn with_clock(mut self, clock: fn() -> Millis) -> Self {
+    pub fn with_clock(mut self, clock: crate::api::Clock) -> Self {
         self.clock = clock;
         self
     }

@@ -55,7 +55,7 @@ fn start(
         Signer::new(key, Duration::from_secs(300)),
         rate,
     )
-    .with_clock(clock);
+    .with_clock(Arc::new(clock));
     let task = tokio::spawn(commander.run(queue, CancellationToken::new()));
     (commands, rx, task)
 }

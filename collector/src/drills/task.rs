@@ -627,3 +627,208 @@ fn announce_entry(events: &EventHub, tz: &TimeZone, e: &mut Entry) {
     }
     events.publish(EventKind::Drill, v.to_string());
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use alarmnet_protocol::{Birth, Message, NodePath, Prefix, RegionId, SiteId, TestReceipt};
+    use serde_json::json;
+
+    use super::*;
+    use crate::commands::{Commander, Publisher, Signer};
+    use crate::drills::{ScheduleConfig, Selector};
+    use crate::metrics::Metrics;
+    use crate::store::Db;
+
+    /// 2026-12-02 08:00 in Asia/Shanghai.
+    const T0: Millis = 1_796_169_600_000;
+
+    #[derive(Debug)]
+    struct Recorder(mpsc::UnboundedSender<(String, Vec<u8>)>);
+
+    impl Publisher for Recorder {
+        async fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+            self.0.send((topic, payload)).map_err(|e| e.to_string())
+        }
+    }
+
+    fn path(node: &str) -> NodePath {
+        NodePath::new(
+            RegionId::new("lanzhou").expect("id"),
+            SiteId::new("lz-cg").expect("id"),
+            NodeId::new(node).expect("id"),
+        )
+    }
+
+    async fn store_with(nodes: &[&str]) -> Store {
+        let store = Store::start(Db::open_in_memory().expect("db"), Arc::new(Metrics::new()))
+            .expect("store");
+        for n in nodes {
+            let birth: Birth = serde_json::from_value(json!({
+                "v": 1, "boot": "boot0001", "ts": T0, "node": n, "site": "lz-cg",
+                "region": "lanzhou", "kind": "siren", "hb_interval_s": 10
+            }))
+            .expect("birth");
+            store
+                .upsert_birth(path(n), Box::new(birth), T0)
+                .await
+                .expect("birth stored");
+        }
+        store
+    }
+
+    struct Rig {
+        task: DrillsTask,
+        sent: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+        stop: CancellationToken,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            self.stop.cancel();
+        }
+    }
+
+    async fn rig(store: &Store, clock: &Arc<AtomicU64>, schedule: Vec<ScheduleConfig>) -> Rig {
+        let (tx, sent) = mpsc::unbounded_channel();
+        let (commands, queue) = Commands::channel();
+        let stop = CancellationToken::new();
+        let signer = Signer::new(None, Duration::from_secs(300));
+        let c = clock.clone();
+        let commander = Commander::new(Recorder(tx), Prefix::default(), signer, 100_000)
+            .with_clock(Arc::new(move || c.load(Relaxed)));
+        tokio::spawn(commander.run(queue, stop.clone()));
+        let tz = TimeZone::get("Asia/Shanghai").expect("zone");
+        let events = EventHub::new(T0, 64, 64, tz.clone());
+        let c = clock.clone();
+        let config = DrillsConfig {
+            schedule,
+            ..DrillsConfig::default()
+        };
+        let mut task = DrillsTask::new(
+            store.clone(),
+            events,
+            commands,
+            config,
+            tz,
+            Arc::new(move || c.load(Relaxed)),
+        );
+        task.restore().await.expect("restore");
+        Rig { task, sent, stop }
+    }
+
+    async fn commands(
+        rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+        n: usize,
+    ) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            let (topic, payload) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a command in time")
+                .expect("open");
+            let env = alarmnet_protocol::decode(&Prefix::default(), &topic, &payload).expect("cmd");
+            let Message::Command(c) = env.message else {
+                panic!("not a command");
+            };
+            ids.push(format!(
+                "{}@{}",
+                c.id,
+                topic.split('/').nth(4).unwrap_or("")
+            ));
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_restarted_task_resumes_the_tally_and_asks_only_the_waiting_nodes_again() {
+        let store = store_with(&["n1", "n2", "n3"]).await;
+        let clock = Arc::new(AtomicU64::new(T0));
+        let mut a = rig(&store, &clock, Vec::new()).await;
+        let spec = DrillSpec {
+            selector: Selector::default(),
+            test: alarmnet_protocol::Name::new("silent").expect("test"),
+            deadline: Duration::from_secs(600),
+        };
+        let started = a
+            .task
+            .start(spec, "ops".into(), false, None)
+            .await
+            .expect("start");
+        let id = started.drill.expect("drill").id;
+        assert_eq!(commands(&mut a.sent, 3).await.len(), 3);
+        let receipt: TestReceipt = serde_json::from_value(json!({
+            "v": 1, "boot": "boot0001", "seq": 1, "ts": T0, "drill": id.as_str(),
+            "test": "silent", "result": "pass"
+        }))
+        .expect("receipt");
+        store
+            .record_test(NodeId::new("n2").expect("id"), receipt, T0 + 5_000)
+            .await
+            .expect("stored");
+        a.task.poll().await;
+        assert_eq!(a.task.live[&id].drill.tally().passed, 1);
+        drop(a);
+
+        clock.store(T0 + 60_000, Relaxed);
+        let mut b = rig(&store, &clock, Vec::new()).await;
+        let t = b.task.live[&id].drill.tally();
+        assert_eq!((t.asked, t.passed, t.waiting), (3, 1, 2));
+        let mut again = commands(&mut b.sent, 2).await;
+        again.sort();
+        assert_eq!(again, [format!("{id}@n1"), format!("{id}@n3")]);
+
+        // The deadline still applies after the restart.
+        clock.store(T0 + 600_000, Relaxed);
+        b.task.poll().await;
+        let row = store
+            .read({
+                let id = id.clone();
+                move |db| db.drill(id.as_str())
+            })
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(row.meta.status, Status::Expired);
+        assert_eq!((row.meta.tally.passed, row.meta.tally.silent), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_schedule_runs_each_occurrence_once_across_restarts() {
+        let store = store_with(&["n1", "n2"]).await;
+        let clock = Arc::new(AtomicU64::new(T0));
+        let schedule = vec![ScheduleConfig {
+            name: "daily".into(),
+            when: "every day at 09:00".into(),
+            selector: Selector::default(),
+            test: "silent".into(),
+            deadline: Duration::from_secs(600),
+        }];
+        let mut a = rig(&store, &clock, schedule.clone()).await;
+        a.task.poll().await;
+        assert!(a.task.live.is_empty(), "08:00: nothing due yet");
+        // 09:00:01 Shanghai.
+        clock.store(T0 + 3_601_000, Relaxed);
+        a.task.poll().await;
+        let drills: Vec<_> = a
+            .task
+            .live
+            .values()
+            .map(|e| e.drill.meta().clone())
+            .collect();
+        assert_eq!(drills.len(), 1);
+        assert_eq!(drills[0].started_by, "schedule:daily");
+        assert_eq!(drills[0].schedule.as_deref(), Some("daily"));
+        drop(a);
+        // A restart at 09:00:30 does not run 09:00 again.
+        clock.store(T0 + 3_630_000, Relaxed);
+        let mut b = rig(&store, &clock, schedule).await;
+        b.task.poll().await;
+        let page = store
+            .read(|db| db.drill_page(None, None, 10))
+            .await
+            .expect("list");
+        assert_eq!(page.total, 1);
+    }
+}
