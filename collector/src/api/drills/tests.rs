@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alarmnet_protocol::{NodeId, Prefix, TestReceipt};
+use alarmnet_protocol::{CmdId, Name, NodeId, NodePath, Prefix, RegionId, SiteId, TestReceipt};
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -12,8 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::EventHub;
 use crate::api::tests::{OPERATOR, Server, SseReader, VIEWER, now};
 use crate::commands::{Commander, Commands, Discard, Signer};
-use crate::drills::{DrillControl, DrillsConfig, DrillsTask};
+use crate::drills::{
+    DrillControl, DrillMeta, DrillsConfig, DrillsTask, LiveDrill, NodeResult, Selector, Status,
+    Tally,
+};
 use crate::store::Store;
+
+/// An open drill on `lz-cg-s001` every test server has, started an hour before [`now`].
+pub(crate) const SEEDED_DRILL: &str = "d-20261128T030000-c0de";
 
 /// Starts a drills task (with a command sender that drops its commands) for the test server.
 pub(crate) async fn start_drills(
@@ -22,6 +28,36 @@ pub(crate) async fn start_drills(
     tz: &TimeZone,
     shutdown: &CancellationToken,
 ) -> DrillControl {
+    let meta = DrillMeta {
+        id: CmdId::new(SEEDED_DRILL).expect("id"),
+        test: Name::new("silent").expect("test"),
+        selector: Selector {
+            nodes: Some(vec![NodeId::new("lz-cg-s001").expect("id")]),
+            ..Selector::default()
+        },
+        started_at: now() - 3_600_000,
+        deadline: now() + 3_600_000,
+        started_by: "ops-desk-1".into(),
+        status: Status::Open,
+        closed_at: None,
+        cancelled_by: None,
+        schedule: None,
+        tally: Tally::default(),
+    };
+    let nodes = vec![NodeResult::waiting(
+        NodePath::new(
+            RegionId::new("lanzhou").expect("id"),
+            SiteId::new("lz-cg").expect("id"),
+            NodeId::new("lz-cg-s001").expect("id"),
+        ),
+        Name::new("siren").expect("kind"),
+    )];
+    let drill = LiveDrill::new(meta, nodes.clone());
+    let meta = drill.meta().clone();
+    store
+        .call(move |db| db.insert_drill(&meta, &nodes))
+        .await
+        .expect("seeded drill");
     let (commands, queue) = Commands::channel();
     let commander = Commander::new(
         Discard,
@@ -103,8 +139,8 @@ async fn operators_start_drills_on_a_selector_and_viewers_cannot() {
     let (status, v) = s.get("/api/v1/drills", Some(VIEWER)).await;
     assert_eq!(
         (status, v["total"].as_u64()),
-        (200, Some(0)),
-        "a dry run starts nothing"
+        (200, Some(1)),
+        "a dry run starts nothing (the one drill is the seeded one)"
     );
 
     for (body, field) in [
