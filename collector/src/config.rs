@@ -841,6 +841,41 @@ mod tests {
         );
         assert_eq!(c.monitor.alerts.thresholds.len(), 1);
         assert_eq!(c.http.tokens.len(), 2);
+        assert_eq!(c.commands.rate, 2000);
+        assert_eq!(c.drills.schedule.len(), 1);
+        assert!(c.command_key.is_none());
+    }
+
+    #[test]
+    fn command_key_and_drill_problems_are_config_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("command.key");
+        crate::commands::key::keygen("centre-2026", &key).expect("keygen");
+        let c = Config::from_toml(&format!("[commands]\nkey_file = {key:?}\n")).expect("valid");
+        assert_eq!(
+            c.command_key
+                .map(|k| k.kid().as_str().to_owned())
+                .as_deref(),
+            Some("centre-2026")
+        );
+        let errors = Config::from_toml(&format!(
+            "[commands]\nkey_file = {:?}\nrate = 0\nttl = \"0s\"\n\
+             [drills]\ndefault_deadline = \"1h\"\nmax_deadline = \"10m\"\n\
+             [[drills.schedule]]\nname = \"m\"\nwhen = \"sometimes\"\n",
+            dir.path().join("missing.key")
+        ))
+        .expect_err("invalid")
+        .0;
+        let all = errors.join("\n");
+        for needle in [
+            "commands.key_file",
+            "commands.rate",
+            "commands.ttl",
+            "drills.max_deadline",
+            "drills.schedule[0].when",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]
