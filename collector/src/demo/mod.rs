@@ -221,7 +221,13 @@ async fn timed_drills(http: SocketAddr, token: String, stop: CancellationToken) 
         }
         next += timeline::CYCLE;
         let body = serde_json::json!({"test": "silent", "deadline": DRILL_DEADLINE});
-        match client.post(&url).bearer_auth(&token).json(&body).send().await {
+        match client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => {
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 println!(
