@@ -2,6 +2,7 @@
 // Talks only to the collector's API (docs/openapi.yaml) on the same origin.
 
 import { t, setLang, lang, initialLang } from "./i18n.js";
+import { drillsView, drillEvent } from "./drills.js";
 
 const STATES = ["offline", "late", "stopped", "unknown", "maintenance", "online"];
 const MAX_FEED = 300;
@@ -531,6 +532,10 @@ function connectEvents() {
     track(e);
     applyState(JSON.parse(e.data));
   });
+  es.addEventListener("drill", (e) => {
+    track(e);
+    drillEvent(JSON.parse(e.data));
+  });
   es.addEventListener("resync", (e) => {
     track(e);
     reloadAll();
@@ -633,6 +638,7 @@ function currentRoute() {
   if (head === "node" && rest.length) return { view: "node", node: decodeURIComponent(rest.join("/")) };
   if (head === "uptime") return { view: "uptime" };
   if (head === "silences") return { view: "silences" };
+  if (head === "drills") return { view: "drills", id: rest.length ? decodeURIComponent(rest.join("/")) : null };
   return { view: "overview" };
 }
 
@@ -647,6 +653,7 @@ function renderView() {
   if (route.view === "overview") main.replaceChildren(overview());
   else if (route.view === "node") nodeView(main, route.node);
   else if (route.view === "uptime") uptimeView(main);
+  else if (route.view === "drills") drillsView(main, drillsCtx, route.id);
   else silencesView(main);
 }
 
@@ -1088,6 +1095,10 @@ function downloadCsv(report) {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
+
+// ---------- drills (drills.js) ----------
+
+const drillsCtx = { h, api, qs, fmtTime, operator: () => S.me?.role === "operator" };
 
 // ---------- silences ----------
 

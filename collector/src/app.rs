@@ -10,6 +10,8 @@
 //!  http: /api/v1 (reads: store; acks/silences: control ──► core; /events ◄── core)
 //!        console, /metrics /healthz /readyz
 //!  core ──► time-series sink (optional; submit never waits) ──► database, or its disk spool
+//!  http /drills ──► drills task (reads committed receipts) ──► commander (signed, paced) ──► cmd
+//!  core, mqtt link (rebirths) ──► commander
 //! ```
 
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use crate::ingest::mqtt::{self, Topics};
 use crate::ingest::{Binding, Ingest};
 use crate::metrics::Metrics;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
-use crate::pipeline::{Core, Links, Rebirth, now_millis};
+use crate::pipeline::{Core, Links, now_millis};
 use crate::store::Store;
 use crate::timeseries::Sink;
 
@@ -126,6 +128,52 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let recent = RecentMetrics::new(api::recent::DEFAULT_CAPACITY);
     let (control, control_rx) = Control::channel(api::control::DEFAULT_QUEUE);
+
+    // Every command leaves through one sender: signed when a key is configured, paced.
+    let (commands, command_queue) = crate::commands::Commands::channel();
+    let signer = crate::commands::Signer::new(config.command_key.clone(), config.commands.ttl);
+    match config.command_key.as_deref() {
+        Some(key) => {
+            tracing::info!(kid = %key.kid(), public = %key.public_key(), "commands are signed")
+        }
+        None => tracing::warn!(
+            "no commands.key_file: commands go out unsigned (only agents with allow_unsigned run them)"
+        ),
+    }
+    let commander = crate::commands::Commander::new(
+        client.clone(),
+        prefix.clone(),
+        signer,
+        config.commands.rate,
+    );
+    tasks.spawn(
+        {
+            let shutdown = shutdown.clone();
+            async move {
+                commander.run(command_queue, shutdown).await;
+            }
+        }
+        .instrument(tracing::info_span!("commands")),
+    );
+    let (drill_control, drill_rx) = crate::drills::DrillControl::channel();
+    let mut drills = crate::drills::DrillsTask::new(
+        store.clone(),
+        events.clone(),
+        commands.clone(),
+        config.drills.clone(),
+        tz.clone(),
+        api::system_clock(),
+    );
+    drills
+        .restore()
+        .await
+        .context("restoring drills from the store")?;
+    tasks.spawn(
+        drills
+            .run(drill_rx, shutdown.clone())
+            .instrument(tracing::info_span!("drills")),
+    );
+
     let api_state = ApiState::new(
         store.clone(),
         events.clone(),
@@ -133,14 +181,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Auth::new(&config.http.auth()),
         recent.clone(),
         tz,
-    );
+    )
+    .with_drills(drill_control, config.drills.clone());
     let links = Links {
         events,
         recent,
-        rebirth: Some(Rebirth {
-            client: client.clone(),
-            prefix: prefix.clone(),
-        }),
+        rebirth: Some(commands.clone()),
         tsdb: tsdb.clone(),
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
@@ -164,6 +210,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 client,
                 topics,
                 reconnect_max: config.mqtt.reconnect_max,
+                commands,
             },
             ingest,
             tx,

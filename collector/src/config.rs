@@ -42,6 +42,8 @@ const SECTIONS: &[&str] = &[
     "liveness",
     "alerts",
     "uptime",
+    "commands",
+    "drills",
 ];
 
 /// The whole configuration, validated.
@@ -60,6 +62,47 @@ pub struct Config {
     /// `[liveness]` and `[alerts]`: when nodes are late or offline, and the alert rules.
     pub monitor: MonitorConfig,
     pub uptime: UptimeConfig,
+    /// `[commands]`: signing and pacing of the commands the collector publishes.
+    pub commands: CommandsConfig,
+    /// The key read from `commands.key_file`; `None`: commands go out unsigned.
+    pub command_key: Option<std::sync::Arc<alarmnet_protocol::signing::CommandKey>>,
+    /// `[drills]`: defaults and schedules of drills.
+    pub drills: crate::drills::DrillsConfig,
+}
+
+/// `[commands]`: how the collector signs and paces the commands it publishes (drill tests,
+/// rebirth requests).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// The signing key written by `alarmnet-collector keygen` (mode 0600). Without it
+    /// commands go out unsigned, and only agents with `allow_unsigned = true` run them.
+    pub key_file: Option<PathBuf>,
+    /// How long a command may still start after it was made (`exp = ts + ttl`; a drill's
+    /// commands also expire at its deadline). Longer than the agents' `max_skew`.
+    #[serde(default = "default_command_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Commands published per second at most, so a drill over 100 000 nodes does not flood
+    /// the broker (the broker and the agents' links must take this rate).
+    #[serde(default = "default_command_rate")]
+    pub rate: u32,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            ttl: default_command_ttl(),
+            rate: default_command_rate(),
+        }
+    }
+}
+
+fn default_command_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_command_rate() -> u32 {
+    2_000
 }
 
 /// `[uptime]`: how availability is reported.
@@ -460,6 +503,31 @@ impl Config {
         let liveness = section::<LivenessConfig>(built, &table, "liveness", &mut errors);
         let alerts = section::<AlertsConfig>(built, &table, "alerts", &mut errors);
         let uptime = section::<UptimeConfig>(built, &table, "uptime", &mut errors);
+        let commands = section::<CommandsConfig>(built, &table, "commands", &mut errors)
+            .map(Option::unwrap_or_default);
+        let drills = section::<crate::drills::DrillsConfig>(built, &table, "drills", &mut errors)
+            .map(Option::unwrap_or_default);
+        let mut command_key = None;
+        if let Some(c) = &commands {
+            if c.ttl < Duration::from_secs(1) {
+                errors.push("commands.ttl: must be at least 1s".into());
+            }
+            if c.rate == 0 {
+                errors.push("commands.rate: must be at least 1 command per second".into());
+            }
+            if let Some(file) = &c.key_file {
+                match crate::commands::key::load(file) {
+                    Ok(key) => command_key = Some(std::sync::Arc::new(key)),
+                    Err(e) => errors.push(format!("commands.key_file: {e}")),
+                }
+            }
+        }
+        if let (Some(d), Some(u)) = (&drills, &uptime) {
+            let tz = u
+                .as_ref()
+                .map_or_else(|| UptimeConfig::default().tz(), UptimeConfig::tz);
+            errors.extend(d.problems(&tz));
+        }
         let monitor = match (liveness, alerts) {
             (Some(liveness), Some(alerts)) => {
                 let m = MonitorConfig {
@@ -577,11 +645,11 @@ impl Config {
             return Err(ConfigErrors(errors));
         }
         match (
-            (mqtt, store, http, webhooks),
+            (mqtt, store, http, webhooks, commands, drills),
             (alertmanager, influx, ingest, monitor, uptime),
         ) {
             (
-                (Some(mqtt), Some(store), Some(http), Some(webhooks)),
+                (Some(mqtt), Some(store), Some(http), Some(webhooks), Some(commands), Some(drills)),
                 (Some(alertmanager), Some(influx), Some(ingest), Some(monitor), Some(uptime)),
             ) => Ok(Config {
                 mqtt,
@@ -594,6 +662,9 @@ impl Config {
                 allowlist,
                 monitor,
                 uptime,
+                commands,
+                command_key,
+                drills,
             }),
             // Every `None` above pushed an error.
             _ => Err(ConfigErrors(vec!["invalid configuration".into()])),
@@ -832,6 +903,41 @@ mod tests {
         );
         assert_eq!(c.monitor.alerts.thresholds.len(), 1);
         assert_eq!(c.http.tokens.len(), 2);
+        assert_eq!(c.commands.rate, 2000);
+        assert_eq!(c.drills.schedule.len(), 1);
+        assert!(c.command_key.is_none());
+    }
+
+    #[test]
+    fn command_key_and_drill_problems_are_config_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("command.key");
+        crate::commands::key::keygen("centre-2026", &key).expect("keygen");
+        let c = Config::from_toml(&format!("[commands]\nkey_file = {key:?}\n")).expect("valid");
+        assert_eq!(
+            c.command_key
+                .map(|k| k.kid().as_str().to_owned())
+                .as_deref(),
+            Some("centre-2026")
+        );
+        let errors = Config::from_toml(&format!(
+            "[commands]\nkey_file = {:?}\nrate = 0\nttl = \"0s\"\n\
+             [drills]\ndefault_deadline = \"1h\"\nmax_deadline = \"10m\"\n\
+             [[drills.schedule]]\nname = \"m\"\nwhen = \"sometimes\"\n",
+            dir.path().join("missing.key")
+        ))
+        .expect_err("invalid")
+        .0;
+        let all = errors.join("\n");
+        for needle in [
+            "commands.key_file",
+            "commands.rate",
+            "commands.ttl",
+            "drills.max_deadline",
+            "drills.schedule[0].when",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

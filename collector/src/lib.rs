@@ -22,13 +22,17 @@
 //! - [`cli`]: the operator commands that talk to a running collector over HTTP.
 //! - [`demo`]: `alarmnet-collector demo`, the whole system in one process (embedded broker).
 //! - [`pki`]: `alarmnet-collector pki`, the network's CA, certificates, CRL and broker ACL.
+//! - [`commands`]: the command sender (signing key, `keygen`, rate-limited signed `cmd` publishes).
+//! - [`drills`]: drills: selection, live tally, schedules, the drills task and its store rows.
 
 pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod drills;
 pub mod http;
 pub mod ingest;
 pub mod liveness;

@@ -38,6 +38,16 @@ enum Command {
     /// broker's ACL, in a directory on the operator's machine.
     #[command(subcommand)]
     Pki(alarmnet_collector::pki::PkiCommand),
+    /// Write a new command signing key (mode 0600, never over an existing file) and print
+    /// the line agents need in their `[commands]` section to trust it.
+    Keygen {
+        /// The key's id, named in every signed command (e.g. `centre-2026`).
+        #[arg(long)]
+        kid: String,
+        /// Where to write the key (then set `[commands] key_file` to it).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Operator commands against a running collector (`--url`, token in ALARMNET_TOKEN).
     #[command(flatten)]
     Operator(alarmnet_collector::cli::Command),
@@ -52,6 +62,9 @@ fn main() -> ExitCode {
     if let Command::Pki(command) = cli.command {
         return alarmnet_collector::pki::run(command);
     }
+    if let Command::Keygen { kid, out } = &cli.command {
+        return keygen(kid, out);
+    }
     init_tracing(match cli.command {
         Command::Demo(_) => alarmnet_collector::demo::LOG_FILTER,
         _ => "info",
@@ -61,6 +74,24 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo(args),
         Command::Operator(command) => alarmnet_collector::cli::run(command),
         Command::Pki(command) => alarmnet_collector::pki::run(command),
+        Command::Keygen { kid, out } => keygen(&kid, &out),
+    }
+}
+
+fn keygen(kid: &str, out: &std::path::Path) -> ExitCode {
+    match alarmnet_collector::commands::key::keygen(kid, out) {
+        Ok(key) => {
+            println!(
+                "# {}: add to every agent's [commands] section:",
+                out.display()
+            );
+            println!("{}", alarmnet_collector::commands::key::agent_line(&key));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("alarmnet-collector keygen: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

@@ -21,10 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_protocol::{
-    AlertStatus, BootId, CmdAction, CmdId, Command, Envelope, Message, NodeId, NodePath, NodeTopic,
-    Prefix, Topic,
-};
+use alarmnet_protocol::{AlertStatus, BootId, NodeId, NodePath};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -58,27 +55,6 @@ pub fn now_millis() -> Millis {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The `cmd` publish asking the agent at `path` to publish its birth and state again.
-pub fn rebirth_command(path: &NodePath, prefix: &Prefix, now: Millis) -> Option<(String, Vec<u8>)> {
-    let id = CmdId::new(format!("rebirth-{now}")).ok()?;
-    let envelope = Envelope {
-        topic: Topic::Node(path.clone(), NodeTopic::Command),
-        message: Message::Command(Command {
-            id,
-            action: CmdAction::Rebirth,
-            seal: None,
-        }),
-    };
-    Some(envelope.encode(prefix))
-}
-
-/// Asks agents whose heartbeats arrive before any birth to publish their birth again.
-#[derive(Debug, Clone)]
-pub struct Rebirth {
-    pub client: rumqttc::AsyncClient,
-    pub prefix: Prefix,
-}
-
 /// One store transaction: when nodes were last heard (with their sequence numbers), and
 /// this run's "alive" mark.
 fn touch(db: &crate::store::Db, heard: &[Heard], run: Option<i64>) -> Result<(), StoreError> {
@@ -94,7 +70,8 @@ fn touch(db: &crate::store::Db, heard: &[Heard], run: Option<i64>) -> Result<(),
 pub struct Links {
     pub events: EventHub,
     pub recent: RecentMetrics,
-    pub rebirth: Option<Rebirth>,
+    /// Where rebirth requests go (the command sender, which signs and paces them).
+    pub rebirth: Option<crate::commands::Commands>,
     /// The time-series sink, when `[influx]` is configured.
     pub tsdb: Option<SinkHandle>,
 }
@@ -441,15 +418,10 @@ impl Core {
             self.rebirths.retain(|_, at| now < *at + REBIRTH_EVERY);
         }
         self.rebirths.insert(path.node.clone(), now);
-        let Some((topic, payload)) = rebirth_command(path, &rebirth.prefix, now) else {
-            return;
-        };
-        match rebirth
-            .client
-            .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-        {
-            Ok(()) => tracing::info!(node = %path.node, "heartbeat before birth: rebirth asked"),
-            Err(e) => tracing::warn!(node = %path.node, error = %e, "cannot ask for a rebirth"),
+        if rebirth.rebirth(path.clone()) {
+            tracing::info!(node = %path.node, "heartbeat before birth: rebirth asked");
+        } else {
+            tracing::warn!(node = %path.node, "cannot ask for a rebirth: the command queue is full");
         }
     }
 

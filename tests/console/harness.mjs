@@ -195,8 +195,9 @@ enabled = false
     return sys;
   }
 
-  /** Starts (or restarts) an agent for `node` and waits until the collector has it online. */
-  async startAgent(node) {
+  /** Starts (or restarts) an agent for `node` and waits until the collector has it online;
+   *  `extra` is appended to its config (e.g. test procedures). */
+  async startAgent(node, extra = "") {
     const spool = path.join(this.dir, `spool-${node.id}`);
     const conf = path.join(this.dir, `agent-${node.id}.toml`);
     fs.writeFileSync(conf, `
@@ -216,6 +217,7 @@ reconnect_max = "1s"
 
 [spool]
 dir = "${spool}"
+${extra}
 `);
     const proc = new Proc(`agent-${node.id}`, binary("alarmnet-agent"), ["run", "--config", conf], this.dir);
     this.agents.set(node.id, proc);

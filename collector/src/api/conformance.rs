@@ -132,6 +132,9 @@ fn concrete(path: &str, method: &str) -> String {
     match (p.as_str(), method) {
         ("/api/v1/alerts/{id}/ack", _) => p.replace("{id}", "a-ts-s001"),
         ("/api/v1/silences/{id}", _) => p.replace("{id}", "sil-active"),
+        ("/api/v1/drills/{id}" | "/api/v1/drills/{id}/cancel", _) => {
+            p.replace("{id}", super::drills::tests::SEEDED_DRILL)
+        }
         ("/api/v1/uptime", _) => format!("{p}?month=2026-10&node=lz-cg-s001"),
         _ => p,
     }

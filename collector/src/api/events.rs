@@ -48,6 +48,8 @@ pub enum EventKind {
     Alert,
     Ack,
     Resync,
+    /// A drill's progress (drills task).
+    Drill,
 }
 
 impl EventKind {
@@ -57,6 +59,7 @@ impl EventKind {
             EventKind::Alert => "alert",
             EventKind::Ack => "ack",
             EventKind::Resync => "resync",
+            EventKind::Drill => "drill",
         }
     }
 
@@ -66,6 +69,7 @@ impl EventKind {
             "alert" => Some(EventKind::Alert),
             "ack" => Some(EventKind::Ack),
             "resync" => Some(EventKind::Resync),
+            "drill" => Some(EventKind::Drill),
             _ => None,
         }
     }
@@ -302,7 +306,7 @@ fn parse_types(text: Option<&str>) -> Result<Option<Vec<EventKind>>, ApiError> {
                 ApiError::bad_param(
                     "types",
                     text,
-                    "expected event types among state, alert, ack, resync",
+                    "expected event types among state, alert, ack, resync, drill",
                 )
             })
         })

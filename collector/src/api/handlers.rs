@@ -34,14 +34,14 @@ const MAX_COMMENT: usize = 1024;
 
 /// `limit` and `cursor` of one list (named by a letter, see [`cursor`]).
 #[derive(Debug, Clone)]
-struct Page<K> {
+pub(super) struct Page<K> {
     list: char,
-    after: Option<K>,
-    limit: usize,
+    pub(super) after: Option<K>,
+    pub(super) limit: usize,
 }
 
 impl<K: CursorKey> Page<K> {
-    fn from(p: &Params, list: char) -> ApiResult<Page<K>> {
+    pub(super) fn from(p: &Params, list: char) -> ApiResult<Page<K>> {
         let limit = p
             .parse("limit", "expected an integer from 1 to 1000", |v| {
                 v.parse::<usize>()
@@ -54,7 +54,7 @@ impl<K: CursorKey> Page<K> {
     }
 
     /// `{"items", "next_cursor", "total"}` plus the fields of `extra`.
-    fn answer<T>(
+    pub(super) fn answer<T>(
         &self,
         page: Paged<T, K>,
         render: impl Fn(&T) -> Value,
@@ -139,7 +139,7 @@ fn window(
     Ok(Some((from_ms, to_ms)))
 }
 
-fn caller(ext: &Option<Extension<Caller>>) -> Caller {
+pub(super) fn caller(ext: &Option<Extension<Caller>>) -> Caller {
     ext.as_ref()
         .map_or(Caller::Anonymous, |Extension(c)| c.clone())
 }
@@ -523,7 +523,7 @@ pub(super) async fn alerts(State(s): State<ApiState>, Query(raw): Raw) -> ApiRes
 }
 
 /// Reads an optional JSON body, naming the field at fault.
-fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> ApiResult<T> {
+pub(super) fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> ApiResult<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

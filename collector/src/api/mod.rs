@@ -10,6 +10,7 @@ pub mod auth;
 pub mod console;
 pub mod control;
 mod cursor;
+pub(crate) mod drills;
 pub mod error;
 pub mod events;
 mod handlers;
@@ -64,6 +65,10 @@ pub struct ApiState {
     /// The zone answers are written in and plain dates are read in.
     pub tz: TimeZone,
     pub clock: Clock,
+    /// The drills task; `None`: drill writes answer 503.
+    pub drills: Option<crate::drills::DrillControl>,
+    /// Default and longest deadline of a drill.
+    pub drill_limits: crate::drills::DrillsConfig,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -92,7 +97,20 @@ impl ApiState {
             recent,
             tz,
             clock: system_clock(),
+            drills: None,
+            drill_limits: crate::drills::DrillsConfig::default(),
         }
+    }
+
+    /// The same state with the drills task's control and limits.
+    pub fn with_drills(
+        mut self,
+        control: crate::drills::DrillControl,
+        limits: crate::drills::DrillsConfig,
+    ) -> Self {
+        self.drills = Some(control);
+        self.drill_limits = limits;
+        self
     }
 
     /// The same state with another clock (tests).
@@ -123,6 +141,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/silences/{id}", delete(handlers::end_silence))
         .route("/uptime", get(uptime::uptime))
+        .route("/drills", get(drills::list).post(drills::start))
+        .route("/drills/{id}", get(drills::show))
+        .route("/drills/{id}/cancel", post(drills::cancel))
         .fallback(handlers::no_route)
         .route_layer(middleware::from_fn_with_state(state.clone(), identify));
     // The stream authenticates itself (it also takes `?access_token=`).

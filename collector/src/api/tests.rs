@@ -130,8 +130,11 @@ impl Server {
             ],
         });
         let recent = RecentMetrics::new(4);
-        let state =
-            ApiState::new(store, events, control, auth, recent, tz).with_clock(Arc::new(now));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let drills = super::drills::tests::start_drills(&store, &events, &tz, &shutdown).await;
+        let state = ApiState::new(store, events, control, auth, recent, tz)
+            .with_clock(Arc::new(now))
+            .with_drills(drills, crate::drills::DrillsConfig::default());
         let metrics = Arc::new(Metrics::new());
         let app = router(state.clone()).merge(crate::http::router(crate::http::HttpState {
             metrics,
@@ -139,7 +142,6 @@ impl Server {
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::http::serve(listener, app, shutdown.clone()));
         Server {
             addr,

@@ -1,10 +1,12 @@
 //! Operator commands that talk to a running collector over its HTTP API:
-//! `alarmnet-collector nodes | alerts | ack | silence (add|list|end) | uptime`.
+//! `alarmnet-collector nodes | alerts | ack | silence (add|list|end) | uptime |
+//! drill (start|list|show|cancel)`.
 //!
 //! `--url` (or `ALARMNET_URL`) names the collector, the token comes from `ALARMNET_TOKEN`
 //! (never a flag: command lines are visible to other users). Output is an aligned table by
 //! default, or `--format json` (the API's items, every page) or `--format csv`.
 
+mod drills;
 mod output;
 
 #[cfg(test)]
@@ -54,6 +56,9 @@ pub enum Command {
     Silence(SilenceCommand),
     /// Availability over a window, per node or rolled up.
     Uptime(UptimeArgs),
+    /// Drills: start, list, show, cancel.
+    #[command(subcommand)]
+    Drill(drills::DrillCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -218,6 +223,7 @@ impl Command {
             Command::Silence(SilenceCommand::List(a)) => &a.remote,
             Command::Silence(SilenceCommand::End(a)) => &a.remote,
             Command::Uptime(a) => &a.remote,
+            Command::Drill(d) => d.remote(),
         }
     }
 }
@@ -349,6 +355,7 @@ pub async fn execute(
             let report = client.get("/api/v1/uptime", &q).await?;
             print_uptime(out, format, &report)
         }
+        Command::Drill(d) => drills::execute(d, &client, format, out).await,
     }
 }
 

@@ -229,3 +229,90 @@ async fn uptime_report_by_site_and_for_one_node() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn drills_start_list_show_and_cancel() {
+    let s = Server::start(false).await;
+    let dry = run_cli(
+        &s,
+        &["drill", "start", "--region", "lanzhou", "--dry-run"],
+        Some(OPERATOR),
+    )
+    .await
+    .expect("dry run");
+    assert_eq!(dry.trim(), "3 nodes would be asked");
+    let err = run_cli(&s, &["drill", "start"], Some(VIEWER))
+        .await
+        .expect_err("viewer");
+    assert!(matches!(err, CliError::Api { status: 403, .. }), "{err}");
+    let err = run_cli(
+        &s,
+        &["drill", "start", "--nodes", "lz-cg-s001,nope"],
+        Some(OPERATOR),
+    )
+    .await
+    .expect_err("unknown node");
+    assert!(
+        matches!(&err, CliError::Api { status: 400, message } if message.contains("nope")),
+        "{err}"
+    );
+    let started = run_cli(
+        &s,
+        &[
+            "drill",
+            "start",
+            "--kind",
+            "siren",
+            "--deadline",
+            "5m",
+            "--format",
+            "json",
+        ],
+        Some(OPERATOR),
+    )
+    .await
+    .expect("start");
+    let v: Value = serde_json::from_str(&started).expect("json");
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(v["tally"]["asked"], 3);
+
+    let list = run_cli(&s, &["drill", "list", "--status", "open"], Some(VIEWER))
+        .await
+        .expect("list");
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{list}");
+    assert!(lines[1].starts_with(&id), "newest first: {list}");
+    assert_eq!(lines.len(), 3, "the new and the seeded drill: {list}");
+
+    let shown = run_cli(&s, &["drill", "show", &id], Some(VIEWER))
+        .await
+        .expect("show");
+    assert!(
+        shown.contains(
+            "asked 3  passed 0  failed 0  errored 0  silent 0  late 0  waiting 3  sounding rate 0.0 %"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("lz-ql-s001"), "{shown}");
+    let csv = run_cli(&s, &["drill", "show", &id, "--format", "csv"], Some(VIEWER))
+        .await
+        .expect("csv");
+    assert!(csv.starts_with("node,region,site,kind,outcome"), "{csv}");
+    assert_eq!(
+        csv.split("\r\n").filter(|l| !l.is_empty()).count(),
+        4,
+        "{csv}"
+    );
+
+    let cancelled = run_cli(&s, &["drill", "cancel", &id], Some(OPERATOR))
+        .await
+        .expect("cancel");
+    assert!(cancelled.contains("cancelled"), "{cancelled}");
+    let again = run_cli(&s, &["drill", "cancel", &id], Some(OPERATOR))
+        .await
+        .expect_err("twice");
+    assert!(
+        matches!(again, CliError::Api { status: 409, .. }),
+        "{again}"
+    );
+}

@@ -9,6 +9,11 @@
 //!        ▲ scripted failures                                 └──► console, API on --http
 //! ```
 //!
+//! Drills: the demo makes a command signing key in its data directory (kept for the next
+//! run) and, at [`DRILL_AT`] into every cycle of the timeline, starts a silent drill of the
+//! whole province through the API, as an operator would; about [`TEST_FAIL_FRACTION`] of
+//! the nodes fail it.
+//!
 //! Stopping: on `shutdown` the virtual agents stop first (each publishes its clean `offline`
 //! state), then the collector drains and closes its store. The embedded broker has no
 //! shutdown API and ends with the process.
@@ -42,6 +47,19 @@ const BROKER_START: Duration = Duration::from_secs(10);
 
 /// How long the collector may take to be ready (store open, broker connected).
 const COLLECTOR_START: Duration = Duration::from_secs(30);
+
+/// When, into each cycle of the timeline, the demo starts a silent drill of every node.
+pub const DRILL_AT: Duration = Duration::from_secs(2 * 60);
+
+/// How long the demo's drills wait for receipts.
+const DRILL_DEADLINE: &str = "3m";
+
+/// The share of virtual nodes whose silent test fails (until the timeline's own silent test
+/// picks again).
+pub const TEST_FAIL_FRACTION: f64 = 0.05;
+
+/// The demo's command signing key, in its data directory.
+const KEY_FILE: &str = "command.key";
 
 /// How long the virtual agents get to publish their clean `offline` state on stop.
 const SIM_STOP: Duration = Duration::from_secs(5);
@@ -95,7 +113,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         None => start_broker(&args).await?,
     };
     let token = new_token();
-    let config = collector_config(&args, &data_dir, &broker_url, &token)?;
+    let key = demo_key(&data_dir)?;
+    let mut config = collector_config(&args, &data_dir, &broker_url, &token)?;
+    config.commands.key_file = Some(data_dir.join(KEY_FILE));
+    config.command_key = Some(std::sync::Arc::new(key));
     let sim = Simulator::new(sim_config(&args, &broker_url)?).context("the simulator")?;
 
     print_banner(&args, &data_dir, &broker_url, &token, sim.nodes().len());
@@ -131,6 +152,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 
     let sim_stop = shutdown.child_token();
     let mut simulator = tokio::spawn(sim.run(sim_stop.clone()));
+    tokio::spawn(timed_drills(args.http, token.clone(), sim_stop.clone()));
     let failure = tokio::select! {
         _ = shutdown.cancelled() => None,
         r = &mut collector => Some(match r {
@@ -169,6 +191,53 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         None => {
             println!("demo stopped; its history stays in {}", data_dir.display());
             Ok(())
+        }
+    }
+}
+
+/// The demo's signing key: read from the data directory, or made there (mode 0600).
+fn demo_key(data_dir: &Path) -> anyhow::Result<alarmnet_protocol::signing::CommandKey> {
+    let path = data_dir.join(KEY_FILE);
+    if path.exists() {
+        return crate::commands::key::load(&path).context("the demo's command key");
+    }
+    let kid = alarmnet_protocol::KeyId::new("demo").context("key id")?;
+    let key = crate::commands::key::generate(kid);
+    crate::commands::key::write_new(&path, &key).context("the demo's command key")?;
+    Ok(key)
+}
+
+/// Starts a silent drill of every node [`DRILL_AT`] into each timeline cycle, through the
+/// API with the demo's operator token, until `stop`.
+async fn timed_drills(http: SocketAddr, token: String, stop: CancellationToken) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{http}/api/v1/drills");
+    let mut next = DRILL_AT;
+    let start = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(start + next) => {}
+        }
+        next += timeline::CYCLE;
+        let body = serde_json::json!({"test": "silent", "deadline": DRILL_DEADLINE});
+        match client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                println!(
+                    "drill {} started: {} nodes asked for a silent test",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["selected"]
+                );
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "the demo's drill was refused"),
+            Err(e) => tracing::warn!(error = %e, "cannot start the demo's drill"),
         }
     }
 }
@@ -247,7 +316,7 @@ pub fn sim_config(args: &DemoArgs, broker: &str) -> anyhow::Result<SimConfig> {
         keep_alive: (args.heartbeat * 2).max(Duration::from_secs(5)),
         reconnect_max: Duration::from_secs(10),
         fault_rate: args.fault_rate,
-        test_fail_fraction: 0.0,
+        test_fail_fraction: TEST_FAIL_FRACTION,
         seed: args.seed,
         spool_dir: None,
         ramp: Duration::from_secs(3),

@@ -122,6 +122,8 @@ pub struct Link {
     pub topics: Topics,
     /// The longest wait between reconnection attempts.
     pub reconnect_max: Duration,
+    /// Where rebirth requests go (the command sender signs and paces them).
+    pub commands: crate::commands::Commands,
 }
 
 impl std::fmt::Debug for Link {
@@ -145,6 +147,7 @@ pub async fn run(
         client,
         topics,
         reconnect_max,
+        commands,
     } = link;
     let own_state = topics.own_state();
     let agents = topics.prefix.agents_filter();
@@ -211,7 +214,7 @@ pub async fn run(
                     }
                 }
                 for path in ingest.take_rebirths() {
-                    ask_rebirth(&client, &topics.prefix, &path);
+                    ask_rebirth(&commands, path);
                 }
             }
             Ok(_) => {}
@@ -321,16 +324,14 @@ impl Backoff {
     }
 }
 
-/// Asks a node heard without a birth to publish it again (`cmd` rebirth). `try_`: this
-/// task drains the client's request channel, so it must not wait on it.
-fn ask_rebirth(client: &AsyncClient, prefix: &Prefix, path: &NodePath) {
-    let Some((topic, payload)) = crate::pipeline::rebirth_command(path, prefix, now_millis())
-    else {
-        return;
-    };
-    match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
-        Ok(()) => tracing::info!(node = %path.node, "message before any birth: rebirth asked"),
-        Err(e) => tracing::warn!(node = %path.node, error = %e, "cannot ask for a rebirth"),
+/// Asks a node heard without a birth to publish it again (`cmd` rebirth), through the
+/// command sender. Never waits: this task drains the MQTT client's request channel.
+fn ask_rebirth(commands: &crate::commands::Commands, path: NodePath) {
+    let node = path.node.clone();
+    if commands.rebirth(path) {
+        tracing::info!(node = %node, "message before any birth: rebirth asked");
+    } else {
+        tracing::warn!(node = %node, "cannot ask for a rebirth: the command queue is full");
     }
 }
 

@@ -9,6 +9,7 @@
 //! after its writes are durable — "committed before announced" is simply "await the store
 //! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
 
+mod drills;
 mod runs;
 pub mod schema;
 pub mod sqlite;
@@ -21,6 +22,7 @@ use std::time::Instant;
 use alarmnet_protocol::{AlertStatus, Birth, Fault, NodeId, NodePath, TestReceipt};
 use tokio::sync::{mpsc, oneshot};
 
+pub use drills::{DrillRow, Targets};
 pub use sqlite::{
     AlertQuery, Db, FaultRecord, FiringCount, Heard, NodeBrief, NodeFilter, NodeKey, NodeQuery,
     NodeRecord, NotificationAttempt, Paged, PlaceCount, PlaceName, Shard, SilenceKey, SilenceQuery,

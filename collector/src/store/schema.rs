@@ -210,6 +210,59 @@ CREATE UNIQUE INDEX transitions_by_id ON transitions (id);
 DROP INDEX tests_by_node;
 CREATE INDEX tests_by_node ON test_receipts (node, ts, result);
 "#,
+    // 7: drills. One row per drill with its tally (kept current, so lists need no
+    // aggregation) and the id of the last test receipt it has read; one row per asked node
+    // with its outcome, clustered by drill. The last occurrence each schedule ran, so a
+    // restart never runs one twice. The receipts' drill index also carries the row id
+    // order the drills task reads them in.
+    r#"
+CREATE TABLE drills (
+    id             TEXT PRIMARY KEY,
+    test           TEXT NOT NULL,
+    selector       TEXT NOT NULL,          -- JSON
+    started_at     INTEGER NOT NULL,
+    deadline       INTEGER NOT NULL,
+    started_by     TEXT NOT NULL,          -- token name, or schedule:<name>
+    status         TEXT NOT NULL,          -- open | completed | expired | cancelled
+    closed_at      INTEGER,
+    cancelled_by   TEXT,
+    schedule       TEXT,
+    asked          INTEGER NOT NULL,
+    waiting        INTEGER NOT NULL,
+    passed         INTEGER NOT NULL,
+    failed         INTEGER NOT NULL,
+    errored        INTEGER NOT NULL,
+    silent         INTEGER NOT NULL,
+    late           INTEGER NOT NULL,
+    receipt_cursor INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX drills_by_start ON drills (started_at);
+CREATE INDEX drills_by_status ON drills (status, closed_at);
+
+CREATE TABLE drill_nodes (
+    drill       TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    outcome     TEXT NOT NULL,             -- waiting | pass | fail | error | silent | late
+    result      TEXT,                      -- the receipt's, also for a late one
+    received_at INTEGER,
+    duration_ms INTEGER,
+    message     TEXT,
+    metrics     TEXT,
+    PRIMARY KEY (drill, region, site, node)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX drill_nodes_by_node ON drill_nodes (drill, node);
+
+CREATE TABLE drill_schedule (
+    name            TEXT PRIMARY KEY,
+    last_occurrence INTEGER NOT NULL
+);
+
+DROP INDEX tests_by_drill;
+CREATE INDEX tests_by_drill ON test_receipts (drill, id) WHERE drill IS NOT NULL;
+"#,
 ];
 
 /// The schema version of a database.
