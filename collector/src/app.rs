@@ -30,6 +30,7 @@ use crate::ingest::{Binding, Ingest};
 use crate::metrics::Metrics;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
 use crate::pipeline::{Core, Links, Rebirth, now_millis};
+use crate::readiness::Board;
 use crate::store::Store;
 use crate::timeseries::Sink;
 
@@ -126,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let recent = RecentMetrics::new(api::recent::DEFAULT_CAPACITY);
     let (control, control_rx) = Control::channel(api::control::DEFAULT_QUEUE);
+    let board = Board::new();
     let api_state = ApiState::new(
         store.clone(),
         events.clone(),
@@ -133,7 +135,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Auth::new(&config.http.auth()),
         recent.clone(),
         tz,
-    );
+    )
+    .with_readiness(board.clone());
     let links = Links {
         events,
         recent,
@@ -144,7 +147,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tsdb: tsdb.clone(),
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
-    let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links);
+    let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
+        .with_readiness(&config.readiness, board.clone());
     core.restore(started)
         .await
         .context("restoring state from the store")?;
@@ -177,6 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let router = http::router(http::HttpState {
             metrics: metrics.clone(),
             tsdb,
+            readiness: Some(board),
         })
         .merge(api::router(api_state));
         tasks.spawn(

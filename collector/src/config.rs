@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::alerts::{AlertsConfig, MonitorConfig};
 use crate::api::{AuthConfig, TokenConfig};
 use crate::liveness::LivenessConfig;
+use crate::readiness::ReadinessConfig;
 use crate::timeseries::{SinkConfig, SinkError};
 
 /// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
@@ -42,6 +43,7 @@ const SECTIONS: &[&str] = &[
     "liveness",
     "alerts",
     "uptime",
+    "readiness",
 ];
 
 /// The whole configuration, validated.
@@ -60,6 +62,8 @@ pub struct Config {
     /// `[liveness]` and `[alerts]`: when nodes are late or offline, and the alert rules.
     pub monitor: MonitorConfig,
     pub uptime: UptimeConfig,
+    /// `[readiness]`: which tests nodes must pass, and how recently.
+    pub readiness: ReadinessConfig,
 }
 
 /// `[uptime]`: how availability is reported.
@@ -425,6 +429,11 @@ impl Config {
         let liveness = section::<LivenessConfig>(built, &table, "liveness", &mut errors);
         let alerts = section::<AlertsConfig>(built, &table, "alerts", &mut errors);
         let uptime = section::<UptimeConfig>(built, &table, "uptime", &mut errors);
+        let readiness = section::<ReadinessConfig>(built, &table, "readiness", &mut errors)
+            .map(Option::unwrap_or_default);
+        if let Some(r) = &readiness {
+            errors.extend(r.problems());
+        }
         let monitor = match (liveness, alerts) {
             (Some(liveness), Some(alerts)) => {
                 let m = MonitorConfig {
@@ -534,11 +543,18 @@ impl Config {
         }
         match (
             (mqtt, store, http, webhooks),
-            (alertmanager, influx, ingest, monitor, uptime),
+            (alertmanager, influx, ingest, monitor, uptime, readiness),
         ) {
             (
                 (Some(mqtt), Some(store), Some(http), Some(webhooks)),
-                (Some(alertmanager), Some(influx), Some(ingest), Some(monitor), Some(uptime)),
+                (
+                    Some(alertmanager),
+                    Some(influx),
+                    Some(ingest),
+                    Some(monitor),
+                    Some(uptime),
+                    Some(readiness),
+                ),
             ) => Ok(Config {
                 mqtt,
                 store,
@@ -550,6 +566,7 @@ impl Config {
                 allowlist,
                 monitor,
                 uptime,
+                readiness,
             }),
             // Every `None` above pushed an error.
             _ => Err(ConfigErrors(vec!["invalid configuration".into()])),

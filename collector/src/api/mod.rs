@@ -13,6 +13,7 @@ mod cursor;
 pub mod error;
 pub mod events;
 mod handlers;
+pub(crate) mod readiness;
 pub mod recent;
 mod uptime;
 
@@ -39,6 +40,7 @@ pub use events::{EventHub, EventKind};
 pub use recent::{RecentMetrics, Sample};
 
 use crate::model::Millis;
+use crate::readiness::Board;
 use crate::store::Store;
 
 /// The collector's clock, for "now" in answers; tests substitute a fixed one.
@@ -64,6 +66,8 @@ pub struct ApiState {
     /// The zone answers are written in and plain dates are read in.
     pub tz: TimeZone,
     pub clock: Clock,
+    /// The readiness rollups the core publishes.
+    pub readiness: Board,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -92,12 +96,19 @@ impl ApiState {
             recent,
             tz,
             clock: system_clock(),
+            readiness: Board::new(),
         }
     }
 
     /// The same state with another clock (tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same state reading the readiness rollups from `board` (the core's).
+    pub fn with_readiness(mut self, board: Board) -> Self {
+        self.readiness = board;
         self
     }
 
@@ -123,6 +134,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/silences/{id}", delete(handlers::end_silence))
         .route("/uptime", get(uptime::uptime))
+        .route("/readiness", get(readiness::readiness))
         .fallback(handlers::no_route)
         .route_layer(middleware::from_fn_with_state(state.clone(), identify));
     // The stream authenticates itself (it also takes `?access_token=`).

@@ -136,6 +136,7 @@ impl Server {
         let app = router(state.clone()).merge(crate::http::router(crate::http::HttpState {
             metrics,
             tsdb: None,
+            readiness: Some(state.readiness.clone()),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -70,3 +70,50 @@ impl Board {
         }
     }
 }
+
+impl BoardSnapshot {
+    /// The rollups as Prometheus gauges per region (a bounded label set: never a node):
+    /// `alarmnet_readiness_nodes{region,state}` and `alarmnet_readiness_sirens{region,state}`
+    /// (states `ready`, `degraded`, `not_ready`, `maintenance`), and
+    /// `alarmnet_readiness_ready_ratio{region}` (0..1, the counted kinds without
+    /// maintenance; absent for a region with none).
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let gauges = [
+            (
+                "alarmnet_readiness_nodes",
+                "Nodes per readiness state (maintenance apart), per region.",
+                false,
+            ),
+            (
+                "alarmnet_readiness_sirens",
+                "Nodes of the counted kinds (sirens) per readiness state, per region.",
+                true,
+            ),
+        ];
+        for (name, help, sirens) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (region, r) in &self.regions {
+                let c = if sirens { &r.sirens } else { &r.nodes };
+                for (state, n) in [
+                    ("ready", c.ready),
+                    ("degraded", c.degraded),
+                    ("not_ready", c.not_ready),
+                    ("maintenance", c.maintenance),
+                ] {
+                    let _ = writeln!(out, "{name}{{region=\"{region}\",state=\"{state}\"}} {n}");
+                }
+            }
+        }
+        let name = "alarmnet_readiness_ready_ratio";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Ready share (0..1) of the counted kinds (sirens), maintenance excluded, per region.\n# TYPE {name} gauge"
+        );
+        for (region, r) in &self.regions {
+            if let Some(pct) = r.sirens.ready_pct() {
+                let _ = writeln!(out, "{name}{{region=\"{region}\"}} {}", pct / 100.0);
+            }
+        }
+    }
+}

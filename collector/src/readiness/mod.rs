@@ -28,6 +28,8 @@ pub mod board;
 pub mod tracker;
 
 #[cfg(test)]
+mod core_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
