@@ -498,14 +498,19 @@ impl Core {
     }
 
     /// Moves the readiness changes decided so far into the batch (to store) and what is
-    /// announced after it.
+    /// announced after it, and lets `readiness_low` judge the regions whose rollup moved.
     fn settle_readiness(&mut self) {
         let changes = self.readiness.take_changes();
-        if changes.is_empty() {
-            return;
-        }
         self.batch.readiness.extend(changes.iter().cloned());
         self.pending.readiness.extend(changes);
+        for (region, at) in self.readiness.take_alert_regions() {
+            let sirens = self.readiness.region(region).sirens;
+            let out = self.monitor.readiness_region(region, &sirens, at);
+            for change in out.alerts {
+                self.batch.alerts.push(change.alert.clone());
+                self.pending.alerts.push(change);
+            }
+        }
     }
 
     /// Sends a `rebirth` command to a node heard before its birth (at most once a minute).

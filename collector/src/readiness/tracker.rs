@@ -12,7 +12,7 @@
 // only what is due and never scans the nodes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use alarmnet_protocol::{FaultKey, Name, NodeId, Severity, TestResult};
 use serde::Serialize;
@@ -174,6 +174,9 @@ pub struct ReadinessTracker {
     changes: Vec<ReadinessChange>,
     dirty_sites: BTreeSet<u32>,
     dirty_regions: BTreeSet<u32>,
+    /// Regions whose rollup changed since the alert rules last saw them, with the time of
+    /// the latest change.
+    alert_regions: BTreeMap<u32, Millis>,
 }
 
 impl ReadinessTracker {
@@ -198,6 +201,7 @@ impl ReadinessTracker {
             changes: Vec::new(),
             dirty_sites: BTreeSet::new(),
             dirty_regions: BTreeSet::new(),
+            alert_regions: BTreeMap::new(),
         }
     }
 
@@ -242,6 +246,12 @@ impl ReadinessTracker {
             std::mem::take(&mut self.dirty_sites),
             std::mem::take(&mut self.dirty_regions),
         )
+    }
+
+    /// The regions (tracker indexes) whose rollup changed since the last call, each with the
+    /// time of its latest change: what `readiness_low` must look at again.
+    pub(crate) fn take_alert_regions(&mut self) -> BTreeMap<u32, Millis> {
+        std::mem::take(&mut self.alert_regions)
     }
 
     // ----- inputs -----
@@ -459,12 +469,14 @@ impl ReadinessTracker {
                 self.region_mut(r).remove(b, c);
                 self.dirty_sites.insert(s);
                 self.dirty_regions.insert(r);
+                self.alert_regions.insert(r, at);
             }
             self.network.add(bucket, counted);
             self.site_mut(site).add(bucket, counted);
             self.region_mut(region).add(bucket, counted);
             self.dirty_sites.insert(site);
             self.dirty_regions.insert(region);
+            self.alert_regions.insert(region, at);
         }
     }
 
