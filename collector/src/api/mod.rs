@@ -22,6 +22,8 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod readiness_tests;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -135,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/silences/{id}", delete(handlers::end_silence))
         .route("/uptime", get(uptime::uptime))
         .route("/readiness", get(readiness::readiness))
+        .route("/readiness/history", get(readiness::history))
         .fallback(handlers::no_route)
         .route_layer(middleware::from_fn_with_state(state.clone(), identify));
     // The stream authenticates itself (it also takes `?access_token=`).

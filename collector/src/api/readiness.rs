@@ -1,7 +1,7 @@
 //! `GET /api/v1/readiness` (the rollups the core keeps current, read from the
 //! [`Board`](crate::readiness::Board)) and the readiness JSON of nodes and events.
 
-use alarmnet_protocol::RegionId;
+use alarmnet_protocol::{Name, NodeId, RegionId, SiteId};
 use axum::Json;
 use axum::extract::{Query, State};
 use jiff::tz::TimeZone;
@@ -11,9 +11,10 @@ use super::error::{ApiError, ApiResult};
 use super::handlers::id_param;
 use super::{ApiState, Params};
 use crate::readiness::Reason;
+use crate::readiness::history::HistoryBuilder;
 use crate::readiness::tracker::{Counts, Rollup};
-use crate::store::NodeReadiness;
-use crate::uptime::Stamp;
+use crate::store::{NodeQuery, NodeReadiness};
+use crate::uptime::{GroupBy, Stamp, WindowParams};
 
 /// Reasons as JSON: `{"code": ..., parameters}`, times (`last`) as RFC 3339 in `tz`.
 pub(crate) fn reasons_json(reasons: &[Reason], tz: &TimeZone) -> Value {
@@ -108,4 +109,57 @@ pub(super) async fn readiness(
     }
     body["regions"] = Value::Array(regions);
     Ok(Json(body))
+}
+
+/// `GET /api/v1/readiness/history`: the share of time ready, degraded and not ready over a
+/// window (the uptime report's window parameters and time zone), grouped `by=` node (the
+/// default), site, region, kind or network, filtered by `region=`, `site=`, `node=`,
+/// `kind=`.
+pub(super) async fn history(
+    State(s): State<ApiState>,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    let p = Params::new(raw);
+    let by = match p.get("by") {
+        Some(v) => v.parse::<GroupBy>()?,
+        None => GroupBy::Node,
+    };
+    let nodes = NodeQuery {
+        region: id_param(&p, "region", RegionId::new)?,
+        site: id_param(&p, "site", SiteId::new)?,
+        node: id_param(&p, "node", NodeId::new)?,
+        kind: id_param(&p, "kind", Name::new)?,
+        states: Vec::new(),
+        readiness: None,
+    };
+    let params = WindowParams {
+        since: p.owned("since"),
+        from: p.owned("from"),
+        to: p.owned("to"),
+        day: p.owned("day"),
+        week: p.owned("week"),
+        month: p.owned("month"),
+        year: p.owned("year"),
+    };
+    let now = s.now();
+    let window = params.resolve(now, &s.tz)?;
+    // The future has no history yet.
+    let (from, until) = (window.from(), window.to().min(now).max(window.from()));
+    let rows = s
+        .store
+        .read(move |db| {
+            let mut b = HistoryBuilder::new(by, from, until);
+            db.each_node_readiness(&nodes, (from, until), |path, kind, steps| {
+                b.add_node(path, kind, steps);
+                Ok(())
+            })?;
+            Ok(b.finish())
+        })
+        .await?;
+    Ok(Json(json!({
+        "from": Stamp::new(window.from(), &s.tz),
+        "to": Stamp::new(window.to(), &s.tz),
+        "by": by.as_str(),
+        "rows": rows,
+    })))
 }

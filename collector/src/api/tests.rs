@@ -133,6 +133,7 @@ impl Server {
         let state =
             ApiState::new(store, events, control, auth, recent, tz).with_clock(Arc::new(now));
         let metrics = Arc::new(Metrics::new());
+        super::readiness_tests::seed(&state).await;
         let app = router(state.clone()).merge(crate::http::router(crate::http::HttpState {
             metrics,
             tsdb: None,

@@ -40,6 +40,12 @@ impl Board {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// Replaces everything (API tests, which have no core).
+    #[cfg(test)]
+    pub(crate) fn replace(&self, snapshot: BoardSnapshot) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
     /// Copies the rollups of the sites and regions that changed since the last publish.
     pub fn publish(&self, t: &Tracker, r: &mut ReadinessTracker) {
         let (sites, regions) = r.take_dirty();

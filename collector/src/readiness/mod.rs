@@ -24,6 +24,7 @@
 //! - [`board::Board`]: the rollups as the API and `/metrics` read them.
 
 pub mod board;
+pub mod history;
 
 pub mod tracker;
 
