@@ -1,11 +1,12 @@
 //! Operator commands that talk to a running collector over its HTTP API:
-//! `alarmnet-collector nodes | alerts | ack | silence (add|list|end) | uptime`.
+//! `alarmnet-collector nodes | alerts | ack | silence (add|list|end) | uptime | readiness`.
 //!
 //! `--url` (or `ALARMNET_URL`) names the collector, the token comes from `ALARMNET_TOKEN`
 //! (never a flag: command lines are visible to other users). Output is an aligned table by
 //! default, or `--format json` (the API's items, every page) or `--format csv`.
 
 mod output;
+mod readiness;
 
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use output::{Table, human_duration, pct, text};
+pub use readiness::ReadinessArgs;
 
 /// The environment variable holding the API token.
 pub const TOKEN_ENV: &str = "ALARMNET_TOKEN";
@@ -54,6 +56,8 @@ pub enum Command {
     Silence(SilenceCommand),
     /// Availability over a window, per node or rolled up.
     Uptime(UptimeArgs),
+    /// Readiness by region (or site): live counts, or the share of time over a window.
+    Readiness(ReadinessArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -69,6 +73,9 @@ pub struct NodesArgs {
     /// Comma-separated states, e.g. `offline,late`.
     #[arg(long)]
     pub state: Option<String>,
+    /// Only nodes in this readiness state: `ready`, `degraded` or `not_ready`.
+    #[arg(long)]
+    pub readiness: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -218,6 +225,7 @@ impl Command {
             Command::Silence(SilenceCommand::List(a)) => &a.remote,
             Command::Silence(SilenceCommand::End(a)) => &a.remote,
             Command::Uptime(a) => &a.remote,
+            Command::Readiness(a) => &a.remote,
         }
     }
 }
@@ -265,6 +273,7 @@ pub async fn execute(
                 ("site", &a.site),
                 ("kind", &a.kind),
                 ("state", &a.state),
+                ("readiness", &a.readiness),
             ]);
             let items = client.all_pages("/api/v1/nodes", &q).await?;
             print_list(out, format, &items, node_table)
@@ -349,6 +358,7 @@ pub async fn execute(
             let report = client.get("/api/v1/uptime", &q).await?;
             print_uptime(out, format, &report)
         }
+        Command::Readiness(a) => readiness::run(&client, a, format, out).await,
     }
 }
 
@@ -500,6 +510,7 @@ fn node_table(items: &[Value]) -> Table {
         "SITE",
         "KIND",
         "STATE",
+        "READINESS",
         "SINCE",
         "LAST_SEEN",
         "FAULTS",
@@ -512,6 +523,7 @@ fn node_table(items: &[Value]) -> Table {
             text(&n["site"]),
             text(&n["kind"]),
             text(&n["state"]),
+            text(&n["readiness"]["state"]),
             text(&n["since"]),
             text(&n["last_seen"]),
             text(&n["faults"]),
