@@ -32,6 +32,7 @@ use crate::ingest::{Binding, Ingest};
 use crate::metrics::Metrics;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
 use crate::pipeline::{Core, Links, now_millis};
+use crate::readiness::Board;
 use crate::store::Store;
 use crate::timeseries::Sink;
 
@@ -174,6 +175,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .instrument(tracing::info_span!("drills")),
     );
 
+    let board = Board::new();
     let api_state = ApiState::new(
         store.clone(),
         events.clone(),
@@ -182,7 +184,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         recent.clone(),
         tz,
     )
-    .with_drills(drill_control, config.drills.clone());
+    .with_drills(drill_control, config.drills.clone())
+    .with_readiness(board.clone());
     let links = Links {
         events,
         recent,
@@ -190,7 +193,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tsdb: tsdb.clone(),
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
-    let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links);
+    let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
+        .with_readiness(&config.readiness, board.clone());
     core.restore(started)
         .await
         .context("restoring state from the store")?;
@@ -224,6 +228,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let router = http::router(http::HttpState {
             metrics: metrics.clone(),
             tsdb,
+            readiness: Some(board),
         })
         .merge(api::router(api_state));
         tasks.spawn(

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::alerts::{AlertsConfig, MonitorConfig};
 use crate::api::{AuthConfig, TokenConfig};
 use crate::liveness::LivenessConfig;
+use crate::readiness::ReadinessConfig;
 use crate::timeseries::{SinkConfig, SinkError};
 
 /// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
@@ -44,6 +45,7 @@ const SECTIONS: &[&str] = &[
     "uptime",
     "commands",
     "drills",
+    "readiness",
 ];
 
 /// The whole configuration, validated.
@@ -68,6 +70,8 @@ pub struct Config {
     pub command_key: Option<std::sync::Arc<alarmnet_protocol::signing::CommandKey>>,
     /// `[drills]`: defaults and schedules of drills.
     pub drills: crate::drills::DrillsConfig,
+    /// `[readiness]`: which tests nodes must pass, and how recently.
+    pub readiness: ReadinessConfig,
 }
 
 /// `[commands]`: how the collector signs and paces the commands it publishes (drill tests,
@@ -528,6 +532,11 @@ impl Config {
                 .map_or_else(|| UptimeConfig::default().tz(), UptimeConfig::tz);
             errors.extend(d.problems(&tz));
         }
+        let readiness = section::<ReadinessConfig>(built, &table, "readiness", &mut errors)
+            .map(Option::unwrap_or_default);
+        if let Some(r) = &readiness {
+            errors.extend(r.problems());
+        }
         let monitor = match (liveness, alerts) {
             (Some(liveness), Some(alerts)) => {
                 let m = MonitorConfig {
@@ -646,11 +655,18 @@ impl Config {
         }
         match (
             (mqtt, store, http, webhooks, commands, drills),
-            (alertmanager, influx, ingest, monitor, uptime),
+            (alertmanager, influx, ingest, monitor, uptime, readiness),
         ) {
             (
                 (Some(mqtt), Some(store), Some(http), Some(webhooks), Some(commands), Some(drills)),
-                (Some(alertmanager), Some(influx), Some(ingest), Some(monitor), Some(uptime)),
+                (
+                    Some(alertmanager),
+                    Some(influx),
+                    Some(ingest),
+                    Some(monitor),
+                    Some(uptime),
+                    Some(readiness),
+                ),
             ) => Ok(Config {
                 mqtt,
                 store,
@@ -665,6 +681,7 @@ impl Config {
                 commands,
                 command_key,
                 drills,
+                readiness,
             }),
             // Every `None` above pushed an error.
             _ => Err(ConfigErrors(vec!["invalid configuration".into()])),

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::readiness::Board;
 use crate::timeseries::SinkHandle;
 
 /// What the handlers share.
@@ -20,6 +21,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The time-series sink, whose counters join `/metrics` (`alarmnet_tsdb_*`).
     pub tsdb: Option<SinkHandle>,
+    /// The readiness rollups, whose per-region gauges join `/metrics`.
+    pub readiness: Option<Board>,
 }
 
 /// The routes.
@@ -81,6 +84,9 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             if let Some(tsdb) = &s.tsdb {
                 tsdb.counters().render_prometheus(&mut text);
             }
+            if let Some(board) = &s.readiness {
+                board.snapshot().render_prometheus(&mut text);
+            }
             text
         },
     )
@@ -135,6 +141,7 @@ mod tests {
             router(HttpState {
                 metrics: metrics.clone(),
                 tsdb: None,
+                readiness: None,
             }),
             shutdown.clone(),
         ));

@@ -11,6 +11,7 @@
 //! - [`config`]: the configuration file and environment, validated all at once.
 //! - [`ingest`]: MQTT link, decoding, node registry (cap, allowlist, moves), rejection counts.
 //! - [`pipeline`]: the core task, single owner of the state; commits, then announces.
+//! - [`readiness`]: per-node readiness (pure), its rollups and its history.
 //! - [`store`]: the embedded SQLite store on its own thread, with migrations.
 //! - [`outputs`]: `$alerts` topics, webhooks and Alertmanager, each with its own queue.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -41,6 +42,7 @@ pub mod model;
 pub mod outputs;
 pub mod pipeline;
 pub mod pki;
+pub mod readiness;
 pub mod store;
 pub mod timeseries;
 pub mod uptime;

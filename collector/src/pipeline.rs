@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_protocol::{AlertStatus, BootId, NodeId, NodePath};
+use alarmnet_protocol::{AlertStatus, BootId, FaultStatus, NodeId, NodePath};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,7 @@ use crate::liveness::RestoredNode;
 use crate::metrics::Metrics;
 use crate::model::{Millis, NodeInfo, Silence, Transition};
 use crate::outputs::Outputs;
+use crate::readiness::{Board, ReadinessChange, ReadinessConfig, ReadinessTracker};
 use crate::store::{Heard, NodeFilter, Store, StoreError, WriteBatch};
 use crate::timeseries::{NodeTags, Point, SinkHandle};
 
@@ -83,11 +84,15 @@ struct Pending {
     alerts: Vec<AlertChange>,
     /// Telemetry points (heartbeats, faults, tests) for the time-series sink.
     points: Vec<Point>,
+    readiness: Vec<ReadinessChange>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.transitions.is_empty() && self.alerts.is_empty() && self.points.is_empty()
+        self.transitions.is_empty()
+            && self.alerts.is_empty()
+            && self.points.is_empty()
+            && self.readiness.is_empty()
     }
 }
 
@@ -117,6 +122,10 @@ pub struct Core {
     run: Option<i64>,
     /// When each node was last asked for a rebirth.
     rebirths: HashMap<NodeId, Millis>,
+    /// Readiness of every node, fed beside the monitor (see [`crate::readiness`]).
+    readiness: ReadinessTracker,
+    /// Where the readiness rollups are published after each commit.
+    board: Board,
 }
 
 impl Core {
@@ -142,7 +151,21 @@ impl Core {
             store_failing: None,
             run: None,
             rebirths: HashMap::new(),
+            readiness: ReadinessTracker::new(&ReadinessConfig::default()),
+            board: Board::new(),
         }
+    }
+
+    /// The same core deriving readiness by `config` and publishing its rollups on `board`.
+    pub fn with_readiness(mut self, config: &ReadinessConfig, board: Board) -> Self {
+        self.readiness = ReadinessTracker::new(config);
+        self.board = board;
+        self
+    }
+
+    /// Readiness of every node (tests and benchmarks read it).
+    pub fn readiness(&self) -> &ReadinessTracker {
+        &self.readiness
     }
 
     /// The liveness tracker and alert engine (tests and benchmarks read it).
@@ -194,9 +217,19 @@ impl Core {
         }
         let out = self.monitor.finish_restore(now);
         self.take(out);
+        let inputs = self.store.call(|db| db.readiness_inputs()).await?;
+        for (node, restored) in inputs {
+            self.readiness
+                .restore(self.monitor.tracker(), &node, restored);
+        }
+        self.readiness.finish_restore(self.monitor.tracker(), now);
+        self.settle_readiness();
         self.run = Some(self.store.call(move |db| db.start_run(now)).await?);
         tracing::info!(nodes = count, alerts = firing.len(), "state restored");
         self.commit_and_announce().await;
+        // The restored rollups, even when nothing changed (nothing else publishes them).
+        self.board
+            .publish(self.monitor.tracker(), &mut self.readiness);
         Ok(())
     }
 
@@ -212,7 +245,11 @@ impl Core {
         // Never tick twice within this long (a deadline "early, never late" cannot spin).
         let mut earliest = tokio::time::Instant::now();
         loop {
-            let wake = self.monitor.next_deadline().map(|at| {
+            let next = match (self.monitor.next_deadline(), self.readiness.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wake = next.map(|at| {
                 let wait = Duration::from_millis(at.saturating_sub(now_millis()));
                 (tokio::time::Instant::now() + wait).max(earliest)
             });
@@ -349,6 +386,8 @@ impl Core {
         match message {
             NodeMessage::Birth(birth) => {
                 let out = self.monitor.on_birth(path, &birth, retained, now);
+                self.readiness
+                    .birth(self.monitor.tracker(), &path.node, now);
                 self.batch.births.push((path.clone(), birth, now));
                 out
             }
@@ -362,10 +401,29 @@ impl Core {
                 if let Some(tags) = self.tags(path) {
                     self.pending.points.push(Point::heartbeat(&tags, &hb));
                 }
-                self.monitor.on_heartbeat(path, &hb, now)
+                let out = self.monitor.on_heartbeat(path, &hb, now);
+                if let (false, Some(keys)) = (hb.replay, &hb.faults) {
+                    let unknown = self.monitor.engine().config().fault.reconciled_severity;
+                    self.readiness.fault_list(
+                        self.monitor.tracker(),
+                        &path.node,
+                        keys,
+                        unknown,
+                        now,
+                    );
+                }
+                out
             }
             NodeMessage::Fault(fault) => {
                 let out = self.monitor.on_fault(path, &fault, now);
+                let severity = (fault.status == FaultStatus::Raised).then_some(fault.severity);
+                self.readiness.fault(
+                    self.monitor.tracker(),
+                    &path.node,
+                    &fault.key(),
+                    severity,
+                    now,
+                );
                 if let Some(tags) = self.tags(path) {
                     self.pending.points.push(Point::fault(&tags, &fault));
                 }
@@ -374,6 +432,15 @@ impl Core {
             }
             NodeMessage::Test(test) => {
                 let out = self.monitor.on_test(path, &test, now);
+                // A test cannot have run after it arrived, whatever the agent's clock says.
+                self.readiness.test(
+                    self.monitor.tracker(),
+                    &path.node,
+                    &test.test,
+                    test.result,
+                    test.ts.min(now),
+                    now,
+                );
                 if let Some(tags) = self.tags(path) {
                     self.pending.points.push(Point::test(&tags, &test));
                 }
@@ -392,6 +459,10 @@ impl Core {
 
     /// Adds what the monitor decided to the batch (to store) and to what is announced after.
     pub fn take(&mut self, out: Output) {
+        for t in &out.transitions {
+            self.readiness
+                .liveness(self.monitor.tracker(), &t.node, t.to, t.at);
+        }
         self.batch
             .transitions
             .extend(out.transitions.iter().cloned());
@@ -399,6 +470,23 @@ impl Core {
         for change in out.alerts {
             self.batch.alerts.push(change.alert.clone());
             self.pending.alerts.push(change);
+        }
+        self.settle_readiness();
+    }
+
+    /// Moves the readiness changes decided so far into the batch (to store) and what is
+    /// announced after it, and lets `readiness_low` judge the regions whose rollup moved.
+    fn settle_readiness(&mut self) {
+        let changes = self.readiness.take_changes();
+        self.batch.readiness.extend(changes.iter().cloned());
+        self.pending.readiness.extend(changes);
+        for (region, at) in self.readiness.take_alert_regions() {
+            let sirens = self.readiness.region(region).sirens;
+            let out = self.monitor.readiness_region(region, &sirens, at);
+            for change in out.alerts {
+                self.batch.alerts.push(change.alert.clone());
+                self.pending.alerts.push(change);
+            }
         }
     }
 
@@ -429,6 +517,8 @@ impl Core {
     pub fn tick(&mut self, now: Millis) {
         let out = self.monitor.tick(now);
         self.take(out);
+        self.readiness.tick(self.monitor.tracker(), now);
+        self.settle_readiness();
     }
 
     /// Hands the "last heard" times to the store, with this run's "alive" mark, without
@@ -512,6 +602,17 @@ impl Core {
                 }
             }
         }
+        for c in &pending.readiness {
+            if let Some(view) = self.monitor.tracker().node(&c.node) {
+                let path = view.path();
+                self.links.events.publish_readiness(c, &path, view.kind());
+                if let Some(tsdb) = tsdb {
+                    tsdb.submit(Point::readiness(&NodeTags::new(&path, view.kind()), c));
+                }
+            }
+        }
+        self.board
+            .publish(self.monitor.tracker(), &mut self.readiness);
         for change in &pending.alerts {
             let a = &change.alert;
             if let Some(tsdb) = tsdb {

@@ -19,6 +19,7 @@ pub struct AlertsConfig {
     pub telemetry_gap: TelemetryGapRule,
     pub clock_skew: ClockSkewRule,
     pub collector_blind: CollectorBlindRule,
+    pub readiness_low: ReadinessLowRule,
     /// Metric threshold rules, e.g. `battery_v < 11.8 for 5m`.
     pub thresholds: Vec<ThresholdRule>,
 }
@@ -92,6 +93,34 @@ impl Default for OutageRule {
             min_fraction: 0.5,
             min_nodes: 2,
             severity: Severity::Critical,
+        }
+    }
+}
+
+/// `readiness_low`: a region's ready share of sirens (the counted kinds of `[readiness]`,
+/// maintenance excluded) fell below a floor. One alert per region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessLowRule {
+    pub enabled: bool,
+    /// Fires below this ready percentage (0-100].
+    pub floor_pct: f64,
+    /// Resolves only at `floor_pct + hysteresis_pct` or above, so one siren going back and
+    /// forth at the floor does not fire and resolve again and again.
+    pub hysteresis_pct: f64,
+    /// Least number of judged sirens in the region; a region with fewer raises nothing.
+    pub min_nodes: u32,
+    pub severity: Severity,
+}
+
+impl Default for ReadinessLowRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            floor_pct: 90.0,
+            hysteresis_pct: 2.0,
+            min_nodes: 5,
+            severity: Severity::Major,
         }
     }
 }
@@ -247,7 +276,7 @@ pub struct ThresholdRule {
 }
 
 /// The names of the built-in rules.
-pub const BUILTIN_RULES: [&str; 8] = [
+pub const BUILTIN_RULES: [&str; 9] = [
     "node_offline",
     "fault",
     "site_outage",
@@ -256,6 +285,7 @@ pub const BUILTIN_RULES: [&str; 8] = [
     "telemetry_gap",
     "clock_skew",
     "collector_blind",
+    "readiness_low",
 ];
 
 impl AlertsConfig {
@@ -275,6 +305,22 @@ impl AlertsConfig {
             if rule.min_nodes == 0 {
                 problems.push(format!("alerts.{what}.min_nodes must be at least 1"));
             }
+        }
+        let r = &self.readiness_low;
+        if !(r.floor_pct > 0.0 && r.floor_pct <= 100.0) {
+            problems.push(format!(
+                "alerts.readiness_low.floor_pct must be in (0, 100], got {}",
+                r.floor_pct
+            ));
+        }
+        if !(r.hysteresis_pct >= 0.0 && r.hysteresis_pct < 100.0) {
+            problems.push(format!(
+                "alerts.readiness_low.hysteresis_pct must be in [0, 100), got {}",
+                r.hysteresis_pct
+            ));
+        }
+        if r.min_nodes == 0 {
+            problems.push("alerts.readiness_low.min_nodes must be at least 1".to_owned());
         }
         if self.flapping.transitions < 2 {
             problems.push("alerts.flapping.transitions must be at least 2".to_owned());

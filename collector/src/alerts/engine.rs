@@ -26,6 +26,8 @@ const TELEMETRY_GAP: &str = "telemetry_gap";
 const CLOCK_SKEW: &str = "clock_skew";
 const COLLECTOR_BLIND: &str = "collector_blind";
 
+mod readiness_low;
+
 /// Why the collector stopped judging nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlindCause {

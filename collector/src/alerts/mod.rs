@@ -39,7 +39,7 @@ mod tests;
 
 pub use config::{
     AlertsConfig, BUILTIN_RULES, ClockSkewRule, CollectorBlindRule, FaultRule, FlappingRule,
-    NodeOfflineRule, Op, OutageRule, TelemetryGapRule, ThresholdRule,
+    NodeOfflineRule, Op, OutageRule, ReadinessLowRule, TelemetryGapRule, ThresholdRule,
 };
 pub use engine::{AckError, BlindCause, Engine};
 pub use monitor::{Monitor, MonitorConfig, Output};

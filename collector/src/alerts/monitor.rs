@@ -359,6 +359,22 @@ impl Monitor {
         })
     }
 
+    /// A region's rollup of counted kinds (sirens) changed: re-evaluates `readiness_low`.
+    pub(crate) fn readiness_region(
+        &mut self,
+        region: u32,
+        sirens: &crate::readiness::tracker::Counts,
+        now: Millis,
+    ) -> Output {
+        let mut alerts = Vec::new();
+        self.engine
+            .readiness_region(&self.tracker, region, sirens, now, &mut alerts);
+        Output {
+            transitions: Vec::new(),
+            alerts,
+        }
+    }
+
     // ----- internals -----
 
     fn apply_maintenance(

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::tests::{OPERATOR, Server, SseReader};
 use crate::model::{Cause, Liveness, Transition};
 
-fn spec() -> Value {
+pub(super) fn spec() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml");
     let text = std::fs::read_to_string(path).expect("docs/openapi.yaml");
     serde_yaml_ng::from_str(&text).expect("openapi.yaml parses")
@@ -116,7 +116,7 @@ fn check(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<Str
     }
 }
 
-fn validate(root: &Value, schema: &Value, v: &Value, what: &str) {
+pub(super) fn validate(root: &Value, schema: &Value, v: &Value, what: &str) {
     let mut errors = Vec::new();
     check(root, schema, v, what, &mut errors);
     assert!(
@@ -136,6 +136,7 @@ fn concrete(path: &str, method: &str) -> String {
             p.replace("{id}", super::drills::tests::SEEDED_DRILL)
         }
         ("/api/v1/uptime", _) => format!("{p}?month=2026-10&node=lz-cg-s001"),
+        ("/api/v1/readiness/history", _) => format!("{p}?month=2026-10"),
         _ => p,
     }
 }

@@ -27,6 +27,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::error::ApiError;
 use super::{ApiState, Params};
 use crate::model::{Ack, Alert, Millis, Transition};
+use crate::readiness::{Readiness, ReadinessChange};
 use crate::uptime::Stamp;
 
 /// Events kept for clients that reconnect.
@@ -47,6 +48,8 @@ pub enum EventKind {
     State,
     Alert,
     Ack,
+    /// A node's readiness changed.
+    Readiness,
     Resync,
     /// A drill's progress (drills task).
     Drill,
@@ -58,6 +61,7 @@ impl EventKind {
             EventKind::State => "state",
             EventKind::Alert => "alert",
             EventKind::Ack => "ack",
+            EventKind::Readiness => "readiness",
             EventKind::Resync => "resync",
             EventKind::Drill => "drill",
         }
@@ -68,6 +72,7 @@ impl EventKind {
             "state" => Some(EventKind::State),
             "alert" => Some(EventKind::Alert),
             "ack" => Some(EventKind::Ack),
+            "readiness" => Some(EventKind::Readiness),
             "resync" => Some(EventKind::Resync),
             "drill" => Some(EventKind::Drill),
             _ => None,
@@ -194,6 +199,21 @@ impl EventHub {
         self.publish_json(EventKind::State, &data);
     }
 
+    /// Announces a change of a node's readiness (after it is committed).
+    pub fn publish_readiness(&self, c: &ReadinessChange, path: &NodePath, kind: &Name) {
+        let data = serde_json::json!({
+            "node": c.node.as_str(),
+            "region": path.region.as_str(),
+            "site": path.site.as_str(),
+            "kind": kind.as_str(),
+            "from": c.from.map(Readiness::as_str),
+            "to": c.to.as_str(),
+            "reasons": crate::api::readiness::reasons_json(&c.reasons, &self.inner.tz),
+            "at": Stamp::new(c.at, &self.inner.tz),
+        });
+        self.publish_json(EventKind::Readiness, &data);
+    }
+
     /// Announces an alert notification (exactly what webhooks get).
     pub fn publish_alert(&self, n: &AlertNotification) {
         self.publish_json(EventKind::Alert, n);
@@ -306,7 +326,7 @@ fn parse_types(text: Option<&str>) -> Result<Option<Vec<EventKind>>, ApiError> {
                 ApiError::bad_param(
                     "types",
                     text,
-                    "expected event types among state, alert, ack, resync, drill",
+                    "expected event types among state, alert, ack, readiness, resync, drill",
                 )
             })
         })

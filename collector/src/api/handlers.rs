@@ -17,8 +17,9 @@ use super::control::ControlError;
 use super::cursor::{self, CursorKey};
 use super::error::{ApiError, ApiResult};
 use super::events::AckJson;
-use super::{ApiState, Params};
+use super::{ApiState, Params, readiness};
 use crate::model::{Ack, Alert, Liveness, Millis, Silence, Transition};
+use crate::readiness::Readiness;
 use crate::store::{
     AlertQuery, FaultRecord, NodeBrief, NodeKey, NodeQuery, NodeRecord, Paged, SilenceKey,
     SilenceQuery, SilenceStatus, TimeKey,
@@ -278,15 +279,29 @@ pub(super) async fn nodes(State(s): State<ApiState>, Query(raw): Raw) -> ApiResu
         kind: id_param(&p, "kind", Name::new)?,
         states: states.unwrap_or_default(),
         node: None,
+        readiness: p.parse(
+            "readiness",
+            "expected one of ready, degraded, not_ready",
+            Readiness::from_name,
+        )?,
     };
     let page = Page::<NodeKey>::from(&p, 'n')?;
     let after = page.after.clone();
     let limit = page.limit;
-    let rows = s
+    let (rows, ready) = s
         .store
-        .read(move |db| db.node_page(&q, after.as_ref(), limit))
+        .read(move |db| {
+            let rows = db.node_page(&q, after.as_ref(), limit)?;
+            let ids: Vec<NodeId> = rows.items.iter().map(|n| n.path.node.clone()).collect();
+            Ok((rows, db.readiness_of(&ids)?))
+        })
         .await?;
-    Ok(page.answer(rows, |n| brief_json(n, &s), json!({})))
+    let render = |n: &NodeBrief| {
+        let mut v = brief_json(n, &s);
+        v["readiness"] = readiness::node_json(ready.get(&n.path.node), &s.tz);
+        v
+    };
+    Ok(page.answer(rows, render, json!({})))
 }
 
 fn fault_json(f: &FaultRecord, s: &ApiState) -> Value {
@@ -327,6 +342,9 @@ pub(super) async fn node(
         active_faults: faults.len() as u64,
     };
     let mut v = brief_json(&brief, &s);
+    let id = n.path.node.clone();
+    let ready = s.store.read(move |db| db.node_readiness(&id)).await?;
+    v["readiness"] = readiness::node_json(ready.as_ref(), &s.tz);
     let info = &n.info;
     let born_at = info
         .get("ts")

@@ -14,6 +14,7 @@ pub(crate) mod drills;
 pub mod error;
 pub mod events;
 mod handlers;
+pub(crate) mod readiness;
 pub mod recent;
 mod uptime;
 
@@ -22,6 +23,8 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod readiness_tests;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,6 +43,7 @@ pub use events::{EventHub, EventKind};
 pub use recent::{RecentMetrics, Sample};
 
 use crate::model::Millis;
+use crate::readiness::Board;
 use crate::store::Store;
 
 /// The collector's clock, for "now" in answers; tests substitute a fixed one.
@@ -69,6 +73,8 @@ pub struct ApiState {
     pub drills: Option<crate::drills::DrillControl>,
     /// Default and longest deadline of a drill.
     pub drill_limits: crate::drills::DrillsConfig,
+    /// The readiness rollups the core publishes.
+    pub readiness: Board,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -99,6 +105,7 @@ impl ApiState {
             clock: system_clock(),
             drills: None,
             drill_limits: crate::drills::DrillsConfig::default(),
+            readiness: Board::new(),
         }
     }
 
@@ -116,6 +123,12 @@ impl ApiState {
     /// The same state with another clock (tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same state reading the readiness rollups from `board` (the core's).
+    pub fn with_readiness(mut self, board: Board) -> Self {
+        self.readiness = board;
         self
     }
 
@@ -144,6 +157,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/drills", get(drills::list).post(drills::start))
         .route("/drills/{id}", get(drills::show))
         .route("/drills/{id}/cancel", post(drills::cancel))
+        .route("/readiness", get(readiness::readiness))
+        .route("/readiness/history", get(readiness::history))
         .fallback(handlers::no_route)
         .route_layer(middleware::from_fn_with_state(state.clone(), identify));
     // The stream authenticates itself (it also takes `?access_token=`).

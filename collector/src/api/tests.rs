@@ -136,9 +136,11 @@ impl Server {
             .with_clock(Arc::new(now))
             .with_drills(drills, crate::drills::DrillsConfig::default());
         let metrics = Arc::new(Metrics::new());
+        super::readiness_tests::seed(&state).await;
         let app = router(state.clone()).merge(crate::http::router(crate::http::HttpState {
             metrics,
             tsdb: None,
+            readiness: Some(state.readiness.clone()),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -55,6 +55,7 @@ pub(super) async fn uptime(
         node: filter.node,
         kind: filter.kind,
         states: Vec::new(),
+        readiness: None,
     };
     // The report runs on the store's reader threads, each taking a shard of the nodes: the
     // transitions stream from the store into the engine node by node and are never all

@@ -1,5 +1,5 @@
 //! Operator commands that talk to a running collector over its HTTP API:
-//! `alarmnet-collector nodes | alerts | ack | silence (add|list|end) | uptime |
+//! `alarmnet-collector nodes | alerts | ack | silence (add|list|end) | uptime | readiness |
 //! drill (start|list|show|cancel)`.
 //!
 //! `--url` (or `ALARMNET_URL`) names the collector, the token comes from `ALARMNET_TOKEN`
@@ -8,6 +8,7 @@
 
 mod drills;
 mod output;
+mod readiness;
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use output::{Table, human_duration, pct, text};
+pub use readiness::ReadinessArgs;
 
 /// The environment variable holding the API token.
 pub const TOKEN_ENV: &str = "ALARMNET_TOKEN";
@@ -59,6 +61,8 @@ pub enum Command {
     /// Drills: start, list, show, cancel.
     #[command(subcommand)]
     Drill(drills::DrillCommand),
+    /// Readiness by region (or site): live counts, or the share of time over a window.
+    Readiness(ReadinessArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,6 +78,9 @@ pub struct NodesArgs {
     /// Comma-separated states, e.g. `offline,late`.
     #[arg(long)]
     pub state: Option<String>,
+    /// Only nodes in this readiness state: `ready`, `degraded` or `not_ready`.
+    #[arg(long)]
+    pub readiness: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -224,6 +231,7 @@ impl Command {
             Command::Silence(SilenceCommand::End(a)) => &a.remote,
             Command::Uptime(a) => &a.remote,
             Command::Drill(d) => d.remote(),
+            Command::Readiness(a) => &a.remote,
         }
     }
 }
@@ -271,6 +279,7 @@ pub async fn execute(
                 ("site", &a.site),
                 ("kind", &a.kind),
                 ("state", &a.state),
+                ("readiness", &a.readiness),
             ]);
             let items = client.all_pages("/api/v1/nodes", &q).await?;
             print_list(out, format, &items, node_table)
@@ -356,6 +365,7 @@ pub async fn execute(
             print_uptime(out, format, &report)
         }
         Command::Drill(d) => drills::execute(d, &client, format, out).await,
+        Command::Readiness(a) => readiness::run(&client, a, format, out).await,
     }
 }
 
@@ -507,6 +517,7 @@ fn node_table(items: &[Value]) -> Table {
         "SITE",
         "KIND",
         "STATE",
+        "READINESS",
         "SINCE",
         "LAST_SEEN",
         "FAULTS",
@@ -519,6 +530,7 @@ fn node_table(items: &[Value]) -> Table {
             text(&n["site"]),
             text(&n["kind"]),
             text(&n["state"]),
+            text(&n["readiness"]["state"]),
             text(&n["since"]),
             text(&n["last_seen"]),
             text(&n["faults"]),

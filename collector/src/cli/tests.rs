@@ -316,3 +316,75 @@ async fn drills_start_list_show_and_cancel() {
         "{again}"
     );
 }
+
+#[tokio::test]
+async fn nodes_show_readiness_and_filter_by_it() {
+    let s = Server::start(false).await;
+    let table = run_cli(&s, &["nodes", "--readiness", "not_ready"], Some(VIEWER))
+        .await
+        .expect("nodes");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let col = lines[0].find("READINESS").expect("header");
+    assert!(
+        lines
+            .iter()
+            .skip(1)
+            .all(|l| l[col..].starts_with("not_ready")),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_rollups_and_history_as_table_json_and_csv() {
+    let s = Server::start(false).await;
+    let table = run_cli(&s, &["readiness"], Some(VIEWER))
+        .await
+        .expect("readiness");
+    let lines: Vec<&str> = table.lines().collect();
+    // "at ...", the header, two regions and the network.
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(lines[1].starts_with("REGION"), "{table}");
+    assert!(lines[2].starts_with("lanzhou"), "{table}");
+    assert!(lines[2].contains("50.000"), "{table}");
+    assert!(lines[4].starts_with("(network)"), "{table}");
+
+    let csv = run_cli(
+        &s,
+        &["readiness", "--region", "lanzhou", "--format", "csv"],
+        Some(VIEWER),
+    )
+    .await
+    .expect("csv");
+    let rows: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[0].starts_with("site,ready_%,"), "{csv}");
+    assert!(rows[1].starts_with("lz-cg,100,"), "{csv}");
+
+    let json = run_cli(
+        &s,
+        &["readiness", "--month", "2026-10", "--format", "json"],
+        Some(VIEWER),
+    )
+    .await
+    .expect("json");
+    let v: Value = serde_json::from_str(&json).expect("json output");
+    assert_eq!(v["by"], "region");
+    assert_eq!(v["rows"][0]["region"], "lanzhou");
+    let history = run_cli(&s, &["readiness", "--month", "2026-10"], Some(VIEWER))
+        .await
+        .expect("history");
+    assert!(
+        history
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("REGION")),
+        "{history}"
+    );
+    assert!(history.contains("86.828"), "{history}");
+
+    let err = run_cli(&s, &["readiness", "--month", "2026-13"], Some(VIEWER))
+        .await
+        .expect_err("bad month");
+    assert!(err.to_string().contains("month"), "{err}");
+}

@@ -10,6 +10,7 @@
 //! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
 
 mod drills;
+mod readiness;
 mod runs;
 pub mod schema;
 pub mod sqlite;
@@ -31,6 +32,9 @@ pub use sqlite::{
 
 use crate::metrics::Metrics;
 use crate::model::{Ack, Alert, Millis, Silence, Transition};
+use crate::readiness::ReadinessChange;
+
+pub use readiness::{NodeReadiness, ReadinessStep};
 
 /// Commands waiting for the store thread.
 const QUEUE: usize = 1024;
@@ -313,6 +317,8 @@ pub struct WriteBatch {
     pub tests: Vec<(NodeId, TestReceipt, Millis)>,
     /// Alerts created or changed: committed before they are notified.
     pub alerts: Vec<Alert>,
+    /// Readiness changes: committed before they are announced.
+    pub readiness: Vec<ReadinessChange>,
 }
 
 impl WriteBatch {
@@ -322,6 +328,7 @@ impl WriteBatch {
             && self.faults.is_empty()
             && self.tests.is_empty()
             && self.alerts.is_empty()
+            && self.readiness.is_empty()
     }
 
     /// The number of writes.
@@ -331,6 +338,7 @@ impl WriteBatch {
             + self.faults.len()
             + self.tests.len()
             + self.alerts.len()
+            + self.readiness.len()
     }
 }
 
@@ -350,6 +358,7 @@ impl Db {
         for a in &b.alerts {
             self.upsert_alert(a)?;
         }
+        self.record_readiness(&b.readiness)?;
         Ok(())
     }
 }

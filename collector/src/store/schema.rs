@@ -210,6 +210,27 @@ CREATE UNIQUE INDEX transitions_by_id ON transitions (id);
 DROP INDEX tests_by_node;
 CREATE INDEX tests_by_node ON test_receipts (node, ts, result);
 "#,
+    // 6: readiness. Each node's current readiness (state, reason codes as JSON, since) for
+    // lists and filters, and every change of it, clustered by (node, at) like transitions,
+    // for history reports. `maintenance` marks intervals under a silence (excluded from the
+    // ready share, like maintenance from availability).
+    r#"
+ALTER TABLE nodes ADD COLUMN readiness TEXT;
+ALTER TABLE nodes ADD COLUMN readiness_reasons TEXT;
+ALTER TABLE nodes ADD COLUMN readiness_since INTEGER;
+CREATE INDEX nodes_by_readiness ON nodes (readiness, region, site, node);
+CREATE TABLE readiness_transitions (
+    node        TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    id          INTEGER NOT NULL,
+    from_state  TEXT,                       -- NULL for the node's first derivation
+    to_state    TEXT NOT NULL,
+    maintenance INTEGER NOT NULL,
+    reasons     TEXT NOT NULL,              -- JSON array of {"code": ..., ...}
+    PRIMARY KEY (node, at, id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX readiness_transitions_by_id ON readiness_transitions (id);
+"#,
     // 7: drills. One row per drill with its tally (kept current, so lists need no
     // aggregation) and the id of the last test receipt it has read; one row per asked node
     // with its outcome, clustered by drill. The last occurrence each schedule ran, so a

@@ -841,7 +841,7 @@ impl Db {
 /// A WHERE clause assembled from constant SQL fragments written in this file, with the
 /// values they bind, in order. No value from a request ever becomes SQL text.
 #[derive(Debug, Default, Clone)]
-struct Conditions {
+pub(super) struct Conditions {
     fragments: Vec<&'static str>,
     values: Vec<SqlValue>,
 }
@@ -859,8 +859,13 @@ impl Conditions {
         }
     }
 
+    /// The values to bind, in order.
+    pub(super) fn values(&self) -> &[SqlValue] {
+        &self.values
+    }
+
     /// ` WHERE a AND b ...`, or nothing.
-    fn sql(&self) -> String {
+    pub(super) fn sql(&self) -> String {
         if self.fragments.is_empty() {
             String::new()
         } else {
@@ -943,10 +948,12 @@ pub struct NodeQuery {
     pub kind: Option<Name>,
     /// Any of these states (all states when empty).
     pub states: Vec<Liveness>,
+    /// Only nodes in this readiness state.
+    pub readiness: Option<crate::readiness::Readiness>,
 }
 
 impl NodeQuery {
-    fn conditions(&self) -> Conditions {
+    pub(super) fn conditions(&self) -> Conditions {
         let mut c = Conditions::default();
         // Qualified: the uptime query joins `transitions`, which has a `node` too.
         c.eq("nodes.region = ?", self.region.as_ref().map(|x| x.as_str()));
@@ -957,6 +964,7 @@ impl NodeQuery {
             let states = self.states.iter().map(|s| text(s.as_str()));
             c.and("nodes.state IN (?, ?, ?, ?, ?, ?)", slots::<6>(states));
         }
+        c.eq("nodes.readiness = ?", self.readiness.map(|r| r.as_str()));
         c
     }
 }

@@ -40,6 +40,8 @@ pub const FAULT: &str = "alarmnet_fault";
 pub const TEST: &str = "alarmnet_test";
 /// The measurement of alerts firing and resolved.
 pub const ALERT: &str = "alarmnet_alert";
+/// The measurement of readiness changes.
+pub const READINESS: &str = "alarmnet_readiness";
 
 /// The numeric code of a liveness state, stored as `state_code` so a dashboard can map
 /// values to colours: 0 unknown, 1 online, 2 late, 3 offline, 4 stopped, 5 maintenance.
@@ -156,6 +158,21 @@ impl Point {
             .timestamp_ms(t.at)
             .build()
             .expect("a node state point always has fields")
+    }
+
+    /// `alarmnet_readiness` at the collector's time of the change: `code` 2 ready, 1 degraded,
+    /// 0 not ready, and `ready` 0/1; the state is a tag too (a small fixed set).
+    pub fn readiness(tags: &NodeTags, c: &crate::readiness::ReadinessChange) -> Self {
+        tags.apply(Point::builder(READINESS))
+            .tag("state", c.to.as_str())
+            .field_i64("code", i64::from(c.to.code()))
+            .field_i64(
+                "ready",
+                i64::from(c.to == crate::readiness::Readiness::Ready),
+            )
+            .timestamp_ms(c.at)
+            .build()
+            .expect("a readiness point always has fields")
     }
 
     /// `alarmnet_fault` at the agent's `ts`: `active` is 1 when raised, 0 when cleared.
