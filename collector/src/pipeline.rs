@@ -22,8 +22,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alarmnet_protocol::{
-    AlertStatus, BootId, CmdAction, CmdId, Command, Envelope, Message, NodeId, NodePath, NodeTopic,
-    Prefix, Topic,
+    AlertStatus, BootId, CmdAction, CmdId, Command, Envelope, Message, NodeId, NodePath, NodeState,
+    NodeTopic, OfflineReason, Prefix, State, Topic,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,7 @@ use crate::alerts::{AlertChange, Monitor, Output};
 use crate::api::{ControlError, ControlRequest, EventHub, RecentMetrics};
 use crate::ingest::{CoreEvent, NodeMessage};
 use crate::liveness::RestoredNode;
+use crate::liveness::wills::{HeldWill, WillGate};
 use crate::metrics::Metrics;
 use crate::model::{Millis, NodeInfo, Silence, Transition};
 use crate::outputs::Outputs;
@@ -70,6 +71,22 @@ pub fn rebirth_command(path: &NodePath, prefix: &Prefix, now: Millis) -> Option<
         }),
     };
     Some(envelope.encode(prefix))
+}
+
+/// A Last Will (or any `offline` other than a clean shutdown): held by the [`WillGate`].
+fn is_will(state: &State) -> bool {
+    state.state == NodeState::Offline && state.reason != Some(OfflineReason::Shutdown)
+}
+
+/// Whether a message proves the node is connected now (and so supersedes a held Will).
+fn is_live(message: &NodeMessage, retained: bool) -> bool {
+    match message {
+        NodeMessage::Birth(_) => !retained,
+        NodeMessage::State(s) => !retained && s.state == NodeState::Online,
+        NodeMessage::Heartbeat(hb) => !hb.replay,
+        NodeMessage::Fault(f) => !f.replay,
+        NodeMessage::Test(t) => !t.replay,
+    }
 }
 
 /// Asks agents whose heartbeats arrive before any birth to publish their birth again.
@@ -140,6 +157,8 @@ pub struct Core {
     run: Option<i64>,
     /// When each node was last asked for a rebirth.
     rebirths: HashMap<NodeId, Millis>,
+    /// Wills waiting for the link to be confirmed.
+    wills: WillGate,
 }
 
 impl Core {
@@ -165,6 +184,7 @@ impl Core {
             store_failing: None,
             run: None,
             rebirths: HashMap::new(),
+            wills: WillGate::new(),
         }
     }
 
@@ -296,8 +316,23 @@ impl Core {
                 received_at,
                 retained,
             } => {
-                let out = self.node_message(&path, message, retained, received_at);
-                self.take(out);
+                if let NodeMessage::State(state) = &message
+                    && is_will(state)
+                {
+                    // Judged once the link is confirmed (liveness::wills).
+                    self.wills.hold(HeldWill {
+                        path: path.clone(),
+                        state: state.clone(),
+                        retained,
+                        at: received_at,
+                    });
+                } else {
+                    if is_live(&message, retained) {
+                        self.wills.supersede(&path.node);
+                    }
+                    let out = self.node_message(&path, message, retained, received_at);
+                    self.take(out);
+                }
                 if !retained {
                     let at = self.seen.entry(path.node).or_insert(received_at);
                     *at = (*at).max(received_at);
@@ -314,12 +349,31 @@ impl Core {
                         "broker back"
                     );
                 }
+                self.wills.connected();
                 self.see_again(at);
             }
             CoreEvent::BrokerLost { at } => {
+                let held = self.wills.len();
+                // A wave of Wills just before the loss belongs to the blind period.
+                let from = self.wills.lost(at);
+                if held > 0 {
+                    tracing::info!(
+                        wills = held,
+                        wave_ms = at.saturating_sub(from),
+                        "Wills delivered just before the broker connection was lost are not judged"
+                    );
+                }
                 if self.blind_since.is_none() {
-                    self.blind_since = Some(at);
-                    self.go_blind(BlindCause::Broker, at);
+                    self.blind_since = Some(from);
+                    self.go_blind(BlindCause::Broker, from);
+                }
+            }
+            CoreEvent::LinkConfirmed { .. } => {
+                for will in self.wills.confirmed() {
+                    let out =
+                        self.monitor
+                            .on_state(&will.path, &will.state, will.retained, will.at);
+                    self.take(out);
                 }
             }
         }
@@ -788,6 +842,72 @@ mod tests {
         assert_eq!(metrics.duplicates.load(Relaxed), 3);
         let stored = store.faults(node, false).await.expect("faults");
         assert_eq!(stored.len(), 4, "D stored, the second C not");
+    }
+
+    #[tokio::test]
+    async fn wills_are_judged_only_once_an_echo_confirms_the_link() {
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
+        let (mut core, mut rx, _events) = core(&store, &metrics);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 1 });
+        for n in ["n1", "n2"] {
+            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + 100));
+        }
+        let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
+        let state = |core: &Core, n: &str| {
+            let node = NodeId::new(n).expect("id");
+            core.monitor().tracker().node(&node).map(|v| v.state())
+        };
+        // A wave just before the connection is lost: blind from the first Will, nobody judged.
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 200));
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 201));
+        core.absorb(CoreEvent::BrokerLost { at: T0 + 210 });
+        core.commit_and_announce().await;
+        assert_eq!(state(&core, "n1"), Some(Liveness::Online));
+        assert_eq!(state(&core, "n2"), Some(Liveness::Online));
+        let Notice::Alert(blind) = rx.try_recv().expect("collector_blind") else {
+            panic!("not an alert notice");
+        };
+        assert_eq!(blind.rule.as_str(), "collector_blind");
+        assert_eq!(
+            blind.started_at,
+            T0 + 200,
+            "blind from the first Will of the wave"
+        );
+        assert!(rx.try_recv().is_err(), "nothing but collector_blind");
+
+        // Back: a Will queued for the session while the collector was away is the backlog.
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0 + 5_000,
+            session_present: true,
+        });
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 5_001));
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 5_002 });
+        assert_eq!(
+            state(&core, "n1"),
+            Some(Liveness::Online),
+            "re-judged by timeout"
+        );
+
+        // A Will on a confirmed link is judged at its arrival; live evidence supersedes one.
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 6_000));
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 6_000));
+        let hb = format!(r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#, T0 + 6_001);
+        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 6_001));
+        assert_eq!(state(&core, "n2"), Some(Liveness::Online), "held");
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 6_003 });
+        assert_eq!(state(&core, "n2"), Some(Liveness::Offline));
+        assert_eq!(state(&core, "n1"), Some(Liveness::Online), "reconnected");
+        let node = NodeId::new("n2").expect("id");
+        let since = core.monitor().tracker().node(&node).map(|v| v.since());
+        assert_eq!(since, Some(T0 + 6_000), "judged at the Will's arrival");
     }
 
     #[tokio::test]

@@ -135,6 +135,10 @@ pub enum CoreEvent {
     BrokerConnected { at: Millis, session_present: bool },
     /// The broker connection was lost: the collector is blind from `at`.
     BrokerLost { at: Millis },
+    /// A link check's marker came back through the broker: every message received before
+    /// this event was delivered by a broker that was running normally (see
+    /// [`crate::liveness::wills`]).
+    LinkConfirmed { at: Millis },
 }
 
 impl CoreEvent {

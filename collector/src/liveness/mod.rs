@@ -61,6 +61,7 @@ use crate::model::{Cause, Liveness, Millis, NodeInfo, Transition};
 
 #[cfg(test)]
 mod tests;
+pub mod wills;
 
 /// Liveness settings: how many heartbeat intervals make a node late and offline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
