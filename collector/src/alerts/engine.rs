@@ -853,6 +853,32 @@ impl Engine {
         if !rule.enabled || seq.missing == 0 {
             return;
         }
+        if seq.explained {
+            // Lost while the collector could not watch (a broker outage, a blind period):
+            // recorded in history as an alert that fired and resolved at once, never
+            // notified, and not counted toward the rule's window.
+            let labels = NodeLabels { view: t.view(idx) };
+            let fp = labels.fp(TELEMETRY_GAP, None);
+            if !self.is_active(fp) {
+                let new = NewAlert {
+                    confirmed: false,
+                    ..labels.alert(
+                        idx,
+                        fp,
+                        rule_name(TELEMETRY_GAP),
+                        rule.severity,
+                        format_args!(
+                            ": {} telemetry messages missing while the collector could not \
+                             watch (explained by the outage, not notified)",
+                            seq.missing
+                        ),
+                    )
+                };
+                self.fire(t, new, now, out);
+                self.resolve(t, fp, now, out);
+            }
+            return;
+        }
         let window = ms(rule.window);
         let g = self.gaps.entry(idx.0).or_default();
         if g.missing == 0 || now >= g.window_start + window {

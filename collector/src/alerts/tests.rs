@@ -675,6 +675,39 @@ fn telemetry_gap_fires_on_enough_missing_messages_and_resolves_after_a_clean_win
 }
 
 #[test]
+fn a_gap_across_a_broker_outage_is_recorded_not_alerted() {
+    let mut h = H::new();
+    let p = h.add("lz", "cg", "s1", "siren");
+    h.beat_until(&[&p], T0 + 30_000);
+    let out = h.m.broker_lost(h.now);
+    h.take(out);
+    h.now += 20_000;
+    let out = h.m.broker_connected(h.now);
+    h.take(out);
+    // 20 heartbeats were lost with the broker's queue for the collector.
+    h.seq += 20;
+    h.beat(&p);
+    let gap: Vec<_> = h
+        .log
+        .iter()
+        .filter(|c| c.alert.rule.as_str() == "telemetry_gap")
+        .collect();
+    assert_eq!(gap.len(), 2, "fired and resolved at once: {gap:?}");
+    assert!(gap.iter().all(|c| !c.notify));
+    assert!(
+        gap[0]
+            .alert
+            .summary
+            .contains("20 telemetry messages missing while")
+    );
+    assert_eq!(h.firing("telemetry_gap"), 0);
+    // A gap on a watched link afterwards still counts in full.
+    h.seq += 6;
+    h.beat(&p);
+    assert_eq!(h.sent("telemetry_gap"), vec![FIRED]);
+}
+
+#[test]
 fn gaps_in_separate_windows_do_not_add_up() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
