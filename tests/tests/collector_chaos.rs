@@ -177,7 +177,13 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, broker: &Mosquitto, node: &str, site: &str) -> Agent {
-        let config = dir.join(format!("{node}.toml"));
+        Self::start_as(dir, broker, node, site, node)
+    }
+
+    /// An agent whose config and spool files are named after `tag` (a second process of
+    /// the same node).
+    fn start_as(dir: &Path, broker: &Mosquitto, node: &str, site: &str, tag: &str) -> Agent {
+        let config = dir.join(format!("{tag}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -185,7 +191,7 @@ impl Agent {
                  kind = \"siren\"\n[mqtt]\nbrokers = [\"{broker}\"]\n\
                  heartbeat_interval = \"1s\"\nkeep_alive = \"2s\"\n[spool]\ndir = \"{spool}\"\n",
                 broker = broker.url(),
-                spool = dir.join(format!("spool-{node}")).display(),
+                spool = dir.join(format!("spool-{tag}")).display(),
             ),
         )
         .expect("agent config");
@@ -335,4 +341,243 @@ async fn node_frozen_with_its_connection_up_is_one_node_alert_within_the_bound()
             ],
         )
         .await;
+}
+
+/// A fast restart: a second agent process of the node connects (new boot) while the first
+/// is frozen with its connection open; the broker hands the connection over and publishes
+/// the old connection's Will *after* the new birth. That Will is stale (foreign boot): no
+/// notification at all, the node stays online.
+#[tokio::test]
+async fn fast_restart_with_a_stale_will_raises_nothing() {
+    let _serial = SERIAL.lock().await;
+    let scene = Scene::start(false, NODE_AT_ONCE).await;
+    let (mut a, _b) = two_agents(&scene).await;
+    a.process.signal("STOP");
+    let mut again = Agent::start_as(
+        scene.dir.path(),
+        &scene.broker,
+        "chaos-a",
+        "site-a",
+        "chaos-a-again",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.process.kill_and_reap();
+    scene.expect_exactly(Duration::from_secs(5), &[]).await;
+    assert_eq!(scene.count("online").await, 2);
+    let node = scene.get("/api/v1/nodes/chaos-a").await;
+    assert_eq!(node["state"], "online", "{node}");
+    again.process.kill_and_reap();
+}
+
+/// A whole site cut off (both of its nodes) for 10 s, in a region of 16 nodes: one
+/// `site_outage`, firing then resolved; its members' `node_offline` alerts are inhibited,
+/// and no region outage.
+#[tokio::test]
+async fn whole_site_cut_is_one_site_alert() {
+    let _serial = SERIAL.lock().await;
+    let scene = Scene::start(false, "").await;
+    let started = Instant::now();
+    let _sim = scene.sim(
+        SIM_NODES as usize,
+        "[[script]]\nat = \"8s\"\naction = \"cut_site\"\nsite = \"lanzhou-chengguan\"\n\
+         down_for = \"10s\"\n",
+    );
+    scene
+        .wait_online(SIM_NODES, "every simulated node online")
+        .await;
+    let fired = scene
+        .nth_arrival(&k("site_outage", "lanzhou-chengguan", "firing"), 0)
+        .await;
+    let resolved = scene
+        .nth_arrival(&k("site_outage", "lanzhou-chengguan", "resolved"), 0)
+        .await;
+    // The cut at 8 s; detection within keep-alive × 1.5 (or 3 heartbeats), then the site's
+    // 5 s group wait.
+    assert_within(
+        "sim start → site_outage (cut at 8 s)",
+        started,
+        fired,
+        Duration::from_secs(8 + 3 + 5 + 2),
+    );
+    println!("site cut: notified, resolved {:?} later", resolved - fired);
+    scene.wait_online(SIM_NODES, "the site back").await;
+    scene
+        .expect_exactly(
+            Duration::from_secs(16),
+            &[
+                k("site_outage", "lanzhou-chengguan", "firing"),
+                k("site_outage", "lanzhou-chengguan", "resolved"),
+            ],
+        )
+        .await;
+}
+
+/// A node whose connection drops four times, 3 s apart: one `flapping` alert instead of a
+/// stream of `node_offline` (each blip is shorter than its 15 s group wait), resolved after
+/// the quiet period.
+#[tokio::test]
+async fn flapping_node_is_one_flapping_alert() {
+    let _serial = SERIAL.lock().await;
+    let scene = Scene::start(false, "[alerts.flapping]\nquiet = \"8s\"\n").await;
+    let started = Instant::now();
+    let _sim = scene.sim(
+        4,
+        "[[script]]\nat = \"5s\"\naction = \"flap\"\nnode = \"lz-chengguan-s01\"\n\
+         times = 4\nperiod = \"3s\"\n",
+    );
+    scene.wait_online(4, "every simulated node online").await;
+    let t0 = Instant::now();
+    let fired = scene
+        .nth_arrival(&k("flapping", "lz-chengguan-s01", "firing"), 0)
+        .await;
+    let resolved = scene
+        .nth_arrival(&k("flapping", "lz-chengguan-s01", "resolved"), 0)
+        .await;
+    println!(
+        "flapping: fired after {:?}, resolved {:?} later",
+        fired - t0,
+        resolved - fired
+    );
+    // Drops at 5, 8, 11 and 14 s: the fourth up/down transition (the second return) comes
+    // by about 10 s; quiet 8 s after the last transition.
+    assert_within(
+        "sim start → flapping (first drop at 5 s)",
+        started,
+        fired,
+        Duration::from_secs(14),
+    );
+    scene
+        .expect_exactly(
+            Duration::from_secs(5),
+            &[
+                k("flapping", "lz-chengguan-s01", "firing"),
+                k("flapping", "lz-chengguan-s01", "resolved"),
+            ],
+        )
+        .await;
+}
+
+/// The node is killed while the collector is down; the broker queues its Will for the
+/// collector's session. After the restart the queued Will is the blind period's backlog: the
+/// node is judged from what arrives after reconnection (nothing), so it is offline after one
+/// full timeout (3 heartbeat intervals). One `node_offline`, resolved when the node is back.
+#[tokio::test]
+async fn node_dies_while_the_collector_is_down() {
+    let _serial = SERIAL.lock().await;
+    let mut scene = Scene::start(false, NODE_AT_ONCE).await;
+    let (mut a, _b) = two_agents(&scene).await;
+    scene.collector.process.kill_and_reap();
+    a.process.kill_and_reap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t0 = Instant::now();
+    scene.collector.restart_in_place().await;
+    let fired = scene
+        .nth_arrival(&k("node_offline", "chaos-a", "firing"), 0)
+        .await;
+    assert_within(
+        "collector start → node_offline (full timeout)",
+        t0,
+        fired,
+        Duration::from_secs(6),
+    );
+    a.restart();
+    scene
+        .nth_arrival(&k("node_offline", "chaos-a", "resolved"), 0)
+        .await;
+    scene
+        .expect_exactly(
+            Duration::from_secs(4),
+            &[
+                k("node_offline", "chaos-a", "firing"),
+                k("node_offline", "chaos-a", "resolved"),
+            ],
+        )
+        .await;
+}
+
+/// kill -9 of the broker: no Wills at all, the connection drops. One `collector_blind`,
+/// firing then resolved, nothing else, no downtime.
+#[tokio::test]
+async fn broker_killed_and_restarted_is_one_blind_alert() {
+    let _serial = SERIAL.lock().await;
+    let mut scene = Scene::start(true, NODE_AT_ONCE).await;
+    let _sim = scene.sim(SIM_NODES as usize, "");
+    scene
+        .wait_online(SIM_NODES, "every simulated node online")
+        .await;
+    let t0 = Instant::now();
+    scene.broker.kill();
+    let blind = scene
+        .nth_arrival(&k("collector_blind", "-", "firing"), 0)
+        .await;
+    assert_within(
+        "broker kill -9 → collector_blind",
+        t0,
+        blind,
+        Duration::from_secs(3),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t1 = Instant::now();
+    scene.broker.start_again().await;
+    let back = scene
+        .nth_arrival(&k("collector_blind", "-", "resolved"), 0)
+        .await;
+    assert_within(
+        "broker back → collector_blind resolved",
+        t1,
+        back,
+        Duration::from_secs(5),
+    );
+    scene
+        .wait_online(SIM_NODES, "every simulated node online after the restart")
+        .await;
+    scene
+        .expect_exactly(
+            Duration::from_secs(8),
+            &[
+                k("collector_blind", "-", "firing"),
+                k("collector_blind", "-", "resolved"),
+            ],
+        )
+        .await;
+    let up = scene.network_uptime().await;
+    assert_eq!(up["downtime_s"].as_f64(), Some(0.0), "{up}");
+    assert_eq!(up["outages"].as_u64(), Some(0), "{up}");
+}
+
+/// A birth dated a day in the future (a node whose clock was wrong once) is rejected and
+/// counted; it does not pin the node: the node's honest birth at another site registers it
+/// there. No notification.
+#[tokio::test]
+async fn a_birth_a_day_in_the_future_is_rejected_and_pins_nothing() {
+    let _serial = SERIAL.lock().await;
+    let scene = Scene::start(false, NODE_AT_ONCE).await;
+    let publisher = collector_support::Publisher::connect(&scene.broker).await;
+    let day_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 86_400_000;
+    publisher
+        .publish(
+            "alarmnet/v1/chaos/site-x/chaos-f/birth",
+            collector_support::birth("chaos", "site-x", "chaos-f", day_ahead),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        )
+        .await;
+    publisher.wait_acked(1, WAIT).await;
+    scene
+        .collector
+        .wait_metric(
+            "alarmnet_messages_rejected_total{reason=\"future_ts\"}",
+            1.0,
+            WAIT,
+        )
+        .await;
+    let _f = Agent::start(scene.dir.path(), &scene.broker, "chaos-f", "site-y");
+    scene.wait_online(1, "the node online").await;
+    let node = scene.get("/api/v1/nodes/chaos-f").await;
+    assert_eq!(node["site"], "site-y", "{node}");
+    scene.expect_exactly(Duration::from_secs(3), &[]).await;
 }
