@@ -28,7 +28,9 @@
 //! start), every node gets a full timeout counted from that moment before it can be late or
 //! offline: its deadlines are computed from `max(last live evidence, anchor)` where the
 //! anchor is the last (re)connection or start. Explicit evidence (a Will, a live heartbeat)
-//! still acts at once during the grace period.
+//! still acts at once during the grace period. The core hands Wills to the tracker only
+//! once its link to the broker is confirmed ([`wills`]), so a broker's Will wave never
+//! reaches it.
 //!
 //! # Restore
 //! At start the caller constructs the tracker with `now`, then [`Tracker::restore`]s every
