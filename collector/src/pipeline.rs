@@ -159,6 +159,13 @@ pub struct Core {
     rebirths: HashMap<NodeId, Millis>,
     /// Wills waiting for the link to be confirmed.
     wills: WillGate,
+    /// The last moment the broker is known to have been delivering to the collector (a
+    /// message, a link check's echo, a connection): liveness deadlines are judged only up
+    /// to it, so a link that only looks up is not judged as every node going silent.
+    heard_until: Millis,
+    /// The current connection follows a broker outage (not the collector's start): Wills
+    /// within a node's grace period describe the outage.
+    after_outage: bool,
 }
 
 impl Core {
@@ -185,6 +192,8 @@ impl Core {
             run: None,
             rebirths: HashMap::new(),
             wills: WillGate::new(),
+            heard_until: 0,
+            after_outage: false,
         }
     }
 
@@ -255,7 +264,7 @@ impl Core {
         // Never tick twice within this long (a deadline "early, never late" cannot spin).
         let mut earliest = tokio::time::Instant::now();
         loop {
-            let wake = self.monitor.next_deadline().map(|at| {
+            let wake = self.next_wake().map(|at| {
                 let wait = Duration::from_millis(at.saturating_sub(now_millis()));
                 (tokio::time::Instant::now() + wait).max(earliest)
             });
@@ -316,16 +325,25 @@ impl Core {
                 received_at,
                 retained,
             } => {
+                self.heard_until = self.heard_until.max(received_at);
                 if let NodeMessage::State(state) = &message
                     && is_will(state)
                 {
                     // Judged once the link is confirmed (liveness::wills).
-                    self.wills.hold(HeldWill {
-                        path: path.clone(),
-                        state: state.clone(),
-                        retained,
-                        at: received_at,
-                    });
+                    let tracker = self.monitor.tracker();
+                    let in_grace = self.after_outage
+                        && tracker
+                            .idx(&path.node)
+                            .is_some_and(|idx| received_at < tracker.grace_end(idx));
+                    self.wills.hold(
+                        HeldWill {
+                            path: path.clone(),
+                            state: state.clone(),
+                            retained,
+                            at: received_at,
+                        },
+                        in_grace,
+                    );
                 } else {
                     if is_live(&message, retained) {
                         self.wills.supersede(&path.node);
@@ -342,6 +360,7 @@ impl Core {
                 at,
                 session_present,
             } => {
+                self.after_outage = self.blind_since.is_some();
                 if let Some(since) = self.blind_since.take() {
                     tracing::info!(
                         blind_ms = at.saturating_sub(since),
@@ -350,12 +369,19 @@ impl Core {
                     );
                 }
                 self.wills.connected();
+                self.heard_until = self.heard_until.max(at);
                 self.see_again(at);
             }
             CoreEvent::BrokerLost { at } => {
                 let held = self.wills.len();
-                // A wave of Wills just before the loss belongs to the blind period.
+                // A wave of Wills just before the loss belongs to the blind period, and so
+                // does the time since the broker was last heard.
                 let from = self.wills.lost(at);
+                let from = if self.heard_until > 0 {
+                    from.min(self.heard_until)
+                } else {
+                    from
+                };
                 if held > 0 {
                     tracing::info!(
                         wills = held,
@@ -368,7 +394,8 @@ impl Core {
                     self.go_blind(BlindCause::Broker, from);
                 }
             }
-            CoreEvent::LinkConfirmed { .. } => {
+            CoreEvent::LinkConfirmed { at } => {
+                self.heard_until = self.heard_until.max(at);
                 for will in self.wills.confirmed() {
                     let out =
                         self.monitor
@@ -509,8 +536,23 @@ impl Core {
 
     /// Judges every deadline due at `now` into the current batch.
     pub fn tick(&mut self, now: Millis) {
-        let out = self.monitor.tick(now);
+        let out = self.monitor.tick_judging_until(now, self.heard_until);
         self.take(out);
+    }
+
+    /// When the core should tick next: the alert engine's next deadline, and a liveness
+    /// deadline only once the broker has been heard past it (until then the next message or
+    /// link check wakes the core anyway).
+    fn next_wake(&self) -> Option<Millis> {
+        let liveness = self
+            .monitor
+            .tracker()
+            .next_deadline()
+            .filter(|&at| at <= self.heard_until);
+        match (liveness, self.monitor.engine().next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Hands the "last heard" times to the store, with this run's "alive" mark, without
@@ -865,10 +907,17 @@ mod tests {
             let node = NodeId::new(n).expect("id");
             core.monitor().tracker().node(&node).map(|v| v.state())
         };
+        for n in ["n1", "n2"] {
+            let hb = format!(
+                r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#,
+                T0 + 39_000
+            );
+            core.absorb(event(&mut ingest, n, "hb", &hb, T0 + 39_000));
+        }
         // A wave just before the connection is lost: blind from the first Will, nobody judged.
-        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 200));
-        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 201));
-        core.absorb(CoreEvent::BrokerLost { at: T0 + 210 });
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 40_000));
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 40_001));
+        core.absorb(CoreEvent::BrokerLost { at: T0 + 40_010 });
         core.commit_and_announce().await;
         assert_eq!(state(&core, "n1"), Some(Liveness::Online));
         assert_eq!(state(&core, "n2"), Some(Liveness::Online));
@@ -878,36 +927,70 @@ mod tests {
         assert_eq!(blind.rule.as_str(), "collector_blind");
         assert_eq!(
             blind.started_at,
-            T0 + 200,
+            T0 + 40_000,
             "blind from the first Will of the wave"
         );
         assert!(rx.try_recv().is_err(), "nothing but collector_blind");
 
         // Back: a Will queued for the session while the collector was away is the backlog.
         core.absorb(CoreEvent::BrokerConnected {
-            at: T0 + 5_000,
+            at: T0 + 45_000,
             session_present: true,
         });
-        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 5_001));
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 5_002 });
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 45_001));
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 45_002 });
         assert_eq!(
             state(&core, "n1"),
             Some(Liveness::Online),
             "re-judged by timeout"
         );
 
-        // A Will on a confirmed link is judged at its arrival; live evidence supersedes one.
-        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 6_000));
-        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 6_000));
-        let hb = format!(r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#, T0 + 6_001);
-        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 6_001));
+        // Past the nodes' grace (3 × 10 s after the reconnection), a Will on a confirmed link
+        // is judged at its arrival; live evidence supersedes one.
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 80_000));
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 80_000));
+        let hb = format!(
+            r#"{{"v":1,"boot":"b0000001","seq":2,"ts":{}}}"#,
+            T0 + 80_001
+        );
+        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 80_001));
         assert_eq!(state(&core, "n2"), Some(Liveness::Online), "held");
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 6_003 });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 80_003 });
         assert_eq!(state(&core, "n2"), Some(Liveness::Offline));
         assert_eq!(state(&core, "n1"), Some(Liveness::Online), "reconnected");
         let node = NodeId::new("n2").expect("id");
         let since = core.monitor().tracker().node(&node).map(|v| v.since());
-        assert_eq!(since, Some(T0 + 6_000), "judged at the Will's arrival");
+        assert_eq!(since, Some(T0 + 80_000), "judged at the Will's arrival");
+    }
+
+    #[tokio::test]
+    async fn silence_is_judged_only_as_far_as_the_broker_was_heard() {
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
+        let (mut core, _rx, _events) = core(&store, &metrics);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        let node = NodeId::new("n1").expect("id");
+        let state = |core: &Core| core.monitor().tracker().node(&node).map(|v| v.state());
+        // Nothing heard from the broker after T0 + 100: a minute later nobody is judged (the
+        // silence may be the collector's own link).
+        core.tick(T0 + 60_000);
+        assert_eq!(state(&core), Some(Liveness::Online));
+        assert_eq!(
+            core.next_wake(),
+            None,
+            "no liveness wake-up past the last sign"
+        );
+        // A link check's echo at T0 + 60 s: the broker was delivering, the node was silent.
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 60_000 });
+        core.tick(T0 + 60_000);
+        assert_eq!(state(&core), Some(Liveness::Offline));
     }
 
     #[tokio::test]

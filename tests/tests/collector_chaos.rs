@@ -345,12 +345,14 @@ async fn node_frozen_with_its_connection_up_is_one_node_alert_within_the_bound()
 
 /// A fast restart: a second agent process of the node connects (new boot) while the first
 /// is frozen with its connection open; the broker hands the connection over and publishes
-/// the old connection's Will *after* the new birth. That Will is stale (foreign boot): no
-/// notification at all, the node stays online.
+/// the old connection's Will, just before or just after the new birth. After the birth it
+/// is stale (foreign boot) and ignored; before it, the node is offline for a moment, which
+/// `node_offline`'s default 15 s group wait keeps quiet. No notification at all; the node
+/// ends online.
 #[tokio::test]
 async fn fast_restart_with_a_stale_will_raises_nothing() {
     let _serial = SERIAL.lock().await;
-    let scene = Scene::start(false, NODE_AT_ONCE).await;
+    let scene = Scene::start(false, "").await;
     let (mut a, _b) = two_agents(&scene).await;
     a.process.signal("STOP");
     let mut again = Agent::start_as(
@@ -580,4 +582,66 @@ async fn a_birth_a_day_in_the_future_is_rejected_and_pins_nothing() {
     let node = scene.get("/api/v1/nodes/chaos-f").await;
     assert_eq!(node["site"], "site-y", "{node}");
     scene.expect_exactly(Duration::from_secs(3), &[]).await;
+}
+
+/// The broker frozen (`SIGSTOP`) for 8 s with 172 nodes, then resumed: the collector's
+/// connection only looks up and nothing arrives. The collector judges nobody past the last
+/// moment it heard the broker, its link check declares the link lost, and the Wills the
+/// broker publishes once it runs again (every agent's connection timed out meanwhile)
+/// describe the blind period. One `collector_blind`, firing then resolved, nothing else.
+#[tokio::test]
+async fn broker_frozen_and_resumed_is_one_blind_alert() {
+    let _serial = SERIAL.lock().await;
+    let scene = Scene::start(true, NODE_AT_ONCE).await;
+    let _sim = scene.sim(SIM_NODES as usize, "");
+    scene
+        .wait_online(SIM_NODES, "every simulated node online")
+        .await;
+    let pid = scene.broker.pid().expect("broker running").to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let t0 = Instant::now();
+    signal("-STOP");
+    let blind = scene
+        .nth_arrival(&k("collector_blind", "-", "firing"), 0)
+        .await;
+    // Idle check after 1 s, declared lost 5 s after the last packet.
+    assert_within(
+        "broker SIGSTOP → collector_blind",
+        t0,
+        blind,
+        Duration::from_secs(8),
+    );
+    let elapsed = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(elapsed)).await;
+    let t1 = Instant::now();
+    signal("-CONT");
+    let back = scene
+        .nth_arrival(&k("collector_blind", "-", "resolved"), 0)
+        .await;
+    assert_within(
+        "broker resumed → collector_blind resolved",
+        t1,
+        back,
+        Duration::from_secs(10),
+    );
+    scene
+        .wait_online(SIM_NODES, "every simulated node online after the freeze")
+        .await;
+    scene
+        .expect_exactly(
+            Duration::from_secs(8),
+            &[
+                k("collector_blind", "-", "firing"),
+                k("collector_blind", "-", "resolved"),
+            ],
+        )
+        .await;
+    let up = scene.network_uptime().await;
+    assert_eq!(up["outages"].as_u64(), Some(0), "{up}");
 }

@@ -15,7 +15,9 @@
 //! before the echo came from a broker that was still routing. See
 //! [`crate::liveness::wills`] for what the core does with it. A marker with no packet at all
 //! from the broker for [`LINK_CHECK_TIMEOUT`] means a link that only looks up: it is
-//! reported lost and re-established.
+//! reported lost and re-established. With nothing received for [`LINK_IDLE_CHECK`] the link
+//! checks itself too, so the core (which judges liveness deadlines only up to the last
+//! moment it heard the broker) keeps judging on a quiet network.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -46,6 +48,11 @@ const REQUEST_CAPACITY: usize = 1024;
 /// A link check whose marker has not come back, with nothing at all received from the broker
 /// for this long, declares the connection lost.
 pub const LINK_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// With nothing received for this long, the link checks itself: the core judges liveness
+/// deadlines only up to the last moment it heard the broker, so a quiet network still needs
+/// a sign of the broker about once a second.
+pub const LINK_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Errors building the MQTT client from a validated config.
 #[derive(Debug, thiserror::Error)]
@@ -169,9 +176,14 @@ pub async fn run(
     let mut check = LinkCheck::default();
     loop {
         let stalled = check.deadline();
+        let idle = if connected { check.idle_due() } else { None };
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
             event = eventloop.poll() => event,
+            _ = sleep_until_opt(idle) => {
+                check.start(&client, &own_state);
+                continue;
+            }
             _ = sleep_until_opt(stalled) => {
                 tracing::warn!(
                     timeout = ?LINK_CHECK_TIMEOUT,
@@ -325,6 +337,8 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 struct LinkCheck {
     marker: Option<u64>,
     last_heard: Option<tokio::time::Instant>,
+    /// When the broker last sent anything on this connection.
+    last_incoming: Option<tokio::time::Instant>,
     /// The last marker used: markers strictly increase, so an echo is never mistaken.
     last_marker: u64,
 }
@@ -351,9 +365,19 @@ impl LinkCheck {
 
     /// Something arrived from the broker: the connection is alive, the marker may be queued.
     fn heard(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.last_incoming = Some(now);
         if self.marker.is_some() {
-            self.last_heard = Some(tokio::time::Instant::now());
+            self.last_heard = Some(now);
         }
+    }
+
+    /// When the link should check itself for lack of traffic, if no check is out.
+    fn idle_due(&self) -> Option<tokio::time::Instant> {
+        if self.marker.is_some() {
+            return None;
+        }
+        self.last_incoming.map(|t| t + LINK_IDLE_CHECK)
     }
 
     /// Whether `ts` is the marker out; if so, the check is done.

@@ -22,7 +22,12 @@
 //!   after reconnection (a full timeout each, as for every node).
 //! - Wills delivered after a (re)connection and before the first echo on that connection are
 //!   the backlog of the blind period (queued for the collector's session, or retained) and
-//!   are discarded the same way.
+//!   are discarded the same way. So are Wills that arrive within the node's grace period
+//!   (a full timeout) after a reconnection that ends a broker outage: a broker that was
+//!   frozen or cut off
+//!   publishes the Wills of the connections that dropped meanwhile only once it runs again;
+//!   they describe the blind period, and the node's own timeout judges it instead (a node
+//!   that really died then is reported at the end of its grace, never missed).
 //! - Live evidence from the node (a live birth, `online`, a live heartbeat, fault or test
 //!   receipt) after its Will supersedes the held Will: the node reconnected.
 //!
@@ -59,10 +64,10 @@ impl WillGate {
         Self::default()
     }
 
-    /// Holds a Will. Returns `false` when it is discarded at once (the backlog after a
-    /// reconnection).
-    pub fn hold(&mut self, will: HeldWill) -> bool {
-        if self.backlog {
+    /// Holds a Will. Returns `false` when it is discarded at once: the backlog after a
+    /// reconnection, or `in_grace` (it arrived within its node's grace period).
+    pub fn hold(&mut self, will: HeldWill, in_grace: bool) -> bool {
+        if self.backlog || in_grace {
             self.held.remove(&will.path.node);
             self.discarded += 1;
             return false;
@@ -168,8 +173,8 @@ mod tests {
         let mut g = WillGate::new();
         g.connected();
         assert!(g.confirmed().is_empty(), "the connection's first echo");
-        assert!(g.hold(will("b", T0 + 20)));
-        assert!(g.hold(will("a", T0 + 10)));
+        assert!(g.hold(will("b", T0 + 20), false));
+        assert!(g.hold(will("a", T0 + 10), false));
         assert!(g.is_waiting());
         assert_eq!(nodes(&g.confirmed()), [("a", T0 + 10), ("b", T0 + 20)]);
         assert!(!g.is_waiting());
@@ -182,7 +187,7 @@ mod tests {
         g.connected();
         g.confirmed();
         for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
-            assert!(g.hold(will(n, T0 + 5 + i as u64)));
+            assert!(g.hold(will(n, T0 + 5 + i as u64), false));
         }
         assert_eq!(
             g.lost(T0 + 40),
@@ -199,16 +204,20 @@ mod tests {
         let mut g = WillGate::new();
         g.connected();
         assert!(
-            !g.hold(will("queued", T0 + 1)),
+            !g.hold(will("queued", T0 + 1), false),
             "queued while the collector was away"
         );
         assert!(g.confirmed().is_empty());
         assert!(
-            g.hold(will("fresh", T0 + 500)),
+            g.hold(will("fresh", T0 + 500), false),
             "after the echo: a real Will"
         );
+        assert!(
+            !g.hold(will("early", T0 + 501), true),
+            "within its node's grace period"
+        );
         assert_eq!(nodes(&g.confirmed()), [("fresh", T0 + 500)]);
-        assert_eq!(g.discarded(), 1);
+        assert_eq!(g.discarded(), 2);
     }
 
     #[test]
@@ -216,9 +225,9 @@ mod tests {
         let mut g = WillGate::new();
         g.connected();
         g.confirmed();
-        g.hold(will("a", T0 + 10));
-        g.hold(will("b", T0 + 11));
-        g.hold(will("b", T0 + 30));
+        g.hold(will("a", T0 + 10), false);
+        g.hold(will("b", T0 + 11), false);
+        g.hold(will("b", T0 + 30), false);
         g.supersede(&"a".parse().expect("node"));
         assert_eq!(g.len(), 1);
         assert_eq!(nodes(&g.confirmed()), [("b", T0 + 11)]);
@@ -229,7 +238,7 @@ mod tests {
         let mut g = WillGate::new();
         g.connected();
         g.confirmed();
-        g.hold(will("a", T0));
+        g.hold(will("a", T0), false);
         g.connected();
         assert!(g.confirmed().is_empty());
         assert_eq!(g.discarded(), 1);
