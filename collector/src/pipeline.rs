@@ -596,6 +596,13 @@ impl Core {
             .collect()
     }
 
+    /// Publishes the Will gate's count of discarded Wills.
+    fn count_wills(&self) {
+        self.metrics
+            .wills_discarded
+            .store(self.wills.discarded(), Relaxed);
+    }
+
     /// Commits the batch, then announces its transitions and alert changes. If the commit
     /// fails nothing is announced (the promise is "committed before announced"): the batch and its
     /// announcements are kept and retried with the next commit (each burst, and at least
@@ -608,6 +615,7 @@ impl Core {
                 tracing::error!(error = %e, "cannot record blind mode in the run log");
             }
         }
+        self.count_wills();
         if self.batch.is_empty() && self.pending.is_empty() {
             return;
         }

@@ -267,6 +267,13 @@ async fn broker_stopped_gracefully_and_restarted_is_one_blind_alert() {
         want.push(k("collector_blind", "-", "resolved"));
     }
     scene.expect_exactly(Duration::from_secs(8), &want).await;
+    // The Will waves reached the collector and were not judged.
+    let discarded = scene
+        .collector
+        .metric("alarmnet_wills_discarded_total")
+        .await;
+    println!("Wills discarded over two graceful stops: {discarded}");
+    assert!(discarded > 0.0, "no Will wave seen");
     let up = scene.network_uptime().await;
     assert_eq!(up["downtime_s"].as_f64(), Some(0.0), "{up}");
     assert_eq!(up["outages"].as_u64(), Some(0), "{up}");

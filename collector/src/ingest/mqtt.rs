@@ -190,6 +190,7 @@ pub async fn run(
                     "link check: no echo and nothing from the broker; reconnecting"
                 );
                 check.clear();
+                metrics.link_check_failures.fetch_add(1, Relaxed);
                 eventloop.clean();
                 if connected {
                     connected = false;
