@@ -342,6 +342,47 @@ fn a_site_flicker_inside_the_group_wait_is_recorded_never_notified() {
 }
 
 #[test]
+fn a_firing_outage_renotifies_member_changes_at_most_once_per_group_interval() {
+    let mut cfg = MonitorConfig::default();
+    cfg.alerts.site_outage.group_interval = Duration::from_secs(60);
+    let mut h = H::with(cfg);
+    let site: Vec<NodePath> = (0..4)
+        .map(|k| h.add("lz", "cg", &format!("cg{k}"), "siren"))
+        .collect();
+    let others: Vec<NodePath> = (0..8)
+        .map(|k| h.add("lz", "an", &format!("an{k}"), "siren"))
+        .collect();
+    let all: Vec<&NodePath> = site.iter().chain(&others).collect();
+    h.beat_until(&all, T0 + 60_000);
+    let cut = h.now;
+    h.will(&site[0]);
+    h.will(&site[1]);
+    let mut alive: Vec<&NodePath> = others.iter().chain(&site[2..]).collect();
+    h.beat_until(&alive, cut + 10_000);
+    assert_eq!(h.sent("site_outage"), vec![LATE_FIRED]);
+    // cg2 goes down 5 s after the notification (sent at cut + 5 s, after the group wait):
+    // the change waits until 60 s after that notification.
+    h.will(&site[2]);
+    alive.retain(|p| p.node.as_str() != "cg2");
+    h.beat_until(&alive, cut + 20_000);
+    // cg0 comes back within the same interval: one re-notification will carry both.
+    h.beat(&site[0]);
+    alive.push(&site[0]);
+    h.beat_until(&alive, cut + 64_000);
+    assert_eq!(h.sent("site_outage"), vec![LATE_FIRED], "rate-limited");
+    h.beat_until(&alive, cut + 66_000);
+    assert_eq!(h.sent("site_outage"), vec![LATE_FIRED, LATE_FIRED]);
+    let update = h.log.iter().rev().find(|c| c.notify).expect("the update");
+    assert_eq!(
+        update.alert.summary,
+        "site outage at lz/cg: 2 of 4 nodes offline (offline since the last notice: cg2; back: cg0)"
+    );
+    // Nothing changes: nothing more is sent.
+    h.beat_until(&alive, cut + 300_000);
+    assert_eq!(h.sent("site_outage").len(), 2);
+}
+
+#[test]
 fn every_rule_waits_its_configured_group_wait() {
     let mut cfg = MonitorConfig::default();
     cfg.alerts.clock_skew.group_wait = Duration::from_secs(10);
