@@ -299,6 +299,12 @@ pub struct IngestConfig {
     /// At most one warning per rejection reason per window; the others are counted.
     #[serde(default = "default_log_window", with = "humantime_serde")]
     pub reject_log_window: Duration,
+    /// A message whose agent `ts` is further ahead of the collector's clock than this is
+    /// rejected (`future_ts`): a birth dated in the future would otherwise pin the node's
+    /// place and names against every later, honest birth. Agent clocks that run ahead
+    /// less than this are only reported (`clock_skew`).
+    #[serde(default = "default_max_future_skew", with = "humantime_serde")]
+    pub max_future_skew: Duration,
 }
 
 /// Who may register a node.
@@ -358,6 +364,9 @@ fn default_ingest_queue() -> usize {
 fn default_log_window() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_future_skew() -> Duration {
+    Duration::from_secs(300)
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -385,6 +394,7 @@ impl Default for IngestConfig {
             allowlist_file: None,
             queue: default_ingest_queue(),
             reject_log_window: default_log_window(),
+            max_future_skew: default_max_future_skew(),
         }
     }
 }

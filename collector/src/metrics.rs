@@ -32,6 +32,10 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     /// Sequenced messages dropped as already seen (same boot, sequence not above the last).
     pub duplicates: AtomicU64,
+    /// Last Wills not judged: delivered around a broker outage (`liveness::wills`).
+    pub wills_discarded: AtomicU64,
+    /// Link checks whose marker never came back (a link that only looked up).
+    pub link_check_failures: AtomicU64,
     /// Commits of the core's writes that failed (kept and retried).
     pub store_write_failures: AtomicU64,
     /// Store writes (rows) held in memory while the store cannot commit them.
@@ -211,6 +215,18 @@ impl Metrics {
             "alarmnet_messages_duplicate_total",
             "Heartbeats, faults and test receipts dropped as already received.",
             self.duplicates.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_wills_discarded_total",
+            "Last Wills not judged because they were delivered around a broker outage.",
+            self.wills_discarded.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_link_check_failures_total",
+            "Link checks whose marker never came back: the connection was re-established.",
+            self.link_check_failures.load(Relaxed),
         );
         counter(
             &mut out,

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_protocol::{AlertStatus, BootId, FaultStatus, NodeId, NodePath};
+use alarmnet_protocol::{
+    AlertStatus, BootId, FaultStatus, NodeId, NodePath, NodeState, OfflineReason, State,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,7 @@ use crate::alerts::{AlertChange, Monitor, Output};
 use crate::api::{ControlError, ControlRequest, EventHub, RecentMetrics};
 use crate::ingest::{CoreEvent, NodeMessage};
 use crate::liveness::RestoredNode;
+use crate::liveness::wills::{HeldWill, WillGate};
 use crate::metrics::Metrics;
 use crate::model::{Millis, NodeInfo, Silence, Transition};
 use crate::outputs::Outputs;
@@ -54,6 +57,22 @@ pub fn now_millis() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A Last Will (or any `offline` other than a clean shutdown): held by the [`WillGate`].
+fn is_will(state: &State) -> bool {
+    state.state == NodeState::Offline && state.reason != Some(OfflineReason::Shutdown)
+}
+
+/// Whether a message proves the node is connected now (and so supersedes a held Will).
+fn is_live(message: &NodeMessage, retained: bool) -> bool {
+    match message {
+        NodeMessage::Birth(_) => !retained,
+        NodeMessage::State(s) => !retained && s.state == NodeState::Online,
+        NodeMessage::Heartbeat(hb) => !hb.replay,
+        NodeMessage::Fault(f) => !f.replay,
+        NodeMessage::Test(t) => !t.replay,
+    }
 }
 
 /// One store transaction: when nodes were last heard (with their sequence numbers), and
@@ -126,6 +145,15 @@ pub struct Core {
     readiness: ReadinessTracker,
     /// Where the readiness rollups are published after each commit.
     board: Board,
+    /// Wills waiting for the link to be confirmed.
+    wills: WillGate,
+    /// The last moment the broker is known to have been delivering to the collector (a
+    /// message, a link check's echo, a connection): liveness deadlines are judged only up
+    /// to it, so a link that only looks up is not judged as every node going silent.
+    heard_until: Millis,
+    /// The current connection follows a broker outage (not the collector's start): Wills
+    /// within a node's grace period describe the outage.
+    after_outage: bool,
 }
 
 impl Core {
@@ -153,6 +181,9 @@ impl Core {
             rebirths: HashMap::new(),
             readiness: ReadinessTracker::new(&ReadinessConfig::default()),
             board: Board::new(),
+            wills: WillGate::new(),
+            heard_until: 0,
+            after_outage: false,
         }
     }
 
@@ -245,11 +276,7 @@ impl Core {
         // Never tick twice within this long (a deadline "early, never late" cannot spin).
         let mut earliest = tokio::time::Instant::now();
         loop {
-            let next = match (self.monitor.next_deadline(), self.readiness.next_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let wake = next.map(|at| {
+            let wake = self.next_wake().map(|at| {
                 let wait = Duration::from_millis(at.saturating_sub(now_millis()));
                 (tokio::time::Instant::now() + wait).max(earliest)
             });
@@ -310,8 +337,32 @@ impl Core {
                 received_at,
                 retained,
             } => {
-                let out = self.node_message(&path, message, retained, received_at);
-                self.take(out);
+                self.heard_until = self.heard_until.max(received_at);
+                if let NodeMessage::State(state) = &message
+                    && is_will(state)
+                {
+                    // Judged once the link is confirmed (liveness::wills).
+                    let tracker = self.monitor.tracker();
+                    let in_grace = self.after_outage
+                        && tracker
+                            .idx(&path.node)
+                            .is_some_and(|idx| received_at < tracker.grace_end(idx));
+                    self.wills.hold(
+                        HeldWill {
+                            path: path.clone(),
+                            state: state.clone(),
+                            retained,
+                            at: received_at,
+                        },
+                        in_grace,
+                    );
+                } else {
+                    if is_live(&message, retained) {
+                        self.wills.supersede(&path.node);
+                    }
+                    let out = self.node_message(&path, message, retained, received_at);
+                    self.take(out);
+                }
                 if !retained {
                     let at = self.seen.entry(path.node).or_insert(received_at);
                     *at = (*at).max(received_at);
@@ -321,6 +372,7 @@ impl Core {
                 at,
                 session_present,
             } => {
+                self.after_outage = self.blind_since.is_some();
                 if let Some(since) = self.blind_since.take() {
                     tracing::info!(
                         blind_ms = at.saturating_sub(since),
@@ -328,12 +380,39 @@ impl Core {
                         "broker back"
                     );
                 }
+                self.wills.connected();
+                self.heard_until = self.heard_until.max(at);
                 self.see_again(at);
             }
             CoreEvent::BrokerLost { at } => {
+                let held = self.wills.len();
+                // A wave of Wills just before the loss belongs to the blind period, and so
+                // does the time since the broker was last heard.
+                let from = self.wills.lost(at);
+                let from = if self.heard_until > 0 {
+                    from.min(self.heard_until)
+                } else {
+                    from
+                };
+                if held > 0 {
+                    tracing::info!(
+                        wills = held,
+                        wave_ms = at.saturating_sub(from),
+                        "Wills delivered just before the broker connection was lost are not judged"
+                    );
+                }
                 if self.blind_since.is_none() {
-                    self.blind_since = Some(at);
-                    self.go_blind(BlindCause::Broker, at);
+                    self.blind_since = Some(from);
+                    self.go_blind(BlindCause::Broker, from);
+                }
+            }
+            CoreEvent::LinkConfirmed { at } => {
+                self.heard_until = self.heard_until.max(at);
+                for will in self.wills.confirmed() {
+                    let out =
+                        self.monitor
+                            .on_state(&will.path, &will.state, will.retained, will.at);
+                    self.take(out);
                 }
             }
         }
@@ -515,10 +594,29 @@ impl Core {
 
     /// Judges every deadline due at `now` into the current batch.
     pub fn tick(&mut self, now: Millis) {
-        let out = self.monitor.tick(now);
+        let out = self.monitor.tick_judging_until(now, self.heard_until);
         self.take(out);
         self.readiness.tick(self.monitor.tracker(), now);
         self.settle_readiness();
+    }
+
+    /// When the core should tick next: the alert engine's next deadline, and a liveness
+    /// deadline only once the broker has been heard past it (until then the next message or
+    /// link check wakes the core anyway).
+    fn next_wake(&self) -> Option<Millis> {
+        let liveness = self
+            .monitor
+            .tracker()
+            .next_deadline()
+            .filter(|&at| at <= self.heard_until);
+        [
+            liveness,
+            self.monitor.engine().next_deadline(),
+            self.readiness.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Hands the "last heard" times to the store, with this run's "alive" mark, without
@@ -562,6 +660,13 @@ impl Core {
             .collect()
     }
 
+    /// Publishes the Will gate's count of discarded Wills.
+    fn count_wills(&self) {
+        self.metrics
+            .wills_discarded
+            .store(self.wills.discarded(), Relaxed);
+    }
+
     /// Commits the batch, then announces its transitions and alert changes. If the commit
     /// fails nothing is announced (the promise is "committed before announced"): the batch and its
     /// announcements are kept and retried with the next commit (each burst, and at least
@@ -574,6 +679,7 @@ impl Core {
                 tracing::error!(error = %e, "cannot record blind mode in the run log");
             }
         }
+        self.count_wills();
         if self.batch.is_empty() && self.pending.is_empty() {
             return;
         }
@@ -861,6 +967,113 @@ mod tests {
         assert_eq!(metrics.duplicates.load(Relaxed), 3);
         let stored = store.faults(node, false).await.expect("faults");
         assert_eq!(stored.len(), 4, "D stored, the second C not");
+    }
+
+    #[tokio::test]
+    async fn wills_are_judged_only_once_an_echo_confirms_the_link() {
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
+        let (mut core, mut rx, _events) = core(&store, &metrics);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 1 });
+        for n in ["n1", "n2"] {
+            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + 100));
+        }
+        let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
+        let state = |core: &Core, n: &str| {
+            let node = NodeId::new(n).expect("id");
+            core.monitor().tracker().node(&node).map(|v| v.state())
+        };
+        for n in ["n1", "n2"] {
+            let hb = format!(
+                r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#,
+                T0 + 39_000
+            );
+            core.absorb(event(&mut ingest, n, "hb", &hb, T0 + 39_000));
+        }
+        // A wave just before the connection is lost: blind from the first Will, nobody judged.
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 40_000));
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 40_001));
+        core.absorb(CoreEvent::BrokerLost { at: T0 + 40_010 });
+        core.commit_and_announce().await;
+        assert_eq!(state(&core, "n1"), Some(Liveness::Online));
+        assert_eq!(state(&core, "n2"), Some(Liveness::Online));
+        let Notice::Alert(blind) = rx.try_recv().expect("collector_blind") else {
+            panic!("not an alert notice");
+        };
+        assert_eq!(blind.rule.as_str(), "collector_blind");
+        assert_eq!(
+            blind.started_at,
+            T0 + 40_000,
+            "blind from the first Will of the wave"
+        );
+        assert!(rx.try_recv().is_err(), "nothing but collector_blind");
+
+        // Back: a Will queued for the session while the collector was away is the backlog.
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0 + 45_000,
+            session_present: true,
+        });
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 45_001));
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 45_002 });
+        assert_eq!(
+            state(&core, "n1"),
+            Some(Liveness::Online),
+            "re-judged by timeout"
+        );
+
+        // Past the nodes' grace (3 × 10 s after the reconnection), a Will on a confirmed link
+        // is judged at its arrival; live evidence supersedes one.
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 80_000));
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 80_000));
+        let hb = format!(
+            r#"{{"v":1,"boot":"b0000001","seq":2,"ts":{}}}"#,
+            T0 + 80_001
+        );
+        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 80_001));
+        assert_eq!(state(&core, "n2"), Some(Liveness::Online), "held");
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 80_003 });
+        assert_eq!(state(&core, "n2"), Some(Liveness::Offline));
+        assert_eq!(state(&core, "n1"), Some(Liveness::Online), "reconnected");
+        let node = NodeId::new("n2").expect("id");
+        let since = core.monitor().tracker().node(&node).map(|v| v.since());
+        assert_eq!(since, Some(T0 + 80_000), "judged at the Will's arrival");
+    }
+
+    #[tokio::test]
+    async fn silence_is_judged_only_as_far_as_the_broker_was_heard() {
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
+        let (mut core, _rx, _events) = core(&store, &metrics);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        let node = NodeId::new("n1").expect("id");
+        let state = |core: &Core| core.monitor().tracker().node(&node).map(|v| v.state());
+        // Nothing heard from the broker after T0 + 100: a minute later nobody is judged (the
+        // silence may be the collector's own link).
+        core.tick(T0 + 60_000);
+        assert_eq!(state(&core), Some(Liveness::Online));
+        assert_eq!(
+            core.next_wake(),
+            None,
+            "no liveness wake-up past the last sign"
+        );
+        // A link check's echo at T0 + 60 s: the broker was delivering, the node was silent.
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 60_000 });
+        core.tick(T0 + 60_000);
+        assert_eq!(state(&core), Some(Liveness::Offline));
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 //! - [`alertmanager`]: a private Prometheus Alertmanager per test.
 //! - [`probe`]: [`MqttProbe`], an MQTT client that records what it receives and publishes
 //!   with acknowledgement.
+//! - [`webhook`]: [`WebhookReceiver`], a webhook endpoint that records every notification.
 //!
 //! # Example
 //! ```no_run
@@ -50,6 +51,7 @@ pub mod process;
 pub mod usage;
 pub mod victoria;
 pub mod wait;
+pub mod webhook;
 
 pub use alertmanager::Alertmanager;
 pub use ids::{free_port, unique_id};
@@ -58,6 +60,7 @@ pub use probe::{MqttProbe, Received};
 pub use process::{Process, ProcessBuilder, binary};
 pub use victoria::{Series, VictoriaMetrics};
 pub use wait::wait_for;
+pub use webhook::WebhookReceiver;
 
 /// The last `lines` lines of `text`.
 pub(crate) fn tail(text: &str, lines: usize) -> &str {

@@ -63,6 +63,11 @@ pub struct FaultRule {
     /// Severity of a fault that is known only from a heartbeat's `faults` list (its `fault`
     /// message was missed, so the agent's severity is unknown).
     pub reconciled_severity: Severity,
+    /// How long a new alert of this rule waits before it is notified; one that resolves
+    /// within the wait is recorded, never notified. `"0s"` (the default for node rules)
+    /// notifies at once.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
 }
 
 impl Default for FaultRule {
@@ -70,6 +75,7 @@ impl Default for FaultRule {
         Self {
             enabled: true,
             reconciled_severity: Severity::Major,
+            group_wait: Duration::ZERO,
         }
     }
 }
@@ -84,6 +90,17 @@ pub struct OutageRule {
     /// Least number of offline members; keeps a one-node site from having "outages".
     pub min_nodes: u32,
     pub severity: Severity,
+    /// How long a new outage waits before it is notified (5 s by default): members of a
+    /// site or region cut go offline within moments of each other, so the alert is notified
+    /// once with its members counted, and an outage that ends within the wait (a flicker) is
+    /// recorded, never notified.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+    /// While an outage fires, a change of its offline members is notified again at most this
+    /// often, the summary naming the members that went down and came back since the last
+    /// notification.
+    #[serde(with = "humantime_serde")]
+    pub group_interval: Duration,
 }
 
 impl Default for OutageRule {
@@ -93,6 +110,8 @@ impl Default for OutageRule {
             min_fraction: 0.5,
             min_nodes: 2,
             severity: Severity::Critical,
+            group_wait: Duration::from_secs(5),
+            group_interval: Duration::from_secs(300),
         }
     }
 }
@@ -138,6 +157,11 @@ pub struct FlappingRule {
     #[serde(with = "humantime_serde")]
     pub quiet: Duration,
     pub severity: Severity,
+    /// How long a new alert of this rule waits before it is notified; one that resolves
+    /// within the wait is recorded, never notified. `"0s"` (the default for node rules)
+    /// notifies at once.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
 }
 
 impl Default for FlappingRule {
@@ -148,6 +172,7 @@ impl Default for FlappingRule {
             window: Duration::from_secs(600),
             quiet: Duration::from_secs(600),
             severity: Severity::Major,
+            group_wait: Duration::ZERO,
         }
     }
 }
@@ -163,6 +188,11 @@ pub struct TelemetryGapRule {
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     pub severity: Severity,
+    /// How long a new alert of this rule waits before it is notified; one that resolves
+    /// within the wait is recorded, never notified. `"0s"` (the default for node rules)
+    /// notifies at once.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
 }
 
 impl Default for TelemetryGapRule {
@@ -172,6 +202,7 @@ impl Default for TelemetryGapRule {
             min_missing: 5,
             window: Duration::from_secs(600),
             severity: Severity::Warning,
+            group_wait: Duration::ZERO,
         }
     }
 }
@@ -185,6 +216,11 @@ pub struct ClockSkewRule {
     #[serde(with = "humantime_serde")]
     pub max_skew: Duration,
     pub severity: Severity,
+    /// How long a new alert of this rule waits before it is notified; one that resolves
+    /// within the wait is recorded, never notified. `"0s"` (the default for node rules)
+    /// notifies at once.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
 }
 
 impl Default for ClockSkewRule {
@@ -193,6 +229,7 @@ impl Default for ClockSkewRule {
             enabled: true,
             max_skew: Duration::from_secs(60),
             severity: Severity::Warning,
+            group_wait: Duration::ZERO,
         }
     }
 }
@@ -203,6 +240,10 @@ impl Default for ClockSkewRule {
 pub struct CollectorBlindRule {
     pub enabled: bool,
     pub severity: Severity,
+    /// How long the collector's own blindness waits before it is notified (`"0s"` by
+    /// default: operators learn at once that nobody is being judged).
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
 }
 
 impl Default for CollectorBlindRule {
@@ -210,6 +251,7 @@ impl Default for CollectorBlindRule {
         Self {
             enabled: true,
             severity: Severity::Critical,
+            group_wait: Duration::ZERO,
         }
     }
 }
@@ -273,6 +315,9 @@ pub struct ThresholdRule {
     /// Only nodes of this kind.
     #[serde(default)]
     pub kind: Option<Name>,
+    /// How long a new alert waits before it is notified (after `for`); `"0s"` by default.
+    #[serde(with = "humantime_serde", default)]
+    pub group_wait: Duration,
 }
 
 /// The names of the built-in rules.
@@ -356,6 +401,26 @@ impl AlertsConfig {
             problems.push("alerts.thresholds: at most 65535 rules".to_owned());
         }
         problems
+    }
+
+    /// How long a new alert of `rule` waits before its first notification. Rules this
+    /// config does not know (none so far) notify at once.
+    pub fn group_wait(&self, rule: &str) -> Duration {
+        match rule {
+            "node_offline" => self.node_offline.group_wait,
+            "fault" => self.fault.group_wait,
+            "site_outage" => self.site_outage.group_wait,
+            "region_outage" => self.region_outage.group_wait,
+            "flapping" => self.flapping.group_wait,
+            "telemetry_gap" => self.telemetry_gap.group_wait,
+            "clock_skew" => self.clock_skew.group_wait,
+            "collector_blind" => self.collector_blind.group_wait,
+            other => self
+                .thresholds
+                .iter()
+                .find(|t| t.name.as_str() == other)
+                .map_or(Duration::ZERO, |t| t.group_wait),
+        }
     }
 
     /// The `node_offline` severity for a node kind.

@@ -7,10 +7,10 @@
 //! for the few nodes that have any).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use alarmnet_protocol::{AlertStatus, Fault, FaultStatus, Heartbeat, Name, Severity};
+use alarmnet_protocol::{AlertStatus, Fault, FaultStatus, Heartbeat, Name, NodeId, Severity};
 
 use super::config::AlertsConfig;
 use super::{AlertChange, AlertEvent, alert_id, fingerprint};
@@ -64,11 +64,54 @@ struct Active {
     hold_until: Millis,
     /// False for a fault known only from replayed data, until a live heartbeat confirms it.
     confirmed: bool,
+    /// The offline members of a site or region outage.
+    members: Option<Box<Members>>,
+}
+
+/// The offline members of a firing site or region outage, for its re-notifications.
+#[derive(Debug, Default)]
+struct Members {
+    /// Offline now.
+    current: BTreeSet<NodeId>,
+    /// Offline as of the last notification.
+    notified: BTreeSet<NodeId>,
+    /// When the last notification went out.
+    last_sent: Millis,
+    /// A re-notification is scheduled.
+    due: bool,
+}
+
+fn is_group(rule: &str) -> bool {
+    matches!(rule, SITE_OUTAGE | REGION_OUTAGE)
+}
+
+/// The offline nodes of a site or region alert's subject (a scan: outages are rare).
+fn offline_members(t: &Tracker, alert: &Alert) -> BTreeSet<NodeId> {
+    let (Some(region), site) = (&alert.subject.region, &alert.subject.site) else {
+        return BTreeSet::new();
+    };
+    t.nodes()
+        .filter(|v| v.own_state() == Liveness::Offline && v.region() == region)
+        .filter(|v| site.as_ref().is_none_or(|s| v.site() == s))
+        .map(|v| v.id().clone())
+        .collect()
+}
+
+/// `a, b, c` (at most 10 names, then `and N more`).
+fn list(ids: &[&NodeId]) -> String {
+    const MAX: usize = 10;
+    let mut out: Vec<String> = ids.iter().take(MAX).map(|n| n.to_string()).collect();
+    if ids.len() > MAX {
+        out.push(format!("and {} more", ids.len() - MAX));
+    }
+    out.join(", ")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Hold(u64),
+    /// A group outage's members changed: notify the change (rate-limited).
+    Regroup(u64),
     Flap(u32),
     Gap(u32),
 }
@@ -293,6 +336,7 @@ impl Engine {
         if self.active.contains_key(&new.fp) {
             return;
         }
+        let active_rule = new.rule.clone();
         let alert = Alert {
             id: alert_id(new.fp),
             rule: new.rule,
@@ -318,11 +362,27 @@ impl Engine {
             node: new.node,
             site,
             region,
-            hold_until: new.hold_until,
+            hold_until: new
+                .hold_until
+                .max(self.hold_from(active_rule.as_str(), now)),
             confirmed: new.confirmed,
+            members: None,
         };
         let notify = active.confirmed && active.hold_until <= now && !self.suppressed(t, &active);
         active.alert.notified = notify;
+        if is_group(active.alert.rule.as_str()) {
+            let members = offline_members(t, &active.alert);
+            active.members = Some(Box::new(Members {
+                notified: if notify {
+                    members.clone()
+                } else {
+                    Default::default()
+                },
+                current: members,
+                last_sent: now,
+                due: false,
+            }));
+        }
         if active.hold_until > now {
             self.timers
                 .push(Reverse((active.hold_until, Timer::Hold(new.fp))));
@@ -392,6 +452,14 @@ impl Engine {
         }
     }
 
+    /// The end of the group wait of a new alert of `rule` firing at `now` (0: none).
+    fn hold_from(&self, rule: &str, now: Millis) -> Millis {
+        match ms(self.cfg.group_wait(rule)) {
+            0 => 0,
+            wait => now + wait,
+        }
+    }
+
     /// Notifies a firing alert that was held back, if nothing holds it back any more.
     fn maybe_notify(&mut self, t: &Tracker, fp: u64, now: Millis, out: &mut Vec<AlertChange>) {
         let Some(a) = self.active.get(&fp) else {
@@ -404,6 +472,12 @@ impl Engine {
             return;
         };
         a.alert.notified = true;
+        if let Some(m) = &mut a.members {
+            // Notified now: the summary counts the members as they are now.
+            a.alert.summary = outage_summary(t, &a.alert, m.current.len());
+            m.notified = m.current.clone();
+            m.last_sent = now;
+        }
         out.push(AlertChange {
             alert: a.alert.clone(),
             event: AlertEvent::Updated,
@@ -568,6 +642,82 @@ impl Engine {
             self.eval_site(t, site, at, out);
             self.eval_region(t, region, at, out);
         }
+        let view = t.view(idx);
+        let (r, s, n) = (view.region().as_str(), view.site().as_str(), view.id());
+        let site_fp = fingerprint(SITE_OUTAGE, Some(r), Some(s), None, None);
+        let region_fp = fingerprint(REGION_OUTAGE, Some(r), None, None, None);
+        let site_every = ms(self.cfg.site_outage.group_interval);
+        let region_every = ms(self.cfg.region_outage.group_interval);
+        let site_wait = ms(self.cfg.site_outage.group_wait);
+        let region_wait = ms(self.cfg.region_outage.group_wait);
+        self.member_changed(site_fp, n, entering, at, site_wait, site_every);
+        self.member_changed(region_fp, n, entering, at, region_wait, region_every);
+    }
+
+    /// A node of a firing outage's subject went offline (`down`) or came back: its members
+    /// change, and the change is notified after the rule's group wait (so a recovery that
+    /// completes within it is only the resolution) and at most once per `group_interval`.
+    fn member_changed(
+        &mut self,
+        fp: u64,
+        node: &NodeId,
+        down: bool,
+        at: Millis,
+        wait: Millis,
+        interval: Millis,
+    ) {
+        let Some(a) = self.active.get_mut(&fp) else {
+            return;
+        };
+        let Some(m) = &mut a.members else {
+            return;
+        };
+        if down {
+            m.current.insert(node.clone());
+        } else {
+            m.current.remove(node);
+        }
+        if a.alert.notified && !m.due && m.current != m.notified {
+            m.due = true;
+            let when = (at + wait).max(m.last_sent + interval);
+            self.timers.push(Reverse((when, Timer::Regroup(fp))));
+        }
+    }
+
+    /// Re-notifies a firing outage whose members changed since its last notification.
+    fn regroup(&mut self, t: &Tracker, fp: u64, now: Millis, out: &mut Vec<AlertChange>) {
+        let suppressed = match self.active.get(&fp) {
+            Some(a) => self.suppressed(t, a),
+            None => return,
+        };
+        let Some(a) = self.active.get_mut(&fp) else {
+            return;
+        };
+        let Some(m) = &mut a.members else {
+            return;
+        };
+        m.due = false;
+        if !a.alert.notified || suppressed || m.current == m.notified {
+            return;
+        }
+        let down: Vec<&NodeId> = m.current.difference(&m.notified).collect();
+        let back: Vec<&NodeId> = m.notified.difference(&m.current).collect();
+        let mut change = Vec::new();
+        if !down.is_empty() {
+            change.push(format!("offline since the last notice: {}", list(&down)));
+        }
+        if !back.is_empty() {
+            change.push(format!("back: {}", list(&back)));
+        }
+        let base = outage_summary(t, &a.alert, m.current.len());
+        a.alert.summary = format!("{base} ({})", change.join("; "));
+        m.notified = m.current.clone();
+        m.last_sent = now;
+        out.push(AlertChange {
+            alert: a.alert.clone(),
+            event: AlertEvent::Updated,
+            notify: true,
+        });
     }
 
     fn eval_site(&mut self, t: &Tracker, site: u32, at: Millis, out: &mut Vec<AlertChange>) {
@@ -703,6 +853,32 @@ impl Engine {
     ) {
         let rule = &self.cfg.telemetry_gap;
         if !rule.enabled || seq.missing == 0 {
+            return;
+        }
+        if seq.explained {
+            // Lost while the collector could not watch (a broker outage, a blind period):
+            // recorded in history as an alert that fired and resolved at once, never
+            // notified, and not counted toward the rule's window.
+            let labels = NodeLabels { view: t.view(idx) };
+            let fp = labels.fp(TELEMETRY_GAP, None);
+            if !self.is_active(fp) {
+                let new = NewAlert {
+                    confirmed: false,
+                    ..labels.alert(
+                        idx,
+                        fp,
+                        rule_name(TELEMETRY_GAP),
+                        rule.severity,
+                        format_args!(
+                            ": {} telemetry messages missing while the collector could not \
+                             watch (explained by the outage, not notified)",
+                            seq.missing
+                        ),
+                    )
+                };
+                self.fire(t, new, now, out);
+                self.resolve(t, fp, now, out);
+            }
             return;
         }
         let window = ms(rule.window);
@@ -992,6 +1168,7 @@ impl Engine {
             self.timers.pop();
             match timer {
                 Timer::Hold(fp) => self.maybe_notify(t, fp, now, out),
+                Timer::Regroup(fp) => self.regroup(t, fp, now, out),
                 Timer::Flap(node) => {
                     let quiet = ms(self.cfg.flapping.quiet);
                     let window = ms(self.cfg.flapping.window);
@@ -1162,11 +1339,7 @@ impl Engine {
             }
             None => (site, region),
         };
-        let hold_until = if alert.rule.as_str() == NODE_OFFLINE {
-            alert.started_at + ms(self.cfg.node_offline.group_wait)
-        } else {
-            0
-        };
+        let hold_until = self.hold_from(alert.rule.as_str(), alert.started_at);
         if let Some(idx) = node {
             match alert.rule.as_str() {
                 FAULT => self.node_faults.entry(idx.0).or_default().push(fp),
@@ -1195,7 +1368,22 @@ impl Engine {
             region,
             hold_until,
             confirmed: true,
+            members: None,
         };
+        let mut active = active;
+        if is_group(active.alert.rule.as_str()) {
+            let members = offline_members(t, &active.alert);
+            active.members = Some(Box::new(Members {
+                notified: if active.alert.notified {
+                    members.clone()
+                } else {
+                    BTreeSet::new()
+                },
+                current: members,
+                last_sent: active.alert.started_at,
+                due: false,
+            }));
+        }
         self.index(fp, &active);
         self.active.insert(fp, active);
     }
@@ -1286,6 +1474,23 @@ impl Engine {
         for fp in held {
             self.maybe_notify(t, fp, now, out);
         }
+    }
+}
+
+/// `site outage at r/s: k of n nodes offline` / `region outage in r: ...`, with `offline`
+/// members and the subject's total from the tracker.
+fn outage_summary(t: &Tracker, alert: &Alert, offline: usize) -> String {
+    let region = alert.subject.region.as_ref();
+    match (region, &alert.subject.site) {
+        (Some(r), Some(s)) => {
+            let total = t.site_counts(r, s).map_or(0, |(_, total)| total);
+            format!("site outage at {r}/{s}: {offline} of {total} nodes offline")
+        }
+        (Some(r), None) => {
+            let total = t.region_counts(r).map_or(0, |(_, total)| total);
+            format!("region outage in {r}: {offline} of {total} nodes offline")
+        }
+        _ => alert.summary.clone(),
     }
 }
 

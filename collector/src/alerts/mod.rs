@@ -11,8 +11,8 @@
 //! # Notification
 //! Every change is returned as an [`AlertChange`] (store it: history), and `notify` says
 //! whether a notification must go out for it (`$alerts`, webhooks, Alertmanager):
-//! - a firing alert is notified unless it is silenced, inhibited, held (the `node_offline`
-//!   group wait) or unconfirmed (a replayed fault not yet confirmed by a live heartbeat);
+//! - a firing alert is notified unless it is silenced, inhibited, held (its rule's
+//!   `group_wait`, see [`AlertsConfig::group_wait`]) or unconfirmed (a replayed fault not yet confirmed by a live heartbeat);
 //!   when the last of these ends while it still fires, it is notified then
 //!   ([`AlertEvent::Updated`] with `notify`);
 //! - the group wait (`alerts.node_offline.group_wait`, 15 s by default) lets a site or
@@ -20,6 +20,9 @@
 //!   other, inhibit its members before any of them is notified, and swallows blips; when an
 //!   outage (or flapping) ends, the alerts it held back get a fresh group wait, so members
 //!   coming back a few seconds after the outage resolved are not a storm;
+//! - a firing site or region outage whose offline members change is notified again
+//!   ([`AlertEvent::Updated`] with `notify`) after its group wait and at most once per
+//!   `group_interval`, its summary naming the members that went down and came back;
 //! - a resolution is notified exactly when the firing was ([`Alert::notified`]): a silence
 //!   or inhibition never swallows the resolution of a notification already sent, and an
 //!   alert notified before a maintenance window that still fires after it is not notified

@@ -299,10 +299,17 @@ impl Monitor {
     /// Judges every deadline due at `now`: liveness timeouts, group waits, quiet periods,
     /// silence windows.
     pub fn tick(&mut self, now: Millis) -> Output {
+        self.tick_judging_until(now, now)
+    }
+
+    /// Like [`Monitor::tick`], but liveness deadlines are judged only up to `heard`: the
+    /// last moment the broker is known to have been delivering to the collector. A node's
+    /// silence after that may be the collector's own (a link that only looks up).
+    pub fn tick_judging_until(&mut self, now: Millis, heard: Millis) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
         let mut maint = Vec::new();
-        self.tracker.tick_into(now, &mut changes);
+        self.tracker.tick_into(heard.min(now), &mut changes);
         self.engine.on_changes(&self.tracker, &changes, &mut alerts);
         self.engine
             .tick(&self.tracker, now, &mut alerts, &mut maint);

@@ -61,6 +61,14 @@ impl H {
         Self::with(MonitorConfig::default())
     }
 
+    /// Site and region outages notified as soon as they fire (inhibition tests).
+    fn outages_at_once() -> Self {
+        let mut cfg = MonitorConfig::default();
+        cfg.alerts.site_outage.group_wait = Duration::ZERO;
+        cfg.alerts.region_outage.group_wait = Duration::ZERO;
+        Self::with(cfg)
+    }
+
     fn with(cfg: MonitorConfig) -> Self {
         assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
         Self {
@@ -249,7 +257,7 @@ fn timeout_offline_fires_and_stopped_raises_nothing() {
 
 #[test]
 fn site_cut_gives_one_site_alert_and_no_node_notifications() {
-    let mut h = H::new();
+    let mut h = H::outages_at_once();
     let cut: Vec<NodePath> = (0..6)
         .map(|k| h.add("lz", "cg", &format!("cg{k}"), "siren"))
         .collect();
@@ -287,8 +295,115 @@ fn site_cut_gives_one_site_alert_and_no_node_notifications() {
 }
 
 #[test]
-fn region_outage_inhibits_site_and_node_notifications() {
+fn a_site_flicker_inside_the_group_wait_is_recorded_never_notified() {
     let mut h = H::new();
+    let site: Vec<NodePath> = (0..2)
+        .map(|k| h.add("lz", "cg", &format!("cg{k}"), "siren"))
+        .collect();
+    let others: Vec<NodePath> = (0..6)
+        .map(|k| h.add("lz", "an", &format!("an{k}"), "siren"))
+        .collect();
+    let rest: Vec<&NodePath> = others.iter().collect();
+    let all: Vec<&NodePath> = site.iter().chain(&others).collect();
+    h.beat_until(&all, T0 + 60_000);
+    // Both Wills, back 4 s later: inside the 5 s default group wait.
+    h.will(&site[0]);
+    h.will(&site[1]);
+    assert_eq!(h.firing("site_outage"), 1, "recorded at once");
+    h.run_to(h.now + 4_000);
+    h.beat(&site[0]);
+    h.beat(&site[1]);
+    h.beat_until(&all, h.now + 60_000);
+    assert_eq!(h.firing("site_outage"), 0);
+    let site_changes: Vec<_> = h
+        .log
+        .iter()
+        .filter(|c| c.alert.rule.as_str() == "site_outage")
+        .map(|c| (c.event, c.notify))
+        .collect();
+    assert_eq!(
+        site_changes,
+        [(AlertEvent::Fired, false), (AlertEvent::Resolved, false)]
+    );
+    // A real cut: notified once, 5 s after it began, counting its members then.
+    let cut = h.now;
+    h.will(&site[0]);
+    h.will(&site[1]);
+    h.beat_until(&rest, cut + 4_000);
+    assert!(h.sent("site_outage").is_empty());
+    h.beat_until(&rest, cut + 6_000);
+    assert_eq!(h.sent("site_outage"), vec![LATE_FIRED]);
+    let notified = h.log.iter().rev().find(|c| c.notify).expect("notified");
+    assert_eq!(
+        notified.alert.summary,
+        "site outage at lz/cg: 2 of 2 nodes offline"
+    );
+    assert_eq!(notified.alert.started_at, cut, "started when it began");
+}
+
+#[test]
+fn a_firing_outage_renotifies_member_changes_at_most_once_per_group_interval() {
+    let mut cfg = MonitorConfig::default();
+    cfg.alerts.site_outage.group_interval = Duration::from_secs(60);
+    let mut h = H::with(cfg);
+    let site: Vec<NodePath> = (0..4)
+        .map(|k| h.add("lz", "cg", &format!("cg{k}"), "siren"))
+        .collect();
+    let others: Vec<NodePath> = (0..8)
+        .map(|k| h.add("lz", "an", &format!("an{k}"), "siren"))
+        .collect();
+    let all: Vec<&NodePath> = site.iter().chain(&others).collect();
+    h.beat_until(&all, T0 + 60_000);
+    let cut = h.now;
+    h.will(&site[0]);
+    h.will(&site[1]);
+    let mut alive: Vec<&NodePath> = others.iter().chain(&site[2..]).collect();
+    h.beat_until(&alive, cut + 10_000);
+    assert_eq!(h.sent("site_outage"), vec![LATE_FIRED]);
+    // cg2 goes down 5 s after the notification (sent at cut + 5 s, after the group wait):
+    // the change waits until 60 s after that notification.
+    h.will(&site[2]);
+    alive.retain(|p| p.node.as_str() != "cg2");
+    h.beat_until(&alive, cut + 20_000);
+    // cg0 comes back within the same interval: one re-notification will carry both.
+    h.beat(&site[0]);
+    alive.push(&site[0]);
+    h.beat_until(&alive, cut + 64_000);
+    assert_eq!(h.sent("site_outage"), vec![LATE_FIRED], "rate-limited");
+    h.beat_until(&alive, cut + 66_000);
+    assert_eq!(h.sent("site_outage"), vec![LATE_FIRED, LATE_FIRED]);
+    let update = h.log.iter().rev().find(|c| c.notify).expect("the update");
+    assert_eq!(
+        update.alert.summary,
+        "site outage at lz/cg: 2 of 4 nodes offline (offline since the last notice: cg2; back: cg0)"
+    );
+    // Nothing changes: nothing more is sent.
+    h.beat_until(&alive, cut + 300_000);
+    assert_eq!(h.sent("site_outage").len(), 2);
+}
+
+#[test]
+fn every_rule_waits_its_configured_group_wait() {
+    let mut cfg = MonitorConfig::default();
+    cfg.alerts.clock_skew.group_wait = Duration::from_secs(10);
+    let mut h = H::with(cfg);
+    let p = h.add("lz", "cg", "n1", "siren");
+    h.beat_until(&[&p], T0 + 60_000);
+    // An agent clock 5 min ahead: recorded at once, notified 10 s later.
+    h.seq += 1;
+    let out = h.m.on_heartbeat(&p, &hb(h.seq, h.now + 300_000), h.now);
+    h.take(out);
+    assert_eq!(h.firing("clock_skew"), 1);
+    assert!(h.sent("clock_skew").is_empty());
+    h.run_to(h.now + 9_000);
+    assert!(h.sent("clock_skew").is_empty());
+    h.run_to(h.now + 1_000);
+    assert_eq!(h.sent("clock_skew"), vec![LATE_FIRED]);
+}
+
+#[test]
+fn region_outage_inhibits_site_and_node_notifications() {
+    let mut h = H::outages_at_once();
     let nodes: Vec<NodePath> = ["a1", "a2", "b1", "b2"]
         .iter()
         .map(|n| h.add("lz", &n[..1], n, "siren"))
@@ -325,7 +440,22 @@ fn region_outage_inhibits_site_and_node_notifications() {
     }
     let back: Vec<&NodePath> = nodes.iter().collect();
     h.beat_until(&back, h.now + 60_000);
-    assert_eq!(h.sent("region_outage"), vec![FIRED, RESOLVED]);
+    // b1 and b2 went down after the region outage was notified: one re-notification names
+    // them (members changed), then the resolution.
+    assert_eq!(h.sent("region_outage"), vec![FIRED, LATE_FIRED, RESOLVED]);
+    let update = h
+        .log
+        .iter()
+        .find(|c| c.alert.rule.as_str() == "region_outage" && c.event == AlertEvent::Updated)
+        .expect("the re-notification");
+    assert!(
+        update
+            .alert
+            .summary
+            .ends_with("4 of 4 nodes offline (offline since the last notice: b1, b2)"),
+        "{}",
+        update.alert.summary
+    );
     assert!(h.sent("site_outage").is_empty());
     // a1's resolution, then the lone node (no outage in a region of one).
     assert_eq!(
@@ -336,7 +466,7 @@ fn region_outage_inhibits_site_and_node_notifications() {
 
 #[test]
 fn nodes_still_offline_when_a_site_outage_ends_are_notified_then() {
-    let mut h = H::new();
+    let mut h = H::outages_at_once();
     let nodes: Vec<NodePath> = (0..4)
         .map(|k| h.add("lz", "cg", &format!("n{k}"), "siren"))
         .collect();
@@ -583,6 +713,39 @@ fn telemetry_gap_fires_on_enough_missing_messages_and_resolves_after_a_clean_win
     h.beat_until(&[&p], gap_at + 600_000);
     assert_eq!(h.firing("telemetry_gap"), 0);
     assert_eq!(h.sent("telemetry_gap"), vec![FIRED, RESOLVED]);
+}
+
+#[test]
+fn a_gap_across_a_broker_outage_is_recorded_not_alerted() {
+    let mut h = H::new();
+    let p = h.add("lz", "cg", "s1", "siren");
+    h.beat_until(&[&p], T0 + 30_000);
+    let out = h.m.broker_lost(h.now);
+    h.take(out);
+    h.now += 20_000;
+    let out = h.m.broker_connected(h.now);
+    h.take(out);
+    // 20 heartbeats were lost with the broker's queue for the collector.
+    h.seq += 20;
+    h.beat(&p);
+    let gap: Vec<_> = h
+        .log
+        .iter()
+        .filter(|c| c.alert.rule.as_str() == "telemetry_gap")
+        .collect();
+    assert_eq!(gap.len(), 2, "fired and resolved at once: {gap:?}");
+    assert!(gap.iter().all(|c| !c.notify));
+    assert!(
+        gap[0]
+            .alert
+            .summary
+            .contains("20 telemetry messages missing while")
+    );
+    assert_eq!(h.firing("telemetry_gap"), 0);
+    // A gap on a watched link afterwards still counts in full.
+    h.seq += 6;
+    h.beat(&p);
+    assert_eq!(h.sent("telemetry_gap"), vec![FIRED]);
 }
 
 #[test]
@@ -1278,7 +1441,13 @@ fn random_histories_keep_the_invariants() {
                 match (c.alert.status, c.notify) {
                     (AlertStatus::Firing, true) => {
                         let was = outstanding.insert(id, true).unwrap_or(false);
-                        assert!(!was, "seed {seed} step {step}: notified twice: {c:?}");
+                        // Only an outage whose members changed is notified again.
+                        let regroup = c.event == AlertEvent::Updated
+                            && matches!(c.alert.rule.as_str(), "site_outage" | "region_outage");
+                        assert!(
+                            !was || regroup,
+                            "seed {seed} step {step}: notified twice: {c:?}"
+                        );
                     }
                     (AlertStatus::Resolved, true) => {
                         let was = outstanding.remove(&id).unwrap_or(false);

@@ -55,10 +55,12 @@ pub enum RejectReason {
     UnknownNode,
     /// A message under a region/site other than the node's registered one.
     Moved,
+    /// A message dated further ahead of the collector's clock than `max_future_skew`.
+    FutureTs,
 }
 
 impl RejectReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [RejectReason; Self::COUNT] = [
         RejectReason::BadTopic,
         RejectReason::TooLarge,
@@ -71,6 +73,7 @@ impl RejectReason {
         RejectReason::NotAllowed,
         RejectReason::UnknownNode,
         RejectReason::Moved,
+        RejectReason::FutureTs,
     ];
 
     /// The metric label value.
@@ -87,6 +90,7 @@ impl RejectReason {
             RejectReason::NotAllowed => "not_allowed",
             RejectReason::UnknownNode => "unknown_node",
             RejectReason::Moved => "moved",
+            RejectReason::FutureTs => "future_ts",
         }
     }
 }
@@ -135,6 +139,10 @@ pub enum CoreEvent {
     BrokerConnected { at: Millis, session_present: bool },
     /// The broker connection was lost: the collector is blind from `at`.
     BrokerLost { at: Millis },
+    /// A link check's marker came back through the broker: every message received before
+    /// this event was delivered by a broker that was running normally (see
+    /// [`crate::liveness::wills`]).
+    LinkConfirmed { at: Millis },
 }
 
 impl CoreEvent {
@@ -176,6 +184,7 @@ impl Rejection {
 pub struct Ingest {
     prefix: Prefix,
     max_nodes: usize,
+    max_future_skew_ms: u64,
     allowlist: Option<HashSet<NodeId>>,
     registry: HashMap<NodeId, Binding>,
     metrics: Arc<Metrics>,
@@ -249,6 +258,8 @@ impl Ingest {
         Self {
             prefix,
             max_nodes: config.max_nodes,
+            max_future_skew_ms: u64::try_from(config.max_future_skew.as_millis())
+                .unwrap_or(u64::MAX),
             allowlist,
             registry,
             metrics,
@@ -323,6 +334,19 @@ impl Ingest {
                 "not a node topic (collector and alert topics are not ingested)",
             ));
         };
+        if let Some(ts) = agent_ts(&envelope.message)
+            && ts > now.saturating_add(self.max_future_skew_ms)
+        {
+            return Err(Rejection::new(
+                RejectReason::FutureTs,
+                format!(
+                    "node {}: message dated {} s ahead of the collector's clock \
+                     (ingest.max_future_skew)",
+                    path.node,
+                    (ts - now) / 1000
+                ),
+            ));
+        }
         let message = match envelope.message {
             Message::Birth(birth) => {
                 self.register(&path, &birth)?;
@@ -428,6 +452,18 @@ impl Ingest {
             )),
             Some(_) => Ok(()),
         }
+    }
+}
+
+/// The agent's `ts` of a node message, where it has one.
+fn agent_ts(message: &Message) -> Option<u64> {
+    match message {
+        Message::Birth(m) => Some(m.ts),
+        Message::State(m) => m.ts,
+        Message::Heartbeat(m) => Some(m.ts),
+        Message::Fault(m) => Some(m.ts),
+        Message::Test(m) => Some(m.ts),
+        _ => None,
     }
 }
 
@@ -579,6 +615,54 @@ mod tests {
             RejectReason::IdMismatch
         );
         assert_eq!(i.registered(), 0);
+    }
+
+    #[test]
+    fn messages_dated_in_the_future_are_rejected_and_cannot_pin_a_node() {
+        const NOW: u64 = 1_764_330_000_000;
+        const DAY: u64 = 86_400_000;
+        let metrics = Arc::new(Metrics::new());
+        let mut i = Ingest::new(
+            Prefix::default(),
+            &IngestConfig::default(),
+            None,
+            [],
+            metrics.clone(),
+        );
+        let at = |i: &mut Ingest, (topic, body): (String, Vec<u8>), now: u64| {
+            i.handle(&topic, &body, now).is_some()
+        };
+        // A birth a day ahead: rejected and counted, nothing registered.
+        assert!(!at(&mut i, birth("r", "a", "n", NOW + DAY), NOW));
+        assert_eq!(metrics.rejected_count(RejectReason::FutureTs), 1);
+        assert_eq!(i.registered(), 0);
+        // Within the 5 min allowance: accepted.
+        assert!(at(&mut i, birth("r", "a", "n", NOW + 299_000), NOW));
+        // The honest birth of the node at its new place, an hour later, moves it: the
+        // future-dated birth pinned nothing.
+        assert!(at(
+            &mut i,
+            birth("r", "b", "n", NOW + 3_600_000),
+            NOW + 3_600_000
+        ));
+        // A birth dated in the past is accepted where the node is, but never moves it back.
+        assert!(at(&mut i, birth("r", "b", "n", NOW - DAY), NOW + 3_600_001));
+        let (topic, body) = birth("r", "a", "n", NOW + 10);
+        assert_eq!(
+            i.classify(&topic, &body, NOW + 3_600_002)
+                .map_err(|r| r.reason),
+            Err(RejectReason::Moved)
+        );
+        // Any message type: a heartbeat dated a day ahead.
+        let hb = format!(
+            r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#,
+            NOW + 2 * DAY
+        );
+        assert_eq!(
+            i.classify("alarmnet/v1/r/b/n/hb", hb.as_bytes(), NOW + DAY)
+                .map_err(|r| r.reason),
+            Err(RejectReason::FutureTs)
+        );
     }
 
     #[test]

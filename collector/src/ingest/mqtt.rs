@@ -8,6 +8,16 @@
 //! again. When the core's channel is full this task waits: it stops reading, TCP pushes
 //! back, and the broker queues (it never drops what it already PUBACKed to an agent unless
 //! its own `max_queued_messages` overflows; the shipped broker config raises it).
+//!
+//! Link checks: on every ConnAck, and whenever a Will is forwarded while no check is out, the
+//! link publishes a marker (a non-retained `online` on its own `$collector/{id}/state` with
+//! a unique `ts`) and reports its echo as [`CoreEvent::LinkConfirmed`]: everything received
+//! before the echo came from a broker that was still routing. See
+//! [`crate::liveness::wills`] for what the core does with it. A marker with no packet at all
+//! from the broker for [`LINK_CHECK_TIMEOUT`] means a link that only looks up: it is
+//! reported lost and re-established. With nothing received for [`LINK_IDLE_CHECK`] the link
+//! checks itself too, so the core (which judges liveness deadlines only up to the last
+//! moment it heard the broker) keeps judging on a quiet network.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,7 +33,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{CoreEvent, Ingest, now_millis};
+use super::{CoreEvent, Ingest, NodeMessage, now_millis};
 use crate::config::MqttConfig;
 use crate::metrics::Metrics;
 
@@ -34,6 +44,15 @@ const MAX_INCOMING_PACKET: usize = 16 * 1024 * 1024;
 
 /// Requests (publishes, subscribes) waiting for the event loop.
 const REQUEST_CAPACITY: usize = 1024;
+
+/// A link check whose marker has not come back, with nothing at all received from the broker
+/// for this long, declares the connection lost.
+pub const LINK_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// With nothing received for this long, the link checks itself: the core judges liveness
+/// deadlines only up to the last moment it heard the broker, so a quiet network still needs
+/// a sign of the broker about once a second.
+pub const LINK_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Errors building the MQTT client from a validated config.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +82,14 @@ impl Topics {
     }
 
     fn state_payload(state: NodeState) -> Vec<u8> {
+        Self::state_payload_at(state, now_millis())
+    }
+
+    fn state_payload_at(state: NodeState, ts: u64) -> Vec<u8> {
         alarmnet_protocol::encode(&Message::CollectorState(CollectorState {
             v: V1,
             state,
-            ts: Some(now_millis()),
+            ts: Some(ts),
         }))
     }
 }
@@ -153,11 +176,38 @@ pub async fn run(
     let agents = topics.prefix.agents_filter();
     let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
     let mut connected = false;
+    let mut check = LinkCheck::default();
     loop {
+        let stalled = check.deadline();
+        let idle = if connected { check.idle_due() } else { None };
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
             event = eventloop.poll() => event,
+            _ = sleep_until_opt(idle) => {
+                check.start(&client, &own_state);
+                continue;
+            }
+            _ = sleep_until_opt(stalled) => {
+                tracing::warn!(
+                    timeout = ?LINK_CHECK_TIMEOUT,
+                    "link check: no echo and nothing from the broker; reconnecting"
+                );
+                check.clear();
+                metrics.link_check_failures.fetch_add(1, Relaxed);
+                eventloop.clean();
+                if connected {
+                    connected = false;
+                    metrics.mqtt_connected.store(false, Relaxed);
+                    if !send(&core, CoreEvent::BrokerLost { at: now_millis() }, &shutdown).await {
+                        break;
+                    }
+                }
+                continue;
+            }
         };
+        if let Ok(Event::Incoming(_)) = &event {
+            check.heard();
+        }
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 backoff.reset();
@@ -186,31 +236,55 @@ pub async fn run(
                 if !send(&core, event, &shutdown).await {
                     break;
                 }
+                // The first echo on this connection ends the backlog of the blind period.
+                check.clear();
+                check.start(&client, &own_state);
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 if p.topic == own_state {
-                    // A stale Will of an earlier connection of ours (or anybody) said we are
-                    // offline while we are connected: say online again.
-                    let offline = matches!(
-                        alarmnet_protocol::decode(&topics.prefix, &p.topic, &p.payload),
-                        Ok(e) if matches!(
-                            e.message,
-                            Message::CollectorState(CollectorState { state: NodeState::Offline, .. })
-                        )
-                    );
-                    if offline {
-                        tracing::warn!("own state was overwritten with offline; republishing");
-                        publish_state(&client, &own_state, NodeState::Online);
+                    let own = match alarmnet_protocol::decode(&topics.prefix, &p.topic, &p.payload)
+                    {
+                        Ok(e) => match e.message {
+                            Message::CollectorState(s) => Some(s),
+                            _ => None,
+                        },
+                        Err(_) => None,
+                    };
+                    match own {
+                        // A stale Will of an earlier connection of ours (or anybody) said we
+                        // are offline while we are connected: say online again.
+                        Some(CollectorState {
+                            state: NodeState::Offline,
+                            ..
+                        }) => {
+                            tracing::warn!("own state was overwritten with offline; republishing");
+                            publish_state(&client, &own_state, NodeState::Online);
+                        }
+                        Some(CollectorState {
+                            state: NodeState::Online,
+                            ts: Some(ts),
+                            ..
+                        }) if !p.retain && check.echoed(ts) => {
+                            let event = CoreEvent::LinkConfirmed { at: now_millis() };
+                            if !send(&core, event, &shutdown).await {
+                                break;
+                            }
+                        }
+                        _ => {}
                     }
                     continue;
                 }
                 if let Some(event) = ingest.handle(&p.topic, &p.payload, now_millis()) {
                     let event = event.retained(p.retain);
+                    let will = is_will(&event);
                     metrics
                         .ingest_queue_depth
                         .store((core.max_capacity() - core.capacity()) as u64, Relaxed);
                     if !send(&core, event, &shutdown).await {
                         break;
+                    }
+                    if will && !check.is_out() {
+                        check.start(&client, &own_state);
                     }
                 }
                 for path in ingest.take_rebirths() {
@@ -219,6 +293,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                check.clear();
                 if connected {
                     connected = false;
                     metrics.mqtt_connected.store(false, Relaxed);
@@ -241,6 +316,93 @@ pub async fn run(
         disconnect(&mut eventloop, &client, &own_state).await;
     }
     metrics.mqtt_connected.store(false, Relaxed);
+}
+
+/// Whether `event` is a Will (an `offline` state other than a clean shutdown).
+fn is_will(event: &CoreEvent) -> bool {
+    matches!(
+        event,
+        CoreEvent::Node { message: NodeMessage::State(s), .. }
+            if s.state == NodeState::Offline
+                && s.reason != Some(alarmnet_protocol::OfflineReason::Shutdown)
+    )
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The link check in flight, if any: its marker (a unique `ts`) and when the broker last
+/// sent anything.
+#[derive(Debug, Default)]
+struct LinkCheck {
+    marker: Option<u64>,
+    last_heard: Option<tokio::time::Instant>,
+    /// When the broker last sent anything on this connection.
+    last_incoming: Option<tokio::time::Instant>,
+    /// The last marker used: markers strictly increase, so an echo is never mistaken.
+    last_marker: u64,
+}
+
+impl LinkCheck {
+    fn is_out(&self) -> bool {
+        self.marker.is_some()
+    }
+
+    /// Publishes a marker. `try_`: this task drains the client's request channel.
+    fn start(&mut self, client: &AsyncClient, own_state: &str) {
+        // Above any `ts` the plain state publishes used so far (they take `now`).
+        let marker = (now_millis() + 1).max(self.last_marker + 1);
+        self.last_marker = marker;
+        let payload = Topics::state_payload_at(NodeState::Online, marker);
+        match client.try_publish(own_state, QoS::AtLeastOnce, false, payload) {
+            Ok(()) => {
+                self.marker = Some(marker);
+                self.last_heard = Some(tokio::time::Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot publish a link check"),
+        }
+    }
+
+    /// Something arrived from the broker: the connection is alive, the marker may be queued.
+    fn heard(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.last_incoming = Some(now);
+        if self.marker.is_some() {
+            self.last_heard = Some(now);
+        }
+    }
+
+    /// When the link should check itself for lack of traffic, if no check is out.
+    fn idle_due(&self) -> Option<tokio::time::Instant> {
+        if self.marker.is_some() {
+            return None;
+        }
+        self.last_incoming.map(|t| t + LINK_IDLE_CHECK)
+    }
+
+    /// Whether `ts` is the marker out; if so, the check is done.
+    fn echoed(&mut self, ts: u64) -> bool {
+        if self.marker == Some(ts) {
+            self.clear();
+            return true;
+        }
+        false
+    }
+
+    fn clear(&mut self) {
+        self.marker = None;
+        self.last_heard = None;
+    }
+
+    /// When the check declares the link lost, if one is out.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.marker?;
+        self.last_heard.map(|t| t + LINK_CHECK_TIMEOUT)
+    }
 }
 
 /// Sends to the core, waiting while its queue is full. `false` when shutting down.

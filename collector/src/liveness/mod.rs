@@ -28,7 +28,9 @@
 //! start), every node gets a full timeout counted from that moment before it can be late or
 //! offline: its deadlines are computed from `max(last live evidence, anchor)` where the
 //! anchor is the last (re)connection or start. Explicit evidence (a Will, a live heartbeat)
-//! still acts at once during the grace period.
+//! still acts at once during the grace period. The core hands Wills to the tracker only
+//! once its link to the broker is confirmed ([`wills`]), so a broker's Will wave never
+//! reaches it.
 //!
 //! # Restore
 //! At start the caller constructs the tracker with `now`, then [`Tracker::restore`]s every
@@ -61,6 +63,7 @@ use crate::model::{Cause, Liveness, Millis, NodeInfo, Transition};
 
 #[cfg(test)]
 mod tests;
+pub mod wills;
 
 /// Liveness settings: how many heartbeat intervals make a node late and offline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +143,10 @@ pub(crate) struct SeqInfo {
     pub(crate) missing: u64,
     /// The message started a new boot (a restart).
     pub(crate) restarted: bool,
+    /// The missing messages were sent while the collector could not watch: the node's
+    /// previous message arrived before the last (re)connection or start (a broker outage
+    /// or blind period lies in between), so the gap is explained, not lost telemetry.
+    pub(crate) explained: bool,
 }
 
 const NO_SEQ: u64 = u64::MAX;
@@ -158,6 +165,8 @@ struct Node {
     /// Last live heartbeat (0 = never).
     last_hb: Millis,
     last_seq: u64,
+    /// When the last message with a sequence number arrived (0 = never).
+    last_seq_at: Millis,
     /// The time of this node's valid heap entry (0 = none).
     scheduled: Millis,
     site: u32,
@@ -692,9 +701,11 @@ impl Tracker {
             if n.last_seq == NO_SEQ || seq > n.last_seq {
                 if n.last_seq != NO_SEQ {
                     info.missing = seq - n.last_seq - 1;
+                    info.explained = info.missing > 0 && n.last_seq_at < self.anchor;
                 }
                 n.last_seq = seq;
             }
+            n.last_seq_at = n.last_seq_at.max(now);
         } else if replay {
             // Spooled data of another boot: history only, says nothing about this boot.
             return Some((idx, info));
@@ -928,6 +939,7 @@ impl Tracker {
             last_live: now,
             last_hb: NO_TIME,
             last_seq: NO_SEQ,
+            last_seq_at: NO_TIME,
             scheduled: NO_TIME,
             site,
             interval_ms: 10_000,

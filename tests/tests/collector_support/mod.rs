@@ -87,6 +87,19 @@ impl Collector {
         Self::spawn(config, client_id, http_port, &[]).await
     }
 
+    /// Kills the collector (if it still runs) and starts it again with the same config,
+    /// client id, store and port.
+    pub async fn restart_in_place(&mut self) {
+        self.process.kill_and_reap();
+        *self = Self::spawn(
+            self.config.clone(),
+            self.client_id.clone(),
+            self.http_port,
+            &[],
+        )
+        .await;
+    }
+
     async fn spawn(
         config: PathBuf,
         client_id: String,
