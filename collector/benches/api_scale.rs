@@ -129,6 +129,7 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
         started_at,
         ended_at,
         summary: format!("{} offline", p.node),
+        args: Default::default(),
         ack: None,
         notified: true,
     };

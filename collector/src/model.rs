@@ -166,6 +166,9 @@ pub struct Alert {
     pub started_at: Millis,
     pub ended_at: Option<Millis>,
     pub summary: String,
+    /// The summary's facts by name (see `docs/api.md`, "Alert arguments"), so the console
+    /// and receivers can word the alert in their own language.
+    pub args: alarmnet_protocol::Tags,
     pub ack: Option<Ack>,
     /// Whether a `firing` notification was sent (not silenced or inhibited at the time).
     /// A resolution is notified exactly when this is true.

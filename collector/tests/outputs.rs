@@ -35,6 +35,7 @@ fn alert(id: &str, status: AlertStatus) -> Alert {
         started_at: now - 60_000,
         ended_at: (status == AlertStatus::Resolved).then_some(now - 1_000),
         summary: "lz-cg-s001 (城关区) is offline".into(),
+        args: Default::default(),
         ack: None,
         notified: true,
     }

@@ -362,6 +362,7 @@ async fn points_are_read_back_with_names_labels_values_and_times() {
         started_at: t0 + 4,
         ended_at: None,
         summary: "offline".into(),
+        args: Default::default(),
         ack: None,
         notified: true,
     }));

@@ -715,6 +715,10 @@ pub struct AlertNotification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<u64>,
     pub summary: LongText,
+    /// The summary's facts by name (`cause`, `offline`, `total`, `check`, `code`, ...), so a
+    /// receiver can word the alert in its own language; the keys per rule are in the docs.
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub args: Tags,
 }
 
 /// A decoded message of any kind.

@@ -305,6 +305,7 @@ fn alert() -> impl Strategy<Value = Envelope> {
                         started_at,
                         ended_at,
                         summary,
+                        args: Default::default(),
                     }),
                 }
             },

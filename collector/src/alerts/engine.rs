@@ -10,7 +10,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use alarmnet_protocol::{AlertStatus, Fault, FaultStatus, Heartbeat, Name, NodeId, Severity};
+use alarmnet_protocol::payload::Text;
+use alarmnet_protocol::{
+    AlertStatus, Fault, FaultKey, FaultStatus, Heartbeat, MetricName, Name, NodeId, Severity, Tags,
+};
 
 use super::config::AlertsConfig;
 use super::{AlertChange, AlertEvent, alert_id, fingerprint};
@@ -200,6 +203,7 @@ impl NodeLabels<'_> {
         rule: Name,
         severity: Severity,
         detail: std::fmt::Arguments<'_>,
+        args: Tags,
     ) -> NewAlert {
         NewAlert {
             fp,
@@ -211,6 +215,7 @@ impl NodeLabels<'_> {
             site: None,
             region: None,
             summary: format!("{} at {}{detail}", self.label(), self.place()),
+            args,
             hold_until: 0,
             confirmed: true,
         }
@@ -229,6 +234,8 @@ struct NewAlert {
     site: Option<u32>,
     region: Option<u32>,
     summary: String,
+    /// The summary's facts by name ([`args`]).
+    args: Tags,
     hold_until: Millis,
     confirmed: bool,
 }
@@ -347,6 +354,7 @@ impl Engine {
             started_at: now,
             ended_at: None,
             summary: new.summary,
+            args: new.args,
             ack: None,
             notified: false,
         };
@@ -474,7 +482,9 @@ impl Engine {
         a.alert.notified = true;
         if let Some(m) = &mut a.members {
             // Notified now: the summary counts the members as they are now.
-            a.alert.summary = outage_summary(t, &a.alert, m.current.len());
+            let (summary, total) = outage_summary(t, &a.alert, m.current.len());
+            a.alert.summary = summary;
+            a.alert.args = outage_args(m.current.len(), total, None);
             m.notified = m.current.clone();
             m.last_sent = now;
         }
@@ -579,6 +589,7 @@ impl Engine {
                             rule_name(NODE_OFFLINE),
                             self.cfg.offline_severity(labels.view.kind().as_str()),
                             format_args!(" is offline ({})", c.cause.as_str()),
+                            args([("cause", c.cause.as_str().to_owned())]),
                         )
                     };
                     self.fire(t, new, c.at, out);
@@ -616,6 +627,10 @@ impl Engine {
                         " is flapping: {count} up/down transitions within {}",
                         fmt_duration(self.cfg.flapping.window)
                     ),
+                    args([
+                        ("count", count.to_string()),
+                        ("window_s", self.cfg.flapping.window.as_secs().to_string()),
+                    ]),
                 );
                 self.fire(t, new, at, out);
             }
@@ -709,8 +724,14 @@ impl Engine {
         if !back.is_empty() {
             change.push(format!("back: {}", list(&back)));
         }
-        let base = outage_summary(t, &a.alert, m.current.len());
+        let (base, total) = outage_summary(t, &a.alert, m.current.len());
         a.alert.summary = format!("{base} ({})", change.join("; "));
+        let ids = |v: &[&NodeId]| v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
+        a.alert.args = outage_args(
+            m.current.len(),
+            total,
+            Some((&ids(&down), &ids(&back))),
+        );
         m.notified = m.current.clone();
         m.last_sent = now;
         out.push(AlertChange {
@@ -750,6 +771,7 @@ impl Engine {
                 "site outage at {region}/{}: {} of {} nodes offline",
                 s.id, s.offline, s.total
             ),
+            args: outage_args(s.offline, s.total, None),
             hold_until: 0,
             confirmed: true,
         });
@@ -778,6 +800,7 @@ impl Engine {
                 "region outage in {}: {} of {} nodes offline",
                 r.id, r.offline, r.total
             ),
+            args: outage_args(r.offline, r.total, None),
             hold_until: 0,
             confirmed: true,
         });
@@ -833,6 +856,7 @@ impl Engine {
                 rule_name(CLOCK_SKEW),
                 rule.severity,
                 format_args!(": agent clock is off by {:+} s", skew / 1000),
+                args([("skew_s", format!("{:+}", skew / 1000))]),
             );
             self.fire(t, new, now, out);
         } else if !bad && firing {
@@ -874,6 +898,10 @@ impl Engine {
                              watch (explained by the outage, not notified)",
                             seq.missing
                         ),
+                        args([
+                            ("missing", seq.missing.to_string()),
+                            ("explained", "true".to_owned()),
+                        ]),
                     )
                 };
                 self.fire(t, new, now, out);
@@ -904,6 +932,10 @@ impl Engine {
                         ": {missing} telemetry messages missing within {}",
                         fmt_duration(rule.window)
                     ),
+                    args([
+                        ("missing", missing.to_string()),
+                        ("window_s", rule.window.as_secs().to_string()),
+                    ]),
                 );
                 self.fire(t, new, now, out);
             }
@@ -967,6 +999,13 @@ impl Engine {
                                 rule.value,
                                 fmt_duration(rule.for_)
                             ),
+                            args([
+                                ("metric", rule.metric.to_string()),
+                                ("value", v.to_string()),
+                                ("op", rule.op.as_str().to_owned()),
+                                ("threshold", rule.value.to_string()),
+                                ("for_s", rule.for_.as_secs().to_string()),
+                            ]),
                         );
                         self.fire(t, new, now, out);
                     }
@@ -1013,6 +1052,7 @@ impl Engine {
                         rule_name(FAULT),
                         self.cfg.fault.reconciled_severity,
                         format_args!(": fault {key_s} (reported active by heartbeat)"),
+                        fault_args(key, None, None),
                     );
                     self.fire(t, new, now, out);
                     self.node_faults.entry(idx.0).or_default().push(fp);
@@ -1094,6 +1134,11 @@ impl Engine {
                         rule_name(FAULT),
                         fault.severity,
                         format_args!(": fault {key} ({}){message}", fault.severity),
+                        fault_args(
+                            &fault.key(),
+                            Some(fault.severity),
+                            fault.message.as_ref().map(|m| m.as_str()),
+                        ),
                     )
                 };
                 self.fire(t, new, now, out);
@@ -1139,6 +1184,14 @@ impl Engine {
                 BlindCause::Store => "collector cannot write its store: no node is being judged",
             }
             .to_owned(),
+            args: args([(
+                "cause",
+                match cause {
+                    BlindCause::Broker => "broker",
+                    BlindCause::Store => "store",
+                }
+                .to_owned(),
+            )]),
             hold_until: 0,
             confirmed: true,
         };
@@ -1460,6 +1513,7 @@ impl Engine {
                         rule_name(NODE_OFFLINE),
                         self.cfg.offline_severity(labels.view.kind().as_str()),
                         format_args!(" is offline"),
+                        Tags::new(),
                     )
                 };
                 self.fire(t, new, now, out);
@@ -1479,19 +1533,63 @@ impl Engine {
 
 /// `site outage at r/s: k of n nodes offline` / `region outage in r: ...`, with `offline`
 /// members and the subject's total from the tracker.
-fn outage_summary(t: &Tracker, alert: &Alert, offline: usize) -> String {
+fn outage_summary(t: &Tracker, alert: &Alert, offline: usize) -> (String, usize) {
     let region = alert.subject.region.as_ref();
     match (region, &alert.subject.site) {
         (Some(r), Some(s)) => {
             let total = t.site_counts(r, s).map_or(0, |(_, total)| total);
-            format!("site outage at {r}/{s}: {offline} of {total} nodes offline")
+            let text = format!("site outage at {r}/{s}: {offline} of {total} nodes offline");
+            (text, total as usize)
         }
         (Some(r), None) => {
             let total = t.region_counts(r).map_or(0, |(_, total)| total);
-            format!("region outage in {r}: {offline} of {total} nodes offline")
+            let text = format!("region outage in {r}: {offline} of {total} nodes offline");
+            (text, total as usize)
         }
-        _ => alert.summary.clone(),
+        _ => (alert.summary.clone(), 0),
     }
+}
+
+/// An alert's facts by name: keys are metric-like names, values at most 256 characters.
+pub(crate) fn args<const N: usize>(pairs: [(&str, String); N]) -> Tags {
+    let mut tags = Tags::new();
+    for (key, value) in pairs {
+        if let Ok(key) = MetricName::new(key) {
+            let _ = tags.insert(key, Text::truncated(value));
+        }
+    }
+    tags
+}
+
+/// `check`, `code`, and when known the fault's `fault_severity` and `message`.
+fn fault_args(key: &FaultKey, severity: Option<Severity>, message: Option<&str>) -> Tags {
+    let mut a = args([
+        ("check", key.check.to_string()),
+        ("code", key.code.to_string()),
+    ]);
+    for (k, v) in [
+        ("fault_severity", severity.map(|s| s.as_str().to_owned())),
+        ("message", message.map(one_line)),
+    ] {
+        if let (Ok(k), Some(v)) = (MetricName::new(k), v) {
+            let _ = a.insert(k, Text::truncated(v));
+        }
+    }
+    a
+}
+
+/// `offline` of `total` members, and after a change of members who `went_down` and
+/// `came_back` (comma-separated ids).
+fn outage_args(offline: impl ToString, total: impl ToString, change: Option<(&str, &str)>) -> Tags {
+    let mut a = args([("offline", offline.to_string()), ("total", total.to_string())]);
+    if let Some((down, back)) = change {
+        for (k, v) in [("went_down", down), ("came_back", back)] {
+            if let (Ok(k), false) = (MetricName::new(k), v.is_empty()) {
+                let _ = a.insert(k, Text::truncated(v));
+            }
+        }
+    }
+    a
 }
 
 fn outage(offline: u32, total: u32, min_nodes: u32, min_fraction: f64) -> bool {

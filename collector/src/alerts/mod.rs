@@ -124,6 +124,7 @@ impl Alert {
             started_at: self.started_at,
             ended_at: self.ended_at,
             summary: Text::truncated(self.summary.clone()),
+            args: self.args.clone(),
         }
     }
 

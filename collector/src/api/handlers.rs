@@ -472,6 +472,7 @@ pub(super) fn alert_json(a: &Alert, s: &ApiState) -> Value {
         "started_at": Stamp::new(a.started_at, &s.tz),
         "ended_at": a.ended_at.map(|e| Stamp::new(e, &s.tz)),
         "summary": a.summary,
+        "args": a.args,
         "ack": a.ack.as_ref().map(|k| AckJson::new(k, &s.tz)),
         "notified": a.notified,
     });

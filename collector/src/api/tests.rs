@@ -74,6 +74,7 @@ fn alert(id: &str, rule: &str, sev: Severity, p: &NodePath, started: &str) -> Al
         started_at: ms(started),
         ended_at: None,
         summary: format!("{} {rule}", p.node),
+        args: Default::default(),
         ack: None,
         notified: true,
     }

@@ -240,6 +240,7 @@ mod tests {
             summary: Text::truncated(
                 "siren lz-chengguan-s01 at lanzhou/lanzhou-chengguan: offline (Will)",
             ),
+            args: Default::default(),
         }
     }
 

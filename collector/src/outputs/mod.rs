@@ -15,7 +15,7 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alarmnet_protocol::{AlertNotification, AlertStatus, Text, V1};
+use alarmnet_protocol::{AlertNotification, AlertStatus};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,20 +26,7 @@ use crate::store::{NotificationAttempt, Store};
 
 /// The JSON object every output sends for an alert (webhook body, `$alerts` payload).
 pub fn notification(alert: &Alert) -> AlertNotification {
-    AlertNotification {
-        v: V1,
-        id: Text::truncated(alert.id.clone()),
-        rule: alert.rule.clone(),
-        severity: alert.severity,
-        status: alert.status,
-        region: alert.subject.region.clone(),
-        site: alert.subject.site.clone(),
-        node: alert.subject.node.clone(),
-        kind: alert.kind.clone(),
-        started_at: alert.started_at,
-        ended_at: alert.ended_at,
-        summary: Text::truncated(alert.summary.clone()),
-    }
+    alert.to_notification()
 }
 
 /// What an output task receives.
@@ -233,6 +220,7 @@ pub(crate) mod tests_support {
             started_at: 1_764_330_000_000,
             ended_at: (status == AlertStatus::Resolved).then_some(1_764_330_600_000),
             summary: "lz-cg-s001 is offline".into(),
+            args: Default::default(),
             ack: None,
             notified: true,
         }

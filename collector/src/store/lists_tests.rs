@@ -343,6 +343,7 @@ fn alert(i: usize, rng: &mut Lcg) -> Alert {
         started_at,
         ended_at: resolved.then(|| started_at + rng.below(300)),
         summary: String::new(),
+        args: Default::default(),
         ack: (rng.below(3) == 0).then(|| Ack {
             by: "ops".into(),
             at: started_at + 1,

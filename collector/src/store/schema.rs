@@ -284,6 +284,11 @@ CREATE TABLE drill_schedule (
 DROP INDEX tests_by_drill;
 CREATE INDEX tests_by_drill ON test_receipts (drill, id) WHERE drill IS NOT NULL;
 "#,
+    // 8: alert arguments: the facts of an alert's summary by name (JSON object), so the
+    // console and receivers can word it in their own language. Older alerts have none.
+    r#"
+ALTER TABLE alerts ADD COLUMN args TEXT;
+"#,
 ];
 
 /// The schema version of a database.

@@ -616,11 +616,11 @@ impl Db {
         self.conn
             .prepare_cached(
                 "INSERT INTO alerts (id, rule, severity, status, region, site, node, kind,
-                    started_at, ended_at, summary, notified, ack_by, ack_at, ack_comment)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                    started_at, ended_at, summary, notified, ack_by, ack_at, ack_comment, args)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT (id, started_at) DO UPDATE SET severity = ?3, status = ?4,
                     ended_at = ?10, summary = ?11, notified = ?12, ack_by = ?13, ack_at = ?14,
-                    ack_comment = ?15",
+                    ack_comment = ?15, args = ?16",
             )?
             .execute(params![
                 a.id,
@@ -638,6 +638,8 @@ impl Db {
                 a.ack.as_ref().map(|k| k.by.as_str()),
                 a.ack.as_ref().map(|k| i64_of(k.at)),
                 a.ack.as_ref().and_then(|k| k.comment.as_deref()),
+                (!a.args.is_empty())
+                    .then(|| serde_json::to_string(&a.args).unwrap_or_default()),
             ])?;
         Ok(())
     }
@@ -665,7 +667,7 @@ impl Db {
     }
 
     const ALERT_COLUMNS: &'static str = "id, rule, severity, status, region, site, node, kind, \
-        started_at, ended_at, summary, notified, ack_by, ack_at, ack_comment";
+        started_at, ended_at, summary, notified, ack_by, ack_at, ack_comment, args";
 
     fn alert_row(r: &Row<'_>) -> rusqlite::Result<RawAlert> {
         Ok(RawAlert {
@@ -684,6 +686,7 @@ impl Db {
             ack_by: r.get(12)?,
             ack_at: r.get(13)?,
             ack_comment: r.get(14)?,
+            args: r.get(15)?,
         })
     }
 
@@ -1266,7 +1269,7 @@ impl Db {
         page.values.push(limit_plus_one(limit));
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(&page.values), |r| {
-            Ok((Self::alert_row(r)?, r.get::<_, i64>(15)?))
+            Ok((Self::alert_row(r)?, r.get::<_, i64>(16)?))
         })?;
         let rows = rows
             .map(|r| {
@@ -1555,6 +1558,7 @@ struct RawAlert {
     ack_by: Option<String>,
     ack_at: Option<i64>,
     ack_comment: Option<String>,
+    args: Option<String>,
 }
 
 impl RawAlert {
@@ -1581,6 +1585,11 @@ impl RawAlert {
             started_at: u64_of(self.started_at),
             ended_at: self.ended_at.map(u64_of),
             summary: self.summary,
+            // Written by this code from a `Tags`; an unreadable value only loses the wording.
+            args: self
+                .args
+                .and_then(|a| serde_json::from_str(&a).ok())
+                .unwrap_or_default(),
             ack,
             notified: self.notified,
         })

@@ -52,6 +52,7 @@ fn alert(id: &str, started_at: u64) -> Alert {
         started_at,
         ended_at: None,
         summary: "n1 is offline".into(),
+        args: Default::default(),
         ack: None,
         notified: true,
     }

@@ -561,6 +561,7 @@ mod tests {
             started_at: 100,
             ended_at: None,
             summary: "half of the site is offline".into(),
+            args: Default::default(),
             ack: None,
             notified: true,
         };

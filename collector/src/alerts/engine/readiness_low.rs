@@ -49,6 +49,12 @@ impl Engine {
                 "readiness low in {}: {} of {judged} sirens ready ({pct:.1} %, floor {floor} %)",
                 r.id, sirens.ready
             ),
+            args: super::args([
+                ("ready", sirens.ready.to_string()),
+                ("judged", judged.to_string()),
+                ("ready_pct", format!("{pct:.1}")),
+                ("floor_pct", floor.to_string()),
+            ]),
             hold_until: 0,
             confirmed: true,
         });
