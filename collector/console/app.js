@@ -300,9 +300,73 @@ function normAlert(a) {
     started: ms(a.started_at),
     ended: ms(a.ended_at ?? null),
     summary: a.summary,
+    args: a.args ?? null,
     ack: a.ack ?? null,
     notified: a.notified ?? true,
   };
+}
+
+/** A rule's name in the operator's language; rules from config keep their own name. */
+function ruleName(rule) {
+  const key = `rule.${rule}`;
+  const s = t(key);
+  return s === key ? rule : s;
+}
+
+/**
+ * The alert in the operator's language, worded from its `args` (docs/api.md, "Alert
+ * arguments") with the console's names for nodes, sites and regions. The English view shows
+ * the collector's own summary, as does any alert whose args do not fit a known wording.
+ */
+function alertText(a) {
+  if (lang() === "en" || !a.args) return a.summary;
+  const x = a.args;
+  const node = a.node ? nodeName(a.node) : "";
+  const has = (...keys) => keys.every((k) => x[k] !== undefined && x[k] !== "");
+  const secs = (v) => fmtDur(Number(v));
+  switch (a.rule) {
+    case "node_offline":
+      return has("cause") ? t("alert.node_offline", { node, cause: t(`cause.${x.cause}`) }) : t("alert.node_offline.bare", { node });
+    case "fault":
+      if (!has("check", "code")) break;
+      return t("alert.fault", {
+        node, check: x.check, code: x.code,
+        sev: t(`sev.${has("fault_severity") ? x.fault_severity : a.severity}`),
+        message: has("message") ? `：${x.message}` : "",
+      });
+    case "site_outage":
+    case "region_outage": {
+      if (!has("offline", "total")) break;
+      const vars = { offline: x.offline, total: x.total, region: regionName(a.region), site: `${siteName(a.region, a.site)} · ${regionName(a.region)}` };
+      let text = t(`alert.${a.rule}`, vars);
+      if (has("went_down") || has("came_back")) {
+        const names = (v) => (v ? v.split(",").map(nodeName).join("、") : "–");
+        text += t("alert.outage.change", { down: names(x.went_down), back: names(x.came_back) });
+      }
+      return text;
+    }
+    case "flapping":
+      if (!has("count", "window_s")) break;
+      return t("alert.flapping", { node, count: x.count, window: secs(x.window_s) });
+    case "telemetry_gap":
+      if (has("missing", "explained")) return t("alert.telemetry_gap.explained", { node, missing: x.missing });
+      if (!has("missing", "window_s")) break;
+      return t("alert.telemetry_gap", { node, missing: x.missing, window: secs(x.window_s) });
+    case "clock_skew":
+      if (!has("skew_s")) break;
+      return t("alert.clock_skew", { node, skew: x.skew_s });
+    case "collector_blind":
+      if (x.cause === "broker" || x.cause === "store") return t(`alert.collector_blind.${x.cause}`);
+      break;
+    case "readiness_low":
+      if (!has("ready", "judged", "ready_pct", "floor_pct")) break;
+      return t("alert.readiness_low", { region: regionName(a.region), ready: x.ready, judged: x.judged, pct: x.ready_pct, floor: x.floor_pct });
+    default:
+      if (has("metric", "value", "op", "threshold", "for_s")) {
+        return t("alert.threshold", { node, metric: x.metric, value: x.value, op: x.op, threshold: x.threshold, for: secs(x.for_s) });
+      }
+  }
+  return a.summary;
 }
 
 /** Merges an alert in; returns true when it is a firing not seen before. */
@@ -398,10 +462,10 @@ function alertRow(a) {
       h("span", { class: `sev ${a.severity}` }, t(`sev.${a.severity}`)),
       alertWhere(a),
       h("time", { class: "when", datetime: new Date(a.started).toISOString(), title: fmtTime(a.started) }, whenText(a))),
-    h("p", { class: "summary", "data-testid": "alert-summary" }, a.summary),
+    h("p", { class: "summary", "data-testid": "alert-summary" }, alertText(a)),
   );
   const meta = h("div", { class: "meta" },
-    h("span", { class: "tag" }, a.rule),
+    h("span", { class: "tag" }, ruleName(a.rule)),
     a.status === "resolved" ? h("span", { class: "tag" }, t("status.resolved")) : null,
     a.notified ? null : h("span", { class: "tag" }, t("alerts.silenced")),
     h("span", {}, t("alerts.since", { when: fmtTime(a.started, false) })),

@@ -127,6 +127,9 @@ describe("operations console", { timeout: 240000 }, () => {
     assert.deepEqual(listRequests, [], "the alert came through the event stream, not a list reload");
     assert.equal(await row.getAttribute("data-severity"), "critical");
     assert.equal(await row.getAttribute("data-status"), "firing");
+    // The Chinese view words the alert from its args, with the node's Chinese name.
+    assert.equal(alert.args.cause, "will");
+    assert.equal(await row.locator("[data-testid=alert-summary]").textContent(), `${KILLED.name} 离线（连接丢失）`);
     assert.match(await row.getAttribute("class"), /\bsev-critical\b/);
     const [border, critical] = await row.evaluate((el) => [
       getComputedStyle(el).borderLeftColor,
