@@ -29,7 +29,9 @@
 //! again by compacting every live record, those in memory included, into a fresh
 //! generation: once that succeeds the spool is on disk again and nothing it held is lost.
 //! While failing no tombstone is written, so a restart before the disk recovers may replay
-//! records that were already acknowledged (duplicates, which the collector drops).
+//! records that were already acknowledged (duplicates, which the collector drops). A log
+//! that cannot be opened for writing at start (a read-only file system) is read and
+//! replayed all the same, and the spool starts failing.
 //!
 //! Design: no well-kept crate fits this queue: it must release records individually after
 //! their PUBACK (out of order when the spool drops heartbeats), drop by priority when full,
@@ -353,12 +355,22 @@ impl Spool {
         }
 
         let path = log_path(dir, generation);
-        let mut file = OpenOptions::new()
+        // A log that cannot be opened for writing (a read-only file system) is still read:
+        // its records are sent, and the spool starts failing (new records in memory) until
+        // a retry can write the next generation. No log at all and no way to create one is
+        // an error: there is nothing to recover and nowhere to write.
+        let (mut file, unwritable) = match OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
-            .map_err(io_err(&path))?;
+        {
+            Ok(file) => (file, None),
+            Err(e) => match File::open(&path) {
+                Ok(file) => (file, Some(io_err(&path)(e))),
+                Err(_) => return Err(io_err(&path)(e)),
+            },
+        };
         let file_len = file.metadata().map_err(io_err(&path))?.len();
 
         let mut spool = Self::in_memory(limits);
@@ -383,9 +395,13 @@ impl Spool {
         }
         drop(reader);
         let torn_bytes = file_len - offset;
-        if torn_bytes > 0 {
-            file.set_len(offset).map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
+        let mut failure = unwritable;
+        if torn_bytes > 0 && failure.is_none() {
+            // Cut the torn tail; if that fails the spool is failing, and the next
+            // generation written on recovery leaves the tail behind.
+            if let Err(e) = file.set_len(offset).and_then(|()| file.sync_all()) {
+                failure = Some(io_err(&path)(e));
+            }
         }
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         spool.log = Some(Log {
@@ -398,7 +414,14 @@ impl Spool {
             records: spool.records.len(),
             torn_bytes,
         };
-        spool.maybe_compact()?;
+        match failure {
+            Some(e) => spool.failed(&e),
+            None => {
+                if let Err(e) = spool.maybe_compact() {
+                    spool.failed(&e);
+                }
+            }
+        }
         Ok((spool, recovery))
     }
 

@@ -4,10 +4,14 @@
 //! works again (a broker outage afterwards is spooled and replayed). A command received
 //! while the disk is full still runs, although its id cannot be saved.
 //!
-//! Mounting needs root, which the test machines have; elsewhere the test says so and passes
-//! without running. A read-only remount cannot be shown this way: the kernel refuses to
-//! remount a file system read-only while a file on it is open for writing (the agent's log
-//! always is), so that case is covered by the spool's unit tests.
+//! A spool on a file system that is read-only when the agent starts: its records are
+//! replayed, the agent runs and raises the fault, and clears it once the file system is
+//! writable again. (A remount read-only under a running agent cannot be shown: the kernel
+//! refuses it while a file on it is open for writing, which the agent's log always is; the
+//! spool's unit tests cover a write failing with that error.)
+//!
+//! Mounting needs root, which the test machines have; elsewhere the tests say so and pass
+//! without running.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +38,16 @@ impl SmallDisk {
         ok.then(|| SmallDisk {
             dir: dir.to_owned(),
         })
+    }
+
+    /// Remounts the file system read-only (`ro`) or writable (`rw`).
+    fn remount(&self, mode: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount,{mode} failed");
     }
 
     /// Writes a file until the disk is full.
@@ -284,4 +298,57 @@ async fn a_full_spool_disk_never_stops_the_heartbeats_and_the_spool_recovers() {
     let log = agent.stderr_text();
     assert!(log.contains("spool cannot write"), "{log}");
     assert!(log.contains("spool writes to disk again"), "{log}");
+}
+
+#[tokio::test]
+async fn a_read_only_spool_disk_at_start_is_replayed_and_the_agent_runs() {
+    let node = Node::new();
+    std::fs::create_dir(node.spool_dir()).expect("spool dir");
+    let Some(disk) = SmallDisk::mount(&node.spool_dir(), "1m") else {
+        eprintln!("cannot mount a tmpfs (not root?): read-only spool disk test not run");
+        return;
+    };
+    let mut broker = Mosquitto::start().await;
+    let config = node.config(&broker);
+    // A first run spools heartbeats while the broker is away, then stops.
+    broker.stop().await;
+    let mut agent = node.start(&config);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    agent.signal("TERM");
+    assert!(agent.wait_exit(WAIT).await.expect("exits").success());
+    drop(agent);
+
+    disk.remount("ro");
+    broker.start_again().await;
+    let probe = MqttProbe::connect(broker.port(), &node.filter()).await;
+    let mut agent = node.start(&config);
+    let mut replayed = 0;
+    let mut live = Vec::new();
+    let mut raised = None;
+    while raised.is_none() || live.len() < 3 {
+        match node.next(&probe).await {
+            Telemetry::Heartbeat(hb) if hb.replay => replayed += 1,
+            Telemetry::Heartbeat(hb) => live.push(hb),
+            Telemetry::Fault(f) if f.key().to_string() == FAULT_KEY => {
+                assert_eq!(f.status, FaultStatus::Raised);
+                raised = Some(f);
+            }
+            Telemetry::Fault(f) => panic!("unexpected fault {f:?}"),
+        }
+    }
+    assert!(replayed >= 3, "only {replayed} spooled heartbeats replayed");
+    let raised = raised.expect("raised");
+    let message = raised.message.as_ref().expect("a message").as_str();
+    assert!(message.contains("Read-only file system"), "{message}");
+    assert!(live.iter().skip(1).all(carries_fault), "{live:?}");
+    assert!(agent.is_running());
+
+    disk.remount("rw");
+    let (cleared, _) = node.spool_fault(&probe, FaultStatus::Cleared).await;
+    assert!(!cleared.replay);
+    let hb = node.heartbeat(&probe).await;
+    assert!(!carries_fault(&hb));
+    assert_eq!(metric(&hb, "spool_memory_only"), 0.0);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(WAIT).await.expect("exits").success());
 }
