@@ -2,12 +2,15 @@
 //! has: each builds, carries the right files with the right modes, unpacks into a scratch
 //! root (`dpkg -x`), its binary answers `--version`, its systemd unit passes
 //! `systemd-analyze verify` without a single warning, and its config is the checked-in
-//! example (which the crates' own tests load) and loads in the installed binary.
+//! example (which the crates' own tests load) and loads in the installed binary (the agent
+//! runs `check` on it, the collector starts on it and answers `/healthz`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use alarmnet_e2e::binary;
+use std::time::Duration;
+
+use alarmnet_e2e::{Process, binary, free_port, wait_for};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -65,8 +68,8 @@ fn field(deb: &Path, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[test]
-fn the_debian_packages_build_unpack_and_their_units_verify() {
+#[tokio::test]
+async fn the_debian_packages_build_unpack_and_their_units_verify() {
     if !has("dpkg-deb") {
         eprintln!("dpkg-deb is missing: package test not run");
         return;
@@ -172,6 +175,40 @@ fn the_debian_packages_build_unpack_and_their_units_verify() {
         "the installed agent.toml does not load: {}",
         text(&check)
     );
+
+    // The installed collector runs on the installed config, with only its paths and ports
+    // moved into the scratch directory (no broker: it runs blind, and still serves HTTP).
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut collector = Process::builder(root.join("usr/bin/alarmnet-collector"))
+        .name("installed collector")
+        .arg("run")
+        .arg("--config")
+        .arg(root.join("etc/alarmnet/collector.toml"))
+        .env("ALARMNET_STORE__PATH", state.join("alarmnet.db"))
+        .env("ALARMNET_INFLUX__SPOOL_DIR", state.join("tsdb-spool"))
+        .env("ALARMNET_HTTP__LISTEN", &http)
+        .env(
+            "ALARMNET_MQTT__BROKER",
+            format!("mqtt://127.0.0.1:{}", free_port()),
+        )
+        .spawn();
+    let url = format!("http://{http}/healthz");
+    wait_for(
+        Duration::from_secs(30),
+        "the installed collector's /healthz",
+        || {
+            let url = url.clone();
+            async move {
+                let r = reqwest::get(url).await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        },
+    )
+    .await;
+    let status = collector.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
 }
 
 /// `systemd-analyze verify` of the unit with its `ExecStart=` pointing at the unpacked
