@@ -525,14 +525,12 @@ impl Spool {
                     .iter()
                     .filter_map(|id| self.records.get(id).map(|e| (*id, e.kind)));
                 victim_among(memory, kind)
+            } else if let Some(&id) = self.heartbeats.first() {
+                Some(id)
+            } else if kind == RecordKind::Heartbeat {
+                None
             } else {
-                let heartbeat = self.heartbeats.first().copied();
-                let oldest = self.records.keys().next().copied();
-                match (heartbeat, oldest) {
-                    (Some(id), _) => Some(id),
-                    (None, _) if kind == RecordKind::Heartbeat => None,
-                    (None, oldest) => oldest,
-                }
+                self.records.keys().next().copied()
             };
             let Some(victim) = victim else {
                 // The new record is the one to drop (or it is larger than the whole spool).
