@@ -16,9 +16,11 @@ step() {
 
 # Debian packages the end-to-end tests need (servers they start, and Chromium with a CJK font
 # for the console; the console tests also need Node.js 20 with npm; python3 for
-# deploy/mosquitto/check-acl.sh, which tests/tests/deploy_tls.rs runs).
+# deploy/mosquitto/check-acl.sh, which tests/tests/deploy_tls.rs runs; binutils (strip,
+# readelf) for deploy/package.sh and systemd for `systemd-analyze verify`, which
+# tests/tests/packages.rs runs).
 PACKAGES=(mosquitto mosquitto-clients victoria-metrics prometheus-alertmanager chromium chromium-driver
-    fonts-wqy-microhei python3)
+    fonts-wqy-microhei python3 binutils systemd)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

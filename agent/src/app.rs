@@ -43,7 +43,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     if recovery.torn_bytes > 0 {
         warn!(
             torn_bytes = recovery.torn_bytes,
-            "spool: cut off a torn or corrupt tail after an unclean stop"
+            "spool: a torn or corrupt tail after an unclean stop is not replayed"
+        );
+    }
+    if let Some(error) = spool.failure() {
+        warn!(
+            records = recovery.records,
+            %error,
+            "spool: opened but cannot be written; its records are sent, new ones held in memory"
         );
     }
     let check_names = config.checks.iter().map(|c| c.name.clone()).collect();

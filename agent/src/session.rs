@@ -29,9 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alarmnet_protocol::payload::{LongText, ShortText};
 use alarmnet_protocol::{
-    Birth, BootId, CmdAction, CmdId, Command, Fault, Heartbeat, Message, MetricName, Metrics, Name,
-    NodeState, NodeTopic, OfflineReason, Prefix, State, TestReceipt, TestResult, V1, decode,
-    encode,
+    Birth, BootId, CmdAction, CmdId, Command, Fault, FaultStatus, Heartbeat, Message, MetricName,
+    Metrics, Name, NodeState, NodeTopic, OfflineReason, Prefix, State, TestReceipt, TestResult, V1,
+    decode, encode,
 };
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -45,11 +45,12 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::{Broker, Identity, MqttSettings};
 use crate::health::{FaultEvent, Health, TestOutcome, TestRunner};
+use crate::protocol_state::disk::{DISK_RETRY, FAULT_CHECK, FAULT_CODE, FAULT_SEVERITY};
 use crate::protocol_state::{
     Admission, CommandSettings, Decision, ProtocolState, Refused, SeenIds, Tracked, WINDOW,
 };
 use crate::seen_file::SeenStore;
-use crate::spool::{RecordKind, Spool, SpoolError};
+use crate::spool::{RecordKind, Spool};
 /// A connection that lasted this long resets the reconnect backoff when it drops.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// How long a clean stop waits for the broker to acknowledge the `offline` state.
@@ -97,8 +98,6 @@ pub enum Control {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
     #[error("TLS file {path}: {source}")]
     TlsFile {
         path: String,
@@ -334,7 +333,12 @@ impl Session {
                 break;
             }
         }
-        self.spool.sync()?;
+        if let Err(e) = self.spool.sync() {
+            error!(node = %self.cfg.identity.path, error = %e, "cannot sync the spool on stopping");
+        }
+        if self.spool.memory_only() > 0 {
+            warn!(node = %self.cfg.identity.path, lost = self.spool.memory_only(), "records held in memory only (the spool disk failed) are lost with this stop");
+        }
         info!(node = %self.cfg.identity.path, spooled = self.spool.len(), "session stopped");
         Ok(())
     }
@@ -413,10 +417,47 @@ impl Session {
     }
 
     fn spool_append(&mut self, kind: RecordKind, payload: Vec<u8>) -> Result<(), SessionError> {
-        if self.spool.append(kind, payload)?.is_none() {
+        if self.spool.append(kind, payload).is_none() {
             warn!(node = %self.cfg.identity.path, ?kind, dropped = self.spool.dropped().total(), "spool full: record dropped");
         }
-        Ok(())
+        self.spool_checked()
+    }
+
+    /// Raises or clears the spool fault after a spool operation, as its disk failed or
+    /// recovered; the fault goes the normal way (spooled, or held in memory, and sent).
+    fn spool_checked(&mut self) -> Result<(), SessionError> {
+        let failure = self.spool.failure();
+        let Some(change) = self.state.disk_mut().observe(failure, Instant::now()) else {
+            return Ok(());
+        };
+        match change.status {
+            FaultStatus::Raised => {
+                error!(node = %self.cfg.identity.path, error = failure.unwrap_or_default(), memory_only = self.spool.memory_only(), "spool cannot write: sending from memory, retrying the disk every {:?}", DISK_RETRY);
+            }
+            FaultStatus::Cleared => {
+                info!(node = %self.cfg.identity.path, write_errors = self.spool.write_errors(), "spool writes to disk again");
+            }
+        }
+        let (Ok(check), Ok(code)) = (Name::new(FAULT_CHECK), Name::new(FAULT_CODE)) else {
+            return Ok(());
+        };
+        self.produce_fault(FaultEvent {
+            ts_ms: now_ms(),
+            check,
+            code,
+            severity: FAULT_SEVERITY,
+            status: change.status,
+            message: change.message,
+        })
+    }
+
+    /// Tries the failing spool disk again (see [`Spool::retry_disk`]).
+    fn retry_spool(&mut self) -> Result<(), SessionError> {
+        if !self.spool.retry_disk() {
+            debug!(node = %self.cfg.identity.path, error = self.spool.failure().unwrap_or_default(), "spool disk still failing");
+            self.state.disk_mut().retry_failed(Instant::now());
+        }
+        self.spool_checked()
     }
 
     fn produce_heartbeat(&mut self) -> Result<(), SessionError> {
@@ -425,12 +466,16 @@ impl Session {
         let spool = [
             ("spool_records", self.spool.len() as f64),
             ("spool_dropped", self.spool.dropped().total() as f64),
+            ("spool_write_errors", self.spool.write_errors() as f64),
+            ("spool_memory_only", self.spool.memory_only() as f64),
         ];
         for (name, value) in spool.into_iter().chain(self.state.admission().metrics()) {
             if let Ok(name) = MetricName::new(name) {
                 let _ = metrics.insert(name, value);
             }
         }
+        let mut faults = snap.faults;
+        faults.extend(self.state.disk().fault_key());
         let uptime_s = match self.cfg.uptime {
             Uptime::Host => host_uptime(),
             Uptime::Since(t) => Some(t.elapsed().as_secs()),
@@ -443,7 +488,7 @@ impl Session {
             uptime_s,
             metrics,
             checks: Some(snap.counts),
-            faults: Some(snap.faults),
+            faults: Some(faults),
             replay: false,
         };
         self.spool_append(RecordKind::Heartbeat, encode(&Message::Heartbeat(hb)))
@@ -574,6 +619,7 @@ impl Session {
         let mut deadline = Instant::now() + wait;
         loop {
             let schedule = self.next_schedule();
+            let disk_retry = self.state.disk().retry_at();
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(true),
                 _ = sleep_until(deadline) => return Ok(false),
@@ -585,6 +631,9 @@ impl Session {
                 Some(done) = self.done_rx.recv() => self.on_done(done)?,
                 _ = sleep_until(schedule.unwrap_or(deadline)), if schedule.is_some() => {
                     self.run_due_schedules()?;
+                }
+                _ = sleep_until(disk_retry.unwrap_or(deadline)), if disk_retry.is_some() => {
+                    self.retry_spool()?;
                 }
                 ctrl = recv_control(&mut self.control) => match ctrl {
                     Control::RunTest { test, drill } => self.start_local_test(test, drill)?,
@@ -612,6 +661,7 @@ impl Session {
         self.state.connecting();
         let ended = loop {
             let schedule = self.next_schedule();
+            let disk_retry = self.state.disk().retry_at();
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if self.state.is_connected() {
@@ -648,6 +698,10 @@ impl Session {
                 }
                 _ = sleep_until(schedule.unwrap_or_else(Instant::now)), if schedule.is_some() => {
                     self.run_due_schedules()?;
+                    self.pump(&conn);
+                }
+                _ = sleep_until(disk_retry.unwrap_or_else(Instant::now)), if disk_retry.is_some() => {
+                    self.retry_spool()?;
                     self.pump(&conn);
                 }
                 ctrl = recv_control(&mut self.control) => match ctrl {
@@ -700,7 +754,8 @@ impl Session {
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(t) = self.state.acked(ack.pkid) {
                     if let Tracked::Record(id) = t {
-                        self.spool.remove(id)?;
+                        self.spool.remove(id);
+                        self.spool_checked()?;
                     }
                     self.pump(conn);
                 }
@@ -883,7 +938,7 @@ impl Session {
                     match self.state.acked(ack.pkid) {
                         Some(Tracked::ShutdownState) => acked = true,
                         Some(Tracked::Record(id)) => {
-                            let _ = self.spool.remove(id);
+                            self.spool.remove(id);
                         }
                         _ => {}
                     }

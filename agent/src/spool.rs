@@ -19,6 +19,20 @@
 //! the log has grown well past the live data it is compacted into the next generation
 //! (written to a temporary file, fsync'd, renamed), and the old one is deleted.
 //!
+//! # When the disk fails
+//! A failed write, fsync or compaction (a full disk, a file system remounted read-only)
+//! never loses the record at hand and never stops the caller: the spool turns *failing*,
+//! keeps that record and every later one in memory (at most [`MEMORY_MAX_BYTES`] of
+//! payloads, dropped by the same priority as when full), writes nothing more to disk, and
+//! counts the failure. Records held in memory are sent and released like any other; they
+//! are not protected against a restart or a power cut. [`Spool::retry_disk`] tries the disk
+//! again by compacting every live record, those in memory included, into a fresh
+//! generation: once that succeeds the spool is on disk again and nothing it held is lost.
+//! While failing no tombstone is written, so a restart before the disk recovers may replay
+//! records that were already acknowledged (duplicates, which the collector drops). A log
+//! that cannot be opened for writing at start (a read-only file system) is read and
+//! replayed all the same, and the spool starts failing.
+//!
 //! Design: no well-kept crate fits this queue: it must release records individually after
 //! their PUBACK (out of order when the spool drops heartbeats), drop by priority when full,
 //! and survive a torn tail. Embedded key-value stores would fit but cost far more memory
@@ -72,6 +86,8 @@ const BODY_HEADER: usize = 9;
 const MAX_BODY: usize = alarmnet_protocol::MAX_PAYLOAD_BYTES + BODY_HEADER;
 /// The log is compacted once it exceeds this size and twice the live data.
 const COMPACT_MIN_BYTES: u64 = 256 * 1024;
+/// Payload bytes a failing disk spool holds in memory, at most (about 3 000 heartbeats).
+pub const MEMORY_MAX_BYTES: u64 = 1024 * 1024;
 
 /// One message waiting for its PUBACK.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +199,16 @@ pub struct Spool {
     live_bytes: u64,
     limits: SpoolLimits,
     dropped: Dropped,
+    /// The error that turned the disk spool failing; `None` while it writes.
+    failure: Option<String>,
+    /// Failed writes, fsyncs, compactions and retries since the spool was opened.
+    write_errors: u64,
+    /// Records of a disk spool held in memory only, because the disk failed.
+    memory: BTreeSet<u64>,
+    memory_bytes: u64,
+    /// Tests: every disk operation fails with this error.
+    #[cfg(test)]
+    broken: Option<io::ErrorKind>,
 }
 
 #[derive(Debug)]
@@ -261,6 +287,27 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     }
 }
 
+/// Which record to drop for a new one of `kind`, among `candidates` (id order): the oldest
+/// heartbeat; none (drop the new record) for a heartbeat that finds only faults and
+/// receipts; otherwise the oldest record.
+fn victim_among(
+    candidates: impl Iterator<Item = (u64, RecordKind)>,
+    kind: RecordKind,
+) -> Option<u64> {
+    let mut oldest = None;
+    for (id, k) in candidates {
+        if k == RecordKind::Heartbeat {
+            return Some(id);
+        }
+        oldest = oldest.or(Some(id));
+    }
+    if kind == RecordKind::Heartbeat {
+        None
+    } else {
+        oldest
+    }
+}
+
 impl Spool {
     /// A spool that lives in memory only (the simulator's choice for many nodes).
     pub fn in_memory(limits: SpoolLimits) -> Self {
@@ -272,6 +319,12 @@ impl Spool {
             live_bytes: 0,
             limits,
             dropped: Dropped::default(),
+            failure: None,
+            write_errors: 0,
+            memory: BTreeSet::new(),
+            memory_bytes: 0,
+            #[cfg(test)]
+            broken: None,
         }
     }
 
@@ -302,12 +355,22 @@ impl Spool {
         }
 
         let path = log_path(dir, generation);
-        let mut file = OpenOptions::new()
+        // A log that cannot be opened for writing (a read-only file system) is still read:
+        // its records are sent, and the spool starts failing (new records in memory) until
+        // a retry can write the next generation. No log at all and no way to create one is
+        // an error: there is nothing to recover and nowhere to write.
+        let (mut file, unwritable) = match OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
-            .map_err(io_err(&path))?;
+        {
+            Ok(file) => (file, None),
+            Err(e) => match File::open(&path) {
+                Ok(file) => (file, Some(io_err(&path)(e))),
+                Err(_) => return Err(io_err(&path)(e)),
+            },
+        };
         let file_len = file.metadata().map_err(io_err(&path))?.len();
 
         let mut spool = Self::in_memory(limits);
@@ -332,9 +395,13 @@ impl Spool {
         }
         drop(reader);
         let torn_bytes = file_len - offset;
-        if torn_bytes > 0 {
-            file.set_len(offset).map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
+        let mut failure = unwritable;
+        if torn_bytes > 0 && failure.is_none() {
+            // Cut the torn tail; if that fails the spool is failing, and the next
+            // generation written on recovery leaves the tail behind.
+            if let Err(e) = file.set_len(offset).and_then(|()| file.sync_all()) {
+                failure = Some(io_err(&path)(e));
+            }
         }
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         spool.log = Some(Log {
@@ -347,7 +414,14 @@ impl Spool {
             records: spool.records.len(),
             torn_bytes,
         };
-        spool.maybe_compact()?;
+        match failure {
+            Some(e) => spool.failed(&e),
+            None => {
+                if let Err(e) = spool.maybe_compact() {
+                    spool.failed(&e);
+                }
+            }
+        }
         Ok((spool, recovery))
     }
 
@@ -363,28 +437,51 @@ impl Spool {
         let entry = self.records.remove(&id)?;
         self.live_bytes -= entry.size();
         self.heartbeats.remove(&id);
+        if self.memory.remove(&id) {
+            self.memory_bytes -= entry.payload_len() as u64;
+        }
         Some(entry)
+    }
+
+    /// Whether records go to memory instead of the disk (a disk spool whose disk failed).
+    fn holds_in_memory(&self) -> bool {
+        self.log.is_some() && self.failure.is_some()
+    }
+
+    /// A disk operation failed: count it, and turn failing (if not already).
+    fn failed(&mut self, e: &SpoolError) {
+        self.write_errors += 1;
+        if self.log.is_some() {
+            self.failure = Some(e.to_string());
+        }
     }
 
     /// Appends `frame` to the log; returns the offset it was written at (0 in memory).
     fn write(&mut self, frame: &[u8], sync: bool) -> Result<u64, SpoolError> {
+        #[cfg(test)]
+        let broken = self.broken;
         let Some(log) = self.log.as_mut() else {
             return Ok(0);
         };
         let path = log_path(&log.dir, log.generation);
         let at = log.len;
+        #[cfg(test)]
+        if let Some(kind) = broken {
+            return Err(io_err(&path)(io::Error::from(kind)));
+        }
         if let Err(e) = log.file.write_all(frame) {
             // A partial write would leave a torn frame before the next one: cut it off so
             // the log stays readable past it, and keep `len` (where payloads are found)
-            // equal to the file's length either way.
+            // equal to the file's length either way. (On a read-only file system the cut
+            // fails too; the spool is failing then and rewrites the log when it recovers.)
             let _ = log.file.set_len(at);
             log.len = log.file.metadata().map_or(at, |m| m.len());
             return Err(io_err(&path)(e));
         }
+        log.len += frame.len() as u64;
         if sync {
             log.file.sync_data().map_err(io_err(&path))?;
         }
-        log.len += frame.len() as u64;
         Ok(at)
     }
 
@@ -406,20 +503,29 @@ impl Spool {
     /// Accepts a message. When full, drops the oldest heartbeat first; a heartbeat that
     /// finds only faults and receipts ahead of it is itself dropped; otherwise the oldest
     /// record goes. Returns the record's id, or `None` if the new record was dropped.
-    pub fn append(
-        &mut self,
-        kind: RecordKind,
-        payload: Vec<u8>,
-    ) -> Result<Option<u64>, SpoolError> {
+    ///
+    /// Never fails: when the disk cannot take the record it is kept in memory and the spool
+    /// turns failing (see the module documentation and [`Spool::failure`]).
+    pub fn append(&mut self, kind: RecordKind, payload: Vec<u8>) -> Option<u64> {
         let size = frame_size(payload.len());
         let mut frame = Vec::new();
         loop {
+            let in_memory = self.holds_in_memory();
             let fits = self.records.len() < self.limits.max_records
                 && self.live_bytes + size <= self.limits.max_bytes;
-            if fits {
+            let fits_memory =
+                !in_memory || self.memory_bytes + payload.len() as u64 <= MEMORY_MAX_BYTES;
+            if fits && fits_memory {
                 break;
             }
-            let victim = if let Some(&id) = self.heartbeats.first() {
+            let victim = if fits {
+                // Only the memory bound is exceeded: free memory, by the same priority.
+                let memory = self
+                    .memory
+                    .iter()
+                    .filter_map(|id| self.records.get(id).map(|e| (*id, e.kind)));
+                victim_among(memory, kind)
+            } else if let Some(&id) = self.heartbeats.first() {
                 Some(id)
             } else if kind == RecordKind::Heartbeat {
                 None
@@ -429,40 +535,107 @@ impl Spool {
             let Some(victim) = victim else {
                 // The new record is the one to drop (or it is larger than the whole spool).
                 self.dropped.count(kind);
-                self.write(&frame, false)?;
-                return Ok(None);
+                if !frame.is_empty() && !self.holds_in_memory() {
+                    if let Err(e) = self.write(&frame, false) {
+                        self.failed(&e);
+                    }
+                }
+                return None;
             };
             if let Some(dropped) = self.forget(victim) {
                 self.dropped.count(dropped.kind);
             }
-            encode_frame(&mut frame, TOMBSTONE, victim, &[]);
+            if !in_memory {
+                encode_frame(&mut frame, TOMBSTONE, victim, &[]);
+            }
         }
         let id = self.next_id;
         self.next_id += 1;
-        let payload_at = frame.len() + FRAME_HEADER + BODY_HEADER;
-        encode_frame(&mut frame, kind.code(), id, &payload);
-        let at = self.write(&frame, kind.durable())?;
-        let payload = match self.log {
-            Some(_) => Stored::Log {
-                offset: at + payload_at as u64,
-                len: payload.len() as u32,
-            },
-            None => Stored::Memory(payload),
+        let payload = if self.log.is_none() {
+            Stored::Memory(payload)
+        } else if self.holds_in_memory() {
+            self.keep_in_memory(id, payload)
+        } else {
+            let payload_at = frame.len() + FRAME_HEADER + BODY_HEADER;
+            encode_frame(&mut frame, kind.code(), id, &payload);
+            match self.write(&frame, kind.durable()) {
+                Ok(at) => Stored::Log {
+                    offset: at + payload_at as u64,
+                    len: payload.len() as u32,
+                },
+                Err(e) => {
+                    self.failed(&e);
+                    self.keep_in_memory(id, payload)
+                }
+            }
         };
         self.insert(id, Entry { kind, payload });
-        Ok(Some(id))
+        Some(id)
+    }
+
+    /// A record of a disk spool that the disk could not take.
+    fn keep_in_memory(&mut self, id: u64, payload: Vec<u8>) -> Stored {
+        self.memory.insert(id);
+        self.memory_bytes += payload.len() as u64;
+        Stored::Memory(payload)
     }
 
     /// Releases a record after the broker's PUBACK. Unknown ids (already dropped) are fine.
-    pub fn remove(&mut self, id: u64) -> Result<bool, SpoolError> {
-        if self.forget(id).is_none() {
-            return Ok(false);
+    /// Never fails: a tombstone the disk cannot take turns the spool failing.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let Some(entry) = self.forget(id) else {
+            return false;
+        };
+        if self.holds_in_memory() || matches!(entry.payload, Stored::Memory(_)) {
+            // Nothing on disk to mark, or a disk that takes no writes now (the next
+            // generation will not hold the record).
+            return true;
         }
         let mut frame = Vec::with_capacity(FRAME_HEADER + BODY_HEADER);
         encode_frame(&mut frame, TOMBSTONE, id, &[]);
-        self.write(&frame, false)?;
-        self.maybe_compact()?;
-        Ok(true)
+        if let Err(e) = self.write(&frame, false) {
+            self.failed(&e);
+            return true;
+        }
+        if let Err(e) = self.maybe_compact() {
+            self.failed(&e);
+        }
+        true
+    }
+
+    /// Why the disk spool is failing (the OS error of the first failed operation), or
+    /// `None` while it writes to disk. An in-memory spool never fails.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Failed disk operations (writes, fsyncs, compactions, retries) since opening.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors
+    }
+
+    /// Records held in memory only because the disk failed: lost if the agent stops.
+    pub fn memory_only(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// Tries the disk again while failing: every live record, those held in memory
+    /// included, is written into a fresh generation (fsync'd, renamed). True when the
+    /// spool is on disk again (or never failed).
+    pub fn retry_disk(&mut self) -> bool {
+        if !self.holds_in_memory() {
+            return true;
+        }
+        match self.compact() {
+            Ok(()) => {
+                self.failure = None;
+                true
+            }
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
+        }
     }
 
     /// The first record with an id greater than `after` (or the first of all), its payload
@@ -518,11 +691,19 @@ impl Spool {
         self.dropped
     }
 
-    /// Makes everything written so far durable (on shutdown).
+    /// Makes everything written so far durable (on shutdown). A failing spool has nothing
+    /// more on disk to sync; records it holds in memory are lost with the process.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if self.holds_in_memory() {
+            return Ok(());
+        }
         if let Some(log) = self.log.as_mut() {
             let path = log_path(&log.dir, log.generation);
-            log.file.sync_all().map_err(io_err(&path))?;
+            if let Err(e) = log.file.sync_all() {
+                let e = io_err(&path)(e);
+                self.failed(&e);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -531,12 +712,37 @@ impl Spool {
         let Some(log) = self.log.as_ref() else {
             return Ok(());
         };
-        if log.len <= COMPACT_MIN_BYTES.max(2 * self.live_bytes) {
+        if self.failure.is_some() || log.len <= COMPACT_MIN_BYTES.max(2 * self.live_bytes) {
             return Ok(());
         }
+        self.compact()
+    }
+
+    /// Rewrites the live records into the next generation; on failure the current one
+    /// stays as it was and the temporary file is removed.
+    fn compact(&mut self) -> Result<(), SpoolError> {
+        let Some(log) = self.log.as_ref() else {
+            return Ok(());
+        };
+        let tmp = log.dir.join(format!("spool-{:08}.tmp", log.generation + 1));
+        let result = self.compact_into(&tmp);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn compact_into(&mut self, tmp: &Path) -> Result<(), SpoolError> {
+        let Some(log) = self.log.as_ref() else {
+            return Ok(());
+        };
+        #[cfg(test)]
+        if let Some(kind) = self.broken {
+            return Err(io_err(tmp)(io::Error::from(kind)));
+        }
+        let tmp = tmp.to_owned();
         let dir = log.dir.clone();
         let next = log.generation + 1;
-        let tmp = dir.join(format!("spool-{next:08}.tmp"));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -589,6 +795,8 @@ impl Spool {
         for (entry, (offset, len)) in self.records.values_mut().zip(moved) {
             entry.payload = Stored::Log { offset, len };
         }
+        self.memory.clear();
+        self.memory_bytes = 0;
         let _ = fs::remove_file(old);
         Ok(())
     }
@@ -632,22 +840,13 @@ mod tests {
     #[test]
     fn append_then_ack_removes_and_replays_in_order() {
         let mut s = Spool::in_memory(SpoolLimits::default());
-        let a = s
-            .append(RecordKind::Fault, payload(1))
-            .expect("io")
-            .expect("kept");
-        let b = s
-            .append(RecordKind::Heartbeat, payload(2))
-            .expect("io")
-            .expect("kept");
-        let c = s
-            .append(RecordKind::Test, payload(3))
-            .expect("io")
-            .expect("kept");
+        let a = s.append(RecordKind::Fault, payload(1)).expect("kept");
+        let b = s.append(RecordKind::Heartbeat, payload(2)).expect("kept");
+        let c = s.append(RecordKind::Test, payload(3)).expect("kept");
         assert!(a < b && b < c);
         assert_eq!(ids(&s), vec![a, b, c]);
-        assert!(s.remove(b).expect("io"));
-        assert!(!s.remove(b).expect("io"), "second ack is a no-op");
+        assert!(s.remove(b));
+        assert!(!s.remove(b), "second ack is a no-op");
         assert_eq!(ids(&s), vec![a, c]);
         assert_eq!(s.get(c).expect("read").expect("c").payload, payload(3));
     }
@@ -657,11 +856,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
         let ids: Vec<u64> = (0..50)
-            .map(|i| {
-                s.append(RecordKind::Heartbeat, payload(i))
-                    .expect("io")
-                    .expect("kept")
-            })
+            .map(|i| s.append(RecordKind::Heartbeat, payload(i)).expect("kept"))
             .collect();
         assert!(
             s.records
@@ -679,41 +874,20 @@ mod tests {
     #[test]
     fn full_spool_drops_heartbeats_first_and_counts() {
         let mut s = Spool::in_memory(limits(u64::MAX, 3));
-        let hb1 = s
-            .append(RecordKind::Heartbeat, payload(1))
-            .expect("io")
-            .expect("kept");
-        let f1 = s
-            .append(RecordKind::Fault, payload(2))
-            .expect("io")
-            .expect("kept");
-        let hb2 = s
-            .append(RecordKind::Heartbeat, payload(3))
-            .expect("io")
-            .expect("kept");
+        let hb1 = s.append(RecordKind::Heartbeat, payload(1)).expect("kept");
+        let f1 = s.append(RecordKind::Fault, payload(2)).expect("kept");
+        let hb2 = s.append(RecordKind::Heartbeat, payload(3)).expect("kept");
         // Full: a fault pushes out the oldest heartbeat.
-        let f2 = s
-            .append(RecordKind::Fault, payload(4))
-            .expect("io")
-            .expect("kept");
+        let f2 = s.append(RecordKind::Fault, payload(4)).expect("kept");
         assert_eq!(ids(&s), vec![f1, hb2, f2]);
-        let t1 = s
-            .append(RecordKind::Test, payload(5))
-            .expect("io")
-            .expect("kept");
+        let t1 = s.append(RecordKind::Test, payload(5)).expect("kept");
         assert_eq!(ids(&s), vec![f1, f2, t1]);
         assert_eq!(s.dropped().heartbeats, 2);
         // Only faults and tests left: a new heartbeat is itself dropped.
-        assert_eq!(
-            s.append(RecordKind::Heartbeat, payload(6)).expect("io"),
-            None
-        );
+        assert_eq!(s.append(RecordKind::Heartbeat, payload(6)), None);
         assert_eq!(s.dropped().heartbeats, 3);
         // A new fault drops the oldest fault.
-        let f3 = s
-            .append(RecordKind::Fault, payload(7))
-            .expect("io")
-            .expect("kept");
+        let f3 = s.append(RecordKind::Fault, payload(7)).expect("kept");
         assert_eq!(ids(&s), vec![f2, t1, f3]);
         assert_eq!(s.dropped().faults, 1);
         assert_eq!(s.dropped().total(), 4);
@@ -725,17 +899,14 @@ mod tests {
         let one = frame_size(payload(1).len());
         let mut s = Spool::in_memory(limits(one * 4, usize::MAX));
         for i in 0..10 {
-            s.append(RecordKind::Heartbeat, payload(i)).expect("io");
+            s.append(RecordKind::Heartbeat, payload(i));
             assert!(s.live_bytes() <= one * 4);
         }
         assert_eq!(s.len(), 4);
         assert_eq!(s.dropped().heartbeats, 6);
         // A record larger than the whole bound is dropped, not kept.
         let mut small = Spool::in_memory(limits(10, 10));
-        assert_eq!(
-            small.append(RecordKind::Fault, payload(1)).expect("io"),
-            None
-        );
+        assert_eq!(small.append(RecordKind::Fault, payload(1)), None);
         assert_eq!(small.dropped().faults, 1);
     }
 
@@ -751,9 +922,9 @@ mod tests {
             } else {
                 RecordKind::Heartbeat
             };
-            let id = s.append(kind, payload(i)).expect("io").expect("kept");
+            let id = s.append(kind, payload(i)).expect("kept");
             if i % 2 == 0 {
-                s.remove(id).expect("io");
+                s.remove(id);
             } else {
                 kept.push((id, payload(i)));
             }
@@ -769,10 +940,7 @@ mod tests {
         assert_eq!(got, kept);
         // New ids continue after the old ones.
         let mut s = s;
-        let next = s
-            .append(RecordKind::Fault, payload(99))
-            .expect("io")
-            .expect("kept");
+        let next = s.append(RecordKind::Fault, payload(99)).expect("kept");
         assert!(next > kept.last().expect("some").0);
     }
 
@@ -780,8 +948,8 @@ mod tests {
     fn torn_tail_is_cut_off_and_not_replayed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
-        s.append(RecordKind::Fault, payload(1)).expect("io");
-        s.append(RecordKind::Fault, payload(2)).expect("io");
+        s.append(RecordKind::Fault, payload(1));
+        s.append(RecordKind::Fault, payload(2));
         drop(s);
         let path = current_log(dir.path());
         let full = fs::read(&path).expect("read");
@@ -796,7 +964,7 @@ mod tests {
             payload(1)
         );
         // Appends after recovery land after valid data and survive another restart.
-        s.append(RecordKind::Test, payload(3)).expect("io");
+        s.append(RecordKind::Test, payload(3));
         drop(s);
         let (s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
         assert_eq!(rec.torn_bytes, 0);
@@ -811,8 +979,8 @@ mod tests {
     fn corrupt_record_is_detected_by_its_checksum() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
-        s.append(RecordKind::Fault, payload(1)).expect("io");
-        s.append(RecordKind::Fault, payload(2)).expect("io");
+        s.append(RecordKind::Fault, payload(1));
+        s.append(RecordKind::Fault, payload(2));
         drop(s);
         let path = current_log(dir.path());
         let mut bytes = fs::read(&path).expect("read");
@@ -839,27 +1007,18 @@ mod tests {
     fn compaction_keeps_live_records_and_bounds_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
-        let stuck = s
-            .append(RecordKind::Fault, payload(0))
-            .expect("io")
-            .expect("kept");
+        let stuck = s.append(RecordKind::Fault, payload(0)).expect("kept");
         let big = vec![b'x'; 1000];
         for _ in 0..2000 {
-            let id = s
-                .append(RecordKind::Heartbeat, big.clone())
-                .expect("io")
-                .expect("kept");
-            s.remove(id).expect("io");
+            let id = s.append(RecordKind::Heartbeat, big.clone()).expect("kept");
+            s.remove(id);
         }
         assert!(
             s.file_bytes() <= COMPACT_MIN_BYTES + 2 * 1024,
             "{}",
             s.file_bytes()
         );
-        let last = s
-            .append(RecordKind::Fault, payload(1))
-            .expect("io")
-            .expect("kept");
+        let last = s.append(RecordKind::Fault, payload(1)).expect("kept");
         // Compaction moved the payloads: they are still found where the index says.
         assert_eq!(
             s.get(stuck).expect("read").expect("stuck").payload,
@@ -875,10 +1034,112 @@ mod tests {
         let (mut s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
         assert_eq!(rec.records, 2);
         assert_eq!(ids(&s), vec![stuck, last]);
-        let next = s
-            .append(RecordKind::Fault, payload(2))
-            .expect("io")
-            .expect("kept");
+        let next = s.append(RecordKind::Fault, payload(2)).expect("kept");
         assert!(next > last);
+    }
+
+    #[test]
+    fn a_failing_disk_holds_records_in_memory_and_recovery_writes_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
+        let on_disk = s.append(RecordKind::Fault, payload(1)).expect("kept");
+        assert_eq!(s.failure(), None);
+
+        s.broken = Some(io::ErrorKind::StorageFull);
+        let held = s.append(RecordKind::Heartbeat, payload(2)).expect("kept");
+        let failure = s.failure().expect("failing").to_owned();
+        assert!(
+            failure.contains(&dir.path().display().to_string()),
+            "{failure}"
+        );
+        assert_eq!((s.write_errors(), s.memory_only()), (1, 1));
+        // Further records go to memory without touching the disk (no more errors).
+        let receipt = s.append(RecordKind::Test, payload(3)).expect("kept");
+        assert_eq!((s.write_errors(), s.memory_only()), (1, 2));
+        // Everything is still sent in order, from disk or from memory.
+        assert_eq!(ids(&s), vec![on_disk, held, receipt]);
+        assert_eq!(
+            s.get(held).expect("read").expect("held").payload,
+            payload(2)
+        );
+        // Acknowledgements release records on disk and in memory.
+        assert!(s.remove(on_disk));
+        assert!(s.remove(receipt));
+        assert_eq!(s.memory_only(), 1);
+        let late = s.append(RecordKind::Fault, payload(4)).expect("kept");
+
+        assert!(!s.retry_disk(), "the disk is still broken");
+        assert_eq!(s.write_errors(), 2);
+        assert!(
+            fs::read_dir(dir.path()).expect("dir").all(|e| !e
+                .expect("entry")
+                .path()
+                .to_string_lossy()
+                .ends_with(".tmp")),
+            "a failed retry leaves no temporary file"
+        );
+
+        s.broken = None;
+        assert!(s.retry_disk());
+        assert_eq!((s.failure(), s.memory_only()), (None, 0));
+        assert_eq!(ids(&s), vec![held, late]);
+        // On disk again: a new record is written, and a restart finds exactly the live
+        // records, those once held in memory included.
+        let after = s.append(RecordKind::Fault, payload(5)).expect("kept");
+        drop(s);
+        let (s, rec) = Spool::open(dir.path(), SpoolLimits::default()).expect("reopen");
+        assert_eq!(rec.records, 3);
+        let got: Vec<_> = ids(&s)
+            .into_iter()
+            .map(|id| (id, s.get(id).expect("read").expect("r").payload))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(held, payload(2)), (late, payload(4)), (after, payload(5))]
+        );
+    }
+
+    #[test]
+    fn a_failing_disk_bounds_the_memory_it_uses_and_drops_heartbeats_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
+        s.broken = Some(io::ErrorKind::ReadOnlyFilesystem);
+        let fault = s.append(RecordKind::Fault, payload(0)).expect("kept");
+        let big = vec![b'h'; 10_000];
+        for _ in 0..300 {
+            s.append(RecordKind::Heartbeat, big.clone());
+            assert!(s.memory_bytes <= MEMORY_MAX_BYTES);
+        }
+        assert!(s.dropped().heartbeats > 0);
+        assert_eq!(s.dropped().faults, 0);
+        assert_eq!(ids(&s).first(), Some(&fault), "the fault is kept");
+        // Only faults left in memory and no room: the oldest fault goes for a new one.
+        let mut faults = Vec::new();
+        for _ in 0..200 {
+            faults.push(s.append(RecordKind::Fault, big.clone()).expect("kept"));
+        }
+        assert!(s.memory_bytes <= MEMORY_MAX_BYTES);
+        assert_eq!(s.len(), s.memory_only(), "every record is held in memory");
+        assert!(
+            s.get(fault).expect("read").is_none(),
+            "the oldest fault was dropped"
+        );
+        assert!(
+            s.get(*faults.last().expect("some"))
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_in_memory_spool_never_fails() {
+        let mut s = Spool::in_memory(SpoolLimits::default());
+        s.append(RecordKind::Fault, payload(1)).expect("kept");
+        assert!(s.retry_disk());
+        assert_eq!(
+            (s.failure(), s.write_errors(), s.memory_only()),
+            (None, 0, 0)
+        );
+        s.sync().expect("nothing to sync");
     }
 }

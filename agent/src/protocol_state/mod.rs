@@ -1,5 +1,5 @@
 //! The agent's protocol state, apart from all I/O: the connection phase, the in-flight
-//! window of the current connection, and command admission. The session
+//! window of the current connection, command admission, and the spool disk's fault. The session
 //! ([`crate::session`]) owns the rumqttc client and event loop, the spool, the seen-ids file
 //! and the test tasks; it feeds this type events with an injected `now` and carries out
 //! what it decides (rumqtt keeps its `MqttState` apart from its event loop the same way).
@@ -8,8 +8,10 @@
 //! - [`window`]: packet id → spool record, the window of unacknowledged records, replays.
 //! - [`admission`]: whether a received command may run, the refusal reasons and counters.
 //! - [`seen`]: the command ids already seen, bounded, in a form that survives restarts.
+//! - [`disk`]: the `spool/SPOOL_WRITE_FAILED` fault and the pace of disk retries.
 
 pub mod admission;
+pub mod disk;
 pub mod seen;
 pub mod window;
 
@@ -19,6 +21,7 @@ use alarmnet_protocol::Command;
 use tokio::time::Instant;
 
 pub use admission::{Admission, CommandSettings, Decision, Refusal, Refused, Verdict};
+pub use disk::{DiskFault, DiskWatch};
 pub use seen::SeenIds;
 pub use window::{Tracked, WINDOW, Window};
 
@@ -39,6 +42,7 @@ pub struct ProtocolState {
     phase: Phase,
     window: Window,
     admission: Admission,
+    disk: DiskWatch,
 }
 
 impl ProtocolState {
@@ -47,6 +51,7 @@ impl ProtocolState {
             phase: Phase::Offline,
             window: Window::default(),
             admission,
+            disk: DiskWatch::default(),
         }
     }
 
@@ -128,6 +133,14 @@ impl ProtocolState {
 
     pub fn admission_mut(&mut self) -> &mut Admission {
         &mut self.admission
+    }
+
+    pub fn disk(&self) -> &DiskWatch {
+        &self.disk
+    }
+
+    pub fn disk_mut(&mut self) -> &mut DiskWatch {
+        &mut self.disk
     }
 }
 
