@@ -520,6 +520,12 @@ impl Config {
             if i.max_nodes == 0 {
                 errors.push("ingest.max_nodes: must be at least 1".into());
             }
+            if i.max_future_skew < Duration::from_secs(1) {
+                errors.push(
+                    "ingest.max_future_skew: must be at least 1s (agent clocks are never exact)"
+                        .into(),
+                );
+            }
             check_queue("ingest", i.queue, &mut errors);
             match (i.registration, &i.allowlist_file) {
                 (Registration::Allowlist, None) => errors.push(
@@ -853,6 +859,7 @@ pathh = "x"
 [ingest]
 registration = "allowlist"
 max_nodes = 0
+max_future_skew = "0s"
 [influxx]
 url = "x"
 "#,
@@ -874,11 +881,12 @@ url = "x"
             "pathh",
             "ingest.allowlist_file",
             "ingest.max_nodes",
+            "ingest.max_future_skew",
             "alertmanager.url",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
-        assert_eq!(errors.len(), 13, "{all}");
+        assert_eq!(errors.len(), 14, "{all}");
     }
 
     #[test]
