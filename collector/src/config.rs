@@ -641,6 +641,12 @@ impl Config {
             if i.max_nodes == 0 {
                 errors.push("ingest.max_nodes: must be at least 1".into());
             }
+            if i.max_future_skew < Duration::from_secs(1) {
+                errors.push(
+                    "ingest.max_future_skew: must be at least 1s (agent clocks are never exact)"
+                        .into(),
+                );
+            }
             check_queue("ingest", i.queue, &mut errors);
             match (i.registration, &i.allowlist_file) {
                 (Registration::Allowlist, None) => errors.push(
@@ -1041,6 +1047,7 @@ pathh = "x"
 [ingest]
 registration = "allowlist"
 max_nodes = 0
+max_future_skew = "0s"
 [influxx]
 url = "x"
 "#,
@@ -1063,6 +1070,7 @@ url = "x"
             "pathh",
             "ingest.allowlist_file",
             "ingest.max_nodes",
+            "ingest.max_future_skew",
             "alertmanager.url",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");

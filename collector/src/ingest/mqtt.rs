@@ -269,6 +269,7 @@ pub async fn run(
                             if !send(&core, event, &shutdown).await {
                                 break;
                             }
+                            check.forwarded();
                         }
                         _ => {}
                     }
@@ -283,6 +284,7 @@ pub async fn run(
                     if !send(&core, event, &shutdown).await {
                         break;
                     }
+                    check.forwarded();
                     if will && !check.is_out() {
                         check.start(&client, &own_state);
                     }
@@ -341,8 +343,10 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 struct LinkCheck {
     marker: Option<u64>,
     last_heard: Option<tokio::time::Instant>,
-    /// When the broker last sent anything on this connection.
-    last_incoming: Option<tokio::time::Instant>,
+    /// When the core was last handed a sign of the broker (a node message, an echo, a
+    /// connection), or a check last started: the idle check counts from it. Rejected
+    /// messages do not count: the core does not see them.
+    last_forwarded: Option<tokio::time::Instant>,
     /// The last marker used: markers strictly increase, so an echo is never mistaken.
     last_marker: u64,
 }
@@ -358,6 +362,8 @@ impl LinkCheck {
         let marker = (now_millis() + 1).max(self.last_marker + 1);
         self.last_marker = marker;
         let payload = Topics::state_payload_at(NodeState::Online, marker);
+        // Also when publishing fails: the next idle check is a second away, not now.
+        self.last_forwarded = Some(tokio::time::Instant::now());
         match client.try_publish(own_state, QoS::AtLeastOnce, false, payload) {
             Ok(()) => {
                 self.marker = Some(marker);
@@ -369,11 +375,14 @@ impl LinkCheck {
 
     /// Something arrived from the broker: the connection is alive, the marker may be queued.
     fn heard(&mut self) {
-        let now = tokio::time::Instant::now();
-        self.last_incoming = Some(now);
         if self.marker.is_some() {
-            self.last_heard = Some(now);
+            self.last_heard = Some(tokio::time::Instant::now());
         }
+    }
+
+    /// The core was handed a sign of the broker.
+    fn forwarded(&mut self) {
+        self.last_forwarded = Some(tokio::time::Instant::now());
     }
 
     /// When the link should check itself for lack of traffic, if no check is out.
@@ -381,7 +390,7 @@ impl LinkCheck {
         if self.marker.is_some() {
             return None;
         }
-        self.last_incoming.map(|t| t + LINK_IDLE_CHECK)
+        self.last_forwarded.map(|t| t + LINK_IDLE_CHECK)
     }
 
     /// Whether `ts` is the marker out; if so, the check is done.
