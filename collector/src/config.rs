@@ -1075,7 +1075,7 @@ url = "x"
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
-        assert_eq!(errors.len(), 14, "{all}");
+        assert_eq!(errors.len(), 15, "{all}");
     }
 
     #[test]

@@ -12,54 +12,33 @@
 
 mod collector_support;
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use alarmnet_e2e::{Mosquitto, MqttProbe, Process, binary, unique_id, wait_for};
+use alarmnet_e2e::{Mosquitto, MqttProbe, Process, WebhookReceiver, binary, unique_id, wait_for};
 use collector_support::{Collector, workdir};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The operator token the first test configures (operator role: acks).
 const OPERATOR: &str = "e2e-operator-token-0123456789";
 
-// ----- a local webhook receiver -----
+// ----- the webhook receiver -----
 
-/// A plain HTTP/1.1 server on a free loopback port that records every JSON body POSTed to it
-/// and answers 200. Keep-alive connections are served request after request.
-struct Hook {
-    port: u16,
-    bodies: Arc<Mutex<Vec<Value>>>,
-    task: JoinHandle<()>,
-}
+/// The harness's webhook receiver, with the queries these tests ask of it.
+struct Hook(WebhookReceiver);
 
 impl Hook {
     async fn start() -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let recorded = bodies.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, recorded.clone()));
-            }
-        });
-        Hook { port, bodies, task }
+        Hook(WebhookReceiver::start().await)
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/alarmnet", self.port)
+        self.0.url()
     }
 
     fn bodies(&self) -> Vec<Value> {
-        self.bodies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.received().into_iter().map(|r| r.body).collect()
     }
 
     /// Notifications received for `rule` with `status`.
@@ -71,57 +50,10 @@ impl Hook {
     }
 
     async fn wait(&self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
-        wait_for(WAIT, what, || {
-            let found = self.bodies().into_iter().find(|b| want(b));
-            async move { found }
-        })
-        .await
+        self.0.wait(WAIT, what, want).await.body
     }
 }
 
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(mut stream: TcpStream, bodies: Arc<Mutex<Vec<Value>>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let body_start = head_end + 4;
-        while buf.len() < body_start + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Vec<u8> = buf.drain(..body_start + length).skip(body_start).collect();
-        if let Ok(json) = serde_json::from_slice::<Value>(&body) {
-            bodies
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(json);
-        }
-        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-        if stream.write_all(reply).await.is_err() {
-            return;
-        }
-    }
-}
 
 // ----- the event stream and the API -----
 

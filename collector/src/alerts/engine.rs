@@ -783,26 +783,18 @@ impl Engine {
         let fp = fingerprint(REGION_OUTAGE, Some(r.id.as_str()), None, None, None);
         let cond = rule.enabled && outage(r.offline, r.total, rule.min_nodes, rule.min_fraction);
         let severity = rule.severity;
-        self.toggle(t, fp, cond, at, out, || NewAlert {
-            fp,
-            rule: rule_name(REGION_OUTAGE),
-            severity,
-            subject: Subject {
-                region: Some(r.id.clone()),
-                site: None,
-                node: None,
-            },
-            kind: None,
-            node: None,
-            site: None,
-            region: Some(region),
-            summary: format!(
-                "region outage in {}: {} of {} nodes offline",
-                r.id, r.offline, r.total
-            ),
-            args: outage_args(r.offline, r.total, None),
-            hold_until: 0,
-            confirmed: true,
+        self.toggle(t, fp, cond, at, out, || {
+            region_alert(
+                fp,
+                REGION_OUTAGE,
+                severity,
+                (region, &r.id),
+                format!(
+                    "region outage in {}: {} of {} nodes offline",
+                    r.id, r.offline, r.total
+                ),
+                outage_args(r.offline, r.total, None),
+            )
         });
     }
 
@@ -1547,6 +1539,35 @@ fn outage_summary(t: &Tracker, alert: &Alert, offline: usize) -> (String, usize)
             (text, total as usize)
         }
         _ => (alert.summary.clone(), 0),
+    }
+}
+
+/// A confirmed alert about a whole region (`region` is its index and id).
+fn region_alert(
+    fp: u64,
+    rule: &'static str,
+    severity: Severity,
+    region: (u32, &alarmnet_protocol::RegionId),
+    summary: String,
+    args: Tags,
+) -> NewAlert {
+    NewAlert {
+        fp,
+        rule: rule_name(rule),
+        severity,
+        subject: Subject {
+            region: Some(region.1.clone()),
+            site: None,
+            node: None,
+        },
+        kind: None,
+        node: None,
+        site: None,
+        region: Some(region.0),
+        summary,
+        args,
+        hold_until: 0,
+        confirmed: true,
     }
 }
 

@@ -204,6 +204,25 @@ impl Params {
         self.get(name).map(str::to_owned)
     }
 
+    /// The report window of `since`, `from`/`to`, `day`, `week`, `month` or `year`, read in
+    /// `tz` (as `/api/v1/uptime` and `/api/v1/readiness/history` take it).
+    pub(crate) fn window(
+        &self,
+        now: crate::model::Millis,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<crate::uptime::Window, crate::uptime::ParamError> {
+        crate::uptime::WindowParams {
+            since: self.owned("since"),
+            from: self.owned("from"),
+            to: self.owned("to"),
+            day: self.owned("day"),
+            week: self.owned("week"),
+            month: self.owned("month"),
+            year: self.owned("year"),
+        }
+        .resolve(now, tz)
+    }
+
     /// A value parsed by `parse`, which says what is expected when it fails.
     pub(crate) fn parse<T>(
         &self,

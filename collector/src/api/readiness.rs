@@ -14,7 +14,7 @@ use crate::readiness::Reason;
 use crate::readiness::history::HistoryBuilder;
 use crate::readiness::tracker::{Counts, Rollup};
 use crate::store::{NodeQuery, NodeReadiness};
-use crate::uptime::{GroupBy, Stamp, WindowParams};
+use crate::uptime::{GroupBy, Stamp};
 
 /// Reasons as JSON: `{"code": ..., parameters}`, times (`last`) as RFC 3339 in `tz`.
 pub(crate) fn reasons_json(reasons: &[Reason], tz: &TimeZone) -> Value {
@@ -132,17 +132,8 @@ pub(super) async fn history(
         states: Vec::new(),
         readiness: None,
     };
-    let params = WindowParams {
-        since: p.owned("since"),
-        from: p.owned("from"),
-        to: p.owned("to"),
-        day: p.owned("day"),
-        week: p.owned("week"),
-        month: p.owned("month"),
-        year: p.owned("year"),
-    };
     let now = s.now();
-    let window = params.resolve(now, &s.tz)?;
+    let window = p.window(now, &s.tz)?;
     // The future has no history yet.
     let (from, until) = (window.from(), window.to().min(now).max(window.from()));
     let rows = s

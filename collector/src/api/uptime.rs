@@ -11,7 +11,6 @@ use super::{ApiState, Params};
 use crate::store::{NodeQuery, Shard, StoreError};
 use crate::uptime::{
     Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, UptimeReport, Window,
-    WindowParams,
 };
 
 pub(super) async fn uptime(
@@ -29,17 +28,8 @@ pub(super) async fn uptime(
         node: id_param(&p, "node", NodeId::new)?,
         kind: id_param(&p, "kind", Name::new)?,
     };
-    let params = WindowParams {
-        since: p.owned("since"),
-        from: p.owned("from"),
-        to: p.owned("to"),
-        day: p.owned("day"),
-        week: p.owned("week"),
-        month: p.owned("month"),
-        year: p.owned("year"),
-    };
     let now = s.now();
-    let window = params.resolve(now, &s.tz)?;
+    let window = p.window(now, &s.tz)?;
     let query = UptimeQuery {
         window,
         now,

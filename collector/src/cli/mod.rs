@@ -167,10 +167,9 @@ pub struct SilenceEndArgs {
     pub id: String,
 }
 
+/// A report window, as `/api/v1/uptime` and `/api/v1/readiness/history` read it.
 #[derive(Debug, Clone, Args)]
-pub struct UptimeArgs {
-    #[command(flatten)]
-    pub remote: Remote,
+pub struct WindowArgs {
     /// The last duration up to now: `30d`, `12h`, `1d12h`.
     #[arg(long)]
     pub since: Option<String>,
@@ -192,6 +191,34 @@ pub struct UptimeArgs {
     /// A calendar year: `2026`.
     #[arg(long)]
     pub year: Option<String>,
+}
+
+impl WindowArgs {
+    /// The window's query parameters (only those given).
+    pub(crate) fn query(&self) -> Vec<(String, String)> {
+        query(&[
+            ("since", &self.since),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("day", &self.day),
+            ("week", &self.week),
+            ("month", &self.month),
+            ("year", &self.year),
+        ])
+    }
+
+    /// Whether any window option was given.
+    pub(crate) fn given(&self) -> bool {
+        !self.query().is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UptimeArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// `node`, `site`, `region`, `kind` or `network`.
     #[arg(long, default_value = "node")]
     pub by: String,
@@ -347,20 +374,14 @@ pub async fn execute(
         }
         Command::Uptime(a) => {
             let by = Some(a.by.clone());
-            let q = query(&[
-                ("since", &a.since),
-                ("from", &a.from),
-                ("to", &a.to),
-                ("day", &a.day),
-                ("week", &a.week),
-                ("month", &a.month),
-                ("year", &a.year),
+            let mut q = a.window.query();
+            q.extend(query(&[
                 ("by", &by),
                 ("region", &a.region),
                 ("site", &a.site),
                 ("node", &a.node),
                 ("kind", &a.kind),
-            ]);
+            ]));
             let report = client.get("/api/v1/uptime", &q).await?;
             print_uptime(out, format, &report)
         }

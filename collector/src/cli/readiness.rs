@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::output::{Table, human_duration, pct, text};
-use super::{CliError, Client, Format, Remote, query};
+use super::{CliError, Client, Format, Remote, WindowArgs, query};
 
 #[derive(Debug, Clone, Args)]
 pub struct ReadinessArgs {
@@ -16,46 +16,12 @@ pub struct ReadinessArgs {
     /// One region: its sites instead of every region.
     #[arg(long)]
     pub region: Option<String>,
-    /// History: the last duration up to now (`30d`). Any window option asks for history.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// History window start: RFC 3339, local date-time or date.
-    #[arg(long)]
-    pub from: Option<String>,
-    /// History window end; default now.
-    #[arg(long)]
-    pub to: Option<String>,
-    /// History over a calendar day: `2026-10-01`.
-    #[arg(long)]
-    pub day: Option<String>,
-    /// History over an ISO week: `2026-W40`.
-    #[arg(long)]
-    pub week: Option<String>,
-    /// History over a calendar month: `2026-10`.
-    #[arg(long)]
-    pub month: Option<String>,
-    /// History over a calendar year: `2026`.
-    #[arg(long)]
-    pub year: Option<String>,
+    /// Any window option asks for history over that window instead of the live rollup.
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// History rows: `node`, `site`, `region` (default), `kind` or `network`.
     #[arg(long, default_value = "region")]
     pub by: String,
-}
-
-impl ReadinessArgs {
-    fn window_given(&self) -> bool {
-        [
-            &self.since,
-            &self.from,
-            &self.to,
-            &self.day,
-            &self.week,
-            &self.month,
-            &self.year,
-        ]
-        .iter()
-        .any(|o| o.is_some())
-    }
 }
 
 pub(super) async fn run(
@@ -64,19 +30,10 @@ pub(super) async fn run(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    if a.window_given() {
+    if a.window.given() {
         let by = Some(a.by.clone());
-        let q = query(&[
-            ("since", &a.since),
-            ("from", &a.from),
-            ("to", &a.to),
-            ("day", &a.day),
-            ("week", &a.week),
-            ("month", &a.month),
-            ("year", &a.year),
-            ("by", &by),
-            ("region", &a.region),
-        ]);
+        let mut q = a.window.query();
+        q.extend(query(&[("by", &by), ("region", &a.region)]));
         let report = client.get("/api/v1/readiness/history", &q).await?;
         return print_history(out, format, &report);
     }

@@ -1,10 +1,10 @@
 //! The `readiness_low` rule: a region's ready share of sirens below a floor, with
 //! hysteresis. Fed by the core with the region's rollup whenever it changes.
 
-use super::{Engine, NewAlert, rule_name};
+use super::Engine;
 use crate::alerts::{AlertChange, fingerprint};
 use crate::liveness::Tracker;
-use crate::model::{Millis, Subject};
+use crate::model::Millis;
 use crate::readiness::tracker::Counts;
 
 const READINESS_LOW: &str = "readiness_low";
@@ -32,31 +32,23 @@ impl Engine {
             watched && pct < rule.floor_pct
         };
         let (severity, floor) = (rule.severity, rule.floor_pct);
-        self.toggle(t, fp, cond, at, out, || NewAlert {
-            fp,
-            rule: rule_name(READINESS_LOW),
-            severity,
-            subject: Subject {
-                region: Some(r.id.clone()),
-                site: None,
-                node: None,
-            },
-            kind: None,
-            node: None,
-            site: None,
-            region: Some(region),
-            summary: format!(
-                "readiness low in {}: {} of {judged} sirens ready ({pct:.1} %, floor {floor} %)",
-                r.id, sirens.ready
-            ),
-            args: super::args([
-                ("ready", sirens.ready.to_string()),
-                ("judged", judged.to_string()),
-                ("ready_pct", format!("{pct:.1}")),
-                ("floor_pct", floor.to_string()),
-            ]),
-            hold_until: 0,
-            confirmed: true,
+        self.toggle(t, fp, cond, at, out, || {
+            super::region_alert(
+                fp,
+                READINESS_LOW,
+                severity,
+                (region, &r.id),
+                format!(
+                    "readiness low in {}: {} of {judged} sirens ready ({pct:.1} %, floor {floor} %)",
+                    r.id, sirens.ready
+                ),
+                super::args([
+                    ("ready", sirens.ready.to_string()),
+                    ("judged", judged.to_string()),
+                    ("ready_pct", format!("{pct:.1}")),
+                    ("floor_pct", floor.to_string()),
+                ]),
+            )
         });
     }
 }
