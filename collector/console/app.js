@@ -3,6 +3,7 @@
 
 import { t, setLang, lang, initialLang } from "./i18n.js";
 import { drillsView, drillEvent } from "./drills.js";
+import { loadReadiness, readinessCard, readinessMarker, readinessSummary } from "./readiness.js";
 
 const STATES = ["offline", "late", "stopped", "unknown", "maintenance", "online"];
 const MAX_FEED = 300;
@@ -600,6 +601,10 @@ function connectEvents() {
     track(e);
     drillEvent(JSON.parse(e.data));
   });
+  es.addEventListener("readiness", (e) => {
+    track(e);
+    applyReadiness(JSON.parse(e.data));
+  });
   es.addEventListener("resync", (e) => {
     track(e);
     reloadAll();
@@ -630,6 +635,20 @@ function applyState(ev) {
   renderTotals();
   if (currentRoute().view === "overview") scheduleRender();
   if (currentRoute().view === "node" && currentRoute().node === ev.node) renderView();
+}
+
+/** A node's readiness changed: its tile now, the rollups in a moment (one request). */
+let readinessTimer = null;
+function applyReadiness(ev) {
+  const n = S.siteNodes.get(`${ev.region}/${ev.site}`)?.items.find((x) => x.node === ev.node);
+  if (n) n.readiness = { state: ev.to, reasons: ev.reasons, since: ev.at };
+  if (currentRoute().view === "node" && currentRoute().node === ev.node) renderView();
+  if (readinessTimer) return;
+  readinessTimer = setTimeout(async () => {
+    readinessTimer = null;
+    await loadReadiness(api).catch(() => {});
+    if (currentRoute().view === "overview") scheduleRender();
+  }, 1000);
 }
 
 let summaryTimer = null;
@@ -669,6 +688,7 @@ async function loadSiteNodes(region, site) {
 async function reloadAll() {
   try {
     await loadSummary();
+    await loadReadiness(api);
     // Start the feed afresh (alerts resolved while the stream was away must not linger);
     // `seen` is kept, so nothing already shown rings again.
     S.alerts.clear();
@@ -776,7 +796,7 @@ function overview() {
     card.append(sites);
     grid.append(card);
   }
-  sec.append(grid);
+  sec.append(readinessSummary(h, regionName), grid);
   return sec;
 }
 
@@ -809,8 +829,8 @@ function siteNodesBox(region, site) {
     wrap.append(h("a", {
       class: `node bg-${n.state} ${n.state}`, href: `#/node/${encodeURIComponent(n.node)}`,
       "data-testid": "node-tile", "data-node": n.node, "data-state": n.state,
-      title: `${n.node} · ${t(`state.${n.state}`)} · ${fmtTime(n.since)}`,
-    }, h("span", {}, n.name || n.node)));
+      title: `${n.node} · ${t(`state.${n.state}`)}${n.readiness ? ` · ${t(`readiness.${n.readiness.state}`)}` : ""} · ${fmtTime(n.since)}`,
+    }, h("span", {}, n.name || n.node), readinessMarker(h, n)));
   }
   box.append(wrap);
   if (data.total > data.items.length) box.append(h("p", { class: "empty" }, t("grid.more", { n: data.total - data.items.length })));
@@ -879,7 +899,7 @@ async function nodeView(main, node) {
     faults.items.length ? faultTable(faults.items) : h("p", { class: "empty" }, t("node.fault_history.none")));
   const avail = h("section", { class: "card", "data-testid": "node-uptime" }, h("h3", {}, t("node.uptime")),
     uptime && uptime.rows.length ? nodeUptime(uptime.rows[0]) : h("p", { class: "empty" }, t("dur.none")));
-  const grid = h("div", { class: "detail", "data-node-detail": node }, reg, active, hist, chart, avail, fh);
+  const grid = h("div", { class: "detail", "data-node-detail": node }, reg, readinessCard(h, info, fmtTime), active, hist, chart, avail, fh);
   keepFocus(() => main.replaceChildren(back, head, grid));
 }
 

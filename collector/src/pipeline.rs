@@ -233,6 +233,12 @@ impl Core {
                 last_seq,
             });
         }
+        // Readiness inputs before anything feeds liveness changes (silences do).
+        let inputs = self.store.call(|db| db.readiness_inputs()).await?;
+        for (node, restored) in inputs {
+            self.readiness
+                .restore(self.monitor.tracker(), &node, restored);
+        }
         let firing = self
             .store
             .alerts(Some(AlertStatus::Firing), usize::MAX)
@@ -248,11 +254,6 @@ impl Core {
         }
         let out = self.monitor.finish_restore(now);
         self.take(out);
-        let inputs = self.store.call(|db| db.readiness_inputs()).await?;
-        for (node, restored) in inputs {
-            self.readiness
-                .restore(self.monitor.tracker(), &node, restored);
-        }
         self.readiness.finish_restore(self.monitor.tracker(), now);
         self.settle_readiness();
         self.run = Some(self.store.call(move |db| db.start_run(now)).await?);

@@ -61,7 +61,7 @@ async function firingAlert(rule, node) {
   return page.items.find((a) => a.rule === rule && a.node === node && a.status === "firing");
 }
 
-describe("operations console", { timeout: 240000 }, () => {
+describe("operations console", { timeout: 330000 }, () => {
   before(async () => {
     sys = await System.start();
     for (const n of NODES) await sys.startAgent(n);
@@ -313,6 +313,50 @@ describe("operations console", { timeout: 240000 }, () => {
     await page.setViewportSize({ width: 1920, height: 1080 });
     await page.click("[data-testid=lang-switch]");
     await shot("uptime-by-region-zh-1920x1080");
+    assert.deepEqual(problems, []);
+  });
+
+  test("the readiness summary and a node's readiness show the API's numbers", async () => {
+    // The rollups move as agents come and go: compare a page and an API answer taken while
+    // nothing changed in between.
+    const rowsOnPage = async () => page.$$eval("[data-testid=readiness-region]", (rows) => rows.map((r) => ({
+      region: r.dataset.region,
+      pct: r.dataset.readyPct,
+      counts: ["ready", "degraded", "not_ready", "maintenance"].map((st) => r.querySelector(`[data-state=${st}]`).textContent),
+    })));
+    const fromApi = (body) => [...body.regions.map((r) => [r.region, r]), ["", body.network]].map(([region, r]) => ({
+      region,
+      pct: r.ready_pct === null ? "" : String(r.ready_pct),
+      counts: ["ready", "degraded", "not_ready", "maintenance"].map((st) => String(r.sirens[st])),
+    }));
+    await waitFor("the readiness summary to match the API", async () => {
+      await page.goto(`${sys.base}/#/`);
+      await ready(page);
+      await page.waitForSelector("[data-testid=readiness-region]");
+      const before = fromApi(await sys.api("/api/v1/readiness"));
+      const shown = await rowsOnPage();
+      const after = fromApi(await sys.api("/api/v1/readiness"));
+      return JSON.stringify(before) === JSON.stringify(after) && JSON.stringify(shown) === JSON.stringify(before);
+    }, 60000);
+    const regions = (await rowsOnPage()).map((r) => r.region);
+    assert.deepEqual(regions, ["lanzhou", "tianshui", ""], "a row per region, then the network");
+    assert.match(await page.locator("[data-testid=readiness-summary]").innerText(), /警报器就绪情况/);
+    await shot("readiness-summary-zh-1920x1080");
+
+    // A node's detail lists its readiness and reasons, in the operator's language.
+    const node = NODES[0];
+    const info = await sys.api(`/api/v1/nodes/${node.id}`);
+    assert.ok(info.readiness, "the API derived the node's readiness");
+    await page.goto(`${sys.base}/#/node/${node.id}`);
+    const state = page.locator("[data-testid=node-readiness-state]");
+    await state.waitFor();
+    const now = await sys.api(`/api/v1/nodes/${node.id}`);
+    assert.equal(await state.getAttribute("data-readiness"), now.readiness.state);
+    const codes = await page.$$eval("[data-testid=readiness-reason]", (li) => li.map((x) => x.dataset.code));
+    assert.deepEqual(codes, now.readiness.reasons.map((r) => r.code));
+    if (codes.includes("test_never")) {
+      assert.match(await page.locator("[data-testid=node-readiness-card]").innerText(), /尚无静默测试/);
+    }
     assert.deepEqual(problems, []);
   });
 });

@@ -22,6 +22,7 @@ test("every key the page names exists in both languages", () => {
   const keys = new Set([
     ...[...read("app.js").matchAll(/\bt\("([^"]+)"/g)].map((m) => m[1]),
     ...[...read("drills.js").matchAll(/\bt\("([^"]+)"/g)].map((m) => m[1]),
+    ...[...read("readiness.js").matchAll(/\bt\("([^"]+)"/g)].map((m) => m[1]),
     ...[...read("index.html").matchAll(/data-i18n(?:-[a-z]+)?="([^"]+)"/g)].map((m) => m[1]),
   ]);
   assert.ok(keys.size > 50, `found only ${keys.size} keys: the patterns no longer match`);

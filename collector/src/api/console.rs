@@ -23,6 +23,11 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../console/drills.js"),
     ),
     (
+        "/readiness.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/readiness.js"),
+    ),
+    (
         "/i18n.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../console/i18n.js"),
