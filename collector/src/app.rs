@@ -146,7 +146,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         prefix.clone(),
         signer,
         config.commands.rate,
-    );
+    )
+    .with_link(metrics.clone());
     tasks.spawn(
         {
             let shutdown = shutdown.clone();

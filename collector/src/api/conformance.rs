@@ -275,7 +275,17 @@ async fn event_data_follows_the_documented_schemas() {
         None,
     )
     .await;
-    for schema in ["StateEvent", "AlertNotification", "AckEvent"] {
+    // A drill started over the API announces itself on the stream.
+    let (status, _, _) = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/drills",
+            Some(OPERATOR),
+            Some(json!({"selector": {"region": "tianshui"}})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for schema in ["StateEvent", "AlertNotification", "AckEvent", "DrillEvent"] {
         let e = events.next().await.expect("event");
         let v: Value = serde_json::from_str(&e.data).expect("json");
         validate(

@@ -38,6 +38,9 @@ use crate::model::Millis;
 /// Requests waiting for the commander (drill jobs and rebirths).
 pub const QUEUE: usize = 1024;
 
+/// How often a commander waiting for the broker link looks again.
+const LINK_WAIT: Duration = Duration::from_millis(100);
+
 /// Publishes one QoS 1, non-retained message. The collector's MQTT client in production;
 /// tests record what would be sent.
 pub trait Publisher: Send + 'static {
@@ -224,6 +227,8 @@ pub struct Commander<P> {
     /// Commands per second.
     rate: u32,
     clock: crate::api::Clock,
+    /// The MQTT link's state: while it is down nothing is handed to the client.
+    link: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl<P> std::fmt::Debug for Commander<P> {
@@ -251,7 +256,25 @@ impl<P: Publisher> Commander<P> {
             signer,
             rate,
             clock: crate::api::system_clock(),
+            link: None,
         }
+    }
+
+    /// Sends only while `metrics.mqtt_connected` says the broker link is up.
+    ///
+    /// Design: the client's request queue is shared with the MQTT link, which must be able
+    /// to subscribe again after a reconnect; publishing into it during an outage would fill
+    /// it (a drill has up to 100 000 commands) and leave no room for that subscribe. So
+    /// commands wait while the link is down (the drill's deadline still applies).
+    pub fn with_link(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.link = Some(metrics);
+        self
+    }
+
+    fn link_down(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|m| !m.mqtt_connected.load(Relaxed))
     }
 
     /// The same commander with another wall clock for `ts`/`exp` (tests).
@@ -293,6 +316,13 @@ impl<P: Publisher> Commander<P> {
                         Some(m) => enqueue(m, &mut rebirths, &mut jobs),
                         None => open = false,
                     },
+                }
+                continue;
+            }
+            if self.link_down() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(LINK_WAIT) => {}
                 }
                 continue;
             }

@@ -160,3 +160,28 @@ async fn unsigned_without_a_key_and_cancel_stops_the_rest() {
     };
     assert!(cmd.seal.is_none(), "no key: unsigned");
 }
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_handed_to_the_client_while_the_broker_link_is_down() {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (commands, queue) = Commands::channel();
+    let commander = Commander::new(
+        Recorder(tx),
+        Prefix::default(),
+        Signer::new(None, Duration::from_secs(300)),
+        1_000,
+    )
+    .with_clock(Arc::new(clock))
+    .with_link(metrics.clone());
+    let task = tokio::spawn(commander.run(queue, CancellationToken::new()));
+    let cancel = CancellationToken::new();
+    commands.drill(job(10, &cancel)).await.expect("queued");
+    assert!(commands.rebirth(path(99)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(rx.try_recv().is_err(), "link down: nothing sent");
+    metrics.mqtt_connected.store(true, Relaxed);
+    drop(commands);
+    let done = task.await.expect("commander");
+    assert_eq!((done.drill_commands, done.rebirths), (10, 1));
+}
