@@ -31,7 +31,8 @@ describe("drills page", { timeout: 180000 }, () => {
   before(async () => {
     sys = await System.start();
     for (const n of NODES) {
-      await sys.startAgent(n, `[tests.silent]\ncommand = ["${n.test}"]\n`);
+      // The harness's collector has no signing key: these agents run its unsigned commands.
+      await sys.startAgent(n, `[commands]\nallow_unsigned = true\n[tests.silent]\ncommand = ["${n.test}"]\n`);
     }
     profile = fs.mkdtempSync(path.join(os.tmpdir(), "alarmnet-console-drills-"));
     context = await chromium.launchPersistentContext(profile, {

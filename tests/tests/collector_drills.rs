@@ -101,7 +101,8 @@ fn layout(nodes: usize) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn keygen(dir: &Path) -> TrustedKeys {
+/// The keys the test checks commands with, and the line agents need to trust the key.
+fn keygen(dir: &Path) -> (TrustedKeys, String) {
     let key = dir.join("command.key");
     let out = std::process::Command::new(binary("alarmnet-collector"))
         .args(["keygen", "--kid", "centre-e2e", "--out"])
@@ -128,7 +129,10 @@ fn keygen(dir: &Path) -> TrustedKeys {
         .output()
         .expect("keygen");
     assert_eq!(again.status.code(), Some(64));
-    TrustedKeys::new([(KeyId::new("centre-e2e").expect("kid"), public)])
+    (
+        TrustedKeys::new([(KeyId::new("centre-e2e").expect("kid"), public)]),
+        line.to_owned(),
+    )
 }
 
 fn birth(prefix: &str, node: &str) -> (String, String) {
@@ -151,7 +155,7 @@ fn receipt(drill: &str, seq: u64, result: &str) -> String {
 async fn a_drill_over_a_simulated_province_tallies_exactly_and_survives_a_restart() {
     let broker = Mosquitto::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let trusted = keygen(dir.path());
+    let (trusted, agent_keys) = keygen(dir.path());
     let prefix = format!("{}/v1", unique_id("drill"));
     let http = free_port();
     let config = dir.path().join("collector.toml");
@@ -211,7 +215,7 @@ async fn a_drill_over_a_simulated_province_tallies_exactly_and_survives_a_restar
         format!(
             "broker = \"{url}\"\nnodes = {SIM_NODES}\nheartbeat_interval = \"2s\"\n\
              keep_alive = \"5s\"\nreconnect_max = \"1s\"\nprefix = \"{prefix}\"\n\
-             ramp = \"500ms\"\n{script}",
+             ramp = \"500ms\"\n[commands]\n{agent_keys}\nallow_unsigned = false\n{script}",
             url = broker.url(),
         ),
     )

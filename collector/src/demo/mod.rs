@@ -116,8 +116,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let key = demo_key(&data_dir)?;
     let mut config = collector_config(&args, &data_dir, &broker_url, &token)?;
     config.commands.key_file = Some(data_dir.join(KEY_FILE));
+    let mut sim_config = sim_config(&args, &broker_url)?;
+    trust(&mut sim_config, &key);
     config.command_key = Some(std::sync::Arc::new(key));
-    let sim = Simulator::new(sim_config(&args, &broker_url)?).context("the simulator")?;
+    let sim = Simulator::new(sim_config).context("the simulator")?;
 
     print_banner(&args, &data_dir, &broker_url, &token, sim.nodes().len());
 
@@ -323,6 +325,15 @@ pub fn sim_config(args: &DemoArgs, broker: &str) -> anyhow::Result<SimConfig> {
         script: timeline::script(&nodes, args.heartbeat, args.seed, run),
         ..SimConfig::default()
     })
+}
+
+/// The simulated nodes trust the demo collector's key and, like real agents, run nothing
+/// unsigned: every command the demo sends (drill tests, rebirths) is signed.
+fn trust(sim: &mut SimConfig, key: &alarmnet_protocol::signing::CommandKey) {
+    sim.commands
+        .keys
+        .insert(key.kid().clone(), key.public_key());
+    sim.commands.allow_unsigned = false;
 }
 
 fn print_banner(args: &DemoArgs, data_dir: &Path, broker: &str, token: &str, nodes: usize) {
