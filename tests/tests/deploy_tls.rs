@@ -582,7 +582,16 @@ async fn nodes_and_the_collector_over_tls_each_confined_to_their_own_topics() {
             .then_some(())
     })
     .await;
+    // Publishing with the revoked certificate before the broker has re-read its CRL would
+    // connect under the thief's client id and take over the open connection: wait for the
+    // reload first.
+    let reloads = |b: &Mosquitto| b.log_text().matches("Reloading config.").count();
+    let before = reloads(&broker);
     broker.signal("HUP");
+    wait_for(TIMEOUT, "the broker reloading its config", || async {
+        (reloads(&broker) > before).then_some(())
+    })
+    .await;
     wait_for(
         TIMEOUT,
         "the revoked certificate refused after SIGHUP",
