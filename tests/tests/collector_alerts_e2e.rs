@@ -54,7 +54,6 @@ impl Hook {
     }
 }
 
-
 // ----- the event stream and the API -----
 
 /// A reader of `/api/v1/events`.

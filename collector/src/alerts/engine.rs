@@ -727,11 +727,7 @@ impl Engine {
         let (base, total) = outage_summary(t, &a.alert, m.current.len());
         a.alert.summary = format!("{base} ({})", change.join("; "));
         let ids = |v: &[&NodeId]| v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
-        a.alert.args = outage_args(
-            m.current.len(),
-            total,
-            Some((&ids(&down), &ids(&back))),
-        );
+        a.alert.args = outage_args(m.current.len(), total, Some((&ids(&down), &ids(&back))));
         m.notified = m.current.clone();
         m.last_sent = now;
         out.push(AlertChange {
@@ -1602,7 +1598,10 @@ fn fault_args(key: &FaultKey, severity: Option<Severity>, message: Option<&str>)
 /// `offline` of `total` members, and after a change of members who `went_down` and
 /// `came_back` (comma-separated ids).
 fn outage_args(offline: impl ToString, total: impl ToString, change: Option<(&str, &str)>) -> Tags {
-    let mut a = args([("offline", offline.to_string()), ("total", total.to_string())]);
+    let mut a = args([
+        ("offline", offline.to_string()),
+        ("total", total.to_string()),
+    ]);
     if let Some((down, back)) = change {
         for (k, v) in [("went_down", down), ("came_back", back)] {
             if let (Ok(k), false) = (MetricName::new(k), v.is_empty()) {

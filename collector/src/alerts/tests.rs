@@ -192,7 +192,12 @@ fn node_offline_fires_at_once_and_is_notified_after_the_group_wait() {
         a.alert.summary
     );
     assert!(!a.alert.summary.contains('\n'));
-    assert_eq!(a.alert.args.get("cause"), Some("will"), "{:?}", a.alert.args);
+    assert_eq!(
+        a.alert.args.get("cause"),
+        Some("will"),
+        "{:?}",
+        a.alert.args
+    );
     assert!(h.run_to(T0 + 5_000 + 14_999).is_empty());
     let late = h.run_to(T0 + 5_000 + 15_000);
     assert_eq!(late.len(), 1);
@@ -340,7 +345,10 @@ fn a_site_flicker_inside_the_group_wait_is_recorded_never_notified() {
         "site outage at lz/cg: 2 of 2 nodes offline"
     );
     let args = &notified.alert.args;
-    assert_eq!((args.get("offline"), args.get("total")), (Some("2"), Some("2")));
+    assert_eq!(
+        (args.get("offline"), args.get("total")),
+        (Some("2"), Some("2"))
+    );
     assert_eq!(notified.alert.started_at, cut, "started when it began");
 }
 
@@ -382,7 +390,12 @@ fn a_firing_outage_renotifies_member_changes_at_most_once_per_group_interval() {
     );
     let args = &update.alert.args;
     assert_eq!(
-        [args.get("offline"), args.get("total"), args.get("went_down"), args.get("came_back")],
+        [
+            args.get("offline"),
+            args.get("total"),
+            args.get("went_down"),
+            args.get("came_back")
+        ],
         [Some("2"), Some("4"), Some("cg2"), Some("cg0")]
     );
     // Nothing changes: nothing more is sent.
@@ -559,7 +572,11 @@ fn fault_alerts_follow_fault_messages_with_the_agent_severity() {
     );
     let args = &a.alert.args;
     assert_eq!(
-        [args.get("check"), args.get("code"), args.get("fault_severity")],
+        [
+            args.get("check"),
+            args.get("code"),
+            args.get("fault_severity")
+        ],
         [Some("amplifier"), Some("AMP"), Some("minor")]
     );
     // Raising again is a no-op; a new severity is an update, not a new notification.

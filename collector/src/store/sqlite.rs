@@ -638,8 +638,7 @@ impl Db {
                 a.ack.as_ref().map(|k| k.by.as_str()),
                 a.ack.as_ref().map(|k| i64_of(k.at)),
                 a.ack.as_ref().and_then(|k| k.comment.as_deref()),
-                (!a.args.is_empty())
-                    .then(|| serde_json::to_string(&a.args).unwrap_or_default()),
+                (!a.args.is_empty()).then(|| serde_json::to_string(&a.args).unwrap_or_default()),
             ])?;
         Ok(())
     }
