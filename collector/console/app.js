@@ -1182,7 +1182,10 @@ function downloadCsv(report) {
 
 // ---------- drills (drills.js) ----------
 
-const drillsCtx = { h, api, qs, fmtTime, operator: () => S.me?.role === "operator" };
+const drillsCtx = {
+  h, api, qs, fmtTime, nodeName, regionName, siteName, csvField,
+  operator: () => S.me?.role === "operator",
+};
 
 // ---------- silences ----------
 

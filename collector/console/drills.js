@@ -218,7 +218,9 @@ function drawDetail() {
     h("thead", {}, h("tr", {}, ["drills.node", "drills.region.col", "drills.site", "drills.outcome", "drills.received", "drills.duration", "drills.message"]
       .map((k) => h("th", {}, t(k))))),
     h("tbody", {}, rows.map((r) => h("tr", { "data-testid": "drill-result", "data-node": r.node, "data-outcome": r.outcome },
-      h("td", {}, r.node), h("td", {}, r.region), h("td", {}, r.site),
+      h("td", { title: r.node }, D.ctx.nodeName(r.node)),
+      h("td", { title: r.region }, D.ctx.regionName(r.region)),
+      h("td", { title: r.site }, D.ctx.siteName(r.region, r.site)),
       h("td", {}, h("span", { class: `outcome outcome-${r.outcome}` }, t(`drills.outcome.${r.outcome}`))),
       h("td", {}, r.received_at ? fmtTime(r.received_at) : ""),
       h("td", { class: "num" }, r.duration_ms === null || r.duration_ms === undefined ? "" : `${r.duration_ms} ms`),
@@ -228,14 +230,9 @@ function drawDetail() {
     head, facts, rate, tally, msg, table));
 }
 
-function csvCell(v) {
-  const s = v === null || v === undefined ? "" : String(v);
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
 function downloadCsv(d, rows) {
   const cols = ["node", "region", "site", "kind", "outcome", "result", "received_at", "duration_ms", "message"];
-  const lines = [cols.join(",")].concat(rows.map((r) => cols.map((c) => csvCell(r[c])).join(",")));
+  const lines = [cols.join(",")].concat(rows.map((r) => cols.map((c) => D.ctx.csvField(r[c])).join(",")));
   const blob = new Blob([`${lines.join("\r\n")}\r\n`], { type: "text/csv;charset=utf-8" });
   const a = document.createElement("a");
   a.href = URL.createObjectURL(blob);
