@@ -770,7 +770,6 @@ impl Session {
 
     fn publish_presence(&mut self, conn: &Connection) {
         let birth = self.birth_payload();
-        let online = self.state_payload(NodeState::Online, None, Some(now_ms()));
         conn.publish(
             &mut self.state,
             &self.topics.birth,
@@ -778,6 +777,12 @@ impl Session {
             birth,
             Tracked::Control,
         );
+        self.publish_online(conn);
+    }
+
+    /// The retained `online` state of this boot.
+    fn publish_online(&mut self, conn: &Connection) {
+        let online = self.state_payload(NodeState::Online, None, Some(now_ms()));
         conn.publish(
             &mut self.state,
             &self.topics.state,
@@ -815,14 +820,7 @@ impl Session {
                     && s.reason != Some(OfflineReason::Shutdown) =>
             {
                 warn!(node = %self.cfg.identity.path, stale_boot = %s.boot, "stale Will seen: publishing online again");
-                let online = self.state_payload(NodeState::Online, None, Some(now_ms()));
-                conn.publish(
-                    &mut self.state,
-                    &self.topics.state,
-                    true,
-                    online,
-                    Tracked::Control,
-                );
+                self.publish_online(conn);
             }
             _ => {}
         }

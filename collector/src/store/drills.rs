@@ -363,7 +363,7 @@ impl Db {
             };
             items.push((key, row.meta));
         }
-        Ok(paged(items, limit, u64_of(total)))
+        Ok(Paged::from_rows(items, limit, u64_of(total)))
     }
 
     /// One page of a drill's node results in (region, site, node) order, with any of
@@ -430,7 +430,7 @@ impl Db {
             };
             items.push((key, n));
         }
-        Ok(paged(items, limit, u64_of(total)))
+        Ok(Paged::from_rows(items, limit, u64_of(total)))
     }
 
     /// The last occurrence schedule `name` ran (or skipped), if any.
@@ -457,17 +457,3 @@ impl Db {
     }
 }
 
-fn paged<T, K: Clone>(mut rows: Vec<(K, T)>, limit: usize, total: u64) -> Paged<T, K> {
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next = if more {
-        rows.last().map(|(k, _)| k.clone())
-    } else {
-        None
-    };
-    Paged {
-        items: rows.into_iter().map(|(_, t)| t).collect(),
-        next,
-        total,
-    }
-}

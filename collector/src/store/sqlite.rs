@@ -925,7 +925,7 @@ pub struct Paged<T, K> {
 
 impl<T, K: Clone> Paged<T, K> {
     /// `rows` holds up to `limit + 1` keyed items; the extra one only says a page follows.
-    fn from_rows(mut rows: Vec<(K, T)>, limit: usize, total: u64) -> Self {
+    pub(super) fn from_rows(mut rows: Vec<(K, T)>, limit: usize, total: u64) -> Self {
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next = if more {
