@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+pub mod agent;
 pub mod alertmanager;
 pub mod ids;
 pub mod mosquitto;
@@ -53,6 +54,7 @@ pub mod victoria;
 pub mod wait;
 pub mod webhook;
 
+pub use agent::TestAgent;
 pub use alertmanager::Alertmanager;
 pub use ids::{free_port, unique_id};
 pub use mosquitto::{Mosquitto, MosquittoBuilder};

@@ -6,10 +6,10 @@
 //! every command signed before the restart is. A bad key in the config exits 64.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_e2e::{Mosquitto, MqttProbe, Process, binary, unique_id};
+use alarmnet_e2e::{Mosquitto, MqttProbe, Process, TestAgent, binary};
 use alarmnet_protocol::signing::CommandKey;
 use alarmnet_protocol::{
     CmdAction, CmdId, KeyId, Message, Name, Prefix, TestReceipt, TestResult, decode,
@@ -30,26 +30,19 @@ fn key(kid: &str, seed: u8) -> CommandKey {
     CommandKey::from_seed(KeyId::new(kid).expect("kid"), [seed; 32])
 }
 
-struct Node {
-    id: String,
-    prefix: String,
-    dir: tempfile::TempDir,
+/// The harness's test agent, with what this file asks of it.
+struct Node(TestAgent);
+
+impl std::ops::Deref for Node {
+    type Target = TestAgent;
+    fn deref(&self) -> &TestAgent {
+        &self.0
+    }
 }
 
 impl Node {
     fn new() -> Self {
-        Self {
-            id: unique_id("cmd"),
-            prefix: format!("{}/v1", unique_id("e2e")),
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn topic(&self, leaf: &str) -> String {
-        format!(
-            "{}/lanzhou/lanzhou-chengguan/{}/{leaf}",
-            self.prefix, self.id
-        )
+        Self(TestAgent::new("cmd"))
     }
 
     fn marker(&self, test: &str) -> PathBuf {
@@ -97,15 +90,6 @@ max_skew = "{max_skew}"
         )
         .expect("write config");
         path
-    }
-
-    fn start(&self, config: &Path) -> Process {
-        Process::builder(binary("alarmnet-agent"))
-            .name(format!("agent:{}", self.id))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .spawn()
     }
 
     /// A `test` command of `kind` signed by `key`, as JSON.

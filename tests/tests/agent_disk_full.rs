@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use alarmnet_e2e::{Mosquitto, MqttProbe, Process, binary, unique_id};
+use alarmnet_e2e::{Mosquitto, MqttProbe, TestAgent};
 use alarmnet_protocol::{Fault, FaultStatus, Heartbeat, Message, Prefix, Severity, decode};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -70,27 +70,19 @@ impl Drop for SmallDisk {
     }
 }
 
-struct Node {
-    id: String,
-    prefix: String,
-    dir: tempfile::TempDir,
+/// The harness's test agent, with what this file asks of it.
+struct Node(TestAgent);
+
+impl std::ops::Deref for Node {
+    type Target = TestAgent;
+    fn deref(&self) -> &TestAgent {
+        &self.0
+    }
 }
 
 impl Node {
     fn new() -> Self {
-        Self {
-            id: unique_id("disk"),
-            prefix: format!("{}/v1", unique_id("e2e")),
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn filter(&self) -> String {
-        format!("{}/#", self.prefix)
-    }
-
-    fn spool_dir(&self) -> PathBuf {
-        self.dir.path().join("spool")
+        Self(TestAgent::new("disk"))
     }
 
     fn config(&self, broker: &Mosquitto) -> PathBuf {
@@ -125,15 +117,6 @@ allow_unsigned = true
         )
         .expect("write config");
         path
-    }
-
-    fn start(&self, config: &Path) -> Process {
-        Process::builder(binary("alarmnet-agent"))
-            .name(format!("agent:{}", self.id))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .spawn()
     }
 
     /// The next heartbeat or fault of this node (births and states are skipped).

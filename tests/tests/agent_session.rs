@@ -5,39 +5,24 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use alarmnet_e2e::{Mosquitto, MqttProbe, Process, Received, binary, unique_id, wait_for};
+use alarmnet_e2e::{Mosquitto, MqttProbe, Process, Received, TestAgent, binary, wait_for};
 use alarmnet_protocol::{Message, NodeState, OfflineReason, Prefix, decode};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-struct Node {
-    id: String,
-    prefix: String,
-    dir: tempfile::TempDir,
+/// The harness's test agent, with what this file asks of it.
+struct Node(TestAgent);
+
+impl std::ops::Deref for Node {
+    type Target = TestAgent;
+    fn deref(&self) -> &TestAgent {
+        &self.0
+    }
 }
 
 impl Node {
     fn new() -> Self {
-        Self {
-            id: unique_id("ag"),
-            prefix: format!("{}/v1", unique_id("e2e")),
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn topic(&self, leaf: &str) -> String {
-        format!(
-            "{}/lanzhou/lanzhou-chengguan/{}/{leaf}",
-            self.prefix, self.id
-        )
-    }
-
-    fn filter(&self) -> String {
-        format!("{}/#", self.prefix)
-    }
-
-    fn spool_dir(&self) -> PathBuf {
-        self.dir.path().join("spool")
+        Self(TestAgent::new("ag"))
     }
 
     /// Writes the agent's config (heartbeat every `hb`) and returns its path.
@@ -74,15 +59,6 @@ allow_unsigned = true
         )
         .expect("write config");
         path
-    }
-
-    fn start(&self, config: &Path) -> Process {
-        Process::builder(binary("alarmnet-agent"))
-            .name(format!("agent:{}", self.id))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .spawn()
     }
 
     fn decode(&self, m: &Received) -> Message {
