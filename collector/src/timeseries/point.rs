@@ -480,6 +480,28 @@ mod tests {
     }
 
     #[test]
+    fn readiness_points_carry_code_and_ready() {
+        use crate::readiness::{Readiness, ReadinessChange};
+        for (to, tail) in [
+            (Readiness::Ready, "state=ready code=2i,ready=1i 7"),
+            (Readiness::Degraded, "state=degraded code=1i,ready=0i 7"),
+            (Readiness::NotReady, "state=not_ready code=0i,ready=0i 7"),
+        ] {
+            let c = ReadinessChange {
+                node: tags().node,
+                from: None,
+                to,
+                reasons: Vec::new(),
+                at: 7,
+            };
+            assert_eq!(
+                Point::readiness(&tags(), &c).as_line(),
+                format!("alarmnet_readiness,{NODE},{tail}")
+            );
+        }
+    }
+
+    #[test]
     fn node_state_points_carry_code_and_up() {
         let t = Transition {
             node: tags().node,
