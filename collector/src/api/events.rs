@@ -341,7 +341,19 @@ pub(super) async fn events(
     Query(raw): Query<Vec<(String, String)>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let params = Params::new(raw);
-    state.auth.identify(&headers, params.get("access_token"))?;
+    match params.get("ticket") {
+        // A ticket stands for the token it was issued to (single use, short-lived).
+        Some(ticket) => {
+            state
+                .tickets
+                .redeem(ticket, state.now())
+                .ok_or_else(|| ApiError::unauthorized("unknown, used or expired ticket"))?;
+        }
+        // `access_token` is deprecated: POST /api/v1/events/ticket instead.
+        None => {
+            state.auth.identify(&headers, params.get("access_token"))?;
+        }
+    }
     let types = parse_types(params.get("types"))?;
     let last = headers
         .get("last-event-id")
