@@ -334,6 +334,17 @@ fn parse_types(text: Option<&str>) -> Result<Option<Vec<EventKind>>, ApiError> {
         .map(Some)
 }
 
+/// Says once per run that a client still puts its token in the URL.
+fn warn_access_token_once() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "a client passed its token as ?access_token= on /api/v1/events, which is deprecated \
+             (URLs end up in logs): it should POST /api/v1/events/ticket and pass ?ticket="
+        );
+    }
+}
+
 /// `GET /api/v1/events`.
 pub(super) async fn events(
     State(state): State<ApiState>,
@@ -351,7 +362,11 @@ pub(super) async fn events(
         }
         // `access_token` is deprecated: POST /api/v1/events/ticket instead.
         None => {
-            state.auth.identify(&headers, params.get("access_token"))?;
+            let in_url = params.get("access_token");
+            state.auth.identify(&headers, in_url)?;
+            if in_url.is_some() && headers.get(axum::http::header::AUTHORIZATION).is_none() {
+                warn_access_token_once();
+            }
         }
     }
     let types = parse_types(params.get("types"))?;
