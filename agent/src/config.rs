@@ -138,6 +138,9 @@ struct RawMqtt {
     reconnect_max: String,
     username: Option<String>,
     password: Option<String>,
+    /// A file holding the password, so it stays out of this file; a relative name is
+    /// looked up in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when set.
+    password_file: Option<PathBuf>,
     /// PEM file of the CA that signed the broker's certificate (mqtts); without it, the
     /// system's trust store is used. Required with a client certificate.
     ca_file: Option<PathBuf>,
@@ -159,6 +162,7 @@ impl Default for RawMqtt {
             reconnect_max: default_reconnect_max(),
             username: None,
             password: None,
+            password_file: None,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -314,7 +318,8 @@ pub struct MqttSettings {
     pub keep_alive: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
-    pub credentials: Option<(String, String)>,
+    /// User name and password for the broker.
+    pub credentials: Option<(String, Password)>,
     pub tls: TlsFiles,
     pub prefix: Prefix,
 }
@@ -588,9 +593,29 @@ impl RawConfig {
         if reconnect_max < reconnect_min {
             p.push("mqtt.reconnect_max: must not be below mqtt.reconnect_min".into());
         }
-        let credentials = match (m.username, m.password) {
-            (Some(u), Some(pw)) => Some((u, pw)),
-            (Some(u), None) => Some((u, String::new())),
+        let password = match (m.password, &m.password_file) {
+            (Some(_), Some(_)) => {
+                p.push("mqtt.password_file: set together with mqtt.password; give only one".into());
+                None
+            }
+            (Some(pw), None) => Some(pw),
+            (None, Some(file)) => {
+                let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from);
+                match read_secret_file("mqtt.password_file", file, credentials.as_deref()) {
+                    Ok(pw) => Some(pw),
+                    Err(e) => {
+                        p.push(e);
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let credentials = match (m.username, password) {
+            (Some(u), Some(pw)) => Some((u, Password(pw))),
+            (Some(u), None) => Some((u, Password(String::new()))),
             (None, Some(_)) => {
                 p.push("mqtt.password: set without mqtt.username".into());
                 None
@@ -716,6 +741,45 @@ impl RawConfig {
     }
 }
 
+/// A broker password: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The password itself, for the MQTT CONNECT packet.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Reads a secret from `file` (a relative name in `credentials`, systemd's credentials
+/// directory, when given); one trailing line break is not part of it. Errors name `key`.
+fn read_secret_file(key: &str, file: &Path, credentials: Option<&Path>) -> Result<String, String> {
+    let path = match credentials {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file.to_path_buf(),
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("{key}: {}: {e}", path.display()))?;
+    let value = text
+        .strip_suffix('\n')
+        .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    if value.is_empty() {
+        return Err(format!("{key}: {}: empty", path.display()));
+    }
+    Ok(value.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,6 +797,46 @@ name = "城关区人防办楼顶警报器"
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).expect("write");
         (dir, path)
+    }
+
+    #[test]
+    fn the_password_comes_from_a_file_and_never_shows_in_debug() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("mqtt.pw");
+        std::fs::write(&file, "node-secret-pw\n").expect("write");
+        let text = format!("{MINIMAL}[mqtt]\nusername = \"node\"\npassword_file = {file:?}\n");
+        let c = AgentConfig::from_toml(&text).expect("valid");
+        assert_eq!(
+            c.mqtt
+                .credentials
+                .as_ref()
+                .map(|(u, p)| (u.as_str(), p.expose())),
+            Some(("node", "node-secret-pw"))
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("node-secret-pw"), "{debug}");
+
+        let text = format!(
+            "{MINIMAL}[mqtt]\nusername = \"node\"\npassword = \"x\"\npassword_file = {file:?}\n"
+        );
+        let e = AgentConfig::from_toml(&text).expect_err("both").to_string();
+        assert!(
+            e.contains("mqtt.password_file: set together with mqtt.password"),
+            "{e}"
+        );
+        let text =
+            format!("{MINIMAL}[mqtt]\nusername = \"node\"\npassword_file = \"/nonexistent/pw\"\n");
+        let e = AgentConfig::from_toml(&text)
+            .expect_err("missing")
+            .to_string();
+        assert!(e.contains("mqtt.password_file: /nonexistent/pw"), "{e}");
+        assert!(!e.contains("node-secret-pw"), "{e}");
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir2.path().join("pw"), "in-credentials\n").expect("write");
+        assert_eq!(
+            read_secret_file("k", Path::new("pw"), Some(dir2.path())).as_deref(),
+            Ok("in-credentials")
+        );
     }
 
     #[test]
@@ -815,7 +919,10 @@ max_records = 1
         ]);
         let c = AgentConfig::load_with_env(&path, env).expect("valid");
         assert_eq!(c.node.path.node.as_str(), "007");
-        assert_eq!(c.mqtt.credentials, Some(("node".into(), "0123".into())));
+        assert_eq!(
+            c.mqtt.credentials,
+            Some(("node".into(), Password::new("0123")))
+        );
         assert_eq!(c.mqtt.brokers.len(), 2);
         assert_eq!(c.mqtt.brokers[1].to_string(), "mqtts://b:8883");
         assert_eq!(c.spool.limits.max_records, 500);

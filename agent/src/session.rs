@@ -355,7 +355,7 @@ impl Session {
         o.set_max_packet_size(64 * 1024, 64 * 1024);
         o.set_pending_throttle(Duration::ZERO);
         if let Some((user, pass)) = &self.cfg.mqtt.credentials {
-            o.set_credentials(user.clone(), pass.clone());
+            o.set_credentials(user.clone(), pass.expose().to_owned());
         }
         let will = self.state_payload(NodeState::Offline, Some(OfflineReason::Lost), None);
         o.set_last_will(LastWill::new(

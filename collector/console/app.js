@@ -554,20 +554,38 @@ async function loadAlerts() {
 
 // ---------- event stream ----------
 
-function connectEvents() {
+// With a token, every connection starts with a single-use ticket (POST
+// api/v1/events/ticket), so the token never appears in a URL. A ticket cannot be reused, so
+// the browser's own reconnection (same URL) is replaced by ours, with a new ticket.
+async function connectEvents() {
   if (S.es) S.es.close();
+  S.es = null;
+  const attempt = (S.eventsAttempt = (S.eventsAttempt || 0) + 1);
   renderStream("connecting");
   const params = {};
-  if (S.token) params.access_token = S.token;
+  if (S.token) {
+    try {
+      params.ticket = (await api("api/v1/events/ticket", { method: "POST" })).ticket;
+    } catch {
+      if (attempt !== S.eventsAttempt) return;
+      renderStream("down");
+      setTimeout(() => { if (attempt === S.eventsAttempt) connectEvents(); }, 5000);
+      return;
+    }
+    // A newer connection (a token change) started meanwhile.
+    if (attempt !== S.eventsAttempt) return;
+  }
   if (S.lastEventId) params.last_event_id = S.lastEventId;
   const es = new EventSource(`api/v1/events${qs(params)}`);
   S.es = es;
   const track = (e) => { if (e.lastEventId) S.lastEventId = e.lastEventId; };
   es.onopen = () => renderStream("live");
   es.onerror = () => {
-    if (es.readyState === EventSource.CLOSED) {
-      renderStream("down");
-      setTimeout(() => { if (S.es === es) connectEvents(); }, 5000);
+    const closed = es.readyState === EventSource.CLOSED;
+    if (closed || params.ticket) {
+      es.close();
+      renderStream(closed ? "down" : "connecting");
+      setTimeout(() => { if (S.es === es) connectEvents(); }, params.ticket ? 3000 : 5000);
     } else {
       renderStream("connecting");
     }

@@ -186,7 +186,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tz,
     )
     .with_drills(drill_control, config.drills.clone())
-    .with_readiness(board.clone());
+    .with_readiness(board.clone())
+    .with_max_reports(config.http.max_reports)
+    .with_request_timeout(config.http.request_timeout);
     let links = Links {
         events,
         recent,

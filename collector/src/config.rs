@@ -20,6 +20,7 @@ use crate::alerts::{AlertsConfig, MonitorConfig};
 use crate::api::{AuthConfig, TokenConfig};
 use crate::liveness::LivenessConfig;
 use crate::readiness::ReadinessConfig;
+use crate::secret::{self, Secret};
 use crate::timeseries::{SinkConfig, SinkError};
 
 /// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
@@ -150,7 +151,11 @@ pub struct MqttConfig {
     #[serde(default = "default_prefix")]
     pub prefix: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// The broker password; better `password_file` or `ALARMNET_MQTT__PASSWORD`.
+    pub password: Option<Secret>,
+    /// A file holding the password; a relative name is looked up in systemd's
+    /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when it is set.
+    pub password_file: Option<PathBuf>,
     /// The broker sees the collector as gone after 1.5 × keep-alive without a packet.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
@@ -193,10 +198,26 @@ pub struct HttpConfig {
     /// Reads need no token (a wall screen on a closed network). Writes always need one.
     #[serde(default)]
     pub anonymous_read: bool,
-    /// `[[http.tokens]] name, token, role` (`viewer` reads; `operator` also acknowledges
-    /// and silences). Keep secrets out of the file: ALARMNET_HTTP__TOKENS is not a list key.
+    /// `[[http.tokens]] name, role` and one of `token`, `token_sha256` (its digest, from
+    /// `alarmnet-collector hash-token`) or `token_file` (`viewer` reads; `operator` also
+    /// acknowledges and silences). ALARMNET_HTTP__TOKENS is not a list key.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// An API request (the event stream excepted) taking longer than this is answered 503
+    /// `timeout` and its work dropped: a slow report cannot hold a connection for ever.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Report queries (uptime, readiness history) running at once; more are answered 503
+    /// `busy` with `Retry-After`. Each keeps a store reader thread busy.
+    #[serde(default = "default_max_reports")]
+    pub max_reports: usize,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_reports() -> usize {
+    crate::api::DEFAULT_MAX_REPORTS
 }
 
 /// `[[webhooks]]`: a JSON POST of every notification.
@@ -382,6 +403,8 @@ impl Default for HttpConfig {
             listen: default_listen(),
             anonymous_read: false,
             tokens: Vec::new(),
+            request_timeout: default_request_timeout(),
+            max_reports: default_max_reports(),
         }
     }
 }
@@ -486,6 +509,8 @@ impl Config {
     }
 
     fn from_config(built: &config::Config) -> Result<Config, ConfigErrors> {
+        let credentials = secret::credentials_dir();
+        let credentials = credentials.as_deref();
         let mut errors = Vec::new();
         let table = match built
             .clone()
@@ -569,9 +594,21 @@ impl Config {
         }
 
         // Sections that failed to parse were reported; validate the others.
-        let mqtt = mqtt.map(|m| m.unwrap_or_else(empty_section::<MqttConfig>));
-        if let Some(m) = &mqtt {
+        let mut mqtt = mqtt.map(|m| m.unwrap_or_else(empty_section::<MqttConfig>));
+        if let Some(m) = &mut mqtt {
             validate_mqtt(m, &mut errors);
+            if let Some(file) = &m.password_file {
+                if m.password.is_some() {
+                    errors.push(
+                        "mqtt.password_file: set together with mqtt.password; give only one".into(),
+                    );
+                } else {
+                    match secret::read_file("mqtt.password_file", file, credentials) {
+                        Ok(p) => m.password = Some(p),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
         }
         let store = store.map(Option::unwrap_or_default);
         if let Some(s) = &store
@@ -579,14 +616,26 @@ impl Config {
         {
             errors.push("store.path: must not be empty".into());
         }
-        let http = http.map(Option::unwrap_or_default);
-        if let Some(h) = &http {
+        let mut http = http.map(Option::unwrap_or_default);
+        if let Some(h) = &mut http {
+            errors.extend(crate::api::auth::read_token_files(
+                &mut h.tokens,
+                credentials,
+            ));
             errors.extend(h.auth().validate());
         }
         if let Some(h) = &http
             && let Err(e) = h.addr()
         {
             errors.push(format!("http.listen: {e}"));
+        }
+        if let Some(h) = &http {
+            if h.request_timeout < Duration::from_secs(1) {
+                errors.push("http.request_timeout: must be at least 1s".into());
+            }
+            if !(1..=64).contains(&h.max_reports) {
+                errors.push("http.max_reports: must be 1 to 64".into());
+            }
         }
         let webhooks = webhooks.map(Option::unwrap_or_default);
         for (i, w) in webhooks.iter().flatten().enumerate() {
@@ -623,6 +672,18 @@ impl Config {
         }
         let mut influx = influx;
         if let Some(Some(i)) = &mut influx {
+            if let Some(file) = &i.token_file {
+                if i.token.is_empty() {
+                    match secret::read_file("influx.token_file", file, credentials) {
+                        Ok(t) => i.token = t.expose().to_owned(),
+                        Err(e) => errors.push(e),
+                    }
+                } else {
+                    errors.push(
+                        "influx.token_file: set together with influx.token; give only one".into(),
+                    );
+                }
+            }
             if i.spool_dir.is_none()
                 && let Some(s) = &store
             {
@@ -751,7 +812,7 @@ fn validate_mqtt(m: &MqttConfig, errors: &mut Vec<String>) {
     if let Err(e) = Prefix::new(m.prefix.clone()) {
         errors.push(format!("mqtt.prefix: {e}"));
     }
-    if m.password.is_some() && m.username.is_none() {
+    if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
         errors.push("mqtt.password: set without mqtt.username".into());
     }
     if m.keep_alive < Duration::from_secs(5) {
@@ -995,6 +1056,90 @@ mod tests {
     }
 
     #[test]
+    fn secrets_come_from_files_and_never_show_in_debug() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = write(&dir, "mqtt.pw", "mqtt-secret-pw-1\n");
+        let influx = write(&dir, "influx.tok", "influx-secret-tok-2");
+        let api = write(&dir, "api.token", "api-secret-token-3-0123\n");
+        let hashed = crate::secret::to_hex(&crate::secret::sha256(b"hashed-secret-token-4-0123"));
+        let text = format!(
+            "[mqtt]\nusername = \"collector\"\npassword_file = {pw:?}\n\
+             [http]\n\
+             [[http.tokens]]\nname = \"a\"\ntoken_file = {api:?}\nrole = \"viewer\"\n\
+             [[http.tokens]]\nname = \"b\"\ntoken = \"clear-secret-token-5-0123\"\nrole = \"operator\"\n\
+             [[http.tokens]]\nname = \"c\"\ntoken_sha256 = \"{hashed}\"\nrole = \"viewer\"\n\
+             [[webhooks]]\nurl = \"https://oapi.dingtalk.com/robot/send?access_token=hook-secret-6\"\n\
+             format = \"dingtalk\"\nsecret = \"SEC-hook-secret-7\"\n\
+             [webhooks.headers]\nAuthorization = \"Bearer hook-secret-8\"\n\
+             [influx]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = {influx:?}\n"
+        );
+        let c = Config::from_toml(&text).expect("valid");
+        assert_eq!(
+            c.mqtt.password.as_ref().map(Secret::expose),
+            Some("mqtt-secret-pw-1")
+        );
+        assert_eq!(
+            c.influx.as_ref().map(|i| i.token.as_str()),
+            Some("influx-secret-tok-2")
+        );
+        let auth = crate::api::Auth::new(&c.http.auth());
+        for (token, name) in [
+            ("api-secret-token-3-0123", "a"),
+            ("clear-secret-token-5-0123", "b"),
+            ("hashed-secret-token-4-0123", "c"),
+        ] {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("header"),
+            );
+            assert_eq!(auth.identify(&h, None).expect(token).name(), Some(name));
+        }
+        let debug = format!("{c:?}");
+        for secret in [
+            "mqtt-secret-pw-1",
+            "influx-secret-tok-2",
+            "api-secret-token-3",
+            hashed.as_str(),
+            "clear-secret-token-5",
+            "hook-secret-6",
+            "hook-secret-7",
+            "hook-secret-8",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+
+        // A file and an inline value together, or a file that is missing: config errors
+        // naming the key.
+        let text = format!(
+            "[mqtt]\nusername = \"u\"\npassword = \"p\"\npassword_file = {pw:?}\n\
+             [[http.tokens]]\nname = \"a\"\ntoken_file = \"/nonexistent/api.token\"\nrole = \"viewer\"\n\
+             [[http.tokens]]\nname = \"b\"\ntoken = \"change-me-operator-0000\"\nrole = \"operator\"\n\
+             [influx]\nurl = \"http://h:1\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\ntoken_file = {influx:?}\n"
+        );
+        let errors = Config::from_toml(&text).expect_err("invalid").0;
+        let all = errors.join("\n");
+        for needle in [
+            "mqtt.password_file: set together with mqtt.password",
+            "http.tokens[0].token_file: /nonexistent/api.token",
+            "http.tokens[1].token: a placeholder",
+            "influx.token_file: set together with influx.token",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(errors.len(), 4, "{all}");
+        let errors =
+            Config::from_toml("[mqtt]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n")
+                .expect_err("missing")
+                .0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("mqtt.password_file: /nonexistent/pw"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn environment_overrides_keep_ids_as_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = write(
@@ -1015,7 +1160,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.mqtt.client_id, "007");
-        assert_eq!(c.mqtt.password.as_deref(), Some("0123"));
+        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("0123"));
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(45));
         assert_eq!(c.ingest.max_nodes, 12);
         assert_eq!(c.http.listen, "127.0.0.1:0");

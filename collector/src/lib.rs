@@ -24,6 +24,7 @@
 //! - [`demo`]: `alarmnet-collector demo`, the whole system in one process (embedded broker).
 //! - [`pki`]: `alarmnet-collector pki`, the network's CA, certificates, CRL and broker ACL.
 //! - [`commands`]: the command sender (signing key, `keygen`, rate-limited signed `cmd` publishes).
+//! - [`secret`]: secrets in the configuration (redacted, from files), token digests.
 //! - [`drills`]: drills: selection, live tally, schedules, the drills task and its store rows.
 
 pub mod alerts;
@@ -43,6 +44,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod pki;
 pub mod readiness;
+pub mod secret;
 pub mod store;
 pub mod timeseries;
 pub mod uptime;

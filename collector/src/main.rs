@@ -48,6 +48,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the `token_sha256 = "..."` line of an API token for `[[http.tokens]]`: the
+    /// token is read from stdin (one line), or made up with `--new` and printed once.
+    HashToken {
+        /// Make a new random token, print it (only this once) and its line.
+        #[arg(long)]
+        new: bool,
+    },
     /// Operator commands against a running collector (`--url`, token in ALARMNET_TOKEN).
     #[command(flatten)]
     Operator(alarmnet_collector::cli::Command),
@@ -65,6 +72,9 @@ fn main() -> ExitCode {
     if let Command::Keygen { kid, out } = &cli.command {
         return keygen(kid, out);
     }
+    if let Command::HashToken { new } = cli.command {
+        return hash_token(new);
+    }
     init_tracing(match cli.command {
         Command::Demo(_) => alarmnet_collector::demo::LOG_FILTER,
         _ => "info",
@@ -75,7 +85,31 @@ fn main() -> ExitCode {
         Command::Operator(command) => alarmnet_collector::cli::run(command),
         Command::Pki(command) => alarmnet_collector::pki::run(command),
         Command::Keygen { kid, out } => keygen(&kid, &out),
+        Command::HashToken { new } => hash_token(new),
     }
+}
+
+fn hash_token(new: bool) -> ExitCode {
+    use alarmnet_collector::secret;
+    let token = if new {
+        let token = secret::new_token();
+        println!("# the new token (shown only now; give it to its user):\n# {token}");
+        token
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("alarmnet-collector hash-token: reading stdin: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        let token = line.trim_end_matches(['\n', '\r']).to_owned();
+        if let Some(problem) = secret::token_problem(&token) {
+            eprintln!("alarmnet-collector hash-token: the token {problem}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        token
+    };
+    println!("{}", secret::config_line(&token));
+    ExitCode::SUCCESS
 }
 
 fn keygen(kid: &str, out: &std::path::Path) -> ExitCode {

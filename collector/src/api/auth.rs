@@ -5,12 +5,14 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use crate::secret::{self, Secret};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,21 +31,59 @@ impl Role {
     }
 }
 
-/// One `[[http.tokens]]` entry.
+/// One `[[http.tokens]]` entry: a name, a role and exactly one of `token` (clear),
+/// `token_sha256` (its digest) or `token_file` (the clear token in a file).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Recorded as who acknowledged or silenced.
     pub name: String,
-    pub token: String,
+    /// The clear token (at least 16 characters).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// The token's SHA-256 digest in hex (`alarmnet-collector hash-token`), so the
+    /// configuration does not hold the token itself.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// A file holding the clear token; a relative name is looked up in systemd's
+    /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when it is set.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     pub role: Role,
+}
+
+impl TokenConfig {
+    /// A token given in clear (tests and the demo).
+    pub fn clear(name: impl Into<String>, token: impl Into<String>, role: Role) -> Self {
+        Self {
+            name: name.into(),
+            token: Some(Secret::new(token)),
+            token_sha256: None,
+            token_file: None,
+            role,
+        }
+    }
+
+    /// The digest the token is compared by; `None` before validation succeeded.
+    fn digest(&self) -> Option<[u8; 32]> {
+        match (&self.token, &self.token_sha256) {
+            (Some(t), None) => Some(secret::sha256(t.expose().as_bytes())),
+            (None, Some(h)) => secret::from_hex(h),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for TokenConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenConfig")
             .field("name", &self.name)
-            .field("token", &"<redacted>")
+            .field("token", &self.token)
+            .field(
+                "token_sha256",
+                &self.token_sha256.as_ref().map(|_| "<redacted>"),
+            )
+            .field("token_file", &self.token_file)
             .field("role", &self.role)
             .finish()
     }
@@ -62,28 +102,76 @@ pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
 }
 
+/// Reads every `token_file` into its entry's `token` (a relative name in `credentials`,
+/// systemd's credentials directory); every problem, each naming its key.
+pub fn read_token_files(tokens: &mut [TokenConfig], credentials: Option<&Path>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, t) in tokens.iter_mut().enumerate() {
+        let Some(file) = &t.token_file else { continue };
+        let at = format!("http.tokens[{i}]");
+        if t.token.is_some() || t.token_sha256.is_some() {
+            errors.push(format!(
+                "{at}.token_file: set together with token or token_sha256; give only one"
+            ));
+            continue;
+        }
+        match secret::read_file(&format!("{at}.token_file"), file, credentials) {
+            Ok(token) => t.token = Some(token),
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
+}
+
 impl AuthConfig {
     /// Every problem at once, each prefixed with its key (`http.tokens[1].token: ...`).
+    /// Token files must have been read ([`read_token_files`]).
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         let mut names = HashSet::new();
-        let mut secrets = HashSet::new();
+        let mut digests = Vec::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let at = format!("http.tokens[{i}]");
             if t.name.trim().is_empty() || t.name.len() > 64 {
                 errors.push(format!("{at}.name: must be 1 to 64 characters"));
             }
-            if t.token.len() < 16 {
-                errors.push(format!("{at}.token: must be at least 16 characters"));
-            }
-            if t.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                errors.push(format!("{at}.token: must not contain spaces"));
-            }
             if !names.insert(t.name.as_str()) {
                 errors.push(format!("{at}.name: {:?} is used twice", t.name));
             }
-            if !secrets.insert(t.token.as_str()) {
-                errors.push(format!("{at}.token: the same token is configured twice"));
+            let key = if t.token_file.is_some() {
+                "token_file"
+            } else {
+                "token"
+            };
+            match (&t.token, &t.token_sha256) {
+                (None, None) if t.token_file.is_none() => errors.push(format!(
+                    "{at}: one of token, token_sha256 or token_file is required"
+                )),
+                // The file could not be read (reported by `read_token_files`).
+                (None, None) => {}
+                (Some(_), Some(_)) => errors.push(format!(
+                    "{at}.token_sha256: set together with {key}; give only one"
+                )),
+                (Some(token), None) => {
+                    if let Some(problem) = secret::token_problem(token.expose()) {
+                        errors.push(format!("{at}.{key}: {problem}"));
+                    }
+                }
+                (None, Some(hex)) => match secret::from_hex(hex) {
+                    None => errors.push(format!(
+                        "{at}.token_sha256: must be 64 hex digits (alarmnet-collector hash-token)"
+                    )),
+                    Some(d) if secret::is_placeholder_digest(&d) => errors.push(format!(
+                        "{at}.token_sha256: the digest of an example placeholder token"
+                    )),
+                    Some(_) => {}
+                },
+            }
+            if let Some(d) = t.digest() {
+                if digests.iter().any(|o| secret::same_digest(o, &d)) {
+                    errors.push(format!("{at}.{key}: the same token is configured twice"));
+                }
+                digests.push(d);
             }
         }
         errors
@@ -129,10 +217,18 @@ impl Caller {
     }
 }
 
-/// The configured tokens.
+/// A known token: who it is, what it may do, and its digest.
+#[derive(Clone)]
+struct Known {
+    name: String,
+    role: Role,
+    digest: [u8; 32],
+}
+
+/// The configured tokens, kept only as digests.
 #[derive(Clone)]
 pub struct Auth {
-    tokens: Vec<TokenConfig>,
+    tokens: Vec<Known>,
     anonymous_read: bool,
 }
 
@@ -148,7 +244,18 @@ impl fmt::Debug for Auth {
 impl Auth {
     pub fn new(config: &AuthConfig) -> Self {
         Self {
-            tokens: config.tokens.clone(),
+            // Entries without a valid digest were refused at load.
+            tokens: config
+                .tokens
+                .iter()
+                .filter_map(|t| {
+                    Some(Known {
+                        name: t.name.clone(),
+                        role: t.role,
+                        digest: t.digest()?,
+                    })
+                })
+                .collect(),
             anonymous_read: config.anonymous_read,
         }
     }
@@ -180,9 +287,7 @@ impl Auth {
             None if self.anonymous_read => Ok(Caller::Anonymous),
             None => Err(ApiError::unauthorized("this request needs a bearer token")),
             Some(token) => self
-                .tokens
-                .iter()
-                .find(|t| same(t.token.as_bytes(), token.as_bytes()))
+                .find(token)
                 .map(|t| Caller::Token {
                     name: t.name.clone(),
                     role: t.role,
@@ -190,11 +295,20 @@ impl Auth {
                 .ok_or_else(|| ApiError::unauthorized("unknown token")),
         }
     }
-}
 
-/// Compares without stopping at the first difference (the length is not secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    /// The token whose digest is `token`'s. Every configured digest is compared, each
+    /// in constant time, so the time taken tells nothing of which matched or how closely.
+    fn find(&self, token: &str) -> Option<&Known> {
+        let digest = secret::sha256(token.as_bytes());
+        self.tokens.iter().fold(None, |found, t| {
+            let same = secret::same_digest(&t.digest, &digest);
+            if same && found.is_none() {
+                Some(t)
+            } else {
+                found
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -205,15 +319,13 @@ mod tests {
         Auth::new(&AuthConfig {
             anonymous_read,
             tokens: vec![
+                TokenConfig::clear("wall", "viewer-token-0123456789", Role::Viewer),
                 TokenConfig {
-                    name: "wall".into(),
-                    token: "viewer-token-0123456789".into(),
-                    role: Role::Viewer,
-                },
-                TokenConfig {
-                    name: "desk".into(),
-                    token: "operator-token-0123456789".into(),
-                    role: Role::Operator,
+                    token: None,
+                    token_sha256: Some(secret::to_hex(&secret::sha256(
+                        b"operator-token-0123456789",
+                    ))),
+                    ..TokenConfig::clear("desk", "", Role::Operator)
                 },
             ],
         })
@@ -267,16 +379,8 @@ mod tests {
         let c = AuthConfig {
             anonymous_read: false,
             tokens: vec![
-                TokenConfig {
-                    name: "a".into(),
-                    token: "short".into(),
-                    role: Role::Viewer,
-                },
-                TokenConfig {
-                    name: "a".into(),
-                    token: "short".into(),
-                    role: Role::Operator,
-                },
+                TokenConfig::clear("a", "short", Role::Viewer),
+                TokenConfig::clear("a", "short", Role::Operator),
             ],
         };
         let errors = c.validate();
@@ -284,5 +388,108 @@ mod tests {
         assert!(errors[0].starts_with("http.tokens[0].token"), "{errors:?}");
         let debug = format!("{:?}", c.tokens[0]);
         assert!(!debug.contains("short"), "{debug}");
+    }
+
+    #[test]
+    fn hashed_tokens_files_placeholders_and_conflicts() {
+        // The hashed operator token of `auth()` identifies, by header and access_token.
+        let a = auth(false);
+        assert_eq!(
+            a.identify(&bearer("operator-token-0123456789"), None)
+                .expect("hashed token")
+                .name(),
+            Some("desk")
+        );
+        assert!(
+            a.identify(&bearer("operator-token-012345678"), None)
+                .is_err()
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("wall.token"), "file-token-0123456789\n").expect("write");
+        let mut tokens = vec![
+            TokenConfig {
+                token: None,
+                token_file: Some("wall.token".into()),
+                ..TokenConfig::clear("wall", "", Role::Viewer)
+            },
+            TokenConfig {
+                token_file: Some("missing.token".into()),
+                ..TokenConfig::clear("both", "clear-token-0123456789", Role::Viewer)
+            },
+            TokenConfig {
+                token: None,
+                token_file: Some("missing.token".into()),
+                ..TokenConfig::clear("gone", "", Role::Viewer)
+            },
+        ];
+        let errors = read_token_files(&mut tokens, Some(dir.path()));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("http.tokens[1].token_file: set together"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("http.tokens[2].token_file: "),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("missing.token"), "{errors:?}");
+        let c = AuthConfig {
+            anonymous_read: false,
+            tokens: tokens[..1].to_vec(),
+        };
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let caller = Auth::new(&c)
+            .identify(&bearer("file-token-0123456789"), None)
+            .expect("token from the file");
+        assert_eq!(caller.name(), Some("wall"));
+
+        let placeholder = secret::to_hex(&secret::sha256(b"change-me-viewer-0000"));
+        let c = AuthConfig {
+            anonymous_read: false,
+            tokens: vec![
+                TokenConfig::clear("a", "change-me-operator-0000", Role::Operator),
+                TokenConfig {
+                    token: None,
+                    token_sha256: Some(placeholder),
+                    ..TokenConfig::clear("b", "", Role::Viewer)
+                },
+                TokenConfig {
+                    token: None,
+                    token_sha256: Some("abc".into()),
+                    ..TokenConfig::clear("c", "", Role::Viewer)
+                },
+                TokenConfig {
+                    token_sha256: Some(secret::to_hex(&secret::sha256(b"x"))),
+                    ..TokenConfig::clear("d", "clear-token-0123456789", Role::Viewer)
+                },
+                TokenConfig {
+                    token: None,
+                    ..TokenConfig::clear("e", "", Role::Viewer)
+                },
+                TokenConfig {
+                    token: None,
+                    token_sha256: Some(secret::to_hex(&secret::sha256(b"clear-token-0123456789"))),
+                    ..TokenConfig::clear("f", "", Role::Viewer)
+                },
+            ],
+        };
+        let errors = c.validate();
+        let all = errors.join("\n");
+        for needle in [
+            "http.tokens[0].token: a placeholder",
+            "http.tokens[1].token_sha256: the digest of an example placeholder",
+            "http.tokens[2].token_sha256: must be 64 hex digits",
+            "http.tokens[3].token_sha256: set together with token",
+            "http.tokens[4]: one of token, token_sha256 or token_file is required",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(errors.len(), 5, "{all}");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("change-me") && !debug.contains("abc"),
+            "{debug}"
+        );
     }
 }

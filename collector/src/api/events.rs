@@ -334,6 +334,17 @@ fn parse_types(text: Option<&str>) -> Result<Option<Vec<EventKind>>, ApiError> {
         .map(Some)
 }
 
+/// Says once per run that a client still puts its token in the URL.
+fn warn_access_token_once() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "a client passed its token as ?access_token= on /api/v1/events, which is deprecated \
+             (URLs end up in logs): it should POST /api/v1/events/ticket and pass ?ticket="
+        );
+    }
+}
+
 /// `GET /api/v1/events`.
 pub(super) async fn events(
     State(state): State<ApiState>,
@@ -341,7 +352,23 @@ pub(super) async fn events(
     Query(raw): Query<Vec<(String, String)>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let params = Params::new(raw);
-    state.auth.identify(&headers, params.get("access_token"))?;
+    match params.get("ticket") {
+        // A ticket stands for the token it was issued to (single use, short-lived).
+        Some(ticket) => {
+            state
+                .tickets
+                .redeem(ticket, state.now())
+                .ok_or_else(|| ApiError::unauthorized("unknown, used or expired ticket"))?;
+        }
+        // `access_token` is deprecated: POST /api/v1/events/ticket instead.
+        None => {
+            let in_url = params.get("access_token");
+            state.auth.identify(&headers, in_url)?;
+            if in_url.is_some() && headers.get(axum::http::header::AUTHORIZATION).is_none() {
+                warn_access_token_once();
+            }
+        }
+    }
     let types = parse_types(params.get("types"))?;
     let last = headers
         .get("last-event-id")

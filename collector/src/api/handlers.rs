@@ -328,8 +328,11 @@ async fn find_node(s: &ApiState, node: &str) -> ApiResult<NodeRecord> {
 
 pub(super) async fn node(
     State(s): State<ApiState>,
+    c: Option<Extension<Caller>>,
     Path(node): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    // Where a siren stands is for the operations centre, not for an anonymous wall screen.
+    let coordinates = caller(&c) != Caller::Anonymous;
     let n = find_node(&s, &node).await?;
     let faults = s.store.faults(n.path.node.clone(), true).await?;
     let brief = NodeBrief {
@@ -362,6 +365,9 @@ pub(super) async fn node(
     });
     if let Value::Object(m) = &mut v {
         for key in ["lat", "lon", "model", "firmware", "agent"] {
+            if !coordinates && matches!(key, "lat" | "lon") {
+                continue;
+            }
             m.insert(key.into(), info.get(key).cloned().unwrap_or(Value::Null));
         }
         m.insert(
@@ -434,6 +440,15 @@ pub(super) async fn metrics(
     let names = p.list("names", "expected comma-separated metric names", |v| {
         Some(v.to_owned())
     })?;
+    if let Some(ns) = &names
+        && ns.len() > super::MAX_METRIC_NAMES
+    {
+        return Err(ApiError::bad_param(
+            "names",
+            &format!("{} names", ns.len()),
+            &format!("at most {} metric names", super::MAX_METRIC_NAMES),
+        ));
+    }
     let n = find_node(&s, &node).await?;
     let samples: Vec<Value> = s
         .recent

@@ -16,6 +16,7 @@ pub mod events;
 mod handlers;
 pub(crate) mod readiness;
 pub mod recent;
+pub mod tickets;
 mod uptime;
 
 #[cfg(test)]
@@ -23,6 +24,8 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod hardening_tests;
 #[cfg(test)]
 mod readiness_tests;
 
@@ -45,6 +48,85 @@ pub use recent::{RecentMetrics, Sample};
 use crate::model::Millis;
 use crate::readiness::Board;
 use crate::store::Store;
+
+const DAY_MS: Millis = 86_400_000;
+
+/// The longest window of an uptime or readiness history report: 400 days (a year and a
+/// little, so a calendar year with its neighbours' edges fits).
+pub const MAX_REPORT_WINDOW_MS: Millis = 400 * DAY_MS;
+
+/// The most metric names `GET /api/v1/nodes/{node}/metrics?names=` takes.
+pub const MAX_METRIC_NAMES: usize = 64;
+
+/// The longest an API request may take by default.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Report queries (uptime, readiness history) that may run at once by default: each keeps
+/// a store reader thread busy, and the readers also answer every list.
+pub const DEFAULT_MAX_REPORTS: usize = 4;
+
+/// The bound on report queries running at once. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reports {
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Reports {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+        }
+    }
+
+    /// A slot for one report, or 503 `busy` (with `Retry-After`) when all are taken.
+    pub(crate) fn start(&self) -> Result<ReportSlot, ApiError> {
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::busy("too many reports are running; try again in a few seconds")
+        })?;
+        Ok(ReportSlot {
+            _permit: permit,
+            abandoned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
+    }
+}
+
+/// A running report's slot. Dropped with the request's future (the client went away, or
+/// the request timed out), it marks the report abandoned, so the store work, which runs
+/// on a reader thread the drop cannot stop, stops at its next check.
+#[derive(Debug)]
+pub(crate) struct ReportSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReportSlot {
+    /// What the store work checks between nodes.
+    pub(crate) fn abandoned(&self) -> Abandoned {
+        Abandoned(self.abandoned.clone())
+    }
+}
+
+impl Drop for ReportSlot {
+    fn drop(&mut self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Tells store work whether its request is still waiting.
+#[derive(Debug, Clone)]
+pub(crate) struct Abandoned(Arc<std::sync::atomic::AtomicBool>);
+
+impl Abandoned {
+    /// `Err(StoreError::Abandoned)` once the request is gone.
+    pub(crate) fn check(&self) -> Result<(), crate::store::StoreError> {
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(crate::store::StoreError::Abandoned)
+        } else {
+            Ok(())
+        }
+    }
+}
 
 /// The collector's clock, for "now" in answers; tests substitute a fixed one.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
@@ -75,6 +157,12 @@ pub struct ApiState {
     pub drill_limits: crate::drills::DrillsConfig,
     /// The readiness rollups the core publishes.
     pub readiness: Board,
+    /// Event-stream tickets issued and not yet used.
+    pub tickets: tickets::Tickets,
+    /// Report queries (uptime, readiness history) running at once, bounded.
+    pub reports: Reports,
+    /// The longest an API request (the event stream excepted) may take.
+    pub request_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -106,7 +194,22 @@ impl ApiState {
             drills: None,
             drill_limits: crate::drills::DrillsConfig::default(),
             readiness: Board::new(),
+            tickets: tickets::Tickets::default(),
+            reports: Reports::new(DEFAULT_MAX_REPORTS),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// The same state answering 503 `timeout` to requests that take longer than `limit`.
+    pub fn with_request_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.request_timeout = limit;
+        self
+    }
+
+    /// The same state running at most `max` report queries at once.
+    pub fn with_max_reports(mut self, max: usize) -> Self {
+        self.reports = Reports::new(max);
+        self
     }
 
     /// The same state with the drills task's control and limits.
@@ -159,9 +262,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/drills/{id}/cancel", post(drills::cancel))
         .route("/readiness", get(readiness::readiness))
         .route("/readiness/history", get(readiness::history))
+        .route("/events/ticket", post(tickets::issue))
         .fallback(handlers::no_route)
         .route_layer(middleware::from_fn_with_state(state.clone(), identify));
-    // The stream authenticates itself (it also takes `?access_token=`).
+    // The stream authenticates itself (`?ticket=`, and the deprecated `?access_token=`).
     let api = api.route("/events", get(events::events));
     Router::new()
         .nest("/api/v1", api.with_state(state))
@@ -170,13 +274,22 @@ pub fn router(state: ApiState) -> Router {
 
 /// Identifies the caller of every `/api/v1` route but the event stream, refusing unknown
 /// tokens and (without `anonymous_read`) missing ones; handlers find the [`Caller`] in the
-/// request's extensions.
+/// request's extensions. Also bounds each request's time (`[http] request_timeout`).
 async fn identify(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
     match state.auth.identify(request.headers(), None) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            // Dropping the handler's future on timeout drops its work with it (a report
+            // marks itself abandoned, see `ReportSlot`).
+            match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => ApiError::timeout(format!(
+                    "the request took longer than {}",
+                    humantime::format_duration(state.request_timeout)
+                ))
+                .into_response(),
+            }
         }
         Err(e) => e.into_response(),
     }
@@ -221,6 +334,31 @@ impl Params {
             year: self.owned("year"),
         }
         .resolve(now, tz)
+    }
+
+    /// [`Params::window`], refused (400) when longer than [`MAX_REPORT_WINDOW_MS`]: a report
+    /// reads every transition of its window, so the window bounds the work one request asks.
+    pub(crate) fn report_window(
+        &self,
+        now: crate::model::Millis,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<crate::uptime::Window, ApiError> {
+        let window = self.window(now, tz)?;
+        if window.to().saturating_sub(window.from()) > MAX_REPORT_WINDOW_MS {
+            let name = ["since", "year", "from", "to", "month", "week", "day"]
+                .into_iter()
+                .find(|n| self.get(n).is_some())
+                .unwrap_or("from");
+            return Err(ApiError::bad_param(
+                name,
+                self.get(name).unwrap_or_default(),
+                &format!(
+                    "the window is longer than {} days; ask for shorter windows",
+                    MAX_REPORT_WINDOW_MS / DAY_MS
+                ),
+            ));
+        }
+        Ok(window)
     }
 
     /// A value parsed by `parse`, which says what is expected when it fails.

@@ -133,20 +133,24 @@ pub(super) async fn history(
         readiness: None,
     };
     let now = s.now();
-    let window = p.window(now, &s.tz)?;
+    let window = p.report_window(now, &s.tz)?;
     // The future has no history yet.
     let (from, until) = (window.from(), window.to().min(now).max(window.from()));
+    let slot = s.reports.start()?;
+    let abandoned = slot.abandoned();
     let rows = s
         .store
         .read(move |db| {
             let mut b = HistoryBuilder::new(by, from, until);
             db.each_node_readiness(&nodes, (from, until), |path, kind, steps| {
+                abandoned.check()?;
                 b.add_node(path, kind, steps);
                 Ok(())
             })?;
             Ok(b.finish())
         })
         .await?;
+    drop(slot);
     Ok(Json(json!({
         "from": Stamp::new(window.from(), &s.tz),
         "to": Stamp::new(window.to(), &s.tz),

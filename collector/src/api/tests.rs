@@ -118,16 +118,8 @@ impl Server {
         let auth = Auth::new(&AuthConfig {
             anonymous_read,
             tokens: vec![
-                TokenConfig {
-                    name: "wall".into(),
-                    token: VIEWER.into(),
-                    role: Role::Viewer,
-                },
-                TokenConfig {
-                    name: "ops-desk-1".into(),
-                    token: OPERATOR.into(),
-                    role: Role::Operator,
-                },
+                TokenConfig::clear("wall", VIEWER, Role::Viewer),
+                TokenConfig::clear("ops-desk-1", OPERATOR, Role::Operator),
             ],
         });
         let recent = RecentMetrics::new(4);

@@ -29,7 +29,8 @@ pub(super) async fn uptime(
         kind: id_param(&p, "kind", Name::new)?,
     };
     let now = s.now();
-    let window = p.window(now, &s.tz)?;
+    let window = p.report_window(now, &s.tz)?;
+    let slot = s.reports.start()?;
     let query = UptimeQuery {
         window,
         now,
@@ -56,7 +57,9 @@ pub(super) async fn uptime(
     let query = std::sync::Arc::new(query);
     let parts = (0..shards).map(|index| {
         let (query, nodes) = (query.clone(), nodes.clone());
+        let abandoned = slot.abandoned();
         s.store.read(move |db| {
+            abandoned.check()?;
             let silences = db.silences(None)?;
             // Nobody watched outside the collector's runs and while it was blind.
             let blind: Vec<Window> = db
@@ -67,6 +70,7 @@ pub(super) async fn uptime(
             let mut builder = ReportBuilder::new(&query, &silences, &blind);
             let shard = Shard { index, of: shards };
             db.each_node_history(&nodes, span, shard, |path, kind, steps, tests| {
+                abandoned.check()?;
                 builder.add_node_tests(path, kind, tests);
                 builder
                     .add_node_steps(path, kind, steps)
@@ -79,6 +83,7 @@ pub(super) async fn uptime(
     for part in futures_util::future::try_join_all(parts).await? {
         report.merge(part);
     }
+    drop(slot);
     let report = report.finish(&query);
     Ok(Json(report))
 }

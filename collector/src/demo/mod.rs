@@ -433,7 +433,13 @@ mod tests {
         assert!(config.influx.is_none() && config.webhooks.is_empty());
         assert!(config.http.anonymous_read);
         assert_eq!(config.http.tokens.len(), 1);
-        assert_eq!(config.http.tokens[0].token, token);
+        assert_eq!(
+            config.http.tokens[0]
+                .token
+                .as_ref()
+                .map(crate::secret::Secret::expose),
+            Some(token.as_str())
+        );
         assert_ne!(new_token(), token, "a new token per run");
     }
 

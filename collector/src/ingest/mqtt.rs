@@ -113,7 +113,13 @@ pub fn client(
             true,
         ));
     if let Some(user) = &config.username {
-        options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
+        options.set_credentials(
+            user.clone(),
+            config
+                .password
+                .as_ref()
+                .map_or_else(String::new, |p| p.expose().to_owned()),
+        );
     }
     if tls {
         let read = |p: &std::path::Path| {

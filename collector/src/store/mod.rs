@@ -60,6 +60,9 @@ pub enum StoreError {
     Commit(String),
     #[error("the store is closed")]
     Closed,
+    /// The read was stopped because nobody waits for its answer any more.
+    #[error("abandoned: nobody waits for the answer")]
+    Abandoned,
 }
 
 /// Runs on the store thread: does its work and returns what to tell the caller once the

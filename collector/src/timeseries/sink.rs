@@ -57,6 +57,10 @@ pub struct SinkConfig {
     /// API token, sent as `Authorization: Token ...`; empty sends none.
     #[serde(default)]
     pub token: String,
+    /// A file holding the token (read at load into `token`); a relative name is looked up
+    /// in systemd's `$CREDENTIALS_DIRECTORY` when it is set.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
     /// Points per write request. Larger batches cost fewer requests; InfluxDB suggests 5000.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -130,6 +134,7 @@ impl SinkConfig {
             org: org.to_owned(),
             bucket: bucket.to_owned(),
             token: token.to_owned(),
+            token_file: None,
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             max_buffer_points: default_max_buffer_points(),
@@ -205,6 +210,7 @@ impl fmt::Debug for SinkConfig {
             .field("org", &self.org)
             .field("bucket", &self.bucket)
             .field("token", &if self.token.is_empty() { "" } else { "***" })
+            .field("token_file", &self.token_file)
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
             .field("max_buffer_points", &self.max_buffer_points)
