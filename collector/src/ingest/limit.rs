@@ -14,7 +14,8 @@
 //! Per-node counts are exposed without a node id label on every node (label sets stay
 //! bounded): `/metrics` shows `alarmnet_node_rate_limited_total{node}` for the
 //! [`TOP_OFFENDERS`] nodes with the most drops since the start, refreshed at most once a
-//! second, and `alarmnet_nodes_rate_limited`, the number of nodes that had any.
+//! second (by the next message of any node after a drop), and `alarmnet_nodes_rate_limited`,
+//! the number of nodes that had any.
 //!
 //! Buckets exist only for registered nodes (the registry is bounded by `max_nodes`), so
 //! invented ids cost no memory here either. The clock is the collector's [`Millis`], passed
@@ -73,6 +74,8 @@ pub struct NodeLimits {
     /// Nodes that had at least one message dropped.
     offenders: HashSet<NodeId>,
     top_refreshed: Option<Millis>,
+    /// Drops since the counts were last handed to `/metrics`.
+    dirty: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -90,6 +93,7 @@ impl NodeLimits {
             nodes: HashMap::new(),
             offenders: HashSet::new(),
             top_refreshed: None,
+            dirty: false,
             metrics,
         })
     }
@@ -100,6 +104,15 @@ impl NodeLimits {
         let Some(k) = kind_index(kind) else {
             return true;
         };
+        // Any node's traffic brings the published counts up to date after a flood ends.
+        if self.dirty
+            && self
+                .top_refreshed
+                .is_none_or(|at| now.saturating_sub(at) >= TOP_REFRESH_MS)
+        {
+            self.top_refreshed = Some(now);
+            self.publish();
+        }
         let burst = self.burst;
         let b = match self.nodes.get_mut(node) {
             Some(b) => b,
@@ -144,6 +157,7 @@ impl NodeLimits {
         if b.dropped == 1 {
             self.offenders.insert(node.clone());
         }
+        self.dirty = true;
         if self
             .top_refreshed
             .is_none_or(|at| now.saturating_sub(at) >= TOP_REFRESH_MS)
@@ -156,7 +170,8 @@ impl NodeLimits {
 
     /// Hands the worst offenders and their number to `/metrics` now (normally done at most
     /// once a second while messages are dropped).
-    pub fn publish(&self) {
+    pub fn publish(&mut self) {
+        self.dirty = false;
         self.metrics
             .set_rate_limited(self.top(TOP_OFFENDERS), self.offenders.len());
     }
@@ -249,6 +264,21 @@ mod tests {
         assert_eq!(l.dropped(&calm), 0);
         // Commands are never ingested; never limited here either.
         assert!((0..100).all(|_| l.admit(&flood, NodeTopic::Command, 2_000)));
+    }
+
+    #[test]
+    fn counts_reach_the_metrics_after_the_flood_ends() {
+        let (mut l, metrics) = limits(1.0, 1);
+        let flood = id("flood");
+        for _ in 0..100 {
+            l.admit(&flood, NodeTopic::Fault, 10_000);
+        }
+        // Published at the first drop only (once a second at most).
+        assert!(metrics.render().contains("{node=\"flood\"} 1\n"));
+        // A calm node's message a second later brings the count up to date.
+        assert!(l.admit(&id("calm"), NodeTopic::Heartbeat, 11_000));
+        let text = metrics.render();
+        assert!(text.contains("{node=\"flood\"} 99\n"), "{text}");
     }
 
     #[test]
