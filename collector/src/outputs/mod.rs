@@ -207,6 +207,40 @@ mod tests {
 }
 
 #[cfg(test)]
+mod priority_tests {
+    use alarmnet_protocol::Name;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_offline_displaces_a_queued_fault_and_is_delivered_first() {
+        let metrics = Arc::new(Metrics::new());
+        let mut outputs = Outputs::none(metrics.clone());
+        let mut rx = outputs.add("hook", 3);
+        let mut fault = tests_support::alert("f", AlertStatus::Firing);
+        fault.rule = Name::new("fault").expect("name");
+        for i in 0..3 {
+            fault.id = format!("f{i}");
+            outputs.notify(&fault);
+        }
+        // Full of faults: the offline takes the newest fault's place.
+        outputs.notify(&tests_support::alert("off", AlertStatus::Firing));
+        let ids: Vec<String> = std::iter::from_fn(|| rx.try_recv())
+            .map(|n| {
+                let (Notice::Alert(a) | Notice::Resume(a)) = n;
+                a.id.clone()
+            })
+            .collect();
+        assert_eq!(ids, ["off", "f0", "f1"]);
+        assert!(
+            metrics
+                .render()
+                .contains("alarmnet_notifications_dropped_total{output=\"hook\"} 1\n")
+        );
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod tests_support {
     use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
 
