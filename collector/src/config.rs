@@ -326,6 +326,17 @@ pub struct IngestConfig {
     /// less than this are only reported (`clock_skew`).
     #[serde(default = "default_max_future_skew", with = "humantime_serde")]
     pub max_future_skew: Duration,
+    /// Messages per second each node may send of each kind (birth, state, heartbeat,
+    /// fault, test), refilled continuously; beyond it (and its burst) messages are dropped
+    /// at ingest and counted (`rate_limited`), so one broken or hostile node cannot drown
+    /// the feed. A Last Will always passes. 0 turns the limit off. Raise it for agents that
+    /// legitimately send more (many checks with fast fault cycles).
+    #[serde(default = "default_node_rate")]
+    pub node_rate: f64,
+    /// Messages of one kind a node may send at once above its rate: covers an agent
+    /// replaying its spool after a reconnection (each record is one message).
+    #[serde(default = "default_node_burst")]
+    pub node_burst: u32,
 }
 
 /// Who may register a node.
@@ -388,6 +399,12 @@ fn default_log_window() -> Duration {
 fn default_max_future_skew() -> Duration {
     Duration::from_secs(300)
 }
+fn default_node_rate() -> f64 {
+    20.0
+}
+fn default_node_burst() -> u32 {
+    1_000
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -418,6 +435,8 @@ impl Default for IngestConfig {
             queue: default_ingest_queue(),
             reject_log_window: default_log_window(),
             max_future_skew: default_max_future_skew(),
+            node_rate: default_node_rate(),
+            node_burst: default_node_burst(),
         }
     }
 }
@@ -709,6 +728,16 @@ impl Config {
                 );
             }
             check_queue("ingest", i.queue, &mut errors);
+            if !i.node_rate.is_finite() || i.node_rate < 0.0 {
+                errors.push(
+                    "ingest.node_rate: must be a number of messages per second, 0 or more \
+                     (0 turns the limit off)"
+                        .into(),
+                );
+            }
+            if i.node_rate > 0.0 && i.node_burst == 0 {
+                errors.push("ingest.node_burst: must be at least 1".into());
+            }
             match (i.registration, &i.allowlist_file) {
                 (Registration::Allowlist, None) => errors.push(
                     "ingest.allowlist_file: required when ingest.registration = \"allowlist\""

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     /// Sequenced messages dropped as already seen (same boot, sequence not above the last).
     pub duplicates: AtomicU64,
+    /// Fault raises not alerted because their node was at `alerts.fault.max_active_per_node`.
+    pub faults_capped: AtomicU64,
     /// Last Wills not judged: delivered around a broker outage (`liveness::wills`).
     pub wills_discarded: AtomicU64,
     /// Link checks whose marker never came back (a link that only looked up).
@@ -47,6 +49,9 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// Per output name: sent, failed, dropped.
     outputs: Mutex<Vec<(String, OutputCounters)>>,
+    /// The nodes with the most messages dropped by the ingest rate limit (at most
+    /// `ingest::limit::TOP_OFFENDERS`), most first, and how many nodes had any.
+    rate_limited: Mutex<(Vec<(alarmnet_protocol::NodeId, u64)>, usize)>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -85,6 +90,11 @@ impl Metrics {
 
     pub fn rejected_count(&self, reason: RejectReason) -> u64 {
         self.rejected[reason as usize].load(Relaxed)
+    }
+
+    /// The ingest rate limit's worst offenders (bounded) and the number of limited nodes.
+    pub fn set_rate_limited(&self, top: Vec<(alarmnet_protocol::NodeId, u64)>, nodes: usize) {
+        *self.rate_limited.lock().unwrap_or_else(|p| p.into_inner()) = (top, nodes);
     }
 
     /// Records the duration of one store command (one transaction).
@@ -168,6 +178,26 @@ impl Metrics {
                 self.rejected_count(reason)
             );
         }
+        let (top, limited) = self
+            .rate_limited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        gauge(
+            &mut out,
+            "alarmnet_nodes_rate_limited",
+            "Nodes that had messages dropped by the ingest rate limit since the start.",
+            limited as u64,
+        );
+        let name = "alarmnet_node_rate_limited_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Messages dropped by the ingest rate limit, for the nodes with the \
+             most drops only (a bounded set).\n# TYPE {name} counter"
+        );
+        for (node, n) in &top {
+            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {n}");
+        }
         gauge(
             &mut out,
             "alarmnet_nodes_tracked",
@@ -215,6 +245,12 @@ impl Metrics {
             "alarmnet_messages_duplicate_total",
             "Heartbeats, faults and test receipts dropped as already received.",
             self.duplicates.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "alarmnet_faults_capped_total",
+            "Fault raises not alerted one by one: their node was at its fault cap.",
+            self.faults_capped.load(Relaxed),
         );
         counter(
             &mut out,

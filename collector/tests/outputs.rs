@@ -202,12 +202,13 @@ async fn webhook_task_delivers_in_order() {
         jiff::tz::TimeZone::UTC,
     )
     .expect("client");
-    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let (tx, rx) = alarmnet_collector::outputs::queue::channel(10);
     let task = tokio::spawn(hook.run(rx, ctx.clone()));
     for status in [AlertStatus::Firing, AlertStatus::Resolved] {
-        tx.send(Notice::Alert(Arc::new(alert("fp-4", status))))
-            .await
-            .expect("queue");
+        assert!(matches!(
+            tx.push(Notice::Alert(Arc::new(alert("fp-4", status)))),
+            alarmnet_collector::outputs::Pushed::Queued
+        ));
     }
     wait_for(
         Duration::from_secs(10),
@@ -237,12 +238,13 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
         queue: 10,
     };
     let output = alertmanager::Alertmanager::new(&config).expect("client");
-    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let (tx, rx) = alarmnet_collector::outputs::queue::channel(10);
     let task = tokio::spawn(output.run(rx, ctx.clone()));
     let firing = alert("fp-am-1", AlertStatus::Firing);
-    tx.send(Notice::Alert(Arc::new(firing.clone())))
-        .await
-        .expect("queue");
+    assert!(matches!(
+        tx.push(Notice::Alert(Arc::new(firing.clone()))),
+        alarmnet_collector::outputs::Pushed::Queued
+    ));
 
     let shown = wait_for(
         Duration::from_secs(15),
@@ -283,12 +285,13 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
     assert_eq!(shown_start, sent_start);
 
     // Resolving sets endsAt in the past: Alertmanager no longer shows it as active.
-    tx.send(Notice::Alert(Arc::new(alert(
-        "fp-am-1",
-        AlertStatus::Resolved,
-    ))))
-    .await
-    .expect("queue");
+    assert!(matches!(
+        tx.push(Notice::Alert(Arc::new(alert(
+            "fp-am-1",
+            AlertStatus::Resolved,
+        )))),
+        alarmnet_collector::outputs::Pushed::Queued
+    ));
     wait_for(
         Duration::from_secs(15),
         "the alert is resolved in Alertmanager",
@@ -324,15 +327,16 @@ async fn alertmanager_reposts_firing_alerts() {
         queue: 10,
     };
     let output = alertmanager::Alertmanager::new(&config).expect("client");
-    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let (tx, rx) = alarmnet_collector::outputs::queue::channel(10);
     let task = tokio::spawn(output.run(rx, ctx.clone()));
     // A resumed alert (notified before a restart) is not notified again, only re-posted.
-    tx.send(Notice::Resume(Arc::new(alert(
-        "fp-am-2",
-        AlertStatus::Firing,
-    ))))
-    .await
-    .expect("queue");
+    assert!(matches!(
+        tx.push(Notice::Resume(Arc::new(alert(
+            "fp-am-2",
+            AlertStatus::Firing,
+        )))),
+        alarmnet_collector::outputs::Pushed::Queued
+    ));
     let first = wait_for(
         Duration::from_secs(15),
         "the resumed alert is re-posted",

@@ -655,3 +655,198 @@ async fn broker_frozen_and_resumed_is_one_blind_alert() {
     let up = scene.network_uptime().await;
     assert_eq!(up["outages"].as_u64(), Some(0), "{up}");
 }
+
+/// Healthy simulated nodes beside the flooding one.
+const FLOOD_HEALTHY: u64 = 100;
+
+/// Fault messages per second the flooding node publishes.
+const FLOOD_RATE: u64 = 10_000;
+
+/// One node publishing about 10 000 fault messages a second (the same fault, raised again
+/// and again, as a looping agent would) beside 100 healthy simulated nodes and one real
+/// agent. While it floods, the agent is killed: its `node_offline` is notified within the
+/// bound of the plain kill scenario, the flooding node is rate-limited at ingest (counted on
+/// `/metrics`, its heartbeats still heard: it stays online), and nobody else is judged
+/// offline. What the flood legitimately produces: one `fault` alert for its fault, and one
+/// `telemetry_gap` (the messages dropped by the limit are missing from its sequence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_node_cannot_delay_a_siren_offline() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+    let _serial = SERIAL.lock().await;
+    let scene = Scene::start(false, NODE_AT_ONCE).await;
+    let _sim = scene.sim(FLOOD_HEALTHY as usize, "");
+    let mut a = Agent::start(scene.dir.path(), &scene.broker, "chaos-a", "site-a");
+    scene
+        .wait_online(
+            FLOOD_HEALTHY + 1,
+            "the simulated nodes and the agent online",
+        )
+        .await;
+
+    // The flooding node: a birth, then heartbeats every second naming its fault, and the
+    // fault itself 10 000 times a second, all from one raw MQTT client at QoS 0.
+    let publisher = Arc::new(collector_support::Publisher::connect(&scene.broker).await);
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    };
+    let born = now_ms();
+    let boot = format!("boot{born:012}");
+    let base = "alarmnet/v1/chaos/site-flood/chaos-flood";
+    publisher
+        .publish(
+            &format!("{base}/birth"),
+            collector_support::birth("chaos", "site-flood", "chaos-flood", born),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        )
+        .await;
+    let seq = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_beating = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let heartbeats = {
+        let (publisher, seq, stop, boot) = (
+            publisher.clone(),
+            seq.clone(),
+            stop_beating.clone(),
+            boot.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Relaxed) {
+                let s = seq.fetch_add(1, Relaxed) + 1;
+                let hb = format!(
+                    r#"{{"v":1,"boot":"{boot}","seq":{s},"ts":{},"faults":["amp/FLOOD"]}}"#,
+                    now_ms()
+                );
+                publisher
+                    .publish(&format!("{base}/hb"), hb, rumqttc::QoS::AtLeastOnce, false)
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    scene
+        .wait_online(FLOOD_HEALTHY + 2, "the flooding node online")
+        .await;
+    let flood = {
+        let (publisher, seq, stop, sent) =
+            (publisher.clone(), seq.clone(), stop.clone(), sent.clone());
+        tokio::spawn(async move {
+            // 100 faults every 10 ms.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            while !stop.load(Relaxed) {
+                tick.tick().await;
+                for _ in 0..FLOOD_RATE / 100 {
+                    let s = seq.fetch_add(1, Relaxed) + 1;
+                    let fault = format!(
+                        r#"{{"v":1,"boot":"{boot}","seq":{s},"ts":{},"check":"amp","code":"FLOOD","severity":"major","status":"raised","message":"stuck in a loop"}}"#,
+                        now_ms()
+                    );
+                    publisher
+                        .publish(
+                            &format!("{base}/fault"),
+                            fault,
+                            rumqttc::QoS::AtMostOnce,
+                            false,
+                        )
+                        .await;
+                    sent.fetch_add(1, Relaxed);
+                }
+            }
+        })
+    };
+
+    // Flooding for 5 s, then the agent is killed mid-flood.
+    let flood_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t0 = Instant::now();
+    a.process.kill_and_reap();
+    let fired = scene
+        .nth_arrival(&k("node_offline", "chaos-a", "firing"), 0)
+        .await;
+    assert_within(
+        "kill -9 during a 10 000/s flood → node_offline",
+        t0,
+        fired,
+        Duration::from_secs(2),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t1 = Instant::now();
+    a.restart();
+    let resolved = scene
+        .nth_arrival(&k("node_offline", "chaos-a", "resolved"), 0)
+        .await;
+    assert_within(
+        "restart during the flood → resolved",
+        t1,
+        resolved,
+        Duration::from_secs(5),
+    );
+    stop.store(true, Relaxed);
+    let flooded = flood_start.elapsed();
+    flood.await.expect("flood task");
+    let sent = sent.load(Relaxed);
+    println!(
+        "flood: {sent} faults in {flooded:?} ({:.0}/s)",
+        sent as f64 / flooded.as_secs_f64()
+    );
+    assert!(
+        sent as f64 / flooded.as_secs_f64() > FLOOD_RATE as f64 * 0.7,
+        "the flood was too slow to mean anything: {sent} in {flooded:?}"
+    );
+
+    // Nobody else was judged offline; the flooding node is online (its heartbeats have a
+    // bucket of their own).
+    scene
+        .wait_online(FLOOD_HEALTHY + 2, "everyone online after the flood")
+        .await;
+    scene
+        .expect_exactly(
+            Duration::from_secs(4),
+            &[
+                k("fault", "chaos-flood", "firing"),
+                k("telemetry_gap", "chaos-flood", "firing"),
+                k("node_offline", "chaos-a", "firing"),
+                k("node_offline", "chaos-a", "resolved"),
+            ],
+        )
+        .await;
+    let limited = scene
+        .collector
+        .metric("alarmnet_messages_rejected_total{reason=\"rate_limited\"}")
+        .await;
+    // The per-node count reaches /metrics within a second (with the next message of any
+    // node); nobody else was limited, so it is the whole count.
+    scene
+        .collector
+        .wait_metric(
+            "alarmnet_node_rate_limited_total{node=\"chaos-flood\"}",
+            limited,
+            WAIT,
+        )
+        .await;
+    let node = limited;
+    let received = scene
+        .collector
+        .metric("alarmnet_messages_received_total")
+        .await;
+    println!("rate-limited: {limited} (chaos-flood: {node}); received in all: {received}");
+    assert!(limited > 0.0 && node > 0.0, "the flood was not limited");
+    assert!(
+        node >= sent as f64 * 0.5,
+        "most of the {sent} faults should be dropped at ingest, {node} were"
+    );
+    assert_eq!(
+        scene.collector.metric("alarmnet_nodes_rate_limited").await,
+        1.0,
+        "only the flooding node is limited"
+    );
+    stop_beating.store(true, Relaxed);
+    heartbeats.await.expect("heartbeat task");
+}

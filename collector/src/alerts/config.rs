@@ -68,6 +68,12 @@ pub struct FaultRule {
     /// notifies at once.
     #[serde(with = "humantime_serde")]
     pub group_wait: Duration,
+    /// The most fault alerts one node may have active. Beyond it a node's new faults are
+    /// counted, not alerted one by one: one summary alert (`fault` with the key
+    /// `alarmnet/FAULT_CAP`) says the node is over its cap, and resolves once the node is
+    /// below it again (its heartbeats' fault lists then bring the faults it still has).
+    /// Protects operators and outputs from a node reporting hundreds of distinct faults.
+    pub max_active_per_node: usize,
 }
 
 impl Default for FaultRule {
@@ -76,6 +82,7 @@ impl Default for FaultRule {
             enabled: true,
             reconciled_severity: Severity::Major,
             group_wait: Duration::ZERO,
+            max_active_per_node: 64,
         }
     }
 }
@@ -350,6 +357,9 @@ impl AlertsConfig {
             if rule.min_nodes == 0 {
                 problems.push(format!("alerts.{what}.min_nodes must be at least 1"));
             }
+        }
+        if self.fault.max_active_per_node == 0 {
+            problems.push("alerts.fault.max_active_per_node must be at least 1".to_owned());
         }
         let r = &self.readiness_low;
         if !(r.floor_pct > 0.0 && r.floor_pct <= 100.0) {

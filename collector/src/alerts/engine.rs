@@ -29,6 +29,11 @@ const TELEMETRY_GAP: &str = "telemetry_gap";
 const CLOCK_SKEW: &str = "clock_skew";
 const COLLECTOR_BLIND: &str = "collector_blind";
 
+/// The fingerprint key of a node's summary `fault` alert while it is over
+/// `alerts.fault.max_active_per_node` (not a key an agent can send: `alarmnet` is no check
+/// of theirs, and the alert is recognized by its `capped_at` argument).
+const FAULT_CAP_KEY: &str = "alarmnet/fault_cap";
+
 mod readiness_low;
 
 /// Why the collector stopped judging nodes.
@@ -146,6 +151,11 @@ pub struct Engine {
     active: HashMap<u64, Active>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     node_faults: HashMap<u32, Vec<u64>>,
+    /// Nodes over `max_active_per_node` (their summary alert fires): fault raises not
+    /// alerted since.
+    capped: HashMap<u32, u64>,
+    /// Fault raises not alerted because their node was at its cap, since the start.
+    faults_capped: u64,
     flaps: HashMap<u32, Flap>,
     gaps: HashMap<u32, Gap>,
     skewed: HashSet<u32>,
@@ -256,6 +266,8 @@ impl Engine {
             active: HashMap::new(),
             timers: BinaryHeap::new(),
             node_faults: HashMap::new(),
+            capped: HashMap::new(),
+            faults_capped: 0,
             flaps: HashMap::new(),
             gaps: HashMap::new(),
             skewed: HashSet::new(),
@@ -1005,6 +1017,9 @@ impl Engine {
         }
     }
 
+    /// A live heartbeat's list of active faults against the node's fault alerts: listed and
+    /// unknown fire (up to the node's cap), known and unlisted resolve. Linear in the list
+    /// and the node's alerts (the list is bounded by the protocol's payload size).
     fn reconcile_faults(
         &mut self,
         t: &Tracker,
@@ -1016,22 +1031,28 @@ impl Engine {
         if !self.cfg.fault.enabled {
             return;
         }
-        let known = self.node_faults.get(&idx.0);
-        if list.is_empty() && known.is_none() {
+        if list.is_empty() && !self.node_faults.contains_key(&idx.0) {
             return;
         }
         let labels = NodeLabels { view: t.view(idx) };
-        let mut listed = Vec::with_capacity(list.len());
+        let mut listed: HashSet<u64> = HashSet::with_capacity(list.len());
         for key in list {
             let key_s = key.to_string();
             let fp = labels.fp(FAULT, Some(&key_s));
-            listed.push(fp);
+            if !listed.insert(fp) {
+                continue;
+            }
+            let at_cap = self.at_fault_cap(idx);
             match self.active.get_mut(&fp) {
                 Some(a) => {
                     if !a.confirmed {
                         a.confirmed = true;
                         self.maybe_notify(t, fp, now, out);
                     }
+                }
+                None if at_cap => {
+                    // Counted when its fault message came; a listing is not a new raise.
+                    self.cap_faults(t, idx, &key_s, false, now, out);
                 }
                 None => {
                     let new = labels.alert(
@@ -1047,20 +1068,23 @@ impl Engine {
                 }
             }
         }
-        let stale: Vec<u64> = self
-            .node_faults
-            .get(&idx.0)
-            .map(|fps| {
-                fps.iter()
-                    .copied()
-                    .filter(|fp| !listed.contains(fp))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut stale = Vec::new();
+        if let Some(fps) = self.node_faults.get_mut(&idx.0) {
+            fps.retain(|fp| {
+                let keep = listed.contains(fp);
+                if !keep {
+                    stale.push(*fp);
+                }
+                keep
+            });
+            if fps.is_empty() {
+                self.node_faults.remove(&idx.0);
+            }
+        }
         for fp in stale {
-            self.forget_fault(idx, fp);
             self.resolve(t, fp, now, out);
         }
+        self.uncap_if_room(t, idx, now, out);
     }
 
     fn forget_fault(&mut self, idx: NodeIdx, fp: u64) {
@@ -1070,6 +1094,78 @@ impl Engine {
                 self.node_faults.remove(&idx.0);
             }
         }
+    }
+
+    /// Whether the node has `max_active_per_node` fault alerts.
+    fn at_fault_cap(&self, idx: NodeIdx) -> bool {
+        self.node_faults.get(&idx.0).map_or(0, Vec::len) >= self.cfg.fault.max_active_per_node
+    }
+
+    /// A new fault of a node at its cap: not alerted; counted (`count`, for raises) and the
+    /// node's one summary alert fired if it is not yet.
+    fn cap_faults(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        key: &str,
+        count: bool,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        if count {
+            self.faults_capped += 1;
+        }
+        let first = !self.capped.contains_key(&idx.0);
+        let n = self.capped.entry(idx.0).or_insert(0);
+        if count {
+            *n += 1;
+        }
+        if !first {
+            return;
+        }
+        let cap = self.cfg.fault.max_active_per_node;
+        let labels = NodeLabels { view: t.view(idx) };
+        let fp = labels.fp(FAULT, Some(FAULT_CAP_KEY));
+        tracing::warn!(
+            node = %labels.view.id(),
+            cap,
+            first = key,
+            "node over its fault cap: further faults are counted, not alerted one by one \
+             (alerts.fault.max_active_per_node)"
+        );
+        let new = labels.alert(
+            idx,
+            fp,
+            rule_name(FAULT),
+            self.cfg.fault.reconciled_severity,
+            format_args!(
+                ": more than {cap} faults active (first not alerted: {key}); further faults \
+                 are counted, not alerted one by one"
+            ),
+            args([("capped_at", cap.to_string()), ("first", key.to_owned())]),
+        );
+        self.fire(t, new, now, out);
+    }
+
+    /// Resolves the node's summary alert once it is below its cap again.
+    fn uncap_if_room(
+        &mut self,
+        t: &Tracker,
+        idx: NodeIdx,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        if !self.capped.contains_key(&idx.0) || self.at_fault_cap(idx) {
+            return;
+        }
+        self.capped.remove(&idx.0);
+        let fp = NodeLabels { view: t.view(idx) }.fp(FAULT, Some(FAULT_CAP_KEY));
+        self.resolve(t, fp, now, out);
+    }
+
+    /// Fault raises not alerted because their node was at its cap, since the start.
+    pub fn faults_capped(&self) -> u64 {
+        self.faults_capped
     }
 
     /// A fault message. Replayed raises are recorded unconfirmed (not notified until a live
@@ -1109,6 +1205,10 @@ impl Engine {
                     }
                     return;
                 }
+                if self.at_fault_cap(idx) {
+                    self.cap_faults(t, idx, &key, true, now, out);
+                    return;
+                }
                 let message = fault
                     .message
                     .as_ref()
@@ -1135,6 +1235,7 @@ impl Engine {
             FaultStatus::Cleared => {
                 self.forget_fault(idx, fp);
                 self.resolve(t, fp, now, out);
+                self.uncap_if_room(t, idx, now, out);
             }
         }
     }
@@ -1383,6 +1484,9 @@ impl Engine {
         let hold_until = self.hold_from(alert.rule.as_str(), alert.started_at);
         if let Some(idx) = node {
             match alert.rule.as_str() {
+                FAULT if alert.args.get("capped_at").is_some() => {
+                    self.capped.insert(idx.0, 0);
+                }
                 FAULT => self.node_faults.entry(idx.0).or_default().push(fp),
                 CLOCK_SKEW => {
                     self.skewed.insert(idx.0);

@@ -18,7 +18,12 @@
 //!
 //! Rejections are counted per reason and logged at most once per reason per window, with
 //! the number suppressed since, so a hostile flood cannot flood the log.
+//!
+//! Each registered node is rate-limited per message kind ([`limit`]: `[ingest] node_rate`,
+//! `node_burst`): a node publishing thousands of messages a second is cut down to its rate
+//! before decoding, its excess counted (`rate_limited`), and a Last Will always passes.
 
+pub mod limit;
 pub mod mqtt;
 
 use std::collections::{HashMap, HashSet};
@@ -27,8 +32,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use alarmnet_protocol::{
-    Birth, Fault, Heartbeat, Message, NodeId, NodePath, Prefix, Reason, RegionId, SiteId, State,
-    TestReceipt, Topic,
+    Birth, Fault, Heartbeat, Message, NodeId, NodePath, NodeState, NodeTopic, Prefix, Reason,
+    RegionId, SiteId, State, TestReceipt, Topic,
 };
 use tokio::time::Instant;
 
@@ -57,10 +62,12 @@ pub enum RejectReason {
     Moved,
     /// A message dated further ahead of the collector's clock than `max_future_skew`.
     FutureTs,
+    /// A message beyond its node's rate limit (`node_rate`, `node_burst`).
+    RateLimited,
 }
 
 impl RejectReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [RejectReason; Self::COUNT] = [
         RejectReason::BadTopic,
         RejectReason::TooLarge,
@@ -74,6 +81,7 @@ impl RejectReason {
         RejectReason::UnknownNode,
         RejectReason::Moved,
         RejectReason::FutureTs,
+        RejectReason::RateLimited,
     ];
 
     /// The metric label value.
@@ -91,6 +99,7 @@ impl RejectReason {
             RejectReason::UnknownNode => "unknown_node",
             RejectReason::Moved => "moved",
             RejectReason::FutureTs => "future_ts",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -190,6 +199,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     log: RejectLog,
     rebirth: RebirthAsk,
+    /// Per-node token buckets; `None` when `node_rate` is 0.
+    limits: Option<limit::NodeLimits>,
 }
 
 /// Most `rebirth` requests per second for nodes heard without a birth: a node that lost
@@ -262,9 +273,15 @@ impl Ingest {
                 .unwrap_or(u64::MAX),
             allowlist,
             registry,
-            metrics,
             log: RejectLog::new(config.reject_log_window),
             rebirth: RebirthAsk::new(),
+            limits: limit::NodeLimits::new(
+                config.node_rate,
+                config.node_burst,
+                config.reject_log_window,
+                metrics.clone(),
+            ),
+            metrics,
         }
     }
 
@@ -296,7 +313,15 @@ impl Ingest {
             return None;
         }
         self.metrics.received.fetch_add(1, Relaxed);
+        if self.over_limit_before_decode(topic, now) {
+            self.metrics.rejected(RejectReason::RateLimited);
+            return None;
+        }
         match self.classify(topic, payload, now) {
+            Ok(event) if self.over_limit_after_decode(&event, now) => {
+                self.metrics.rejected(RejectReason::RateLimited);
+                None
+            }
             Ok(event) => {
                 self.metrics.accepted.fetch_add(1, Relaxed);
                 Some(event)
@@ -317,6 +342,40 @@ impl Ingest {
                 None
             }
         }
+    }
+
+    /// Heartbeats, faults and test receipts of a registered node beyond its rate: dropped
+    /// before they cost a decode.
+    fn over_limit_before_decode(&mut self, topic: &str, now: Millis) -> bool {
+        let Some(limits) = &mut self.limits else {
+            return false;
+        };
+        let Ok(Topic::Node(path, kind)) = Topic::parse(&self.prefix, topic) else {
+            return false;
+        };
+        matches!(
+            kind,
+            NodeTopic::Heartbeat | NodeTopic::Fault | NodeTopic::Test
+        ) && self.registry.contains_key(&path.node)
+            && !limits.admit(&path.node, kind, now)
+    }
+
+    /// Births and states beyond their node's rate (their own buckets, so a flood of other
+    /// messages never starves them). A Last Will (`offline` other than a clean stop is
+    /// the broker's word that the node is gone) and a clean `offline` are never limited.
+    fn over_limit_after_decode(&mut self, event: &CoreEvent, now: Millis) -> bool {
+        let Some(limits) = &mut self.limits else {
+            return false;
+        };
+        let CoreEvent::Node { path, message, .. } = event else {
+            return false;
+        };
+        let kind = match message {
+            NodeMessage::Birth(_) => NodeTopic::Birth,
+            NodeMessage::State(s) if s.state != NodeState::Offline => NodeTopic::State,
+            _ => return false,
+        };
+        !limits.admit(&path.node, kind, now)
     }
 
     /// Decides about one message without counting it.
@@ -782,6 +841,77 @@ mod tests {
         assert_eq!(log.suppressed[RejectReason::BadJson as usize], 2);
         assert!(log.rejected(&r, "t", t0 + Duration::from_secs(10)));
         assert_eq!(log.suppressed[RejectReason::BadJson as usize], 0);
+    }
+
+    #[test]
+    fn a_flooding_node_is_limited_and_its_will_still_passes() {
+        let config = IngestConfig {
+            node_rate: 10.0,
+            node_burst: 20,
+            ..IngestConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let mut i = Ingest::new(Prefix::default(), &config, None, [], metrics.clone());
+        for node in ["flood", "calm"] {
+            let (t, b) = birth("r", "s", node, 1);
+            assert!(i.handle(&t, &b, 1_000).is_some());
+        }
+        let fault = |seq: u64| {
+            format!(
+                r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":5,"check":"amp","code":"X",
+                    "severity":"major","status":"raised"}}"#
+            )
+        };
+        let passed = (0..5_000u64)
+            .filter(|seq| {
+                i.handle("alarmnet/v1/r/s/flood/fault", fault(*seq).as_bytes(), 1_000)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(passed, 20, "the burst only");
+        assert_eq!(metrics.rejected_count(RejectReason::RateLimited), 4_980);
+        // Its heartbeat, a state, and the other node are not starved.
+        let (t, b) = hb("r", "s", "flood");
+        assert!(i.handle(&t, &b, 1_001).is_some());
+        let online = br#"{"v":1,"boot":"b0000001","state":"online","ts":5}"#;
+        assert!(
+            i.handle("alarmnet/v1/r/s/flood/state", online, 1_001)
+                .is_some()
+        );
+        let (t, b) = hb("r", "s", "calm");
+        assert!(i.handle(&t, &b, 1_001).is_some());
+        // However many states it sent, its Will always passes.
+        for _ in 0..100 {
+            i.handle("alarmnet/v1/r/s/flood/state", online, 1_002);
+        }
+        let will = br#"{"v":1,"boot":"b0000001","state":"offline","reason":"lost"}"#;
+        assert!(
+            i.handle("alarmnet/v1/r/s/flood/state", will, 1_002)
+                .is_some()
+        );
+        // A second later: ten more faults.
+        let passed = (0..100u64)
+            .filter(|seq| {
+                i.handle("alarmnet/v1/r/s/flood/fault", fault(*seq).as_bytes(), 2_000)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(passed, 10);
+    }
+
+    #[test]
+    fn node_rate_zero_turns_the_limit_off() {
+        let config = IngestConfig {
+            node_rate: 0.0,
+            ..IngestConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let mut i = Ingest::new(Prefix::default(), &config, None, [], metrics.clone());
+        let (t, b) = birth("r", "s", "a", 1);
+        assert!(i.handle(&t, &b, 1).is_some());
+        let (t, b) = hb("r", "s", "a");
+        assert!((0..5_000).all(|_| i.handle(&t, &b, 1).is_some()));
+        assert_eq!(metrics.rejected_count(RejectReason::RateLimited), 0);
     }
 
     #[test]

@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use alarmnet_protocol::AlertStatus;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-use super::{Notice, OutputContext, retry_delay};
+use super::{Notice, NoticeReceiver, OutputContext, retry_delay};
 use crate::config::AlertmanagerConfig;
 use crate::ingest::now_millis;
 use crate::metrics::OutputEvent;
@@ -140,7 +139,7 @@ impl Alertmanager {
     }
 
     /// Delivers notifications and re-posts firing alerts until shutdown.
-    pub async fn run(self, mut rx: mpsc::Receiver<Notice>, ctx: OutputContext) {
+    pub async fn run(self, mut rx: NoticeReceiver, ctx: OutputContext) {
         let mut firing: BTreeMap<String, Arc<Alert>> = BTreeMap::new();
         let mut resend = tokio::time::interval(self.resend);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

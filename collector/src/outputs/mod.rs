@@ -2,27 +2,32 @@
 //!
 //! Design: the core hands an alert change to [`Outputs::notify`], which never waits: each
 //! output has its own bounded queue and task, so a slow or dead receiver delays only itself.
-//! When a queue is full the notification is dropped for that output, counted
-//! (`alarmnet_notifications_dropped_total{output}`) and logged at ERROR: an operator must
-//! look. Each output delivers in order (a resolution never overtakes its firing) and
-//! records every attempt in the store's notification log.
+//! Each queue ([`queue`]) delivers availability notices (`node_offline`, `site_outage`,
+//! `region_outage`, `collector_blind`) ahead of every other rule, so a flood of fault or
+//! threshold notices never delays a siren going offline. When a queue is full a
+//! low-priority notification is dropped for that output (never an availability one while a
+//! low-priority one waits), counted (`alarmnet_notifications_dropped_total{output}`) and
+//! logged at ERROR: an operator must look. Each output delivers each alert's notifications
+//! in order (a resolution never overtakes its firing) and records every attempt in the
+//! store's notification log.
 
 pub mod alertmanager;
 pub mod chat;
 pub mod mqtt;
+pub mod queue;
 pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use alarmnet_protocol::{AlertNotification, AlertStatus};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, OutputEvent};
 use crate::model::{Alert, Millis};
 use crate::store::{NotificationAttempt, Store};
+pub use queue::{NoticeReceiver, NoticeSender, Pushed};
 
 /// The JSON object every output sends for an alert (webhook body, `$alerts` payload).
 pub fn notification(alert: &Alert) -> AlertNotification {
@@ -42,7 +47,7 @@ pub enum Notice {
 /// The core's handle to every output.
 #[derive(Debug, Clone)]
 pub struct Outputs {
-    queues: Vec<(String, mpsc::Sender<Notice>)>,
+    queues: Vec<(String, NoticeSender)>,
     metrics: Arc<Metrics>,
 }
 
@@ -95,8 +100,8 @@ impl Outputs {
     }
 
     /// Adds an output queue; the caller spawns the task that drains `rx`.
-    pub fn add(&mut self, name: impl Into<String>, capacity: usize) -> mpsc::Receiver<Notice> {
-        let (tx, rx) = mpsc::channel(capacity);
+    pub fn add(&mut self, name: impl Into<String>, capacity: usize) -> NoticeReceiver {
+        let (tx, rx) = queue::channel(capacity);
         let name = name.into();
         self.metrics.register_output(&name);
         self.queues.push((name, tx));
@@ -143,18 +148,20 @@ impl Outputs {
 
     fn send(&self, notice: Notice) {
         for (name, tx) in &self.queues {
-            if let Err(e) = tx.try_send(notice.clone()) {
-                let alert = match &notice {
-                    Notice::Alert(a) | Notice::Resume(a) => a.id.clone(),
-                };
-                self.metrics.output(name, OutputEvent::Dropped);
-                tracing::error!(
-                    output = %name,
-                    alert = %alert,
-                    error = %e,
-                    "notification dropped: the output's queue is full (is the receiver down?)"
-                );
-            }
+            let dropped = match tx.push(notice.clone()) {
+                Pushed::Queued => continue,
+                Pushed::Displaced(n) => (n, "dropped to make room for an availability notice"),
+                Pushed::Full(n) => (n, "dropped: the output's queue is full"),
+            };
+            let (Notice::Alert(alert) | Notice::Resume(alert)) = &dropped.0;
+            self.metrics.output(name, OutputEvent::Dropped);
+            tracing::error!(
+                output = %name,
+                alert = %alert.id,
+                rule = %alert.rule,
+                "notification {} (is the receiver down?)",
+                dropped.1
+            );
         }
     }
 
@@ -195,6 +202,40 @@ mod tests {
         assert!(
             text.contains("alarmnet_notifications_dropped_total{output=\"slow\"} 2\n"),
             "{text}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use alarmnet_protocol::Name;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_offline_displaces_a_queued_fault_and_is_delivered_first() {
+        let metrics = Arc::new(Metrics::new());
+        let mut outputs = Outputs::none(metrics.clone());
+        let mut rx = outputs.add("hook", 3);
+        let mut fault = tests_support::alert("f", AlertStatus::Firing);
+        fault.rule = Name::new("fault").expect("name");
+        for i in 0..3 {
+            fault.id = format!("f{i}");
+            outputs.notify(&fault);
+        }
+        // Full of faults: the offline takes the newest fault's place.
+        outputs.notify(&tests_support::alert("off", AlertStatus::Firing));
+        let ids: Vec<String> = std::iter::from_fn(|| rx.try_recv())
+            .map(|n| {
+                let (Notice::Alert(a) | Notice::Resume(a)) = n;
+                a.id.clone()
+            })
+            .collect();
+        assert_eq!(ids, ["off", "f0", "f1"]);
+        assert!(
+            metrics
+                .render()
+                .contains("alarmnet_notifications_dropped_total{output=\"hook\"} 1\n")
         );
     }
 }

@@ -10,9 +10,8 @@
 
 use alarmnet_protocol::{AlertStatus, AlertTopic, Message, Prefix, Topic};
 use rumqttc::{AsyncClient, QoS};
-use tokio::sync::mpsc;
 
-use super::{Notice, OutputContext, notification};
+use super::{Notice, NoticeReceiver, OutputContext, notification};
 use crate::ingest::now_millis;
 use crate::metrics::OutputEvent;
 use crate::model::Alert;
@@ -63,7 +62,7 @@ impl MqttAlerts {
         }
     }
 
-    pub async fn run(self, mut rx: mpsc::Receiver<Notice>, ctx: OutputContext) {
+    pub async fn run(self, mut rx: NoticeReceiver, ctx: OutputContext) {
         loop {
             let notice = tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,

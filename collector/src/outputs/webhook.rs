@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::mpsc;
 
 use super::chat::{WebhookFormat, accepted, request};
-use super::{Notice, OutputContext, notification, retry_delay};
+use super::{Notice, NoticeReceiver, OutputContext, notification, retry_delay};
 use crate::config::WebhookConfig;
 use crate::ingest::now_millis;
 use crate::metrics::OutputEvent;
@@ -83,7 +82,7 @@ impl Webhook {
     }
 
     /// Delivers notifications in order until the queue closes or shutdown.
-    pub async fn run(self, mut rx: mpsc::Receiver<Notice>, ctx: OutputContext) {
+    pub async fn run(self, mut rx: NoticeReceiver, ctx: OutputContext) {
         loop {
             let notice = tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
