@@ -132,6 +132,12 @@ pub fn encode(message: &Message) -> Vec<u8> {
 pub fn decode(prefix: &Prefix, topic: &str, payload: &[u8]) -> Result<Envelope, DecodeError> {
     let topic = Topic::parse(prefix, topic)
         .map_err(|e| DecodeError::new(Reason::BadTopic, None, e.to_string()))?;
+    decode_on(topic, payload)
+}
+
+/// [`decode`] for a topic already parsed (a receiver that looks at the topic first, e.g. to
+/// rate-limit by node, need not parse it twice).
+pub fn decode_on(topic: Topic, payload: &[u8]) -> Result<Envelope, DecodeError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(DecodeError::new(
             Reason::TooLarge,

@@ -18,7 +18,7 @@ pub mod payload;
 pub mod signing;
 pub mod topic;
 
-pub use codec::{DecodeError, Envelope, Reason, decode, encode};
+pub use codec::{DecodeError, Envelope, Reason, decode, decode_on, encode};
 pub use ids::{
     BootId, CmdId, CollectorId, IdError, KeyId, MetricName, Name, NodeId, RegionId, SiteId,
 };

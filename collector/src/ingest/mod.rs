@@ -32,8 +32,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use alarmnet_protocol::{
-    Birth, Fault, Heartbeat, Message, NodeId, NodePath, NodeState, NodeTopic, Prefix, Reason,
-    RegionId, SiteId, State, TestReceipt, Topic,
+    Birth, DecodeError, Fault, Heartbeat, Message, NodeId, NodePath, NodeState, NodeTopic, Prefix,
+    Reason, RegionId, SiteId, State, TestReceipt, Topic,
 };
 use tokio::time::Instant;
 
@@ -313,11 +313,20 @@ impl Ingest {
             return None;
         }
         self.metrics.received.fetch_add(1, Relaxed);
-        if self.over_limit_before_decode(topic, now) {
+        // The topic is parsed once: the rate limit reads it, then the payload is decoded on it.
+        let parsed = Topic::parse(&self.prefix, topic);
+        if let Ok(t) = &parsed
+            && self.over_limit_before_decode(t, now)
+        {
             self.metrics.rejected(RejectReason::RateLimited);
             return None;
         }
-        match self.classify(topic, payload, now) {
+        let decoded = match parsed {
+            Ok(t) => alarmnet_protocol::decode_on(t, payload),
+            // The decoder words the bad topic the way every rejection reads.
+            Err(_) => alarmnet_protocol::decode(&self.prefix, topic, payload),
+        };
+        match self.classify_decoded(decoded, now) {
             Ok(event) if self.over_limit_after_decode(&event, now) => {
                 self.metrics.rejected(RejectReason::RateLimited);
                 None
@@ -346,18 +355,18 @@ impl Ingest {
 
     /// Heartbeats, faults and test receipts of a registered node beyond its rate: dropped
     /// before they cost a decode.
-    fn over_limit_before_decode(&mut self, topic: &str, now: Millis) -> bool {
+    fn over_limit_before_decode(&mut self, topic: &Topic, now: Millis) -> bool {
         let Some(limits) = &mut self.limits else {
             return false;
         };
-        let Ok(Topic::Node(path, kind)) = Topic::parse(&self.prefix, topic) else {
+        let Topic::Node(path, kind) = topic else {
             return false;
         };
         matches!(
             kind,
             NodeTopic::Heartbeat | NodeTopic::Fault | NodeTopic::Test
         ) && self.registry.contains_key(&path.node)
-            && !limits.admit(&path.node, kind, now)
+            && !limits.admit(&path.node, *kind, now)
     }
 
     /// Births and states beyond their node's rate (their own buckets, so a flood of other
@@ -385,8 +394,16 @@ impl Ingest {
         payload: &[u8],
         now: Millis,
     ) -> Result<CoreEvent, Rejection> {
-        let envelope = alarmnet_protocol::decode(&self.prefix, topic, payload)
-            .map_err(|e| Rejection::new(e.reason.into(), e.to_string()))?;
+        self.classify_decoded(alarmnet_protocol::decode(&self.prefix, topic, payload), now)
+    }
+
+    /// [`Ingest::classify`] of a message already decoded (or refused by the decoder).
+    fn classify_decoded(
+        &mut self,
+        decoded: Result<alarmnet_protocol::Envelope, DecodeError>,
+        now: Millis,
+    ) -> Result<CoreEvent, Rejection> {
+        let envelope = decoded.map_err(|e| Rejection::new(e.reason.into(), e.to_string()))?;
         let Topic::Node(path, _) = envelope.topic else {
             return Err(Rejection::new(
                 RejectReason::BadTopic,
