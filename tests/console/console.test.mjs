@@ -48,6 +48,19 @@ async function ready(p) {
   await p.waitForSelector("[data-testid=stream-status][data-state=live]", { timeout: 20000 });
 }
 
+/**
+ * Waits until `fn(arg)` is true in the page. `page.waitForFunction` polls by evaluating a
+ * string inside the page, which the console's content security policy (no eval) refuses;
+ * `page.evaluate` runs through the debugging protocol, outside the policy.
+ */
+async function pollPage(fn, arg, timeout = 15000) {
+  const end = Date.now() + timeout;
+  while (!(await page.evaluate(fn, arg))) {
+    if (Date.now() > end) throw new Error(`page condition not met within ${timeout} ms: ${fn}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function shot(name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const file = path.join(ARTIFACTS, `${name}.png`);
@@ -180,7 +193,7 @@ describe("operations console", { timeout: 330000 }, () => {
     assert.ok(reached, "Tab reaches the ack button");
     await page.keyboard.press("Enter");
     const area = `[data-testid=alert-row][data-alert-id="${alert.id}"] [data-testid=ack-comment]`;
-    await page.waitForFunction((sel) => document.activeElement === document.querySelector(sel), area);
+    await pollPage((sel) => document.activeElement === document.querySelector(sel), area);
     await page.keyboard.type("keyboard ack");
     await page.keyboard.press("Tab");
     assert.equal(await page.evaluate(() => document.activeElement?.dataset.testid), "ack-submit");
@@ -271,7 +284,7 @@ describe("operations console", { timeout: 330000 }, () => {
       const shown = page.waitForResponse((r) => r.url().includes("/api/v1/uptime") && r.url().includes(`by=${by}`));
       await page.click(`[data-testid=uptime-by-${by}]`);
       await shown;
-      await page.waitForFunction((n) => document.querySelectorAll("[data-testid=uptime-row]").length === n, apiBefore.rows.length);
+      await pollPage((n) => document.querySelectorAll("[data-testid=uptime-row]").length === n, apiBefore.rows.length);
       const cells = await page.$$eval("[data-testid=uptime-cell]", (els) => els.map((el) => ({
         key: el.dataset.key, col: el.dataset.col, value: el.dataset.value, text: el.innerText.trim(),
       })));
