@@ -99,6 +99,9 @@ Description: $description
 EOF
     echo "/etc/alarmnet/$config.toml" >"$root/DEBIAN/conffiles"
 
+    # Files are named under $DPKG_ROOT, empty on a normal installation and the target root
+    # when dpkg installs into another root without chroot (--force-script-chrootless, as
+    # tests/tests/packages.rs does).
     cat >"$root/DEBIAN/postinst" <<EOF
 #!/bin/sh
 set -e
@@ -109,10 +112,10 @@ if [ "\$1" = configure ]; then
     # The config may hold secrets: readable by the service's group only, unless the
     # administrator recorded other rights with dpkg-statoverride.
     if ! dpkg-statoverride --list /etc/alarmnet/$config.toml >/dev/null 2>&1; then
-        chown root:$user /etc/alarmnet/$config.toml
-        chmod 0640 /etc/alarmnet/$config.toml
+        chown root:$user "\$DPKG_ROOT/etc/alarmnet/$config.toml"
+        chmod 0640 "\$DPKG_ROOT/etc/alarmnet/$config.toml"
     fi
-    if [ -d /run/systemd/system ]; then
+    if [ -d "\$DPKG_ROOT/run/systemd/system" ]; then
         systemctl daemon-reload || true
     fi
 fi
@@ -121,7 +124,7 @@ EOF
     cat >"$root/DEBIAN/prerm" <<EOF
 #!/bin/sh
 set -e
-if [ "\$1" = remove ] && [ -d /run/systemd/system ]; then
+if [ "\$1" = remove ] && [ -d "\$DPKG_ROOT/run/systemd/system" ]; then
     systemctl stop $name.service || true
 fi
 exit 0
@@ -129,12 +132,12 @@ EOF
     cat >"$root/DEBIAN/postrm" <<EOF
 #!/bin/sh
 set -e
-if [ -d /run/systemd/system ]; then
+if [ -d "\$DPKG_ROOT/run/systemd/system" ]; then
     systemctl daemon-reload || true
 fi
 if [ "\$1" = purge ]; then
     # The state directory (spool or store) goes with a purge, never with a removal.
-    rm -rf /var/lib/private/$name /var/lib/$name
+    rm -rf "\$DPKG_ROOT/var/lib/private/$name" "\$DPKG_ROOT/var/lib/$name"
 fi
 exit 0
 EOF

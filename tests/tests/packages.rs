@@ -4,6 +4,13 @@
 //! `systemd-analyze verify` without a single warning, and its config is the checked-in
 //! example (which the crates' own tests load) and loads in the installed binary (the agent
 //! runs `check` on it, the collector starts on it and answers `/healthz`).
+//!
+//! Then both are installed for real by `dpkg --root` into a scratch root with its own
+//! database, maintainer scripts included (run without chroot, with `$DPKG_ROOT` set, and
+//! with `adduser`, `getent` and `chown` replaced by stubs that record their calls, so
+//! nothing outside the scratch root changes): configured, the installed binaries answer
+//! `--version`, the configs are 0640 and handed to the service's group; an upgrade keeps
+//! an edited config and the agent's spool, a removal keeps both, a purge deletes them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -128,7 +135,9 @@ async fn the_debian_packages_build_unpack_and_their_units_verify() {
             run(Command::new("sh").arg("-n").arg(control.join(script)));
         }
         let postinst = std::fs::read_to_string(control.join("postinst")).expect("postinst");
-        assert!(postinst.contains(&format!("chown root:{name} /etc/alarmnet/{config}.toml")));
+        assert!(postinst.contains(&format!(
+            "chown root:{name} \"$DPKG_ROOT/etc/alarmnet/{config}.toml\""
+        )));
         assert!(postinst.contains("adduser --system --group"));
 
         run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root));
@@ -209,6 +218,142 @@ async fn the_debian_packages_build_unpack_and_their_units_verify() {
     .await;
     let status = collector.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
+
+    install_into_a_scratch_root(dir.path(), &out, &arch);
+}
+
+/// `dpkg --root` into `dir/installed` with its own admin directory: install, upgrade over
+/// an edited config and a spool, remove, purge.
+fn install_into_a_scratch_root(dir: &Path, debs: &Path, arch: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let root = dir.join("installed");
+    let admin = root.join("var/lib/dpkg");
+    for sub in ["info", "updates", "triggers"] {
+        std::fs::create_dir_all(admin.join(sub)).expect("admin dir");
+    }
+    std::fs::write(admin.join("status"), "").expect("status file");
+    // Stubs for what would change the host: the scripts' user creation and chown (a
+    // scratch root has no users), recorded in `calls`.
+    let stubs = dir.join("stubs");
+    std::fs::create_dir(&stubs).expect("stubs");
+    let calls = dir.join("calls");
+    for (tool, exit) in [("adduser", 0), ("getent", 2), ("chown", 0)] {
+        let stub = stubs.join(tool);
+        std::fs::write(
+            &stub,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexit {exit}\n",
+                calls.display()
+            ),
+        )
+        .expect("stub");
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let path = format!(
+        "{}:{}",
+        stubs.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let dpkg = |args: &[&std::ffi::OsStr]| -> String {
+        text(&run(Command::new("dpkg")
+            .env("PATH", &path)
+            .arg(format!("--root={}", root.display()))
+            .arg(format!("--admindir={}", admin.display()))
+            .args([
+                "--force-script-chrootless",
+                "--force-not-root",
+                // The scratch root has no libc6 or adduser package.
+                "--force-depends",
+                "--force-confold",
+                "--log=/dev/null",
+                "--no-triggers",
+            ])
+            .args(args)))
+    };
+    let agent_deb = debs.join(format!("alarmnet-agent_{VERSION}_{arch}.deb"));
+    let collector_deb = debs.join(format!("alarmnet-collector_{VERSION}_{arch}.deb"));
+    dpkg(&["-i".as_ref(), agent_deb.as_os_str(), collector_deb.as_os_str()]);
+
+    let status = |name: &str| -> String {
+        let out = Command::new("dpkg-query")
+            .arg(format!("--admindir={}", admin.display()))
+            .args(["-W", "-f=${Status}", name])
+            .output()
+            .expect("dpkg-query");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for (name, config) in [
+        ("alarmnet-agent", "agent"),
+        ("alarmnet-collector", "collector"),
+    ] {
+        assert_eq!(status(name), "install ok installed", "{name}");
+        let bin = root.join("usr/bin").join(name);
+        assert_eq!(mode(&bin), 0o755, "{name} binary mode");
+        let version = text(&run(Command::new(&bin).arg("--version")));
+        assert!(
+            version.contains(name) && version.contains(VERSION),
+            "installed {name} --version said: {version}"
+        );
+        let config_file = root.join(format!("etc/alarmnet/{config}.toml"));
+        let m = mode(&config_file);
+        assert_eq!(m, 0o640, "{config}.toml mode {m:o}");
+        assert_eq!(m & 0o007, 0, "{config}.toml is world-readable");
+        assert!(root.join(format!("lib/systemd/system/{name}.service")).is_file());
+    }
+    let called = std::fs::read_to_string(&calls).expect("calls");
+    for name in ["alarmnet-agent", "alarmnet-collector"] {
+        assert!(
+            called.contains(&format!("adduser --system --group --no-create-home --home /nonexistent {name}")),
+            "{called}"
+        );
+        let config = name.trim_start_matches("alarmnet-");
+        assert!(
+            called.contains(&format!(
+                "chown root:{name} {}",
+                root.join(format!("etc/alarmnet/{config}.toml")).display()
+            )),
+            "the config is not handed to the service's group: {called}"
+        );
+    }
+
+    // Upgrade (the same version again takes the same path): the edited config and the
+    // spool stay.
+    let agent_config = root.join("etc/alarmnet/agent.toml");
+    let mut edited = std::fs::read_to_string(&agent_config).expect("config");
+    edited.push_str("\n# edited on site\n");
+    std::fs::write(&agent_config, &edited).expect("edit config");
+    let spool = root.join("var/lib/private/alarmnet-agent/spool");
+    std::fs::create_dir_all(&spool).expect("spool dir");
+    std::fs::write(spool.join("spool-00000001.log"), b"records").expect("spool file");
+    dpkg(&["-i".as_ref(), agent_deb.as_os_str()]);
+    assert_eq!(status("alarmnet-agent"), "install ok installed");
+    assert_eq!(
+        std::fs::read_to_string(&agent_config).expect("config"),
+        edited,
+        "an upgrade replaced the edited config"
+    );
+    assert!(spool.join("spool-00000001.log").is_file(), "an upgrade lost the spool");
+
+    // Removal keeps the config and the state; purge deletes both.
+    dpkg(&["-r".as_ref(), "alarmnet-agent".as_ref()]);
+    assert!(!root.join("usr/bin/alarmnet-agent").exists());
+    assert!(agent_config.is_file(), "removal deleted the config");
+    assert!(spool.join("spool-00000001.log").is_file(), "removal lost the spool");
+    dpkg(&["-P".as_ref(), "alarmnet-agent".as_ref()]);
+    assert!(!agent_config.exists(), "purge kept the config");
+    assert!(
+        !root.join("var/lib/private/alarmnet-agent").exists(),
+        "purge kept the state directory"
+    );
+    assert!(root.join("usr/bin/alarmnet-collector").is_file());
 }
 
 /// `systemd-analyze verify` of the unit with its `ExecStart=` pointing at the unpacked
