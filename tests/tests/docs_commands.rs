@@ -201,16 +201,20 @@ fn check(helps: &mut Helps, bin: &str, args: &[String]) -> Vec<String> {
             continue;
         }
         let alternatives: Vec<&str> = word.split('|').collect();
-        for alt in &alternatives {
-            if !help.subcommands.contains(*alt) {
-                problems.push(format!(
-                    "`{bin} {}` has no subcommand `{alt}` (it has {:?})",
-                    path.join(" "),
-                    help.subcommands
-                ));
-            }
+        let unknown: Vec<&&str> = alternatives
+            .iter()
+            .filter(|alt| !help.subcommands.contains(**alt))
+            .collect();
+        if !unknown.is_empty() {
+            // What follows belongs to a subcommand that does not exist: nothing to check.
+            problems.push(format!(
+                "`{bin} {}` has no subcommand {unknown:?} (it has {:?})",
+                path.join(" "),
+                help.subcommands
+            ));
+            return problems;
         }
-        if alternatives.len() == 1 && problems.is_empty() {
+        if alternatives.len() == 1 {
             path.push(word.clone());
             // The agent's subcommands take no further subcommands.
             leaf = bin == "alarmnet-agent";

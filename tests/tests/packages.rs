@@ -308,6 +308,13 @@ fn install_into_a_scratch_root(dir: &Path, debs: &Path, arch: &str) {
         assert_eq!(m & 0o007, 0, "{config}.toml is world-readable");
         assert!(root.join(format!("lib/systemd/system/{name}.service")).is_file());
     }
+    // Every installed file matches the package's checksums (DEBIAN/md5sums).
+    let verified = dpkg(&[
+        "--verify".as_ref(),
+        "alarmnet-agent".as_ref(),
+        "alarmnet-collector".as_ref(),
+    ]);
+    assert!(verified.trim().is_empty(), "dpkg --verify: {verified}");
     let called = std::fs::read_to_string(&calls).expect("calls");
     for name in ["alarmnet-agent", "alarmnet-collector"] {
         assert!(
