@@ -124,8 +124,14 @@ fn mosquitto_paths(conf: &str) -> Vec<String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             [
-                "pid_file" | "persistence_location" | "password_file" | "acl_file" | "cafile"
-                | "certfile" | "keyfile" | "crlfile",
+                "pid_file"
+                | "persistence_location"
+                | "password_file"
+                | "acl_file"
+                | "cafile"
+                | "certfile"
+                | "keyfile"
+                | "crlfile",
                 path,
             ] => paths.push((*path).to_owned()),
             ["log_dest", "file", path] => paths.push((*path).to_owned()),
@@ -181,7 +187,10 @@ fn every_service_mounts_what_exists_and_shares_the_host_network() {
             match &m.source {
                 Source::Repo(p) => assert!(p.exists(), "{name} mounts {} (missing)", p.display()),
                 Source::Volume(v) => {
-                    assert!(declared.contains(v.as_str()), "{name}: volume {v} undeclared")
+                    assert!(
+                        declared.contains(v.as_str()),
+                        "{name}: volume {v} undeclared"
+                    )
                 }
                 Source::Site(_) => {}
             }
@@ -420,9 +429,15 @@ fn the_collector_config_loads_and_the_ports_agree() {
     let providers = repo_file("/etc/grafana/provisioning/dashboards/");
     assert_eq!(providers.len(), 1, "{providers:?}");
     let provider: Value = serde_yaml_ng::from_str(&read(&providers[0])).expect("provider yaml");
-    let dashboards_dir = str_of(&provider["providers"][0]["options"]["path"], "provider path");
+    let dashboards_dir = str_of(
+        &provider["providers"][0]["options"]["path"],
+        "provider path",
+    );
     let dashboards = repo_file(&format!("{dashboards_dir}/"));
-    assert!(!dashboards.is_empty(), "no dashboard under {dashboards_dir}");
+    assert!(
+        !dashboards.is_empty(),
+        "no dashboard under {dashboards_dir}"
+    );
     for dashboard in dashboards {
         let json: serde_json::Value =
             serde_json::from_str(&read(&dashboard)).expect("dashboard json");

@@ -161,10 +161,7 @@ fn invocations(line: &str) -> Vec<(String, Vec<String>)> {
 
 fn is_assignment(word: &str) -> bool {
     word.split_once('=').is_some_and(|(name, _)| {
-        !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     })
 }
 
@@ -186,10 +183,7 @@ fn check(helps: &mut Helps, bin: &str, args: &[String]) -> Vec<String> {
                     words.next();
                 }
                 Some(_) => {}
-                None => problems.push(format!(
-                    "`{bin} {}` has no option `{name}`",
-                    path.join(" ")
-                )),
+                None => problems.push(format!("`{bin} {}` has no option `{name}`", path.join(" "))),
             }
             continue;
         }

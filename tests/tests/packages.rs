@@ -273,7 +273,11 @@ fn install_into_a_scratch_root(dir: &Path, debs: &Path, arch: &str) {
     };
     let agent_deb = debs.join(format!("alarmnet-agent_{VERSION}_{arch}.deb"));
     let collector_deb = debs.join(format!("alarmnet-collector_{VERSION}_{arch}.deb"));
-    dpkg(&["-i".as_ref(), agent_deb.as_os_str(), collector_deb.as_os_str()]);
+    dpkg(&[
+        "-i".as_ref(),
+        agent_deb.as_os_str(),
+        collector_deb.as_os_str(),
+    ]);
 
     let status = |name: &str| -> String {
         let out = Command::new("dpkg-query")
@@ -306,7 +310,10 @@ fn install_into_a_scratch_root(dir: &Path, debs: &Path, arch: &str) {
         let m = mode(&config_file);
         assert_eq!(m, 0o640, "{config}.toml mode {m:o}");
         assert_eq!(m & 0o007, 0, "{config}.toml is world-readable");
-        assert!(root.join(format!("lib/systemd/system/{name}.service")).is_file());
+        assert!(
+            root.join(format!("lib/systemd/system/{name}.service"))
+                .is_file()
+        );
     }
     // Every installed file matches the package's checksums (DEBIAN/md5sums).
     let verified = dpkg(&[
@@ -318,7 +325,9 @@ fn install_into_a_scratch_root(dir: &Path, debs: &Path, arch: &str) {
     let called = std::fs::read_to_string(&calls).expect("calls");
     for name in ["alarmnet-agent", "alarmnet-collector"] {
         assert!(
-            called.contains(&format!("adduser --system --group --no-create-home --home /nonexistent {name}")),
+            called.contains(&format!(
+                "adduser --system --group --no-create-home --home /nonexistent {name}"
+            )),
             "{called}"
         );
         let config = name.trim_start_matches("alarmnet-");
@@ -347,13 +356,19 @@ fn install_into_a_scratch_root(dir: &Path, debs: &Path, arch: &str) {
         edited,
         "an upgrade replaced the edited config"
     );
-    assert!(spool.join("spool-00000001.log").is_file(), "an upgrade lost the spool");
+    assert!(
+        spool.join("spool-00000001.log").is_file(),
+        "an upgrade lost the spool"
+    );
 
     // Removal keeps the config and the state; purge deletes both.
     dpkg(&["-r".as_ref(), "alarmnet-agent".as_ref()]);
     assert!(!root.join("usr/bin/alarmnet-agent").exists());
     assert!(agent_config.is_file(), "removal deleted the config");
-    assert!(spool.join("spool-00000001.log").is_file(), "removal lost the spool");
+    assert!(
+        spool.join("spool-00000001.log").is_file(),
+        "removal lost the spool"
+    );
     dpkg(&["-P".as_ref(), "alarmnet-agent".as_ref()]);
     assert!(!agent_config.exists(), "purge kept the config");
     assert!(
