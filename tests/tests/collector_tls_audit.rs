@@ -70,14 +70,18 @@ fn serial_of_der(der: &[u8]) -> Vec<u8> {
 /// A client trusting only the network's CA, telling which certificate the server showed.
 /// A new client per call: one connection, one handshake.
 fn https(ca: &Path) -> reqwest::Client {
+    https_builder(ca)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("https client")
+}
+
+fn https_builder(ca: &Path) -> reqwest::ClientBuilder {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).expect("read CA")).expect("CA");
     reqwest::Client::builder()
         .add_root_certificate(ca)
         .tls_built_in_root_certs(false)
         .tls_info(true)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("https client")
 }
 
 /// The serial of the certificate a fresh connection to `url` is shown.
@@ -276,7 +280,10 @@ async fn api_over_tls_reloads_on_sighup_and_audits_operator_actions() {
         .json()
         .await
         .expect("ticket json");
-    let mut events = client
+    // No overall timeout: the stream stays open.
+    let mut events = https_builder(&ca)
+        .build()
+        .expect("stream client")
         .get(format!(
             "{base}/api/v1/events?ticket={}",
             ticket["ticket"].as_str().expect("ticket")
@@ -297,12 +304,20 @@ async fn api_over_tls_reloads_on_sighup_and_audits_operator_actions() {
     .await
     .expect("the node comes online on the stream over TLS");
     agent.kill_and_reap();
-    let alert = next_event(&mut events, &mut buffer, |event, d| {
-        event == "alert" && d["node"] == node.as_str() && d["rule"] == "node_offline"
+    next_event(&mut events, &mut buffer, |event, d| {
+        event == "state" && d["node"] == node.as_str() && d["to"] == "offline"
     })
     .await
-    .expect("a node_offline alert on the stream");
-    let alert_id = alert["id"].as_str().expect("alert id").to_owned();
+    .expect("the node goes offline on the stream over TLS");
+    let alerts_url = format!("{base}/api/v1/alerts?status=firing&node={node}");
+    let alert_id = wait_for(WAIT, "a firing node_offline alert", || {
+        let request = client.get(&alerts_url).bearer_auth(VIEWER).send();
+        async move {
+            let v: Value = request.await.ok()?.json().await.ok()?;
+            v["items"].get(0)?["id"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
 
     // SIGHUP: a new certificate (new serial) for new connections, same listener.
     let before = served_serial(&ca, &format!("{base}/healthz")).await;
