@@ -1519,6 +1519,45 @@ url = "x"
     }
 
     #[test]
+    fn a_public_listener_needs_tls_or_insecure() {
+        let errors = Config::from_toml("[http]\nlisten = \"0.0.0.0:8080\"\n")
+            .expect_err("plain HTTP on all interfaces")
+            .0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("http.insecure: "), "{errors:?}");
+        assert!(errors[0].contains("http.tls_cert_file"), "{errors:?}");
+        let c = Config::from_toml(
+            "[http]\nlisten = \"0.0.0.0:8080\"\ninsecure = true\ntrusted_proxies = [\"10.0.0.1\"]\n",
+        )
+        .expect("told insecure");
+        assert!(c.http.tls_files().is_none());
+        assert_eq!(c.http.trusted_proxies.len(), 1);
+        for local in ["127.0.0.1:8080", "[::1]:8080"] {
+            Config::from_toml(&format!("[http]\nlisten = \"{local}\"\n")).expect(local);
+        }
+        let errors = Config::from_toml(
+            "[http]\nlisten = \"0.0.0.0:8443\"\ntls_key_file = \"/nonexistent.key\"\n\
+             tls_client_ca_file = \"/nonexistent.crt\"\n[retention]\naudit = \"1h\"\n",
+        )
+        .expect_err("half a pair")
+        .0;
+        let all = errors.join("\n");
+        for needle in [
+            "http.tls_cert_file, http.tls_key_file: give both or neither",
+            "http.tls_client_ca_file: set without",
+            "http.insecure: ",
+            "retention.audit: must be at least 1d",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(errors.len(), 4, "{all}");
+        assert_eq!(
+            Config::from_toml("").expect("defaults").retention.audit,
+            Duration::from_secs(400 * 86_400)
+        );
+    }
+
+    #[test]
     fn broker_urls() {
         assert_eq!(
             parse_broker("mqtts://b.example"),

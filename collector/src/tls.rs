@@ -237,3 +237,70 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`.
+    fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, c.cert.pem()).expect("write cert");
+        std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
+        (cert, key)
+    }
+
+    #[test]
+    fn files_load_mismatches_are_refused_and_a_failed_reload_keeps_the_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a_crt, a_key) = self_signed(dir.path(), "a");
+        let (b_crt, _) = self_signed(dir.path(), "b");
+        let files = TlsFiles {
+            cert: a_crt.clone(),
+            key: a_key.clone(),
+            client_ca: Some(b_crt.clone()),
+        };
+        let reloader = TlsReloader::load(files.clone()).expect("a pair and a client CA");
+        assert_eq!(
+            reloader.current().alpn_protocols,
+            vec![b"http/1.1".to_vec()]
+        );
+
+        let mismatched = TlsFiles {
+            cert: b_crt.clone(),
+            ..files.clone()
+        };
+        let e = server_config(&mismatched).expect_err("key of another certificate");
+        assert!(
+            e.to_string()
+                .starts_with("http.tls_cert_file, http.tls_key_file"),
+            "{e}"
+        );
+        let swapped = TlsFiles {
+            cert: a_key.clone(),
+            ..files.clone()
+        };
+        let e = server_config(&swapped).expect_err("a key where the certificate goes");
+        assert!(e.to_string().starts_with("http.tls_cert_file: "), "{e}");
+        let no_ca = TlsFiles {
+            client_ca: Some(dir.path().join("missing.crt")),
+            ..files.clone()
+        };
+        let e = server_config(&no_ca).expect_err("missing client CA");
+        assert!(
+            e.to_string().starts_with("http.tls_client_ca_file: "),
+            "{e}"
+        );
+
+        // A truncated key: the reload fails and the configuration in use stays.
+        let before = reloader.current();
+        std::fs::write(&a_key, "-----BEGIN PRIVATE KEY-----\n").expect("truncate");
+        let e = reloader.reload().expect_err("truncated key");
+        assert!(e.to_string().starts_with("http.tls_key_file: "), "{e}");
+        assert!(Arc::ptr_eq(&before, &reloader.current()));
+    }
+}
