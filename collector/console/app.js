@@ -3,6 +3,7 @@
 
 import { t, setLang, lang, initialLang } from "./i18n.js";
 import { drillsView, drillEvent } from "./drills.js";
+import { auditView } from "./audit.js";
 import { loadReadiness, readinessCard, readinessMarker, readinessSummary } from "./readiness.js";
 
 const STATES = ["offline", "late", "stopped", "unknown", "maintenance", "online"];
@@ -741,6 +742,7 @@ function currentRoute() {
   if (head === "uptime") return { view: "uptime" };
   if (head === "silences") return { view: "silences" };
   if (head === "drills") return { view: "drills", id: rest.length ? decodeURIComponent(rest.join("/")) : null };
+  if (head === "audit") return { view: "audit" };
   return { view: "overview" };
 }
 
@@ -756,6 +758,7 @@ function renderView() {
   else if (route.view === "node") nodeView(main, route.node);
   else if (route.view === "uptime") uptimeView(main);
   else if (route.view === "drills") drillsView(main, drillsCtx, route.id);
+  else if (route.view === "audit") auditView(main, drillsCtx);
   else silencesView(main);
 }
 

@@ -35,6 +35,7 @@ use crate::pipeline::{Core, Links, now_millis};
 use crate::readiness::Board;
 use crate::store::Store;
 use crate::timeseries::Sink;
+use crate::tls::TlsReloader;
 
 /// How long open HTTP connections (event streams) may take to finish after shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
@@ -78,10 +79,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let addr = config.http.addr().map_err(anyhow::Error::msg)?;
+    let tls = match config.http.tls_files() {
+        Some(files) => Some(TlsReloader::load(files).context("the API's TLS")?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "http listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tls = tls.is_some(),
+        "http listening"
+    );
 
     let topics = Topics {
         prefix: prefix.clone(),
@@ -188,7 +197,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .with_drills(drill_control, config.drills.clone())
     .with_readiness(board.clone())
     .with_max_reports(config.http.max_reports)
-    .with_request_timeout(config.http.request_timeout);
+    .with_request_timeout(config.http.request_timeout)
+    .with_trusted_proxies(&config.http.trusted_proxies);
     let links = Links {
         events,
         recent,
@@ -226,8 +236,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
         .instrument(tracing::info_span!("mqtt")),
     );
+    tasks.spawn(
+        reload_on_hangup(tls.clone(), store.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("reload")),
+    );
+    tasks.spawn(
+        prune_audit(store.clone(), config.retention.audit, shutdown.clone())
+            .instrument(tracing::info_span!("retention")),
+    );
     {
         let shutdown = shutdown.clone();
+        let tls_for_http = tls;
         let router = http::router(http::HttpState {
             metrics: metrics.clone(),
             tsdb,
@@ -241,7 +260,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 // then the server is dropped.
                 let stopped = shutdown.clone();
                 tokio::select! {
-                    r = http::serve(listener, router, shutdown) => {
+                    r = http::serve_with(listener, tls_for_http, router, shutdown) => {
                         if let Err(e) = r {
                             tracing::error!(error = %e, "http server failed");
                         }
@@ -288,5 +307,91 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     match failure {
         Some(f) => Err(anyhow::anyhow!(f)),
         None => Ok(()),
+    }
+}
+
+/// How often audit entries past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes audit log entries older than `keep`, at start and then hourly.
+async fn prune_audit(store: crate::store::Store, keep: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        let before = crate::pipeline::now_millis().saturating_sub(keep_ms);
+        match store.call(move |db| db.prune_audit(before)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "audit log pruned"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),
+        }
+    }
+}
+
+/// On SIGHUP: reads the API's certificate and key again (new connections use them; the
+/// listener stays open), and records the reload, or its failure, in the audit log.
+async fn reload_on_hangup(
+    tls: Option<TlsReloader>,
+    store: crate::store::Store,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reloads need a restart");
+            shutdown.cancelled().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangup.recv() => {}
+        }
+        let (outcome, target, message) = match &tls {
+            None => (
+                crate::audit::Outcome::Success,
+                None,
+                "SIGHUP: nothing to reload (the API has no TLS)".to_owned(),
+            ),
+            Some(tls) => match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %tls.files().cert.display(), "SIGHUP: API certificate reloaded");
+                    (
+                        crate::audit::Outcome::Success,
+                        Some("http.tls".to_owned()),
+                        "SIGHUP: API certificate reloaded".to_owned(),
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: API certificate not reloaded; the previous one stays in use");
+                    (
+                        crate::audit::Outcome::Failed,
+                        Some("http.tls".to_owned()),
+                        format!("SIGHUP: {e}; the previous certificate stays in use"),
+                    )
+                }
+            },
+        };
+        let entry = crate::audit::AuditEntry {
+            id: 0,
+            at: crate::pipeline::now_millis(),
+            actor: None,
+            role: "system".into(),
+            peer: None,
+            action: "config.reload".into(),
+            target,
+            outcome,
+            status: None,
+            detail: Some(serde_json::json!({ "message": message }).to_string()),
+        };
+        if let Err(e) = store.call(move |db| db.record_audit(&entry)).await {
+            tracing::error!(error = %e, "cannot record the reload in the audit log");
+        }
     }
 }

@@ -47,6 +47,7 @@ const SECTIONS: &[&str] = &[
     "commands",
     "drills",
     "readiness",
+    "retention",
 ];
 
 /// The whole configuration, validated.
@@ -73,6 +74,30 @@ pub struct Config {
     pub drills: crate::drills::DrillsConfig,
     /// `[readiness]`: which tests nodes must pass, and how recently.
     pub readiness: ReadinessConfig,
+    /// `[retention]`: how long records are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: how long the store keeps records before they are pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Audit log entries older than this are deleted (checked hourly). Long enough for an
+    /// annual review; raise it where rules ask to keep operator actions longer.
+    #[serde(default = "default_audit_retention", with = "humantime_serde")]
+    pub audit: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            audit: default_audit_retention(),
+        }
+    }
+}
+
+fn default_audit_retention() -> Duration {
+    Duration::from_secs(400 * 86_400)
 }
 
 /// `[commands]`: how the collector signs and paces the commands it publishes (drill tests,
@@ -211,6 +236,22 @@ pub struct HttpConfig {
     /// `busy` with `Retry-After`. Each keeps a store reader thread busy.
     #[serde(default = "default_max_reports")]
     pub max_reports: usize,
+    /// PEM certificate chain of the API and console: with `tls_key_file`, they are served
+    /// over HTTPS only. Read again on SIGHUP (new connections get the new certificate).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (readable by the service only).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: set, every client must present a certificate they signed
+    /// (mutual TLS, e.g. for the operations centre's own machines). Tokens still apply.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Allow plain HTTP on an address other than loopback. Without TLS, tokens and
+    /// acknowledgements cross the network in clear: only behind a TLS-terminating proxy.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: the audit log records the
+    /// client address they report instead of the proxy's. Empty: the socket's address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 fn default_request_timeout() -> Duration {
@@ -422,6 +463,11 @@ impl Default for HttpConfig {
             tokens: Vec::new(),
             request_timeout: default_request_timeout(),
             max_reports: default_max_reports(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            insecure: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -465,6 +511,52 @@ impl HttpConfig {
             anonymous_read: self.anonymous_read,
             tokens: self.tokens.clone(),
         }
+    }
+
+    /// The TLS files, when the API is served over TLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca_file.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Every problem of the listener's TLS settings: files that go together, files that
+    /// do not load, and plain HTTP on a non-loopback address without `insecure = true`.
+    fn tls_problems(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            errors.push("http.tls_cert_file, http.tls_key_file: give both or neither".into());
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            errors.push(
+                "http.tls_client_ca_file: set without http.tls_cert_file and http.tls_key_file"
+                    .into(),
+            );
+        }
+        if let Some(files) = self.tls_files()
+            && let Err(e) = crate::tls::server_config(&files)
+        {
+            errors.push(e.to_string());
+        }
+        if let Ok(addr) = self.addr()
+            && !addr.ip().is_loopback()
+            && self.tls_cert_file.is_none()
+            && !self.insecure
+        {
+            errors.push(format!(
+                "http.insecure: http.listen = {:?} is not a loopback address and the API has \
+                 no TLS; set http.tls_cert_file and http.tls_key_file, or set \
+                 http.insecure = true to serve plain HTTP there (tokens would cross the \
+                 network in clear)",
+                self.listen
+            ));
+        }
+        errors
     }
 
     pub fn addr(&self) -> Result<SocketAddr, String> {
@@ -588,6 +680,13 @@ impl Config {
         }
         let readiness = section::<ReadinessConfig>(built, &table, "readiness", &mut errors)
             .map(Option::unwrap_or_default);
+        let retention = section::<RetentionConfig>(built, &table, "retention", &mut errors)
+            .map(Option::unwrap_or_default);
+        if let Some(r) = &retention
+            && r.audit < Duration::from_secs(86_400)
+        {
+            errors.push("retention.audit: must be at least 1d".into());
+        }
         if let Some(r) = &readiness {
             errors.extend(r.problems());
         }
@@ -655,6 +754,7 @@ impl Config {
             if !(1..=64).contains(&h.max_reports) {
                 errors.push("http.max_reports: must be 1 to 64".into());
             }
+            errors.extend(h.tls_problems());
         }
         let webhooks = webhooks.map(Option::unwrap_or_default);
         for (i, w) in webhooks.iter().flatten().enumerate() {
@@ -762,6 +862,7 @@ impl Config {
         match (
             (mqtt, store, http, webhooks, commands, drills),
             (alertmanager, influx, ingest, monitor, uptime, readiness),
+            retention,
         ) {
             (
                 (Some(mqtt), Some(store), Some(http), Some(webhooks), Some(commands), Some(drills)),
@@ -773,6 +874,7 @@ impl Config {
                     Some(uptime),
                     Some(readiness),
                 ),
+                Some(retention),
             ) => Ok(Config {
                 mqtt,
                 store,
@@ -788,6 +890,7 @@ impl Config {
                 command_key,
                 drills,
                 readiness,
+                retention,
             }),
             // Every `None` above pushed an error.
             _ => Err(ConfigErrors(vec!["invalid configuration".into()])),
@@ -1412,6 +1515,45 @@ url = "x"
         assert_eq!(
             errors,
             vec!["mqtt.tls: set, but mqtt.broker is not an mqtts:// URL"]
+        );
+    }
+
+    #[test]
+    fn a_public_listener_needs_tls_or_insecure() {
+        let errors = Config::from_toml("[http]\nlisten = \"0.0.0.0:8080\"\n")
+            .expect_err("plain HTTP on all interfaces")
+            .0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("http.insecure: "), "{errors:?}");
+        assert!(errors[0].contains("http.tls_cert_file"), "{errors:?}");
+        let c = Config::from_toml(
+            "[http]\nlisten = \"0.0.0.0:8080\"\ninsecure = true\ntrusted_proxies = [\"10.0.0.1\"]\n",
+        )
+        .expect("told insecure");
+        assert!(c.http.tls_files().is_none());
+        assert_eq!(c.http.trusted_proxies.len(), 1);
+        for local in ["127.0.0.1:8080", "[::1]:8080"] {
+            Config::from_toml(&format!("[http]\nlisten = \"{local}\"\n")).expect(local);
+        }
+        let errors = Config::from_toml(
+            "[http]\nlisten = \"0.0.0.0:8443\"\ntls_key_file = \"/nonexistent.key\"\n\
+             tls_client_ca_file = \"/nonexistent.crt\"\n[retention]\naudit = \"1h\"\n",
+        )
+        .expect_err("half a pair")
+        .0;
+        let all = errors.join("\n");
+        for needle in [
+            "http.tls_cert_file, http.tls_key_file: give both or neither",
+            "http.tls_client_ca_file: set without",
+            "http.insecure: ",
+            "retention.audit: must be at least 1d",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(errors.len(), 4, "{all}");
+        assert_eq!(
+            Config::from_toml("").expect("defaults").retention.audit,
+            Duration::from_secs(400 * 86_400)
         );
     }
 

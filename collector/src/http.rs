@@ -1,19 +1,24 @@
-//! The HTTP server: `/metrics`, `/healthz`, `/readyz` (the API joins later).
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, the hardening headers, and serving
+//! a router over plain HTTP or TLS ([`crate::tls`]) with each request's [`Peer`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::extract::State;
+use axum::extract::connect_info::Connected;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::readiness::Board;
 use crate::timeseries::SinkHandle;
+use crate::tls::{TlsListener, TlsReloader};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -61,16 +66,67 @@ async fn security_headers(
     response
 }
 
-/// Serves until `shutdown`, every answer with the hardening headers.
+/// The address a request came from (the TCP peer), in the request's extensions as
+/// `ConnectInfo<Peer>` for plain and TLS connections alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Serves plain HTTP until `shutdown`, every answer with the hardening headers.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, None, router, shutdown).await
+}
+
+/// Serves until `shutdown`: over TLS when `tls` is given (its certificate reloadable
+/// while serving), else plain HTTP; every answer with the hardening headers, and over TLS
+/// also `Strict-Transport-Security`.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<TlsReloader>,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let router = router.layer(axum::middleware::from_fn(security_headers));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let stopped = async move { shutdown.cancelled().await };
+    match tls {
+        None => {
+            let app = router.into_make_service_with_connect_info::<Peer>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(tls) => {
+            let router = router.layer(axum::middleware::map_response(strict_transport));
+            let app = router.into_make_service_with_connect_info::<Peer>();
+            axum::serve(TlsListener::new(listener, tls)?, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
+}
+
+/// Browsers that reached the console over TLS keep to TLS for a year.
+async fn strict_transport(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    response
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {

@@ -14,7 +14,9 @@
 //! - [`readiness`]: per-node readiness (pure), its rollups and its history.
 //! - [`store`]: the embedded SQLite store on its own thread, with migrations.
 //! - [`outputs`]: `$alerts` topics, webhooks and Alertmanager, each with its own queue.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, hardening headers, plain or TLS serving.
+//! - [`tls`]: the API's TLS: certificate files, reload on SIGHUP, the TLS listener.
+//! - [`audit`]: the audit log of operator actions (who, when, from where, what, outcome).
 //! - [`metrics`]: the collector's own counters.
 //! - [`app`]: startup, task supervision and shutdown.
 //! - [`timeseries`]: the InfluxDB line-protocol sink with its disk spool.
@@ -30,6 +32,7 @@
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -47,4 +50,5 @@ pub mod readiness;
 pub mod secret;
 pub mod store;
 pub mod timeseries;
+pub mod tls;
 pub mod uptime;

@@ -57,14 +57,14 @@ enum Command {
     },
     /// Operator commands against a running collector (`--url`, token in ALARMNET_TOKEN).
     #[command(flatten)]
-    Operator(alarmnet_collector::cli::Command),
+    Operator(Box<alarmnet_collector::cli::Command>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Operator commands print results, not logs.
     if let Command::Operator(command) = cli.command {
-        return alarmnet_collector::cli::run(command);
+        return alarmnet_collector::cli::run(*command);
     }
     if let Command::Pki(command) = cli.command {
         return alarmnet_collector::pki::run(command);
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Demo(args) => demo(args),
-        Command::Operator(command) => alarmnet_collector::cli::run(command),
+        Command::Operator(command) => alarmnet_collector::cli::run(*command),
         Command::Pki(command) => alarmnet_collector::pki::run(command),
         Command::Keygen { kid, out } => keygen(&kid, &out),
         Command::HashToken { new } => hash_token(new),

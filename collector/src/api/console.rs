@@ -28,6 +28,11 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../console/readiness.js"),
     ),
     (
+        "/audit.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/audit.js"),
+    ),
+    (
         "/i18n.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../console/i18n.js"),

@@ -94,7 +94,7 @@ fn node_id(text: &str) -> ApiResult<NodeId> {
 }
 
 /// The `[from, to)` window of `since`/`from`/`to`, or `default_len` back from now.
-fn window(
+pub(super) fn window(
     p: &Params,
     state: &ApiState,
     default_len: Option<Millis>,

@@ -6,6 +6,7 @@
 //! [`RecentMetrics`]. Query parameters are parsed by hand ([`Params`]) so that every bad
 //! value answers 400 naming its parameter.
 
+pub(crate) mod audit;
 pub mod auth;
 pub mod console;
 pub mod control;
@@ -163,6 +164,8 @@ pub struct ApiState {
     pub reports: Reports,
     /// The longest an API request (the event stream excepted) may take.
     pub request_timeout: std::time::Duration,
+    /// Reverse proxies whose `X-Forwarded-For` the audit log believes.
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -197,7 +200,15 @@ impl ApiState {
             tickets: tickets::Tickets::default(),
             reports: Reports::new(DEFAULT_MAX_REPORTS),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            trusted_proxies: Arc::from([]),
         }
+    }
+
+    /// The same state believing `X-Forwarded-For` from these proxies (`[http]
+    /// trusted_proxies`).
+    pub fn with_trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
+        self.trusted_proxies = Arc::from(proxies);
+        self
     }
 
     /// The same state answering 503 `timeout` to requests that take longer than `limit`.
@@ -263,8 +274,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/readiness", get(readiness::readiness))
         .route("/readiness/history", get(readiness::history))
         .route("/events/ticket", post(tickets::issue))
+        .route("/audit", get(audit::list))
         .fallback(handlers::no_route)
-        .route_layer(middleware::from_fn_with_state(state.clone(), identify));
+        .route_layer(middleware::from_fn_with_state(state.clone(), identify))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_writes,
+        ));
     // The stream authenticates itself (`?ticket=`, and the deprecated `?access_token=`).
     let api = api.route("/events", get(events::events));
     Router::new()

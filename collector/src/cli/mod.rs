@@ -1,6 +1,6 @@
 //! Operator commands that talk to a running collector over its HTTP API:
 //! `alarmnet-collector nodes | alerts | ack | silence (add|list|end) | uptime | readiness |
-//! drill (start|list|show|cancel)`.
+//! drill (start|list|show|cancel) | audit`.
 //!
 //! `--url` (or `ALARMNET_URL`) names the collector, the token comes from `ALARMNET_TOKEN`
 //! (never a flag: command lines are visible to other users). Output is an aligned table by
@@ -42,6 +42,10 @@ pub struct Remote {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// PEM CA certificate(s) to trust for an `https://` URL (the network's CA from
+    /// `alarmnet-collector pki`), besides the system's roots.
+    #[arg(long, env = "ALARMNET_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The client subcommands; main.rs flattens them into its own.
@@ -63,6 +67,33 @@ pub enum Command {
     Drill(drills::DrillCommand),
     /// Readiness by region (or site): live counts, or the share of time over a window.
     Readiness(ReadinessArgs),
+    /// The audit log: operator actions, refusals and reloads, newest first (operator token).
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+    /// Entries of the last duration (`7d`, `12h`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// From (RFC 3339, local date-time or date).
+    #[arg(long, conflicts_with = "since")]
+    pub from: Option<String>,
+    /// Until (a plain date is inclusive); default now.
+    #[arg(long, conflicts_with = "since")]
+    pub to: Option<String>,
+    /// The token name that acted.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// `alert.ack`, `silence.add`, `silence.end`, `drill.start`, `drill.cancel`,
+    /// `config.reload` or `write`.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// `success`, `refused` or `failed`.
+    #[arg(long)]
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -245,6 +276,8 @@ pub enum CliError {
     Protocol(String),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("--ca-file {path}: {problem}")]
+    CaFile { path: String, problem: String },
 }
 
 impl Command {
@@ -259,6 +292,7 @@ impl Command {
             Command::Uptime(a) => &a.remote,
             Command::Drill(d) => d.remote(),
             Command::Readiness(a) => &a.remote,
+            Command::Audit(a) => &a.remote,
         }
     }
 }
@@ -297,7 +331,7 @@ pub async fn execute(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let remote = command.remote();
-    let client = Client::new(&remote.url, token);
+    let client = Client::new(&remote.url, token, remote.ca_file.as_deref())?;
     let format = remote.format;
     match command {
         Command::Nodes(a) => {
@@ -387,6 +421,18 @@ pub async fn execute(
         }
         Command::Drill(d) => drills::execute(d, &client, format, out).await,
         Command::Readiness(a) => readiness::run(&client, a, format, out).await,
+        Command::Audit(a) => {
+            let q = query(&[
+                ("since", &a.since),
+                ("from", &a.from),
+                ("to", &a.to),
+                ("actor", &a.actor),
+                ("action", &a.action),
+                ("outcome", &a.outcome),
+            ]);
+            let items = client.all_pages("/api/v1/audit", &q).await?;
+            print_list(out, format, &items, audit_table)
+        }
     }
 }
 
@@ -415,12 +461,34 @@ struct Client {
 }
 
 impl Client {
-    fn new(url: &str, token: Option<&str>) -> Self {
-        Self {
-            http: reqwest::Client::new(),
+    fn new(
+        url: &str,
+        token: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, CliError> {
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let ca_error = |problem: String| CliError::CaFile {
+                path: path.display().to_string(),
+                problem,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_error("no CERTIFICATE in the file".into()));
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            http: http
+                .build()
+                .map_err(|e| CliError::Protocol(format!("http client: {e}")))?,
             base: url.trim_end_matches('/').to_owned(),
             token: token.map(str::to_owned),
-        }
+        })
     }
 
     async fn request(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
@@ -600,6 +668,26 @@ fn silence_table(items: &[Value]) -> Table {
             text(&s["ends_at"]),
             text(&s["created_by"]),
             text(&s["comment"]),
+        ]);
+    }
+    t
+}
+
+fn audit_table(items: &[Value]) -> Table {
+    let mut t = Table::new(&[
+        "AT", "ACTOR", "ROLE", "PEER", "ACTION", "TARGET", "OUTCOME", "STATUS", "MESSAGE",
+    ]);
+    for e in items {
+        t.push(vec![
+            text(&e["at"]),
+            text(&e["actor"]),
+            text(&e["role"]),
+            text(&e["peer"]),
+            text(&e["action"]),
+            text(&e["target"]),
+            text(&e["outcome"]),
+            text(&e["status"]),
+            text(&e["detail"]["message"]),
         ]);
     }
     t

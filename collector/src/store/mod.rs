@@ -9,6 +9,7 @@
 //! after its writes are durable — "committed before announced" is simply "await the store
 //! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
 
+mod audit;
 mod drills;
 mod readiness;
 mod runs;
@@ -23,6 +24,7 @@ use std::time::Instant;
 use alarmnet_protocol::{AlertStatus, Birth, Fault, NodeId, NodePath, TestReceipt};
 use tokio::sync::{mpsc, oneshot};
 
+pub use audit::AuditQuery;
 pub use drills::{DrillRow, Targets};
 pub use sqlite::{
     AlertQuery, Db, FaultRecord, FiringCount, Heard, NodeBrief, NodeFilter, NodeKey, NodeQuery,

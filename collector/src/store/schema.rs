@@ -289,6 +289,24 @@ CREATE INDEX tests_by_drill ON test_receipts (drill, id) WHERE drill IS NOT NULL
     r#"
 ALTER TABLE alerts ADD COLUMN args TEXT;
 "#,
+    // 9: the audit log of operator actions (crate::audit): who, when, from where, what,
+    // and what came of it. Pruned by age (`[retention] audit`).
+    r#"
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    actor   TEXT,                          -- the token's name; NULL without a known token
+    role    TEXT NOT NULL,                 -- operator | viewer | anonymous | unknown_token | system
+    peer    TEXT,                          -- the client's address
+    action  TEXT NOT NULL,                 -- alert.ack | silence.add | ... | config.reload
+    target  TEXT,
+    outcome TEXT NOT NULL,                 -- success | refused | failed
+    status  INTEGER,                       -- the HTTP status answered
+    detail  TEXT                           -- JSON
+);
+CREATE INDEX audit_by_time ON audit (at);
+CREATE INDEX audit_by_actor ON audit (actor, at);
+"#,
 ];
 
 /// The schema version of a database.
