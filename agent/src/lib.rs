@@ -1,7 +1,7 @@
 //! # alarmnet agent
 //!
-//! The daemon on every alarm and display node, and `alarmnet-sim`, many virtual agents in
-//! one process running the same session and spool code.
+//! The daemon on every alarm and display node. Its session and spool are public: the
+//! simulator (`alarmnet-sim`, its own crate) runs many of them in one process.
 //!
 //! # Layout
 //! - [`app`]: `run` and `check`, wiring configuration, checks, spool and session.
@@ -11,18 +11,14 @@
 //!   command admission (signatures, expiry, replays), tested without a broker.
 //! - [`seen_file`]: the command ids already seen, kept on disk across restarts.
 //! - [`spool`]: store-and-forward on disk until the broker's PUBACK.
-//! - [`backoff`]: reconnect delays with exponential growth and full jitter.
 //! - [`health`]: what checks report and what the session asks of them.
 //! - [`checks`]: check configuration, scheduling, hysteresis and the built-in kinds.
-//! - [`sim`]: the simulator engine behind `alarmnet-sim` (and the collector's demo).
 
 pub mod app;
-pub mod backoff;
 pub mod checks;
 pub mod config;
 pub mod health;
 pub mod protocol_state;
 pub mod seen_file;
 pub mod session;
-pub mod sim;
 pub mod spool;

@@ -122,7 +122,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         if run {
             let shutdown = CancellationToken::new();
-            tokio::spawn(signals(shutdown.clone()));
+            tokio::spawn(alarmnet_runtime::signal::stop_on_signals(
+                shutdown.clone(),
+                Some(GRACE),
+            ));
             app::run(config, shutdown).await.map(|()| 0)
         } else {
             app::check(config).await
@@ -135,31 +138,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The first SIGTERM/SIGINT starts a clean stop; a second one, or the grace period running
-/// out, ends the process at once.
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("stopping");
-    shutdown.cancel();
-    tokio::select! {
-        _ = term.recv() => tracing::warn!("second signal: quitting at once"),
-        _ = int.recv() => tracing::warn!("second signal: quitting at once"),
-        _ = tokio::time::sleep(GRACE) => tracing::warn!("clean stop took too long: quitting"),
-    }
-    std::process::exit(1);
 }
 
 /// Logs to stderr at the level named by `RUST_LOG` (`error`, `warn`, `info`, `debug`,

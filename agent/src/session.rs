@@ -33,6 +33,7 @@ use alarmnet_protocol::{
     Metrics, Name, NodeState, NodeTopic, OfflineReason, Prefix, State, TestReceipt, TestResult, V1,
     decode, encode,
 };
+use alarmnet_runtime::{Backoff, Jitter};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     TlsConfiguration, Transport,
@@ -42,7 +43,6 @@ use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::Backoff;
 use crate::config::{Broker, Identity, MqttSettings};
 use crate::health::{FaultEvent, Health, TestOutcome, TestRunner};
 use crate::protocol_state::disk::{DISK_RETRY, FAULT_CHECK, FAULT_CODE, FAULT_SEVERITY};
@@ -305,7 +305,8 @@ impl Session {
         if self.cfg.commands.refuses_everything() {
             warn!(node = %self.cfg.identity.path, "no [commands] keys and allow_unsigned = false: every command will be refused");
         }
-        let mut backoff = Backoff::new(self.cfg.mqtt.reconnect_min, self.cfg.mqtt.reconnect_max);
+        let mut backoff = Backoff::new(self.cfg.mqtt.reconnect_min, self.cfg.mqtt.reconnect_max)
+            .with_jitter(Jitter::Full);
         let brokers = self.cfg.mqtt.brokers.clone();
         let mut index = 0;
         loop {
@@ -324,7 +325,7 @@ impl Session {
                         Some(_) => {}
                         None => index += 1,
                     }
-                    backoff.next_delay(&mut rand::rng())
+                    backoff.next_delay()
                 }
                 Ended::Killed { down_for } => down_for,
             };

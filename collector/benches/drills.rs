@@ -180,11 +180,7 @@ async fn run() {
                         "result": if i % 20 == 0 { "fail" } else { "pass" }, "duration_ms": 4000
                     }))
                     .expect("receipt");
-                    db.record_test(
-                        &path(i).node,
-                        &r,
-                        alarmnet_collector::pipeline::now_millis(),
-                    )?;
+                    db.record_test(&path(i).node, &r, alarmnet_collector::model::now_millis())?;
                 }
                 Ok(())
             })

@@ -14,12 +14,13 @@
 //!  core, mqtt link (rebirths) ──► commander
 //! ```
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use alarmnet_runtime::{Stopped, TaskError, Tasks};
 use anyhow::Context as _;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -30,8 +31,9 @@ use crate::http;
 use crate::ingest::mqtt::{self, Topics};
 use crate::ingest::{Binding, Ingest};
 use crate::metrics::Metrics;
+use crate::model::now_millis;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
-use crate::pipeline::{Core, Links, now_millis};
+use crate::pipeline::{Core, Links};
 use crate::readiness::Board;
 use crate::store::Store;
 use crate::timeseries::Sink;
@@ -113,7 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let tsdb = sink.as_ref().map(Sink::handle);
 
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new();
     let ctx = OutputContext {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -158,12 +160,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .with_link(metrics.clone());
     tasks.spawn(
-        {
-            let shutdown = shutdown.clone();
-            async move {
-                commander.run(command_queue, shutdown).await;
-            }
-        }
+        "commands",
+        until_shutdown(
+            commander.run(command_queue, shutdown.clone()),
+            shutdown.clone(),
+        )
         .instrument(tracing::info_span!("commands")),
     );
     let (drill_control, drill_rx) = crate::drills::DrillControl::channel();
@@ -180,8 +181,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .context("restoring drills from the store")?;
     tasks.spawn(
-        drills
-            .run(drill_rx, shutdown.clone())
+        "drills",
+        until_shutdown(drills.run(drill_rx, shutdown.clone()), shutdown.clone())
             .instrument(tracing::info_span!("drills")),
     );
 
@@ -217,32 +218,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .ingest_queue_capacity
         .store(config.ingest.queue as u64, Relaxed);
     tasks.spawn(
-        core.run(rx, control_rx, shutdown.clone())
+        "core",
+        until_shutdown(core.run(rx, control_rx, shutdown.clone()), shutdown.clone())
             .instrument(tracing::info_span!("core")),
     );
+    let link = mqtt::run(
+        mqtt::Link {
+            eventloop,
+            client,
+            topics,
+            reconnect_max: config.mqtt.reconnect_max,
+            commands,
+        },
+        ingest,
+        tx,
+        metrics.clone(),
+        shutdown.clone(),
+    );
     tasks.spawn(
-        mqtt::run(
-            mqtt::Link {
-                eventloop,
-                client,
-                topics,
-                reconnect_max: config.mqtt.reconnect_max,
-                commands,
-            },
-            ingest,
-            tx,
-            metrics.clone(),
+        "ingest",
+        async move { link.await.map_err(TaskError::from) }.instrument(tracing::info_span!("mqtt")),
+    );
+    tasks.spawn(
+        "reload",
+        until_shutdown(
+            reload_on_hangup(tls.clone(), store.clone(), shutdown.clone()),
             shutdown.clone(),
         )
-        .instrument(tracing::info_span!("mqtt")),
+        .instrument(tracing::info_span!("reload")),
     );
     tasks.spawn(
-        reload_on_hangup(tls.clone(), store.clone(), shutdown.clone())
-            .instrument(tracing::info_span!("reload")),
-    );
-    tasks.spawn(
-        prune_audit(store.clone(), config.retention.audit, shutdown.clone())
-            .instrument(tracing::info_span!("retention")),
+        "retention",
+        until_shutdown(
+            prune_audit(store.clone(), config.retention.audit, shutdown.clone()),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("retention")),
     );
     {
         let shutdown = shutdown.clone();
@@ -254,45 +265,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         })
         .merge(api::router(api_state));
         tasks.spawn(
+            "http",
             async move {
                 // Returning before shutdown stops the collector (see below). Event-stream
                 // clients keep their connections open: after shutdown they get a moment,
                 // then the server is dropped.
                 let stopped = shutdown.clone();
                 tokio::select! {
-                    r = http::serve_with(listener, tls_for_http, router, shutdown) => {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "http server failed");
-                        }
+                    r = http::serve_with(listener, tls_for_http, router, shutdown.clone()) => {
+                        r.map_err(|e| TaskError::from(format!("the http server failed: {e}")))?;
+                        ended(&shutdown)
                     }
                     _ = async move {
                         stopped.cancelled().await;
                         tokio::time::sleep(HTTP_DRAIN).await;
-                    } => {}
+                    } => Ok(()),
                 }
             }
             .instrument(tracing::info_span!("http")),
         );
     }
 
-    // Every task runs until shutdown: one that ends before it is a failure.
-    let mut failure = None;
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => {}
-        ended = tasks.join_next(), if !shutdown.is_cancelled() => {
-            failure = Some(match ended {
-                Some(Err(e)) => format!("a task panicked: {e}"),
-                _ => "a task stopped unexpectedly".to_owned(),
-            });
-            shutdown.cancel();
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "task failed while stopping");
-        }
-    }
+    let failure = supervise(&mut tasks, &shutdown).await;
     // The core has stopped: every point it accepted is in the sink.
     if let Some(sink) = sink {
         let c = sink.shutdown(TSDB_GRACE).await;
@@ -305,7 +299,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     drop(store);
     match failure {
-        Some(f) => Err(anyhow::anyhow!(f)),
+        Some(stopped) => Err(anyhow::anyhow!("{stopped}")),
         None => Ok(()),
     }
 }
@@ -323,7 +317,7 @@ async fn prune_audit(store: crate::store::Store, keep: Duration, shutdown: Cance
             _ = every.tick() => {}
         }
         let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
-        let before = crate::pipeline::now_millis().saturating_sub(keep_ms);
+        let before = crate::model::now_millis().saturating_sub(keep_ms);
         match store.call(move |db| db.prune_audit(before)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "audit log pruned"),
@@ -380,7 +374,7 @@ async fn reload_on_hangup(
         };
         let entry = crate::audit::AuditEntry {
             id: 0,
-            at: crate::pipeline::now_millis(),
+            at: crate::model::now_millis(),
             actor: None,
             role: "system".into(),
             peer: None,
@@ -394,4 +388,47 @@ async fn reload_on_hangup(
             tracing::error!(error = %e, "cannot record the reload in the audit log");
         }
     }
+}
+
+/// Waits for `shutdown` or the first task to end, whichever comes first: every task runs
+/// until shutdown, so one that ends before it is a failure, and it stops the others. Then
+/// waits for every task, logging each that did not stop cleanly. Returns the failure.
+pub async fn supervise(tasks: &mut Tasks, shutdown: &CancellationToken) -> Option<Stopped> {
+    let mut failure = None;
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {}
+        Some(stopped) = tasks.join_next(), if !shutdown.is_cancelled() => {
+            tracing::error!("{stopped}; stopping the collector");
+            failure = Some(stopped);
+            shutdown.cancel();
+        }
+    }
+    while let Some(stopped) = tasks.join_next().await {
+        if stopped.returned() {
+            tracing::debug!("{stopped}");
+        } else {
+            tracing::error!("{stopped} (while stopping)");
+        }
+    }
+    failure
+}
+
+/// A task that ends by itself: `Ok` once shutdown has begun, an error before.
+fn ended(shutdown: &CancellationToken) -> Result<(), TaskError> {
+    if shutdown.is_cancelled() {
+        Ok(())
+    } else {
+        Err("it ended before shutdown".into())
+    }
+}
+
+/// Runs a task that has no error of its own (what it returns is not needed here); ending
+/// before shutdown is its failure.
+async fn until_shutdown<T>(
+    task: impl Future<Output = T>,
+    shutdown: CancellationToken,
+) -> Result<(), TaskError> {
+    task.await;
+    ended(&shutdown)
 }

@@ -23,7 +23,8 @@
 //! - [`uptime`]: availability arithmetic over stored transitions, pure.
 //! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.
 //! - [`cli`]: the operator commands that talk to a running collector over HTTP.
-//! - [`demo`]: `alarmnet-collector demo`, the whole system in one process (embedded broker).
+//! - [`demo`]: `alarmnet-collector demo`, the whole system in one process (embedded broker);
+//!   behind the `demo` feature (default), the only part that uses the simulator and agent.
 //! - [`pki`]: `alarmnet-collector pki`, the network's CA, certificates, CRL and broker ACL.
 //! - [`commands`]: the command sender (signing key, `keygen`, rate-limited signed `cmd` publishes).
 //! - [`secret`]: secrets in the configuration (redacted, from files), token digests.
@@ -36,6 +37,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod drills;
 pub mod http;

@@ -33,6 +33,7 @@ enum Command {
     },
     /// The whole system on this machine, nothing to install: embedded MQTT broker, store,
     /// a simulated province with failures, and the console.
+    #[cfg(feature = "demo")]
     Demo(alarmnet_collector::demo::DemoArgs),
     /// The network's certificates (CA, broker, collector, nodes), their CRL and the
     /// broker's ACL, in a directory on the operator's machine.
@@ -76,11 +77,13 @@ fn main() -> ExitCode {
         return hash_token(new);
     }
     init_tracing(match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(_) => alarmnet_collector::demo::LOG_FILTER,
         _ => "info",
     });
     match cli.command {
         Command::Run { config } => run(&config),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo(args),
         Command::Operator(command) => alarmnet_collector::cli::run(*command),
         Command::Pki(command) => alarmnet_collector::pki::run(command),
@@ -129,6 +132,7 @@ fn keygen(kid: &str, out: &std::path::Path) -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn demo(args: alarmnet_collector::demo::DemoArgs) -> ExitCode {
     until_stopped(|shutdown| async move {
         match alarmnet_collector::demo::run(args, shutdown).await {
@@ -181,34 +185,12 @@ where
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
+        tokio::spawn(alarmnet_runtime::signal::stop_on_signals(
+            shutdown.clone(),
+            None,
+        ));
         main(shutdown).await
     })
-}
-
-/// The first SIGTERM/SIGINT starts a graceful stop; a second one quits at once.
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    for n in 0..2 {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        if n == 0 {
-            tracing::info!("stopping (send the signal again to quit at once)");
-            shutdown.cancel();
-        } else {
-            tracing::warn!("second signal: quitting now");
-            std::process::exit(1);
-        }
-    }
 }
 
 fn init_tracing(default: &str) {

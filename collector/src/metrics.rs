@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::ingest::RejectReason;
+use crate::model::RejectReason;
 
 /// Upper bounds of the store latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 10] = [

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use alarmnet_protocol::{
     AlertStatus, BootId, FaultStatus, NodeId, NodePath, NodeState, OfflineReason, State,
@@ -34,7 +34,7 @@ use crate::ingest::{CoreEvent, NodeMessage};
 use crate::liveness::RestoredNode;
 use crate::liveness::wills::{HeldWill, WillGate};
 use crate::metrics::Metrics;
-use crate::model::{Millis, NodeInfo, Silence, Transition};
+use crate::model::{Millis, NodeInfo, Silence, Transition, now_millis};
 use crate::outputs::Outputs;
 use crate::readiness::{Board, ReadinessChange, ReadinessConfig, ReadinessTracker};
 use crate::store::{Heard, NodeFilter, Store, StoreError, WriteBatch};
@@ -51,13 +51,6 @@ const SEEN_FLUSH: Duration = Duration::from_secs(1);
 
 /// At most one `rebirth` request per node in this long.
 const REBIRTH_EVERY: Millis = 60_000;
-
-/// The collector's wall clock in ms since the epoch.
-pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// A Last Will (or any `offline` other than a clean shutdown): held by the [`WillGate`].
 fn is_will(state: &State) -> bool {

@@ -1,7 +1,7 @@
 //! `alarmnet-collector demo`: the whole system in one process with nothing to install. An
 //! embedded MQTT broker ([`broker`], the `embedded-broker` feature), the collector itself
 //! ([`crate::app::run`]) with its SQLite store in a data directory, and the simulator's
-//! virtual Gansu province (`alarmnet_agent::sim`) with a scripted timeline of failures
+//! virtual Gansu province (`alarmnet_sim`) with a scripted timeline of failures
 //! ([`timeline`]).
 //!
 //! ```text
@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_agent::sim::{SimConfig, Simulator};
+use alarmnet_sim::{SimConfig, Simulator};
 use anyhow::Context as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ use crate::config::Config;
 /// The tracing filter the demo is best read with: the collector's own log and the
 /// simulator's script, without one line per virtual agent or per broker connection.
 /// `ALARMNET_LOG` overrides it.
-pub const LOG_FILTER: &str = "info,rumqttd=off,alarmnet_agent=warn,alarmnet_agent::sim=info";
+pub const LOG_FILTER: &str = "info,rumqttd=off,alarmnet_agent=warn,alarmnet_sim=info";
 
 /// The collector's MQTT client id in the demo.
 const COLLECTOR_ID: &str = "alarmnet-demo-collector";
@@ -306,7 +306,7 @@ fn new_token() -> String {
 
 /// The simulator's configuration: `--nodes` over the Gansu layout with the timeline.
 pub fn sim_config(args: &DemoArgs, broker: &str) -> anyhow::Result<SimConfig> {
-    let nodes = alarmnet_agent::sim::layout(args.nodes, args.seed).context("the layout")?;
+    let nodes = alarmnet_sim::layout(args.nodes, args.seed).context("the layout")?;
     let run = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -19,8 +19,8 @@
 
 use std::time::Duration;
 
-use alarmnet_agent::sim::{Action, NodeInfo, ScriptEvent};
 use alarmnet_protocol::Severity;
+use alarmnet_sim::{Action, NodeInfo, ScriptEvent};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom as _, SliceRandom as _};
@@ -165,7 +165,7 @@ fn event(at: Duration, action: Action) -> ScriptEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alarmnet_agent::sim::{SimConfig, Simulator, layout};
+    use alarmnet_sim::{SimConfig, Simulator, layout};
 
     fn kinds(script: &[ScriptEvent]) -> Vec<&'static str> {
         let mut k: Vec<&'static str> = script

@@ -33,90 +33,14 @@ use std::time::Duration;
 
 use alarmnet_protocol::{
     Birth, DecodeError, Fault, Heartbeat, Message, NodeId, NodePath, NodeState, NodeTopic, Prefix,
-    Reason, RegionId, SiteId, State, TestReceipt, Topic,
+    RegionId, SiteId, State, TestReceipt, Topic,
 };
 use tokio::time::Instant;
 
 use crate::config::{IngestConfig, Registration};
 use crate::metrics::Metrics;
 use crate::model::Millis;
-
-/// Why a message was not accepted: the protocol's [`Reason`]s plus the registry's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(usize)]
-pub enum RejectReason {
-    BadTopic,
-    TooLarge,
-    BadJson,
-    UnsupportedVersion,
-    MissingField,
-    InvalidField,
-    IdMismatch,
-    /// A birth of a new node while `max_nodes` nodes are registered.
-    NodeCap,
-    /// A birth of a node that is not on the allowlist.
-    NotAllowed,
-    /// A message other than a birth from a node never registered.
-    UnknownNode,
-    /// A message under a region/site other than the node's registered one.
-    Moved,
-    /// A message dated further ahead of the collector's clock than `max_future_skew`.
-    FutureTs,
-    /// A message beyond its node's rate limit (`node_rate`, `node_burst`).
-    RateLimited,
-}
-
-impl RejectReason {
-    pub const COUNT: usize = 13;
-    pub const ALL: [RejectReason; Self::COUNT] = [
-        RejectReason::BadTopic,
-        RejectReason::TooLarge,
-        RejectReason::BadJson,
-        RejectReason::UnsupportedVersion,
-        RejectReason::MissingField,
-        RejectReason::InvalidField,
-        RejectReason::IdMismatch,
-        RejectReason::NodeCap,
-        RejectReason::NotAllowed,
-        RejectReason::UnknownNode,
-        RejectReason::Moved,
-        RejectReason::FutureTs,
-        RejectReason::RateLimited,
-    ];
-
-    /// The metric label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::BadTopic => Reason::BadTopic.as_str(),
-            RejectReason::TooLarge => Reason::TooLarge.as_str(),
-            RejectReason::BadJson => Reason::BadJson.as_str(),
-            RejectReason::UnsupportedVersion => Reason::UnsupportedVersion.as_str(),
-            RejectReason::MissingField => Reason::MissingField.as_str(),
-            RejectReason::InvalidField => Reason::InvalidField.as_str(),
-            RejectReason::IdMismatch => Reason::IdMismatch.as_str(),
-            RejectReason::NodeCap => "node_cap",
-            RejectReason::NotAllowed => "not_allowed",
-            RejectReason::UnknownNode => "unknown_node",
-            RejectReason::Moved => "moved",
-            RejectReason::FutureTs => "future_ts",
-            RejectReason::RateLimited => "rate_limited",
-        }
-    }
-}
-
-impl From<Reason> for RejectReason {
-    fn from(r: Reason) -> Self {
-        match r {
-            Reason::BadTopic => RejectReason::BadTopic,
-            Reason::TooLarge => RejectReason::TooLarge,
-            Reason::BadJson => RejectReason::BadJson,
-            Reason::UnsupportedVersion => RejectReason::UnsupportedVersion,
-            Reason::MissingField => RejectReason::MissingField,
-            Reason::InvalidField => RejectReason::InvalidField,
-            Reason::IdMismatch => RejectReason::IdMismatch,
-        }
-    }
-}
+pub use crate::model::RejectReason;
 
 /// A message from a node that the core should act on.
 #[derive(Debug, Clone, PartialEq)]
@@ -585,14 +509,6 @@ impl RejectLog {
         self.suppressed[i] = 0;
         true
     }
-}
-
-/// The collector's clock, in [`Millis`].
-pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use std::time::Duration;
 use alarmnet_protocol::{
     CollectorId, CollectorState, Message, NodePath, NodeState, Prefix, Topic, V1,
 };
+use alarmnet_runtime::{Backoff, Jitter};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS,
     TlsConfiguration, Transport,
@@ -33,9 +34,10 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{CoreEvent, Ingest, NodeMessage, now_millis};
+use super::{CoreEvent, Ingest, NodeMessage};
 use crate::config::MqttConfig;
 use crate::metrics::Metrics;
+use crate::model::now_millis;
 
 /// The largest packet read from the broker. Payloads above 16 KiB are rejected as
 /// `too_large` after reading; a packet above this limit makes rumqttc drop the connection,
@@ -163,14 +165,22 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// Why the link stopped before shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("the core stopped taking events")]
+    CoreGone,
+}
+
 /// Runs the link until `shutdown`; then publishes the clean `offline` state and disconnects.
+/// Fails only when the core is gone before shutdown.
 pub async fn run(
     link: Link,
     mut ingest: Ingest,
     core: mpsc::Sender<CoreEvent>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), LinkError> {
     let Link {
         mut eventloop,
         client,
@@ -180,7 +190,9 @@ pub async fn run(
     } = link;
     let own_state = topics.own_state();
     let agents = topics.prefix.agents_filter();
-    let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
+    // ±20 % so that many collectors do not reconnect in lockstep.
+    let mut backoff =
+        Backoff::new(Duration::from_millis(200), reconnect_max).with_jitter(Jitter::Spread(0.2));
     let mut connected = false;
     let mut check = LinkCheck::default();
     loop {
@@ -312,7 +324,7 @@ pub async fn run(
                 } else {
                     log_connect_error(&e);
                 }
-                let wait = backoff.next_wait();
+                let wait = backoff.next_delay();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}
@@ -324,6 +336,11 @@ pub async fn run(
         disconnect(&mut eventloop, &client, &own_state).await;
     }
     metrics.mqtt_connected.store(false, Relaxed);
+    if shutdown.is_cancelled() {
+        Ok(())
+    } else {
+        Err(LinkError::CoreGone)
+    }
 }
 
 /// Whether `event` is a Will (an `offline` state other than a clean shutdown).
@@ -470,37 +487,6 @@ fn log_connect_error(e: &ConnectionError) {
     tracing::warn!(error = %e, "cannot connect to the broker");
 }
 
-/// Exponential backoff with jitter, from `first` doubling up to `max`.
-#[derive(Debug)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max: max.max(first),
-            current: first,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.first;
-    }
-
-    /// The next wait: the current step with ±20 % jitter (so many collectors or agents do not
-    /// reconnect in lockstep), then the step doubles.
-    pub fn next_wait(&mut self) -> Duration {
-        let step = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = rand::random_range(0.8..1.2);
-        step.mul_f64(jitter).min(self.max)
-    }
-}
-
 /// Asks a node heard without a birth to publish it again (`cmd` rebirth), through the
 /// command sender. Never waits: this task drains the MQTT client's request channel.
 fn ask_rebirth(commands: &crate::commands::Commands, path: NodePath) {
@@ -509,21 +495,5 @@ fn ask_rebirth(commands: &crate::commands::Commands, path: NodePath) {
         tracing::info!(node = %node, "message before any birth: rebirth asked");
     } else {
         tracing::warn!(node = %node, "cannot ask for a rebirth: the command queue is full");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_max_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let waits: Vec<_> = (0..6).map(|_| b.next_wait()).collect();
-        assert!(waits[0] >= Duration::from_millis(80) && waits[0] <= Duration::from_millis(120));
-        assert!(waits[1] >= Duration::from_millis(160) && waits[1] <= Duration::from_millis(240));
-        assert!(waits[5] <= Duration::from_secs(1) && waits[5] >= Duration::from_millis(800));
-        b.reset();
-        assert!(b.next_wait() <= Duration::from_millis(120));
     }
 }

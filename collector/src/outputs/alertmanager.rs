@@ -18,16 +18,13 @@ use std::time::Duration;
 use alarmnet_protocol::AlertStatus;
 use serde::Serialize;
 
-use super::{Notice, NoticeReceiver, OutputContext, retry_delay};
+use super::delivery::{self, Retry};
+use super::{Notice, NoticeReceiver, OutputContext};
 use crate::config::AlertmanagerConfig;
-use crate::ingest::now_millis;
-use crate::metrics::OutputEvent;
-use crate::model::{Alert, Millis};
+use crate::model::{Alert, Millis, now_millis};
 
 /// The output's name in logs, metrics and the notification log.
 pub const NAME: &str = "alertmanager";
-
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// One alert as Alertmanager's v2 API takes it (`postableAlert`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,8 +84,7 @@ pub struct Alertmanager {
     endpoint: reqwest::Url,
     client: reqwest::Client,
     resend: Duration,
-    max_attempts: u32,
-    retry_delay: Duration,
+    retry: Retry,
     generator_url: Option<String>,
 }
 
@@ -107,8 +103,7 @@ impl Alertmanager {
             endpoint,
             client,
             resend: config.resend_interval,
-            max_attempts: config.max_attempts.max(1),
-            retry_delay: config.retry_delay,
+            retry: Retry::new(config.max_attempts, config.retry_delay),
             generator_url: config.generator_url.clone(),
         })
     }
@@ -178,31 +173,7 @@ impl Alertmanager {
 
     async fn deliver(&self, alert: &Alert, ctx: &OutputContext) -> bool {
         let body = [postable(alert, self.generator_url.as_deref())];
-        for attempt in 1..=self.max_attempts {
-            let at = now_millis();
-            let result = self.post(&body).await;
-            ctx.record(NAME, alert, attempt, at, result.clone()).await;
-            match result {
-                Ok(()) => {
-                    tracing::info!(alert = %alert.id, status = ?alert.status, attempt, "alert posted to Alertmanager");
-                    ctx.outcome(NAME, OutputEvent::Sent);
-                    return true;
-                }
-                Err(error) if attempt < self.max_attempts => {
-                    let wait = retry_delay(self.retry_delay, attempt, MAX_RETRY_DELAY);
-                    tracing::warn!(alert = %alert.id, attempt, %error, "Alertmanager attempt failed");
-                    tokio::select! {
-                        _ = ctx.shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(alert = %alert.id, attempt, %error, "Alertmanager notification given up");
-                }
-            }
-        }
-        ctx.outcome(NAME, OutputEvent::Failed);
-        false
+        delivery::deliver(NAME, alert, self.retry, ctx, |_| self.post(&body)).await
     }
 }
 

@@ -13,15 +13,16 @@
 
 pub mod alertmanager;
 pub mod chat;
+pub mod delivery;
 pub mod mqtt;
 pub mod queue;
 pub mod webhook;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use alarmnet_protocol::{AlertNotification, AlertStatus};
-use tokio::task::JoinSet;
+use alarmnet_runtime::Tasks;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, OutputEvent};
@@ -108,28 +109,29 @@ impl Outputs {
         rx
     }
 
-    /// Starts every configured output. `mqtt` publishes `$alerts` when given.
+    /// Starts every configured output, each a task named `outputs/{name}`. `mqtt`
+    /// publishes `$alerts` when given.
     pub fn start(
         config: &crate::config::Config,
         mqtt: Option<mqtt::MqttAlerts>,
         ctx: OutputContext,
-        tasks: &mut JoinSet<()>,
+        tasks: &mut Tasks,
     ) -> Result<Self, reqwest::Error> {
         let mut outputs = Self::none(ctx.metrics.clone());
         if let Some(m) = mqtt {
             let rx = outputs.add(mqtt::NAME, 10_000);
-            tasks.spawn(m.run(rx, ctx.clone()));
+            spawn(tasks, mqtt::NAME, m.run(rx, ctx.clone()));
         }
         for (i, w) in config.webhooks.iter().enumerate() {
             let name = format!("webhook-{i}");
             let hook = webhook::Webhook::new(name.clone(), w, config.uptime.tz())?;
-            let rx = outputs.add(name, w.queue);
-            tasks.spawn(hook.run(rx, ctx.clone()));
+            let rx = outputs.add(name.clone(), w.queue);
+            spawn(tasks, &name, hook.run(rx, ctx.clone()));
         }
         if let Some(a) = &config.alertmanager {
             let am = alertmanager::Alertmanager::new(a)?;
             let rx = outputs.add(alertmanager::NAME, a.queue);
-            tasks.spawn(am.run(rx, ctx.clone()));
+            spawn(tasks, alertmanager::NAME, am.run(rx, ctx.clone()));
         }
         Ok(outputs)
     }
@@ -171,23 +173,17 @@ impl Outputs {
     }
 }
 
-/// Delay before retry `attempt` (1-based): `base`, doubling, at most `max`.
-pub(crate) fn retry_delay(base: Duration, attempt: u32, max: Duration) -> Duration {
-    base.saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(max)
+/// An output's task: it runs until shutdown, or until the core drops its queue.
+fn spawn(tasks: &mut Tasks, name: &str, output: impl Future<Output = ()> + Send + 'static) {
+    tasks.spawn(format!("outputs/{name}"), async move {
+        output.await;
+        Ok(())
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_delays_double_and_cap() {
-        let b = Duration::from_secs(1);
-        let m = Duration::from_secs(60);
-        let d: Vec<u64> = (1..=8).map(|a| retry_delay(b, a, m).as_secs()).collect();
-        assert_eq!(d, vec![1, 2, 4, 8, 16, 32, 60, 60]);
-    }
 
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_without_waiting() {

@@ -11,9 +11,8 @@
 use alarmnet_protocol::{AlertStatus, AlertTopic, Message, Prefix, Topic};
 use rumqttc::{AsyncClient, QoS};
 
+use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext, notification};
-use crate::ingest::now_millis;
-use crate::metrics::OutputEvent;
 use crate::model::Alert;
 
 /// The output's name in logs, metrics and the notification log.
@@ -72,27 +71,21 @@ impl MqttAlerts {
             let Notice::Alert(alert) = notice else {
                 continue;
             };
-            let at = now_millis();
-            let mut result = Ok(());
-            for (topic, payload, retain) in Self::publishes(&self.prefix, &alert) {
-                if let Err(e) = self
-                    .client
-                    .publish(topic, QoS::AtLeastOnce, retain, payload)
-                    .await
-                {
-                    result = Err(format!("MQTT client closed: {e}"));
-                    break;
-                }
-            }
-            ctx.record(NAME, &alert, 1, at, result.clone()).await;
-            match result {
-                Ok(()) => ctx.outcome(NAME, OutputEvent::Sent),
-                Err(error) => {
-                    tracing::error!(alert = %alert.id, %error, "cannot publish an alert");
-                    ctx.outcome(NAME, OutputEvent::Failed);
-                }
-            }
+            // One attempt: rumqttc queues while the broker is away, so a failure means the
+            // client is gone for good.
+            delivery::deliver(NAME, &alert, Retry::once(), &ctx, |_| self.publish(&alert)).await;
         }
+    }
+
+    /// Hands one notification's publishes to the client, in order.
+    async fn publish(&self, alert: &Alert) -> Result<(), String> {
+        for (topic, payload, retain) in Self::publishes(&self.prefix, alert) {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .map_err(|e| format!("MQTT client closed: {e}"))?;
+        }
+        Ok(())
     }
 }
 

@@ -1,19 +1,14 @@
 //! Webhooks: a JSON POST of each notification ([`alarmnet_protocol::AlertNotification`]),
-//! retried with exponential backoff, every attempt logged and kept in the notification log.
-
-use std::time::Duration;
+//! or a chat robot's message; retried by the outputs' one delivery loop ([`super::delivery`]),
+//! every attempt logged and kept in the notification log.
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::chat::{WebhookFormat, accepted, request};
-use super::{Notice, NoticeReceiver, OutputContext, notification, retry_delay};
+use super::delivery::{self, Retry};
+use super::{Notice, NoticeReceiver, OutputContext, notification};
 use crate::config::WebhookConfig;
-use crate::ingest::now_millis;
-use crate::metrics::OutputEvent;
-use crate::model::Alert;
-
-/// The longest wait between two attempts.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+use crate::model::{Alert, Millis};
 
 /// One webhook receiver.
 #[derive(Debug)]
@@ -25,8 +20,7 @@ pub struct Webhook {
     /// Times in chat messages are shown in the configured zone.
     tz: jiff::tz::TimeZone,
     client: reqwest::Client,
-    max_attempts: u32,
-    retry_delay: Duration,
+    retry: Retry,
 }
 
 /// Why an attempt failed (kept in the notification log).
@@ -76,8 +70,7 @@ impl Webhook {
             secret: config.secret.clone(),
             tz,
             client,
-            max_attempts: config.max_attempts.max(1),
-            retry_delay: config.retry_delay,
+            retry: Retry::new(config.max_attempts, config.retry_delay),
         })
     }
 
@@ -94,61 +87,38 @@ impl Webhook {
         }
     }
 
-    /// Posts one notification, retrying until success or `max_attempts`.
+    /// Posts one notification, retrying until success or the last attempt.
     pub async fn deliver(&self, alert: &Alert, ctx: &OutputContext) -> bool {
         let body = notification(alert);
-        for attempt in 1..=self.max_attempts {
-            let at = now_millis();
-            // Built anew for each attempt: the chat robots' signatures carry the time.
-            let req = request(
-                self.format,
-                &self.url,
-                self.secret.as_deref(),
-                &body,
-                at,
-                &self.tz,
-            );
-            let result = match self.client.post(req.url).json(&req.body).send().await {
-                Ok(r) if r.status().is_success() && self.format == WebhookFormat::Json => Ok(()),
-                Ok(r) if r.status().is_success() => match r.text().await {
-                    Ok(text) => accepted(self.format, &text),
-                    Err(e) => Err(describe(&e)),
-                },
-                Ok(r) => Err(format!("HTTP {}", r.status())),
+        delivery::deliver(&self.name, alert, self.retry, ctx, |at| {
+            self.attempt(&body, at)
+        })
+        .await
+    }
+
+    /// One POST at `at`.
+    async fn attempt(
+        &self,
+        body: &alarmnet_protocol::AlertNotification,
+        at: Millis,
+    ) -> Result<(), String> {
+        // Built anew for each attempt: the chat robots' signatures carry the time.
+        let req = request(
+            self.format,
+            &self.url,
+            self.secret.as_deref(),
+            body,
+            at,
+            &self.tz,
+        );
+        match self.client.post(req.url).json(&req.body).send().await {
+            Ok(r) if r.status().is_success() && self.format == WebhookFormat::Json => Ok(()),
+            Ok(r) if r.status().is_success() => match r.text().await {
+                Ok(text) => accepted(self.format, &text),
                 Err(e) => Err(describe(&e)),
-            };
-            ctx.record(&self.name, alert, attempt, at, result.clone())
-                .await;
-            match result {
-                Ok(()) => {
-                    tracing::info!(
-                        webhook = %self.name, alert = %alert.id, status = ?alert.status, attempt,
-                        "notification delivered"
-                    );
-                    ctx.outcome(&self.name, OutputEvent::Sent);
-                    return true;
-                }
-                Err(error) if attempt < self.max_attempts => {
-                    let wait = retry_delay(self.retry_delay, attempt, MAX_RETRY_DELAY);
-                    tracing::warn!(
-                        webhook = %self.name, alert = %alert.id, attempt, %error,
-                        retry_in = %humantime::format_duration(wait),
-                        "notification attempt failed"
-                    );
-                    tokio::select! {
-                        _ = ctx.shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(
-                        webhook = %self.name, alert = %alert.id, attempt, %error,
-                        "notification given up after the last attempt"
-                    );
-                }
-            }
+            },
+            Ok(r) => Err(format!("HTTP {}", r.status())),
+            Err(e) => Err(describe(&e)),
         }
-        ctx.outcome(&self.name, OutputEvent::Failed);
-        false
     }
 }

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use alarmnet_runtime::Backoff;
 use influxdb2::RequestError;
 use influxdb2::api::write::TimestampPrecision;
 use serde::Deserialize;
@@ -606,9 +607,7 @@ impl Sink {
             writer,
             spool,
             flush_interval: config.flush_interval,
-            backoff_initial: config.retry_initial_backoff,
-            backoff_max: config.retry_max_backoff,
-            backoff: config.retry_initial_backoff,
+            backoff: Backoff::new(config.retry_initial_backoff, config.retry_max_backoff),
             failing: false,
             retry_at: Instant::now(),
             spool_turn: true,
@@ -777,9 +776,8 @@ struct Worker {
     writer: Arc<Writer>,
     spool: Option<Spool>,
     flush_interval: Duration,
-    backoff_initial: Duration,
-    backoff_max: Duration,
-    backoff: Duration,
+    /// Waits between probes of a failing database: doubling, no jitter (one writer).
+    backoff: Backoff,
     failing: bool,
     retry_at: Instant,
     /// Whose turn it is when both the spool and memory have batches.
@@ -1019,8 +1017,7 @@ impl Worker {
                 // Try again after a backoff, as after a failed write, rather than spin.
                 tracing::error!(error = %e, "time-series spool read failed");
                 self.failing = true;
-                self.retry_at = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(self.backoff_max);
+                self.retry_at = Instant::now() + self.backoff.next_delay();
                 None
             }
         }
@@ -1059,7 +1056,7 @@ impl Worker {
                     tracing::info!("time-series database is back");
                 }
                 self.failing = false;
-                self.backoff = self.backoff_initial;
+                self.backoff.reset();
                 self.shared.stats.up.store(true, Ordering::Relaxed);
                 if let Job::Spool(record) = job
                     && let Some(spool) = self.spool.as_mut()
@@ -1073,14 +1070,14 @@ impl Worker {
             Err(reason) => {
                 add(&self.shared.stats.retries, 1);
                 self.shared.stats.up.store(false, Ordering::Relaxed);
+                let wait = self.backoff.next_delay();
                 if self.failing {
-                    tracing::debug!(error = %reason, retry_in = ?self.backoff, "time-series write failed again");
+                    tracing::debug!(error = %reason, retry_in = ?wait, "time-series write failed again");
                 } else {
-                    tracing::warn!(error = %reason, retry_in = ?self.backoff, "time-series write failed: spooling until the database is back");
+                    tracing::warn!(error = %reason, retry_in = ?wait, "time-series write failed: spooling until the database is back");
                 }
                 self.failing = true;
-                self.retry_at = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(self.backoff_max);
+                self.retry_at = Instant::now() + wait;
                 if let Job::Memory(batch) = job {
                     if self.spool.is_some() {
                         self.spool_batch(batch);

@@ -24,12 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::{Broker, Identity, MqttSettings, TlsFiles};
-use crate::health::{BoxFuture, FaultEvent, Health, HealthSnapshot, TestOutcome, TestRunner};
-use crate::protocol_state::{CommandSettings, SeenIds};
-use crate::seen_file::{Opened, SeenStore};
-use crate::session::{Control, Session, SessionConfig, Sources, Uptime, now_ms};
-use crate::spool::{Spool, SpoolLimits};
+use alarmnet_agent::config::{Broker, Identity, MqttSettings, TlsFiles};
+use alarmnet_agent::health::{
+    BoxFuture, FaultEvent, Health, HealthSnapshot, TestOutcome, TestRunner,
+};
+use alarmnet_agent::protocol_state::{CommandSettings, SeenIds};
+use alarmnet_agent::seen_file::{Opened, SeenStore};
+use alarmnet_agent::session::{Control, Session, SessionConfig, Sources, Uptime, now_ms};
+use alarmnet_agent::spool::{Spool, SpoolLimits};
 
 /// The province the default layout is drawn from.
 const REGIONS_JSON: &str = include_str!("../../data/gansu-regions.json");
@@ -221,9 +223,9 @@ pub enum SimError {
     #[error("simulator configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Spool(#[from] crate::spool::SpoolError),
+    Spool(#[from] alarmnet_agent::spool::SpoolError),
     #[error(transparent)]
-    Session(#[from] crate::session::SessionError),
+    Session(#[from] alarmnet_agent::session::SessionError),
 }
 
 /// A virtual node of the layout.

@@ -1,13 +1,17 @@
 //! `alarmnet-sim`: many virtual agents in one process, through a real broker. Parses the
-//! command line (and an optional TOML file) and runs [`alarmnet_agent::sim::Simulator`].
+//! command line (and an optional TOML file) and runs [`alarmnet_sim::Simulator`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use alarmnet_agent::sim::{SimConfig, Simulator};
+use alarmnet_sim::{SimConfig, Simulator};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+
+/// How long a clean stop may take after the first signal (or the end of `--duration`)
+/// before the process quits anyway.
+const GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,32 +127,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let stopper = shutdown.clone();
         let duration = cli.duration;
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                return;
-            };
-            let stop_after = async {
+        tokio::spawn(alarmnet_runtime::signal::stop_on_signals_or(
+            shutdown.clone(),
+            Some(GRACE),
+            async move {
                 match duration {
                     Some(d) => tokio::time::sleep(d).await,
                     None => std::future::pending().await,
                 }
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-                _ = stop_after => {}
-            }
-            stopper.cancel();
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            }
-            std::process::exit(1);
-        });
+            },
+        ));
         sim.run(shutdown).await
     });
     match result {
