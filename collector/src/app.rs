@@ -54,6 +54,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .context("store thread")?
             .with_context(|| format!("cannot open the store {}", config.store.path.display()))?
     };
+    let reserve = (config.store.reserve.0 > 0).then(|| {
+        Arc::new(crate::store::reserve::Reserve::new(
+            &config.store.path,
+            config.store.reserve.0,
+        ))
+    });
+    if let Some(r) = reserve.clone() {
+        let made = tokio::task::spawn_blocking(move || (r.ensure(), r.present()))
+            .await
+            .context("reserve file")?;
+        match made {
+            (Ok(_), present) => metrics.store_reserve_present.store(present, Relaxed),
+            (Err(e), _) => tracing::warn!(error = %e, "cannot make the store reserve file"),
+        }
+        if !metrics.store_reserve_present.load(Relaxed) {
+            tracing::warn!(
+                size = config.store.reserve.0,
+                "no store reserve file: the disk lacks twice its size free"
+            );
+        }
+    }
     let bindings = store
         .bindings()
         .await
@@ -197,7 +218,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
     let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
-        .with_readiness(&config.readiness, board.clone());
+        .with_readiness(&config.readiness, board.clone())
+        .with_store_safety(config.store.max_backlog, reserve);
     core.restore(started)
         .await
         .context("restoring state from the store")?;
@@ -209,6 +231,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tasks.spawn(
         core.run(rx, control_rx, shutdown.clone())
             .instrument(tracing::info_span!("core")),
+    );
+    tasks.spawn(
+        crate::store::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            config.uptime.tz(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("retention")),
     );
     tasks.spawn(
         mqtt::run(

@@ -37,14 +37,18 @@ use crate::metrics::Metrics;
 use crate::model::{Millis, NodeInfo, Silence, Transition};
 use crate::outputs::Outputs;
 use crate::readiness::{Board, ReadinessChange, ReadinessConfig, ReadinessTracker};
+use crate::store::reserve::{Reserve, is_disk_full};
 use crate::store::{Heard, NodeFilter, Store, StoreError, WriteBatch};
 use crate::timeseries::{NodeTags, Point, SinkHandle};
 
 /// Most events folded into one batch (one transaction).
 const MAX_BURST: usize = 4096;
 
-/// The most writes held in memory while the store fails to commit them.
-const HELD_WRITES: usize = 1_000_000;
+/// While the store fails, a commit of the held writes is tried at most this often.
+const RETRY_EVERY: Millis = 1_000;
+
+/// How often a missing reserve file is made again (when the disk has room for it).
+const RESERVE_EVERY: Millis = 30_000;
 
 /// How often "last heard" times reach the store (and the run's "alive" mark).
 const SEEN_FLUSH: Duration = Duration::from_secs(1);
@@ -107,6 +111,14 @@ struct Pending {
 }
 
 impl Pending {
+    /// Appends what `later` decided after this.
+    fn append(&mut self, mut later: Pending) {
+        self.transitions.append(&mut later.transitions);
+        self.alerts.append(&mut later.alerts);
+        self.points.append(&mut later.points);
+        self.readiness.append(&mut later.readiness);
+    }
+
     fn is_empty(&self) -> bool {
         self.transitions.is_empty()
             && self.alerts.is_empty()
@@ -137,6 +149,16 @@ pub struct Core {
     blind_since: Option<Millis>,
     /// Since when the store fails to commit, if it does.
     store_failing: Option<Millis>,
+    /// When a commit was last tried (paces retries while the store fails).
+    last_try: Millis,
+    /// Most writes held while the store fails (`[store] max_backlog`).
+    max_backlog: usize,
+    /// The store's reserve file, if one is kept (`[store] reserve`).
+    reserve: Option<Arc<Reserve>>,
+    /// When the reserve file was last checked (and made again if missing).
+    reserve_checked: Millis,
+    /// A reserve file is being made (off the core's thread).
+    reserve_making: Option<tokio::task::JoinHandle<()>>,
     /// This run's row in the store's run log, once started.
     run: Option<i64>,
     /// When each node was last asked for a rebirth.
@@ -177,6 +199,11 @@ impl Core {
             blind_edges: Vec::new(),
             blind_since: None,
             store_failing: None,
+            last_try: 0,
+            max_backlog: 1_000_000,
+            reserve: None,
+            reserve_checked: 0,
+            reserve_making: None,
             run: None,
             rebirths: HashMap::new(),
             readiness: ReadinessTracker::new(&ReadinessConfig::default()),
@@ -191,6 +218,14 @@ impl Core {
     pub fn with_readiness(mut self, config: &ReadinessConfig, board: Board) -> Self {
         self.readiness = ReadinessTracker::new(config);
         self.board = board;
+        self
+    }
+
+    /// The same core holding at most `max_backlog` writes while the store fails, and
+    /// deleting `reserve` (when given) when the disk is full.
+    pub fn with_store_safety(mut self, max_backlog: usize, reserve: Option<Arc<Reserve>>) -> Self {
+        self.max_backlog = max_backlog;
+        self.reserve = reserve;
         self
     }
 
@@ -289,10 +324,10 @@ impl Core {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                // While the store cannot commit, at most HELD_WRITES writes wait in memory;
-                // beyond that the core stops taking events and ingest pushes back on the
-                // broker, which queues for the collector's persistent session.
-                event = rx.recv(), if self.batch.len() < HELD_WRITES => {
+                // Events are taken even while the store cannot commit: judging and notifying
+                // go on, and the held writes are bounded by `max_backlog` (see
+                // `commit_and_announce`).
+                event = rx.recv() => {
                     let Some(event) = event else { break };
                     self.absorb(event);
                     let mut n = 1;
@@ -310,6 +345,7 @@ impl Core {
                 _ = flush.tick() => {
                     self.flush_seen();
                     self.commit_and_announce().await;
+                    self.maintain_reserve();
                 }
                 _ = deadline => {
                     earliest = tokio::time::Instant::now() + Duration::from_millis(10);
@@ -434,7 +470,7 @@ impl Core {
     /// the broker nor the store is failing, the monitor judges again, every node with a full
     /// timeout from `at`.
     fn see_again(&mut self, at: Millis) {
-        if self.blind_since.is_some() || self.store_failing.is_some() {
+        if self.blind_since.is_some() {
             return;
         }
         if self.monitor.tracker().is_blind() {
@@ -671,29 +707,68 @@ impl Core {
             .store(self.wills.discarded(), Relaxed);
     }
 
-    /// Commits the batch, then announces its transitions and alert changes. If the commit
-    /// fails nothing is announced (the promise is "committed before announced"): the batch and its
-    /// announcements are kept and retried with the next commit (each burst, and at least
-    /// once a second), and the collector goes blind until the store takes writes again, so
-    /// the silence of held-back deliveries is not judged as nodes going quiet.
+    /// Commits the batch, then announces its transitions and alert changes.
+    ///
+    /// While the store cannot commit (see [`Core::store_failed`]) the writes are held in
+    /// memory, bounded by `max_backlog`, and retried at most once a second; what was decided
+    /// is announced at once all the same, so a siren that goes offline during a disk-full
+    /// outage still reaches the operators. When a commit succeeds again the whole backlog is
+    /// in it, in order, and `store_failed` resolves.
     pub async fn commit_and_announce(&mut self) {
         if let (Some(run), false) = (self.run, self.blind_edges.is_empty()) {
             let edges = std::mem::take(&mut self.blind_edges);
+            let kept = edges.clone();
             if let Err(e) = self.store.call(move |db| db.blind_edges(run, &edges)).await {
-                tracing::error!(error = %e, "cannot record blind mode in the run log");
+                tracing::debug!(error = %e, "cannot record blind mode in the run log yet");
+                // Tried again with the next commit (before any newer edge).
+                let newer = std::mem::replace(&mut self.blind_edges, kept);
+                self.blind_edges.extend(newer);
             }
         }
         self.count_wills();
-        if self.batch.is_empty() && self.pending.is_empty() {
-            return;
+        loop {
+            if self.batch.is_empty() && self.pending.is_empty() {
+                return;
+            }
+            let now = now_millis();
+            if self.store_failing.is_some() && now < self.last_try + RETRY_EVERY {
+                // Not time to retry yet: hold the writes, announce the decisions.
+                self.shed_backlog();
+                let pending = std::mem::take(&mut self.pending);
+                self.announce(pending, false);
+                return;
+            }
+            self.last_try = now;
+            let batch = std::mem::take(&mut self.batch);
+            let pending = std::mem::take(&mut self.pending);
+            match self.store.write(batch).await {
+                Err((e, batch)) => {
+                    if is_disk_full(&e) && self.release_reserve() {
+                        // Room was made: the same writes again, at once.
+                        self.batch = batch;
+                        self.pending = pending;
+                        self.last_try = 0;
+                        continue;
+                    }
+                    self.store_failed(batch, pending, &e);
+                    return;
+                }
+                Ok(()) => {
+                    let recovered = self.store_recovered();
+                    self.announce(pending, true);
+                    if !recovered {
+                        return;
+                    }
+                    // The resolution of `store_failed` is committed and announced too.
+                }
+            }
         }
-        let batch = std::mem::take(&mut self.batch);
-        let pending = std::mem::take(&mut self.pending);
-        if let Err((e, batch)) = self.store.write(batch).await {
-            self.store_failed(batch, pending, &e);
-            return;
-        }
-        self.store_recovered();
+    }
+
+    /// Announces what a burst decided: events, time-series points, notifications.
+    /// `committed` is false while the store fails (the writes are held, see
+    /// [`Core::store_failed`]).
+    fn announce(&mut self, pending: Pending, committed: bool) {
         let tsdb = self.links.tsdb.as_ref();
         if let Some(tsdb) = tsdb {
             for point in pending.points {
@@ -701,7 +776,7 @@ impl Core {
             }
         }
         for t in &pending.transitions {
-            tracing::info!(node = %t.node, from = t.from.as_str(), to = t.to.as_str(), cause = t.cause.as_str(), "transition");
+            tracing::info!(node = %t.node, from = t.from.as_str(), to = t.to.as_str(), cause = t.cause.as_str(), committed, "transition");
             if let Some(view) = self.monitor.tracker().node(&t.node) {
                 let path = view.path();
                 self.links
@@ -728,7 +803,7 @@ impl Core {
             if let Some(tsdb) = tsdb {
                 tsdb.submit(Point::alert(a));
             }
-            tracing::info!(alert = %a.id, rule = %a.rule, event = ?change.event, notify = change.notify, "alert");
+            tracing::info!(alert = %a.id, rule = %a.rule, event = ?change.event, notify = change.notify, committed, "alert");
             if change.notify {
                 self.links.events.publish_alert(&a.to_notification());
                 self.outputs.notify(a);
@@ -736,46 +811,113 @@ impl Core {
         }
     }
 
-    /// Keeps what a failed commit held, to retry with the next one, and stops judging.
-    fn store_failed(&mut self, batch: WriteBatch, mut pending: Pending, e: &StoreError) {
+    /// A commit failed: its writes are held (first, before anything absorbed since) to be
+    /// retried, `store_failed` fires on the first failure, and what the burst decided is
+    /// announced without waiting for the store.
+    ///
+    /// Design: the collector goes on judging. Going blind instead (the earlier design)
+    /// meant a siren going offline during a long disk-full outage reached nobody; the
+    /// price of announcing before the commit is that a collector killed during the outage
+    /// loses the held history and, after its restart, may notify again what it had
+    /// announced (a duplicate, never a silence).
+    fn store_failed(&mut self, batch: WriteBatch, pending: Pending, e: &StoreError) {
         let now = now_millis();
-        // Telemetry is the agents' own data, not a decision of this collector: it goes to
-        // the time-series database now (and need not be held in memory).
-        if let Some(tsdb) = &self.links.tsdb {
-            for point in pending.points.drain(..) {
-                tsdb.submit(point);
-            }
-        } else {
-            pending.points.clear();
-        }
         self.metrics.store_write_failures.fetch_add(1, Relaxed);
         self.metrics.store_failing.store(true, Relaxed);
-        self.metrics
-            .store_pending_writes
-            .store(batch.len() as u64, Relaxed);
-        if self.store_failing.is_none() {
-            tracing::error!(error = %e, writes = batch.len(), "store write failed; writes kept and retried, nothing announced until they commit, no node judged meanwhile");
-            self.store_failing = Some(now);
-        } else {
-            tracing::debug!(error = %e, writes = batch.len(), "store write failed again");
-        }
         // Nothing was absorbed while the commit ran: the kept writes come first.
         debug_assert!(self.batch.is_empty() && self.pending.is_empty());
         self.batch = batch;
-        self.pending = pending;
-        self.go_blind(BlindCause::Store, now);
+        if self.store_failing.is_none() {
+            tracing::error!(error = %e, writes = self.batch.len(), "store write failed; writes kept and retried, nodes still judged and notified");
+            self.store_failing = Some(now);
+            let out = self.monitor.store_failed(&e.to_string(), now);
+            self.take(out);
+        } else {
+            tracing::debug!(error = %e, writes = self.batch.len(), "store write failed again");
+        }
+        let mut pending = pending;
+        pending.append(std::mem::take(&mut self.pending));
+        self.shed_backlog();
+        self.announce(pending, false);
     }
 
-    /// After a commit: if the store had been failing, it is back, and judging resumes.
-    fn store_recovered(&mut self) {
+    /// Keeps the held writes within `max_backlog`, counting what is dropped.
+    fn shed_backlog(&mut self) {
+        if self.batch.len() > self.max_backlog {
+            let dropped = self.batch.shed(self.max_backlog);
+            for (i, n) in dropped.iter().enumerate() {
+                if *n > 0 {
+                    self.metrics.store_backlog_dropped[i].fetch_add(*n as u64, Relaxed);
+                    tracing::error!(
+                        kind = crate::metrics::BACKLOG_KINDS[i],
+                        dropped = n,
+                        max_backlog = self.max_backlog,
+                        "store backlog full: held writes dropped"
+                    );
+                }
+            }
+        }
+        self.metrics
+            .store_pending_writes
+            .store(self.batch.len() as u64, Relaxed);
+    }
+
+    /// After a commit: if the store had been failing, it is back and `store_failed`
+    /// resolves (its resolution goes into the batch). Returns whether it was failing.
+    fn store_recovered(&mut self) -> bool {
         let Some(since) = self.store_failing.take() else {
-            return;
+            return false;
         };
         let now = now_millis();
         self.metrics.store_pending_writes.store(0, Relaxed);
         self.metrics.store_failing.store(false, Relaxed);
-        tracing::info!(failing_ms = now.saturating_sub(since), "store writes again");
-        self.see_again(now);
+        tracing::info!(failing_ms = now.saturating_sub(since), "store writes again; held writes committed");
+        let out = self.monitor.store_recovered(now);
+        self.take(out);
+        true
+    }
+
+    /// Deletes the reserve file after a disk-full failure. Returns whether there was one.
+    fn release_reserve(&mut self) -> bool {
+        let Some(reserve) = &self.reserve else {
+            return false;
+        };
+        if !reserve.release() {
+            return false;
+        }
+        self.metrics.store_reserve_released.fetch_add(1, Relaxed);
+        self.metrics.store_reserve_present.store(false, Relaxed);
+        self.reserve_checked = now_millis();
+        tracing::error!(
+            reserve = %reserve.path().display(),
+            "store disk full: reserve file deleted to make room; free space on the disk"
+        );
+        true
+    }
+
+    /// Makes the reserve file again when it is missing, the store commits, and the disk
+    /// has room (checked at most every 30 s, written off the core's thread).
+    fn maintain_reserve(&mut self) {
+        let Some(reserve) = self.reserve.clone() else {
+            return;
+        };
+        let now = now_millis();
+        if self.store_failing.is_some()
+            || now < self.reserve_checked + RESERVE_EVERY
+            || self.reserve_making.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        self.reserve_checked = now;
+        let metrics = self.metrics.clone();
+        self.reserve_making = Some(tokio::task::spawn_blocking(move || {
+            match reserve.ensure() {
+                Ok(true) => tracing::info!(reserve = %reserve.path().display(), "store reserve file made"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(reserve = %reserve.path().display(), error = %e, "cannot make the store reserve file"),
+            }
+            metrics.store_reserve_present.store(reserve.present(), Relaxed);
+        }));
     }
 
     /// Applies an operator's request, commits it, announces it, then replies.
