@@ -139,6 +139,9 @@ pub struct Core {
     seen: HashMap<NodeId, Millis>,
     /// The flush of "last heard" times being written, if any.
     seen_flush: Option<tokio::task::JoinHandle<()>>,
+    /// How the last flush of "last heard" times went (`None`: not known yet). On a quiet
+    /// network those flushes are the only writes, so they tell a failing store too.
+    seen_result: Arc<std::sync::Mutex<Option<Result<(), (String, bool)>>>>,
     /// The writes of the burst being processed.
     batch: WriteBatch,
     /// What the burst decided, announced after its commit.
@@ -194,6 +197,7 @@ impl Core {
             links,
             seen: HashMap::new(),
             seen_flush: None,
+            seen_result: Arc::default(),
             batch: WriteBatch::default(),
             pending: Pending::default(),
             blind_edges: Vec::new(),
@@ -344,6 +348,7 @@ impl Core {
                 Some(request) = control.recv() => self.control(request).await,
                 _ = flush.tick() => {
                     self.flush_seen();
+                    self.check_seen_flush();
                     self.commit_and_announce().await;
                     self.maintain_reserve();
                 }
@@ -669,10 +674,14 @@ impl Core {
             return;
         }
         let (store, seen, run) = (self.store.clone(), self.take_seen(), self.run);
+        let result = self.seen_result.clone();
         self.seen_flush = Some(tokio::spawn(async move {
-            if let Err(e) = store.call(move |db| touch(db, &seen, run)).await {
-                tracing::warn!(error = %e, "cannot store when nodes were last heard");
+            let r = store.call(move |db| touch(db, &seen, run)).await;
+            if let Err(e) = &r {
+                tracing::debug!(error = %e, "cannot store when nodes were last heard");
             }
+            *result.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(r.map_err(|e| (e.to_string(), is_disk_full(&e))));
         }));
     }
 
@@ -839,6 +848,39 @@ impl Core {
         pending.append(std::mem::take(&mut self.pending));
         self.shed_backlog();
         self.announce(pending, false);
+    }
+
+    /// Learns from the last flush of "last heard" times whether the store takes writes: on
+    /// a quiet network (no transition, alert or fault to commit) that flush is the only
+    /// write, and a store that fails it fails; one that takes it again while nothing is
+    /// held has recovered.
+    fn check_seen_flush(&mut self) {
+        let result = self
+            .seen_result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match result {
+            Some(Err((e, full))) if self.store_failing.is_none() => {
+                if full && self.release_reserve() {
+                    return; // the next flush tries again, with room
+                }
+                let now = now_millis();
+                self.metrics.store_write_failures.fetch_add(1, Relaxed);
+                self.metrics.store_failing.store(true, Relaxed);
+                tracing::error!(error = %e, "store write failed; writes kept and retried, nodes still judged and notified");
+                self.store_failing = Some(now);
+                // Announced by the next commit, which holds it without trying the store.
+                self.last_try = now;
+                let out = self.monitor.store_failed(&e, now);
+                self.take(out);
+            }
+            Some(Ok(())) if self.store_failing.is_some() && self.batch.is_empty() => {
+                // Its resolution is committed (and so announced) by the next commit.
+                self.store_recovered();
+            }
+            _ => {}
+        }
     }
 
     /// Keeps the held writes within `max_backlog`, counting what is dropped.
@@ -1116,6 +1158,145 @@ mod tests {
         assert_eq!(metrics.duplicates.load(Relaxed), 3);
         let stored = store.faults(node, false).await.expect("faults");
         assert_eq!(stored.len(), 4, "D stored, the second C not");
+    }
+
+    /// A store on a file in `dir` (a cap on its pages simulates a full disk).
+    fn file_store(dir: &std::path::Path, metrics: &Arc<Metrics>) -> Store {
+        Store::open(&dir.join("alarmnet.db"), metrics.clone()).expect("store")
+    }
+
+    fn notices(rx: &mut crate::outputs::NoticeReceiver) -> Vec<(String, AlertStatus)> {
+        std::iter::from_fn(|| rx.try_recv())
+            .filter_map(|n| match n {
+                Notice::Alert(a) => Some((a.rule.as_str().to_owned(), a.status)),
+                Notice::Resume(_) => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_store_alerts_at_once_keeps_judging_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let metrics = Arc::new(Metrics::new());
+        let store = file_store(dir.path(), &metrics);
+        let (mut core, mut rx, _events) = core(&store, &metrics);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 1 });
+        for n in ["n1", "n2"] {
+            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + 100));
+        }
+        core.commit_and_announce().await;
+        assert!(notices(&mut rx).is_empty());
+
+        // The disk is full: 300 faults cannot be committed.
+        store
+            .call(|db| db.cap_pages_for_tests(Some(0)))
+            .await
+            .expect("cap");
+        let fault = |seq: u64| {
+            format!(
+                r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"amp",
+                    "code":"C{seq:04}","severity":"warning","status":"raised",
+                    "message":"{}"}}"#,
+                "x".repeat(200)
+            )
+        };
+        for seq in 1..=300 {
+            core.absorb(event(&mut ingest, "n1", "fault", &fault(seq), T0 + 200));
+        }
+        core.commit_and_announce().await;
+        let first = notices(&mut rx);
+        assert_eq!(
+            first.iter().filter(|(r, _)| r == "store_failed").collect::<Vec<_>>(),
+            [&("store_failed".to_owned(), AlertStatus::Firing)],
+            "store_failed notified without a commit"
+        );
+        assert!(metrics.store_failing.load(Relaxed));
+        assert!(metrics.store_pending_writes.load(Relaxed) >= 300);
+        assert!(!core.monitor().tracker().is_blind(), "judging goes on");
+
+        // n2 dies meanwhile: its offline reaches the outputs during the outage.
+        let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 40_000));
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 40_001 });
+        core.commit_and_announce().await;
+        assert_eq!(
+            notices(&mut rx),
+            [("node_offline".to_owned(), AlertStatus::Firing)]
+        );
+        let n2 = NodeId::new("n2").expect("id");
+        let stored = store.node(n2.clone()).await.expect("q").expect("n2");
+        assert_eq!(stored.state, Liveness::Online, "not committed yet");
+
+        // Space again: the next try commits the whole backlog, then store_failed resolves.
+        store
+            .call(|db| db.cap_pages_for_tests(None))
+            .await
+            .expect("uncap");
+        core.last_try = 0;
+        core.commit_and_announce().await;
+        assert_eq!(
+            notices(&mut rx),
+            [("store_failed".to_owned(), AlertStatus::Resolved)]
+        );
+        assert!(!metrics.store_failing.load(Relaxed));
+        assert_eq!(metrics.store_pending_writes.load(Relaxed), 0);
+        let n1 = NodeId::new("n1").expect("id");
+        assert_eq!(store.faults(n1, false).await.expect("q").len(), 300);
+        let stored = store.node(n2.clone()).await.expect("q").expect("n2");
+        assert_eq!(stored.state, Liveness::Offline);
+        let history = store.node_history(n2, 0, u64::MAX).await.expect("q");
+        assert!(history.iter().any(|t| t.to == Liveness::Offline));
+        let alerts = store.alerts(None, 1_000).await.expect("q");
+        let rules = |rule: &str, status| {
+            alerts
+                .iter()
+                .filter(|a| a.rule.as_str() == rule && a.status == status)
+                .count()
+        };
+        assert_eq!(rules("store_failed", AlertStatus::Resolved), 1);
+        assert_eq!(rules("node_offline", AlertStatus::Firing), 1);
+        assert_eq!(metrics.store_backlog_dropped[2].load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_over_its_bound_drops_the_newest_faults_first_and_counts_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let metrics = Arc::new(Metrics::new());
+        let store = file_store(dir.path(), &metrics);
+        let (core, _rx, _events) = core(&store, &metrics);
+        let mut core = core.with_store_safety(500, None);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        core.commit_and_announce().await;
+        store
+            .call(|db| db.cap_pages_for_tests(Some(0)))
+            .await
+            .expect("cap");
+        for seq in 1..=800u64 {
+            let f = format!(
+                r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"amp",
+                    "code":"C{seq:04}","severity":"warning","status":"raised"}}"#
+            );
+            core.absorb(event(&mut ingest, "n1", "fault", &f, T0 + 200));
+        }
+        core.commit_and_announce().await;
+        assert!(metrics.store_failing.load(Relaxed));
+        assert_eq!(core.batch.len(), 500);
+        let dropped: u64 = metrics
+            .store_backlog_dropped
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .sum();
+        assert!(dropped >= 300, "{dropped}");
+        assert!(!core.batch.alerts.is_empty(), "alerts are kept before faults");
+        assert!(metrics.render().contains("alarmnet_store_backlog_dropped_total{kind=\"faults\"}"));
     }
 
     #[tokio::test]

@@ -7,52 +7,15 @@
 
 mod collector_support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use collector_support::{Collector, Publisher, birth, workdir};
+use collector_support::{Collector, Publisher, SmallDisk, birth, workdir};
 use rumqttc::QoS;
 use serde_json::Value;
 
 use alarmnet_e2e::{Mosquitto, wait_for};
 
 const T: Duration = Duration::from_secs(30);
-
-/// A tmpfs mounted for the test's lifetime.
-struct SmallDisk {
-    dir: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| SmallDisk {
-            dir: dir.to_owned(),
-        })
-    }
-
-    /// Writes a file until the disk is full.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write as _;
-        let path = self.dir.join("filler");
-        let mut f = std::fs::File::create(&path).expect("create filler");
-        let block = vec![0u8; 4096];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
 
 fn fault(seq: u64, code: &str) -> Vec<u8> {
     format!(

@@ -126,6 +126,20 @@ impl Kind {
 }
 
 impl Db {
+    /// Caps the database at its current size plus `extra` pages (`None`: no cap): every
+    /// commit that needs more fails with `SQLITE_FULL`, as on a full disk. For tests.
+    #[doc(hidden)]
+    pub fn cap_pages_for_tests(&self, extra: Option<u64>) -> Result<(), StoreError> {
+        let pages: i64 = self.conn().query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let cap = match extra {
+            Some(extra) => pages + i64::try_from(extra).unwrap_or(0),
+            None => 1_073_741_823,
+        };
+        self.conn()
+            .query_row(&format!("PRAGMA max_page_count = {cap}"), [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Deletes at most `limit` rows of `kind` older than `before`, oldest first. Returns
     /// how many went (fewer than `limit`: nothing older is left).
     pub fn prune(&self, kind: Kind, before: Millis, limit: usize) -> Result<usize, StoreError> {

@@ -25,7 +25,8 @@ pub struct Segment {
     pub unknown_ms: Millis,
     /// Outages with down time inside the segment.
     pub outages: u64,
-    /// The first of them began before `from`.
+    /// The first of them continues an outage open at `from`, if there was one: it began
+    /// before `from`, or the node did not come up between `from` and its start.
     pub first_carried: bool,
     /// Down time of the first of them inside the segment.
     pub first_ms: Millis,

@@ -766,7 +766,15 @@ impl ReportBuilder<'_> {
             maintenance_ms: t.maintenance,
             unknown_ms: t.unknown,
             outages: t.outages,
-            first_carried: list.first().is_some_and(|o| o.start.millis() < self.from),
+            // The first outage continues whatever outage was open at `from` unless the node
+            // came up in between (only a transition to up ends an outage).
+            first_carried: list.first().is_some_and(|o| {
+                let start = o.start.millis();
+                start < self.from
+                    || !steps
+                        .iter()
+                        .any(|s| s.to.is_up() && s.at >= self.from && s.at < start)
+            }),
             first_ms: list.first().map_or(0, ms),
             last_open: list.last().is_some_and(|o| o.end.is_none()),
             last_ms: list.last().map_or(0, ms),
