@@ -9,7 +9,7 @@
 //! after its writes are durable — "committed before announced" is simply "await the store
 //! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
 
-mod days;
+pub mod days;
 mod drills;
 mod readiness;
 pub mod reserve;
