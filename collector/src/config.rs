@@ -212,9 +212,7 @@ impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
         let n: u64 = digits
             .parse()
@@ -227,7 +225,11 @@ impl std::str::FromStr for ByteSize {
             "KB" | "kB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            other => return Err(format!("{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)

@@ -89,6 +89,9 @@ fn touch(db: &crate::store::Db, heard: &[Heard], run: Option<i64>) -> Result<(),
     Ok(())
 }
 
+/// How a flush of "last heard" times went: the error and whether it means a full disk.
+type FlushResult = Result<(), (String, bool)>;
+
 /// What the core announces to besides the outputs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Links {
@@ -141,7 +144,7 @@ pub struct Core {
     seen_flush: Option<tokio::task::JoinHandle<()>>,
     /// How the last flush of "last heard" times went (`None`: not known yet). On a quiet
     /// network those flushes are the only writes, so they tell a failing store too.
-    seen_result: Arc<std::sync::Mutex<Option<Result<(), (String, bool)>>>>,
+    seen_result: Arc<std::sync::Mutex<Option<FlushResult>>>,
     /// The writes of the burst being processed.
     batch: WriteBatch,
     /// What the burst decided, announced after its commit.
@@ -913,7 +916,10 @@ impl Core {
         let now = now_millis();
         self.metrics.store_pending_writes.store(0, Relaxed);
         self.metrics.store_failing.store(false, Relaxed);
-        tracing::info!(failing_ms = now.saturating_sub(since), "store writes again; held writes committed");
+        tracing::info!(
+            failing_ms = now.saturating_sub(since),
+            "store writes again; held writes committed"
+        );
         let out = self.monitor.store_recovered(now);
         self.take(out);
         true
@@ -946,7 +952,10 @@ impl Core {
         let now = now_millis();
         if self.store_failing.is_some()
             || now < self.reserve_checked + RESERVE_EVERY
-            || self.reserve_making.as_ref().is_some_and(|h| !h.is_finished())
+            || self
+                .reserve_making
+                .as_ref()
+                .is_some_and(|h| !h.is_finished())
         {
             return;
         }
@@ -954,11 +963,17 @@ impl Core {
         let metrics = self.metrics.clone();
         self.reserve_making = Some(tokio::task::spawn_blocking(move || {
             match reserve.ensure() {
-                Ok(true) => tracing::info!(reserve = %reserve.path().display(), "store reserve file made"),
+                Ok(true) => {
+                    tracing::info!(reserve = %reserve.path().display(), "store reserve file made")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(reserve = %reserve.path().display(), error = %e, "cannot make the store reserve file"),
+                Err(e) => {
+                    tracing::warn!(reserve = %reserve.path().display(), error = %e, "cannot make the store reserve file")
+                }
             }
-            metrics.store_reserve_present.store(reserve.present(), Relaxed);
+            metrics
+                .store_reserve_present
+                .store(reserve.present(), Relaxed);
         }));
     }
 
@@ -1212,7 +1227,10 @@ mod tests {
         core.commit_and_announce().await;
         let first = notices(&mut rx);
         assert_eq!(
-            first.iter().filter(|(r, _)| r == "store_failed").collect::<Vec<_>>(),
+            first
+                .iter()
+                .filter(|(r, _)| r == "store_failed")
+                .collect::<Vec<_>>(),
             [&("store_failed".to_owned(), AlertStatus::Firing)],
             "store_failed notified without a commit"
         );
@@ -1295,8 +1313,15 @@ mod tests {
             .map(|c| c.load(Relaxed))
             .sum();
         assert!(dropped >= 300, "{dropped}");
-        assert!(!core.batch.alerts.is_empty(), "alerts are kept before faults");
-        assert!(metrics.render().contains("alarmnet_store_backlog_dropped_total{kind=\"faults\"}"));
+        assert!(
+            !core.batch.alerts.is_empty(),
+            "alerts are kept before faults"
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("alarmnet_store_backlog_dropped_total{kind=\"faults\"}")
+        );
     }
 
     #[tokio::test]

@@ -890,7 +890,12 @@ async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
     let failed = scene
         .nth_arrival(&k("store_failed", "-", "firing"), 0)
         .await;
-    assert_within("disk full → store_failed", t0, failed, Duration::from_secs(5));
+    assert_within(
+        "disk full → store_failed",
+        t0,
+        failed,
+        Duration::from_secs(5),
+    );
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed())).await;
 
     let t1 = Instant::now();
@@ -905,14 +910,14 @@ async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
         Duration::from_secs(2),
     );
     assert_eq!(
-        scene
-            .collector
-            .metric("alarmnet_store_failing")
-            .await,
+        scene.collector.metric("alarmnet_store_failing").await,
         1.0,
         "the store still fails"
     );
-    let held = scene.collector.metric("alarmnet_store_pending_writes").await;
+    let held = scene
+        .collector
+        .metric("alarmnet_store_pending_writes")
+        .await;
     println!("writes held during the outage: {held}");
     assert!(held >= 1.0);
 
@@ -923,7 +928,12 @@ async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
     let back = scene
         .nth_arrival(&k("store_failed", "-", "resolved"), 0)
         .await;
-    assert_within("space back → store_failed resolved", t2, back, Duration::from_secs(5));
+    assert_within(
+        "space back → store_failed resolved",
+        t2,
+        back,
+        Duration::from_secs(5),
+    );
     a.restart();
     scene
         .nth_arrival(&k("node_offline", "chaos-a", "resolved"), 0)
@@ -945,7 +955,10 @@ async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
     let offline_stored = history["items"]
         .as_array()
         .is_some_and(|items| items.iter().any(|t| t["to"] == "offline"));
-    assert!(offline_stored, "the outage's transition is stored: {history}");
+    assert!(
+        offline_stored,
+        "the outage's transition is stored: {history}"
+    );
     let alerts = scene.get("/api/v1/alerts?limit=100").await;
     let stored: Vec<(String, String)> = alerts["items"]
         .as_array()
@@ -972,7 +985,13 @@ async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
         .await;
     println!("reserve file released {released} time(s)");
     assert!(released >= 1.0);
-    assert_eq!(scene.collector.metric("alarmnet_store_pending_writes").await, 0.0);
+    assert_eq!(
+        scene
+            .collector
+            .metric("alarmnet_store_pending_writes")
+            .await,
+        0.0
+    );
     drop(scene);
     drop(disk);
 }

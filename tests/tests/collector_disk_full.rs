@@ -216,12 +216,17 @@ async fn the_reserve_file_gives_a_full_disk_room_to_commit() {
     collector
         .wait_metric("alarmnet_store_reserve_released_total", 1.0, T)
         .await;
-    wait_for(T, "every fault stored with the reserve's room", move || async move {
-        (stored_faults(c, node).await.len() == N as usize).then_some(())
-    })
+    wait_for(
+        T,
+        "every fault stored with the reserve's room",
+        move || async move { (stored_faults(c, node).await.len() == N as usize).then_some(()) },
+    )
     .await;
     assert_eq!(collector.metric("alarmnet_store_failing").await, 0.0);
-    assert_eq!(collector.metric("alarmnet_store_reserve_present").await, 0.0);
+    assert_eq!(
+        collector.metric("alarmnet_store_reserve_present").await,
+        0.0
+    );
     assert!(
         collector
             .process
@@ -231,7 +236,11 @@ async fn the_reserve_file_gives_a_full_disk_room_to_commit() {
 
     std::fs::remove_file(filler).expect("free the disk");
     collector
-        .wait_metric("alarmnet_store_reserve_present", 1.0, Duration::from_secs(45))
+        .wait_metric(
+            "alarmnet_store_reserve_present",
+            1.0,
+            Duration::from_secs(45),
+        )
         .await;
     drop(collector);
     drop(disk);

@@ -1328,12 +1328,7 @@ impl Engine {
     }
 
     /// `store_failed` resolves: a commit succeeded again.
-    pub(crate) fn store_recovered(
-        &mut self,
-        t: &Tracker,
-        now: Millis,
-        out: &mut Vec<AlertChange>,
-    ) {
+    pub(crate) fn store_recovered(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
         let fp = fingerprint(STORE_FAILED, None, None, None, None);
         self.resolve(t, fp, now, out);
     }

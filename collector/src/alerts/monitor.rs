@@ -298,8 +298,7 @@ impl Monitor {
     /// The store commits again: `store_failed` resolves.
     pub fn store_recovered(&mut self, now: Millis) -> Output {
         let mut alerts = Vec::new();
-        self.engine
-            .store_recovered(&self.tracker, now, &mut alerts);
+        self.engine.store_recovered(&self.tracker, now, &mut alerts);
         Output {
             transitions: Vec::new(),
             alerts,

@@ -1194,7 +1194,10 @@ async fn uptime_over_pruned_history_comes_from_the_daily_summaries() {
         assert_eq!(r, was, "{q}");
     }
     let (code, r) = s
-        .get("/api/v1/uptime?from=2026-10-05T06:00:00%2B08:00&to=2026-11-28", None)
+        .get(
+            "/api/v1/uptime?from=2026-10-05T06:00:00%2B08:00&to=2026-11-28",
+            None,
+        )
         .await;
     assert_eq!(code, 400, "{r}");
     assert!(r.to_string().contains("pruned"), "{r}");

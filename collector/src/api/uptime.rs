@@ -82,7 +82,16 @@ pub(super) async fn uptime(
             let shard = Shard { index, of: shards };
             if let Some(pruned) = pruned {
                 abandoned.check()?;
-                from_summaries(db, &mut builder, &query, &nodes, pruned, shard, &silences, &blind)?;
+                from_summaries(
+                    db,
+                    &mut builder,
+                    &query,
+                    &nodes,
+                    pruned,
+                    shard,
+                    &silences,
+                    &blind,
+                )?;
                 return Ok(builder.into_partial());
             }
             db.each_node_history(&nodes, span, shard, |path, kind, steps, tests| {
@@ -125,7 +134,8 @@ fn check_day_edges(
         let kept = crate::uptime::Stamp::new(pruned, tz);
         return Err(ApiError::bad_param(
             name,
-            p.get(name).unwrap_or(&crate::uptime::Stamp::new(at, tz).to_string()),
+            p.get(name)
+                .unwrap_or(&crate::uptime::Stamp::new(at, tz).to_string()),
             &format!(
                 "transitions before {kept} were pruned (retention); a window before that is \
                  answered from daily summaries and must start and end on a day's start \

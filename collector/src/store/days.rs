@@ -242,8 +242,7 @@ pub async fn summarize(
     let mut day = Window::day_of(start, tz).map_err(bad)?;
     if until.is_some_and(|u| day.from() != u) {
         // The mark is a day's start; a changed time zone makes it one no more.
-        day = Window::new(start, Window::day_of(start, tz).map_err(bad)?.to())
-            .map_err(bad)?;
+        day = Window::new(start, Window::day_of(start, tz).map_err(bad)?.to()).map_err(bad)?;
     }
     let mut written = 0;
     while day.to() + SETTLE <= now && !shutdown.is_cancelled() {

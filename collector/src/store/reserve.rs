@@ -51,8 +51,7 @@ impl Reserve {
 
     /// Whether the reserve file is in place (a reserve of size 0 never is).
     pub fn present(&self) -> bool {
-        self.size > 0
-            && std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.size)
+        self.size > 0 && std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.size)
     }
 
     /// Deletes the reserve file; true if there was one.
@@ -116,7 +115,11 @@ mod tests {
         assert!(!r.present());
         assert!(!r.release());
         assert!(r.ensure().expect("made again"));
-        assert!(!Reserve::new(&dir.path().join("x.db"), 0).ensure().expect("none"));
+        assert!(
+            !Reserve::new(&dir.path().join("x.db"), 0)
+                .ensure()
+                .expect("none")
+        );
     }
 
     #[test]

@@ -130,7 +130,9 @@ impl Db {
     /// commit that needs more fails with `SQLITE_FULL`, as on a full disk. For tests.
     #[doc(hidden)]
     pub fn cap_pages_for_tests(&self, extra: Option<u64>) -> Result<(), StoreError> {
-        let pages: i64 = self.conn().query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let pages: i64 = self
+            .conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let cap = match extra {
             Some(extra) => pages + i64::try_from(extra).unwrap_or(0),
             None => 1_073_741_823,

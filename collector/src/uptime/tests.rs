@@ -1105,7 +1105,10 @@ fn an_outage_over_midnight_is_one_outage_in_the_summaries() {
     };
     let (d0, d1) = (day(0), day(1));
     assert_eq!((d0.outages, d0.last_open, d0.last_ms), (1, true, 2 * H));
-    assert_eq!((d1.outages, d1.first_carried, d1.first_ms), (1, true, 2 * H));
+    assert_eq!(
+        (d1.outages, d1.first_carried, d1.first_ms),
+        (1, true, 2 * H)
+    );
     let c = combine(&[d0, d1]);
     assert_eq!((c.outages, c.longest_ms, c.down_ms), (1, 4 * H, 4 * H));
 }

@@ -46,7 +46,12 @@ impl SmallDisk {
     /// Keeps the disk full from another thread (filling again every 50 ms whatever gets
     /// freed, as a runaway log would) until the returned flag is set; then deletes its
     /// file.
-    pub fn keep_full(&self) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    pub fn keep_full(
+        &self,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    ) {
         use std::io::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
