@@ -767,13 +767,15 @@ impl ReportBuilder<'_> {
             unknown_ms: t.unknown,
             outages: t.outages,
             // The first outage continues whatever outage was open at `from` unless the node
-            // came up in between (only a transition to up ends an outage).
+            // came up in between (only a transition to up ends an outage; one at the very
+            // instant the outage began came before its down transition, or the outage would
+            // have had no down time).
             first_carried: list.first().is_some_and(|o| {
                 let start = o.start.millis();
                 start < self.from
                     || !steps
                         .iter()
-                        .any(|s| s.to.is_up() && s.at >= self.from && s.at < start)
+                        .any(|s| s.to.is_up() && s.at >= self.from && s.at <= start)
             }),
             first_ms: list.first().map_or(0, ms),
             last_open: list.last().is_some_and(|o| o.end.is_none()),
