@@ -57,6 +57,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .context("store thread")?
             .with_context(|| format!("cannot open the store {}", config.store.path.display()))?
     };
+    let reserve = (config.store.reserve.0 > 0).then(|| {
+        Arc::new(crate::store::reserve::Reserve::new(
+            &config.store.path,
+            config.store.reserve.0,
+        ))
+    });
+    if let Some(r) = reserve.clone() {
+        let made = tokio::task::spawn_blocking(move || (r.ensure(), r.present()))
+            .await
+            .context("reserve file")?;
+        match made {
+            (Ok(_), present) => metrics.store_reserve_present.store(present, Relaxed),
+            (Err(e), _) => tracing::warn!(error = %e, "cannot make the store reserve file"),
+        }
+        if !metrics.store_reserve_present.load(Relaxed) {
+            tracing::warn!(
+                size = config.store.reserve.0,
+                "no store reserve file: the disk lacks twice its size free"
+            );
+        }
+    }
     let bindings = store
         .bindings()
         .await
@@ -208,7 +229,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
     let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
-        .with_readiness(&config.readiness, board.clone());
+        .with_readiness(&config.readiness, board.clone())
+        .with_store_safety(config.store.max_backlog, reserve);
     core.restore(started)
         .await
         .context("restoring state from the store")?;
@@ -250,7 +272,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tasks.spawn(
         "retention",
         until_shutdown(
-            prune_audit(store.clone(), config.retention.audit, shutdown.clone()),
+            crate::store::retention::run(
+                store.clone(),
+                config.retention.clone(),
+                config.uptime.tz(),
+                metrics.clone(),
+                shutdown.clone(),
+            ),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("retention")),
@@ -301,28 +329,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     match failure {
         Some(stopped) => Err(anyhow::anyhow!("{stopped}")),
         None => Ok(()),
-    }
-}
-
-/// How often audit entries past their retention are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Deletes audit log entries older than `keep`, at start and then hourly.
-async fn prune_audit(store: crate::store::Store, keep: Duration, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(PRUNE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
-        let before = crate::model::now_millis().saturating_sub(keep_ms);
-        match store.call(move |db| db.prune_audit(before)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "audit log pruned"),
-            Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),
-        }
     }
 }
 

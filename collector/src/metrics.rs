@@ -16,6 +16,16 @@ const LATENCY_BUCKETS: [f64; 10] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+/// The kinds of held store writes, in the order of [`Metrics::store_backlog_dropped`].
+pub const BACKLOG_KINDS: [&str; 6] = [
+    "births",
+    "transitions",
+    "faults",
+    "tests",
+    "alerts",
+    "readiness",
+];
+
 /// Counters and gauges shared by every task.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -44,6 +54,17 @@ pub struct Metrics {
     pub store_pending_writes: AtomicU64,
     /// The last commit of the core's writes failed.
     pub store_failing: AtomicBool,
+    /// Held writes dropped because the backlog was at `store.max_backlog`, by kind
+    /// ([`BACKLOG_KINDS`]).
+    pub store_backlog_dropped: [AtomicU64; BACKLOG_KINDS.len()],
+    /// Times the reserve file was deleted to give a full disk room.
+    pub store_reserve_released: AtomicU64,
+    /// The reserve file is in place.
+    pub store_reserve_present: AtomicBool,
+    /// Rows deleted by retention, by kind ([`crate::store::retention::Kind::ALL`]).
+    pub retention_pruned: [AtomicU64; 5],
+    /// Days folded into the per-node daily summaries.
+    pub days_summarized: AtomicU64,
     pub store_open: AtomicBool,
     store_latency: Histogram,
     pub store_errors: AtomicU64,
@@ -275,6 +296,55 @@ impl Metrics {
             "alarmnet_store_pending_writes",
             "Accepted writes held in memory until the store can commit them.",
             self.store_pending_writes.load(Relaxed),
+        );
+        let name = "alarmnet_store_backlog_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Held writes dropped while the store could not commit (backlog at store.max_backlog), by kind.\n# TYPE {name} counter"
+        );
+        for (i, kind) in BACKLOG_KINDS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{kind}\"}} {}",
+                self.store_backlog_dropped[i].load(Relaxed)
+            );
+        }
+        gauge(
+            &mut out,
+            "alarmnet_store_failing",
+            "1 while the store cannot commit (store_failed fires).",
+            u64::from(self.store_failing.load(Relaxed)),
+        );
+        counter(
+            &mut out,
+            "alarmnet_store_reserve_released_total",
+            "Times the reserve file was deleted to give a full disk room for the store.",
+            self.store_reserve_released.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "alarmnet_store_reserve_present",
+            "1 while the store's reserve file is in place.",
+            u64::from(self.store_reserve_present.load(Relaxed)),
+        );
+        let name = "alarmnet_retention_pruned_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Rows deleted by retention, by kind.\n# TYPE {name} counter"
+        );
+        for (i, kind) in crate::store::retention::Kind::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.retention_pruned[i].load(Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "alarmnet_days_summarized_total",
+            "Node-days folded into the per-node daily summaries before their transitions were pruned.",
+            self.days_summarized.load(Relaxed),
         );
         counter(
             &mut out,

@@ -37,14 +37,18 @@ use crate::metrics::Metrics;
 use crate::model::{Millis, NodeInfo, Silence, Transition, now_millis};
 use crate::outputs::Outputs;
 use crate::readiness::{Board, ReadinessChange, ReadinessConfig, ReadinessTracker};
+use crate::store::reserve::{Reserve, is_disk_full};
 use crate::store::{Heard, NodeFilter, Store, StoreError, WriteBatch};
 use crate::timeseries::{NodeTags, Point, SinkHandle};
 
 /// Most events folded into one batch (one transaction).
 const MAX_BURST: usize = 4096;
 
-/// The most writes held in memory while the store fails to commit them.
-const HELD_WRITES: usize = 1_000_000;
+/// While the store fails, a commit of the held writes is tried at most this often.
+const RETRY_EVERY: Millis = 1_000;
+
+/// How often a missing reserve file is made again (when the disk has room for it).
+const RESERVE_EVERY: Millis = 30_000;
 
 /// How often "last heard" times reach the store (and the run's "alive" mark).
 const SEEN_FLUSH: Duration = Duration::from_secs(1);
@@ -78,6 +82,9 @@ fn touch(db: &crate::store::Db, heard: &[Heard], run: Option<i64>) -> Result<(),
     Ok(())
 }
 
+/// How a flush of "last heard" times went: the error and whether it means a full disk.
+type FlushResult = Result<(), (String, bool)>;
+
 /// What the core announces to besides the outputs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Links {
@@ -100,6 +107,14 @@ struct Pending {
 }
 
 impl Pending {
+    /// Appends what `later` decided after this.
+    fn append(&mut self, mut later: Pending) {
+        self.transitions.append(&mut later.transitions);
+        self.alerts.append(&mut later.alerts);
+        self.points.append(&mut later.points);
+        self.readiness.append(&mut later.readiness);
+    }
+
     fn is_empty(&self) -> bool {
         self.transitions.is_empty()
             && self.alerts.is_empty()
@@ -120,6 +135,9 @@ pub struct Core {
     seen: HashMap<NodeId, Millis>,
     /// The flush of "last heard" times being written, if any.
     seen_flush: Option<tokio::task::JoinHandle<()>>,
+    /// How the last flush of "last heard" times went (`None`: not known yet). On a quiet
+    /// network those flushes are the only writes, so they tell a failing store too.
+    seen_result: Arc<std::sync::Mutex<Option<FlushResult>>>,
     /// The writes of the burst being processed.
     batch: WriteBatch,
     /// What the burst decided, announced after its commit.
@@ -130,6 +148,16 @@ pub struct Core {
     blind_since: Option<Millis>,
     /// Since when the store fails to commit, if it does.
     store_failing: Option<Millis>,
+    /// When a commit was last tried (paces retries while the store fails).
+    last_try: Millis,
+    /// Most writes held while the store fails (`[store] max_backlog`).
+    max_backlog: usize,
+    /// The store's reserve file, if one is kept (`[store] reserve`).
+    reserve: Option<Arc<Reserve>>,
+    /// When the reserve file was last checked (and made again if missing).
+    reserve_checked: Millis,
+    /// A reserve file is being made (off the core's thread).
+    reserve_making: Option<tokio::task::JoinHandle<()>>,
     /// This run's row in the store's run log, once started.
     run: Option<i64>,
     /// When each node was last asked for a rebirth.
@@ -165,11 +193,17 @@ impl Core {
             links,
             seen: HashMap::new(),
             seen_flush: None,
+            seen_result: Arc::default(),
             batch: WriteBatch::default(),
             pending: Pending::default(),
             blind_edges: Vec::new(),
             blind_since: None,
             store_failing: None,
+            last_try: 0,
+            max_backlog: 1_000_000,
+            reserve: None,
+            reserve_checked: 0,
+            reserve_making: None,
             run: None,
             rebirths: HashMap::new(),
             readiness: ReadinessTracker::new(&ReadinessConfig::default()),
@@ -184,6 +218,14 @@ impl Core {
     pub fn with_readiness(mut self, config: &ReadinessConfig, board: Board) -> Self {
         self.readiness = ReadinessTracker::new(config);
         self.board = board;
+        self
+    }
+
+    /// The same core holding at most `max_backlog` writes while the store fails, and
+    /// deleting `reserve` (when given) when the disk is full.
+    pub fn with_store_safety(mut self, max_backlog: usize, reserve: Option<Arc<Reserve>>) -> Self {
+        self.max_backlog = max_backlog;
+        self.reserve = reserve;
         self
     }
 
@@ -282,10 +324,10 @@ impl Core {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                // While the store cannot commit, at most HELD_WRITES writes wait in memory;
-                // beyond that the core stops taking events and ingest pushes back on the
-                // broker, which queues for the collector's persistent session.
-                event = rx.recv(), if self.batch.len() < HELD_WRITES => {
+                // Events are taken even while the store cannot commit: judging and notifying
+                // go on, and the held writes are bounded by `max_backlog` (see
+                // `commit_and_announce`).
+                event = rx.recv() => {
                     let Some(event) = event else { break };
                     self.absorb(event);
                     let mut n = 1;
@@ -302,7 +344,9 @@ impl Core {
                 Some(request) = control.recv() => self.control(request).await,
                 _ = flush.tick() => {
                     self.flush_seen();
+                    self.check_seen_flush();
                     self.commit_and_announce().await;
+                    self.maintain_reserve();
                 }
                 _ = deadline => {
                     earliest = tokio::time::Instant::now() + Duration::from_millis(10);
@@ -427,7 +471,7 @@ impl Core {
     /// the broker nor the store is failing, the monitor judges again, every node with a full
     /// timeout from `at`.
     fn see_again(&mut self, at: Millis) {
-        if self.blind_since.is_some() || self.store_failing.is_some() {
+        if self.blind_since.is_some() {
             return;
         }
         if self.monitor.tracker().is_blind() {
@@ -626,10 +670,14 @@ impl Core {
             return;
         }
         let (store, seen, run) = (self.store.clone(), self.take_seen(), self.run);
+        let result = self.seen_result.clone();
         self.seen_flush = Some(tokio::spawn(async move {
-            if let Err(e) = store.call(move |db| touch(db, &seen, run)).await {
-                tracing::warn!(error = %e, "cannot store when nodes were last heard");
+            let r = store.call(move |db| touch(db, &seen, run)).await;
+            if let Err(e) = &r {
+                tracing::debug!(error = %e, "cannot store when nodes were last heard");
             }
+            *result.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(r.map_err(|e| (e.to_string(), is_disk_full(&e))));
         }));
     }
 
@@ -664,29 +712,68 @@ impl Core {
             .store(self.wills.discarded(), Relaxed);
     }
 
-    /// Commits the batch, then announces its transitions and alert changes. If the commit
-    /// fails nothing is announced (the promise is "committed before announced"): the batch and its
-    /// announcements are kept and retried with the next commit (each burst, and at least
-    /// once a second), and the collector goes blind until the store takes writes again, so
-    /// the silence of held-back deliveries is not judged as nodes going quiet.
+    /// Commits the batch, then announces its transitions and alert changes.
+    ///
+    /// While the store cannot commit (see [`Core::store_failed`]) the writes are held in
+    /// memory, bounded by `max_backlog`, and retried at most once a second; what was decided
+    /// is announced at once all the same, so a siren that goes offline during a disk-full
+    /// outage still reaches the operators. When a commit succeeds again the whole backlog is
+    /// in it, in order, and `store_failed` resolves.
     pub async fn commit_and_announce(&mut self) {
         if let (Some(run), false) = (self.run, self.blind_edges.is_empty()) {
             let edges = std::mem::take(&mut self.blind_edges);
+            let kept = edges.clone();
             if let Err(e) = self.store.call(move |db| db.blind_edges(run, &edges)).await {
-                tracing::error!(error = %e, "cannot record blind mode in the run log");
+                tracing::debug!(error = %e, "cannot record blind mode in the run log yet");
+                // Tried again with the next commit (before any newer edge).
+                let newer = std::mem::replace(&mut self.blind_edges, kept);
+                self.blind_edges.extend(newer);
             }
         }
         self.count_wills();
-        if self.batch.is_empty() && self.pending.is_empty() {
-            return;
+        loop {
+            if self.batch.is_empty() && self.pending.is_empty() {
+                return;
+            }
+            let now = now_millis();
+            if self.store_failing.is_some() && now < self.last_try + RETRY_EVERY {
+                // Not time to retry yet: hold the writes, announce the decisions.
+                self.shed_backlog();
+                let pending = std::mem::take(&mut self.pending);
+                self.announce(pending, false);
+                return;
+            }
+            self.last_try = now;
+            let batch = std::mem::take(&mut self.batch);
+            let pending = std::mem::take(&mut self.pending);
+            match self.store.write(batch).await {
+                Err((e, batch)) => {
+                    if is_disk_full(&e) && self.release_reserve() {
+                        // Room was made: the same writes again, at once.
+                        self.batch = batch;
+                        self.pending = pending;
+                        self.last_try = 0;
+                        continue;
+                    }
+                    self.store_failed(batch, pending, &e);
+                    return;
+                }
+                Ok(()) => {
+                    let recovered = self.store_recovered();
+                    self.announce(pending, true);
+                    if !recovered {
+                        return;
+                    }
+                    // The resolution of `store_failed` is committed and announced too.
+                }
+            }
         }
-        let batch = std::mem::take(&mut self.batch);
-        let pending = std::mem::take(&mut self.pending);
-        if let Err((e, batch)) = self.store.write(batch).await {
-            self.store_failed(batch, pending, &e);
-            return;
-        }
-        self.store_recovered();
+    }
+
+    /// Announces what a burst decided: events, time-series points, notifications.
+    /// `committed` is false while the store fails (the writes are held, see
+    /// [`Core::store_failed`]).
+    fn announce(&mut self, pending: Pending, committed: bool) {
         let tsdb = self.links.tsdb.as_ref();
         if let Some(tsdb) = tsdb {
             for point in pending.points {
@@ -694,7 +781,7 @@ impl Core {
             }
         }
         for t in &pending.transitions {
-            tracing::info!(node = %t.node, from = t.from.as_str(), to = t.to.as_str(), cause = t.cause.as_str(), "transition");
+            tracing::info!(node = %t.node, from = t.from.as_str(), to = t.to.as_str(), cause = t.cause.as_str(), committed, "transition");
             if let Some(view) = self.monitor.tracker().node(&t.node) {
                 let path = view.path();
                 self.links
@@ -721,7 +808,7 @@ impl Core {
             if let Some(tsdb) = tsdb {
                 tsdb.submit(Point::alert(a));
             }
-            tracing::info!(alert = %a.id, rule = %a.rule, event = ?change.event, notify = change.notify, "alert");
+            tracing::info!(alert = %a.id, rule = %a.rule, event = ?change.event, notify = change.notify, committed, "alert");
             if change.notify {
                 self.links.events.publish_alert(&a.to_notification());
                 self.outputs.notify(a);
@@ -729,46 +816,158 @@ impl Core {
         }
     }
 
-    /// Keeps what a failed commit held, to retry with the next one, and stops judging.
-    fn store_failed(&mut self, batch: WriteBatch, mut pending: Pending, e: &StoreError) {
+    /// A commit failed: its writes are held (first, before anything absorbed since) to be
+    /// retried, `store_failed` fires on the first failure, and what the burst decided is
+    /// announced without waiting for the store.
+    ///
+    /// Design: the collector goes on judging. Going blind instead (the earlier design)
+    /// meant a siren going offline during a long disk-full outage reached nobody; the
+    /// price of announcing before the commit is that a collector killed during the outage
+    /// loses the held history and, after its restart, may notify again what it had
+    /// announced (a duplicate, never a silence).
+    fn store_failed(&mut self, batch: WriteBatch, pending: Pending, e: &StoreError) {
         let now = now_millis();
-        // Telemetry is the agents' own data, not a decision of this collector: it goes to
-        // the time-series database now (and need not be held in memory).
-        if let Some(tsdb) = &self.links.tsdb {
-            for point in pending.points.drain(..) {
-                tsdb.submit(point);
-            }
-        } else {
-            pending.points.clear();
-        }
         self.metrics.store_write_failures.fetch_add(1, Relaxed);
         self.metrics.store_failing.store(true, Relaxed);
-        self.metrics
-            .store_pending_writes
-            .store(batch.len() as u64, Relaxed);
-        if self.store_failing.is_none() {
-            tracing::error!(error = %e, writes = batch.len(), "store write failed; writes kept and retried, nothing announced until they commit, no node judged meanwhile");
-            self.store_failing = Some(now);
-        } else {
-            tracing::debug!(error = %e, writes = batch.len(), "store write failed again");
-        }
         // Nothing was absorbed while the commit ran: the kept writes come first.
         debug_assert!(self.batch.is_empty() && self.pending.is_empty());
         self.batch = batch;
-        self.pending = pending;
-        self.go_blind(BlindCause::Store, now);
+        if self.store_failing.is_none() {
+            tracing::error!(error = %e, writes = self.batch.len(), "store write failed; writes kept and retried, nodes still judged and notified");
+            self.store_failing = Some(now);
+            let out = self.monitor.store_failed(&e.to_string(), now);
+            self.take(out);
+        } else {
+            tracing::debug!(error = %e, writes = self.batch.len(), "store write failed again");
+        }
+        let mut pending = pending;
+        pending.append(std::mem::take(&mut self.pending));
+        self.shed_backlog();
+        self.announce(pending, false);
     }
 
-    /// After a commit: if the store had been failing, it is back, and judging resumes.
-    fn store_recovered(&mut self) {
+    /// Learns from the last flush of "last heard" times whether the store takes writes: on
+    /// a quiet network (no transition, alert or fault to commit) that flush is the only
+    /// write, and a store that fails it fails; one that takes it again while nothing is
+    /// held has recovered.
+    fn check_seen_flush(&mut self) {
+        let result = self
+            .seen_result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match result {
+            Some(Err((e, full))) if self.store_failing.is_none() => {
+                if full && self.release_reserve() {
+                    return; // the next flush tries again, with room
+                }
+                let now = now_millis();
+                self.metrics.store_write_failures.fetch_add(1, Relaxed);
+                self.metrics.store_failing.store(true, Relaxed);
+                tracing::error!(error = %e, "store write failed; writes kept and retried, nodes still judged and notified");
+                self.store_failing = Some(now);
+                // Announced by the next commit, which holds it without trying the store.
+                self.last_try = now;
+                let out = self.monitor.store_failed(&e, now);
+                self.take(out);
+            }
+            Some(Ok(())) if self.store_failing.is_some() && self.batch.is_empty() => {
+                // Its resolution is committed (and so announced) by the next commit.
+                self.store_recovered();
+            }
+            _ => {}
+        }
+    }
+
+    /// Keeps the held writes within `max_backlog`, counting what is dropped.
+    fn shed_backlog(&mut self) {
+        if self.batch.len() > self.max_backlog {
+            let dropped = self.batch.shed(self.max_backlog);
+            for (i, n) in dropped.iter().enumerate() {
+                if *n > 0 {
+                    self.metrics.store_backlog_dropped[i].fetch_add(*n as u64, Relaxed);
+                    tracing::error!(
+                        kind = crate::metrics::BACKLOG_KINDS[i],
+                        dropped = n,
+                        max_backlog = self.max_backlog,
+                        "store backlog full: held writes dropped"
+                    );
+                }
+            }
+        }
+        self.metrics
+            .store_pending_writes
+            .store(self.batch.len() as u64, Relaxed);
+    }
+
+    /// After a commit: if the store had been failing, it is back and `store_failed`
+    /// resolves (its resolution goes into the batch). Returns whether it was failing.
+    fn store_recovered(&mut self) -> bool {
         let Some(since) = self.store_failing.take() else {
-            return;
+            return false;
         };
         let now = now_millis();
         self.metrics.store_pending_writes.store(0, Relaxed);
         self.metrics.store_failing.store(false, Relaxed);
-        tracing::info!(failing_ms = now.saturating_sub(since), "store writes again");
-        self.see_again(now);
+        tracing::info!(
+            failing_ms = now.saturating_sub(since),
+            "store writes again; held writes committed"
+        );
+        let out = self.monitor.store_recovered(now);
+        self.take(out);
+        true
+    }
+
+    /// Deletes the reserve file after a disk-full failure. Returns whether there was one.
+    fn release_reserve(&mut self) -> bool {
+        let Some(reserve) = &self.reserve else {
+            return false;
+        };
+        if !reserve.release() {
+            return false;
+        }
+        self.metrics.store_reserve_released.fetch_add(1, Relaxed);
+        self.metrics.store_reserve_present.store(false, Relaxed);
+        self.reserve_checked = now_millis();
+        tracing::error!(
+            reserve = %reserve.path().display(),
+            "store disk full: reserve file deleted to make room; free space on the disk"
+        );
+        true
+    }
+
+    /// Makes the reserve file again when it is missing, the store commits, and the disk
+    /// has room (checked at most every 30 s, written off the core's thread).
+    fn maintain_reserve(&mut self) {
+        let Some(reserve) = self.reserve.clone() else {
+            return;
+        };
+        let now = now_millis();
+        if self.store_failing.is_some()
+            || now < self.reserve_checked + RESERVE_EVERY
+            || self
+                .reserve_making
+                .as_ref()
+                .is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        self.reserve_checked = now;
+        let metrics = self.metrics.clone();
+        self.reserve_making = Some(tokio::task::spawn_blocking(move || {
+            match reserve.ensure() {
+                Ok(true) => {
+                    tracing::info!(reserve = %reserve.path().display(), "store reserve file made")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(reserve = %reserve.path().display(), error = %e, "cannot make the store reserve file")
+                }
+            }
+            metrics
+                .store_reserve_present
+                .store(reserve.present(), Relaxed);
+        }));
     }
 
     /// Applies an operator's request, commits it, announces it, then replies.
@@ -967,6 +1166,155 @@ mod tests {
         assert_eq!(metrics.duplicates.load(Relaxed), 3);
         let stored = store.faults(node, false).await.expect("faults");
         assert_eq!(stored.len(), 4, "D stored, the second C not");
+    }
+
+    /// A store on a file in `dir` (a cap on its pages simulates a full disk).
+    fn file_store(dir: &std::path::Path, metrics: &Arc<Metrics>) -> Store {
+        Store::open(&dir.join("alarmnet.db"), metrics.clone()).expect("store")
+    }
+
+    fn notices(rx: &mut crate::outputs::NoticeReceiver) -> Vec<(String, AlertStatus)> {
+        std::iter::from_fn(|| rx.try_recv())
+            .filter_map(|n| match n {
+                Notice::Alert(a) => Some((a.rule.as_str().to_owned(), a.status)),
+                Notice::Resume(_) => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_store_alerts_at_once_keeps_judging_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let metrics = Arc::new(Metrics::new());
+        let store = file_store(dir.path(), &metrics);
+        let (mut core, mut rx, _events) = core(&store, &metrics);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 1 });
+        for n in ["n1", "n2"] {
+            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + 100));
+        }
+        core.commit_and_announce().await;
+        assert!(notices(&mut rx).is_empty());
+
+        // The disk is full: 300 faults cannot be committed.
+        store
+            .call(|db| db.cap_pages_for_tests(Some(0)))
+            .await
+            .expect("cap");
+        let fault = |seq: u64| {
+            format!(
+                r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"amp",
+                    "code":"C{seq:04}","severity":"warning","status":"raised",
+                    "message":"{}"}}"#,
+                "x".repeat(200)
+            )
+        };
+        for seq in 1..=300 {
+            core.absorb(event(&mut ingest, "n1", "fault", &fault(seq), T0 + 200));
+        }
+        core.commit_and_announce().await;
+        let first = notices(&mut rx);
+        assert_eq!(
+            first
+                .iter()
+                .filter(|(r, _)| r == "store_failed")
+                .collect::<Vec<_>>(),
+            [&("store_failed".to_owned(), AlertStatus::Firing)],
+            "store_failed notified without a commit"
+        );
+        assert!(metrics.store_failing.load(Relaxed));
+        assert!(metrics.store_pending_writes.load(Relaxed) >= 300);
+        assert!(!core.monitor().tracker().is_blind(), "judging goes on");
+
+        // n2 dies meanwhile: its offline reaches the outputs during the outage.
+        let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 40_000));
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 40_001 });
+        core.commit_and_announce().await;
+        assert_eq!(
+            notices(&mut rx),
+            [("node_offline".to_owned(), AlertStatus::Firing)]
+        );
+        let n2 = NodeId::new("n2").expect("id");
+        let stored = store.node(n2.clone()).await.expect("q").expect("n2");
+        assert_eq!(stored.state, Liveness::Online, "not committed yet");
+
+        // Space again: the next try commits the whole backlog, then store_failed resolves.
+        store
+            .call(|db| db.cap_pages_for_tests(None))
+            .await
+            .expect("uncap");
+        core.last_try = 0;
+        core.commit_and_announce().await;
+        assert_eq!(
+            notices(&mut rx),
+            [("store_failed".to_owned(), AlertStatus::Resolved)]
+        );
+        assert!(!metrics.store_failing.load(Relaxed));
+        assert_eq!(metrics.store_pending_writes.load(Relaxed), 0);
+        let n1 = NodeId::new("n1").expect("id");
+        assert_eq!(store.faults(n1, false).await.expect("q").len(), 300);
+        let stored = store.node(n2.clone()).await.expect("q").expect("n2");
+        assert_eq!(stored.state, Liveness::Offline);
+        let history = store.node_history(n2, 0, u64::MAX).await.expect("q");
+        assert!(history.iter().any(|t| t.to == Liveness::Offline));
+        let alerts = store.alerts(None, 1_000).await.expect("q");
+        let rules = |rule: &str, status| {
+            alerts
+                .iter()
+                .filter(|a| a.rule.as_str() == rule && a.status == status)
+                .count()
+        };
+        assert_eq!(rules("store_failed", AlertStatus::Resolved), 1);
+        assert_eq!(rules("node_offline", AlertStatus::Firing), 1);
+        assert_eq!(metrics.store_backlog_dropped[2].load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_over_its_bound_drops_the_newest_faults_first_and_counts_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let metrics = Arc::new(Metrics::new());
+        let store = file_store(dir.path(), &metrics);
+        let (core, _rx, _events) = core(&store, &metrics);
+        let mut core = core.with_store_safety(500, None);
+        let mut ingest = ingest(&metrics);
+        core.restore(T0).await.expect("restore");
+        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        core.commit_and_announce().await;
+        store
+            .call(|db| db.cap_pages_for_tests(Some(0)))
+            .await
+            .expect("cap");
+        for seq in 1..=800u64 {
+            let f = format!(
+                r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"amp",
+                    "code":"C{seq:04}","severity":"warning","status":"raised"}}"#
+            );
+            core.absorb(event(&mut ingest, "n1", "fault", &f, T0 + 200));
+        }
+        core.commit_and_announce().await;
+        assert!(metrics.store_failing.load(Relaxed));
+        assert_eq!(core.batch.len(), 500);
+        let dropped: u64 = metrics
+            .store_backlog_dropped
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .sum();
+        assert!(dropped >= 300, "{dropped}");
+        assert!(
+            !core.batch.alerts.is_empty(),
+            "alerts are kept before faults"
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("alarmnet_store_backlog_dropped_total{kind=\"faults\"}")
+        );
     }
 
     #[tokio::test]

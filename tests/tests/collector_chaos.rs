@@ -850,3 +850,152 @@ async fn a_flooding_node_cannot_delay_a_siren_offline() {
     stop_beating.store(true, Relaxed);
     heartbeats.await.expect("heartbeat task");
 }
+
+/// The store's disk full for 30 s (a runaway file on the store's own small tmpfs fills
+/// whatever is freed, the reserve file included), and a siren killed 5 s into it. Operators
+/// get `store_failed` at once and the siren's `node_offline` during the outage (the
+/// collector keeps judging and announces without the commit); when the disk has room again
+/// the held writes are committed and `store_failed` resolves. Nothing is lost: the
+/// siren's transitions and alerts are in the store afterwards.
+#[tokio::test]
+async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let dir = workdir();
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir(&store_dir).expect("store dir");
+    let Some(disk) = collector_support::SmallDisk::mount(&store_dir, "16m") else {
+        eprintln!("cannot mount a tmpfs (not root?): disk-full scenario not run");
+        return;
+    };
+    let broker = Mosquitto::start().await;
+    let hook = WebhookReceiver::start().await;
+    let collector = Collector::start_with_env(
+        &broker,
+        &store_dir,
+        &collector_extra(&hook, NODE_AT_ONCE),
+        &[("ALARMNET_STORE__RESERVE", "1MiB")],
+    )
+    .await;
+    let scene = Scene {
+        broker,
+        hook,
+        collector,
+        dir,
+    };
+    collector_support_wait(&scene, "alarmnet_store_reserve_present", 1.0).await;
+    let (mut a, _b) = two_agents(&scene).await;
+
+    let t0 = Instant::now();
+    let (stop, filler) = disk.keep_full();
+    let failed = scene
+        .nth_arrival(&k("store_failed", "-", "firing"), 0)
+        .await;
+    assert_within(
+        "disk full → store_failed",
+        t0,
+        failed,
+        Duration::from_secs(5),
+    );
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed())).await;
+
+    let t1 = Instant::now();
+    a.process.kill_and_reap();
+    let offline = scene
+        .nth_arrival(&k("node_offline", "chaos-a", "firing"), 0)
+        .await;
+    assert_within(
+        "kill -9 during the full disk → node_offline",
+        t1,
+        offline,
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        scene.collector.metric("alarmnet_store_failing").await,
+        1.0,
+        "the store still fails"
+    );
+    let held = scene
+        .collector
+        .metric("alarmnet_store_pending_writes")
+        .await;
+    println!("writes held during the outage: {held}");
+    assert!(held >= 1.0);
+
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(t0.elapsed())).await;
+    let t2 = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    filler.join().expect("filler");
+    let back = scene
+        .nth_arrival(&k("store_failed", "-", "resolved"), 0)
+        .await;
+    assert_within(
+        "space back → store_failed resolved",
+        t2,
+        back,
+        Duration::from_secs(5),
+    );
+    a.restart();
+    scene
+        .nth_arrival(&k("node_offline", "chaos-a", "resolved"), 0)
+        .await;
+    scene
+        .expect_exactly(
+            Duration::from_secs(3),
+            &[
+                k("store_failed", "-", "firing"),
+                k("node_offline", "chaos-a", "firing"),
+                k("store_failed", "-", "resolved"),
+                k("node_offline", "chaos-a", "resolved"),
+            ],
+        )
+        .await;
+
+    // Nothing decided during the outage is lost.
+    let history = scene.get("/api/v1/nodes/chaos-a/history?since=1h").await;
+    let offline_stored = history["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|t| t["to"] == "offline"));
+    assert!(
+        offline_stored,
+        "the outage's transition is stored: {history}"
+    );
+    let alerts = scene.get("/api/v1/alerts?limit=100").await;
+    let stored: Vec<(String, String)> = alerts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].as_str().unwrap_or_default().to_owned(),
+                a["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        stored.contains(&("store_failed".to_owned(), "resolved".to_owned())),
+        "{stored:?}"
+    );
+    assert!(
+        stored.iter().any(|(r, _)| r == "node_offline"),
+        "{stored:?}"
+    );
+    let released = scene
+        .collector
+        .metric("alarmnet_store_reserve_released_total")
+        .await;
+    println!("reserve file released {released} time(s)");
+    assert!(released >= 1.0);
+    assert_eq!(
+        scene
+            .collector
+            .metric("alarmnet_store_pending_writes")
+            .await,
+        0.0
+    );
+    drop(scene);
+    drop(disk);
+}
+
+async fn collector_support_wait(scene: &Scene, series: &str, want: f64) {
+    scene.collector.wait_metric(series, want, WAIT).await;
+}

@@ -7,52 +7,15 @@
 
 mod collector_support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use collector_support::{Collector, Publisher, birth, workdir};
+use collector_support::{Collector, Publisher, SmallDisk, birth, workdir};
 use rumqttc::QoS;
 use serde_json::Value;
 
 use alarmnet_e2e::{Mosquitto, wait_for};
 
 const T: Duration = Duration::from_secs(30);
-
-/// A tmpfs mounted for the test's lifetime.
-struct SmallDisk {
-    dir: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| SmallDisk {
-            dir: dir.to_owned(),
-        })
-    }
-
-    /// Writes a file until the disk is full.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write as _;
-        let path = self.dir.join("filler");
-        let mut f = std::fs::File::create(&path).expect("create filler");
-        let block = vec![0u8; 4096];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
 
 fn fault(seq: u64, code: &str) -> Vec<u8> {
     format!(
@@ -187,6 +150,98 @@ async fn a_full_disk_holds_writes_and_loses_nothing() {
         (readyz(c).await.0 == 200).then_some(())
     })
     .await;
+    drop(collector);
+    drop(disk);
+}
+
+/// With a reserve file on the store's disk, filling the disk once costs nothing: the first
+/// failed commit deletes the reserve and is retried at once, so every fault is stored,
+/// `store_failed` never fires, and the release is counted. Once the disk has room the
+/// reserve is made again.
+#[tokio::test]
+async fn the_reserve_file_gives_a_full_disk_room_to_commit() {
+    let dir = workdir();
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir(&store_dir).expect("store dir");
+    let Some(disk) = SmallDisk::mount(&store_dir, "8m") else {
+        eprintln!("cannot mount a tmpfs (not root?): reserve test not run");
+        return;
+    };
+    let broker = Mosquitto::start().await;
+    let collector = Collector::start_with_env(
+        &broker,
+        &store_dir,
+        "anonymous_read = true\n",
+        &[("ALARMNET_STORE__RESERVE", "1MiB")],
+    )
+    .await;
+    collector
+        .wait_metric("alarmnet_store_reserve_present", 1.0, T)
+        .await;
+    assert!(store_dir.join("alarmnet.db.reserve").exists());
+    let p = Publisher::connect(&broker).await;
+    let node = "lz-cg-s002";
+    let base = format!("alarmnet/v1/lanzhou/lz-chengguan/{node}");
+    p.publish(
+        &format!("{base}/birth"),
+        birth("lanzhou", "lz-chengguan", node, 1_764_330_000_000),
+        QoS::AtLeastOnce,
+        true,
+    )
+    .await;
+    let c = &collector;
+    wait_for(T, "the node registered", move || async move {
+        reqwest::get(format!(
+            "http://127.0.0.1:{}/api/v1/nodes/{node}",
+            c.http_port
+        ))
+        .await
+        .ok()
+        .filter(|r| r.status().is_success())
+        .map(|_| ())
+    })
+    .await;
+
+    let filler = disk.fill();
+    const N: u64 = 20;
+    for seq in 1..=N {
+        p.publish(
+            &format!("{base}/fault"),
+            fault(seq, &format!("R{seq:03}")),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    }
+    collector
+        .wait_metric("alarmnet_store_reserve_released_total", 1.0, T)
+        .await;
+    wait_for(
+        T,
+        "every fault stored with the reserve's room",
+        move || async move { (stored_faults(c, node).await.len() == N as usize).then_some(()) },
+    )
+    .await;
+    assert_eq!(collector.metric("alarmnet_store_failing").await, 0.0);
+    assert_eq!(
+        collector.metric("alarmnet_store_reserve_present").await,
+        0.0
+    );
+    assert!(
+        collector
+            .process
+            .stderr_text()
+            .contains("reserve file deleted to make room")
+    );
+
+    std::fs::remove_file(filler).expect("free the disk");
+    collector
+        .wait_metric(
+            "alarmnet_store_reserve_present",
+            1.0,
+            Duration::from_secs(45),
+        )
+        .await;
     drop(collector);
     drop(disk);
 }

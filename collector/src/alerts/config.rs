@@ -19,6 +19,7 @@ pub struct AlertsConfig {
     pub telemetry_gap: TelemetryGapRule,
     pub clock_skew: ClockSkewRule,
     pub collector_blind: CollectorBlindRule,
+    pub store_failed: StoreFailedRule,
     pub readiness_low: ReadinessLowRule,
     /// Metric threshold rules, e.g. `battery_v < 11.8 for 5m`.
     pub thresholds: Vec<ThresholdRule>,
@@ -263,6 +264,28 @@ impl Default for CollectorBlindRule {
     }
 }
 
+/// `store_failed`: the collector cannot commit to its store (disk full, I/O error,
+/// read-only). Notified at once and without a commit: it is about the collector itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreFailedRule {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// How long a failing store waits before it is notified (`"0s"` by default).
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+}
+
+impl Default for StoreFailedRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::Critical,
+            group_wait: Duration::ZERO,
+        }
+    }
+}
+
 /// A comparison of a threshold rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -328,7 +351,7 @@ pub struct ThresholdRule {
 }
 
 /// The names of the built-in rules.
-pub const BUILTIN_RULES: [&str; 9] = [
+pub const BUILTIN_RULES: [&str; 10] = [
     "node_offline",
     "fault",
     "site_outage",
@@ -337,6 +360,7 @@ pub const BUILTIN_RULES: [&str; 9] = [
     "telemetry_gap",
     "clock_skew",
     "collector_blind",
+    "store_failed",
     "readiness_low",
 ];
 
@@ -425,6 +449,7 @@ impl AlertsConfig {
             "telemetry_gap" => self.telemetry_gap.group_wait,
             "clock_skew" => self.clock_skew.group_wait,
             "collector_blind" => self.collector_blind.group_wait,
+            "store_failed" => self.store_failed.group_wait,
             other => self
                 .thresholds
                 .iter()

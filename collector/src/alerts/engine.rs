@@ -28,6 +28,7 @@ const FLAPPING: &str = "flapping";
 const TELEMETRY_GAP: &str = "telemetry_gap";
 const CLOCK_SKEW: &str = "clock_skew";
 const COLLECTOR_BLIND: &str = "collector_blind";
+const STORE_FAILED: &str = "store_failed";
 
 /// The fingerprint key of a node's summary `fault` alert while it is over
 /// `alerts.fault.max_active_per_node` (not a key an agent can send: `alarmnet` is no check
@@ -41,9 +42,6 @@ mod readiness_low;
 pub enum BlindCause {
     /// The broker connection is down: nothing arrives.
     Broker,
-    /// The store cannot commit: what arrives cannot be recorded, and acknowledgements are
-    /// held, so the broker soon stops delivering.
-    Store,
 }
 
 fn rule_name(rule: &str) -> Name {
@@ -1270,14 +1268,12 @@ impl Engine {
                 BlindCause::Broker => {
                     "collector lost its broker connection: no node is being judged"
                 }
-                BlindCause::Store => "collector cannot write its store: no node is being judged",
             }
             .to_owned(),
             args: args([(
                 "cause",
                 match cause {
                     BlindCause::Broker => "broker",
-                    BlindCause::Store => "store",
                 }
                 .to_owned(),
             )]),
@@ -1289,6 +1285,51 @@ impl Engine {
 
     pub(crate) fn connected(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
         let fp = fingerprint(COLLECTOR_BLIND, None, None, None, None);
+        self.resolve(t, fp, now, out);
+    }
+
+    // ----- the collector's own store -----
+
+    /// `store_failed` fires: the store cannot commit (`error` is the first failure's
+    /// cause). The collector goes on judging; see `pipeline.rs` for what is announced.
+    pub(crate) fn store_failed(
+        &mut self,
+        t: &Tracker,
+        error: &str,
+        now: Millis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let rule = &self.cfg.store_failed;
+        if !rule.enabled {
+            return;
+        }
+        let new = NewAlert {
+            fp: fingerprint(STORE_FAILED, None, None, None, None),
+            rule: rule_name(STORE_FAILED),
+            severity: rule.severity,
+            subject: Subject {
+                region: None,
+                site: None,
+                node: None,
+            },
+            kind: None,
+            node: None,
+            site: None,
+            region: None,
+            summary: format!(
+                "collector cannot write its store ({}): nodes are still judged and notified, history is held in memory",
+                one_line(error)
+            ),
+            args: args([("error", one_line(error))]),
+            hold_until: 0,
+            confirmed: true,
+        };
+        self.fire(t, new, now, out);
+    }
+
+    /// `store_failed` resolves: a commit succeeded again.
+    pub(crate) fn store_recovered(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
+        let fp = fingerprint(STORE_FAILED, None, None, None, None);
         self.resolve(t, fp, now, out);
     }
 

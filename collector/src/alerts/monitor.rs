@@ -284,6 +284,27 @@ impl Monitor {
         self.finish_alerts(changes, alerts)
     }
 
+    /// The store cannot commit: `store_failed` fires. Judging goes on.
+    pub fn store_failed(&mut self, error: &str, now: Millis) -> Output {
+        let mut alerts = Vec::new();
+        self.engine
+            .store_failed(&self.tracker, error, now, &mut alerts);
+        Output {
+            transitions: Vec::new(),
+            alerts,
+        }
+    }
+
+    /// The store commits again: `store_failed` resolves.
+    pub fn store_recovered(&mut self, now: Millis) -> Output {
+        let mut alerts = Vec::new();
+        self.engine.store_recovered(&self.tracker, now, &mut alerts);
+        Output {
+            transitions: Vec::new(),
+            alerts,
+        }
+    }
+
     /// The broker connection is up (also the first connection after start): every node
     /// gets a full timeout from `now`; `collector_blind` resolves.
     pub fn broker_connected(&mut self, now: Millis) -> Output {

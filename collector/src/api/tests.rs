@@ -1147,3 +1147,58 @@ async fn filtered_pages_keep_their_filters_and_total() {
     .await;
     assert_eq!(silences.len(), 1);
 }
+
+/// After retention pruned October's transitions, October's uptime is answered from the
+/// daily summaries with the same figures (the outage list aside); a window starting inside
+/// pruned history off a day's edge is refused.
+#[tokio::test]
+async fn uptime_over_pruned_history_comes_from_the_daily_summaries() {
+    let s = Server::start(true).await;
+    let store = s.state.store.clone();
+    let queries = [
+        "/api/v1/uptime?month=2026-10&node=lz-cg-s001",
+        "/api/v1/uptime?month=2026-10&by=site&region=lanzhou",
+        "/api/v1/uptime?from=2026-10-05&to=2026-11-28&by=network",
+    ];
+    let mut before = Vec::new();
+    for q in queries {
+        let (code, r) = s.get(q, None).await;
+        assert_eq!(code, 200, "{r}");
+        before.push(r);
+    }
+    let tz = crate::uptime::time_zone("Asia/Shanghai").expect("zone");
+    let token = tokio_util::sync::CancellationToken::new();
+    let days = crate::store::days::summarize(&store, &tz, now(), &token)
+        .await
+        .expect("summarize");
+    assert!(days > 0);
+    let cut = ms("2026-11-01T00:00:00+08:00");
+    let pruned = store
+        .call(move |db| {
+            let n = db.prune(crate::store::retention::Kind::Transitions, cut, 1_000_000)?;
+            db.set_pruned_before(cut)?;
+            Ok(n)
+        })
+        .await
+        .expect("prune");
+    assert!(pruned > 0, "some transitions before November were pruned");
+    for (q, mut was) in queries.into_iter().zip(before) {
+        let (code, mut r) = s.get(q, None).await;
+        assert_eq!(code, 200, "{r}");
+        for row in r["rows"].as_array_mut().into_iter().flatten() {
+            row.as_object_mut().map(|o| o.remove("outage_list"));
+        }
+        for row in was["rows"].as_array_mut().into_iter().flatten() {
+            row.as_object_mut().map(|o| o.remove("outage_list"));
+        }
+        assert_eq!(r, was, "{q}");
+    }
+    let (code, r) = s
+        .get(
+            "/api/v1/uptime?from=2026-10-05T06:00:00%2B08:00&to=2026-11-28",
+            None,
+        )
+        .await;
+    assert_eq!(code, 400, "{r}");
+    assert!(r.to_string().contains("pruned"), "{r}");
+}

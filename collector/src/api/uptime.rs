@@ -5,12 +5,13 @@ use alarmnet_protocol::{Name, NodeId, RegionId, SiteId};
 use axum::Json;
 use axum::extract::{Query, State};
 
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::handlers::id_param;
 use super::{ApiState, Params};
 use crate::store::{NodeQuery, Shard, StoreError};
 use crate::uptime::{
-    Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, UptimeReport, Window,
+    Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, Segment, UptimeReport,
+    Window,
 };
 
 pub(super) async fn uptime(
@@ -30,6 +31,16 @@ pub(super) async fn uptime(
     };
     let now = s.now();
     let window = p.report_window(now, &s.tz)?;
+    // Transitions before `pruned` are gone (retention): that part of a window is answered
+    // from the per-node daily summaries, which needs it to start on a day's edge.
+    let pruned = s
+        .store
+        .read(|db| db.pruned_before())
+        .await?
+        .filter(|&pruned| window.from() < pruned);
+    if let Some(pruned) = pruned {
+        check_day_edges(&p, window, pruned, now, &s.tz)?;
+    }
     let slot = s.reports.start()?;
     let query = UptimeQuery {
         window,
@@ -69,6 +80,20 @@ pub(super) async fn uptime(
                 .collect();
             let mut builder = ReportBuilder::new(&query, &silences, &blind);
             let shard = Shard { index, of: shards };
+            if let Some(pruned) = pruned {
+                abandoned.check()?;
+                from_summaries(
+                    db,
+                    &mut builder,
+                    &query,
+                    &nodes,
+                    pruned,
+                    shard,
+                    &silences,
+                    &blind,
+                )?;
+                return Ok(builder.into_partial());
+            }
             db.each_node_history(&nodes, span, shard, |path, kind, steps, tests| {
                 abandoned.check()?;
                 builder.add_node_tests(path, kind, tests);
@@ -86,4 +111,93 @@ pub(super) async fn uptime(
     drop(slot);
     let report = report.finish(&query);
     Ok(Json(report))
+}
+
+/// The error for a window reaching into pruned history that the summaries cannot answer
+/// exactly: its edges there must be a day's start in the configured zone.
+fn check_day_edges(
+    p: &Params,
+    window: Window,
+    pruned: crate::model::Millis,
+    now: crate::model::Millis,
+    tz: &jiff::tz::TimeZone,
+) -> Result<(), ApiError> {
+    let is_day_start = |ms| Window::day_of(ms, tz).is_ok_and(|d| d.from() == ms);
+    let until = window.to().min(now);
+    let mut bad = None;
+    if !is_day_start(window.from()) {
+        bad = Some(("from", window.from()));
+    } else if until < pruned && !is_day_start(until) {
+        bad = Some(("to", until));
+    }
+    if let Some((name, at)) = bad {
+        let kept = crate::uptime::Stamp::new(pruned, tz);
+        return Err(ApiError::bad_param(
+            name,
+            p.get(name)
+                .unwrap_or(&crate::uptime::Stamp::new(at, tz).to_string()),
+            &format!(
+                "transitions before {kept} were pruned (retention); a window before that is \
+                 answered from daily summaries and must start and end on a day's start \
+                 (midnight in the configured time zone)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds every node of `shard` to `builder` from its daily summaries up to `pruned`, and
+/// from the raw transitions after it. A day without a summary row (the node did not exist
+/// yet) is unknown time, as the raw transitions would say.
+#[allow(clippy::too_many_arguments)]
+fn from_summaries(
+    db: &crate::store::Db,
+    builder: &mut ReportBuilder<'_>,
+    query: &UptimeQuery,
+    nodes: &NodeQuery,
+    pruned: crate::model::Millis,
+    shard: Shard,
+    silences: &[crate::model::Silence],
+    blind: &[Window],
+) -> Result<(), StoreError> {
+    use std::collections::HashMap;
+    let from = query.window.from();
+    let until = query.until();
+    let summary_end = until.min(pruned);
+    let mut tails: HashMap<NodeId, Segment> = HashMap::new();
+    if until > pruned {
+        let tail_query = UptimeQuery {
+            window: Window::new(pruned, query.window.to())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ..query.clone()
+        };
+        let mut tail = ReportBuilder::new(&tail_query, silences, blind);
+        db.each_node_history(nodes, (pruned, until), shard, |path, kind, steps, tests| {
+            let seg = tail
+                .segment(path, kind, steps, tests)
+                .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))?;
+            tails.insert(path.node.clone(), seg);
+            Ok(())
+        })?;
+    }
+    let mut segments = Vec::new();
+    db.each_node_days(nodes, (from, summary_end), shard, |path, kind, days| {
+        segments.clear();
+        let mut at = from;
+        for d in days {
+            if d.from > at {
+                segments.push(Segment::unknown(at, d.from));
+            }
+            segments.push(*d);
+            at = d.to;
+        }
+        if at < summary_end {
+            segments.push(Segment::unknown(at, summary_end));
+        }
+        if let Some(t) = tails.remove(&path.node) {
+            segments.push(t);
+        }
+        builder.add_node_segments(path, kind, &segments);
+        Ok(())
+    })
 }

@@ -143,6 +143,7 @@ fn rule_zh(rule: &str) -> &str {
         "telemetry_gap" => "数据缺失",
         "clock_skew" => "时钟偏差",
         "collector_blind" => "监测中心失联",
+        "store_failed" => "监测中心存储故障",
         "readiness_low" => "就绪率过低",
         other => other,
     }

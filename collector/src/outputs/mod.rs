@@ -3,7 +3,7 @@
 //! Design: the core hands an alert change to [`Outputs::notify`], which never waits: each
 //! output has its own bounded queue and task, so a slow or dead receiver delays only itself.
 //! Each queue ([`queue`]) delivers availability notices (`node_offline`, `site_outage`,
-//! `region_outage`, `collector_blind`) ahead of every other rule, so a flood of fault or
+//! `region_outage`, `collector_blind`, `store_failed`) ahead of every other rule, so a flood of fault or
 //! threshold notices never delays a siren going offline. When a queue is full a
 //! low-priority notification is dropped for that output (never an availability one while a
 //! low-priority one waits), counted (`alarmnet_notifications_dropped_total{output}`) and

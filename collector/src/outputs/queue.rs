@@ -2,7 +2,7 @@
 //!
 //! Design: a siren going offline must never wait behind, or be dropped for, a flood of fault
 //! or threshold notices. Notices of the availability rules (`node_offline`, `site_outage`,
-//! `region_outage`, `collector_blind`, firing or resolved) go in the high lane, every other
+//! `region_outage`, `collector_blind`, `store_failed`, firing or resolved) go in the high lane, every other
 //! rule in the low lane; the output task always takes the high lane first. The capacity
 //! bounds both lanes together. When the queue is full, a low-priority notice is dropped
 //! (the newest one queued, to make room for an availability notice, or the incoming one
@@ -23,11 +23,12 @@ use super::Notice;
 
 /// The rules whose notices are delivered first: a node, site or region unreachable, or the
 /// collector itself unable to watch.
-pub const AVAILABILITY_RULES: [&str; 4] = [
+pub const AVAILABILITY_RULES: [&str; 5] = [
     "node_offline",
     "site_outage",
     "region_outage",
     "collector_blind",
+    "store_failed",
 ];
 
 /// Whether `notice` goes in the high lane.

@@ -10,8 +10,11 @@
 //! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
 
 mod audit;
+pub mod days;
 mod drills;
 mod readiness;
+pub mod reserve;
+pub mod retention;
 mod runs;
 pub mod schema;
 pub mod sqlite;
@@ -334,6 +337,32 @@ impl WriteBatch {
             && self.tests.is_empty()
             && self.alerts.is_empty()
             && self.readiness.is_empty()
+    }
+
+    /// Cuts the batch to at most `max` writes, dropping the newest rows of the least vital
+    /// kinds first: readiness changes, test receipts, faults, then births, transitions and
+    /// alerts last. Returns how many of each kind went, in the order of
+    /// [`crate::metrics::BACKLOG_KINDS`].
+    ///
+    /// Design: a held prefix of each kind stays consistent (a fault's raise is never kept
+    /// without what came before it); transitions and alerts (availability history and the
+    /// alert record) are what operators and uptime reports need most, so they go last.
+    pub fn shed(&mut self, max: usize) -> [usize; 6] {
+        let mut dropped = [0usize; 6];
+        let mut over = self.len().saturating_sub(max);
+        fn cut<T>(v: &mut Vec<T>, over: &mut usize) -> usize {
+            let n = (*over).min(v.len());
+            v.truncate(v.len() - n);
+            *over -= n;
+            n
+        }
+        dropped[5] = cut(&mut self.readiness, &mut over);
+        dropped[3] = cut(&mut self.tests, &mut over);
+        dropped[2] = cut(&mut self.faults, &mut over);
+        dropped[0] = cut(&mut self.births, &mut over);
+        dropped[1] = cut(&mut self.transitions, &mut over);
+        dropped[4] = cut(&mut self.alerts, &mut over);
+        dropped
     }
 
     /// The number of writes.

@@ -307,6 +307,39 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_time ON audit (at);
 CREATE INDEX audit_by_actor ON audit (actor, at);
 "#,
+    // 10: per-node daily summaries, so uptime over days whose transitions retention has
+    // deleted stays exact (and long reports need not read every transition). One row per
+    // node and day (`day` is the day's first instant in the uptime time zone, `day_end` the
+    // next day's): milliseconds per report category, the outage facts that let consecutive
+    // days add up (uptime::days), and the day's test tally. `store_marks` keeps
+    // `summarized_until` (days before it are summarized) and `pruned_before` (transitions
+    // before it are gone, but each node's last one).
+    r#"
+CREATE TABLE node_days (
+    node           TEXT NOT NULL,
+    day            INTEGER NOT NULL,
+    day_end        INTEGER NOT NULL,
+    up_ms          INTEGER NOT NULL,
+    down_ms        INTEGER NOT NULL,
+    maintenance_ms INTEGER NOT NULL,
+    unknown_ms     INTEGER NOT NULL,
+    outages        INTEGER NOT NULL,
+    first_carried  INTEGER NOT NULL,
+    first_ms       INTEGER NOT NULL,
+    last_open      INTEGER NOT NULL,
+    last_ms        INTEGER NOT NULL,
+    longest_ms     INTEGER NOT NULL,
+    went_up        INTEGER NOT NULL,
+    tests          INTEGER NOT NULL,
+    tests_passed   INTEGER NOT NULL,
+    tests_failed   INTEGER NOT NULL,
+    PRIMARY KEY (node, day)
+) WITHOUT ROWID;
+CREATE TABLE store_marks (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version of a database.

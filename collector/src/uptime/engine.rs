@@ -10,6 +10,7 @@ use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
+use super::days::{Segment, combine};
 use super::window::{ParamError, Stamp, Window};
 use crate::model::{Cause, Liveness, Millis, NodeInfo, Silence, Transition};
 
@@ -406,7 +407,8 @@ impl<'q> ReportBuilder<'q> {
             }
         });
         self.build_overlay(path, kind);
-        let totals = self.node_totals(path, steps)?;
+        let list = self.query.outage_list && self.query.by == GroupBy::Node;
+        let totals = self.node_totals(path, steps, list)?;
         if let Some(found) = wrong {
             return Err(UptimeError::WrongNode {
                 expected: path.node.clone(),
@@ -429,7 +431,8 @@ impl<'q> ReportBuilder<'q> {
             return Ok(());
         }
         self.build_overlay(path, kind);
-        let totals = self.node_totals(path, steps.iter().copied())?;
+        let list = self.query.outage_list && self.query.by == GroupBy::Node;
+        let totals = self.node_totals(path, steps.iter().copied(), list)?;
         self.add_totals(path, kind, totals);
         Ok(())
     }
@@ -608,6 +611,7 @@ impl<'q> ReportBuilder<'q> {
         &self,
         path: &NodePath,
         steps: impl Iterator<Item = Step>,
+        list: bool,
     ) -> Result<Totals, UptimeError> {
         let mut walk = Walk {
             from: self.from,
@@ -616,8 +620,7 @@ impl<'q> ReportBuilder<'q> {
             next_overlay: 0,
             totals: Totals {
                 nodes: 1,
-                outage_list: (self.query.outage_list && self.query.by == GroupBy::Node)
-                    .then(Vec::new),
+                outage_list: list.then(Vec::new),
                 ..Totals::default()
             },
             outage: None,
@@ -737,6 +740,75 @@ impl Walk<'_> {
                 cause: o.cause,
             });
         }
+    }
+}
+
+impl ReportBuilder<'_> {
+    /// One node's [`Segment`] over the query's span (`[from, until)`), for the daily
+    /// summaries. `steps` as for [`Self::add_node_steps`]; the query's filter and grouping
+    /// do not matter here.
+    pub fn segment(
+        &mut self,
+        path: &NodePath,
+        kind: &Name,
+        steps: &[Step],
+        tests: TestTally,
+    ) -> Result<Segment, UptimeError> {
+        self.build_overlay(path, kind);
+        let mut t = self.node_totals(path, steps.iter().copied(), true)?;
+        let list = t.outage_list.take().unwrap_or_default();
+        let ms = |o: &Outage| (o.duration_s * 1000.0).round() as Millis;
+        Ok(Segment {
+            from: self.from,
+            to: self.until,
+            up_ms: t.up,
+            down_ms: t.down,
+            maintenance_ms: t.maintenance,
+            unknown_ms: t.unknown,
+            outages: t.outages,
+            // The first outage continues whatever outage was open at `from` unless the node
+            // came up in between (only a transition to up ends an outage; one at the very
+            // instant the outage began came before its down transition, or the outage would
+            // have had no down time).
+            first_carried: list.first().is_some_and(|o| {
+                let start = o.start.millis();
+                start < self.from
+                    || !steps
+                        .iter()
+                        .any(|s| s.to.is_up() && s.at >= self.from && s.at <= start)
+            }),
+            first_ms: list.first().map_or(0, ms),
+            last_open: list.last().is_some_and(|o| o.end.is_none()),
+            last_ms: list.last().map_or(0, ms),
+            longest_ms: t.longest,
+            went_up: steps
+                .iter()
+                .any(|s| s.to.is_up() && s.at >= self.from && s.at < self.until),
+            tests,
+        })
+    }
+
+    /// Adds one node from consecutive [`Segment`]s covering the query's span (daily
+    /// summaries, possibly followed by a segment computed from raw transitions). Every
+    /// figure but the outage list (never given) is what [`Self::add_node_steps`] gives
+    /// over the raw transitions; see [`combine`].
+    pub fn add_node_segments(&mut self, path: &NodePath, kind: &Name, segments: &[Segment]) {
+        if !self.query.filter.matches(path, kind) {
+            return;
+        }
+        let c = combine(segments);
+        let totals = Totals {
+            nodes: 1,
+            up: c.up_ms,
+            down: c.down_ms,
+            maintenance: c.maintenance_ms,
+            unknown: c.unknown_ms,
+            outages: c.outages,
+            longest: c.longest_ms,
+            tests: c.tests,
+            outage_list: None,
+        };
+        self.add_totals(path, kind, totals);
     }
 }
 

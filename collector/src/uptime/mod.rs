@@ -33,12 +33,14 @@
 //! Instants are RFC 3339 with the configured zone's offset ([`Stamp`]); durations are
 //! seconds as numbers with millisecond precision; percentages are unrounded.
 
+mod days;
 mod engine;
 mod window;
 
 #[cfg(test)]
 mod tests;
 
+pub use days::{Combined, Segment, combine};
 pub use engine::{
     Filter, GroupBy, Inputs, NodeTests, Outage, PartialReport, Query, ReportBuilder, Row, Step,
     TestTally, UptimeError, UptimeReport, report,

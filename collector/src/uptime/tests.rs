@@ -1004,3 +1004,111 @@ proptest! {
         prop_assert_eq!(row.outages == 0, down == 0);
     }
 }
+
+/// The steps a store hands the engine for `[from, until)`: from the last transition before
+/// `from` (all of those at that instant), up to `until` (as `Db::each_node_history`).
+fn store_steps(transitions: &[Transition], from: Millis, until: Millis) -> Vec<Step> {
+    let start = transitions
+        .iter()
+        .filter(|t| t.at < from)
+        .map(|t| t.at)
+        .max()
+        .unwrap_or(from);
+    transitions
+        .iter()
+        .filter(|t| t.at >= start && t.at < until)
+        .map(Step::from)
+        .collect()
+}
+
+proptest! {
+    /// Daily summaries add up to what the raw transitions say over the whole span: every
+    /// time category, the outage count (an outage over midnight is one), the longest outage.
+    #[test]
+    fn summaries_of_consecutive_days_equal_the_report_over_the_raw_transitions(
+        (_init, ts, silences, blind, _from, _to, _now) in arb_case(),
+        day in 1..45u64,
+        days in 1..6u64,
+    ) {
+        let node = info("lz", "cg", "n1", "siren");
+        let mut transitions = Vec::new();
+        // A node's first stored transition is from `unknown` (nobody knew it before).
+        let mut state = Liveness::Unknown;
+        for (at, s) in ts {
+            let to_state = Liveness::ALL[s];
+            transitions.push(tr("n1", state, to_state, at, Cause::Heartbeat));
+            state = to_state;
+        }
+        let silences: Vec<Silence> = silences
+            .iter()
+            .map(|&(a, b)| silence(Some("n1"), None, a, b))
+            .collect();
+        let blind: Vec<Window> = blind
+            .iter()
+            .map(|&(a, b)| Window::new(a, b).expect("ordered"))
+            .collect();
+        let end = day * days;
+        let mut q = query(0, end, u64::MAX, GroupBy::Node);
+        q.tz = TimeZone::UTC;
+        q.outage_list = false;
+        let mut whole = ReportBuilder::new(&q, &silences, &blind);
+        whole
+            .add_node_steps(&node.path, &node.kind, &store_steps(&transitions, 0, end))
+            .expect("sorted");
+        let row = whole.finish().rows.remove(0);
+
+        let mut segments = Vec::new();
+        for d in 0..days {
+            let mut dq = query(d * day, (d + 1) * day, u64::MAX, GroupBy::Node);
+            dq.tz = TimeZone::UTC;
+            let mut b = ReportBuilder::new(&dq, &silences, &blind);
+            let steps = store_steps(&transitions, d * day, (d + 1) * day);
+            segments.push(
+                b.segment(&node.path, &node.kind, &steps, TestTally::default())
+                    .expect("sorted"),
+            );
+        }
+        let c = combine(&segments);
+        prop_assert_eq!(secs(c.up_ms), row.up_s);
+        prop_assert_eq!(secs(c.down_ms), row.downtime_s);
+        prop_assert_eq!(secs(c.maintenance_ms), row.maintenance_s);
+        prop_assert_eq!(secs(c.unknown_ms), row.unknown_s);
+        prop_assert_eq!(c.outages, row.outages, "{:?}", segments);
+        prop_assert_eq!(
+            (c.outages > 0).then(|| secs(c.longest_ms)),
+            row.longest_outage_s,
+            "{:?}",
+            segments
+        );
+    }
+}
+
+#[test]
+fn an_outage_over_midnight_is_one_outage_in_the_summaries() {
+    let node = info("lz", "cg", "n1", "siren");
+    let t = [
+        tr("n1", Unknown, Online, 0, Cause::Birth),
+        tr("n1", Online, Offline, 22 * H, Cause::Timeout),
+        tr("n1", Offline, Online, D + 2 * H, Cause::Heartbeat),
+    ];
+    let day = |d: Millis| {
+        let mut q = query(d * D, (d + 1) * D, u64::MAX, GroupBy::Node);
+        q.tz = TimeZone::UTC;
+        let mut b = ReportBuilder::new(&q, &[], &[]);
+        b.segment(
+            &node.path,
+            &node.kind,
+            &store_steps(&t, d * D, (d + 1) * D),
+            TestTally::default(),
+        )
+        .expect("sorted")
+    };
+    let (d0, d1) = (day(0), day(1));
+    assert_eq!((d0.outages, d0.last_open, d0.last_ms), (1, true, 2 * H));
+    assert_eq!(
+        (d1.outages, d1.first_carried, d1.first_ms),
+        (1, true, 2 * H)
+    );
+    let c = combine(&[d0, d1]);
+    assert_eq!((c.outages, c.longest_ms, c.down_ms), (1, 4 * H, 4 * H));
+}

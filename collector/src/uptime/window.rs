@@ -99,6 +99,12 @@ impl Window {
         Self::new(from, to)
     }
 
+    /// The calendar day in `tz` that contains the instant `ms`.
+    pub fn day_of(ms: Millis, tz: &TimeZone) -> Result<Self, ParamError> {
+        let date = tz.to_datetime(timestamp(ms)).date();
+        Self::calendar(Period::Day, date, tz)
+    }
+
     pub fn from(&self) -> Millis {
         self.from
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use alarmnet_e2e::{Mosquitto, Process, binary, free_port, unique_id};
@@ -11,6 +12,70 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tempfile::TempDir;
 
 pub const READY: Duration = Duration::from_secs(30);
+
+/// A tmpfs mounted for the test's lifetime.
+pub struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Writes a file until the disk is full.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).expect("create filler");
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl SmallDisk {
+    /// Keeps the disk full from another thread (filling again every 50 ms whatever gets
+    /// freed, as a runaway log would) until the returned flag is set; then deletes its
+    /// file.
+    pub fn keep_full(
+        &self,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    ) {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = self.dir.join("runaway");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut f = std::fs::File::create(&path).expect("create runaway file");
+            let block = vec![0u8; 4096];
+            while !flag.load(Relaxed) {
+                while f.write_all(&block).is_ok() {}
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            drop(f);
+            let _ = std::fs::remove_file(&path);
+        });
+        (stop, thread)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
 
 /// A running collector with its own store directory.
 #[derive(Debug)]

@@ -1,0 +1,120 @@
+//! Per-node summaries of consecutive spans (whole days in the uptime time zone), and how
+//! they add up to the figures of the span they cover.
+//!
+//! Time in each category adds up directly. Outages do not: one that runs over midnight has
+//! down time in both days and is one outage, not two. So a segment also says whether its
+//! first outage began before it (`first_carried`) and its down time there (`first_ms`),
+//! whether its last one was still open at its end (`last_open`, `last_ms`), and whether the
+//! node came up at all inside it (`went_up`). [`combine`] links an outage open at one
+//! segment's end with the carried first outage of the next segment that has one, when
+//! nothing in between ended it: that is exactly when the raw transitions make them one
+//! outage. The outage count, the longest outage, MTTR and MTBF are then exact too; only the
+//! list of outages needs the raw transitions.
+
+use super::engine::TestTally;
+use crate::model::Millis;
+
+/// One node's figures over `[from, to)`; see the module documentation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub from: Millis,
+    pub to: Millis,
+    pub up_ms: Millis,
+    pub down_ms: Millis,
+    pub maintenance_ms: Millis,
+    pub unknown_ms: Millis,
+    /// Outages with down time inside the segment.
+    pub outages: u64,
+    /// The first of them continues an outage open at `from`, if there was one: it began
+    /// before `from`, or the node did not come up between `from` and its start.
+    pub first_carried: bool,
+    /// Down time of the first of them inside the segment.
+    pub first_ms: Millis,
+    /// The last of them was still going on at `to`.
+    pub last_open: bool,
+    /// Down time of the last of them inside the segment.
+    pub last_ms: Millis,
+    /// The most down time of any one of them inside the segment.
+    pub longest_ms: Millis,
+    /// The node became up (`online` or `late`) inside the segment: any outage open before
+    /// it ended.
+    pub went_up: bool,
+    pub tests: TestTally,
+}
+
+impl Segment {
+    /// A span with nothing known (a node not registered yet).
+    pub fn unknown(from: Millis, to: Millis) -> Self {
+        Segment {
+            from,
+            to,
+            unknown_ms: to.saturating_sub(from),
+            ..Segment::default()
+        }
+    }
+}
+
+/// The figures of consecutive segments, as if over their whole span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Combined {
+    pub up_ms: Millis,
+    pub down_ms: Millis,
+    pub maintenance_ms: Millis,
+    pub unknown_ms: Millis,
+    pub outages: u64,
+    pub longest_ms: Millis,
+    pub tests: TestTally,
+}
+
+/// Adds up consecutive segments (sorted, each starting where the previous ended).
+pub fn combine(segments: &[Segment]) -> Combined {
+    let mut c = Combined::default();
+    // Down time so far of an outage still open at the last segment's end.
+    let mut open: Option<Millis> = None;
+    for s in segments {
+        c.up_ms += s.up_ms;
+        c.down_ms += s.down_ms;
+        c.maintenance_ms += s.maintenance_ms;
+        c.unknown_ms += s.unknown_ms;
+        c.tests.run += s.tests.run;
+        c.tests.passed += s.tests.passed;
+        c.tests.failed += s.tests.failed;
+        if s.outages == 0 {
+            // No down time here: an open outage goes on unless the node came up.
+            if s.went_up
+                && let Some(ms) = open.take()
+            {
+                c.longest_ms = c.longest_ms.max(ms);
+            }
+            continue;
+        }
+        let linked = s.first_carried && open.is_some();
+        let first_total = match (linked, open.take()) {
+            (true, Some(ms)) => ms + s.first_ms,
+            (_, previous) => {
+                if let Some(ms) = previous {
+                    c.longest_ms = c.longest_ms.max(ms);
+                }
+                s.first_ms
+            }
+        };
+        c.outages += s.outages - u64::from(linked);
+        c.longest_ms = c.longest_ms.max(s.longest_ms);
+        if s.outages == 1 {
+            if s.last_open {
+                open = Some(first_total);
+            } else {
+                c.longest_ms = c.longest_ms.max(first_total);
+            }
+        } else {
+            c.longest_ms = c.longest_ms.max(first_total);
+            if s.last_open {
+                open = Some(s.last_ms);
+            }
+        }
+    }
+    if let Some(ms) = open {
+        c.longest_ms = c.longest_ms.max(ms);
+    }
+    c
+}
