@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use alarmnet_e2e::{Mosquitto, Process, WebhookReceiver, binary, wait_for};
+use alarmnet_e2e::{
+    Alertmanager, Mosquitto, MqttProbe, Process, WebhookReceiver, binary, wait_for,
+};
 use collector_support::{Collector, workdir};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -869,10 +871,20 @@ async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
     };
     let broker = Mosquitto::start().await;
     let hook = WebhookReceiver::start().await;
+    // The webhook scores the scenario; Alertmanager and the `$alerts` topic must hear of the
+    // failing store too, while it still fails (nothing waits for a commit).
+    let am = Alertmanager::start().await;
+    let probe = MqttProbe::connect(broker.port(), "alarmnet/v1/$alerts/#").await;
     let collector = Collector::start_with_env(
         &broker,
         &store_dir,
-        &collector_extra(&hook, NODE_AT_ONCE),
+        &collector_extra(
+            &hook,
+            &format!(
+                "{NODE_AT_ONCE}[alertmanager]\nurl = \"{}\"\nretry_delay = \"100ms\"\n",
+                am.url()
+            ),
+        ),
         &[("ALARMNET_STORE__RESERVE", "1MiB")],
     )
     .await;
@@ -895,6 +907,35 @@ async fn store_disk_full_for_30_s_still_alerts_and_loses_nothing() {
         t0,
         failed,
         Duration::from_secs(5),
+    );
+    let on_mqtt = probe
+        .next_matching(WAIT, |topic, payload| {
+            topic.ends_with("/store_failed") && !payload.is_empty()
+        })
+        .await
+        .expect("store_failed on the $alerts topic");
+    assert_eq!(on_mqtt.json()["status"], "firing", "{}", on_mqtt.text());
+    // A client subscribing now gets it as the retained state of the network.
+    let late = MqttProbe::connect(scene.broker.port(), "alarmnet/v1/$alerts/#").await;
+    let retained = late
+        .next_matching(WAIT, |topic, _| topic.ends_with("/store_failed"))
+        .await
+        .expect("store_failed retained on $alerts");
+    assert!(retained.retain, "a firing alert is retained: {retained:?}");
+    assert_eq!(retained.json()["status"], "firing");
+    wait_for(WAIT, "Alertmanager holds store_failed", || async {
+        am.alerts().await.as_array().and_then(|alerts| {
+            alerts
+                .iter()
+                .any(|a| a["labels"]["alertname"] == "store_failed")
+                .then_some(())
+        })
+    })
+    .await;
+    assert_eq!(
+        scene.collector.metric("alarmnet_store_failing").await,
+        1.0,
+        "store_failed reached every output while the store still fails"
     );
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed())).await;
 
