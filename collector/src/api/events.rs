@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use alarmnet_protocol::{AlertNotification, Name, NodePath};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::stream::{self, StreamExt};
@@ -350,8 +350,15 @@ pub(super) async fn events(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Query(raw): Query<Vec<(String, String)>>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<
+    (
+        HeaderMap,
+        Sse<impl Stream<Item = Result<SseEvent, Infallible>>>,
+    ),
+    ApiError,
+> {
     let params = Params::new(raw);
+    let mut deprecated = None;
     match params.get("ticket") {
         // A ticket stands for the token it was issued to (single use, short-lived).
         Some(ticket) => {
@@ -366,6 +373,7 @@ pub(super) async fn events(
             state.auth.identify(&headers, in_url)?;
             if in_url.is_some() && headers.get(axum::http::header::AUTHORIZATION).is_none() {
                 warn_access_token_once();
+                deprecated = Some(access_token_deprecation());
             }
         }
     }
@@ -423,8 +431,21 @@ pub(super) async fn events(
             std::future::ready(out)
         });
     let head = stream::iter(first.into_iter().chain(replay).map(Ok));
-    Ok(Sse::new(head.chain(live))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    let sse = Sse::new(head.chain(live))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"));
+    Ok((deprecated.unwrap_or_default(), sse))
+}
+
+/// The response headers that tell a client its `?access_token=` is deprecated (RFC 9745's
+/// `Deprecation`, and a `Link` to the replacement, as RFC 8594 suggests).
+fn access_token_deprecation() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("deprecation", HeaderValue::from_static("true"));
+    headers.insert(
+        axum::http::header::LINK,
+        HeaderValue::from_static("</api/v1/events/ticket>; rel=\"alternate\""),
+    );
+    headers
 }
 
 #[cfg(test)]

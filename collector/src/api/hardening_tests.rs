@@ -58,13 +58,20 @@ async fn event_stream_tickets_are_single_use_and_keep_the_token_out_of_urls() {
     // A bad ticket is not rescued by a good token beside it.
     let r = open_stream(&s, &format!("?ticket=nope&access_token={OPERATOR}")).await;
     assert_eq!(r.status(), 401);
-    // The token in the URL still works during its deprecation.
+    // The token in the URL still works during its deprecation, and the answer says so.
+    let r = open_stream(&s, &format!("?access_token={VIEWER}")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["deprecation"], "true");
     assert_eq!(
-        open_stream(&s, &format!("?access_token={VIEWER}"))
-            .await
-            .status(),
-        200
+        r.headers()["link"],
+        "</api/v1/events/ticket>; rel=\"alternate\""
     );
+    // A ticket's stream is not deprecated.
+    let (_, body) = post_ticket(&s, Some(VIEWER)).await;
+    let ticket = body["ticket"].as_str().expect("ticket");
+    let r = open_stream(&s, &format!("?ticket={ticket}")).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("deprecation").is_none());
 }
 
 #[tokio::test]
