@@ -31,7 +31,7 @@ use crate::http;
 use crate::ingest::mqtt::{self, Topics};
 use crate::ingest::{Binding, Ingest};
 use crate::metrics::Metrics;
-use crate::model::now_millis;
+use crate::model::system_clock;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
 use crate::pipeline::{Core, Links};
 use crate::readiness::Board;
@@ -151,7 +151,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .context("building the outputs")?;
     tracing::info!(outputs = ?outputs.names(), "outputs started");
 
-    let started = now_millis();
+    // One clock for the core, the drills and the API.
+    let clock = system_clock();
+    let started = clock();
     let tz = config.uptime.tz();
     let events = EventHub::new(
         started,
@@ -195,7 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         commands.clone(),
         config.drills.clone(),
         tz.clone(),
-        api::system_clock(),
+        clock.clone(),
     );
     drills
         .restore()
@@ -220,7 +222,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .with_readiness(board.clone())
     .with_max_reports(config.http.max_reports)
     .with_request_timeout(config.http.request_timeout)
-    .with_trusted_proxies(&config.http.trusted_proxies);
+    .with_trusted_proxies(&config.http.trusted_proxies)
+    .with_clock(clock.clone());
     let links = Links {
         events,
         recent,
@@ -229,6 +232,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
     let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
+        .with_clock(clock)
         .with_readiness(&config.readiness, board.clone())
         .with_store_safety(config.store.max_backlog, reserve);
     core.restore(started)
