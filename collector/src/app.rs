@@ -154,7 +154,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // One clock for the core, the drills and the API.
     let clock = system_clock();
     let started = clock();
-    let tz = config.uptime.tz();
+    let tz = config.time_zone.clone();
     let events = EventHub::new(
         started,
         api::events::DEFAULT_BUFFER,
@@ -279,7 +279,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             crate::store::retention::run(
                 store.clone(),
                 config.retention.clone(),
-                config.uptime.tz(),
+                config.time_zone.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             ),
