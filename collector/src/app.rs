@@ -83,7 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .context("reading the node registry")?;
     tracing::info!(nodes = bindings.len(), "node registry loaded");
-    let prefix = config.mqtt.prefix();
+    let prefix = config.mqtt.prefix.clone();
     let ingest = Ingest::new(
         prefix.clone(),
         &config.ingest,
@@ -117,10 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let topics = Topics {
         prefix: prefix.clone(),
-        collector: config
-            .mqtt
-            .collector_id()
-            .context("mqtt.client_id is not a valid collector id")?,
+        collector: config.mqtt.collector_id.clone(),
     };
     let (client, eventloop) = mqtt::client(&config.mqtt, &topics)?;
 

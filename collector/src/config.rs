@@ -13,16 +13,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use alarmnet_protocol::{CollectorId, NodeId, Prefix};
+use alarmnet_protocol::NodeId;
 use serde::Deserialize;
 
 use crate::alerts::{AlertsConfig, MonitorConfig};
 use crate::api::{AuthConfig, TokenConfig};
+use crate::ingest::mqtt::{MqttConfig, MqttSettings};
 use crate::liveness::LivenessConfig;
 use crate::outputs::alertmanager::{AlertmanagerConfig, AlertmanagerSettings};
 use crate::outputs::webhook::{WebhookConfig, WebhookSettings};
 use crate::readiness::ReadinessConfig;
-use crate::secret::{self, Secret};
+use crate::secret;
 use crate::timeseries::{SinkConfig, SinkError};
 
 /// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
@@ -55,7 +56,7 @@ const SECTIONS: &[&str] = &[
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub mqtt: MqttConfig,
+    pub mqtt: MqttSettings,
     pub store: StoreConfig,
     pub http: HttpConfig,
     pub webhooks: Vec<WebhookSettings>,
@@ -144,50 +145,6 @@ impl UptimeConfig {
             )
         })
     }
-}
-
-/// `[mqtt]`: the broker the collector subscribes to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
-    #[serde(default = "default_broker")]
-    pub broker: String,
-    /// The MQTT client id. It must stay the same across restarts: the broker keeps the
-    /// persistent session (and queues messages while the collector restarts) under it. It is
-    /// also the collector's id in `{prefix}/$collector/{client_id}/state`.
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
-    /// The topic prefix shared with the agents.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    pub username: Option<String>,
-    /// The broker password; better `password_file` or `ALARMNET_MQTT__PASSWORD`.
-    pub password: Option<Secret>,
-    /// A file holding the password; a relative name is looked up in systemd's
-    /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when it is set.
-    pub password_file: Option<PathBuf>,
-    /// The broker sees the collector as gone after 1.5 × keep-alive without a packet.
-    #[serde(default = "default_keep_alive", with = "humantime_serde")]
-    pub keep_alive: Duration,
-    /// The longest wait between reconnection attempts (backoff doubles up to this).
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
-    pub reconnect_max: Duration,
-    /// Trust anchors and client identity for `mqtts://`.
-    #[serde(default)]
-    pub tls: TlsConfig,
-}
-
-/// `[mqtt.tls]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA certificates that sign the broker's certificate.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for brokers that authenticate clients by certificate.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
 }
 
 /// `[store]`: the embedded SQLite store.
@@ -364,21 +321,6 @@ pub enum Registration {
     Allowlist,
 }
 
-fn default_broker() -> String {
-    "mqtt://127.0.0.1:1883".into()
-}
-fn default_client_id() -> String {
-    "alarmnet-collector-1".into()
-}
-fn default_prefix() -> String {
-    alarmnet_protocol::DEFAULT_PREFIX.into()
-}
-fn default_keep_alive() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
-}
 fn default_store_path() -> PathBuf {
     "/var/lib/alarmnet-collector/alarmnet.db".into()
 }
@@ -446,23 +388,6 @@ impl Default for IngestConfig {
             node_rate: default_node_rate(),
             node_burst: default_node_burst(),
         }
-    }
-}
-
-impl MqttConfig {
-    /// The validated topic prefix.
-    pub fn prefix(&self) -> Prefix {
-        Prefix::new(self.prefix.clone()).unwrap_or_default()
-    }
-
-    /// The validated collector id (the client id).
-    pub fn collector_id(&self) -> Option<CollectorId> {
-        CollectorId::new(self.client_id.clone()).ok()
-    }
-
-    /// `(tls, host, port)` of the broker URL.
-    pub fn endpoint(&self) -> Result<(bool, String, u16), String> {
-        parse_broker(&self.broker)
     }
 }
 
@@ -664,22 +589,18 @@ impl Config {
         };
 
         // Sections that failed to parse were reported; validate the others.
-        let mut mqtt = mqtt.map(|m| m.unwrap_or_else(empty_section::<MqttConfig>));
-        if let Some(m) = &mut mqtt {
-            validate_mqtt(m, &mut errors);
-            if let Some(file) = &m.password_file {
-                if m.password.is_some() {
-                    errors.push(
-                        "mqtt.password_file: set together with mqtt.password; give only one".into(),
-                    );
-                } else {
-                    match secret::read_file("mqtt.password_file", file, credentials) {
-                        Ok(p) => m.password = Some(p),
-                        Err(e) => errors.push(e),
-                    }
+        let mqtt = mqtt.and_then(|m| {
+            match m
+                .unwrap_or_else(empty_section::<MqttConfig>)
+                .build(credentials)
+            {
+                Ok(m) => Some(m),
+                Err(problems) => {
+                    errors.extend(problems);
+                    None
                 }
             }
-        }
+        });
         let store = store.map(Option::unwrap_or_default);
         if let Some(s) = &store
             && s.path.as_os_str().is_empty()
@@ -882,101 +803,6 @@ fn empty_section<T: serde::de::DeserializeOwned>() -> T {
     }
 }
 
-fn validate_mqtt(m: &MqttConfig, errors: &mut Vec<String>) {
-    let tls = match parse_broker(&m.broker) {
-        Ok((tls, _, _)) => tls,
-        Err(e) => {
-            errors.push(format!("mqtt.broker: {e}"));
-            false
-        }
-    };
-    if let Err(e) = CollectorId::new(m.client_id.clone()) {
-        errors.push(format!("mqtt.client_id: {e}"));
-    }
-    if let Err(e) = Prefix::new(m.prefix.clone()) {
-        errors.push(format!("mqtt.prefix: {e}"));
-    }
-    if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
-        errors.push("mqtt.password: set without mqtt.username".into());
-    }
-    if m.keep_alive < Duration::from_secs(5) {
-        errors.push(format!(
-            "mqtt.keep_alive: {} is below the 5s minimum",
-            humantime::format_duration(m.keep_alive)
-        ));
-    }
-    if m.reconnect_max < Duration::from_millis(100) {
-        errors.push("mqtt.reconnect_max: must be at least 100ms".into());
-    }
-    let t = &m.tls;
-    if !tls && (t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some()) {
-        errors.push("mqtt.tls: set, but mqtt.broker is not an mqtts:// URL".into());
-    }
-    if tls && t.ca_file.is_none() {
-        errors.push("mqtt.tls.ca_file: required for an mqtts:// broker".into());
-    }
-    if t.cert_file.is_some() != t.key_file.is_some() {
-        errors.push("mqtt.tls: cert_file and key_file go together".into());
-    }
-    if !tls {
-        return;
-    }
-    // A swapped or truncated file is refused here, not at every reconnection.
-    for (key, file, label) in [
-        ("ca_file", &t.ca_file, "CERTIFICATE"),
-        ("cert_file", &t.cert_file, "CERTIFICATE"),
-        ("key_file", &t.key_file, "PRIVATE KEY"),
-    ] {
-        let Some(f) = file else { continue };
-        match std::fs::read(f) {
-            Err(e) => errors.push(format!("mqtt.tls.{key}: {}: {e}", f.display())),
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let holds = text
-                    .lines()
-                    .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{label}-----")));
-                if !holds {
-                    errors.push(format!(
-                        "mqtt.tls.{key}: {}: not a PEM file with a {label}",
-                        f.display()
-                    ));
-                }
-            }
-        }
-    }
-}
-
-/// `mqtt://host[:port]` or `mqtts://host[:port]` → `(tls, host, port)`.
-fn parse_broker(url: &str) -> Result<(bool, String, u16), String> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-        (false, r)
-    } else if let Some(r) = url.strip_prefix("mqtts://") {
-        (true, r)
-    } else {
-        return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') {
-        return Err(format!("{url:?} must be scheme://host[:port] with no path"));
-    }
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match rest.rsplit_once(':') {
-        // A bare IPv6 address without brackets: no port.
-        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (rest, default_port),
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?,
-        ),
-        None => (rest, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
-        return Err(format!("{url:?} needs a host and a port 1-65535"));
-    }
-    Ok((tls, host.to_owned(), port))
-}
-
 fn check_queue(at: &str, queue: usize, errors: &mut Vec<String>) {
     if queue == 0 {
         errors.push(format!("{at}.queue: must be at least 1"));
@@ -1018,6 +844,8 @@ pub fn read_allowlist(path: &Path) -> Result<HashSet<NodeId>, Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::mqtt::Broker;
+    use crate::secret::Secret;
 
     fn env(vars: &[(&str, &str)]) -> config::Environment {
         let map = vars
@@ -1039,8 +867,15 @@ mod tests {
     #[test]
     fn defaults_alone_are_valid() {
         let c = Config::from_toml("").expect("empty config is valid");
-        assert_eq!(c.mqtt.client_id, "alarmnet-collector-1");
-        assert_eq!(c.mqtt.endpoint(), Ok((false, "127.0.0.1".into(), 1883)));
+        assert_eq!(c.mqtt.collector_id.as_str(), "alarmnet-collector-1");
+        assert_eq!(
+            c.mqtt.broker,
+            Broker {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
+        );
         assert_eq!(c.ingest.registration, Registration::Open);
         assert!(c.webhooks.is_empty() && c.alertmanager.is_none() && c.influx.is_none());
     }
@@ -1223,7 +1058,7 @@ mod tests {
             ]),
         )
         .expect("valid");
-        assert_eq!(c.mqtt.client_id, "007");
+        assert_eq!(c.mqtt.collector_id.as_str(), "007");
         assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("0123"));
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(45));
         assert_eq!(c.ingest.max_nodes, 12);
@@ -1523,30 +1358,5 @@ url = "x"
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(errors.len(), 5, "{all}");
-    }
-
-    #[test]
-    fn broker_urls() {
-        assert_eq!(
-            parse_broker("mqtts://b.example"),
-            Ok((true, "b.example".into(), 8883))
-        );
-        assert_eq!(
-            parse_broker("mqtt://h:1884/"),
-            Ok((false, "h".into(), 1884))
-        );
-        assert_eq!(
-            parse_broker("mqtt://[::1]:1884"),
-            Ok((false, "::1".into(), 1884))
-        );
-        for bad in [
-            "tcp://h",
-            "mqtt://",
-            "mqtt://h:x",
-            "mqtt://h:0",
-            "mqtt://h/p",
-        ] {
-            assert!(parse_broker(bad).is_err(), "{bad}");
-        }
     }
 }
