@@ -31,7 +31,7 @@ use crate::http;
 use crate::ingest::mqtt::{self, Topics};
 use crate::ingest::{Binding, Ingest};
 use crate::metrics::Metrics;
-use crate::model::now_millis;
+use crate::model::system_clock;
 use crate::outputs::{OutputContext, Outputs, mqtt::MqttAlerts};
 use crate::pipeline::{Core, Links};
 use crate::readiness::Board;
@@ -83,7 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .context("reading the node registry")?;
     tracing::info!(nodes = bindings.len(), "node registry loaded");
-    let prefix = config.mqtt.prefix();
+    let prefix = config.mqtt.prefix.clone();
     let ingest = Ingest::new(
         prefix.clone(),
         &config.ingest,
@@ -117,10 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let topics = Topics {
         prefix: prefix.clone(),
-        collector: config
-            .mqtt
-            .collector_id()
-            .context("mqtt.client_id is not a valid collector id")?,
+        collector: config.mqtt.collector_id.clone(),
     };
     let (client, eventloop) = mqtt::client(&config.mqtt, &topics)?;
 
@@ -151,8 +148,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .context("building the outputs")?;
     tracing::info!(outputs = ?outputs.names(), "outputs started");
 
-    let started = now_millis();
-    let tz = config.uptime.tz();
+    // One clock for the core, the drills and the API.
+    let clock = system_clock();
+    let started = clock();
+    let tz = config.time_zone.clone();
     let events = EventHub::new(
         started,
         api::events::DEFAULT_BUFFER,
@@ -195,7 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         commands.clone(),
         config.drills.clone(),
         tz.clone(),
-        api::system_clock(),
+        clock.clone(),
     );
     drills
         .restore()
@@ -220,7 +219,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .with_readiness(board.clone())
     .with_max_reports(config.http.max_reports)
     .with_request_timeout(config.http.request_timeout)
-    .with_trusted_proxies(&config.http.trusted_proxies);
+    .with_trusted_proxies(&config.http.trusted_proxies)
+    .with_clock(clock.clone());
     let links = Links {
         events,
         recent,
@@ -229,6 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
     let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
+        .with_clock(clock)
         .with_readiness(&config.readiness, board.clone())
         .with_store_safety(config.store.max_backlog, reserve);
     core.restore(started)
@@ -275,7 +276,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             crate::store::retention::run(
                 store.clone(),
                 config.retention.clone(),
-                config.uptime.tz(),
+                config.time_zone.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             ),

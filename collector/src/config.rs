@@ -13,14 +13,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use alarmnet_protocol::{CollectorId, NodeId, Prefix};
+use alarmnet_protocol::NodeId;
 use serde::Deserialize;
 
 use crate::alerts::{AlertsConfig, MonitorConfig};
 use crate::api::{AuthConfig, TokenConfig};
+use crate::ingest::mqtt::{MqttConfig, MqttSettings};
 use crate::liveness::LivenessConfig;
+use crate::outputs::alertmanager::{AlertmanagerConfig, AlertmanagerSettings};
+use crate::outputs::webhook::{WebhookConfig, WebhookSettings};
 use crate::readiness::ReadinessConfig;
-use crate::secret::{self, Secret};
+use crate::secret;
 use crate::timeseries::{SinkConfig, SinkError};
 
 /// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
@@ -53,11 +56,11 @@ const SECTIONS: &[&str] = &[
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub mqtt: MqttConfig,
+    pub mqtt: MqttSettings,
     pub store: StoreConfig,
     pub http: HttpConfig,
-    pub webhooks: Vec<WebhookConfig>,
-    pub alertmanager: Option<AlertmanagerConfig>,
+    pub webhooks: Vec<WebhookSettings>,
+    pub alertmanager: Option<AlertmanagerSettings>,
     pub influx: Option<InfluxConfig>,
     pub ingest: IngestConfig,
     /// Node ids allowed to register, read from `ingest.allowlist_file` when the registration
@@ -65,7 +68,8 @@ pub struct Config {
     pub allowlist: Option<HashSet<NodeId>>,
     /// `[liveness]` and `[alerts]`: when nodes are late or offline, and the alert rules.
     pub monitor: MonitorConfig,
-    pub uptime: UptimeConfig,
+    /// `[uptime] time_zone`: the zone dates, days and months are read and written in.
+    pub time_zone: jiff::tz::TimeZone,
     /// `[commands]`: signing and pacing of the commands the collector publishes.
     pub commands: CommandsConfig,
     /// The key read from `commands.key_file`; `None`: commands go out unsigned.
@@ -132,54 +136,15 @@ impl Default for UptimeConfig {
 }
 
 impl UptimeConfig {
-    /// The configured zone (validated at load).
-    pub fn tz(&self) -> jiff::tz::TimeZone {
-        jiff::tz::TimeZone::get(&self.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
+    /// The configured zone, or the problem under `uptime.time_zone`.
+    pub fn build(&self) -> Result<jiff::tz::TimeZone, String> {
+        jiff::tz::TimeZone::get(&self.time_zone).map_err(|e| {
+            format!(
+                "uptime.time_zone: {:?} is not a known IANA time zone ({e})",
+                self.time_zone
+            )
+        })
     }
-}
-
-/// `[mqtt]`: the broker the collector subscribes to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
-    #[serde(default = "default_broker")]
-    pub broker: String,
-    /// The MQTT client id. It must stay the same across restarts: the broker keeps the
-    /// persistent session (and queues messages while the collector restarts) under it. It is
-    /// also the collector's id in `{prefix}/$collector/{client_id}/state`.
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
-    /// The topic prefix shared with the agents.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    pub username: Option<String>,
-    /// The broker password; better `password_file` or `ALARMNET_MQTT__PASSWORD`.
-    pub password: Option<Secret>,
-    /// A file holding the password; a relative name is looked up in systemd's
-    /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when it is set.
-    pub password_file: Option<PathBuf>,
-    /// The broker sees the collector as gone after 1.5 × keep-alive without a packet.
-    #[serde(default = "default_keep_alive", with = "humantime_serde")]
-    pub keep_alive: Duration,
-    /// The longest wait between reconnection attempts (backoff doubles up to this).
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
-    pub reconnect_max: Duration,
-    /// Trust anchors and client identity for `mqtts://`.
-    #[serde(default)]
-    pub tls: TlsConfig,
-}
-
-/// `[mqtt.tls]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA certificates that sign the broker's certificate.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for brokers that authenticate clients by certificate.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
 }
 
 /// `[store]`: the embedded SQLite store.
@@ -307,85 +272,6 @@ fn default_max_reports() -> usize {
     crate::api::DEFAULT_MAX_REPORTS
 }
 
-/// `[[webhooks]]`: a JSON POST of every notification.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub url: String,
-    /// The body: `json` (the notification object, for programs), or a chat robot's own
-    /// message (`dingtalk`, `wecom`, `feishu`) for a duty office's group chat.
-    #[serde(default)]
-    pub format: crate::outputs::chat::WebhookFormat,
-    /// The robot's signing secret (DingTalk 加签, Feishu 签名校验); requests are signed
-    /// with it when set. Only for `dingtalk` and `feishu`.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// Extra request headers, e.g. an `Authorization` token the receiver expects.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Time allowed for one attempt.
-    #[serde(default = "default_http_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Attempts per notification, the first included, before it is given up (and logged).
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
-    /// The wait before the first retry; it doubles with each retry, up to 5 minutes.
-    #[serde(default = "default_retry_delay", with = "humantime_serde")]
-    pub retry_delay: Duration,
-    /// Notifications waiting for this receiver; when full, new ones are dropped and counted.
-    #[serde(default = "default_queue")]
-    pub queue: usize,
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    /// Never shows the signing secret, nor the URL's query (robot URLs carry their access
-    /// token there) or its credentials.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = match reqwest::Url::parse(&self.url) {
-            Ok(u) => format!(
-                "{}://{}{}",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                u.path()
-            ),
-            Err(_) => "<invalid>".into(),
-        };
-        f.debug_struct("WebhookConfig")
-            .field("url", &url)
-            .field("format", &self.format)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("max_attempts", &self.max_attempts)
-            .field("retry_delay", &self.retry_delay)
-            .field("queue", &self.queue)
-            .finish()
-    }
-}
-
-/// `[alertmanager]`: Prometheus Alertmanager's v2 API.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertmanagerConfig {
-    /// Base URL, e.g. `http://127.0.0.1:9093`; alerts go to `{url}/api/v2/alerts`.
-    pub url: String,
-    /// Firing alerts are posted again this often: Alertmanager resolves an alert on its own
-    /// when it stops hearing of it (its `resolve_timeout`, 5 minutes by default).
-    #[serde(default = "default_resend", with = "humantime_serde")]
-    pub resend_interval: Duration,
-    #[serde(default = "default_http_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
-    /// The wait before the first retry; it doubles with each retry, up to 5 minutes.
-    #[serde(default = "default_retry_delay", with = "humantime_serde")]
-    pub retry_delay: Duration,
-    /// Link shown in Alertmanager as the alert's source (the collector's console).
-    pub generator_url: Option<String>,
-    #[serde(default = "default_queue")]
-    pub queue: usize,
-}
-
 /// `[ingest]`: what the collector accepts from the network.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -435,21 +321,6 @@ pub enum Registration {
     Allowlist,
 }
 
-fn default_broker() -> String {
-    "mqtt://127.0.0.1:1883".into()
-}
-fn default_client_id() -> String {
-    "alarmnet-collector-1".into()
-}
-fn default_prefix() -> String {
-    alarmnet_protocol::DEFAULT_PREFIX.into()
-}
-fn default_keep_alive() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
-}
 fn default_store_path() -> PathBuf {
     "/var/lib/alarmnet-collector/alarmnet.db".into()
 }
@@ -458,21 +329,6 @@ fn default_listen() -> String {
 }
 fn default_time_zone() -> String {
     crate::uptime::DEFAULT_TIME_ZONE.into()
-}
-fn default_http_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_attempts() -> u32 {
-    6
-}
-fn default_retry_delay() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_queue() -> usize {
-    10_000
-}
-fn default_resend() -> Duration {
-    Duration::from_secs(60)
 }
 fn default_max_nodes() -> usize {
     200_000
@@ -532,23 +388,6 @@ impl Default for IngestConfig {
             node_rate: default_node_rate(),
             node_burst: default_node_burst(),
         }
-    }
-}
-
-impl MqttConfig {
-    /// The validated topic prefix.
-    pub fn prefix(&self) -> Prefix {
-        Prefix::new(self.prefix.clone()).unwrap_or_default()
-    }
-
-    /// The validated collector id (the client id).
-    pub fn collector_id(&self) -> Option<CollectorId> {
-        CollectorId::new(self.client_id.clone()).ok()
-    }
-
-    /// `(tls, host, port)` of the broker URL.
-    pub fn endpoint(&self) -> Result<(bool, String, u16), String> {
-        parse_broker(&self.broker)
     }
 }
 
@@ -720,11 +559,17 @@ impl Config {
                 }
             }
         }
-        if let (Some(d), Some(u)) = (&drills, &uptime) {
-            let tz = u
-                .as_ref()
-                .map_or_else(|| UptimeConfig::default().tz(), UptimeConfig::tz);
-            errors.extend(d.problems(&tz));
+        // The zone before the drills: their schedules are read in it.
+        let time_zone = match uptime.map(Option::unwrap_or_default).map(|u| u.build()) {
+            Some(Ok(tz)) => Some(tz),
+            Some(Err(e)) => {
+                errors.push(e);
+                None
+            }
+            None => None,
+        };
+        if let (Some(d), Some(tz)) = (&drills, &time_zone) {
+            errors.extend(d.problems(tz));
         }
         let readiness = section::<ReadinessConfig>(built, &table, "readiness", &mut errors)
             .map(Option::unwrap_or_default);
@@ -742,33 +587,20 @@ impl Config {
             }
             _ => None,
         };
-        let uptime = uptime.map(Option::unwrap_or_default);
-        if let Some(u) = &uptime
-            && let Err(e) = jiff::tz::TimeZone::get(&u.time_zone)
-        {
-            errors.push(format!(
-                "uptime.time_zone: {:?} is not a known IANA time zone ({e})",
-                u.time_zone
-            ));
-        }
 
         // Sections that failed to parse were reported; validate the others.
-        let mut mqtt = mqtt.map(|m| m.unwrap_or_else(empty_section::<MqttConfig>));
-        if let Some(m) = &mut mqtt {
-            validate_mqtt(m, &mut errors);
-            if let Some(file) = &m.password_file {
-                if m.password.is_some() {
-                    errors.push(
-                        "mqtt.password_file: set together with mqtt.password; give only one".into(),
-                    );
-                } else {
-                    match secret::read_file("mqtt.password_file", file, credentials) {
-                        Ok(p) => m.password = Some(p),
-                        Err(e) => errors.push(e),
-                    }
+        let mqtt = mqtt.and_then(|m| {
+            match m
+                .unwrap_or_else(empty_section::<MqttConfig>)
+                .build(credentials)
+            {
+                Ok(m) => Some(m),
+                Err(problems) => {
+                    errors.extend(problems);
+                    None
                 }
             }
-        }
+        });
         let store = store.map(Option::unwrap_or_default);
         if let Some(s) = &store
             && s.path.as_os_str().is_empty()
@@ -812,39 +644,24 @@ impl Config {
             }
             errors.extend(h.tls_problems());
         }
-        let webhooks = webhooks.map(Option::unwrap_or_default);
-        for (i, w) in webhooks.iter().flatten().enumerate() {
-            let at = format!("webhooks[{i}]");
-            check_http_url(&format!("{at}.url"), &w.url, &mut errors);
-            check_attempts(&at, w.max_attempts, &mut errors);
-            check_queue(&at, w.queue, &mut errors);
-            check_timeout(&at, w.timeout, &mut errors);
-            if w.secret.is_some() && !w.format.signs() {
-                errors.push(format!(
-                    "{at}.secret: only the dingtalk and feishu formats sign requests (format is {:?})",
-                    w.format
-                ));
-            }
-            if w.secret.as_deref().is_some_and(str::is_empty) {
-                errors.push(format!("{at}.secret: empty"));
-            }
-            for (k, v) in &w.headers {
-                if reqwest::header::HeaderName::try_from(k.as_str()).is_err()
-                    || reqwest::header::HeaderValue::try_from(v.as_str()).is_err()
-                {
-                    errors.push(format!("{at}.headers: {k:?} is not a valid HTTP header"));
+        let webhooks = webhooks.map(Option::unwrap_or_default).map(|hooks| {
+            let mut built = Vec::new();
+            for (i, w) in hooks.iter().enumerate() {
+                match w.build(&format!("webhooks[{i}]")) {
+                    Ok(w) => built.push(w),
+                    Err(problems) => errors.extend(problems),
                 }
             }
-        }
-        if let Some(Some(a)) = &alertmanager {
-            check_http_url("alertmanager.url", &a.url, &mut errors);
-            check_attempts("alertmanager", a.max_attempts, &mut errors);
-            check_queue("alertmanager", a.queue, &mut errors);
-            check_timeout("alertmanager", a.timeout, &mut errors);
-            if a.resend_interval < Duration::from_secs(1) {
-                errors.push("alertmanager.resend_interval: must be at least 1s".into());
+            built
+        });
+        let alertmanager = alertmanager.map(|a| match a.map(|a| a.build()) {
+            Some(Ok(a)) => Some(a),
+            Some(Err(problems)) => {
+                errors.extend(problems);
+                None
             }
-        }
+            None => None,
+        });
         let mut influx = influx;
         if let Some(Some(i)) = &mut influx {
             if let Some(file) = &i.token_file {
@@ -917,7 +734,7 @@ impl Config {
         }
         match (
             (mqtt, store, http, webhooks, commands, drills),
-            (alertmanager, influx, ingest, monitor, uptime, readiness),
+            (alertmanager, influx, ingest, monitor, time_zone, readiness),
             retention,
         ) {
             (
@@ -927,7 +744,7 @@ impl Config {
                     Some(influx),
                     Some(ingest),
                     Some(monitor),
-                    Some(uptime),
+                    Some(time_zone),
                     Some(readiness),
                 ),
                 Some(retention),
@@ -941,7 +758,7 @@ impl Config {
                 ingest,
                 allowlist,
                 monitor,
-                uptime,
+                time_zone,
                 commands,
                 command_key,
                 drills,
@@ -986,124 +803,9 @@ fn empty_section<T: serde::de::DeserializeOwned>() -> T {
     }
 }
 
-fn validate_mqtt(m: &MqttConfig, errors: &mut Vec<String>) {
-    let tls = match parse_broker(&m.broker) {
-        Ok((tls, _, _)) => tls,
-        Err(e) => {
-            errors.push(format!("mqtt.broker: {e}"));
-            false
-        }
-    };
-    if let Err(e) = CollectorId::new(m.client_id.clone()) {
-        errors.push(format!("mqtt.client_id: {e}"));
-    }
-    if let Err(e) = Prefix::new(m.prefix.clone()) {
-        errors.push(format!("mqtt.prefix: {e}"));
-    }
-    if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
-        errors.push("mqtt.password: set without mqtt.username".into());
-    }
-    if m.keep_alive < Duration::from_secs(5) {
-        errors.push(format!(
-            "mqtt.keep_alive: {} is below the 5s minimum",
-            humantime::format_duration(m.keep_alive)
-        ));
-    }
-    if m.reconnect_max < Duration::from_millis(100) {
-        errors.push("mqtt.reconnect_max: must be at least 100ms".into());
-    }
-    let t = &m.tls;
-    if !tls && (t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some()) {
-        errors.push("mqtt.tls: set, but mqtt.broker is not an mqtts:// URL".into());
-    }
-    if tls && t.ca_file.is_none() {
-        errors.push("mqtt.tls.ca_file: required for an mqtts:// broker".into());
-    }
-    if t.cert_file.is_some() != t.key_file.is_some() {
-        errors.push("mqtt.tls: cert_file and key_file go together".into());
-    }
-    if !tls {
-        return;
-    }
-    // A swapped or truncated file is refused here, not at every reconnection.
-    for (key, file, label) in [
-        ("ca_file", &t.ca_file, "CERTIFICATE"),
-        ("cert_file", &t.cert_file, "CERTIFICATE"),
-        ("key_file", &t.key_file, "PRIVATE KEY"),
-    ] {
-        let Some(f) = file else { continue };
-        match std::fs::read(f) {
-            Err(e) => errors.push(format!("mqtt.tls.{key}: {}: {e}", f.display())),
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let holds = text
-                    .lines()
-                    .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{label}-----")));
-                if !holds {
-                    errors.push(format!(
-                        "mqtt.tls.{key}: {}: not a PEM file with a {label}",
-                        f.display()
-                    ));
-                }
-            }
-        }
-    }
-}
-
-/// `mqtt://host[:port]` or `mqtts://host[:port]` → `(tls, host, port)`.
-fn parse_broker(url: &str) -> Result<(bool, String, u16), String> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-        (false, r)
-    } else if let Some(r) = url.strip_prefix("mqtts://") {
-        (true, r)
-    } else {
-        return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') {
-        return Err(format!("{url:?} must be scheme://host[:port] with no path"));
-    }
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match rest.rsplit_once(':') {
-        // A bare IPv6 address without brackets: no port.
-        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (rest, default_port),
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?,
-        ),
-        None => (rest, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
-        return Err(format!("{url:?} needs a host and a port 1-65535"));
-    }
-    Ok((tls, host.to_owned(), port))
-}
-
-fn check_http_url(key: &str, url: &str, errors: &mut Vec<String>) {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(_) => errors.push(format!("{key}: {url:?} must be an http:// or https:// URL")),
-        Err(e) => errors.push(format!("{key}: {url:?} is not a URL ({e})")),
-    }
-}
-
-fn check_attempts(at: &str, attempts: u32, errors: &mut Vec<String>) {
-    if !(1..=100).contains(&attempts) {
-        errors.push(format!("{at}.max_attempts: must be 1 to 100"));
-    }
-}
-
 fn check_queue(at: &str, queue: usize, errors: &mut Vec<String>) {
     if queue == 0 {
         errors.push(format!("{at}.queue: must be at least 1"));
-    }
-}
-
-fn check_timeout(at: &str, timeout: Duration, errors: &mut Vec<String>) {
-    if timeout.is_zero() {
-        errors.push(format!("{at}.timeout: must be more than 0s"));
     }
 }
 
@@ -1142,6 +844,8 @@ pub fn read_allowlist(path: &Path) -> Result<HashSet<NodeId>, Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::mqtt::Broker;
+    use crate::secret::Secret;
 
     fn env(vars: &[(&str, &str)]) -> config::Environment {
         let map = vars
@@ -1163,8 +867,15 @@ mod tests {
     #[test]
     fn defaults_alone_are_valid() {
         let c = Config::from_toml("").expect("empty config is valid");
-        assert_eq!(c.mqtt.client_id, "alarmnet-collector-1");
-        assert_eq!(c.mqtt.endpoint(), Ok((false, "127.0.0.1".into(), 1883)));
+        assert_eq!(c.mqtt.collector_id.as_str(), "alarmnet-collector-1");
+        assert_eq!(
+            c.mqtt.broker,
+            Broker {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
+        );
         assert_eq!(c.ingest.registration, Registration::Open);
         assert!(c.webhooks.is_empty() && c.alertmanager.is_none() && c.influx.is_none());
     }
@@ -1177,7 +888,7 @@ mod tests {
         assert!(c.alertmanager.is_some());
         assert!(c.influx.is_some());
         assert_eq!(c.http.listen, "127.0.0.1:8080");
-        assert_eq!(c.uptime.time_zone, "Asia/Shanghai");
+        assert_eq!(c.time_zone.iana_name(), Some("Asia/Shanghai"));
         assert_eq!(c.monitor.liveness.offline_factor, 3.0);
         assert_eq!(
             c.monitor.alerts.node_offline.group_wait,
@@ -1347,7 +1058,7 @@ mod tests {
             ]),
         )
         .expect("valid");
-        assert_eq!(c.mqtt.client_id, "007");
+        assert_eq!(c.mqtt.collector_id.as_str(), "007");
         assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("0123"));
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(45));
         assert_eq!(c.ingest.max_nodes, 12);
@@ -1614,27 +1325,38 @@ url = "x"
     }
 
     #[test]
-    fn broker_urls() {
+    fn outputs_and_the_zone_hold_parsed_values() {
+        let c = Config::from_toml(
+            "[uptime]\ntime_zone = \"Europe/Kyiv\"\n\
+             [[webhooks]]\nurl = \"https://h.example/hook?t=1\"\n\
+             [webhooks.headers]\nX-Token = \"a\"\n\
+             [alertmanager]\nurl = \"http://127.0.0.1:9093/\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.time_zone.iana_name(), Some("Europe/Kyiv"));
+        assert_eq!(c.webhooks[0].url.as_str(), "https://h.example/hook?t=1");
+        assert_eq!(c.webhooks[0].headers["x-token"], "a");
         assert_eq!(
-            parse_broker("mqtts://b.example"),
-            Ok((true, "b.example".into(), 8883))
+            c.alertmanager.expect("set").endpoint.as_str(),
+            "http://127.0.0.1:9093/api/v2/alerts"
         );
-        assert_eq!(
-            parse_broker("mqtt://h:1884/"),
-            Ok((false, "h".into(), 1884))
-        );
-        assert_eq!(
-            parse_broker("mqtt://[::1]:1884"),
-            Ok((false, "::1".into(), 1884))
-        );
-        for bad in [
-            "tcp://h",
-            "mqtt://",
-            "mqtt://h:x",
-            "mqtt://h:0",
-            "mqtt://h/p",
+        let errors = Config::from_toml(
+            "[[webhooks]]\nurl = \"http://h/\"\n[webhooks.headers]\n\"bad header\" = \"x\"\n\
+             [alertmanager]\nurl = \"mailto:x@y\"\nqueue = 0\nresend_interval = \"0s\"\n\
+             [uptime]\ntime_zone = \"Nowhere/Else\"\n",
+        )
+        .expect_err("invalid")
+        .0;
+        let all = errors.join("\n");
+        for needle in [
+            "webhooks[0].headers: \"bad header\" is not a valid HTTP header",
+            "alertmanager.url: \"mailto:x@y\" must be an http:// or https:// URL",
+            "alertmanager.queue: must be at least 1",
+            "alertmanager.resend_interval: must be at least 1s",
+            "uptime.time_zone: \"Nowhere/Else\" is not a known IANA time zone",
         ] {
-            assert!(parse_broker(bad).is_err(), "{bad}");
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+        assert_eq!(errors.len(), 5, "{all}");
     }
 }

@@ -16,6 +16,25 @@ pub fn now_millis() -> Millis {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Where a component reads "now": the system clock in service ([`system_clock`]), tokio's
+/// clock from a fixed start in tests ([`tokio_clock`]), so paused time drives it.
+pub type Clock = std::sync::Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// The system clock: [`now_millis`].
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(now_millis)
+}
+
+/// A clock reading `base` now and advancing with tokio's clock: under paused time
+/// (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`) it moves only when
+/// tokio's time does, so deadlines in [`Millis`] and tokio's timers agree.
+pub fn tokio_clock(base: Millis) -> Clock {
+    let start = tokio::time::Instant::now();
+    std::sync::Arc::new(move || {
+        base.saturating_add(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
 /// A node's liveness as judged by the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -34,7 +34,7 @@ use crate::ingest::{CoreEvent, NodeMessage};
 use crate::liveness::RestoredNode;
 use crate::liveness::wills::{HeldWill, WillGate};
 use crate::metrics::Metrics;
-use crate::model::{Millis, NodeInfo, Silence, Transition, now_millis};
+use crate::model::{Clock, Millis, NodeInfo, Silence, Transition, system_clock};
 use crate::outputs::Outputs;
 use crate::readiness::{Board, ReadinessChange, ReadinessConfig, ReadinessTracker};
 use crate::store::reserve::{Reserve, is_disk_full};
@@ -74,10 +74,15 @@ fn is_live(message: &NodeMessage, retained: bool) -> bool {
 
 /// One store transaction: when nodes were last heard (with their sequence numbers), and
 /// this run's "alive" mark.
-fn touch(db: &crate::store::Db, heard: &[Heard], run: Option<i64>) -> Result<(), StoreError> {
+fn touch(
+    db: &crate::store::Db,
+    heard: &[Heard],
+    run: Option<i64>,
+    now: Millis,
+) -> Result<(), StoreError> {
     db.touch(heard)?;
     if let Some(run) = run {
-        db.run_alive(run, now_millis())?;
+        db.run_alive(run, now)?;
     }
     Ok(())
 }
@@ -175,6 +180,19 @@ pub struct Core {
     /// The current connection follows a broker outage (not the collector's start): Wills
     /// within a node's grace period describe the outage.
     after_outage: bool,
+    /// Where the core reads "now" (its deadlines, retries and run log); every other time
+    /// comes in with the events.
+    clock: CoreClock,
+}
+
+/// The core's [`Clock`], shown in `Debug` only by name.
+#[derive(Clone)]
+struct CoreClock(Clock);
+
+impl std::fmt::Debug for CoreClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl Core {
@@ -211,7 +229,20 @@ impl Core {
             wills: WillGate::new(),
             heard_until: 0,
             after_outage: false,
+            clock: CoreClock(system_clock()),
         }
+    }
+
+    /// The same core reading "now" from `clock` (the system clock by default; tests pass
+    /// [`crate::model::tokio_clock`] to run the core on paused time).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = CoreClock(clock);
+        self
+    }
+
+    /// Now, on the core's clock.
+    fn now(&self) -> Millis {
+        (self.clock.0)()
     }
 
     /// The same core deriving readiness by `config` and publishing its rollups on `board`.
@@ -313,7 +344,7 @@ impl Core {
         let mut earliest = tokio::time::Instant::now();
         loop {
             let wake = self.next_wake().map(|at| {
-                let wait = Duration::from_millis(at.saturating_sub(now_millis()));
+                let wait = Duration::from_millis(at.saturating_sub(self.now()));
                 (tokio::time::Instant::now() + wait).max(earliest)
             });
             let deadline = async move {
@@ -350,7 +381,7 @@ impl Core {
                 }
                 _ = deadline => {
                     earliest = tokio::time::Instant::now() + Duration::from_millis(10);
-                    self.tick(now_millis());
+                    self.tick(self.now());
                     self.commit_and_announce().await;
                 }
             }
@@ -358,7 +389,7 @@ impl Core {
         self.commit_and_announce().await;
         self.flush_seen_now().await;
         if let Some(run) = self.run {
-            let at = now_millis();
+            let at = self.now();
             if let Err(e) = self.store.call(move |db| db.end_run(run, at)).await {
                 tracing::error!(error = %e, "cannot record the end of this run");
             }
@@ -669,10 +700,10 @@ impl Core {
         if self.seen_flush.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let (store, seen, run) = (self.store.clone(), self.take_seen(), self.run);
+        let (store, seen, run, now) = (self.store.clone(), self.take_seen(), self.run, self.now());
         let result = self.seen_result.clone();
         self.seen_flush = Some(tokio::spawn(async move {
-            let r = store.call(move |db| touch(db, &seen, run)).await;
+            let r = store.call(move |db| touch(db, &seen, run, now)).await;
             if let Err(e) = &r {
                 tracing::debug!(error = %e, "cannot store when nodes were last heard");
             }
@@ -686,8 +717,8 @@ impl Core {
         if let Some(previous) = self.seen_flush.take() {
             let _ = previous.await;
         }
-        let (seen, run) = (self.take_seen(), self.run);
-        if let Err(e) = self.store.call(move |db| touch(db, &seen, run)).await {
+        let (seen, run, now) = (self.take_seen(), self.run, self.now());
+        if let Err(e) = self.store.call(move |db| touch(db, &seen, run, now)).await {
             tracing::warn!(error = %e, "cannot store when nodes were last heard");
         }
     }
@@ -735,7 +766,7 @@ impl Core {
             if self.batch.is_empty() && self.pending.is_empty() {
                 return;
             }
-            let now = now_millis();
+            let now = self.now();
             if self.store_failing.is_some() && now < self.last_try + RETRY_EVERY {
                 // Not time to retry yet: hold the writes, announce the decisions.
                 self.shed_backlog();
@@ -826,7 +857,7 @@ impl Core {
     /// loses the held history and, after its restart, may notify again what it had
     /// announced (a duplicate, never a silence).
     fn store_failed(&mut self, batch: WriteBatch, pending: Pending, e: &StoreError) {
-        let now = now_millis();
+        let now = self.now();
         self.metrics.store_write_failures.fetch_add(1, Relaxed);
         self.metrics.store_failing.store(true, Relaxed);
         // Nothing was absorbed while the commit ran: the kept writes come first.
@@ -861,7 +892,7 @@ impl Core {
                 if full && self.release_reserve() {
                     return; // the next flush tries again, with room
                 }
-                let now = now_millis();
+                let now = self.now();
                 self.metrics.store_write_failures.fetch_add(1, Relaxed);
                 self.metrics.store_failing.store(true, Relaxed);
                 tracing::error!(error = %e, "store write failed; writes kept and retried, nodes still judged and notified");
@@ -906,7 +937,7 @@ impl Core {
         let Some(since) = self.store_failing.take() else {
             return false;
         };
-        let now = now_millis();
+        let now = self.now();
         self.metrics.store_pending_writes.store(0, Relaxed);
         self.metrics.store_failing.store(false, Relaxed);
         tracing::info!(
@@ -928,7 +959,7 @@ impl Core {
         }
         self.metrics.store_reserve_released.fetch_add(1, Relaxed);
         self.metrics.store_reserve_present.store(false, Relaxed);
-        self.reserve_checked = now_millis();
+        self.reserve_checked = self.now();
         tracing::error!(
             reserve = %reserve.path().display(),
             "store disk full: reserve file deleted to make room; free space on the disk"
@@ -942,7 +973,7 @@ impl Core {
         let Some(reserve) = self.reserve.clone() else {
             return;
         };
-        let now = now_millis();
+        let now = self.now();
         if self.store_failing.is_some()
             || now < self.reserve_checked + RESERVE_EVERY
             || self
@@ -972,7 +1003,7 @@ impl Core {
 
     /// Applies an operator's request, commits it, announces it, then replies.
     async fn control(&mut self, request: ControlRequest) {
-        let now = now_millis();
+        let now = self.now();
         match request {
             ControlRequest::Ack { id, ack, reply } => {
                 let result = self.ack(id, ack, now).await;
@@ -1490,5 +1521,117 @@ mod tests {
                 "no new notification after a restart: {notice:?}"
             );
         }
+    }
+
+    /// Keeps tokio from advancing paused time on its own while it lives, so time moves only
+    /// when the test advances it. Needed because the store answers from its own thread,
+    /// which tokio cannot see: left alone, paused time would jump from timer to timer while
+    /// the core waits for a commit. (An open `spawn_blocking` task holds auto-advance off.)
+    struct HoldTime(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+    fn hold_time() -> HoldTime {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        HoldTime(tx)
+    }
+
+    /// Lets the core finish what it was woken for: it runs until it waits for the store,
+    /// and a round trip queued behind its own comes back after it.
+    async fn settle(store: &Store) {
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+            store.call(|_| Ok(())).await.expect("store");
+        }
+        tokio::task::yield_now().await;
+    }
+
+    /// The whole shell on paused time: events on the core's channel, a link that confirms
+    /// the broker every 5 s, and no heartbeat after the first. The core's timers and its
+    /// clock both follow tokio's, so the node goes offline three heartbeat intervals later
+    /// and the alert leaves through the outputs without any real waiting.
+    #[tokio::test(start_paused = true)]
+    async fn run_judges_a_silent_node_offline_on_paused_time() {
+        let _hold = hold_time();
+        let clock = crate::model::tokio_clock(T0);
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
+        let (core, mut rx, _events) = core(&store, &metrics);
+        let mut core = core.with_clock(clock.clone());
+        let mut ingest = ingest(&metrics);
+        core.restore(clock()).await.expect("restore");
+
+        let (tx, events_rx) = mpsc::channel(16);
+        let (_control, control_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(core.run(events_rx, control_rx, shutdown.clone()));
+        let hb = format!(r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#, clock());
+        for event in [
+            CoreEvent::BrokerConnected {
+                at: clock(),
+                session_present: false,
+            },
+            event(&mut ingest, "n1", "birth", &birth("n1"), clock()),
+            event(&mut ingest, "n1", "hb", &hb, clock()),
+        ] {
+            tx.send(event).await.expect("core running");
+        }
+        let last_heard = clock();
+        let link = tokio::spawn({
+            let (tx, clock) = (tx.clone(), clock.clone());
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    if tx
+                        .send(CoreEvent::LinkConfirmed { at: clock() })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+
+        let notice = loop {
+            settle(&store).await;
+            if let Some(notice) = rx.try_recv() {
+                break notice;
+            }
+            assert!(clock() < T0 + 600_000, "no alert within 10 minutes");
+            tokio::time::advance(Duration::from_secs(1)).await;
+        };
+        let Notice::Alert(alert) = notice else {
+            panic!("not an alert notice: {notice:?}");
+        };
+        assert_eq!(alert.rule.as_str(), "node_offline");
+        assert_eq!(alert.status, AlertStatus::Firing);
+        assert_eq!(alert.subject.node.as_ref().map(NodeId::as_str), Some("n1"));
+        // Offline three 10 s heartbeat intervals after the last heartbeat, never sooner,
+        // and judged within a link check of it.
+        let silence = alert.started_at - last_heard;
+        assert!(
+            (30_000..=36_000).contains(&silence),
+            "offline after {silence} ms"
+        );
+        assert!(
+            clock() - last_heard <= 36_000,
+            "judged {} ms late",
+            clock() - last_heard
+        );
+
+        shutdown.cancel();
+        running.await.expect("the core stops cleanly");
+        link.abort();
+        let node = NodeId::new("n1").expect("id");
+        let rec = store.node(node).await.expect("q").expect("stored");
+        assert_eq!(
+            rec.state,
+            Liveness::Offline,
+            "committed before it was announced"
+        );
     }
 }

@@ -343,7 +343,11 @@ fn the_collector_config_loads_and_the_ports_agree() {
     for (port, _) in &broker_listeners {
         listen(*port, "mosquitto");
     }
-    let (tls, host, port) = config.mqtt.endpoint().expect("broker url");
+    let (tls, host, port) = (
+        config.mqtt.broker.tls,
+        config.mqtt.broker.host.as_str(),
+        config.mqtt.broker.port,
+    );
     assert!(
         broker_listeners
             .iter()
@@ -356,10 +360,13 @@ fn the_collector_config_loads_and_the_ports_agree() {
     );
     assert_eq!(
         config.mqtt.username.as_deref(),
-        Some(config.mqtt.client_id.as_str()),
+        Some(config.mqtt.collector_id.as_str()),
         "use_username_as_clientid: the collector's username is its client id"
     );
-    assert!(config.mqtt.password_file.is_some() || config.mqtt.password.is_some());
+    assert!(
+        config.mqtt.password.is_some(),
+        "a password, inline or read from its file"
+    );
 
     // The collector's own listener.
     listen(port_of(&config.http.listen), "collector");

@@ -4,10 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alarmnet_collector::config::{AlertmanagerConfig, WebhookConfig};
 use alarmnet_collector::metrics::Metrics;
 use alarmnet_collector::model::{Alert, Subject};
-use alarmnet_collector::outputs::{Notice, OutputContext, alertmanager, webhook::Webhook};
+use alarmnet_collector::outputs::alertmanager::AlertmanagerConfig;
+use alarmnet_collector::outputs::webhook::{Webhook, WebhookConfig, WebhookSettings};
+use alarmnet_collector::outputs::{Notice, OutputContext, alertmanager};
 use alarmnet_collector::store::{Db, Store};
 use alarmnet_e2e::{Alertmanager, wait_for};
 use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
@@ -88,7 +89,7 @@ async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<(serde_json::Value,
     (format!("http://{addr}/hook"), seen)
 }
 
-fn webhook_config(url: String, max_attempts: u32) -> WebhookConfig {
+fn webhook_config(url: String, max_attempts: u32) -> WebhookSettings {
     WebhookConfig {
         url,
         format: Default::default(),
@@ -99,6 +100,8 @@ fn webhook_config(url: String, max_attempts: u32) -> WebhookConfig {
         retry_delay: Duration::from_millis(20),
         queue: 10,
     }
+    .build("webhooks[0]")
+    .expect("valid")
 }
 
 #[tokio::test]
@@ -236,7 +239,9 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
         retry_delay: Duration::from_millis(50),
         generator_url: Some("http://127.0.0.1:8080/".into()),
         queue: 10,
-    };
+    }
+    .build()
+    .expect("valid");
     let output = alertmanager::Alertmanager::new(&config).expect("client");
     let (tx, rx) = alarmnet_collector::outputs::queue::channel(10);
     let task = tokio::spawn(output.run(rx, ctx.clone()));
@@ -325,7 +330,9 @@ async fn alertmanager_reposts_firing_alerts() {
         retry_delay: Duration::from_millis(50),
         generator_url: None,
         queue: 10,
-    };
+    }
+    .build()
+    .expect("valid");
     let output = alertmanager::Alertmanager::new(&config).expect("client");
     let (tx, rx) = alarmnet_collector::outputs::queue::channel(10);
     let task = tokio::spawn(output.run(rx, ctx.clone()));

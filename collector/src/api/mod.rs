@@ -31,7 +31,6 @@ mod hardening_tests;
 mod readiness_tests;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -130,16 +129,7 @@ impl Abandoned {
 }
 
 /// The collector's clock, for "now" in answers; tests substitute a fixed one.
-pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
-
-/// The system clock in ms since the epoch.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    })
-}
+pub use crate::model::{Clock, system_clock};
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]

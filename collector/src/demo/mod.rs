@@ -427,8 +427,11 @@ mod tests {
         let token = new_token();
         let config = collector_config(&args, dir, "mqtt://127.0.0.1:18830", &token).expect("valid");
         assert_eq!(config.store.path, dir.join("alarmnet.db"));
-        assert_eq!(config.mqtt.broker, "mqtt://127.0.0.1:18830");
-        assert_eq!(config.mqtt.client_id, COLLECTOR_ID);
+        assert_eq!(
+            (config.mqtt.broker.host.as_str(), config.mqtt.broker.port),
+            ("127.0.0.1", 18830)
+        );
+        assert_eq!(config.mqtt.collector_id.as_str(), COLLECTOR_ID);
         assert_eq!(config.http.listen, "127.0.0.1:0");
         assert!(config.influx.is_none() && config.webhooks.is_empty());
         assert!(config.http.anonymous_read);

@@ -18,7 +18,11 @@
 //! reported lost and re-established. With nothing received for [`LINK_IDLE_CHECK`] the link
 //! checks itself too, so the core (which judges liveness deadlines only up to the last
 //! moment it heard the broker) keeps judging on a quiet network.
+//!
+//! The link's configuration is here too: [`MqttConfig`] (`[mqtt]` as written) builds the
+//! checked [`MqttSettings`] once at load (the parsed [`Broker`], collector id and prefix).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -34,10 +38,12 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use serde::Deserialize;
+
 use super::{CoreEvent, Ingest, NodeMessage};
-use crate::config::MqttConfig;
 use crate::metrics::Metrics;
 use crate::model::now_millis;
+use crate::secret::{self, Secret};
 
 /// The largest packet read from the broker. Payloads above 16 KiB are rejected as
 /// `too_large` after reading; a packet above this limit makes rumqttc drop the connection,
@@ -56,11 +62,226 @@ pub const LINK_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// a sign of the broker about once a second.
 pub const LINK_IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// `[mqtt]`: the broker the collector subscribes to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    #[serde(default = "default_broker")]
+    pub broker: String,
+    /// The MQTT client id. It must stay the same across restarts: the broker keeps the
+    /// persistent session (and queues messages while the collector restarts) under it. It is
+    /// also the collector's id in `{prefix}/$collector/{client_id}/state`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// The topic prefix shared with the agents.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    pub username: Option<String>,
+    /// The broker password; better `password_file` or `ALARMNET_MQTT__PASSWORD`.
+    pub password: Option<Secret>,
+    /// A file holding the password; a relative name is looked up in systemd's
+    /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when it is set.
+    pub password_file: Option<PathBuf>,
+    /// The broker sees the collector as gone after 1.5 × keep-alive without a packet.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// The longest wait between reconnection attempts (backoff doubles up to this).
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Trust anchors and client identity for `mqtts://`.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[mqtt.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates that sign the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that authenticate clients by certificate.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_broker() -> String {
+    "mqtt://127.0.0.1:1883".into()
+}
+fn default_client_id() -> String {
+    "alarmnet-collector-1".into()
+}
+fn default_prefix() -> String {
+    alarmnet_protocol::DEFAULT_PREFIX.into()
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl MqttConfig {
+    /// The checked settings, or every problem under `mqtt.`. A relative `password_file`
+    /// is looked up in `credentials` (systemd's `$CREDENTIALS_DIRECTORY`) when given.
+    pub fn build(&self, credentials: Option<&Path>) -> Result<MqttSettings, Vec<String>> {
+        let mut errors = Vec::new();
+        let broker = parse_broker(&self.broker)
+            .map_err(|e| errors.push(format!("mqtt.broker: {e}")))
+            .ok();
+        let collector_id = CollectorId::new(self.client_id.clone())
+            .map_err(|e| errors.push(format!("mqtt.client_id: {e}")))
+            .ok();
+        let prefix = Prefix::new(self.prefix.clone())
+            .map_err(|e| errors.push(format!("mqtt.prefix: {e}")))
+            .ok();
+        check(self, broker.as_ref(), &mut errors);
+        let mut password = self.password.clone();
+        if let Some(file) = &self.password_file {
+            if password.is_some() {
+                errors.push(
+                    "mqtt.password_file: set together with mqtt.password; give only one".into(),
+                );
+            } else {
+                match secret::read_file("mqtt.password_file", file, credentials) {
+                    Ok(p) => password = Some(p),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        match (broker, collector_id, prefix) {
+            (Some(broker), Some(collector_id), Some(prefix)) if errors.is_empty() => {
+                Ok(MqttSettings {
+                    broker,
+                    collector_id,
+                    prefix,
+                    username: self.username.clone(),
+                    password,
+                    keep_alive: self.keep_alive,
+                    reconnect_max: self.reconnect_max,
+                    tls: self.tls.clone(),
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The broker's address, parsed from `mqtt.broker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// `mqtts://`.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// `[mqtt]`, checked and parsed once at load, with the password read from its file.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub broker: Broker,
+    /// The client id, which is also the collector's id in its `$collector` topics.
+    pub collector_id: CollectorId,
+    pub prefix: Prefix,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub keep_alive: Duration,
+    pub reconnect_max: Duration,
+    pub tls: TlsConfig,
+}
+
+/// Every problem of `[mqtt]` but its password file, with its key.
+fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
+    let tls = broker.is_some_and(|b| b.tls);
+    if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
+        errors.push("mqtt.password: set without mqtt.username".into());
+    }
+    if m.keep_alive < Duration::from_secs(5) {
+        errors.push(format!(
+            "mqtt.keep_alive: {} is below the 5s minimum",
+            humantime::format_duration(m.keep_alive)
+        ));
+    }
+    if m.reconnect_max < Duration::from_millis(100) {
+        errors.push("mqtt.reconnect_max: must be at least 100ms".into());
+    }
+    let t = &m.tls;
+    if !tls && (t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some()) {
+        errors.push("mqtt.tls: set, but mqtt.broker is not an mqtts:// URL".into());
+    }
+    if tls && t.ca_file.is_none() {
+        errors.push("mqtt.tls.ca_file: required for an mqtts:// broker".into());
+    }
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        errors.push("mqtt.tls: cert_file and key_file go together".into());
+    }
+    if !tls {
+        return;
+    }
+    // A swapped or truncated file is refused here, not at every reconnection.
+    for (key, file, label) in [
+        ("ca_file", &t.ca_file, "CERTIFICATE"),
+        ("cert_file", &t.cert_file, "CERTIFICATE"),
+        ("key_file", &t.key_file, "PRIVATE KEY"),
+    ] {
+        let Some(f) = file else { continue };
+        match std::fs::read(f) {
+            Err(e) => errors.push(format!("mqtt.tls.{key}: {}: {e}", f.display())),
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let holds = text
+                    .lines()
+                    .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{label}-----")));
+                if !holds {
+                    errors.push(format!(
+                        "mqtt.tls.{key}: {}: not a PEM file with a {label}",
+                        f.display()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]`.
+fn parse_broker(url: &str) -> Result<Broker, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else {
+        return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!("{url:?} must be scheme://host[:port] with no path"));
+    }
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        // A bare IPv6 address without brackets: no port.
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (rest, default_port),
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?,
+        ),
+        None => (rest, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(format!("{url:?} needs a host and a port 1-65535"));
+    }
+    Ok(Broker {
+        tls,
+        host: host.to_owned(),
+        port,
+    })
+}
+
 /// Errors building the MQTT client from a validated config.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSetupError {
-    #[error("mqtt.broker: {0}")]
-    Broker(String),
     #[error("mqtt.tls: {path}: {source}")]
     TlsFile {
         path: String,
@@ -98,11 +319,11 @@ impl Topics {
 
 /// Builds the client and its event loop: persistent session, Will = retained `offline`.
 pub fn client(
-    config: &MqttConfig,
+    config: &MqttSettings,
     topics: &Topics,
 ) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
-    let (tls, host, port) = config.endpoint().map_err(MqttSetupError::Broker)?;
-    let mut options = MqttOptions::new(config.client_id.clone(), host, port);
+    let Broker { tls, host, port } = config.broker.clone();
+    let mut options = MqttOptions::new(config.collector_id.as_str(), host, port);
     options
         .set_clean_session(false)
         .set_keep_alive(config.keep_alive)
@@ -495,5 +716,47 @@ fn ask_rebirth(commands: &crate::commands::Commands, path: NodePath) {
         tracing::info!(node = %node, "message before any birth: rebirth asked");
     } else {
         tracing::warn!(node = %node, "cannot ask for a rebirth: the command queue is full");
+    }
+}
+
+#[cfg(test)]
+mod broker_tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker("mqtts://b.example"),
+            Ok(Broker {
+                tls: true,
+                host: "b.example".into(),
+                port: 8883
+            })
+        );
+        assert_eq!(
+            parse_broker("mqtt://h:1884/"),
+            Ok(Broker {
+                tls: false,
+                host: "h".into(),
+                port: 1884
+            })
+        );
+        assert_eq!(
+            parse_broker("mqtt://[::1]:1884"),
+            Ok(Broker {
+                tls: false,
+                host: "::1".into(),
+                port: 1884
+            })
+        );
+        for bad in [
+            "tcp://h",
+            "mqtt://",
+            "mqtt://h:x",
+            "mqtt://h:0",
+            "mqtt://h/p",
+        ] {
+            assert!(parse_broker(bad).is_err(), "{bad}");
+        }
     }
 }

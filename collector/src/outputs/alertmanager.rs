@@ -16,12 +16,84 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alarmnet_protocol::AlertStatus;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext};
-use crate::config::AlertmanagerConfig;
 use crate::model::{Alert, Millis, now_millis};
+
+/// `[alertmanager]`: Prometheus Alertmanager's v2 API, as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9093`; alerts go to `{url}/api/v2/alerts`.
+    pub url: String,
+    /// Firing alerts are posted again this often: Alertmanager resolves an alert on its own
+    /// when it stops hearing of it (its `resolve_timeout`, 5 minutes by default).
+    #[serde(default = "default_resend", with = "humantime_serde")]
+    pub resend_interval: Duration,
+    #[serde(default = "delivery::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "delivery::default_attempts")]
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles with each retry, up to 5 minutes.
+    #[serde(default = "delivery::default_retry_delay", with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Link shown in Alertmanager as the alert's source (the collector's console).
+    pub generator_url: Option<String>,
+    #[serde(default = "delivery::default_queue")]
+    pub queue: usize,
+}
+
+fn default_resend() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The Alertmanager output's settings, checked and parsed once at load.
+#[derive(Debug, Clone)]
+pub struct AlertmanagerSettings {
+    /// `{url}/api/v2/alerts`.
+    pub endpoint: reqwest::Url,
+    pub resend_interval: Duration,
+    pub timeout: Duration,
+    pub retry: Retry,
+    pub generator_url: Option<String>,
+    pub queue: usize,
+}
+
+impl AlertmanagerConfig {
+    /// The checked settings, or every problem under `alertmanager.`.
+    pub fn build(&self) -> Result<AlertmanagerSettings, Vec<String>> {
+        let mut errors = Vec::new();
+        let endpoint = delivery::http_url("alertmanager.url", &self.url)
+            .and_then(|_| {
+                let base = self.url.trim_end_matches('/');
+                delivery::http_url("alertmanager.url", &format!("{base}/api/v2/alerts"))
+            })
+            .map_err(|e| errors.push(e));
+        delivery::check_delivery(
+            "alertmanager",
+            self.max_attempts,
+            self.queue,
+            self.timeout,
+            &mut errors,
+        );
+        if self.resend_interval < Duration::from_secs(1) {
+            errors.push("alertmanager.resend_interval: must be at least 1s".into());
+        }
+        match endpoint {
+            Ok(endpoint) if errors.is_empty() => Ok(AlertmanagerSettings {
+                endpoint,
+                resend_interval: self.resend_interval,
+                timeout: self.timeout,
+                retry: Retry::new(self.max_attempts, self.retry_delay),
+                generator_url: self.generator_url.clone(),
+                queue: self.queue,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
 
 /// The output's name in logs, metrics and the notification log.
 pub const NAME: &str = "alertmanager";
@@ -89,21 +161,16 @@ pub struct Alertmanager {
 }
 
 impl Alertmanager {
-    pub fn new(config: &AlertmanagerConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &AlertmanagerSettings) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("alarmnet-collector/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let base = config.url.trim_end_matches('/');
-        // The URL was validated with the configuration.
-        let endpoint = reqwest::Url::parse(&format!("{base}/api/v2/alerts")).unwrap_or_else(|_| {
-            reqwest::Url::parse("http://127.0.0.1/api/v2/alerts").unwrap_or_else(|_| unreachable!())
-        });
         Ok(Self {
-            endpoint,
+            endpoint: config.endpoint.clone(),
             client,
             resend: config.resend_interval,
-            retry: Retry::new(config.max_attempts, config.retry_delay),
+            retry: config.retry,
             generator_url: config.generator_url.clone(),
         })
     }

@@ -43,6 +43,50 @@ impl Retry {
     }
 }
 
+// Settings every HTTP output shares: their defaults, and the checks made at load with
+// the key path of each problem.
+
+pub(crate) fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub(crate) fn default_attempts() -> u32 {
+    6
+}
+pub(crate) fn default_retry_delay() -> Duration {
+    Duration::from_secs(1)
+}
+pub(crate) fn default_queue() -> usize {
+    10_000
+}
+
+/// An `http://` or `https://` URL with a host, parsed once.
+pub(crate) fn http_url(key: &str, url: &str) -> Result<reqwest::Url, String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(_) => Err(format!("{key}: {url:?} must be an http:// or https:// URL")),
+        Err(e) => Err(format!("{key}: {url:?} is not a URL ({e})")),
+    }
+}
+
+/// Every problem with an output's attempts, queue and timeout, under `at`.
+pub(crate) fn check_delivery(
+    at: &str,
+    max_attempts: u32,
+    queue: usize,
+    timeout: Duration,
+    errors: &mut Vec<String>,
+) {
+    if !(1..=100).contains(&max_attempts) {
+        errors.push(format!("{at}.max_attempts: must be 1 to 100"));
+    }
+    if queue == 0 {
+        errors.push(format!("{at}.queue: must be at least 1"));
+    }
+    if timeout.is_zero() {
+        errors.push(format!("{at}.timeout: must be more than 0s"));
+    }
+}
+
 /// Delivers one notification through `output`: calls `attempt` with the attempt's time
 /// until it succeeds or `retry.max_attempts` have failed; logs and records every attempt.
 /// Returns whether it was delivered (false also when shutdown interrupted a wait).

@@ -124,7 +124,7 @@ impl Outputs {
         }
         for (i, w) in config.webhooks.iter().enumerate() {
             let name = format!("webhook-{i}");
-            let hook = webhook::Webhook::new(name.clone(), w, config.uptime.tz())?;
+            let hook = webhook::Webhook::new(name.clone(), w, config.time_zone.clone())?;
             let rx = outputs.add(name.clone(), w.queue);
             spawn(tasks, &name, hook.run(rx, ctx.clone()));
         }
