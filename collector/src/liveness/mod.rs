@@ -193,6 +193,9 @@ pub(crate) struct SiteEntry {
     pub(crate) region: u32,
     pub(crate) total: u32,
     pub(crate) offline: u32,
+    /// The site's nodes (indices into the tracker's nodes), so a site or region is read
+    /// without a scan of the whole network.
+    members: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -200,6 +203,8 @@ pub(crate) struct RegionEntry {
     pub(crate) id: RegionId,
     pub(crate) total: u32,
     pub(crate) offline: u32,
+    /// The region's sites (indices into the tracker's sites).
+    sites: Vec<u32>,
 }
 
 /// The liveness tracker. See the module documentation for the rules.
@@ -380,6 +385,31 @@ impl Tracker {
     /// The start of the current grace period (collector start or last reconnect).
     pub fn grace_anchor(&self) -> Millis {
         self.anchor
+    }
+
+    /// The nodes of a region, or of one of its sites, in no particular order: read from
+    /// the tracker's index, not by a scan of every node.
+    pub fn members<'a>(
+        &'a self,
+        region: &RegionId,
+        site: Option<&SiteId>,
+    ) -> impl Iterator<Item = NodeView<'a>> + 'a {
+        let sites: Vec<u32> = match (self.region_index.get(region), site) {
+            (None, _) => Vec::new(),
+            (Some(&r), None) => self.regions[r as usize].sites.clone(),
+            (Some(&r), Some(site)) => self
+                .site_index
+                .get(&(r, site.clone()))
+                .map(|&s| vec![s])
+                .unwrap_or_default(),
+        };
+        sites
+            .into_iter()
+            .flat_map(move |s| self.sites[s as usize].members.iter())
+            .map(move |&i| NodeView {
+                tracker: self,
+                node: &self.nodes[i as usize],
+            })
     }
 
     /// `(offline, total)` node counts of a site.
@@ -882,6 +912,7 @@ impl Tracker {
                     id: region.clone(),
                     total: 0,
                     offline: 0,
+                    sites: Vec::new(),
                 });
                 self.region_index.insert(region.clone(), r);
                 r
@@ -896,7 +927,9 @@ impl Tracker {
             region: r,
             total: 0,
             offline: 0,
+            members: Vec::new(),
         });
+        self.regions[r as usize].sites.push(s);
         self.site_index.insert((r, site.clone()), s);
         s
     }
@@ -927,6 +960,11 @@ impl Tracker {
                 n.site = site;
                 self.move_counts(old, -1, offline);
                 self.move_counts(site, 1, offline);
+                let members = &mut self.sites[old as usize].members;
+                if let Some(k) = members.iter().position(|&m| m == i) {
+                    members.swap_remove(k);
+                }
+                self.sites[site as usize].members.push(i);
             }
             return NodeIdx(i);
         }
@@ -950,6 +988,7 @@ impl Tracker {
         });
         self.index.insert(path.node.clone(), i);
         self.move_counts(site, 1, 0);
+        self.sites[site as usize].members.push(i);
         // The caller schedules: a live birth makes the node online right after this.
         NodeIdx(i)
     }

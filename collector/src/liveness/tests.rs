@@ -1,6 +1,6 @@
 //! Every liveness transition, with injected time.
 
-use alarmnet_protocol::{Birth, BootId, Heartbeat, NodeId, NodePath, State};
+use alarmnet_protocol::{Birth, BootId, Heartbeat, NodeId, NodePath, SiteId, State};
 use serde_json::json;
 
 use super::*;
@@ -691,6 +691,52 @@ fn a_node_moving_to_another_site_moves_its_counts() {
     t.on_birth(&q, &birth(&q, "boot-aaaaaaaa"), true, T0 + 300);
     assert_eq!(t.site_counts(&p.region, &p.site), Some((0, 0)));
     assert_eq!(t.site_counts(&q.region, &q.site), Some((1, 1)));
+}
+
+/// The ids `members` yields for a region or site, sorted.
+fn members(t: &Tracker, region: &str, site: Option<&str>) -> Vec<String> {
+    let region = region.parse().expect("region");
+    let site: Option<SiteId> = site.map(|s| s.parse().expect("site"));
+    let mut ids: Vec<String> = t
+        .members(&region, site.as_ref())
+        .map(|v| v.id().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn members_of_a_site_and_a_region_follow_births_and_moves() {
+    let mut t = tracker();
+    for (region, site, node) in [
+        ("lanzhou", "chengguan", "a1"),
+        ("lanzhou", "chengguan", "a2"),
+        ("lanzhou", "anning", "b1"),
+        ("tianshui", "chengguan", "c1"),
+    ] {
+        let p = path_in(region, site, node);
+        t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), false, T0);
+    }
+    assert_eq!(members(&t, "lanzhou", Some("chengguan")), ["a1", "a2"]);
+    assert_eq!(members(&t, "lanzhou", None), ["a1", "a2", "b1"]);
+    // The same site id in another region is another site.
+    assert_eq!(members(&t, "tianshui", Some("chengguan")), ["c1"]);
+    assert!(members(&t, "lanzhou", Some("nowhere")).is_empty());
+    assert!(members(&t, "nowhere", None).is_empty());
+
+    // A node that moves leaves its old site's members and joins the new one's, also across
+    // regions.
+    let q = path_in("tianshui", "maiji", "a1");
+    t.on_birth(&q, &birth(&q, "boot-aaaaaaaa"), false, T0 + 10);
+    assert_eq!(members(&t, "lanzhou", Some("chengguan")), ["a2"]);
+    assert_eq!(members(&t, "lanzhou", None), ["a2", "b1"]);
+    assert_eq!(members(&t, "tianshui", None), ["a1", "c1"]);
+    // Every node is a member of exactly one site.
+    let all: usize = ["lanzhou", "tianshui"]
+        .iter()
+        .map(|r| members(&t, r, None).len())
+        .sum();
+    assert_eq!(all, t.len());
 }
 
 #[test]
