@@ -254,7 +254,7 @@ fn timeout_offline_fires_and_stopped_raises_nothing() {
     assert!(out.alerts.is_empty());
     let changes = h.run_to(T0 + 3 * I);
     assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].alert.subject.node.as_ref(), Some(&a.node));
+    assert_eq!(changes[0].alert.subject.node(), Some(&a.node));
     h.run_to(T0 + 3 * I + 15_000);
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
 }
@@ -293,7 +293,7 @@ fn site_cut_gives_one_site_alert_and_no_node_notifications() {
             .find(|a| a.rule.as_str() == "site_outage")
             .expect("site alert");
     assert_eq!(site.subject.node, None);
-    assert_eq!(site.subject.site.as_ref().map(|s| s.as_str()), Some("cg"));
+    assert_eq!(site.subject.site().map(|s| s.as_str()), Some("cg"));
     assert!(
         h.sent("region_outage").is_empty(),
         "6 of 14 is no region outage"
@@ -1408,7 +1408,7 @@ fn restart_repairs_a_crash_between_transition_and_alert() {
             (
                 c.event,
                 c.notify,
-                c.alert.subject.node.as_ref().map_or("", |n| n.as_str()),
+                c.alert.subject.node().map_or("", |n| n.as_str()),
             )
         })
         .collect();

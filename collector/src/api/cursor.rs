@@ -56,7 +56,7 @@ impl CursorKey for TimeKey {
 
 impl CursorKey for SilenceKey {
     fn fields(&self) -> Vec<String> {
-        vec![self.starts_at.to_string(), self.id.clone()]
+        vec![self.starts_at.to_string(), self.id.to_string()]
     }
 
     fn from_fields(fields: &[&str]) -> Option<Self> {
@@ -64,9 +64,9 @@ impl CursorKey for SilenceKey {
             return None;
         };
         let starts_at = starts_at.parse().ok()?;
-        (!id.is_empty() && id.len() <= 64).then(|| SilenceKey {
+        Some(SilenceKey {
             starts_at,
-            id: (*id).to_owned(),
+            id: id.parse().ok()?,
         })
     }
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext};
 use crate::config::AlertmanagerConfig;
-use crate::model::{Alert, Millis, now_millis};
+use crate::model::{Alert, AlertId, Millis, now_millis};
 
 /// The output's name in logs, metrics and the notification log.
 pub const NAME: &str = "alertmanager";
@@ -52,12 +52,12 @@ pub fn postable(alert: &Alert, generator_url: Option<&str>) -> PostableAlert {
     let mut labels = BTreeMap::new();
     labels.insert("alertname".to_owned(), alert.rule.to_string());
     labels.insert("severity".to_owned(), alert.severity.as_str().to_owned());
-    labels.insert("alarmnet_id".to_owned(), alert.id.clone());
+    labels.insert("alarmnet_id".to_owned(), alert.id.to_string());
     let s = &alert.subject;
     for (key, value) in [
-        ("region", s.region.as_ref().map(|x| x.to_string())),
-        ("site", s.site.as_ref().map(|x| x.to_string())),
-        ("node", s.node.as_ref().map(|x| x.to_string())),
+        ("region", s.region().map(|x| x.to_string())),
+        ("site", s.site().map(|x| x.to_string())),
+        ("node", s.node().map(|x| x.to_string())),
         ("kind", alert.kind.as_ref().map(|x| x.to_string())),
     ] {
         if let Some(v) = value {
@@ -135,7 +135,7 @@ impl Alertmanager {
 
     /// Delivers notifications and re-posts firing alerts until shutdown.
     pub async fn run(self, mut rx: NoticeReceiver, ctx: OutputContext) {
-        let mut firing: BTreeMap<String, Arc<Alert>> = BTreeMap::new();
+        let mut firing: BTreeMap<AlertId, Arc<Alert>> = BTreeMap::new();
         let mut resend = tokio::time::interval(self.resend);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resend.tick().await;
@@ -157,11 +157,11 @@ impl Alertmanager {
                 notice = rx.recv() => match notice {
                     None => break,
                     Some(Notice::Resume(alert)) => {
-                        firing.insert(alert.id.clone(), alert);
+                        firing.insert(alert.id, alert);
                     }
                     Some(Notice::Alert(alert)) => {
                         match alert.status {
-                            AlertStatus::Firing => firing.insert(alert.id.clone(), alert.clone()),
+                            AlertStatus::Firing => firing.insert(alert.id, alert.clone()),
                             AlertStatus::Resolved => firing.remove(&alert.id),
                         };
                         self.deliver(&alert, &ctx).await;

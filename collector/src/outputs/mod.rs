@@ -72,7 +72,7 @@ impl OutputContext {
         result: Result<(), String>,
     ) {
         let entry = NotificationAttempt {
-            alert_id: alert.id.clone(),
+            alert_id: alert.id,
             alert_started_at: alert.started_at,
             status: alert.status,
             output: output.to_owned(),

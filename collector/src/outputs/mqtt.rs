@@ -36,10 +36,10 @@ impl MqttAlerts {
     /// The topic of an alert.
     pub fn topic(prefix: &Prefix, alert: &Alert) -> String {
         Topic::Alert(AlertTopic {
-            region: alert.subject.region.clone(),
-            site: alert.subject.site.clone(),
-            node: alert.subject.node.clone(),
-            rule: alert.rule.clone(),
+            region: alert.subject.region().cloned(),
+            site: alert.subject.site().cloned(),
+            node: alert.subject.node().cloned(),
+            rule: alert.rule.to_name(),
         })
         .format(prefix)
     }

@@ -21,20 +21,12 @@ use tokio::sync::Notify;
 
 use super::Notice;
 
-/// The rules whose notices are delivered first: a node, site or region unreachable, or the
-/// collector itself unable to watch.
-pub const AVAILABILITY_RULES: [&str; 5] = [
-    "node_offline",
-    "site_outage",
-    "region_outage",
-    "collector_blind",
-    "store_failed",
-];
-
-/// Whether `notice` goes in the high lane.
+/// Whether `notice` goes in the high lane: its rule says a node, site or region is
+/// unreachable, or the collector itself is unable to watch
+/// ([`RuleKind::is_availability`](crate::model::RuleKind::is_availability)).
 pub fn is_availability(notice: &Notice) -> bool {
     let (Notice::Alert(a) | Notice::Resume(a)) = notice;
-    AVAILABILITY_RULES.contains(&a.rule.as_str())
+    a.rule.is_availability()
 }
 
 #[derive(Debug)]

@@ -359,13 +359,13 @@ fn alert_matches(q: &AlertQuery, a: &Alert) -> bool {
         && q.rule.as_ref().is_none_or(|r| *r == a.rule)
         && q.region
             .as_ref()
-            .is_none_or(|r| a.subject.region.as_ref() == Some(r))
+            .is_none_or(|r| a.subject.region() == Some(r))
         && q.site
             .as_ref()
-            .is_none_or(|r| a.subject.site.as_ref() == Some(r))
+            .is_none_or(|r| a.subject.site() == Some(r))
         && q.node
             .as_ref()
-            .is_none_or(|r| a.subject.node.as_ref() == Some(r))
+            .is_none_or(|r| a.subject.node() == Some(r))
         && q.kind.as_ref().is_none_or(|r| a.kind.as_ref() == Some(r))
         && q.acked.is_none_or(|k| a.ack.is_some() == k)
         && q.window

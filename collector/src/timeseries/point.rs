@@ -219,13 +219,13 @@ impl Point {
     /// on one node (two faults) stay two series.
     pub fn alert(a: &Alert) -> Self {
         let mut b = Point::builder(ALERT);
-        if let Some(region) = &a.subject.region {
+        if let Some(region) = a.subject.region() {
             b = b.tag("region", region.as_str());
         }
-        if let Some(site) = &a.subject.site {
+        if let Some(site) = a.subject.site() {
             b = b.tag("site", site.as_str());
         }
-        if let Some(node) = &a.subject.node {
+        if let Some(node) = a.subject.node() {
             b = b.tag("node", node.as_str());
         }
         if let Some(kind) = &a.kind {
@@ -237,7 +237,7 @@ impl Point {
         };
         b.tag("rule", a.rule.as_str())
             .tag("severity", a.severity.as_str())
-            .tag("alert_id", &a.id)
+            .tag("alert_id", &a.id.to_string())
             .field_i64("firing", firing)
             .timestamp_ms(at)
             .build()

@@ -4,10 +4,8 @@
 use super::Engine;
 use crate::alerts::{AlertChange, fingerprint};
 use crate::liveness::Tracker;
-use crate::model::Millis;
+use crate::model::{Millis, RuleKind};
 use crate::readiness::tracker::Counts;
-
-const READINESS_LOW: &str = "readiness_low";
 
 impl Engine {
     /// Re-evaluates `readiness_low` for `region` (a tracker index) whose counted kinds'
@@ -22,7 +20,7 @@ impl Engine {
     ) {
         let rule = &self.cfg.readiness_low;
         let r = t.region_entry(region);
-        let fp = fingerprint(READINESS_LOW, Some(r.id.as_str()), None, None, None);
+        let fp = fingerprint(RuleKind::ReadinessLow.as_str(), Some(r.id.as_str()), None, None, None);
         let judged = sirens.judged();
         let pct = sirens.ready_pct().unwrap_or(100.0);
         let watched = rule.enabled && judged >= rule.min_nodes;
@@ -35,7 +33,7 @@ impl Engine {
         self.toggle(t, fp, cond, at, out, || {
             super::region_alert(
                 fp,
-                READINESS_LOW,
+                RuleKind::ReadinessLow,
                 severity,
                 (region, &r.id),
                 format!(
@@ -59,7 +57,7 @@ mod tests {
     use serde_json::json;
 
     use crate::alerts::{AlertEvent, Monitor, MonitorConfig, Output};
-    use crate::model::Millis;
+    use crate::model::{Millis, RuleKind};
     use crate::readiness::tracker::Counts;
 
     const T0: Millis = 1_764_330_000_000;
@@ -110,11 +108,11 @@ mod tests {
         let a = &out.alerts[0].alert;
         assert_eq!(a.rule.as_str(), "readiness_low");
         assert_eq!(
-            a.subject.region.as_ref().map(|r| r.as_str()),
+            a.subject.region().map(|r| r.as_str()),
             Some("lanzhou")
         );
         assert_eq!(
-            (a.subject.site.as_ref(), a.subject.node.as_ref()),
+            (a.subject.site(), a.subject.node()),
             (None, None)
         );
         assert_eq!(
