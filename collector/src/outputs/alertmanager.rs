@@ -180,18 +180,19 @@ impl Alertmanager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Subject;
     use crate::outputs::tests_support::alert;
 
     #[test]
     fn labels_and_times_are_mapped() {
-        let a = alert("fp-1", AlertStatus::Firing);
+        let a = alert("0000000000000f01", AlertStatus::Firing);
         let p = postable(&a, Some("http://console/"));
         let json = serde_json::to_value(&p).expect("json");
         assert_eq!(
             json,
             serde_json::json!({
                 "labels": {
-                    "alertname": "node_offline", "severity": "critical", "alarmnet_id": "fp-1",
+                    "alertname": "node_offline", "severity": "critical", "alarmnet_id": "0000000000000f01",
                     "region": "lanzhou", "site": "lz-cg", "node": "lz-cg-s001", "kind": "siren"
                 },
                 "annotations": {"summary": "lz-cg-s001 is offline"},
@@ -199,14 +200,17 @@ mod tests {
                 "generatorURL": "http://console/"
             })
         );
-        let r = postable(&alert("fp-1", AlertStatus::Resolved), None);
+        let r = postable(&alert("0000000000000f01", AlertStatus::Resolved), None);
         assert_eq!(r.ends_at.as_deref(), Some("2025-11-28T11:50:00Z"));
     }
 
     #[test]
     fn site_alerts_have_no_node_label() {
-        let mut a = alert("fp-2", AlertStatus::Firing);
-        a.subject.node = None;
+        let mut a = alert("0000000000000f02", AlertStatus::Firing);
+        a.subject = Subject::Site {
+            region: a.subject.region().cloned().expect("region"),
+            site: a.subject.site().cloned().expect("site"),
+        };
         a.kind = None;
         let p = postable(&a, None);
         assert!(!p.labels.contains_key("node") && !p.labels.contains_key("kind"));

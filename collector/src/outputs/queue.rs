@@ -171,20 +171,23 @@ impl NoticeReceiver {
 
 #[cfg(test)]
 mod tests {
-    use alarmnet_protocol::{AlertStatus, Name};
+    use alarmnet_protocol::AlertStatus;
 
     use super::*;
     use crate::outputs::tests_support::alert;
 
-    fn notice(id: &str, rule: &str, status: AlertStatus) -> Notice {
-        let mut a = alert(id, status);
-        a.rule = Name::new(rule).expect("rule");
+    /// A notice of `rule` told apart by `label` (kept in its summary: the queue never
+    /// looks at ids or summaries).
+    fn notice(label: &str, rule: &str, status: AlertStatus) -> Notice {
+        let mut a = alert("0000000000000001", status);
+        a.rule = rule.parse().expect("rule");
+        a.summary = label.to_owned();
         Notice::Alert(Arc::new(a))
     }
 
     fn key(n: &Notice) -> (String, AlertStatus) {
         let (Notice::Alert(a) | Notice::Resume(a)) = n;
-        (a.id.clone(), a.status)
+        (a.summary.clone(), a.status)
     }
 
     fn drain(rx: &mut NoticeReceiver) -> Vec<(String, AlertStatus)> {

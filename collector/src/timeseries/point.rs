@@ -367,7 +367,7 @@ fn escape_into(out: &mut String, s: &str, special: &[char]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Cause, Subject};
+    use crate::model::{AlertId, Cause, RuleKind, Subject};
     use alarmnet_protocol::{MetricName, Metrics, Severity, V1};
 
     fn tags() -> NodeTags {
@@ -570,15 +570,14 @@ mod tests {
     #[test]
     fn alert_points_firing_then_resolved() {
         let mut a = Alert {
-            id: "f00d".into(),
-            rule: Name::new("site_outage").expect("name"),
+            id: AlertId::new(0xf00d),
+            rule: RuleKind::SiteOutage,
             severity: Severity::Major,
             status: AlertStatus::Firing,
-            subject: Subject {
-                region: Some(tags().region),
-                site: Some(tags().site),
-                node: None,
-            },
+            subject: Subject::Site {
+            region: tags().region,
+            site: tags().site,
+        },
             kind: None,
             started_at: 100,
             ended_at: None,
@@ -589,7 +588,7 @@ mod tests {
         };
         assert_eq!(
             Point::alert(&a).as_line(),
-            "alarmnet_alert,alert_id=f00d,region=lanzhou,rule=site_outage,severity=major,\
+            "alarmnet_alert,alert_id=000000000000f00d,region=lanzhou,rule=site_outage,severity=major,\
              site=lz-cg firing=1i 100"
         );
         a.status = AlertStatus::Resolved;

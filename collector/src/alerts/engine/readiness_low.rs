@@ -57,7 +57,7 @@ mod tests {
     use serde_json::json;
 
     use crate::alerts::{AlertEvent, Monitor, MonitorConfig, Output};
-    use crate::model::{Millis, RuleKind};
+    use crate::model::Millis;
     use crate::readiness::tracker::Counts;
 
     const T0: Millis = 1_764_330_000_000;
