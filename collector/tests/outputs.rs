@@ -129,7 +129,10 @@ async fn webhook_retries_after_errors_and_logs_every_attempt() {
     assert_eq!(body["summary"], "lz-cg-s001 (城关区) is offline");
     assert!(body.get("ended_at").is_none());
 
-    let log = store.notifications("0000000000000f01".parse().expect("alert id")).await.expect("log");
+    let log = store
+        .notifications("0000000000000f01".parse().expect("alert id"))
+        .await
+        .expect("log");
     let attempts: Vec<_> = log
         .iter()
         .map(|n| (n.attempt, n.ok, n.error.clone()))
@@ -164,7 +167,11 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
     );
     assert_eq!(seen.lock().expect("lock").len(), 3);
     assert_eq!(
-        store.notifications("0000000000000f02".parse().expect("alert id")).await.expect("log").len(),
+        store
+            .notifications("0000000000000f02".parse().expect("alert id"))
+            .await
+            .expect("log")
+            .len(),
         3
     );
     assert!(
@@ -186,7 +193,10 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
             .deliver(&alert("0000000000000f03", AlertStatus::Firing), &ctx)
             .await
     );
-    let log = store.notifications("0000000000000f03".parse().expect("alert id")).await.expect("log");
+    let log = store
+        .notifications("0000000000000f03".parse().expect("alert id"))
+        .await
+        .expect("log");
     assert_eq!(log.len(), 2);
     let error = log[0].error.clone().unwrap_or_default();
     assert!(error.starts_with("cannot connect"), "{error}");
@@ -299,14 +309,18 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
             let alerts = am.alerts().await;
             let still_active = alerts.as_array().is_some_and(|a| {
                 a.iter().any(|x| {
-                    x["labels"]["alarmnet_id"] == "0000000000000f11" && x["status"]["state"] == "active"
+                    x["labels"]["alarmnet_id"] == "0000000000000f11"
+                        && x["status"]["state"] == "active"
                 })
             });
             (!still_active).then_some(())
         },
     )
     .await;
-    let log = store.notifications("0000000000000f11".parse().expect("alert id")).await.expect("log");
+    let log = store
+        .notifications("0000000000000f11".parse().expect("alert id"))
+        .await
+        .expect("log");
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|n| n.ok && n.output == "alertmanager"));
     ctx.shutdown.cancel();
@@ -357,7 +371,9 @@ async fn alertmanager_reposts_firing_alerts() {
             let alerts = am.alerts().await;
             alerts.as_array().and_then(|a| {
                 a.iter()
-                    .find(|x| x["labels"]["alarmnet_id"] == "0000000000000f12" && x["updatedAt"] != first)
+                    .find(|x| {
+                        x["labels"]["alarmnet_id"] == "0000000000000f12" && x["updatedAt"] != first
+                    })
                     .map(|_| ())
             })
         },

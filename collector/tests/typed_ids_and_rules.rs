@@ -126,7 +126,10 @@ fn the_scanner_sees_string_handling_and_skips_tests_and_comments() {
         violations("let fp = u64::from_str_radix(&alert.id, 16);").len(),
         1
     );
-    assert_eq!(violations("AVAILABILITY_RULES.contains(&a.rule.as_str())").len(), 1);
+    assert_eq!(
+        violations("AVAILABILITY_RULES.contains(&a.rule.as_str())").len(),
+        1
+    );
     let fine = "// a.rule.as_str() == \"fault\" in a comment\nlet x = RuleKind::Fault;\n\
                 #[cfg(test)]\nmod tests {\n    fn t() { assert!(a.rule.as_str() == \"fault\"); }\n}";
     assert!(violations(&code(fine)).is_empty(), "{}", code(fine));

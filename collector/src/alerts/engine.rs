@@ -18,9 +18,7 @@ use alarmnet_protocol::{
 use super::config::AlertsConfig;
 use super::{AlertChange, AlertEvent, fingerprint};
 use crate::liveness::{Change, NodeIdx, NodeView, SeqInfo, Tracker};
-use crate::model::{
-    Ack, Alert, AlertId, Liveness, Millis, RuleKind, Silence, SilenceId, Subject,
-};
+use crate::model::{Ack, Alert, AlertId, Liveness, Millis, RuleKind, Silence, SilenceId, Subject};
 
 /// The fingerprint key of a node's summary `fault` alert while it is over
 /// `alerts.fault.max_active_per_node` (not a key an agent can send: `alarmnet` is no check
@@ -515,8 +513,24 @@ impl Engine {
         let region = alert.subject.region().map(|r| r.as_str());
         let site = alert.subject.site().map(|s| s.as_str());
         let node = alert.subject.node().map(|n| n.as_str());
-        let region_out = || self.is_active(fingerprint(RuleKind::RegionOutage.as_str(), region, None, None, None));
-        let site_out = || self.is_active(fingerprint(RuleKind::SiteOutage.as_str(), region, site, None, None));
+        let region_out = || {
+            self.is_active(fingerprint(
+                RuleKind::RegionOutage.as_str(),
+                region,
+                None,
+                None,
+                None,
+            ))
+        };
+        let site_out = || {
+            self.is_active(fingerprint(
+                RuleKind::SiteOutage.as_str(),
+                region,
+                site,
+                None,
+                None,
+            ))
+        };
         match alert.rule {
             RuleKind::NodeOffline => {
                 region_out()
@@ -793,7 +807,13 @@ impl Engine {
     fn eval_region(&mut self, t: &Tracker, region: u32, at: Millis, out: &mut Vec<AlertChange>) {
         let rule = &self.cfg.region_outage;
         let r = t.region_entry(region);
-        let fp = fingerprint(RuleKind::RegionOutage.as_str(), Some(r.id.as_str()), None, None, None);
+        let fp = fingerprint(
+            RuleKind::RegionOutage.as_str(),
+            Some(r.id.as_str()),
+            None,
+            None,
+            None,
+        );
         let cond = rule.enabled && outage(r.offline, r.total, rule.min_nodes, rule.min_fraction);
         let severity = rule.severity;
         self.toggle(t, fp, cond, at, out, || {
@@ -1597,7 +1617,9 @@ impl Engine {
                 continue;
             }
             match (rule, node) {
-                (RuleKind::NodeOffline, Some(idx)) if t.view(idx).own_state() != Liveness::Offline => {
+                (RuleKind::NodeOffline, Some(idx))
+                    if t.view(idx).own_state() != Liveness::Offline =>
+                {
                     self.resolve(t, fp, now, out);
                 }
                 (RuleKind::Flapping, Some(idx)) => {

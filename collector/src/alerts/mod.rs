@@ -41,8 +41,8 @@ mod monitor;
 mod tests;
 
 pub use config::{
-    AlertsConfig, ClockSkewRule, CollectorBlindRule, FaultRule, FlappingRule,
-    NodeOfflineRule, Op, OutageRule, ReadinessLowRule, TelemetryGapRule, ThresholdRule,
+    AlertsConfig, ClockSkewRule, CollectorBlindRule, FaultRule, FlappingRule, NodeOfflineRule, Op,
+    OutageRule, ReadinessLowRule, TelemetryGapRule, ThresholdRule,
 };
 pub use engine::{AckError, BlindCause, Engine};
 pub use monitor::{Monitor, MonitorConfig, Output};

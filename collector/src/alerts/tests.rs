@@ -977,10 +977,7 @@ fn collector_blind_fires_once_and_nobody_goes_offline_while_blind() {
     let out = h.m.broker_lost(h.now + 1_000);
     assert_eq!(out.alerts.len(), 1);
     assert!(out.alerts[0].notify);
-    assert_eq!(
-        out.alerts[0].alert.subject,
-        crate::model::Subject::Network
-    );
+    assert_eq!(out.alerts[0].alert.subject, crate::model::Subject::Network);
     h.now += 1_000;
     assert!(h.run_to(T0 + 3_600_000).is_empty());
     assert_eq!(
@@ -1210,9 +1207,9 @@ fn ids_are_stable_fnv1a_fingerprints() {
     );
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    let first = h.will(&p).alerts[0].alert.id.clone();
+    let first = h.will(&p).alerts[0].alert.id;
     h.beat(&p);
-    let again = h.will(&p).alerts[0].alert.id.clone();
+    let again = h.will(&p).alerts[0].alert.id;
     assert_eq!(first, again);
     assert_eq!(first, AlertId::new(expect));
 }
@@ -1581,7 +1578,7 @@ fn random_histories_keep_the_invariants() {
                 assert_ne!(t.from, t.to);
             }
             for c in &out.alerts {
-                let id = c.alert.id.clone();
+                let id = c.alert.id;
                 match (c.alert.status, c.notify) {
                     (AlertStatus::Firing, true) => {
                         let was = outstanding.insert(id, true).unwrap_or(false);

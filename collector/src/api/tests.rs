@@ -620,7 +620,10 @@ async fn node_detail_history_and_metrics() {
 async fn alerts_filter_and_acknowledge_once() {
     let s = Server::start(true).await;
     let (_, all) = s.get("/api/v1/alerts", None).await;
-    assert_eq!(items(&all), ["000000000000a005", "000000000000a004", "000000000000a001"]);
+    assert_eq!(
+        items(&all),
+        ["000000000000a005", "000000000000a004", "000000000000a001"]
+    );
     let (_, firing) = s
         .get("/api/v1/alerts?status=firing&severity=critical,minor", None)
         .await;
@@ -1076,7 +1079,10 @@ async fn cursors_walk_each_node_and_alert_once_while_rows_are_added() {
     let alerts = walk(&s, "/api/v1/alerts?limit=1", async || {
         // A newer alert lands before the cursor, an older one after it.
         // Ids 0xe000 and up: even for the newer, odd for the older.
-        for (older, started) in [(0, "2026-11-28T11:30:00+08:00"), (1, "2026-09-15T00:00:00+08:00")] {
+        for (older, started) in [
+            (0, "2026-11-28T11:30:00+08:00"),
+            (1, "2026-09-15T00:00:00+08:00"),
+        ] {
             let a = alert(
                 &format!("{:016x}", 0xe000 + 2 * n + older),
                 "fault",

@@ -106,7 +106,10 @@ mod tests {
         let id = AlertId::new(0xab);
         assert_eq!(id.to_string(), "00000000000000ab");
         assert_eq!("00000000000000ab".parse::<AlertId>(), Ok(id));
-        assert_eq!(serde_json::to_string(&id).expect("json"), "\"00000000000000ab\"");
+        assert_eq!(
+            serde_json::to_string(&id).expect("json"),
+            "\"00000000000000ab\""
+        );
         assert_eq!(
             serde_json::from_str::<AlertId>("\"00000000000000ab\"").expect("json"),
             id

@@ -32,9 +32,9 @@ impl Subject {
     pub fn region(&self) -> Option<&RegionId> {
         match self {
             Subject::Network => None,
-            Subject::Region { region } | Subject::Site { region, .. } | Subject::Node { region, .. } => {
-                Some(region)
-            }
+            Subject::Region { region }
+            | Subject::Site { region, .. }
+            | Subject::Node { region, .. } => Some(region),
         }
     }
 
@@ -193,7 +193,10 @@ mod tests {
             json!({"region": null, "site": null, "node": "s1"}),
             json!({"region": "lanzhou", "site": null, "node": "s1"}),
         ] {
-            assert!(serde_json::from_value::<Subject>(labels.clone()).is_err(), "{labels}");
+            assert!(
+                serde_json::from_value::<Subject>(labels.clone()).is_err(),
+                "{labels}"
+            );
         }
     }
 
@@ -209,7 +212,13 @@ mod tests {
         let other = Subject::Region {
             region: RegionId::new("zz").expect("id"),
         };
-        let mut all = vec![other.clone(), node(), site.clone(), region.clone(), Subject::Network];
+        let mut all = vec![
+            other.clone(),
+            node(),
+            site.clone(),
+            region.clone(),
+            Subject::Network,
+        ];
         all.sort();
         assert_eq!(all, [Subject::Network, region, site, node(), other]);
     }

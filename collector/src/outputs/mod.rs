@@ -220,14 +220,20 @@ mod priority_tests {
             outputs.notify(&fault);
         }
         // Full of faults: the offline takes the newest fault's place.
-        outputs.notify(&tests_support::alert("00000000000000ff", AlertStatus::Firing));
+        outputs.notify(&tests_support::alert(
+            "00000000000000ff",
+            AlertStatus::Firing,
+        ));
         let ids: Vec<String> = std::iter::from_fn(|| rx.try_recv())
             .map(|n| {
                 let (Notice::Alert(a) | Notice::Resume(a)) = n;
                 a.id.to_string()
             })
             .collect();
-        assert_eq!(ids, ["00000000000000ff", "00000000000000f0", "00000000000000f1"]);
+        assert_eq!(
+            ids,
+            ["00000000000000ff", "00000000000000f0", "00000000000000f1"]
+        );
         assert!(
             metrics
                 .render()
@@ -249,10 +255,10 @@ pub(crate) mod tests_support {
             severity: Severity::Critical,
             status,
             subject: Subject::Node {
-            region: RegionId::new("lanzhou").expect("id"),
-            site: SiteId::new("lz-cg").expect("id"),
-            node: NodeId::new("lz-cg-s001").expect("id"),
-        },
+                region: RegionId::new("lanzhou").expect("id"),
+                site: SiteId::new("lz-cg").expect("id"),
+                node: NodeId::new("lz-cg-s001").expect("id"),
+            },
             kind: Some(Name::new("siren").expect("name")),
             started_at: 1_764_330_000_000,
             ended_at: (status == AlertStatus::Resolved).then_some(1_764_330_600_000),

@@ -362,12 +362,8 @@ fn alert_matches(q: &AlertQuery, a: &Alert) -> bool {
         && q.region
             .as_ref()
             .is_none_or(|r| a.subject.region() == Some(r))
-        && q.site
-            .as_ref()
-            .is_none_or(|r| a.subject.site() == Some(r))
-        && q.node
-            .as_ref()
-            .is_none_or(|r| a.subject.node() == Some(r))
+        && q.site.as_ref().is_none_or(|r| a.subject.site() == Some(r))
+        && q.node.as_ref().is_none_or(|r| a.subject.node() == Some(r))
         && q.kind.as_ref().is_none_or(|r| a.kind.as_ref() == Some(r))
         && q.acked.is_none_or(|k| a.ack.is_some() == k)
         && q.window
@@ -450,8 +446,7 @@ fn alert_pages_filter_count_and_walk_once_while_alerts_are_added() {
 
     // New alerts between pages (newer ones land before the cursor, older after it): every
     // alert present all along is seen exactly once.
-    let before: BTreeSet<(AlertId, u64)> =
-        all.iter().map(|a| (a.id, a.started_at)).collect();
+    let before: BTreeSet<(AlertId, u64)> = all.iter().map(|a| (a.id, a.started_at)).collect();
     let mut i = 300;
     let seen = walk_alerts(&db, &AlertQuery::default(), 11, || {
         for _ in 0..4 {

@@ -223,7 +223,11 @@ impl Store {
             .await
     }
 
-    pub async fn ack_alert(&self, alert_id: AlertId, ack: Ack) -> Result<Option<Alert>, StoreError> {
+    pub async fn ack_alert(
+        &self,
+        alert_id: AlertId,
+        ack: Ack,
+    ) -> Result<Option<Alert>, StoreError> {
         self.call(move |db| db.ack_alert(alert_id, &ack)).await
     }
 

@@ -20,8 +20,7 @@ use serde::Serialize;
 use super::StoreError;
 use super::schema;
 use crate::model::{
-    Ack, Alert, AlertId, Cause, Liveness, Millis, RuleKind, Silence, SilenceId, Subject,
-    Transition,
+    Ack, Alert, AlertId, Cause, Liveness, Millis, RuleKind, Silence, SilenceId, Subject, Transition,
 };
 use crate::uptime::{Step, TestTally};
 
@@ -1310,7 +1309,10 @@ impl Db {
         let c = q.conditions();
         let total = self.count("silences", &c)?;
         let mut page = match after {
-            Some(k) => c.with("(starts_at, id) < (?, ?)", [int(k.starts_at), text(&k.id.to_string())]),
+            Some(k) => c.with(
+                "(starts_at, id) < (?, ?)",
+                [int(k.starts_at), text(&k.id.to_string())],
+            ),
             None => c,
         };
         let sql = format!(

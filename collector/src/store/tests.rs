@@ -374,9 +374,16 @@ fn alerts_acks_silences_and_notifications_round_trip() {
         at: 150,
         comment: Some("crew sent".into()),
     };
-    let acked = db.ack_alert(aid("0000000000000f31"), &ack).expect("ack").expect("exists");
+    let acked = db
+        .ack_alert(aid("0000000000000f31"), &ack)
+        .expect("ack")
+        .expect("exists");
     assert_eq!(acked.ack, Some(ack.clone()));
-    assert!(db.ack_alert(aid("00000000000000ee"), &ack).expect("ack").is_none());
+    assert!(
+        db.ack_alert(aid("00000000000000ee"), &ack)
+            .expect("ack")
+            .is_none()
+    );
     a.ack = Some(ack);
     a.status = AlertStatus::Resolved;
     a.ended_at = Some(200);
@@ -392,7 +399,10 @@ fn alerts_acks_silences_and_notifications_round_trip() {
         db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
         vec![again.clone()]
     );
-    assert_eq!(db.latest_alert(aid("0000000000000f31")).expect("latest"), Some(again));
+    assert_eq!(
+        db.latest_alert(aid("0000000000000f31")).expect("latest"),
+        Some(again)
+    );
 
     let s = Silence {
         id: SilenceId::new(1),

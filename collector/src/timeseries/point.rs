@@ -575,9 +575,9 @@ mod tests {
             severity: Severity::Major,
             status: AlertStatus::Firing,
             subject: Subject::Site {
-            region: tags().region,
-            site: tags().site,
-        },
+                region: tags().region,
+                site: tags().site,
+            },
             kind: None,
             started_at: 100,
             ended_at: None,

@@ -20,7 +20,13 @@ impl Engine {
     ) {
         let rule = &self.cfg.readiness_low;
         let r = t.region_entry(region);
-        let fp = fingerprint(RuleKind::ReadinessLow.as_str(), Some(r.id.as_str()), None, None, None);
+        let fp = fingerprint(
+            RuleKind::ReadinessLow.as_str(),
+            Some(r.id.as_str()),
+            None,
+            None,
+            None,
+        );
         let judged = sirens.judged();
         let pct = sirens.ready_pct().unwrap_or(100.0);
         let watched = rule.enabled && judged >= rule.min_nodes;
@@ -107,14 +113,8 @@ mod tests {
         );
         let a = &out.alerts[0].alert;
         assert_eq!(a.rule.as_str(), "readiness_low");
-        assert_eq!(
-            a.subject.region().map(|r| r.as_str()),
-            Some("lanzhou")
-        );
-        assert_eq!(
-            (a.subject.site(), a.subject.node()),
-            (None, None)
-        );
+        assert_eq!(a.subject.region().map(|r| r.as_str()), Some("lanzhou"));
+        assert_eq!((a.subject.site(), a.subject.node()), (None, None));
         assert_eq!(
             a.summary,
             "readiness low in lanzhou: 17 of 20 sirens ready (85.0 %, floor 90 %)"
