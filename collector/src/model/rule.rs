@@ -10,7 +10,7 @@ use alarmnet_protocol::{IdError, Name};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The rule of an alert.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RuleKind {
     NodeOffline,
     Fault,
