@@ -18,7 +18,9 @@ use alarmnet_collector::api::{
     ApiState, Auth, AuthConfig, Control, EventHub, RecentMetrics, router, serve_with_store,
 };
 use alarmnet_collector::metrics::Metrics;
-use alarmnet_collector::model::{Alert, Cause, Liveness, Millis, Subject, Transition};
+use alarmnet_collector::model::{
+    Alert, AlertId, Cause, Liveness, Millis, RuleKind, Subject, Transition,
+};
 use alarmnet_collector::store::{Db, Store, StoreError, schema};
 use alarmnet_collector::uptime::{DEFAULT_TIME_ZONE, time_zone};
 use alarmnet_protocol::{
@@ -112,18 +114,18 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
         }
     }
     let alert = |p: &NodePath, started_at: Millis, ended_at: Option<Millis>| Alert {
-        id: format!("{:016x}", started_at ^ p.node.as_str().len() as u64),
-        rule: Name::new("node_offline").expect("valid rule"),
+        id: AlertId::new(started_at ^ p.node.as_str().len() as u64),
+        rule: RuleKind::NodeOffline,
         severity: Severity::Critical,
         status: if ended_at.is_some() {
             AlertStatus::Resolved
         } else {
             AlertStatus::Firing
         },
-        subject: Subject {
-            region: Some(p.region.clone()),
-            site: Some(p.site.clone()),
-            node: Some(p.node.clone()),
+        subject: Subject::Node {
+            region: p.region.clone(),
+            site: p.site.clone(),
+            node: p.node.clone(),
         },
         kind: Some(Name::new("siren").expect("valid kind")),
         started_at,
@@ -141,12 +143,12 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
         );
         let started = NOW - 30 * DAY + rng.below(29 * DAY);
         let mut a = alert(&p, started, Some(started + 1 + rng.below(3_600_000)));
-        a.id = format!("a{i:07}");
+        a.id = AlertId::new(0xa000_0000 + i as u64);
         db.upsert_alert(&a)?;
     }
     for (i, (p, at)) in offline.iter().enumerate() {
         let mut a = alert(p, *at, None);
-        a.id = format!("f{i:07}");
+        a.id = AlertId::new(0xf000_0000 + i as u64);
         db.upsert_alert(&a)?;
     }
     Ok(())

@@ -6,6 +6,14 @@ use alarmnet_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+mod ids;
+mod rule;
+mod subject;
+
+pub use ids::{AlertId, SilenceId};
+pub use rule::RuleKind;
+pub use subject::{Subject, SubjectError, SubjectLabels};
+
 /// Milliseconds since the Unix epoch, UTC, on the collector's clock.
 pub type Millis = u64;
 
@@ -163,14 +171,6 @@ pub struct NodeInfo {
     pub hb_interval_ms: u64,
 }
 
-/// The subject of an alert: a node, a site, a region, or the whole network.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Subject {
-    pub region: Option<RegionId>,
-    pub site: Option<SiteId>,
-    pub node: Option<NodeId>,
-}
-
 /// An alert's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
@@ -184,8 +184,8 @@ pub struct Ack {
 /// same subject after resolution gets a new row in history under the same fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
-    pub id: String,
-    pub rule: Name,
+    pub id: AlertId,
+    pub rule: RuleKind,
     pub severity: Severity,
     pub status: AlertStatus,
     pub subject: Subject,
@@ -207,7 +207,7 @@ pub struct Alert {
 /// nodes' time in the window counts as maintenance, not downtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Silence {
-    pub id: String,
+    pub id: SilenceId,
     pub region: Option<RegionId>,
     pub site: Option<SiteId>,
     pub node: Option<NodeId>,

@@ -34,7 +34,9 @@ use crate::ingest::{CoreEvent, NodeMessage};
 use crate::liveness::RestoredNode;
 use crate::liveness::wills::{HeldWill, WillGate};
 use crate::metrics::Metrics;
-use crate::model::{Clock, Millis, NodeInfo, Silence, Transition, system_clock};
+use crate::model::{
+    AlertId, Clock, Millis, NodeInfo, Silence, SilenceId, Transition, system_clock,
+};
 use crate::outputs::Outputs;
 use crate::readiness::{Board, ReadinessChange, ReadinessConfig, ReadinessTracker};
 use crate::store::reserve::{Reserve, is_disk_full};
@@ -1032,55 +1034,51 @@ impl Core {
     /// there, and in the store (history) in any case.
     async fn ack(
         &mut self,
-        id: String,
+        id: AlertId,
         ack: crate::model::Ack,
         now: Millis,
     ) -> Result<crate::model::Alert, ControlError> {
         self.commit_and_announce().await;
-        let look = id.clone();
-        match self.store.call(move |db| db.latest_alert(&look)).await? {
-            None => return Err(ControlError::NotFound { what: "alert", id }),
+        match self.store.call(move |db| db.latest_alert(id)).await? {
+            None => return Err(ControlError::not_found("alert", id)),
             Some(latest) => {
                 if let Some(previous) = latest.ack {
                     return Err(ControlError::AlreadyAcknowledged {
-                        id,
+                        id: id.to_string(),
                         by: previous.by,
                     });
                 }
             }
         }
-        let ack = match self.monitor.ack(&id, &ack.by, ack.comment.as_deref(), now) {
+        let ack = match self.monitor.ack(id, &ack.by, ack.comment.as_deref(), now) {
             Ok(change) => change.alert.ack.unwrap_or(ack),
             // Resolved already: the acknowledgement is kept in history all the same.
             Err(_) => ack,
         };
-        match self.store.ack_alert(id.clone(), ack).await? {
+        match self.store.ack_alert(id, ack).await? {
             Some(alert) => {
                 self.links.events.publish_ack(&alert);
                 Ok(alert)
             }
-            None => Err(ControlError::NotFound { what: "alert", id }),
+            None => Err(ControlError::not_found("alert", id)),
         }
     }
 
     async fn end_silence(
         &mut self,
-        id: String,
+        id: SilenceId,
         at: Millis,
         now: Millis,
     ) -> Result<Silence, ControlError> {
         let silences = self.store.silences(None).await?;
         let Some(mut silence) = silences.into_iter().find(|s| s.id == id) else {
-            return Err(ControlError::NotFound {
-                what: "silence",
-                id,
-            });
+            return Err(ControlError::not_found("silence", id));
         };
         if silence.ends_at <= at {
-            return Err(ControlError::AlreadyExpired { id });
+            return Err(ControlError::AlreadyExpired { id: id.to_string() });
         }
-        self.store.end_silence(id.clone(), at).await?;
-        if let Some(out) = self.monitor.expire_silence(&id, now) {
+        self.store.end_silence(id, at).await?;
+        if let Some(out) = self.monitor.expire_silence(id, now) {
             self.take(out);
         }
         self.commit_and_announce().await;
@@ -1099,7 +1097,7 @@ mod tests {
     use crate::alerts::MonitorConfig;
     use crate::config::IngestConfig;
     use crate::ingest::Ingest;
-    use crate::model::Liveness;
+    use crate::model::{Liveness, RuleKind};
     use crate::outputs::Notice;
     use crate::store::Db;
 
@@ -1607,9 +1605,9 @@ mod tests {
         let Notice::Alert(alert) = notice else {
             panic!("not an alert notice: {notice:?}");
         };
-        assert_eq!(alert.rule.as_str(), "node_offline");
+        assert_eq!(alert.rule, RuleKind::NodeOffline);
         assert_eq!(alert.status, AlertStatus::Firing);
-        assert_eq!(alert.subject.node.as_ref().map(NodeId::as_str), Some("n1"));
+        assert_eq!(alert.subject.node().map(NodeId::as_str), Some("n1"));
         // Offline three 10 s heartbeat intervals after the last heartbeat, never sooner,
         // and judged within a link check of it.
         let silence = alert.started_at - last_heard;

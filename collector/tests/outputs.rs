@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alarmnet_collector::metrics::Metrics;
-use alarmnet_collector::model::{Alert, Subject};
+use alarmnet_collector::model::{Alert, RuleKind, Subject};
 use alarmnet_collector::outputs::alertmanager::AlertmanagerConfig;
 use alarmnet_collector::outputs::webhook::{Webhook, WebhookConfig, WebhookSettings};
 use alarmnet_collector::outputs::{Notice, OutputContext, alertmanager};
@@ -23,14 +23,14 @@ fn alert(id: &str, status: AlertStatus) -> Alert {
         .expect("clock after 1970")
         .as_millis() as u64;
     Alert {
-        id: id.into(),
-        rule: Name::new("node_offline").expect("name"),
+        id: id.parse().expect("alert id"),
+        rule: RuleKind::NodeOffline,
         severity: Severity::Critical,
         status,
-        subject: Subject {
-            region: Some(RegionId::new("lanzhou").expect("id")),
-            site: Some(SiteId::new("lz-cg").expect("id")),
-            node: Some(NodeId::new("lz-cg-s001").expect("id")),
+        subject: Subject::Node {
+            region: RegionId::new("lanzhou").expect("id"),
+            site: SiteId::new("lz-cg").expect("id"),
+            node: NodeId::new("lz-cg-s001").expect("id"),
         },
         kind: Some(Name::new("siren").expect("name")),
         started_at: now - 60_000,
@@ -114,7 +114,7 @@ async fn webhook_retries_after_errors_and_logs_every_attempt() {
         jiff::tz::TimeZone::UTC,
     )
     .expect("client");
-    let a = alert("fp-1", AlertStatus::Firing);
+    let a = alert("0000000000000f01", AlertStatus::Firing);
     assert!(
         hook.deliver(&a, &ctx).await,
         "delivered on the third attempt"
@@ -125,14 +125,17 @@ async fn webhook_retries_after_errors_and_logs_every_attempt() {
     let (body, auth) = &seen[2];
     assert_eq!(auth, "Bearer t0k3n");
     assert_eq!(body["v"], 1);
-    assert_eq!(body["id"], "fp-1");
+    assert_eq!(body["id"], "0000000000000f01");
     assert_eq!(body["rule"], "node_offline");
     assert_eq!(body["status"], "firing");
     assert_eq!(body["node"], "lz-cg-s001");
     assert_eq!(body["summary"], "lz-cg-s001 (城关区) is offline");
     assert!(body.get("ended_at").is_none());
 
-    let log = store.notifications("fp-1".into()).await.expect("log");
+    let log = store
+        .notifications("0000000000000f01".parse().expect("alert id"))
+        .await
+        .expect("log");
     let attempts: Vec<_> = log
         .iter()
         .map(|n| (n.attempt, n.ok, n.error.clone()))
@@ -162,12 +165,16 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
     .expect("client");
     assert!(
         !hook
-            .deliver(&alert("fp-2", AlertStatus::Firing), &ctx)
+            .deliver(&alert("0000000000000f02", AlertStatus::Firing), &ctx)
             .await
     );
     assert_eq!(seen.lock().expect("lock").len(), 3);
     assert_eq!(
-        store.notifications("fp-2".into()).await.expect("log").len(),
+        store
+            .notifications("0000000000000f02".parse().expect("alert id"))
+            .await
+            .expect("log")
+            .len(),
         3
     );
     assert!(
@@ -186,10 +193,13 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
     .expect("client");
     assert!(
         !hook
-            .deliver(&alert("fp-3", AlertStatus::Firing), &ctx)
+            .deliver(&alert("0000000000000f03", AlertStatus::Firing), &ctx)
             .await
     );
-    let log = store.notifications("fp-3".into()).await.expect("log");
+    let log = store
+        .notifications("0000000000000f03".parse().expect("alert id"))
+        .await
+        .expect("log");
     assert_eq!(log.len(), 2);
     let error = log[0].error.clone().unwrap_or_default();
     assert!(error.starts_with("cannot connect"), "{error}");
@@ -209,7 +219,7 @@ async fn webhook_task_delivers_in_order() {
     let task = tokio::spawn(hook.run(rx, ctx.clone()));
     for status in [AlertStatus::Firing, AlertStatus::Resolved] {
         assert!(matches!(
-            tx.push(Notice::Alert(Arc::new(alert("fp-4", status)))),
+            tx.push(Notice::Alert(Arc::new(alert("0000000000000f04", status)))),
             alarmnet_collector::outputs::Pushed::Queued
         ));
     }
@@ -245,7 +255,7 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
     let output = alertmanager::Alertmanager::new(&config).expect("client");
     let (tx, rx) = alarmnet_collector::outputs::queue::channel(10);
     let task = tokio::spawn(output.run(rx, ctx.clone()));
-    let firing = alert("fp-am-1", AlertStatus::Firing);
+    let firing = alert("0000000000000f11", AlertStatus::Firing);
     assert!(matches!(
         tx.push(Notice::Alert(Arc::new(firing.clone()))),
         alarmnet_collector::outputs::Pushed::Queued
@@ -258,7 +268,7 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
             let alerts = am.alerts().await;
             alerts.as_array().and_then(|a| {
                 a.iter()
-                    .find(|x| x["labels"]["alarmnet_id"] == "fp-am-1")
+                    .find(|x| x["labels"]["alarmnet_id"] == "0000000000000f11")
                     .cloned()
             })
         },
@@ -292,7 +302,7 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
     // Resolving sets endsAt in the past: Alertmanager no longer shows it as active.
     assert!(matches!(
         tx.push(Notice::Alert(Arc::new(alert(
-            "fp-am-1",
+            "0000000000000f11",
             AlertStatus::Resolved,
         )))),
         alarmnet_collector::outputs::Pushed::Queued
@@ -304,14 +314,18 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
             let alerts = am.alerts().await;
             let still_active = alerts.as_array().is_some_and(|a| {
                 a.iter().any(|x| {
-                    x["labels"]["alarmnet_id"] == "fp-am-1" && x["status"]["state"] == "active"
+                    x["labels"]["alarmnet_id"] == "0000000000000f11"
+                        && x["status"]["state"] == "active"
                 })
             });
             (!still_active).then_some(())
         },
     )
     .await;
-    let log = store.notifications("fp-am-1".into()).await.expect("log");
+    let log = store
+        .notifications("0000000000000f11".parse().expect("alert id"))
+        .await
+        .expect("log");
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|n| n.ok && n.output == "alertmanager"));
     ctx.shutdown.cancel();
@@ -339,7 +353,7 @@ async fn alertmanager_reposts_firing_alerts() {
     // A resumed alert (notified before a restart) is not notified again, only re-posted.
     assert!(matches!(
         tx.push(Notice::Resume(Arc::new(alert(
-            "fp-am-2",
+            "0000000000000f12",
             AlertStatus::Firing,
         )))),
         alarmnet_collector::outputs::Pushed::Queued
@@ -351,7 +365,7 @@ async fn alertmanager_reposts_firing_alerts() {
             let alerts = am.alerts().await;
             alerts.as_array().and_then(|a| {
                 a.iter()
-                    .find(|x| x["labels"]["alarmnet_id"] == "fp-am-2")
+                    .find(|x| x["labels"]["alarmnet_id"] == "0000000000000f12")
                     .map(|x| x["updatedAt"].clone())
             })
         },
@@ -364,7 +378,9 @@ async fn alertmanager_reposts_firing_alerts() {
             let alerts = am.alerts().await;
             alerts.as_array().and_then(|a| {
                 a.iter()
-                    .find(|x| x["labels"]["alarmnet_id"] == "fp-am-2" && x["updatedAt"] != first)
+                    .find(|x| {
+                        x["labels"]["alarmnet_id"] == "0000000000000f12" && x["updatedAt"] != first
+                    })
                     .map(|_| ())
             })
         },
@@ -438,7 +454,7 @@ async fn dingtalk_robot_gets_signed_markdown_and_a_refusal_is_a_failed_attempt()
     config.secret = Some("SECright".into());
     let hook = Webhook::new("robot-ok".into(), &config, shanghai.clone()).expect("client");
     assert!(
-        hook.deliver(&alert("fp-robot", AlertStatus::Firing), &ctx)
+        hook.deliver(&alert("0000000000000f21", AlertStatus::Firing), &ctx)
             .await
     );
     {
@@ -455,12 +471,12 @@ async fn dingtalk_robot_gets_signed_markdown_and_a_refusal_is_a_failed_attempt()
     let hook = Webhook::new("robot-bad".into(), &config, shanghai).expect("client");
     assert!(
         !hook
-            .deliver(&alert("fp-robot-bad", AlertStatus::Firing), &ctx)
+            .deliver(&alert("0000000000000f22", AlertStatus::Firing), &ctx)
             .await
     );
     assert_eq!(seen.lock().expect("lock").len(), 1);
     let log = store
-        .notifications("fp-robot-bad".into())
+        .notifications("0000000000000f22".parse().expect("alert id"))
         .await
         .expect("log");
     assert_eq!(log.len(), 1, "{log:?}");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_collector::model::{Alert, Cause, Liveness, Subject, Transition};
+use alarmnet_collector::model::{Alert, Cause, Liveness, RuleKind, Subject, Transition};
 use alarmnet_collector::timeseries::{Counters, NodeTags, Point, Sink, SinkConfig};
 use alarmnet_protocol::{
     AlertStatus, BootId, Fault, FaultStatus, Heartbeat, MetricName, Metrics, Name, NodeId,
@@ -349,14 +349,14 @@ async fn points_are_read_back_with_names_labels_values_and_times() {
         },
     ));
     sink.submit(Point::alert(&Alert {
-        id: "a1b2c3".into(),
-        rule: Name::new("node_offline").expect("name"),
+        id: "0000000000a1b2c3".parse().expect("alert id"),
+        rule: RuleKind::NodeOffline,
         severity: Severity::Critical,
         status: AlertStatus::Firing,
-        subject: Subject {
-            region: Some(node.region.clone()),
-            site: Some(node.site.clone()),
-            node: Some(node.node.clone()),
+        subject: Subject::Node {
+            region: node.region.clone(),
+            site: node.site.clone(),
+            node: node.node.clone(),
         },
         kind: Some(node.kind.clone()),
         started_at: t0 + 4,
@@ -427,7 +427,7 @@ async fn points_are_read_back_with_names_labels_values_and_times() {
             &[
                 ("rule", "node_offline"),
                 ("severity", "critical"),
-                ("alert_id", "a1b2c3"),
+                ("alert_id", "0000000000a1b2c3"),
             ],
             1.0,
             t0 + 4,

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
-use alarmnet_collector::model::{Cause, Liveness, Millis, NodeInfo, Silence, Transition};
+use alarmnet_collector::model::{
+    Cause, Liveness, Millis, NodeInfo, Silence, SilenceId, Transition,
+};
 use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 
 pub const DAY: Millis = 86_400_000;
@@ -105,7 +107,7 @@ pub fn uptime_data() -> UptimeData {
         .map(|i| {
             let starts_at = NOW - 30 * DAY + rng.below(29 * DAY);
             Silence {
-                id: format!("s{i}"),
+                id: SilenceId::new(i as u64),
                 region: Some(RegionId::new(format!("r{:02}", i % REGIONS)).expect("valid")),
                 site: None,
                 node: None,

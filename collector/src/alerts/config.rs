@@ -7,6 +7,8 @@ use std::time::Duration;
 use alarmnet_protocol::{MetricName, Name, Severity};
 use serde::{Deserialize, Serialize};
 
+use crate::model::RuleKind;
+
 /// Every alert rule's settings (`[alerts]` in the collector config).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,20 +352,6 @@ pub struct ThresholdRule {
     pub group_wait: Duration,
 }
 
-/// The names of the built-in rules.
-pub const BUILTIN_RULES: [&str; 10] = [
-    "node_offline",
-    "fault",
-    "site_outage",
-    "region_outage",
-    "flapping",
-    "telemetry_gap",
-    "clock_skew",
-    "collector_blind",
-    "store_failed",
-    "readiness_low",
-];
-
 impl AlertsConfig {
     /// Every problem with these settings, empty when they are usable.
     pub fn problems(&self) -> Vec<String> {
@@ -415,7 +403,7 @@ impl AlertsConfig {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, t) in self.thresholds.iter().enumerate() {
-            if BUILTIN_RULES.contains(&t.name.as_str()) {
+            if RuleKind::builtin(t.name.as_str()).is_some() {
                 problems.push(format!(
                     "alerts.thresholds[{i}].name {:?} is a built-in rule name",
                     t.name.as_str()
@@ -437,23 +425,25 @@ impl AlertsConfig {
         problems
     }
 
-    /// How long a new alert of `rule` waits before its first notification. Rules this
-    /// config does not know (none so far) notify at once.
-    pub fn group_wait(&self, rule: &str) -> Duration {
+    /// How long a new alert of `rule` waits before its first notification. A threshold
+    /// rule this config does not know (one restored from the store after it was removed)
+    /// notifies at once, and so does `readiness_low`, which has no group wait.
+    pub fn group_wait(&self, rule: &RuleKind) -> Duration {
         match rule {
-            "node_offline" => self.node_offline.group_wait,
-            "fault" => self.fault.group_wait,
-            "site_outage" => self.site_outage.group_wait,
-            "region_outage" => self.region_outage.group_wait,
-            "flapping" => self.flapping.group_wait,
-            "telemetry_gap" => self.telemetry_gap.group_wait,
-            "clock_skew" => self.clock_skew.group_wait,
-            "collector_blind" => self.collector_blind.group_wait,
-            "store_failed" => self.store_failed.group_wait,
-            other => self
+            RuleKind::NodeOffline => self.node_offline.group_wait,
+            RuleKind::Fault => self.fault.group_wait,
+            RuleKind::SiteOutage => self.site_outage.group_wait,
+            RuleKind::RegionOutage => self.region_outage.group_wait,
+            RuleKind::Flapping => self.flapping.group_wait,
+            RuleKind::TelemetryGap => self.telemetry_gap.group_wait,
+            RuleKind::ClockSkew => self.clock_skew.group_wait,
+            RuleKind::CollectorBlind => self.collector_blind.group_wait,
+            RuleKind::StoreFailed => self.store_failed.group_wait,
+            RuleKind::ReadinessLow => Duration::ZERO,
+            RuleKind::Threshold(name) => self
                 .thresholds
                 .iter()
-                .find(|t| t.name.as_str() == other)
+                .find(|t| &t.name == name)
                 .map_or(Duration::ZERO, |t| t.group_wait),
         }
     }

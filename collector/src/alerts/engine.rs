@@ -16,19 +16,9 @@ use alarmnet_protocol::{
 };
 
 use super::config::AlertsConfig;
-use super::{AlertChange, AlertEvent, alert_id, fingerprint};
+use super::{AlertChange, AlertEvent, fingerprint};
 use crate::liveness::{Change, NodeIdx, NodeView, SeqInfo, Tracker};
-use crate::model::{Ack, Alert, Liveness, Millis, Silence, Subject};
-
-const NODE_OFFLINE: &str = "node_offline";
-const FAULT: &str = "fault";
-const SITE_OUTAGE: &str = "site_outage";
-const REGION_OUTAGE: &str = "region_outage";
-const FLAPPING: &str = "flapping";
-const TELEMETRY_GAP: &str = "telemetry_gap";
-const CLOCK_SKEW: &str = "clock_skew";
-const COLLECTOR_BLIND: &str = "collector_blind";
-const STORE_FAILED: &str = "store_failed";
+use crate::model::{Ack, Alert, AlertId, Liveness, Millis, RuleKind, Silence, SilenceId, Subject};
 
 /// The fingerprint key of a node's summary `fault` alert while it is over
 /// `alerts.fault.max_active_per_node` (not a key an agent can send: `alarmnet` is no check
@@ -44,10 +34,6 @@ pub enum BlindCause {
     Broker,
 }
 
-fn rule_name(rule: &str) -> Name {
-    Name::new(rule).expect("built-in rule names are valid names")
-}
-
 fn ms(d: Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -56,7 +42,7 @@ fn ms(d: Duration) -> Millis {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("no firing alert with id {0:?}")]
-    NotFound(String),
+    NotFound(AlertId),
 }
 
 #[derive(Debug)]
@@ -87,18 +73,15 @@ struct Members {
     due: bool,
 }
 
-fn is_group(rule: &str) -> bool {
-    matches!(rule, SITE_OUTAGE | REGION_OUTAGE)
-}
-
 /// The offline nodes of a site or region alert's subject (a scan: outages are rare).
 fn offline_members(t: &Tracker, alert: &Alert) -> BTreeSet<NodeId> {
-    let (Some(region), site) = (&alert.subject.region, &alert.subject.site) else {
+    let Some(region) = alert.subject.region() else {
         return BTreeSet::new();
     };
+    let site = alert.subject.site();
     t.nodes()
         .filter(|v| v.own_state() == Liveness::Offline && v.region() == region)
-        .filter(|v| site.as_ref().is_none_or(|s| v.site() == s))
+        .filter(|v| site.is_none_or(|s| v.site() == s))
         .map(|v| v.id().clone())
         .collect()
 }
@@ -172,9 +155,9 @@ struct NodeLabels<'a> {
 }
 
 impl NodeLabels<'_> {
-    fn fp(&self, rule: &str, extra: Option<&str>) -> u64 {
+    fn fp(&self, rule: &RuleKind, extra: Option<&str>) -> u64 {
         fingerprint(
-            rule,
+            rule.as_str(),
             Some(self.view.region().as_str()),
             Some(self.view.site().as_str()),
             Some(self.view.id().as_str()),
@@ -183,10 +166,10 @@ impl NodeLabels<'_> {
     }
 
     fn subject(&self) -> Subject {
-        Subject {
-            region: Some(self.view.region().clone()),
-            site: Some(self.view.site().clone()),
-            node: Some(self.view.id().clone()),
+        Subject::Node {
+            region: self.view.region().clone(),
+            site: self.view.site().clone(),
+            node: self.view.id().clone(),
         }
     }
 
@@ -208,7 +191,7 @@ impl NodeLabels<'_> {
         &self,
         idx: NodeIdx,
         fp: u64,
-        rule: Name,
+        rule: RuleKind,
         severity: Severity,
         detail: std::fmt::Arguments<'_>,
         args: Tags,
@@ -233,7 +216,7 @@ impl NodeLabels<'_> {
 /// What a new alert looks like; built only when the alert is not already firing.
 struct NewAlert {
     fp: u64,
-    rule: Name,
+    rule: RuleKind,
     severity: Severity,
     subject: Subject,
     kind: Option<Name>,
@@ -277,10 +260,18 @@ impl Engine {
     }
 
     fn index(&mut self, fp: u64, a: &Active) {
-        let (by_site, by_region) = match a.alert.rule.as_str() {
-            NODE_OFFLINE | FLAPPING => (true, true),
-            SITE_OUTAGE => (false, true),
-            _ => (false, false),
+        // The alerts an ending outage may release (see `resolve`).
+        let (by_site, by_region) = match a.alert.rule {
+            RuleKind::NodeOffline | RuleKind::Flapping => (true, true),
+            RuleKind::SiteOutage => (false, true),
+            RuleKind::RegionOutage
+            | RuleKind::Fault
+            | RuleKind::TelemetryGap
+            | RuleKind::ClockSkew
+            | RuleKind::CollectorBlind
+            | RuleKind::StoreFailed
+            | RuleKind::ReadinessLow
+            | RuleKind::Threshold(_) => (false, false),
         };
         if let (true, Some(site)) = (by_site, a.site) {
             self.by_site.entry(site).or_default().insert(fp);
@@ -313,9 +304,8 @@ impl Engine {
     }
 
     /// A firing alert by id.
-    pub fn alert(&self, id: &str) -> Option<&Alert> {
-        let fp = u64::from_str_radix(id, 16).ok()?;
-        self.active.get(&fp).map(|a| &a.alert)
+    pub fn alert(&self, id: AlertId) -> Option<&Alert> {
+        self.active.get(&id.get()).map(|a| &a.alert)
     }
 
     /// Every known silence that has not ended yet.
@@ -353,9 +343,9 @@ impl Engine {
         if self.active.contains_key(&new.fp) {
             return;
         }
-        let active_rule = new.rule.clone();
+        let hold_until = new.hold_until.max(self.hold_from(&new.rule, now));
         let alert = Alert {
-            id: alert_id(new.fp),
+            id: AlertId::new(new.fp),
             rule: new.rule,
             severity: new.severity,
             status: AlertStatus::Firing,
@@ -380,15 +370,13 @@ impl Engine {
             node: new.node,
             site,
             region,
-            hold_until: new
-                .hold_until
-                .max(self.hold_from(active_rule.as_str(), now)),
+            hold_until,
             confirmed: new.confirmed,
             members: None,
         };
         let notify = active.confirmed && active.hold_until <= now && !self.suppressed(t, &active);
         active.alert.notified = notify;
-        if is_group(active.alert.rule.as_str()) {
+        if active.alert.rule.is_outage() {
             let members = offline_members(t, &active.alert);
             active.members = Some(Box::new(Members {
                 notified: if notify {
@@ -422,36 +410,42 @@ impl Engine {
         active.alert.status = AlertStatus::Resolved;
         active.alert.ended_at = Some(now);
         let notify = active.alert.notified;
-        let rule = active.alert.rule.clone();
-        let subject = active.alert.subject.clone();
         out.push(AlertChange {
             alert: active.alert.clone(),
             event: AlertEvent::Resolved,
             notify,
         });
         // An inhibitor ended: what it held back may be notified now.
-        let targets: Vec<u64> = match rule.as_str() {
-            REGION_OUTAGE => active
+        let targets: Vec<u64> = match &active.alert.rule {
+            RuleKind::RegionOutage => active
                 .region
                 .and_then(|r| self.by_region.get(&r))
                 .map(|set| set.iter().copied().collect())
                 .unwrap_or_default(),
-            SITE_OUTAGE => active
+            RuleKind::SiteOutage => active
                 .site
                 .and_then(|s| self.by_site.get(&s))
                 .map(|set| set.iter().copied().collect())
                 .unwrap_or_default(),
-            FLAPPING => {
+            RuleKind::Flapping => {
+                let subject = &active.alert.subject;
                 let fp = fingerprint(
-                    NODE_OFFLINE,
-                    subject.region.as_ref().map(|r| r.as_str()),
-                    subject.site.as_ref().map(|s| s.as_str()),
-                    subject.node.as_ref().map(|n| n.as_str()),
+                    RuleKind::NodeOffline.as_str(),
+                    subject.region().map(|r| r.as_str()),
+                    subject.site().map(|s| s.as_str()),
+                    subject.node().map(|n| n.as_str()),
                     None,
                 );
                 vec![fp]
             }
-            _ => Vec::new(),
+            RuleKind::NodeOffline
+            | RuleKind::Fault
+            | RuleKind::TelemetryGap
+            | RuleKind::ClockSkew
+            | RuleKind::CollectorBlind
+            | RuleKind::StoreFailed
+            | RuleKind::ReadinessLow
+            | RuleKind::Threshold(_) => Vec::new(),
         };
         // They get a fresh group wait: when an outage ends its members come back within
         // about one heartbeat interval, and those still down a moment later must not
@@ -471,7 +465,7 @@ impl Engine {
     }
 
     /// The end of the group wait of a new alert of `rule` firing at `now` (0: none).
-    fn hold_from(&self, rule: &str, now: Millis) -> Millis {
+    fn hold_from(&self, rule: &RuleKind, now: Millis) -> Millis {
         match ms(self.cfg.group_wait(rule)) {
             0 => 0,
             wait => now + wait,
@@ -516,36 +510,64 @@ impl Engine {
     }
 
     fn inhibited(&self, alert: &Alert) -> bool {
-        let region = alert.subject.region.as_ref().map(|r| r.as_str());
-        let site = alert.subject.site.as_ref().map(|s| s.as_str());
-        let node = alert.subject.node.as_ref().map(|n| n.as_str());
-        let region_out = || self.is_active(fingerprint(REGION_OUTAGE, region, None, None, None));
-        let site_out = || self.is_active(fingerprint(SITE_OUTAGE, region, site, None, None));
-        match alert.rule.as_str() {
-            NODE_OFFLINE => {
+        let region = alert.subject.region().map(|r| r.as_str());
+        let site = alert.subject.site().map(|s| s.as_str());
+        let node = alert.subject.node().map(|n| n.as_str());
+        let region_out = || {
+            self.is_active(fingerprint(
+                RuleKind::RegionOutage.as_str(),
+                region,
+                None,
+                None,
+                None,
+            ))
+        };
+        let site_out = || {
+            self.is_active(fingerprint(
+                RuleKind::SiteOutage.as_str(),
+                region,
+                site,
+                None,
+                None,
+            ))
+        };
+        match alert.rule {
+            RuleKind::NodeOffline => {
                 region_out()
                     || site_out()
-                    || self.is_active(fingerprint(FLAPPING, region, site, node, None))
+                    || self.is_active(fingerprint(
+                        RuleKind::Flapping.as_str(),
+                        region,
+                        site,
+                        node,
+                        None,
+                    ))
             }
-            FLAPPING => region_out() || site_out(),
-            SITE_OUTAGE => region_out(),
-            _ => false,
+            RuleKind::Flapping => region_out() || site_out(),
+            RuleKind::SiteOutage => region_out(),
+            RuleKind::RegionOutage
+            | RuleKind::Fault
+            | RuleKind::TelemetryGap
+            | RuleKind::ClockSkew
+            | RuleKind::CollectorBlind
+            | RuleKind::StoreFailed
+            | RuleKind::ReadinessLow
+            | RuleKind::Threshold(_) => false,
         }
     }
 
     /// Acknowledges a firing alert.
     pub fn ack(
         &mut self,
-        id: &str,
+        id: AlertId,
         by: &str,
         comment: Option<&str>,
         now: Millis,
     ) -> Result<AlertChange, AckError> {
-        let a = u64::from_str_radix(id, 16)
-            .ok()
-            .filter(|_| id.len() == 16)
-            .and_then(|fp| self.active.get_mut(&fp))
-            .ok_or_else(|| AckError::NotFound(id.to_owned()))?;
+        let a = self
+            .active
+            .get_mut(&id.get())
+            .ok_or(AckError::NotFound(id))?;
         a.alert.ack = Some(Ack {
             by: by.to_owned(),
             at: now,
@@ -580,7 +602,7 @@ impl Engine {
                 view: t.view(c.idx),
             };
             if leaving {
-                let fp = labels.fp(NODE_OFFLINE, None);
+                let fp = labels.fp(&RuleKind::NodeOffline, None);
                 self.resolve(t, fp, c.at, out);
             }
             // Flapping counts up/down changes between a watched up state and offline.
@@ -589,14 +611,14 @@ impl Engine {
             }
             self.outages(t, c.idx, entering, c.at, out);
             if entering && self.cfg.node_offline.enabled {
-                let fp = labels.fp(NODE_OFFLINE, None);
+                let fp = labels.fp(&RuleKind::NodeOffline, None);
                 if !self.is_active(fp) {
                     let new = NewAlert {
                         hold_until: c.at + ms(self.cfg.node_offline.group_wait),
                         ..labels.alert(
                             c.idx,
                             fp,
-                            rule_name(NODE_OFFLINE),
+                            RuleKind::NodeOffline,
                             self.cfg.offline_severity(labels.view.kind().as_str()),
                             format_args!(" is offline ({})", c.cause.as_str()),
                             args([("cause", c.cause.as_str().to_owned())]),
@@ -626,12 +648,12 @@ impl Engine {
         self.timers.push(Reverse((at + quiet, Timer::Flap(idx.0))));
         if count >= need {
             let labels = NodeLabels { view: t.view(idx) };
-            let fp = labels.fp(FLAPPING, None);
+            let fp = labels.fp(&RuleKind::Flapping, None);
             if !self.is_active(fp) {
                 let new = labels.alert(
                     idx,
                     fp,
-                    rule_name(FLAPPING),
+                    RuleKind::Flapping,
                     self.cfg.flapping.severity,
                     format_args!(
                         " is flapping: {count} up/down transitions within {}",
@@ -669,8 +691,8 @@ impl Engine {
         }
         let view = t.view(idx);
         let (r, s, n) = (view.region().as_str(), view.site().as_str(), view.id());
-        let site_fp = fingerprint(SITE_OUTAGE, Some(r), Some(s), None, None);
-        let region_fp = fingerprint(REGION_OUTAGE, Some(r), None, None, None);
+        let site_fp = fingerprint(RuleKind::SiteOutage.as_str(), Some(r), Some(s), None, None);
+        let region_fp = fingerprint(RuleKind::RegionOutage.as_str(), Some(r), None, None, None);
         let site_every = ms(self.cfg.site_outage.group_interval);
         let region_every = ms(self.cfg.region_outage.group_interval);
         let site_wait = ms(self.cfg.site_outage.group_wait);
@@ -752,7 +774,7 @@ impl Engine {
         let s = t.site_entry(site);
         let region = &t.region_entry(s.region).id;
         let fp = fingerprint(
-            SITE_OUTAGE,
+            RuleKind::SiteOutage.as_str(),
             Some(region.as_str()),
             Some(s.id.as_str()),
             None,
@@ -762,12 +784,11 @@ impl Engine {
         let severity = rule.severity;
         self.toggle(t, fp, cond, at, out, || NewAlert {
             fp,
-            rule: rule_name(SITE_OUTAGE),
+            rule: RuleKind::SiteOutage,
             severity,
-            subject: Subject {
-                region: Some(region.clone()),
-                site: Some(s.id.clone()),
-                node: None,
+            subject: Subject::Site {
+                region: region.clone(),
+                site: s.id.clone(),
             },
             kind: None,
             node: None,
@@ -786,13 +807,19 @@ impl Engine {
     fn eval_region(&mut self, t: &Tracker, region: u32, at: Millis, out: &mut Vec<AlertChange>) {
         let rule = &self.cfg.region_outage;
         let r = t.region_entry(region);
-        let fp = fingerprint(REGION_OUTAGE, Some(r.id.as_str()), None, None, None);
+        let fp = fingerprint(
+            RuleKind::RegionOutage.as_str(),
+            Some(r.id.as_str()),
+            None,
+            None,
+            None,
+        );
         let cond = rule.enabled && outage(r.offline, r.total, rule.min_nodes, rule.min_fraction);
         let severity = rule.severity;
         self.toggle(t, fp, cond, at, out, || {
             region_alert(
                 fp,
-                REGION_OUTAGE,
+                RuleKind::RegionOutage,
                 severity,
                 (region, &r.id),
                 format!(
@@ -850,8 +877,8 @@ impl Engine {
             self.skewed.insert(idx.0);
             let new = labels.alert(
                 idx,
-                labels.fp(CLOCK_SKEW, None),
-                rule_name(CLOCK_SKEW),
+                labels.fp(&RuleKind::ClockSkew, None),
+                RuleKind::ClockSkew,
                 rule.severity,
                 format_args!(": agent clock is off by {:+} s", skew / 1000),
                 args([("skew_s", format!("{:+}", skew / 1000))]),
@@ -859,7 +886,7 @@ impl Engine {
             self.fire(t, new, now, out);
         } else if !bad && firing {
             self.skewed.remove(&idx.0);
-            let fp = labels.fp(CLOCK_SKEW, None);
+            let fp = labels.fp(&RuleKind::ClockSkew, None);
             self.resolve(t, fp, now, out);
         }
     }
@@ -882,14 +909,14 @@ impl Engine {
             // recorded in history as an alert that fired and resolved at once, never
             // notified, and not counted toward the rule's window.
             let labels = NodeLabels { view: t.view(idx) };
-            let fp = labels.fp(TELEMETRY_GAP, None);
+            let fp = labels.fp(&RuleKind::TelemetryGap, None);
             if !self.is_active(fp) {
                 let new = NewAlert {
                     confirmed: false,
                     ..labels.alert(
                         idx,
                         fp,
-                        rule_name(TELEMETRY_GAP),
+                        RuleKind::TelemetryGap,
                         rule.severity,
                         format_args!(
                             ": {} telemetry messages missing while the collector could not \
@@ -919,12 +946,12 @@ impl Engine {
         self.timers.push(Reverse((now + window, Timer::Gap(idx.0))));
         if missing >= rule.min_missing {
             let labels = NodeLabels { view: t.view(idx) };
-            let fp = labels.fp(TELEMETRY_GAP, None);
+            let fp = labels.fp(&RuleKind::TelemetryGap, None);
             if !self.is_active(fp) {
                 let new = labels.alert(
                     idx,
                     fp,
-                    rule_name(TELEMETRY_GAP),
+                    RuleKind::TelemetryGap,
                     rule.severity,
                     format_args!(
                         ": {missing} telemetry messages missing within {}",
@@ -983,12 +1010,13 @@ impl Engine {
                 let since = *self.pending.entry(key).or_insert(now);
                 if now.saturating_sub(since) >= ms(rule.for_) {
                     let labels = NodeLabels { view };
-                    let fp = labels.fp(rule.name.as_str(), None);
+                    let rule_kind = RuleKind::Threshold(rule.name.clone());
+                    let fp = labels.fp(&rule_kind, None);
                     if !self.is_active(fp) {
                         let new = labels.alert(
                             idx,
                             fp,
-                            rule.name.clone(),
+                            rule_kind,
                             rule.severity,
                             format_args!(
                                 ": {} = {v} {} {} for {}",
@@ -1009,7 +1037,7 @@ impl Engine {
                     }
                 }
             } else if self.pending.remove(&key).is_some() {
-                let fp = NodeLabels { view }.fp(rule.name.as_str(), None);
+                let fp = NodeLabels { view }.fp(&RuleKind::Threshold(rule.name.clone()), None);
                 self.resolve(t, fp, now, out);
             }
         }
@@ -1036,7 +1064,7 @@ impl Engine {
         let mut listed: HashSet<u64> = HashSet::with_capacity(list.len());
         for key in list {
             let key_s = key.to_string();
-            let fp = labels.fp(FAULT, Some(&key_s));
+            let fp = labels.fp(&RuleKind::Fault, Some(&key_s));
             if !listed.insert(fp) {
                 continue;
             }
@@ -1056,7 +1084,7 @@ impl Engine {
                     let new = labels.alert(
                         idx,
                         fp,
-                        rule_name(FAULT),
+                        RuleKind::Fault,
                         self.cfg.fault.reconciled_severity,
                         format_args!(": fault {key_s} (reported active by heartbeat)"),
                         fault_args(key, None, None),
@@ -1123,7 +1151,7 @@ impl Engine {
         }
         let cap = self.cfg.fault.max_active_per_node;
         let labels = NodeLabels { view: t.view(idx) };
-        let fp = labels.fp(FAULT, Some(FAULT_CAP_KEY));
+        let fp = labels.fp(&RuleKind::Fault, Some(FAULT_CAP_KEY));
         tracing::warn!(
             node = %labels.view.id(),
             cap,
@@ -1134,7 +1162,7 @@ impl Engine {
         let new = labels.alert(
             idx,
             fp,
-            rule_name(FAULT),
+            RuleKind::Fault,
             self.cfg.fault.reconciled_severity,
             format_args!(
                 ": more than {cap} faults active (first not alerted: {key}); further faults \
@@ -1157,7 +1185,7 @@ impl Engine {
             return;
         }
         self.capped.remove(&idx.0);
-        let fp = NodeLabels { view: t.view(idx) }.fp(FAULT, Some(FAULT_CAP_KEY));
+        let fp = NodeLabels { view: t.view(idx) }.fp(&RuleKind::Fault, Some(FAULT_CAP_KEY));
         self.resolve(t, fp, now, out);
     }
 
@@ -1181,7 +1209,7 @@ impl Engine {
         }
         let labels = NodeLabels { view: t.view(idx) };
         let key = fault.key().to_string();
-        let fp = labels.fp(FAULT, Some(&key));
+        let fp = labels.fp(&RuleKind::Fault, Some(&key));
         match fault.status {
             FaultStatus::Raised => {
                 if let Some(a) = self.active.get_mut(&fp) {
@@ -1217,7 +1245,7 @@ impl Engine {
                     ..labels.alert(
                         idx,
                         fp,
-                        rule_name(FAULT),
+                        RuleKind::Fault,
                         fault.severity,
                         format_args!(": fault {key} ({}){message}", fault.severity),
                         fault_args(
@@ -1252,14 +1280,10 @@ impl Engine {
             return;
         }
         let new = NewAlert {
-            fp: fingerprint(COLLECTOR_BLIND, None, None, None, None),
-            rule: rule_name(COLLECTOR_BLIND),
+            fp: fingerprint(RuleKind::CollectorBlind.as_str(), None, None, None, None),
+            rule: RuleKind::CollectorBlind,
             severity: rule.severity,
-            subject: Subject {
-                region: None,
-                site: None,
-                node: None,
-            },
+            subject: Subject::Network,
             kind: None,
             node: None,
             site: None,
@@ -1284,7 +1308,7 @@ impl Engine {
     }
 
     pub(crate) fn connected(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
-        let fp = fingerprint(COLLECTOR_BLIND, None, None, None, None);
+        let fp = fingerprint(RuleKind::CollectorBlind.as_str(), None, None, None, None);
         self.resolve(t, fp, now, out);
     }
 
@@ -1304,14 +1328,10 @@ impl Engine {
             return;
         }
         let new = NewAlert {
-            fp: fingerprint(STORE_FAILED, None, None, None, None),
-            rule: rule_name(STORE_FAILED),
+            fp: fingerprint(RuleKind::StoreFailed.as_str(), None, None, None, None),
+            rule: RuleKind::StoreFailed,
             severity: rule.severity,
-            subject: Subject {
-                region: None,
-                site: None,
-                node: None,
-            },
+            subject: Subject::Network,
             kind: None,
             node: None,
             site: None,
@@ -1329,7 +1349,7 @@ impl Engine {
 
     /// `store_failed` resolves: a commit succeeded again.
     pub(crate) fn store_recovered(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
-        let fp = fingerprint(STORE_FAILED, None, None, None, None);
+        let fp = fingerprint(RuleKind::StoreFailed.as_str(), None, None, None, None);
         self.resolve(t, fp, now, out);
     }
 
@@ -1370,7 +1390,7 @@ impl Engine {
                     let fp = NodeLabels {
                         view: t.view(NodeIdx(node)),
                     }
-                    .fp(FLAPPING, None);
+                    .fp(&RuleKind::Flapping, None);
                     self.resolve(t, fp, now, out);
                 }
                 Timer::Gap(node) => {
@@ -1385,7 +1405,7 @@ impl Engine {
                     let fp = NodeLabels {
                         view: t.view(NodeIdx(node)),
                     }
-                    .fp(TELEMETRY_GAP, None);
+                    .fp(&RuleKind::TelemetryGap, None);
                     self.resolve(t, fp, now, out);
                 }
             }
@@ -1423,7 +1443,7 @@ impl Engine {
     pub(crate) fn expire_silence(
         &mut self,
         t: &Tracker,
-        id: &str,
+        id: SilenceId,
         now: Millis,
         out: &mut Vec<AlertChange>,
         maint: &mut Vec<(NodeIdx, bool)>,
@@ -1502,16 +1522,10 @@ impl Engine {
         if alert.status != AlertStatus::Firing {
             return;
         }
-        let Ok(fp) = u64::from_str_radix(&alert.id, 16) else {
-            return;
-        };
-        let node = alert.subject.node.as_ref().and_then(|n| t.idx(n));
-        let region = alert
-            .subject
-            .region
-            .as_ref()
-            .and_then(|r| t.region_by_id(r));
-        let site = match (&alert.subject.region, &alert.subject.site) {
+        let fp = alert.id.get();
+        let node = alert.subject.node().and_then(|n| t.idx(n));
+        let region = alert.subject.region().and_then(|r| t.region_by_id(r));
+        let site = match (alert.subject.region(), alert.subject.site()) {
             (Some(r), Some(s)) => t.site_by_id(r, s),
             _ => None,
         };
@@ -1522,26 +1536,29 @@ impl Engine {
             }
             None => (site, region),
         };
-        let hold_until = self.hold_from(alert.rule.as_str(), alert.started_at);
+        let hold_until = self.hold_from(&alert.rule, alert.started_at);
         if let Some(idx) = node {
-            match alert.rule.as_str() {
-                FAULT if alert.args.get("capped_at").is_some() => {
+            match &alert.rule {
+                RuleKind::Fault if alert.args.get("capped_at").is_some() => {
                     self.capped.insert(idx.0, 0);
                 }
-                FAULT => self.node_faults.entry(idx.0).or_default().push(fp),
-                CLOCK_SKEW => {
+                RuleKind::Fault => self.node_faults.entry(idx.0).or_default().push(fp),
+                RuleKind::ClockSkew => {
                     self.skewed.insert(idx.0);
                 }
-                rule => {
-                    if let Some(r) = self
-                        .cfg
-                        .thresholds
-                        .iter()
-                        .position(|x| x.name.as_str() == rule)
-                    {
+                RuleKind::Threshold(name) => {
+                    if let Some(r) = self.cfg.thresholds.iter().position(|x| &x.name == name) {
                         self.pending.insert((idx.0, r as u16), alert.started_at);
                     }
                 }
+                RuleKind::NodeOffline
+                | RuleKind::SiteOutage
+                | RuleKind::RegionOutage
+                | RuleKind::Flapping
+                | RuleKind::TelemetryGap
+                | RuleKind::CollectorBlind
+                | RuleKind::StoreFailed
+                | RuleKind::ReadinessLow => {}
             }
         }
         if hold_until > 0 && !alert.notified {
@@ -1557,7 +1574,7 @@ impl Engine {
             members: None,
         };
         let mut active = active;
-        if is_group(active.alert.rule.as_str()) {
+        if active.alert.rule.is_outage() {
             let members = offline_members(t, &active.alert);
             active.members = Some(Box::new(Members {
                 notified: if active.alert.notified {
@@ -1586,12 +1603,12 @@ impl Engine {
         maint: &mut Vec<(NodeIdx, bool)>,
     ) {
         self.sync_silences(t, now, out, maint);
-        let restored: Vec<(u64, String, Option<NodeIdx>, bool)> = self
+        let restored: Vec<(u64, RuleKind, Option<NodeIdx>, bool)> = self
             .active
             .iter()
             .map(|(fp, a)| {
-                let orphan = a.alert.subject.node.is_some() && a.node.is_none();
-                (*fp, a.alert.rule.as_str().to_owned(), a.node, orphan)
+                let orphan = a.alert.subject.node().is_some() && a.node.is_none();
+                (*fp, a.alert.rule.clone(), a.node, orphan)
             })
             .collect();
         for (fp, rule, node, orphan) in restored {
@@ -1599,17 +1616,19 @@ impl Engine {
                 self.resolve(t, fp, now, out);
                 continue;
             }
-            match (rule.as_str(), node) {
-                (NODE_OFFLINE, Some(idx)) if t.view(idx).own_state() != Liveness::Offline => {
+            match (rule, node) {
+                (RuleKind::NodeOffline, Some(idx))
+                    if t.view(idx).own_state() != Liveness::Offline =>
+                {
                     self.resolve(t, fp, now, out);
                 }
-                (FLAPPING, Some(idx)) => {
+                (RuleKind::Flapping, Some(idx)) => {
                     let f = self.flaps.entry(idx.0).or_default();
                     f.last = now;
                     let quiet = ms(self.cfg.flapping.quiet);
                     self.timers.push(Reverse((now + quiet, Timer::Flap(idx.0))));
                 }
-                (TELEMETRY_GAP, Some(idx)) => {
+                (RuleKind::TelemetryGap, Some(idx)) => {
                     let g = self.gaps.entry(idx.0).or_default();
                     g.last_gap = now;
                     g.window_start = now;
@@ -1634,7 +1653,7 @@ impl Engine {
                 .collect();
             for idx in offline {
                 let labels = NodeLabels { view: t.view(idx) };
-                let fp = labels.fp(NODE_OFFLINE, None);
+                let fp = labels.fp(&RuleKind::NodeOffline, None);
                 if self.is_active(fp) {
                     continue;
                 }
@@ -1643,7 +1662,7 @@ impl Engine {
                     ..labels.alert(
                         idx,
                         fp,
-                        rule_name(NODE_OFFLINE),
+                        RuleKind::NodeOffline,
                         self.cfg.offline_severity(labels.view.kind().as_str()),
                         format_args!(" is offline"),
                         Tags::new(),
@@ -1667,8 +1686,7 @@ impl Engine {
 /// `site outage at r/s: k of n nodes offline` / `region outage in r: ...`, with `offline`
 /// members and the subject's total from the tracker.
 fn outage_summary(t: &Tracker, alert: &Alert, offline: usize) -> (String, usize) {
-    let region = alert.subject.region.as_ref();
-    match (region, &alert.subject.site) {
+    match (alert.subject.region(), alert.subject.site()) {
         (Some(r), Some(s)) => {
             let total = t.site_counts(r, s).map_or(0, |(_, total)| total);
             let text = format!("site outage at {r}/{s}: {offline} of {total} nodes offline");
@@ -1686,7 +1704,7 @@ fn outage_summary(t: &Tracker, alert: &Alert, offline: usize) -> (String, usize)
 /// A confirmed alert about a whole region (`region` is its index and id).
 fn region_alert(
     fp: u64,
-    rule: &'static str,
+    rule: RuleKind,
     severity: Severity,
     region: (u32, &alarmnet_protocol::RegionId),
     summary: String,
@@ -1694,12 +1712,10 @@ fn region_alert(
 ) -> NewAlert {
     NewAlert {
         fp,
-        rule: rule_name(rule),
+        rule,
         severity,
-        subject: Subject {
-            region: Some(region.1.clone()),
-            site: None,
-            node: None,
+        subject: Subject::Region {
+            region: region.1.clone(),
         },
         kind: None,
         node: None,
@@ -1769,14 +1785,14 @@ fn silence_matches_node(s: &Silence, view: NodeView<'_>) -> bool {
 }
 
 fn silence_matches_alert(s: &Silence, a: &Alert) -> bool {
-    fn covers<T: PartialEq>(filter: &Option<T>, label: &Option<T>) -> bool {
+    fn covers<T: PartialEq>(filter: &Option<T>, label: Option<&T>) -> bool {
         match filter {
             None => true,
-            Some(f) => label.as_ref() == Some(f),
+            Some(f) => label == Some(f),
         }
     }
-    covers(&s.region, &a.subject.region)
-        && covers(&s.site, &a.subject.site)
-        && covers(&s.node, &a.subject.node)
-        && covers(&s.kind, &a.kind)
+    covers(&s.region, a.subject.region())
+        && covers(&s.site, a.subject.site())
+        && covers(&s.node, a.subject.node())
+        && covers(&s.kind, a.kind.as_ref())
 }

@@ -41,8 +41,8 @@ mod monitor;
 mod tests;
 
 pub use config::{
-    AlertsConfig, BUILTIN_RULES, ClockSkewRule, CollectorBlindRule, FaultRule, FlappingRule,
-    NodeOfflineRule, Op, OutageRule, ReadinessLowRule, TelemetryGapRule, ThresholdRule,
+    AlertsConfig, ClockSkewRule, CollectorBlindRule, FaultRule, FlappingRule, NodeOfflineRule, Op,
+    OutageRule, ReadinessLowRule, TelemetryGapRule, ThresholdRule,
 };
 pub use engine::{AckError, BlindCause, Engine};
 pub use monitor::{Monitor, MonitorConfig, Output};
@@ -103,23 +103,18 @@ pub fn fingerprint(
     h
 }
 
-/// The alert id for a fingerprint: 16 lowercase hex digits.
-pub fn alert_id(fp: u64) -> String {
-    format!("{fp:016x}")
-}
-
 impl Alert {
     /// The notification for this alert in its current state.
     pub fn to_notification(&self) -> AlertNotification {
         AlertNotification {
             v: V1,
-            id: Text::truncated(self.id.clone()),
-            rule: self.rule.clone(),
+            id: Text::truncated(self.id.to_string()),
+            rule: self.rule.to_name(),
             severity: self.severity,
             status: self.status,
-            region: self.subject.region.clone(),
-            site: self.subject.site.clone(),
-            node: self.subject.node.clone(),
+            region: self.subject.region().cloned(),
+            site: self.subject.site().cloned(),
+            node: self.subject.node().cloned(),
             kind: self.kind.clone(),
             started_at: self.started_at,
             ended_at: self.ended_at,
@@ -131,10 +126,10 @@ impl Alert {
     /// The retained `$alerts` topic of this alert.
     pub fn topic(&self) -> AlertTopic {
         AlertTopic {
-            region: self.subject.region.clone(),
-            site: self.subject.site.clone(),
-            node: self.subject.node.clone(),
-            rule: self.rule.clone(),
+            region: self.subject.region().cloned(),
+            site: self.subject.site().cloned(),
+            node: self.subject.node().cloned(),
+            rule: self.rule.to_name(),
         }
     }
 }

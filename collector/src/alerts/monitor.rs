@@ -20,7 +20,7 @@ use super::AlertChange;
 use super::config::AlertsConfig;
 use super::engine::{AckError, BlindCause, Engine};
 use crate::liveness::{Change, LivenessConfig, NodeIdx, RestoredNode, SeqInfo, Tracker};
-use crate::model::{Alert, Millis, Silence, Transition};
+use crate::model::{Alert, AlertId, Millis, Silence, SilenceId, Transition};
 
 /// The settings of liveness and alerts (`[liveness]` and `[alerts]` in the config file).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -346,7 +346,7 @@ impl Monitor {
     /// Acknowledges a firing alert by id.
     pub fn ack(
         &mut self,
-        id: &str,
+        id: AlertId,
         by: &str,
         comment: Option<&str>,
         now: Millis,
@@ -370,7 +370,7 @@ impl Monitor {
     }
 
     /// Ends a silence now; `None` if no such silence is known (or it already ended).
-    pub fn expire_silence(&mut self, id: &str, now: Millis) -> Option<Output> {
+    pub fn expire_silence(&mut self, id: SilenceId, now: Millis) -> Option<Output> {
         let mut alerts = Vec::new();
         let mut maint = Vec::new();
         if !self

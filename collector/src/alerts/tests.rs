@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::liveness::RestoredNode;
-use crate::model::{Liveness, Millis, NodeInfo, Silence};
+use crate::model::{AlertId, Liveness, Millis, NodeInfo, Silence, SilenceId};
 
 const T0: Millis = 1_764_330_000_000;
 const I: u64 = 10_000;
@@ -154,9 +154,15 @@ fn of<'a>(out: &'a Output, rule: &str) -> Vec<&'a AlertChange> {
         .collect()
 }
 
+/// The silence id for a short test label (its bytes as a number: distinct labels of up to
+/// eight bytes get distinct ids).
+fn sid(label: &str) -> SilenceId {
+    SilenceId::new(label.bytes().fold(0, |id, b| id << 8 | u64::from(b)))
+}
+
 fn silence(id: &str, node: Option<&str>, site: Option<&str>, from: Millis, to: Millis) -> Silence {
     Silence {
-        id: id.to_owned(),
+        id: sid(id),
         region: None,
         site: site.map(|s| s.parse().expect("site")),
         node: node.map(|n| n.parse().expect("node")),
@@ -254,7 +260,7 @@ fn timeout_offline_fires_and_stopped_raises_nothing() {
     assert!(out.alerts.is_empty());
     let changes = h.run_to(T0 + 3 * I);
     assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].alert.subject.node.as_ref(), Some(&a.node));
+    assert_eq!(changes[0].alert.subject.node(), Some(&a.node));
     h.run_to(T0 + 3 * I + 15_000);
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
 }
@@ -292,8 +298,8 @@ fn site_cut_gives_one_site_alert_and_no_node_notifications() {
             .alerts()
             .find(|a| a.rule.as_str() == "site_outage")
             .expect("site alert");
-    assert_eq!(site.subject.node, None);
-    assert_eq!(site.subject.site.as_ref().map(|s| s.as_str()), Some("cg"));
+    assert_eq!(site.subject.node(), None);
+    assert_eq!(site.subject.site().map(|s| s.as_str()), Some("cg"));
     assert!(
         h.sent("region_outage").is_empty(),
         "6 of 14 is no region outage"
@@ -971,14 +977,7 @@ fn collector_blind_fires_once_and_nobody_goes_offline_while_blind() {
     let out = h.m.broker_lost(h.now + 1_000);
     assert_eq!(out.alerts.len(), 1);
     assert!(out.alerts[0].notify);
-    assert_eq!(
-        out.alerts[0].alert.subject,
-        crate::model::Subject {
-            region: None,
-            site: None,
-            node: None
-        }
-    );
+    assert_eq!(out.alerts[0].alert.subject, crate::model::Subject::Network);
     h.now += 1_000;
     assert!(h.run_to(T0 + 3_600_000).is_empty());
     assert_eq!(
@@ -1105,10 +1104,10 @@ fn expiring_a_silence_early_ends_maintenance_now() {
         h.now,
     );
     h.run_to(T0 + 5_000);
-    let out = h.m.expire_silence("m1", h.now).expect("known silence");
+    let out = h.m.expire_silence(sid("m1"), h.now).expect("known silence");
     assert_eq!(out.transitions.len(), 1);
     assert_eq!(out.transitions[0].to, Liveness::Online);
-    assert!(h.m.expire_silence("m1", h.now).is_none());
+    assert!(h.m.expire_silence(sid("m1"), h.now).is_none());
     let _ = p;
 }
 
@@ -1148,9 +1147,9 @@ fn ack_records_who_when_and_why() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
     let out = h.will(&p);
-    let id = out.alerts[0].alert.id.clone();
+    let id = out.alerts[0].alert.id;
     let change =
-        h.m.ack(&id, "王工", Some("crew dispatched"), h.now + 5)
+        h.m.ack(id, "王工", Some("crew dispatched"), h.now + 5)
             .expect("firing");
     assert_eq!(change.event, AlertEvent::Acked);
     assert!(!change.notify);
@@ -1161,16 +1160,16 @@ fn ack_records_who_when_and_why() {
     );
     assert_eq!(
         h.m.engine()
-            .alert(&id)
+            .alert(id)
             .and_then(|a| a.ack.clone())
             .map(|a| a.by),
         Some("王工".to_owned())
     );
     assert!(matches!(
-        h.m.ack("0000000000000000", "x", None, h.now),
+        h.m.ack(AlertId::new(0), "x", None, h.now),
         Err(AckError::NotFound(_))
     ));
-    assert!(h.m.ack("nonsense", "x", None, h.now).is_err());
+    assert!("nonsense".parse::<AlertId>().is_err());
 }
 
 #[test]
@@ -1188,13 +1187,14 @@ fn ids_are_stable_fnv1a_fingerprints() {
     );
     // Golden value: must never change between versions.
     assert_eq!(
-        alert_id(fingerprint(
+        AlertId::new(fingerprint(
             "node_offline",
             Some("lz"),
             Some("cg"),
             Some("s1"),
             None
-        )),
+        ))
+        .to_string(),
         format!("{expect:016x}")
     );
     assert_eq!(
@@ -1207,11 +1207,11 @@ fn ids_are_stable_fnv1a_fingerprints() {
     );
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    let first = h.will(&p).alerts[0].alert.id.clone();
+    let first = h.will(&p).alerts[0].alert.id;
     h.beat(&p);
-    let again = h.will(&p).alerts[0].alert.id.clone();
+    let again = h.will(&p).alerts[0].alert.id;
     assert_eq!(first, again);
-    assert_eq!(first, alert_id(expect));
+    assert_eq!(first, AlertId::new(expect));
 }
 
 #[test]
@@ -1376,7 +1376,7 @@ fn restart_repairs_a_crash_between_transition_and_alert() {
         ..restored(Liveness::Online)
     });
     let stale = crate::model::Alert {
-        id: alert_id(fingerprint(
+        id: AlertId::new(fingerprint(
             "node_offline",
             Some("lz"),
             Some("cg"),
@@ -1386,10 +1386,10 @@ fn restart_repairs_a_crash_between_transition_and_alert() {
         rule: "node_offline".parse().expect("rule"),
         severity: Severity::Critical,
         status: AlertStatus::Firing,
-        subject: crate::model::Subject {
-            region: Some(q.region.clone()),
-            site: Some(q.site.clone()),
-            node: Some(q.node.clone()),
+        subject: crate::model::Subject::Node {
+            region: q.region.clone(),
+            site: q.site.clone(),
+            node: q.node.clone(),
         },
         kind: Some("siren".parse().expect("kind")),
         started_at: T0,
@@ -1408,7 +1408,7 @@ fn restart_repairs_a_crash_between_transition_and_alert() {
             (
                 c.event,
                 c.notify,
-                c.alert.subject.node.as_ref().map_or("", |n| n.as_str()),
+                c.alert.subject.node().map_or("", |n| n.as_str()),
             )
         })
         .collect();
@@ -1498,7 +1498,7 @@ fn random_histories_keep_the_invariants() {
         let mut now = T0;
         let mut blind = false;
         // id → whether a firing notification is outstanding
-        let mut outstanding: std::collections::HashMap<String, bool> = Default::default();
+        let mut outstanding: std::collections::HashMap<AlertId, bool> = Default::default();
         let mut last_state: std::collections::HashMap<String, Liveness> = Default::default();
         for step in 0..400 {
             now += rng.below(8_000);
@@ -1559,7 +1559,7 @@ fn random_histories_keep_the_invariants() {
                     m.add_silence(s, now)
                 }
                 8 => m
-                    .expire_silence(&format!("s{}", rng.below(3)), now)
+                    .expire_silence(sid(&format!("s{}", rng.below(3))), now)
                     .unwrap_or_default(),
                 _ => m.tick(now),
             };
@@ -1578,7 +1578,7 @@ fn random_histories_keep_the_invariants() {
                 assert_ne!(t.from, t.to);
             }
             for c in &out.alerts {
-                let id = c.alert.id.clone();
+                let id = c.alert.id;
                 match (c.alert.status, c.notify) {
                     (AlertStatus::Firing, true) => {
                         let was = outstanding.insert(id, true).unwrap_or(false);
@@ -1623,7 +1623,7 @@ fn random_histories_keep_the_invariants() {
                     Some(v.id().as_str()),
                     None,
                 );
-                let firing = m.engine().alert(&alert_id(fp)).is_some();
+                let firing = m.engine().alert(AlertId::new(fp)).is_some();
                 assert_eq!(
                     firing,
                     v.own_state() == Liveness::Offline,

@@ -130,8 +130,8 @@ pub(super) fn validate(root: &Value, schema: &Value, v: &Value, what: &str) {
 fn concrete(path: &str, method: &str) -> String {
     let p = path.replace("{node}", "lz-cg-s001");
     match (p.as_str(), method) {
-        ("/api/v1/alerts/{id}/ack", _) => p.replace("{id}", "a-ts-s001"),
-        ("/api/v1/silences/{id}", _) => p.replace("{id}", "sil-active"),
+        ("/api/v1/alerts/{id}/ack", _) => p.replace("{id}", "000000000000a005"),
+        ("/api/v1/silences/{id}", _) => p.replace("{id}", "0000000000005a01"),
         ("/api/v1/drills/{id}" | "/api/v1/drills/{id}/cancel", _) => {
             p.replace("{id}", super::drills::tests::SEEDED_DRILL)
         }
@@ -270,7 +270,7 @@ async fn event_data_follows_the_documented_schemas() {
     hub.publish_alert(&n);
     s.send(
         reqwest::Method::POST,
-        "/api/v1/alerts/a-ts-s001/ack",
+        "/api/v1/alerts/000000000000a005/ack",
         Some(OPERATOR),
         None,
     )

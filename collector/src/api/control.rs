@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventHub;
-use crate::model::{Ack, Alert, Millis, Silence};
+use crate::model::{Ack, Alert, AlertId, Millis, Silence, SilenceId};
 use crate::store::{Store, StoreError};
 
 /// Requests waiting for the core.
@@ -31,6 +31,16 @@ pub enum ControlError {
     Unavailable(String),
 }
 
+impl ControlError {
+    /// No `what` (an alert or a silence) with this id.
+    pub fn not_found(what: &'static str, id: impl std::fmt::Display) -> Self {
+        ControlError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
 impl From<StoreError> for ControlError {
     fn from(e: StoreError) -> Self {
         ControlError::Unavailable(format!("store: {e}"))
@@ -46,7 +56,7 @@ pub enum ControlRequest {
     /// Acknowledge the latest firing of alert `id`; reply with it, acknowledged. The core
     /// announces it with [`EventHub::publish_ack`] after the commit.
     Ack {
-        id: String,
+        id: AlertId,
         ack: Ack,
         reply: Reply<Alert>,
     },
@@ -58,7 +68,7 @@ pub enum ControlRequest {
     /// End silence `id` at `at` (a pending one ends before it starts: removed from effect);
     /// reply with it as it now stands, or as it was when it was pending.
     EndSilence {
-        id: String,
+        id: SilenceId,
         at: Millis,
         reply: Reply<Silence>,
     },
@@ -97,7 +107,7 @@ impl Control {
         }
     }
 
-    pub async fn ack(&self, id: String, ack: Ack) -> Result<Alert, ControlError> {
+    pub async fn ack(&self, id: AlertId, ack: Ack) -> Result<Alert, ControlError> {
         self.ask(|reply| ControlRequest::Ack { id, ack, reply })
             .await
     }
@@ -107,7 +117,7 @@ impl Control {
             .await
     }
 
-    pub async fn end_silence(&self, id: String, at: Millis) -> Result<Silence, ControlError> {
+    pub async fn end_silence(&self, id: SilenceId, at: Millis) -> Result<Silence, ControlError> {
         self.ask(|reply| ControlRequest::EndSilence { id, at, reply })
             .await
     }
@@ -147,38 +157,35 @@ pub async fn serve_with_store(
     }
 }
 
-async fn ack_in_store(store: &Store, id: String, ack: Ack) -> Result<Alert, ControlError> {
+async fn ack_in_store(store: &Store, id: AlertId, ack: Ack) -> Result<Alert, ControlError> {
     store
         .call(move |db| {
-            let Some(latest) = db.latest_alert(&id)? else {
-                return Ok(Err(ControlError::NotFound { what: "alert", id }));
+            let Some(latest) = db.latest_alert(id)? else {
+                return Ok(Err(ControlError::not_found("alert", id)));
             };
             if let Some(previous) = latest.ack {
                 return Ok(Err(ControlError::AlreadyAcknowledged {
-                    id,
+                    id: id.to_string(),
                     by: previous.by,
                 }));
             }
             Ok(db
-                .ack_alert(&id, &ack)?
-                .ok_or(ControlError::NotFound { what: "alert", id }))
+                .ack_alert(id, &ack)?
+                .ok_or_else(|| ControlError::not_found("alert", id)))
         })
         .await?
 }
 
-async fn end_in_store(store: &Store, id: String, at: Millis) -> Result<Silence, ControlError> {
+async fn end_in_store(store: &Store, id: SilenceId, at: Millis) -> Result<Silence, ControlError> {
     store
         .call(move |db| {
             let Some(mut silence) = db.silences(None)?.into_iter().find(|s| s.id == id) else {
-                return Ok(Err(ControlError::NotFound {
-                    what: "silence",
-                    id,
-                }));
+                return Ok(Err(ControlError::not_found("silence", id)));
             };
             if silence.ends_at <= at {
-                return Ok(Err(ControlError::AlreadyExpired { id }));
+                return Ok(Err(ControlError::AlreadyExpired { id: id.to_string() }));
             }
-            db.end_silence(&id, at)?;
+            db.end_silence(id, at)?;
             if silence.starts_at <= at {
                 silence.ends_at = at;
             }

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::error::ApiError;
 use super::{ApiState, Params};
-use crate::model::{Ack, Alert, Millis, Transition};
+use crate::model::{Ack, Alert, AlertId, Millis, Transition};
 use crate::readiness::{Readiness, ReadinessChange};
 use crate::uptime::Stamp;
 
@@ -124,7 +124,7 @@ struct StateData<'a> {
 
 #[derive(Serialize)]
 struct AckData<'a> {
-    id: &'a str,
+    id: AlertId,
     started_at: Stamp,
     ack: AckJson<'a>,
 }
@@ -226,7 +226,7 @@ impl EventHub {
             return;
         };
         let data = AckData {
-            id: &alert.id,
+            id: alert.id,
             started_at: Stamp::new(alert.started_at, &self.inner.tz),
             ack: AckJson::new(ack, &self.inner.tz),
         };

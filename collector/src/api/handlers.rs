@@ -18,7 +18,9 @@ use super::cursor::{self, CursorKey};
 use super::error::{ApiError, ApiResult};
 use super::events::AckJson;
 use super::{ApiState, Params, readiness};
-use crate::model::{Ack, Alert, Liveness, Millis, Silence, Transition};
+use crate::model::{
+    Ack, Alert, AlertId, Liveness, Millis, RuleKind, Silence, SilenceId, Transition,
+};
 use crate::readiness::Readiness;
 use crate::store::{
     AlertQuery, FaultRecord, NodeBrief, NodeKey, NodeQuery, NodeRecord, Paged, SilenceKey,
@@ -494,9 +496,9 @@ pub(super) fn alert_json(a: &Alert, s: &ApiState) -> Value {
     insert_present(
         &mut v,
         [
-            ("region", a.subject.region.as_ref().map(|x| x.as_str())),
-            ("site", a.subject.site.as_ref().map(|x| x.as_str())),
-            ("node", a.subject.node.as_ref().map(|x| x.as_str())),
+            ("region", a.subject.region().map(|x| x.as_str())),
+            ("site", a.subject.site().map(|x| x.as_str())),
+            ("node", a.subject.node().map(|x| x.as_str())),
             ("kind", a.kind.as_ref().map(|x| x.as_str())),
         ],
     );
@@ -526,7 +528,7 @@ pub(super) async fn alerts(State(s): State<ApiState>, Query(raw): Raw) -> ApiRes
         "expected severities among critical, major, minor, warning, info",
         |v| v.parse::<Severity>().ok(),
     )?;
-    let rule = id_param(&p, "rule", Name::new)?;
+    let rule = id_param(&p, "rule", |v| v.parse::<RuleKind>())?;
     let region = id_param(&p, "region", RegionId::new)?;
     let site = id_param(&p, "site", SiteId::new)?;
     let node = id_param(&p, "node", NodeId::new)?;
@@ -593,6 +595,13 @@ fn control_error(e: ControlError) -> ApiError {
     }
 }
 
+/// An alert or silence id from the path. One that cannot be an id names nothing: 404, as
+/// for a well-formed id that is not known.
+fn path_id<T: std::str::FromStr>(what: &'static str, id: &str) -> ApiResult<T> {
+    id.parse()
+        .map_err(|_| control_error(ControlError::not_found(what, id)))
+}
+
 fn comment(c: Option<String>) -> ApiResult<Option<String>> {
     match c {
         Some(c) if c.chars().count() > MAX_COMMENT => Err(ApiError::bad_body(
@@ -631,6 +640,7 @@ pub(super) async fn ack(
         at: s.now(),
         comment: comment(req.comment)?,
     };
+    let id: AlertId = path_id("alert", &id)?;
     let alert = s.control.ack(id, ack).await.map_err(control_error)?;
     Ok(Json(alert_json(&alert, &s)))
 }
@@ -784,7 +794,7 @@ pub(super) async fn add_silence(
         ));
     }
     let silence = Silence {
-        id: format!("{:016x}", rand::rng().random::<u64>()),
+        id: SilenceId::new(rand::rng().random::<u64>()),
         region,
         site,
         node,
@@ -815,6 +825,7 @@ pub(super) async fn end_silence(
 ) -> ApiResult<Json<Value>> {
     let c = caller(&c);
     c.operator("ending silences")?;
+    let id: SilenceId = path_id("silence", &id)?;
     let now = s.now();
     let ended = s
         .control

@@ -61,14 +61,14 @@ fn tr(node: &str, from: Liveness, to: Liveness, at: &str, cause: Cause) -> Trans
 
 fn alert(id: &str, rule: &str, sev: Severity, p: &NodePath, started: &str) -> Alert {
     Alert {
-        id: id.into(),
-        rule: Name::new(rule).expect("rule"),
+        id: id.parse().expect("alert id"),
+        rule: rule.parse().expect("rule"),
         severity: sev,
         status: AlertStatus::Firing,
-        subject: Subject {
-            region: Some(p.region.clone()),
-            site: Some(p.site.clone()),
-            node: Some(p.node.clone()),
+        subject: Subject::Node {
+            region: p.region.clone(),
+            site: p.site.clone(),
+            node: p.node.clone(),
         },
         kind: Some(Name::new("siren").expect("kind")),
         started_at: ms(started),
@@ -289,7 +289,7 @@ async fn seed(store: &Store) {
             .expect("test");
     }
     let mut resolved = alert(
-        "a-cg-s001",
+        "000000000000a001",
         "node_offline",
         Severity::Critical,
         &nodes[0].0,
@@ -300,14 +300,14 @@ async fn seed(store: &Store) {
     let alerts = vec![
         resolved,
         alert(
-            "a-ql-fault",
+            "000000000000a004",
             "fault",
             Severity::Major,
             &nodes[2].0,
             "2026-11-27T09:00:00+08:00",
         ),
         alert(
-            "a-ts-s001",
+            "000000000000a005",
             "node_offline",
             Severity::Critical,
             &nodes[3].0,
@@ -317,19 +317,19 @@ async fn seed(store: &Store) {
     store.upsert_alerts(alerts).await.expect("alerts");
     for (id, site, starts, ends) in [
         (
-            "sil-active",
+            "0000000000005a01",
             "lz-ql",
             "2026-11-28T10:00:00+08:00",
             "2026-11-28T14:00:00+08:00",
         ),
         (
-            "sil-old",
+            "0000000000005a03",
             "lz-cg",
             "2026-11-01T10:00:00+08:00",
             "2026-11-01T11:00:00+08:00",
         ),
         (
-            "sil-next",
+            "0000000000005a02",
             "lz-cg",
             "2026-11-30T09:00:00+08:00",
             "2026-11-30T12:00:00+08:00",
@@ -337,7 +337,7 @@ async fn seed(store: &Store) {
     ] {
         store
             .upsert_silence(Silence {
-                id: id.into(),
+                id: id.parse().expect("silence id"),
                 region: Some(RegionId::new("lanzhou").expect("id")),
                 site: Some(SiteId::new(site).expect("id")),
                 node: None,
@@ -395,9 +395,9 @@ async fn writes_need_an_operator_token() {
     let open = Server::start(true).await;
     let silence = json!({"site": "lz-cg", "duration": "1h"});
     for (method, path, body) in [
-        (Method::POST, "/api/v1/alerts/a-ts-s001/ack", None),
+        (Method::POST, "/api/v1/alerts/000000000000a005/ack", None),
         (Method::POST, "/api/v1/silences", Some(silence.clone())),
-        (Method::DELETE, "/api/v1/silences/sil-active", None),
+        (Method::DELETE, "/api/v1/silences/0000000000005a01", None),
     ] {
         let (code, err, headers) = open.send(method.clone(), path, None, body.clone()).await;
         assert_eq!(code, 401, "{method} {path}: {err}");
@@ -620,25 +620,28 @@ async fn node_detail_history_and_metrics() {
 async fn alerts_filter_and_acknowledge_once() {
     let s = Server::start(true).await;
     let (_, all) = s.get("/api/v1/alerts", None).await;
-    assert_eq!(items(&all), ["a-ts-s001", "a-ql-fault", "a-cg-s001"]);
+    assert_eq!(
+        items(&all),
+        ["000000000000a005", "000000000000a004", "000000000000a001"]
+    );
     let (_, firing) = s
         .get("/api/v1/alerts?status=firing&severity=critical,minor", None)
         .await;
-    assert_eq!(items(&firing), ["a-ts-s001"]);
+    assert_eq!(items(&firing), ["000000000000a005"]);
     let (_, october) = s
         .get("/api/v1/alerts?from=2026-10-01&to=2026-10-31", None)
         .await;
-    assert_eq!(items(&october), ["a-cg-s001"]);
+    assert_eq!(items(&october), ["000000000000a001"]);
     assert_eq!(october["items"][0]["ended_at"], "2026-10-10T06:00:00+08:00");
     let (_, rule) = s
         .get("/api/v1/alerts?rule=fault&region=lanzhou", None)
         .await;
-    assert_eq!(items(&rule), ["a-ql-fault"]);
+    assert_eq!(items(&rule), ["000000000000a004"]);
 
     let (code, acked, _) = s
         .send(
             reqwest::Method::POST,
-            "/api/v1/alerts/a-ts-s001/ack",
+            "/api/v1/alerts/000000000000a005/ack",
             Some(OPERATOR),
             Some(json!({"comment": "technician on the way"})),
         )
@@ -650,7 +653,7 @@ async fn alerts_filter_and_acknowledge_once() {
     let (code, again, _) = s
         .send(
             reqwest::Method::POST,
-            "/api/v1/alerts/a-ts-s001/ack",
+            "/api/v1/alerts/000000000000a005/ack",
             Some(OPERATOR),
             None,
         )
@@ -662,7 +665,7 @@ async fn alerts_filter_and_acknowledge_once() {
     let (_, unacked) = s
         .get("/api/v1/alerts?status=firing&acked=false", None)
         .await;
-    assert_eq!(items(&unacked), ["a-ql-fault"]);
+    assert_eq!(items(&unacked), ["000000000000a004"]);
 }
 
 #[tokio::test]
@@ -670,10 +673,10 @@ async fn silences_are_created_listed_and_ended() {
     use reqwest::Method;
     let s = Server::start(true).await;
     let (_, list) = s.get("/api/v1/silences", None).await;
-    assert_eq!(items(&list), ["sil-next", "sil-active"]);
+    assert_eq!(items(&list), ["0000000000005a02", "0000000000005a01"]);
     assert_eq!(list["items"][1]["status"], "active");
     let (_, old) = s.get("/api/v1/silences?status=expired", None).await;
-    assert_eq!(items(&old), ["sil-old"]);
+    assert_eq!(items(&old), ["0000000000005a03"]);
 
     let (code, created, headers) = s
         .send(
@@ -702,7 +705,7 @@ async fn silences_are_created_listed_and_ended() {
     let (code, ended, _) = s
         .send(
             Method::DELETE,
-            "/api/v1/silences/sil-active",
+            "/api/v1/silences/0000000000005a01",
             Some(OPERATOR),
             None,
         )
@@ -713,7 +716,7 @@ async fn silences_are_created_listed_and_ended() {
     let (code, again, _) = s
         .send(
             Method::DELETE,
-            "/api/v1/silences/sil-active",
+            "/api/v1/silences/0000000000005a01",
             Some(OPERATOR),
             None,
         )
@@ -723,7 +726,7 @@ async fn silences_are_created_listed_and_ended() {
         (409, json!("already_expired"))
     );
     let (_, list) = s.get("/api/v1/silences", None).await;
-    assert_eq!(items(&list), ["sil-next", id]);
+    assert_eq!(items(&list), ["0000000000005a02", id]);
 }
 
 #[tokio::test]
@@ -879,7 +882,7 @@ async fn the_stream_delivers_states_alerts_and_acks_and_resumes() {
         &Name::new("siren").expect("kind"),
         Some("天水警报器"),
     );
-    hub.publish_alert(&notification("a-ts-s001"));
+    hub.publish_alert(&notification("000000000000a005"));
     let state = live.next().await.expect("state event");
     assert_eq!(state.event.as_deref(), Some("state"));
     let data: Value = serde_json::from_str(&state.data).expect("json");
@@ -900,7 +903,7 @@ async fn the_stream_delivers_states_alerts_and_acks_and_resumes() {
     let (code, _, _) = s
         .send(
             reqwest::Method::POST,
-            "/api/v1/alerts/a-ts-s001/ack",
+            "/api/v1/alerts/000000000000a005/ack",
             Some(OPERATOR),
             None,
         )
@@ -909,7 +912,7 @@ async fn the_stream_delivers_states_alerts_and_acks_and_resumes() {
     let ack = live.next().await.expect("ack event");
     assert_eq!(ack.event.as_deref(), Some("ack"));
     let ack_data: Value = serde_json::from_str(&ack.data).expect("json");
-    assert_eq!(ack_data["id"], "a-ts-s001");
+    assert_eq!(ack_data["id"], "000000000000a005");
     assert_eq!(ack_data["ack"]["by"], "ops-desk-1");
 
     // Reconnecting after the first event gets the two after it, then live ones.
@@ -928,9 +931,9 @@ async fn the_stream_delivers_states_alerts_and_acks_and_resumes() {
         (Some("alert"), alert.id.clone())
     );
     assert_eq!(resumed.next().await.expect("replayed ack").id, ack.id);
-    hub.publish_alert(&notification("a-next"));
+    hub.publish_alert(&notification("000000000000a003"));
     let next = resumed.next().await.expect("live after replay");
-    assert!(next.data.contains("a-next"), "{next:?}");
+    assert!(next.data.contains("000000000000a003"), "{next:?}");
 
     // An id from an earlier run: resync first, then live events only.
     let mut stale = stream(
@@ -943,7 +946,7 @@ async fn the_stream_delivers_states_alerts_and_acks_and_resumes() {
     assert_eq!(resync.event.as_deref(), Some("resync"));
     assert_eq!(resync.data, r#"{"reason":"unknown_id"}"#);
     hub.publish_state(&t, &p, &Name::new("siren").expect("kind"), None);
-    hub.publish_alert(&notification("a-filtered"));
+    hub.publish_alert(&notification("000000000000a002"));
     // The state event is filtered out by `types=alert`.
     assert!(
         stale
@@ -951,7 +954,7 @@ async fn the_stream_delivers_states_alerts_and_acks_and_resumes() {
             .await
             .expect("alert")
             .data
-            .contains("a-filtered")
+            .contains("000000000000a002")
     );
 
     // Without a token: refused.
@@ -1075,9 +1078,13 @@ async fn cursors_walk_each_node_and_alert_once_while_rows_are_added() {
     let mut n = 0;
     let alerts = walk(&s, "/api/v1/alerts?limit=1", async || {
         // A newer alert lands before the cursor, an older one after it.
-        for started in ["2026-11-28T11:30:00+08:00", "2026-09-15T00:00:00+08:00"] {
+        // Ids 0xe000 and up: even for the newer, odd for the older.
+        for (older, started) in [
+            (0, "2026-11-28T11:30:00+08:00"),
+            (1, "2026-09-15T00:00:00+08:00"),
+        ] {
             let a = alert(
-                &format!("new-{n}-{started}"),
+                &format!("{:016x}", 0xe000 + 2 * n + older),
                 "fault",
                 Severity::Minor,
                 node,
@@ -1089,17 +1096,16 @@ async fn cursors_walk_each_node_and_alert_once_while_rows_are_added() {
     })
     .await;
     let ids: Vec<&str> = alerts.iter().filter_map(|a| a["id"].as_str()).collect();
-    for id in ["a-ts-s001", "a-ql-fault", "a-cg-s001"] {
+    for id in ["000000000000a005", "000000000000a004", "000000000000a001"] {
         assert_eq!(ids.iter().filter(|x| **x == id).count(), 1, "{id}: {ids:?}");
     }
-    assert!(
-        ids.iter().any(|x| x.contains("2026-09-15")),
-        "older ones follow: {ids:?}"
-    );
-    assert!(
-        !ids.iter().any(|x| x.contains("11:30")),
-        "newer ones precede: {ids:?}"
-    );
+    let added = |older: u64| {
+        ids.iter()
+            .filter_map(|x| u64::from_str_radix(x, 16).ok())
+            .any(|v| v >= 0xe000 && v % 2 == older)
+    };
+    assert!(added(1), "older ones follow: {ids:?}");
+    assert!(!added(0), "newer ones precede: {ids:?}");
 }
 
 #[tokio::test]

@@ -73,7 +73,7 @@ async fn nodes_as_table_json_and_csv() {
 #[tokio::test]
 async fn ack_and_alerts() {
     let s = Server::start(false).await;
-    let err = run_cli(&s, &["ack", "a-ts-s001"], Some(VIEWER))
+    let err = run_cli(&s, &["ack", "000000000000a005"], Some(VIEWER))
         .await
         .expect_err("viewer");
     assert!(err.to_string().contains("operator"), "{err}");
@@ -81,7 +81,7 @@ async fn ack_and_alerts() {
         &s,
         &[
             "ack",
-            "a-ts-s001",
+            "000000000000a005",
             "--comment",
             "on the way",
             "--format",
@@ -99,7 +99,7 @@ async fn ack_and_alerts() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     assert!(
-        lines[1].starts_with("a-ts-s001") && lines[1].contains("ops-desk-1"),
+        lines[1].starts_with("000000000000a005") && lines[1].contains("ops-desk-1"),
         "{table}"
     );
     let all = run_cli(

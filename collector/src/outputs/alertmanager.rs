@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext};
-use crate::model::{Alert, Millis, now_millis};
+use crate::model::{Alert, AlertId, Millis, now_millis};
 
 /// `[alertmanager]`: Prometheus Alertmanager's v2 API, as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,12 +124,12 @@ pub fn postable(alert: &Alert, generator_url: Option<&str>) -> PostableAlert {
     let mut labels = BTreeMap::new();
     labels.insert("alertname".to_owned(), alert.rule.to_string());
     labels.insert("severity".to_owned(), alert.severity.as_str().to_owned());
-    labels.insert("alarmnet_id".to_owned(), alert.id.clone());
+    labels.insert("alarmnet_id".to_owned(), alert.id.to_string());
     let s = &alert.subject;
     for (key, value) in [
-        ("region", s.region.as_ref().map(|x| x.to_string())),
-        ("site", s.site.as_ref().map(|x| x.to_string())),
-        ("node", s.node.as_ref().map(|x| x.to_string())),
+        ("region", s.region().map(|x| x.to_string())),
+        ("site", s.site().map(|x| x.to_string())),
+        ("node", s.node().map(|x| x.to_string())),
         ("kind", alert.kind.as_ref().map(|x| x.to_string())),
     ] {
         if let Some(v) = value {
@@ -202,7 +202,7 @@ impl Alertmanager {
 
     /// Delivers notifications and re-posts firing alerts until shutdown.
     pub async fn run(self, mut rx: NoticeReceiver, ctx: OutputContext) {
-        let mut firing: BTreeMap<String, Arc<Alert>> = BTreeMap::new();
+        let mut firing: BTreeMap<AlertId, Arc<Alert>> = BTreeMap::new();
         let mut resend = tokio::time::interval(self.resend);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resend.tick().await;
@@ -224,11 +224,11 @@ impl Alertmanager {
                 notice = rx.recv() => match notice {
                     None => break,
                     Some(Notice::Resume(alert)) => {
-                        firing.insert(alert.id.clone(), alert);
+                        firing.insert(alert.id, alert);
                     }
                     Some(Notice::Alert(alert)) => {
                         match alert.status {
-                            AlertStatus::Firing => firing.insert(alert.id.clone(), alert.clone()),
+                            AlertStatus::Firing => firing.insert(alert.id, alert.clone()),
                             AlertStatus::Resolved => firing.remove(&alert.id),
                         };
                         self.deliver(&alert, &ctx).await;
@@ -247,18 +247,19 @@ impl Alertmanager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Subject;
     use crate::outputs::tests_support::alert;
 
     #[test]
     fn labels_and_times_are_mapped() {
-        let a = alert("fp-1", AlertStatus::Firing);
+        let a = alert("0000000000000f01", AlertStatus::Firing);
         let p = postable(&a, Some("http://console/"));
         let json = serde_json::to_value(&p).expect("json");
         assert_eq!(
             json,
             serde_json::json!({
                 "labels": {
-                    "alertname": "node_offline", "severity": "critical", "alarmnet_id": "fp-1",
+                    "alertname": "node_offline", "severity": "critical", "alarmnet_id": "0000000000000f01",
                     "region": "lanzhou", "site": "lz-cg", "node": "lz-cg-s001", "kind": "siren"
                 },
                 "annotations": {"summary": "lz-cg-s001 is offline"},
@@ -266,14 +267,17 @@ mod tests {
                 "generatorURL": "http://console/"
             })
         );
-        let r = postable(&alert("fp-1", AlertStatus::Resolved), None);
+        let r = postable(&alert("0000000000000f01", AlertStatus::Resolved), None);
         assert_eq!(r.ends_at.as_deref(), Some("2025-11-28T11:50:00Z"));
     }
 
     #[test]
     fn site_alerts_have_no_node_label() {
-        let mut a = alert("fp-2", AlertStatus::Firing);
-        a.subject.node = None;
+        let mut a = alert("0000000000000f02", AlertStatus::Firing);
+        a.subject = Subject::Site {
+            region: a.subject.region().cloned().expect("region"),
+            site: a.subject.site().cloned().expect("site"),
+        };
         a.kind = None;
         let p = postable(&a, None);
         assert!(!p.labels.contains_key("node") && !p.labels.contains_key("kind"));

@@ -11,6 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::model::RuleKind;
+
 /// The body a webhook receives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,20 +134,20 @@ fn severity_zh(s: Severity) -> &'static str {
     }
 }
 
-/// The rule's name for a duty officer; unknown rules (metric thresholds) keep their own.
-fn rule_zh(rule: &str) -> &str {
+/// The rule's name for a duty officer; metric thresholds keep their own.
+fn rule_zh(rule: &RuleKind) -> &str {
     match rule {
-        "node_offline" => "节点离线",
-        "fault" => "设备故障",
-        "site_outage" => "站点中断",
-        "region_outage" => "区域中断",
-        "flapping" => "频繁掉线",
-        "telemetry_gap" => "数据缺失",
-        "clock_skew" => "时钟偏差",
-        "collector_blind" => "监测中心失联",
-        "store_failed" => "监测中心存储故障",
-        "readiness_low" => "就绪率过低",
-        other => other,
+        RuleKind::NodeOffline => "节点离线",
+        RuleKind::Fault => "设备故障",
+        RuleKind::SiteOutage => "站点中断",
+        RuleKind::RegionOutage => "区域中断",
+        RuleKind::Flapping => "频繁掉线",
+        RuleKind::TelemetryGap => "数据缺失",
+        RuleKind::ClockSkew => "时钟偏差",
+        RuleKind::CollectorBlind => "监测中心失联",
+        RuleKind::StoreFailed => "监测中心存储故障",
+        RuleKind::ReadinessLow => "就绪率过低",
+        RuleKind::Threshold(name) => name.as_str(),
     }
 }
 
@@ -154,11 +156,8 @@ fn title(n: &AlertNotification) -> String {
         AlertStatus::Firing => "告警",
         AlertStatus::Resolved => "恢复",
     };
-    format!(
-        "【{status}·{}】{}",
-        severity_zh(n.severity),
-        rule_zh(n.rule.as_str())
-    )
+    let rule = RuleKind::from(n.rule.clone());
+    format!("【{status}·{}】{}", severity_zh(n.severity), rule_zh(&rule))
 }
 
 fn place(n: &AlertNotification) -> String {

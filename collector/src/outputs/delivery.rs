@@ -163,8 +163,10 @@ mod tests {
             metrics,
             shutdown: tokio_util::sync::CancellationToken::new(),
         };
-        let alert =
-            super::super::tests_support::alert("a1", alarmnet_protocol::AlertStatus::Firing);
+        let alert = super::super::tests_support::alert(
+            "00000000000000a1",
+            alarmnet_protocol::AlertStatus::Firing,
+        );
         let mut calls = 0;
         let delivered = deliver(
             "hook",

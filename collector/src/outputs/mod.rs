@@ -72,7 +72,7 @@ impl OutputContext {
         result: Result<(), String>,
     ) {
         let entry = NotificationAttempt {
-            alert_id: alert.id.clone(),
+            alert_id: alert.id,
             alert_started_at: alert.started_at,
             status: alert.status,
             output: output.to_owned(),
@@ -190,7 +190,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut outputs = Outputs::none(metrics.clone());
         let _rx = outputs.add("slow", 1);
-        let alert = crate::outputs::tests_support::alert("a1", AlertStatus::Firing);
+        let alert = crate::outputs::tests_support::alert("00000000000000a1", AlertStatus::Firing);
         outputs.notify(&alert);
         outputs.notify(&alert);
         outputs.notify(&alert);
@@ -204,7 +204,7 @@ mod tests {
 
 #[cfg(test)]
 mod priority_tests {
-    use alarmnet_protocol::Name;
+    use crate::model::{AlertId, RuleKind};
 
     use super::*;
 
@@ -213,21 +213,27 @@ mod priority_tests {
         let metrics = Arc::new(Metrics::new());
         let mut outputs = Outputs::none(metrics.clone());
         let mut rx = outputs.add("hook", 3);
-        let mut fault = tests_support::alert("f", AlertStatus::Firing);
-        fault.rule = Name::new("fault").expect("name");
+        let mut fault = tests_support::alert("00000000000000f0", AlertStatus::Firing);
+        fault.rule = RuleKind::Fault;
         for i in 0..3 {
-            fault.id = format!("f{i}");
+            fault.id = AlertId::new(0xf0 + i);
             outputs.notify(&fault);
         }
         // Full of faults: the offline takes the newest fault's place.
-        outputs.notify(&tests_support::alert("off", AlertStatus::Firing));
+        outputs.notify(&tests_support::alert(
+            "00000000000000ff",
+            AlertStatus::Firing,
+        ));
         let ids: Vec<String> = std::iter::from_fn(|| rx.try_recv())
             .map(|n| {
                 let (Notice::Alert(a) | Notice::Resume(a)) = n;
-                a.id.clone()
+                a.id.to_string()
             })
             .collect();
-        assert_eq!(ids, ["off", "f0", "f1"]);
+        assert_eq!(
+            ids,
+            ["00000000000000ff", "00000000000000f0", "00000000000000f1"]
+        );
         assert!(
             metrics
                 .render()
@@ -240,18 +246,18 @@ mod priority_tests {
 pub(crate) mod tests_support {
     use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
 
-    use crate::model::{Alert, Subject};
+    use crate::model::{Alert, RuleKind, Subject};
 
     pub fn alert(id: &str, status: AlertStatus) -> Alert {
         Alert {
-            id: id.into(),
-            rule: Name::new("node_offline").expect("name"),
+            id: id.parse().expect("alert id"),
+            rule: RuleKind::NodeOffline,
             severity: Severity::Critical,
             status,
-            subject: Subject {
-                region: Some(RegionId::new("lanzhou").expect("id")),
-                site: Some(SiteId::new("lz-cg").expect("id")),
-                node: Some(NodeId::new("lz-cg-s001").expect("id")),
+            subject: Subject::Node {
+                region: RegionId::new("lanzhou").expect("id"),
+                site: SiteId::new("lz-cg").expect("id"),
+                node: NodeId::new("lz-cg-s001").expect("id"),
             },
             kind: Some(Name::new("siren").expect("name")),
             started_at: 1_764_330_000_000,

@@ -36,10 +36,10 @@ impl MqttAlerts {
     /// The topic of an alert.
     pub fn topic(prefix: &Prefix, alert: &Alert) -> String {
         Topic::Alert(AlertTopic {
-            region: alert.subject.region.clone(),
-            site: alert.subject.site.clone(),
-            node: alert.subject.node.clone(),
-            rule: alert.rule.clone(),
+            region: alert.subject.region().cloned(),
+            site: alert.subject.site().cloned(),
+            node: alert.subject.node().cloned(),
+            rule: alert.rule.to_name(),
         })
         .format(prefix)
     }
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn firing_is_retained_and_resolution_clears() {
         let p = Prefix::default();
-        let firing = MqttAlerts::publishes(&p, &alert("fp", AlertStatus::Firing));
+        let firing = MqttAlerts::publishes(&p, &alert("0000000000000f00", AlertStatus::Firing));
         let topic = "alarmnet/v1/$alerts/lanzhou/lz-cg/lz-cg-s001/node_offline";
         assert_eq!(firing.len(), 1);
         assert_eq!((firing[0].0.as_str(), firing[0].2), (topic, true));
@@ -106,9 +106,9 @@ mod tests {
             panic!("not an alert: {decoded:?}");
         };
         assert_eq!(n.status, AlertStatus::Firing);
-        assert_eq!(n.id.as_str(), "fp");
+        assert_eq!(n.id.as_str(), "0000000000000f00");
 
-        let resolved = MqttAlerts::publishes(&p, &alert("fp", AlertStatus::Resolved));
+        let resolved = MqttAlerts::publishes(&p, &alert("0000000000000f00", AlertStatus::Resolved));
         assert_eq!(resolved.len(), 2);
         assert_eq!((resolved[0].0.as_str(), resolved[0].2), (topic, false));
         assert!(String::from_utf8_lossy(&resolved[0].1).contains("\"resolved\""));

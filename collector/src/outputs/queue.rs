@@ -21,20 +21,12 @@ use tokio::sync::Notify;
 
 use super::Notice;
 
-/// The rules whose notices are delivered first: a node, site or region unreachable, or the
-/// collector itself unable to watch.
-pub const AVAILABILITY_RULES: [&str; 5] = [
-    "node_offline",
-    "site_outage",
-    "region_outage",
-    "collector_blind",
-    "store_failed",
-];
-
-/// Whether `notice` goes in the high lane.
+/// Whether `notice` goes in the high lane: its rule says a node, site or region is
+/// unreachable, or the collector itself is unable to watch
+/// ([`RuleKind::is_availability`](crate::model::RuleKind::is_availability)).
 pub fn is_availability(notice: &Notice) -> bool {
     let (Notice::Alert(a) | Notice::Resume(a)) = notice;
-    AVAILABILITY_RULES.contains(&a.rule.as_str())
+    a.rule.is_availability()
 }
 
 #[derive(Debug)]
@@ -179,20 +171,23 @@ impl NoticeReceiver {
 
 #[cfg(test)]
 mod tests {
-    use alarmnet_protocol::{AlertStatus, Name};
+    use alarmnet_protocol::AlertStatus;
 
     use super::*;
     use crate::outputs::tests_support::alert;
 
-    fn notice(id: &str, rule: &str, status: AlertStatus) -> Notice {
-        let mut a = alert(id, status);
-        a.rule = Name::new(rule).expect("rule");
+    /// A notice of `rule` told apart by `label` (kept in its summary: the queue never
+    /// looks at ids or summaries).
+    fn notice(label: &str, rule: &str, status: AlertStatus) -> Notice {
+        let mut a = alert("0000000000000001", status);
+        a.rule = rule.parse().expect("rule");
+        a.summary = label.to_owned();
         Notice::Alert(Arc::new(a))
     }
 
     fn key(n: &Notice) -> (String, AlertStatus) {
         let (Notice::Alert(a) | Notice::Resume(a)) = n;
-        (a.id.clone(), a.status)
+        (a.summary.clone(), a.status)
     }
 
     fn drain(rx: &mut NoticeReceiver) -> Vec<(String, AlertStatus)> {

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use alarmnet_protocol::{AlertStatus, Birth, Name, NodeId, NodePath, RegionId, Severity, SiteId};
 
 use super::*;
-use crate::model::{Ack, Alert, Cause, Liveness, Silence, Subject, Transition};
+use crate::model::{
+    Ack, Alert, AlertId, Cause, Liveness, RuleKind, Silence, SilenceId, Subject, Transition,
+};
 use crate::uptime::{
     self, Filter, GroupBy, Inputs, NodeTests, PartialReport, Query, ReportBuilder, TestTally,
     Window,
@@ -326,18 +328,18 @@ fn alert(i: usize, rng: &mut Lcg) -> Alert {
     let started_at = 1_000 + rng.below(500);
     let resolved = rng.below(2) == 0;
     Alert {
-        id: format!("a{i:04}"),
-        rule: Name::new(rng.pick(&["node_offline", "fault"])).expect("rule"),
+        id: AlertId::new(i as u64),
+        rule: [RuleKind::NodeOffline, RuleKind::Fault][rng.below(2) as usize].clone(),
         severity: rng.pick(&Severity::ALL),
         status: if resolved {
             AlertStatus::Resolved
         } else {
             AlertStatus::Firing
         },
-        subject: Subject {
-            region: Some(RegionId::new(region).expect("id")),
-            site: Some(SiteId::new(site).expect("id")),
-            node: Some(NodeId::new(format!("n{}", rng.below(20))).expect("id")),
+        subject: Subject::Node {
+            region: RegionId::new(region).expect("id"),
+            site: SiteId::new(site).expect("id"),
+            node: NodeId::new(format!("n{}", rng.below(20))).expect("id"),
         },
         kind: Some(Name::new(rng.pick(&["siren", "display"])).expect("kind")),
         started_at,
@@ -359,13 +361,9 @@ fn alert_matches(q: &AlertQuery, a: &Alert) -> bool {
         && q.rule.as_ref().is_none_or(|r| *r == a.rule)
         && q.region
             .as_ref()
-            .is_none_or(|r| a.subject.region.as_ref() == Some(r))
-        && q.site
-            .as_ref()
-            .is_none_or(|r| a.subject.site.as_ref() == Some(r))
-        && q.node
-            .as_ref()
-            .is_none_or(|r| a.subject.node.as_ref() == Some(r))
+            .is_none_or(|r| a.subject.region() == Some(r))
+        && q.site.as_ref().is_none_or(|r| a.subject.site() == Some(r))
+        && q.node.as_ref().is_none_or(|r| a.subject.node() == Some(r))
         && q.kind.as_ref().is_none_or(|r| a.kind.as_ref() == Some(r))
         && q.acked.is_none_or(|k| a.ack.is_some() == k)
         && q.window
@@ -408,7 +406,7 @@ fn alert_pages_filter_count_and_walk_once_while_alerts_are_added() {
             ..AlertQuery::default()
         },
         AlertQuery {
-            rule: Some(Name::new("fault").expect("rule")),
+            rule: Some(RuleKind::Fault),
             site: Some(SiteId::new("r2-s1").expect("id")),
             kind: Some(Name::new("siren").expect("kind")),
             window: Some((1_200, 1_300)),
@@ -448,8 +446,7 @@ fn alert_pages_filter_count_and_walk_once_while_alerts_are_added() {
 
     // New alerts between pages (newer ones land before the cursor, older after it): every
     // alert present all along is seen exactly once.
-    let before: BTreeSet<(String, u64)> =
-        all.iter().map(|a| (a.id.clone(), a.started_at)).collect();
+    let before: BTreeSet<(AlertId, u64)> = all.iter().map(|a| (a.id, a.started_at)).collect();
     let mut i = 300;
     let seen = walk_alerts(&db, &AlertQuery::default(), 11, || {
         for _ in 0..4 {
@@ -457,7 +454,7 @@ fn alert_pages_filter_count_and_walk_once_while_alerts_are_added() {
             i += 1;
         }
     });
-    let keys: Vec<(String, u64)> = seen.iter().map(|a| (a.id.clone(), a.started_at)).collect();
+    let keys: Vec<(AlertId, u64)> = seen.iter().map(|a| (a.id, a.started_at)).collect();
     let unique: BTreeSet<_> = keys.iter().cloned().collect();
     assert_eq!(unique.len(), keys.len(), "an alert came twice");
     assert!(
@@ -475,7 +472,7 @@ fn silence_pages_follow_status_and_place() {
     for i in 0..60 {
         let starts_at = rng.below(100);
         let s = Silence {
-            id: format!("s{i:02}"),
+            id: SilenceId::new(i),
             region: Some(RegionId::new(format!("r{}", rng.below(2))).expect("id")),
             site: (rng.below(2) == 0).then(|| SiteId::new("x").expect("id")),
             node: None,
@@ -567,7 +564,7 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
         nodes.push(p);
     }
     let silences = vec![Silence {
-        id: "m".into(),
+        id: SilenceId::new(0x4d),
         region: Some(RegionId::new("r1").expect("id")),
         site: None,
         node: None,

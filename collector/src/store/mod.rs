@@ -36,7 +36,7 @@ pub use sqlite::{
 };
 
 use crate::metrics::Metrics;
-use crate::model::{Ack, Alert, Millis, Silence, Transition};
+use crate::model::{Ack, Alert, AlertId, Millis, Silence, SilenceId, Transition};
 use crate::readiness::ReadinessChange;
 
 pub use readiness::{NodeReadiness, ReadinessStep};
@@ -223,16 +223,20 @@ impl Store {
             .await
     }
 
-    pub async fn ack_alert(&self, alert_id: String, ack: Ack) -> Result<Option<Alert>, StoreError> {
-        self.call(move |db| db.ack_alert(&alert_id, &ack)).await
+    pub async fn ack_alert(
+        &self,
+        alert_id: AlertId,
+        ack: Ack,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.call(move |db| db.ack_alert(alert_id, &ack)).await
     }
 
     pub async fn upsert_silence(&self, s: Silence) -> Result<(), StoreError> {
         self.call(move |db| db.upsert_silence(&s)).await
     }
 
-    pub async fn end_silence(&self, id: String, at: Millis) -> Result<bool, StoreError> {
-        self.call(move |db| db.end_silence(&id, at)).await
+    pub async fn end_silence(&self, id: SilenceId, at: Millis) -> Result<bool, StoreError> {
+        self.call(move |db| db.end_silence(id, at)).await
     }
 
     pub async fn record_notification(&self, n: NotificationAttempt) -> Result<(), StoreError> {
@@ -308,9 +312,9 @@ impl Store {
 
     pub async fn notifications(
         &self,
-        alert_id: String,
+        alert_id: AlertId,
     ) -> Result<Vec<NotificationAttempt>, StoreError> {
-        self.call(move |db| db.notifications(&alert_id)).await
+        self.call(move |db| db.notifications(alert_id)).await
     }
 }
 

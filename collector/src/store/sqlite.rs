@@ -19,7 +19,9 @@ use serde::Serialize;
 
 use super::StoreError;
 use super::schema;
-use crate::model::{Ack, Alert, Cause, Liveness, Millis, Silence, Subject, Transition};
+use crate::model::{
+    Ack, Alert, AlertId, Cause, Liveness, Millis, RuleKind, Silence, SilenceId, Subject, Transition,
+};
 use crate::uptime::{Step, TestTally};
 
 /// A registered node as stored.
@@ -96,7 +98,7 @@ pub struct FaultRecord {
 /// One delivery attempt of one notification to one output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotificationAttempt {
-    pub alert_id: String,
+    pub alert_id: AlertId,
     pub alert_started_at: Millis,
     pub status: AlertStatus,
     /// The output's name: `mqtt`, `webhook-0`, `alertmanager`, ...
@@ -147,6 +149,19 @@ fn status(s: &str) -> Result<AlertStatus, StoreError> {
         "firing" => Ok(AlertStatus::Firing),
         "resolved" => Ok(AlertStatus::Resolved),
         _ => Err(StoreError::Corrupt(format!("alert status {s:?}"))),
+    }
+}
+
+/// Alert and silence ids are stored as the text they are on every wire.
+impl rusqlite::ToSql for AlertId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.to_string().into())
+    }
+}
+
+impl rusqlite::ToSql for SilenceId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.to_string().into())
     }
 }
 
@@ -627,9 +642,9 @@ impl Db {
                 a.rule.as_str(),
                 a.severity.as_str(),
                 status_str(a.status),
-                a.subject.region.as_ref().map(|x| x.as_str()),
-                a.subject.site.as_ref().map(|x| x.as_str()),
-                a.subject.node.as_ref().map(|x| x.as_str()),
+                a.subject.region().map(|x| x.as_str()),
+                a.subject.site().map(|x| x.as_str()),
+                a.subject.node().map(|x| x.as_str()),
                 a.kind.as_ref().map(|x| x.as_str()),
                 i64_of(a.started_at),
                 a.ended_at.map(i64_of),
@@ -645,7 +660,7 @@ impl Db {
 
     /// Acknowledges the latest firing of alert `id`; keeps the ack in the acks history.
     /// Returns the updated alert, or `None` if there is no such alert.
-    pub fn ack_alert(&self, alert_id: &str, ack: &Ack) -> Result<Option<Alert>, StoreError> {
+    pub fn ack_alert(&self, alert_id: AlertId, ack: &Ack) -> Result<Option<Alert>, StoreError> {
         let Some(mut alert) = self.latest_alert(alert_id)? else {
             return Ok(None);
         };
@@ -690,7 +705,7 @@ impl Db {
     }
 
     /// The latest firing (by start) of alert `id`.
-    pub fn latest_alert(&self, alert_id: &str) -> Result<Option<Alert>, StoreError> {
+    pub fn latest_alert(&self, alert_id: AlertId) -> Result<Option<Alert>, StoreError> {
         let sql = format!(
             "SELECT {} FROM alerts WHERE id = ?1 ORDER BY started_at DESC LIMIT 1",
             Self::ALERT_COLUMNS
@@ -775,7 +790,7 @@ impl Db {
     }
 
     /// Ends a silence at `at` (kept in history). Returns whether it existed.
-    pub fn end_silence(&self, silence_id: &str, at: Millis) -> Result<bool, StoreError> {
+    pub fn end_silence(&self, silence_id: SilenceId, at: Millis) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "UPDATE silences SET ends_at = min(ends_at, max(starts_at, ?2)) WHERE id = ?1",
             params![silence_id, i64_of(at)],
@@ -804,7 +819,7 @@ impl Db {
     }
 
     /// The delivery attempts for alert `id`, oldest first.
-    pub fn notifications(&self, alert_id: &str) -> Result<Vec<NotificationAttempt>, StoreError> {
+    pub fn notifications(&self, alert_id: AlertId) -> Result<Vec<NotificationAttempt>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT alert_id, alert_started_at, status, output, attempt, at, ok, error
              FROM notification_log WHERE alert_id = ?1 ORDER BY at, id",
@@ -824,7 +839,7 @@ impl Db {
         rows.map(|r| {
             let (alert_id, started, st, output, attempt, at, ok, error) = r?;
             Ok(NotificationAttempt {
-                alert_id,
+                alert_id: id("alert id", alert_id, AlertId::try_from)?,
                 alert_started_at: u64_of(started),
                 status: status(&st)?,
                 output,
@@ -1024,7 +1039,7 @@ pub struct AlertQuery {
     pub status: Option<AlertStatus>,
     /// Any of these severities (all when empty).
     pub severities: Vec<Severity>,
-    pub rule: Option<Name>,
+    pub rule: Option<RuleKind>,
     pub region: Option<RegionId>,
     pub site: Option<SiteId>,
     pub node: Option<NodeId>,
@@ -1116,7 +1131,7 @@ impl SilenceQuery {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SilenceKey {
     pub starts_at: Millis,
-    pub id: String,
+    pub id: SilenceId,
 }
 
 impl Db {
@@ -1294,7 +1309,10 @@ impl Db {
         let c = q.conditions();
         let total = self.count("silences", &c)?;
         let mut page = match after {
-            Some(k) => c.with("(starts_at, id) < (?, ?)", [int(k.starts_at), text(&k.id)]),
+            Some(k) => c.with(
+                "(starts_at, id) < (?, ?)",
+                [int(k.starts_at), text(&k.id.to_string())],
+            ),
             None => c,
         };
         let sql = format!(
@@ -1310,7 +1328,7 @@ impl Db {
                 let s = r?.into_silence()?;
                 let key = SilenceKey {
                     starts_at: s.starts_at,
-                    id: s.id.clone(),
+                    id: s.id,
                 };
                 Ok((key, s))
             })
@@ -1570,16 +1588,18 @@ impl RawAlert {
             }),
             _ => None,
         };
+        let subject = Subject::from_labels(
+            opt_id("region", self.region, RegionId::new)?,
+            opt_id("site", self.site, SiteId::new)?,
+            opt_id("node", self.node, NodeId::new)?,
+        )
+        .ok_or_else(|| StoreError::Corrupt(format!("subject of alert {}", self.id)))?;
         Ok(Alert {
-            id: self.id,
-            rule: id("rule", self.rule, Name::new)?,
+            id: id("alert id", self.id, AlertId::try_from)?,
+            rule: id("rule", self.rule, |s| s.parse::<RuleKind>())?,
             severity: parse("severity", &self.severity)?,
             status: status(&self.status)?,
-            subject: Subject {
-                region: opt_id("region", self.region, RegionId::new)?,
-                site: opt_id("site", self.site, SiteId::new)?,
-                node: opt_id("node", self.node, NodeId::new)?,
-            },
+            subject,
             kind: opt_id("kind", self.kind, Name::new)?,
             started_at: u64_of(self.started_at),
             ended_at: self.ended_at.map(u64_of),
@@ -1634,7 +1654,7 @@ struct RawSilence {
 impl RawSilence {
     fn into_silence(self) -> Result<Silence, StoreError> {
         Ok(Silence {
-            id: self.id,
+            id: id("silence id", self.id, SilenceId::try_from)?,
             region: opt_id("region", self.region, RegionId::new)?,
             site: opt_id("site", self.site, SiteId::new)?,
             node: opt_id("node", self.node, NodeId::new)?,

@@ -5,7 +5,9 @@ use alarmnet_protocol::{
 };
 
 use super::*;
-use crate::model::{Ack, Alert, Cause, Liveness, Silence, Subject, Transition};
+use crate::model::{
+    Ack, Alert, AlertId, Cause, Liveness, RuleKind, Silence, SilenceId, Subject, Transition,
+};
 
 fn path(region: &str, site: &str, node: &str) -> NodePath {
     NodePath::new(
@@ -37,16 +39,20 @@ fn t(node: &str, from: Liveness, to: Liveness, at: u64, cause: Cause) -> Transit
     }
 }
 
+fn aid(id: &str) -> AlertId {
+    id.parse().expect("alert id")
+}
+
 fn alert(id: &str, started_at: u64) -> Alert {
     Alert {
-        id: id.into(),
-        rule: Name::new("node_offline").expect("name"),
+        id: id.parse().expect("alert id"),
+        rule: RuleKind::NodeOffline,
         severity: Severity::Critical,
         status: AlertStatus::Firing,
-        subject: Subject {
-            region: Some(RegionId::new("r").expect("id")),
-            site: Some(SiteId::new("s").expect("id")),
-            node: Some(nid("n1")),
+        subject: Subject::Node {
+            region: RegionId::new("r").expect("id"),
+            site: SiteId::new("s").expect("id"),
+            node: nid("n1"),
         },
         kind: Some(Name::new("siren").expect("name")),
         started_at,
@@ -357,7 +363,7 @@ fn test_receipts_are_kept() {
 #[test]
 fn alerts_acks_silences_and_notifications_round_trip() {
     let db = Db::open_in_memory().expect("open");
-    let mut a = alert("fp1", 100);
+    let mut a = alert("0000000000000f31", 100);
     db.upsert_alert(&a).expect("fire");
     assert_eq!(
         db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
@@ -368,15 +374,22 @@ fn alerts_acks_silences_and_notifications_round_trip() {
         at: 150,
         comment: Some("crew sent".into()),
     };
-    let acked = db.ack_alert("fp1", &ack).expect("ack").expect("exists");
+    let acked = db
+        .ack_alert(aid("0000000000000f31"), &ack)
+        .expect("ack")
+        .expect("exists");
     assert_eq!(acked.ack, Some(ack.clone()));
-    assert!(db.ack_alert("nope", &ack).expect("ack").is_none());
+    assert!(
+        db.ack_alert(aid("00000000000000ee"), &ack)
+            .expect("ack")
+            .is_none()
+    );
     a.ack = Some(ack);
     a.status = AlertStatus::Resolved;
     a.ended_at = Some(200);
     db.upsert_alert(&a).expect("resolve");
     // The same subject fires again: a new row under the same id.
-    let again = alert("fp1", 300);
+    let again = alert("0000000000000f31", 300);
     db.upsert_alert(&again).expect("fire again");
     assert_eq!(
         db.alerts(None, 10).expect("all"),
@@ -386,10 +399,13 @@ fn alerts_acks_silences_and_notifications_round_trip() {
         db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
         vec![again.clone()]
     );
-    assert_eq!(db.latest_alert("fp1").expect("latest"), Some(again));
+    assert_eq!(
+        db.latest_alert(aid("0000000000000f31")).expect("latest"),
+        Some(again)
+    );
 
     let s = Silence {
-        id: "s1".into(),
+        id: SilenceId::new(1),
         region: Some(RegionId::new("r").expect("id")),
         site: None,
         node: None,
@@ -401,13 +417,13 @@ fn alerts_acks_silences_and_notifications_round_trip() {
     };
     db.upsert_silence(&s).expect("silence");
     assert_eq!(db.silences(Some(500)).expect("q"), vec![s.clone()]);
-    assert!(db.end_silence("s1", 600).expect("end"));
+    assert!(db.end_silence(SilenceId::new(1), 600).expect("end"));
     assert!(db.silences(Some(700)).expect("q").is_empty());
     assert_eq!(db.silences(None).expect("q")[0].ends_at, 600);
 
     for attempt in 1..=2 {
         db.record_notification(&NotificationAttempt {
-            alert_id: "fp1".into(),
+            alert_id: aid("0000000000000f31"),
             alert_started_at: 100,
             status: AlertStatus::Firing,
             output: "webhook-0".into(),
@@ -418,7 +434,7 @@ fn alerts_acks_silences_and_notifications_round_trip() {
         })
         .expect("log");
     }
-    let log = db.notifications("fp1").expect("log");
+    let log = db.notifications(aid("0000000000000f31")).expect("log");
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].error.as_deref(), Some("HTTP 500"));
     assert!(log[1].ok);

@@ -219,13 +219,13 @@ impl Point {
     /// on one node (two faults) stay two series.
     pub fn alert(a: &Alert) -> Self {
         let mut b = Point::builder(ALERT);
-        if let Some(region) = &a.subject.region {
+        if let Some(region) = a.subject.region() {
             b = b.tag("region", region.as_str());
         }
-        if let Some(site) = &a.subject.site {
+        if let Some(site) = a.subject.site() {
             b = b.tag("site", site.as_str());
         }
-        if let Some(node) = &a.subject.node {
+        if let Some(node) = a.subject.node() {
             b = b.tag("node", node.as_str());
         }
         if let Some(kind) = &a.kind {
@@ -237,7 +237,7 @@ impl Point {
         };
         b.tag("rule", a.rule.as_str())
             .tag("severity", a.severity.as_str())
-            .tag("alert_id", &a.id)
+            .tag("alert_id", &a.id.to_string())
             .field_i64("firing", firing)
             .timestamp_ms(at)
             .build()
@@ -367,7 +367,7 @@ fn escape_into(out: &mut String, s: &str, special: &[char]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Cause, Subject};
+    use crate::model::{AlertId, Cause, RuleKind, Subject};
     use alarmnet_protocol::{MetricName, Metrics, Severity, V1};
 
     fn tags() -> NodeTags {
@@ -570,14 +570,13 @@ mod tests {
     #[test]
     fn alert_points_firing_then_resolved() {
         let mut a = Alert {
-            id: "f00d".into(),
-            rule: Name::new("site_outage").expect("name"),
+            id: AlertId::new(0xf00d),
+            rule: RuleKind::SiteOutage,
             severity: Severity::Major,
             status: AlertStatus::Firing,
-            subject: Subject {
-                region: Some(tags().region),
-                site: Some(tags().site),
-                node: None,
+            subject: Subject::Site {
+                region: tags().region,
+                site: tags().site,
             },
             kind: None,
             started_at: 100,
@@ -589,7 +588,7 @@ mod tests {
         };
         assert_eq!(
             Point::alert(&a).as_line(),
-            "alarmnet_alert,alert_id=f00d,region=lanzhou,rule=site_outage,severity=major,\
+            "alarmnet_alert,alert_id=000000000000f00d,region=lanzhou,rule=site_outage,severity=major,\
              site=lz-cg firing=1i 100"
         );
         a.status = AlertStatus::Resolved;

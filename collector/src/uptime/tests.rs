@@ -6,7 +6,7 @@ use jiff::tz::TimeZone;
 use proptest::prelude::*;
 
 use super::*;
-use crate::model::{Cause, Liveness, Millis, NodeInfo, Silence, Transition};
+use crate::model::{Cause, Liveness, Millis, NodeInfo, Silence, SilenceId, Transition};
 
 const S: Millis = 1_000;
 const H: Millis = 3_600 * S;
@@ -57,7 +57,7 @@ fn query(from: Millis, to: Millis, now: Millis, by: GroupBy) -> Query {
 
 fn silence(node: Option<&str>, site: Option<&str>, starts_at: Millis, ends_at: Millis) -> Silence {
     Silence {
-        id: "s1".to_owned(),
+        id: SilenceId::new(1),
         region: None,
         site: site.map(|s| SiteId::new(s).expect("valid site")),
         node: node.map(|n| NodeId::new(n).expect("valid node")),

@@ -4,10 +4,8 @@
 use super::Engine;
 use crate::alerts::{AlertChange, fingerprint};
 use crate::liveness::Tracker;
-use crate::model::Millis;
+use crate::model::{Millis, RuleKind};
 use crate::readiness::tracker::Counts;
-
-const READINESS_LOW: &str = "readiness_low";
 
 impl Engine {
     /// Re-evaluates `readiness_low` for `region` (a tracker index) whose counted kinds'
@@ -22,7 +20,13 @@ impl Engine {
     ) {
         let rule = &self.cfg.readiness_low;
         let r = t.region_entry(region);
-        let fp = fingerprint(READINESS_LOW, Some(r.id.as_str()), None, None, None);
+        let fp = fingerprint(
+            RuleKind::ReadinessLow.as_str(),
+            Some(r.id.as_str()),
+            None,
+            None,
+            None,
+        );
         let judged = sirens.judged();
         let pct = sirens.ready_pct().unwrap_or(100.0);
         let watched = rule.enabled && judged >= rule.min_nodes;
@@ -35,7 +39,7 @@ impl Engine {
         self.toggle(t, fp, cond, at, out, || {
             super::region_alert(
                 fp,
-                READINESS_LOW,
+                RuleKind::ReadinessLow,
                 severity,
                 (region, &r.id),
                 format!(
@@ -109,14 +113,8 @@ mod tests {
         );
         let a = &out.alerts[0].alert;
         assert_eq!(a.rule.as_str(), "readiness_low");
-        assert_eq!(
-            a.subject.region.as_ref().map(|r| r.as_str()),
-            Some("lanzhou")
-        );
-        assert_eq!(
-            (a.subject.site.as_ref(), a.subject.node.as_ref()),
-            (None, None)
-        );
+        assert_eq!(a.subject.region().map(|r| r.as_str()), Some("lanzhou"));
+        assert_eq!((a.subject.site(), a.subject.node()), (None, None));
         assert_eq!(
             a.summary,
             "readiness low in lanzhou: 17 of 20 sirens ready (85.0 %, floor 90 %)"
