@@ -73,15 +73,15 @@ struct Members {
     due: bool,
 }
 
-/// The offline nodes of a site or region alert's subject (a scan: outages are rare).
+/// The offline nodes of a site or region alert's subject, read from the tracker's members
+/// of that site or region: a region-wide power cut fires hundreds of site outages at once,
+/// and each must not cost a scan of the whole network.
 fn offline_members(t: &Tracker, alert: &Alert) -> BTreeSet<NodeId> {
     let Some(region) = alert.subject.region() else {
         return BTreeSet::new();
     };
-    let site = alert.subject.site();
-    t.nodes()
-        .filter(|v| v.own_state() == Liveness::Offline && v.region() == region)
-        .filter(|v| site.is_none_or(|s| v.site() == s))
+    t.members(region, alert.subject.site())
+        .filter(|v| v.own_state() == Liveness::Offline)
         .map(|v| v.id().clone())
         .collect()
 }
