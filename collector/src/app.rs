@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics.clone(),
     );
 
-    let addr = config.http.addr().map_err(anyhow::Error::msg)?;
+    let addr = config.http.listen;
     let tls = match config.http.tls_files() {
         Some(files) => Some(TlsReloader::load(files).context("the API's TLS")?),
         None => None,

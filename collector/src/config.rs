@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use alarmnet_protocol::NodeId;
 use serde::Deserialize;
 
 use crate::alerts::{AlertsConfig, MonitorConfig};
-use crate::api::{AuthConfig, TokenConfig};
+use crate::http::{HttpConfig, HttpSettings};
 use crate::ingest::mqtt::{MqttConfig, MqttSettings};
 use crate::liveness::LivenessConfig;
 use crate::outputs::alertmanager::{AlertmanagerConfig, AlertmanagerSettings};
@@ -58,7 +57,7 @@ const SECTIONS: &[&str] = &[
 pub struct Config {
     pub mqtt: MqttSettings,
     pub store: StoreConfig,
-    pub http: HttpConfig,
+    pub http: HttpSettings,
     pub webhooks: Vec<WebhookSettings>,
     pub alertmanager: Option<AlertmanagerSettings>,
     pub influx: Option<InfluxConfig>,
@@ -224,53 +223,6 @@ fn default_max_backlog() -> usize {
     1_000_000
 }
 
-/// `[http]`: the API, the console, metrics and health.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address to listen on; port 0 picks a free port (logged at start).
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// Reads need no token (a wall screen on a closed network). Writes always need one.
-    #[serde(default)]
-    pub anonymous_read: bool,
-    /// `[[http.tokens]] name, role` and one of `token`, `token_sha256` (its digest, from
-    /// `alarmnet-collector hash-token`) or `token_file` (`viewer` reads; `operator` also
-    /// acknowledges and silences). ALARMNET_HTTP__TOKENS is not a list key.
-    #[serde(default)]
-    pub tokens: Vec<TokenConfig>,
-    /// An API request (the event stream excepted) taking longer than this is answered 503
-    /// `timeout` and its work dropped: a slow report cannot hold a connection for ever.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Report queries (uptime, readiness history) running at once; more are answered 503
-    /// `busy` with `Retry-After`. Each keeps a store reader thread busy.
-    #[serde(default = "default_max_reports")]
-    pub max_reports: usize,
-    /// PEM certificate chain of the API and console: with `tls_key_file`, they are served
-    /// over HTTPS only. Read again on SIGHUP (new connections get the new certificate).
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key of `tls_cert_file` (readable by the service only).
-    pub tls_key_file: Option<PathBuf>,
-    /// PEM CA certificates: set, every client must present a certificate they signed
-    /// (mutual TLS, e.g. for the operations centre's own machines). Tokens still apply.
-    pub tls_client_ca_file: Option<PathBuf>,
-    /// Allow plain HTTP on an address other than loopback. Without TLS, tokens and
-    /// acknowledgements cross the network in clear: only behind a TLS-terminating proxy.
-    #[serde(default)]
-    pub insecure: bool,
-    /// Reverse proxies whose `X-Forwarded-For` is believed: the audit log records the
-    /// client address they report instead of the proxy's. Empty: the socket's address.
-    #[serde(default)]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-}
-
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_reports() -> usize {
-    crate::api::DEFAULT_MAX_REPORTS
-}
 
 /// `[ingest]`: what the collector accepts from the network.
 #[derive(Debug, Clone, Deserialize)]
@@ -324,9 +276,6 @@ pub enum Registration {
 fn default_store_path() -> PathBuf {
     "/var/lib/alarmnet-collector/alarmnet.db".into()
 }
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
 fn default_time_zone() -> String {
     crate::uptime::DEFAULT_TIME_ZONE.into()
 }
@@ -359,23 +308,6 @@ impl Default for StoreConfig {
     }
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            anonymous_read: false,
-            tokens: Vec::new(),
-            request_timeout: default_request_timeout(),
-            max_reports: default_max_reports(),
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_client_ca_file: None,
-            insecure: false,
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
-
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
@@ -388,68 +320,6 @@ impl Default for IngestConfig {
             node_rate: default_node_rate(),
             node_burst: default_node_burst(),
         }
-    }
-}
-
-impl HttpConfig {
-    /// The API's tokens and roles.
-    pub fn auth(&self) -> AuthConfig {
-        AuthConfig {
-            anonymous_read: self.anonymous_read,
-            tokens: self.tokens.clone(),
-        }
-    }
-
-    /// The TLS files, when the API is served over TLS.
-    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
-        match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: self.tls_client_ca_file.clone(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Every problem of the listener's TLS settings: files that go together, files that
-    /// do not load, and plain HTTP on a non-loopback address without `insecure = true`.
-    fn tls_problems(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            errors.push("http.tls_cert_file, http.tls_key_file: give both or neither".into());
-        }
-        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
-            errors.push(
-                "http.tls_client_ca_file: set without http.tls_cert_file and http.tls_key_file"
-                    .into(),
-            );
-        }
-        if let Some(files) = self.tls_files()
-            && let Err(e) = crate::tls::server_config(&files)
-        {
-            errors.push(e.to_string());
-        }
-        if let Ok(addr) = self.addr()
-            && !addr.ip().is_loopback()
-            && self.tls_cert_file.is_none()
-            && !self.insecure
-        {
-            errors.push(format!(
-                "http.insecure: http.listen = {:?} is not a loopback address and the API has \
-                 no TLS; set http.tls_cert_file and http.tls_key_file, or set \
-                 http.insecure = true to serve plain HTTP there (tokens would cross the \
-                 network in clear)",
-                self.listen
-            ));
-        }
-        errors
-    }
-
-    pub fn addr(&self) -> Result<SocketAddr, String> {
-        self.listen
-            .parse()
-            .map_err(|e| format!("{:?} is not an address:port ({e})", self.listen))
     }
 }
 
@@ -622,28 +492,15 @@ impl Config {
         if let Some(r) = &retention {
             errors.extend(r.problems());
         }
-        let mut http = http.map(Option::unwrap_or_default);
-        if let Some(h) = &mut http {
-            errors.extend(crate::api::auth::read_token_files(
-                &mut h.tokens,
-                credentials,
-            ));
-            errors.extend(h.auth().validate());
-        }
-        if let Some(h) = &http
-            && let Err(e) = h.addr()
-        {
-            errors.push(format!("http.listen: {e}"));
-        }
-        if let Some(h) = &http {
-            if h.request_timeout < Duration::from_secs(1) {
-                errors.push("http.request_timeout: must be at least 1s".into());
+        let http = http.and_then(|h| {
+            match h.unwrap_or_default().build(credentials) {
+                Ok(h) => Some(h),
+                Err(problems) => {
+                    errors.extend(problems);
+                    None
+                }
             }
-            if !(1..=64).contains(&h.max_reports) {
-                errors.push("http.max_reports: must be 1 to 64".into());
-            }
-            errors.extend(h.tls_problems());
-        }
+        });
         let webhooks = webhooks.map(Option::unwrap_or_default).map(|hooks| {
             let mut built = Vec::new();
             for (i, w) in hooks.iter().enumerate() {
@@ -887,7 +744,7 @@ mod tests {
         assert_eq!(c.webhooks.len(), 1);
         assert!(c.alertmanager.is_some());
         assert!(c.influx.is_some());
-        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.time_zone.iana_name(), Some("Asia/Shanghai"));
         assert_eq!(c.monitor.liveness.offline_factor, 3.0);
         assert_eq!(
@@ -1062,7 +919,7 @@ mod tests {
         assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("0123"));
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(45));
         assert_eq!(c.ingest.max_nodes, 12);
-        assert_eq!(c.http.listen, "127.0.0.1:0");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:0");
     }
 
     #[test]
