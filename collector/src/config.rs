@@ -74,7 +74,7 @@ pub struct Config {
     /// The key read from `commands.key_file`; `None`: commands go out unsigned.
     pub command_key: Option<std::sync::Arc<alarmnet_protocol::signing::CommandKey>>,
     /// `[drills]`: defaults and schedules of drills.
-    pub drills: crate::drills::DrillsConfig,
+    pub drills: crate::drills::DrillsSettings,
     /// `[readiness]`: which tests nodes must pass, and how recently.
     pub readiness: ReadinessConfig,
     /// `[retention]`: how long history is kept, and the pruning task's pace.
@@ -429,7 +429,6 @@ impl Config {
                 }
             }
         }
-        // The zone before the drills: their schedules are read in it.
         let time_zone = match uptime.map(Option::unwrap_or_default).map(|u| u.build()) {
             Some(Ok(tz)) => Some(tz),
             Some(Err(e)) => {
@@ -438,9 +437,13 @@ impl Config {
             }
             None => None,
         };
-        if let (Some(d), Some(tz)) = (&drills, &time_zone) {
-            errors.extend(d.problems(tz));
-        }
+        let drills = drills.and_then(|d| match d.build() {
+            Ok(d) => Some(d),
+            Err(problems) => {
+                errors.extend(problems);
+                None
+            }
+        });
         let readiness = section::<ReadinessConfig>(built, &table, "readiness", &mut errors)
             .map(Option::unwrap_or_default);
         if let Some(r) = &readiness {
