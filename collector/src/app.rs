@@ -126,7 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let sink = match &config.influx {
         Some(cfg) => {
             let sink = Sink::start(cfg).context("starting the time-series sink")?;
-            tracing::info!(url = %cfg.url, spool = ?cfg.spool_dir, "time-series sink started");
+            tracing::info!(url = %cfg.url.as_str(), spool = ?cfg.spool_dir, "time-series sink started");
             Some(sink)
         }
         None => None,

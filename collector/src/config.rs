@@ -23,16 +23,7 @@ use crate::outputs::alertmanager::{AlertmanagerConfig, AlertmanagerSettings};
 use crate::outputs::webhook::{WebhookConfig, WebhookSettings};
 use crate::readiness::ReadinessConfig;
 use crate::secret;
-use crate::timeseries::{SinkConfig, SinkError};
-
-/// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
-/// Without the section the collector writes no time series. `spool_dir` defaults to
-/// [`DEFAULT_SPOOL_DIR`] next to the store's file.
-pub type InfluxConfig = SinkConfig;
-
-/// The time-series spool's directory, next to the store's file, unless `influx.spool_dir`
-/// says otherwise.
-pub const DEFAULT_SPOOL_DIR: &str = "tsdb-spool";
+use crate::timeseries::{SinkConfig, SinkError, SinkSettings};
 
 /// Every section the collector knows.
 const SECTIONS: &[&str] = &[
@@ -60,7 +51,8 @@ pub struct Config {
     pub http: HttpSettings,
     pub webhooks: Vec<WebhookSettings>,
     pub alertmanager: Option<AlertmanagerSettings>,
-    pub influx: Option<InfluxConfig>,
+    /// `[influx]`: the optional time-series sink; without it no time series are written.
+    pub influx: Option<SinkSettings>,
     pub ingest: IngestConfig,
     /// Node ids allowed to register, read from `ingest.allowlist_file` when the registration
     /// policy is `allowlist`.
@@ -405,7 +397,7 @@ impl Config {
         let webhooks = section::<Vec<WebhookConfig>>(built, &table, "webhooks", &mut errors);
         let alertmanager =
             section::<AlertmanagerConfig>(built, &table, "alertmanager", &mut errors);
-        let influx = section::<InfluxConfig>(built, &table, "influx", &mut errors);
+        let influx = section::<SinkConfig>(built, &table, "influx", &mut errors);
         let ingest = section::<IngestConfig>(built, &table, "ingest", &mut errors);
         let liveness = section::<LivenessConfig>(built, &table, "liveness", &mut errors);
         let alerts = section::<AlertsConfig>(built, &table, "alerts", &mut errors);
@@ -522,8 +514,8 @@ impl Config {
             }
             None => None,
         });
-        let mut influx = influx;
-        if let Some(Some(i)) = &mut influx {
+        let influx = influx.map(|i| {
+            let mut i = i?;
             if let Some(file) = &i.token_file {
                 if i.token.is_empty() {
                     match secret::read_file("influx.token_file", file, credentials) {
@@ -540,14 +532,20 @@ impl Config {
                 && let Some(s) = &store
             {
                 let dir = s.path.parent().unwrap_or(Path::new(""));
-                i.spool_dir = Some(dir.join(DEFAULT_SPOOL_DIR));
+                i.spool_dir = Some(dir.join(crate::timeseries::DEFAULT_SPOOL_DIR));
             }
-            match i.validate() {
-                Ok(()) => {}
-                Err(SinkError::Config(problems)) => errors.extend(problems),
-                Err(e) => errors.push(e.to_string()),
+            match i.build() {
+                Ok(i) => Some(i),
+                Err(SinkError::Config(problems)) => {
+                    errors.extend(problems);
+                    None
+                }
+                Err(e) => {
+                    errors.push(e.to_string());
+                    None
+                }
             }
-        }
+        });
         let ingest = ingest.map(Option::unwrap_or_default);
         let mut allowlist = None;
         if let Some(i) = &ingest {

@@ -398,8 +398,8 @@ fn the_collector_config_loads_and_the_ports_agree() {
     );
     let influx = config.influx.as_ref().expect("[influx] set");
     assert_eq!(
-        influx.url,
-        format!("http://{vm_listen}"),
+        influx.url.as_str(),
+        format!("http://{vm_listen}/"),
         "the collector writes elsewhere than VictoriaMetrics listens"
     );
 
