@@ -119,7 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         prefix: prefix.clone(),
         collector: config.mqtt.collector_id.clone(),
     };
-    let (client, eventloop) = mqtt::client(&config.mqtt, &topics)?;
+    let (client, eventloop) = mqtt::client(&config.mqtt, &topics);
 
     // Started before the core so that nothing the core accepts misses it; resumes the
     // previous run's spool.
@@ -133,11 +133,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let tsdb = sink.as_ref().map(Sink::handle);
 
+    // One clock for the core, the outputs, the drills, the API, the MQTT link, retention and
+    // the audit log.
+    let clock = system_clock();
     let mut tasks = Tasks::new();
     let ctx = OutputContext {
         store: store.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        clock: clock.clone(),
     };
     let outputs = Outputs::start(
         &config,
@@ -148,8 +152,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .context("building the outputs")?;
     tracing::info!(outputs = ?outputs.names(), "outputs started");
 
-    // One clock for the core, the drills and the API.
-    let clock = system_clock();
     let started = clock();
     let tz = config.time_zone.clone();
     let events = EventHub::new(

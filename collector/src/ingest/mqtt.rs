@@ -136,7 +136,7 @@ impl MqttConfig {
         let prefix = Prefix::new(self.prefix.clone())
             .map_err(|e| errors.push(format!("mqtt.prefix: {e}")))
             .ok();
-        check(self, broker.as_ref(), &mut errors);
+        let tls = check(self, broker.as_ref(), &mut errors);
         let mut password = self.password.clone();
         if let Some(file) = &self.password_file {
             if password.is_some() {
@@ -160,7 +160,7 @@ impl MqttConfig {
                     password,
                     keep_alive: self.keep_alive,
                     reconnect_max: self.reconnect_max,
-                    tls: self.tls.clone(),
+                    tls,
                 })
             }
             _ => Err(errors),
@@ -188,11 +188,31 @@ pub struct MqttSettings {
     pub password: Option<Secret>,
     pub keep_alive: Duration,
     pub reconnect_max: Duration,
-    pub tls: TlsConfig,
+    /// The CA and client certificate files, read at load; `Some` exactly for `mqtts://`.
+    pub tls: Option<MqttTls>,
 }
 
-/// Every problem of `[mqtt]` but its password file, with its key.
-fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
+/// The PEM files of `[mqtt.tls]`, read and checked once at load.
+#[derive(Clone)]
+pub struct MqttTls {
+    /// The CA certificates that sign the broker's certificate.
+    pub ca: Vec<u8>,
+    /// The client certificate chain and its private key, when the broker asks for one.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("ca_bytes", &self.ca.len())
+            .field("client_auth", &self.client_auth.is_some())
+            .finish()
+    }
+}
+
+/// Every problem of `[mqtt]` but its password file, with its key; for an `mqtts://`
+/// broker, the TLS files read.
+fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) -> Option<MqttTls> {
     let tls = broker.is_some_and(|b| b.tls);
     if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
         errors.push("mqtt.password: set without mqtt.username".into());
@@ -217,9 +237,10 @@ fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
         errors.push("mqtt.tls: cert_file and key_file go together".into());
     }
     if !tls {
-        return;
+        return None;
     }
     // A swapped or truncated file is refused here, not at every reconnection.
+    let mut read = Vec::new();
     for (key, file, label) in [
         ("ca_file", &t.ca_file, "CERTIFICATE"),
         ("cert_file", &t.cert_file, "CERTIFICATE"),
@@ -233,7 +254,9 @@ fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
                 let holds = text
                     .lines()
                     .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{label}-----")));
-                if !holds {
+                if holds {
+                    read.push((key, bytes));
+                } else {
                     errors.push(format!(
                         "mqtt.tls.{key}: {}: not a PEM file with a {label}",
                         f.display()
@@ -242,6 +265,17 @@ fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
             }
         }
     }
+    let mut take = |key: &str| {
+        read.iter()
+            .position(|(k, _)| *k == key)
+            .map(|i| read.swap_remove(i).1)
+    };
+    let ca = take("ca_file")?;
+    let client_auth = match (take("cert_file"), take("key_file")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => None,
+    };
+    Some(MqttTls { ca, client_auth })
 }
 
 /// `mqtt://host[:port]` or `mqtts://host[:port]`.
@@ -279,18 +313,6 @@ fn parse_broker(url: &str) -> Result<Broker, String> {
     })
 }
 
-/// Errors building the MQTT client from a validated config.
-#[derive(Debug, thiserror::Error)]
-pub enum MqttSetupError {
-    #[error("mqtt.tls: {path}: {source}")]
-    TlsFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("mqtt.tls.ca_file is required for an mqtts:// broker")]
-    NoCa,
-}
-
 /// The collector's topics under its prefix.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -318,11 +340,8 @@ impl Topics {
 }
 
 /// Builds the client and its event loop: persistent session, Will = retained `offline`.
-pub fn client(
-    config: &MqttSettings,
-    topics: &Topics,
-) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
-    let Broker { tls, host, port } = config.broker.clone();
+pub fn client(config: &MqttSettings, topics: &Topics) -> (AsyncClient, EventLoop) {
+    let Broker { host, port, .. } = config.broker.clone();
     let mut options = MqttOptions::new(config.collector_id.as_str(), host, port);
     options
         .set_clean_session(false)
@@ -344,27 +363,16 @@ pub fn client(
                 .map_or_else(String::new, |p| p.expose().to_owned()),
         );
     }
-    if tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| MqttSetupError::TlsFile {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        let ca = read(config.tls.ca_file.as_deref().ok_or(MqttSetupError::NoCa)?)?;
-        let client_auth = match (&config.tls.cert_file, &config.tls.key_file) {
-            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-            _ => None,
-        };
+    if let Some(tls) = &config.tls {
         // rumqttc builds a rustls config with the process-wide crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca,
+            ca: tls.ca.clone(),
             alpn: None,
-            client_auth,
+            client_auth: tls.client_auth.clone(),
         }));
     }
-    Ok(AsyncClient::new(options, REQUEST_CAPACITY))
+    AsyncClient::new(options, REQUEST_CAPACITY)
 }
 
 /// The MQTT connection as [`run`] drives it.

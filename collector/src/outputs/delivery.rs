@@ -10,7 +10,7 @@ use alarmnet_runtime::Backoff;
 
 use super::OutputContext;
 use crate::metrics::OutputEvent;
-use crate::model::{Alert, Millis, now_millis};
+use crate::model::{Alert, Millis};
 
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -103,7 +103,7 @@ where
 {
     let mut backoff = retry.backoff();
     for n in 1..=retry.max_attempts {
-        let at = now_millis();
+        let at = (ctx.clock)();
         let result = attempt(at).await;
         ctx.record(output, alert, n, at, result.clone()).await;
         match result {
@@ -162,6 +162,7 @@ mod tests {
             store: store.clone(),
             metrics,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            clock: crate::model::tokio_clock(1_764_330_000_000),
         };
         let alert =
             super::super::tests_support::alert("a1", alarmnet_protocol::AlertStatus::Firing);
