@@ -9,21 +9,23 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use alarmnet_protocol::NodeId;
-use serde::Deserialize;
 
 use crate::alerts::{AlertsConfig, MonitorConfig};
+use crate::commands::CommandsConfig;
 use crate::http::{HttpConfig, HttpSettings};
 use crate::ingest::mqtt::{MqttConfig, MqttSettings};
+use crate::ingest::IngestConfig;
 use crate::liveness::LivenessConfig;
 use crate::outputs::alertmanager::{AlertmanagerConfig, AlertmanagerSettings};
 use crate::outputs::webhook::{WebhookConfig, WebhookSettings};
 use crate::readiness::ReadinessConfig;
 use crate::secret;
+use crate::store::StoreConfig;
 use crate::timeseries::{SinkConfig, SinkError, SinkSettings};
+use crate::uptime::UptimeConfig;
 
 /// Every section the collector knows.
 const SECTIONS: &[&str] = &[
@@ -73,247 +75,6 @@ pub struct Config {
     pub retention: crate::store::retention::RetentionConfig,
 }
 
-/// `[commands]`: how the collector signs and paces the commands it publishes (drill tests,
-/// rebirth requests).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandsConfig {
-    /// The signing key written by `alarmnet-collector keygen` (mode 0600). Without it
-    /// commands go out unsigned, and only agents with `allow_unsigned = true` run them.
-    pub key_file: Option<PathBuf>,
-    /// How long a command may still start after it was made (`exp = ts + ttl`; a drill's
-    /// commands also expire at its deadline). Longer than the agents' `max_skew`.
-    #[serde(default = "default_command_ttl", with = "humantime_serde")]
-    pub ttl: Duration,
-    /// Commands published per second at most, so a drill over 100 000 nodes does not flood
-    /// the broker (the broker and the agents' links must take this rate).
-    #[serde(default = "default_command_rate")]
-    pub rate: u32,
-}
-
-impl Default for CommandsConfig {
-    fn default() -> Self {
-        Self {
-            key_file: None,
-            ttl: default_command_ttl(),
-            rate: default_command_rate(),
-        }
-    }
-}
-
-fn default_command_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_command_rate() -> u32 {
-    2_000
-}
-
-/// `[uptime]`: how availability is reported.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UptimeConfig {
-    /// IANA time zone in which dates, days and calendar months are read and written (a
-    /// month's availability is the month as the operations centre lives it).
-    #[serde(default = "default_time_zone")]
-    pub time_zone: String,
-}
-
-impl Default for UptimeConfig {
-    fn default() -> Self {
-        Self {
-            time_zone: default_time_zone(),
-        }
-    }
-}
-
-impl UptimeConfig {
-    /// The configured zone, or the problem under `uptime.time_zone`.
-    pub fn build(&self) -> Result<jiff::tz::TimeZone, String> {
-        jiff::tz::TimeZone::get(&self.time_zone).map_err(|e| {
-            format!(
-                "uptime.time_zone: {:?} is not a known IANA time zone ({e})",
-                self.time_zone
-            )
-        })
-    }
-}
-
-/// `[store]`: the embedded SQLite store.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The database file; its directory must exist and be writable.
-    #[serde(default = "default_store_path")]
-    pub path: PathBuf,
-    /// Size of the reserve file kept next to the database (`alarmnet.db.reserve`). When a
-    /// commit fails because the disk is full, the file is deleted so the store has room to
-    /// commit what it holds and recover; it is made again once the disk has twice this much
-    /// free. `"0"` keeps no reserve.
-    #[serde(default = "default_reserve")]
-    pub reserve: ByteSize,
-    /// Most writes (transitions, alerts, faults, test receipts, ...) held in memory while
-    /// the store cannot commit. Beyond it, the newest fault, test and readiness rows are
-    /// dropped first, then the others, each counted in
-    /// `alarmnet_store_backlog_dropped_total{kind}`; judging and notifying go on.
-    #[serde(default = "default_max_backlog")]
-    pub max_backlog: usize,
-}
-
-/// A size in bytes: a number, or a string with a unit (`"64MiB"`, `"512KiB"`, `"1GiB"`,
-/// `"10MB"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl std::str::FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size (e.g. \"64MiB\")"))?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            other => {
-                return Err(format!(
-                    "{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)"
-                ));
-            }
-        };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{s:?} is too large"))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-fn default_reserve() -> ByteSize {
-    ByteSize(64 << 20)
-}
-fn default_max_backlog() -> usize {
-    1_000_000
-}
-
-
-/// `[ingest]`: what the collector accepts from the network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// The most nodes the collector registers; births of further nodes are rejected
-    /// (`node_cap`), so a flood of invented ids cannot exhaust memory or the store.
-    #[serde(default = "default_max_nodes")]
-    pub max_nodes: usize,
-    /// `open`: any valid birth registers its node (up to `max_nodes`); `allowlist`: only the
-    /// node ids listed in `allowlist_file` (one per line, `#` comments; a `pki` node list
-    /// of `node,site,region` lines works too).
-    #[serde(default)]
-    pub registration: Registration,
-    pub allowlist_file: Option<PathBuf>,
-    /// Messages waiting between MQTT and the core. When full, MQTT reading waits (the broker
-    /// queues for the persistent session): nothing accepted is dropped.
-    #[serde(default = "default_ingest_queue")]
-    pub queue: usize,
-    /// At most one warning per rejection reason per window; the others are counted.
-    #[serde(default = "default_log_window", with = "humantime_serde")]
-    pub reject_log_window: Duration,
-    /// A message whose agent `ts` is further ahead of the collector's clock than this is
-    /// rejected (`future_ts`): a birth dated in the future would otherwise pin the node's
-    /// place and names against every later, honest birth. Agent clocks that run ahead
-    /// less than this are only reported (`clock_skew`).
-    #[serde(default = "default_max_future_skew", with = "humantime_serde")]
-    pub max_future_skew: Duration,
-    /// Messages per second each node may send of each kind (birth, state, heartbeat,
-    /// fault, test), refilled continuously; beyond it (and its burst) messages are dropped
-    /// at ingest and counted (`rate_limited`), so one broken or hostile node cannot drown
-    /// the feed. A Last Will always passes. 0 turns the limit off. Raise it for agents that
-    /// legitimately send more (many checks with fast fault cycles).
-    #[serde(default = "default_node_rate")]
-    pub node_rate: f64,
-    /// Messages of one kind a node may send at once above its rate: covers an agent
-    /// replaying its spool after a reconnection (each record is one message).
-    #[serde(default = "default_node_burst")]
-    pub node_burst: u32,
-}
-
-/// Who may register a node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Registration {
-    #[default]
-    Open,
-    Allowlist,
-}
-
-fn default_store_path() -> PathBuf {
-    "/var/lib/alarmnet-collector/alarmnet.db".into()
-}
-fn default_time_zone() -> String {
-    crate::uptime::DEFAULT_TIME_ZONE.into()
-}
-fn default_max_nodes() -> usize {
-    200_000
-}
-fn default_ingest_queue() -> usize {
-    10_000
-}
-fn default_log_window() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_future_skew() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_node_rate() -> f64 {
-    20.0
-}
-fn default_node_burst() -> u32 {
-    1_000
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            path: default_store_path(),
-            reserve: default_reserve(),
-            max_backlog: default_max_backlog(),
-        }
-    }
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        Self {
-            max_nodes: default_max_nodes(),
-            registration: Registration::Open,
-            allowlist_file: None,
-            queue: default_ingest_queue(),
-            reject_log_window: default_log_window(),
-            max_future_skew: default_max_future_skew(),
-            node_rate: default_node_rate(),
-            node_burst: default_node_burst(),
-        }
-    }
-}
 
 /// Every problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,17 +169,9 @@ impl Config {
             .map(Option::unwrap_or_default);
         let mut command_key = None;
         if let Some(c) = &commands {
-            if c.ttl < Duration::from_secs(1) {
-                errors.push("commands.ttl: must be at least 1s".into());
-            }
-            if c.rate == 0 {
-                errors.push("commands.rate: must be at least 1 command per second".into());
-            }
-            if let Some(file) = &c.key_file {
-                match crate::commands::key::load(file) {
-                    Ok(key) => command_key = Some(std::sync::Arc::new(key)),
-                    Err(e) => errors.push(format!("commands.key_file: {e}")),
-                }
+            match c.build() {
+                Ok(key) => command_key = key,
+                Err(problems) => errors.extend(problems),
             }
         }
         let time_zone = match uptime.map(Option::unwrap_or_default).map(|u| u.build()) {
@@ -467,15 +220,8 @@ impl Config {
             }
         });
         let store = store.map(Option::unwrap_or_default);
-        if let Some(s) = &store
-            && s.path.as_os_str().is_empty()
-        {
-            errors.push("store.path: must not be empty".into());
-        }
-        if let Some(s) = &store
-            && s.max_backlog < 1_000
-        {
-            errors.push("store.max_backlog: must be at least 1000 writes".into());
+        if let Some(s) = &store {
+            errors.extend(s.problems());
         }
         let retention = section::<crate::store::retention::RetentionConfig>(
             built,
@@ -549,41 +295,9 @@ impl Config {
         let ingest = ingest.map(Option::unwrap_or_default);
         let mut allowlist = None;
         if let Some(i) = &ingest {
-            if i.max_nodes == 0 {
-                errors.push("ingest.max_nodes: must be at least 1".into());
-            }
-            if i.max_future_skew < Duration::from_secs(1) {
-                errors.push(
-                    "ingest.max_future_skew: must be at least 1s (agent clocks are never exact)"
-                        .into(),
-                );
-            }
-            check_queue("ingest", i.queue, &mut errors);
-            if !i.node_rate.is_finite() || i.node_rate < 0.0 {
-                errors.push(
-                    "ingest.node_rate: must be a number of messages per second, 0 or more \
-                     (0 turns the limit off)"
-                        .into(),
-                );
-            }
-            if i.node_rate > 0.0 && i.node_burst == 0 {
-                errors.push("ingest.node_burst: must be at least 1".into());
-            }
-            match (i.registration, &i.allowlist_file) {
-                (Registration::Allowlist, None) => errors.push(
-                    "ingest.allowlist_file: required when ingest.registration = \"allowlist\""
-                        .into(),
-                ),
-                (Registration::Allowlist, Some(file)) => match read_allowlist(file) {
-                    Ok(ids) => allowlist = Some(ids),
-                    Err(problems) => errors.extend(problems),
-                },
-                (Registration::Open, Some(_)) => errors.push(
-                    "ingest.allowlist_file: set, but ingest.registration is \"open\" \
-                     (set registration = \"allowlist\" to use it)"
-                        .into(),
-                ),
-                (Registration::Open, None) => {}
+            match i.build() {
+                Ok(list) => allowlist = list,
+                Err(problems) => errors.extend(problems),
             }
         }
 
@@ -661,47 +375,14 @@ fn empty_section<T: serde::de::DeserializeOwned>() -> T {
     }
 }
 
-fn check_queue(at: &str, queue: usize, errors: &mut Vec<String>) {
-    if queue == 0 {
-        errors.push(format!("{at}.queue: must be at least 1"));
-    }
-}
-
-/// Reads an allowlist: one node id per line; blank lines and `#` comments ignored.
-pub fn read_allowlist(path: &Path) -> Result<HashSet<NodeId>, Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![format!("ingest.allowlist_file: {}: {e}", path.display())])?;
-    let mut ids = HashSet::new();
-    let mut errors = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        // The PKI's node list (`node,site,region` lines, docs/operations.md) is an
-        // allowlist too: its first field is the node id.
-        if line.is_empty() || line.replace(' ', "") == "node,site,region" {
-            continue;
-        }
-        let line = line.split(',').next().unwrap_or("").trim();
-        match NodeId::new(line) {
-            Ok(id) => {
-                ids.insert(id);
-            }
-            Err(e) => errors.push(format!(
-                "ingest.allowlist_file: {} line {}: {e}",
-                path.display(),
-                n + 1
-            )),
-        }
-    }
-    if errors.is_empty() {
-        Ok(ids)
-    } else {
-        Err(errors)
-    }
-}
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use super::*;
+    use crate::ingest::Registration;
     use crate::ingest::mqtt::Broker;
     use crate::secret::Secret;
 

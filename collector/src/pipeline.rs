@@ -1097,7 +1097,7 @@ mod tests {
 
     use super::*;
     use crate::alerts::MonitorConfig;
-    use crate::config::IngestConfig;
+    use crate::ingest::IngestConfig;
     use crate::ingest::Ingest;
     use crate::model::Liveness;
     use crate::outputs::Notice;
