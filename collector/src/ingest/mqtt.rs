@@ -42,7 +42,7 @@ use serde::Deserialize;
 
 use super::{CoreEvent, Ingest, NodeMessage};
 use crate::metrics::Metrics;
-use crate::model::now_millis;
+use crate::model::{Clock, Millis};
 use crate::secret::{self, Secret};
 
 /// The largest packet read from the broker. Payloads above 16 KiB are rejected as
@@ -326,11 +326,7 @@ impl Topics {
         Topic::CollectorState(self.collector.clone()).format(&self.prefix)
     }
 
-    fn state_payload(state: NodeState) -> Vec<u8> {
-        Self::state_payload_at(state, now_millis())
-    }
-
-    fn state_payload_at(state: NodeState, ts: u64) -> Vec<u8> {
+    fn state_payload(state: NodeState, ts: Millis) -> Vec<u8> {
         alarmnet_protocol::encode(&Message::CollectorState(CollectorState {
             v: V1,
             state,
@@ -339,8 +335,9 @@ impl Topics {
     }
 }
 
-/// Builds the client and its event loop: persistent session, Will = retained `offline`.
-pub fn client(config: &MqttSettings, topics: &Topics) -> (AsyncClient, EventLoop) {
+/// Builds the client and its event loop: persistent session, Will = retained `offline`
+/// (dated `now`).
+pub fn client(config: &MqttSettings, topics: &Topics, now: Millis) -> (AsyncClient, EventLoop) {
     let Broker { host, port, .. } = config.broker.clone();
     let mut options = MqttOptions::new(config.collector_id.as_str(), host, port);
     options
@@ -350,7 +347,7 @@ pub fn client(config: &MqttSettings, topics: &Topics) -> (AsyncClient, EventLoop
         .set_request_channel_capacity(REQUEST_CAPACITY)
         .set_last_will(LastWill::new(
             topics.own_state(),
-            Topics::state_payload(NodeState::Offline),
+            Topics::state_payload(NodeState::Offline, now),
             QoS::AtLeastOnce,
             true,
         ));
@@ -384,6 +381,8 @@ pub struct Link {
     pub reconnect_max: Duration,
     /// Where rebirth requests go (the command sender signs and paces them).
     pub commands: crate::commands::Commands,
+    /// The collector's clock: receive times, the link's events and its state's `ts`.
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for Link {
@@ -416,6 +415,7 @@ pub async fn run(
         topics,
         reconnect_max,
         commands,
+        clock,
     } = link;
     let own_state = topics.own_state();
     let agents = topics.prefix.agents_filter();
@@ -431,7 +431,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             event = eventloop.poll() => event,
             _ = sleep_until_opt(idle) => {
-                check.start(&client, &own_state);
+                check.start(&client, &own_state, clock());
                 continue;
             }
             _ = sleep_until_opt(stalled) => {
@@ -445,7 +445,7 @@ pub async fn run(
                 if connected {
                     connected = false;
                     metrics.mqtt_connected.store(false, Relaxed);
-                    if !send(&core, CoreEvent::BrokerLost { at: now_millis() }, &shutdown).await {
+                    if !send(&core, CoreEvent::BrokerLost { at: clock() }, &shutdown).await {
                         break;
                     }
                 }
@@ -475,9 +475,9 @@ pub async fn run(
                         }
                     }
                 }
-                publish_state(&client, &own_state, NodeState::Online);
+                publish_state(&client, &own_state, NodeState::Online, clock());
                 let event = CoreEvent::BrokerConnected {
-                    at: now_millis(),
+                    at: clock(),
                     session_present: ack.session_present,
                 };
                 if !send(&core, event, &shutdown).await {
@@ -485,7 +485,7 @@ pub async fn run(
                 }
                 // The first echo on this connection ends the backlog of the blind period.
                 check.clear();
-                check.start(&client, &own_state);
+                check.start(&client, &own_state, clock());
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 if p.topic == own_state {
@@ -505,14 +505,14 @@ pub async fn run(
                             ..
                         }) => {
                             tracing::warn!("own state was overwritten with offline; republishing");
-                            publish_state(&client, &own_state, NodeState::Online);
+                            publish_state(&client, &own_state, NodeState::Online, clock());
                         }
                         Some(CollectorState {
                             state: NodeState::Online,
                             ts: Some(ts),
                             ..
                         }) if !p.retain && check.echoed(ts) => {
-                            let event = CoreEvent::LinkConfirmed { at: now_millis() };
+                            let event = CoreEvent::LinkConfirmed { at: clock() };
                             if !send(&core, event, &shutdown).await {
                                 break;
                             }
@@ -522,7 +522,7 @@ pub async fn run(
                     }
                     continue;
                 }
-                if let Some(event) = ingest.handle(&p.topic, &p.payload, now_millis()) {
+                if let Some(event) = ingest.handle(&p.topic, &p.payload, clock()) {
                     let event = event.retained(p.retain);
                     let will = is_will(&event);
                     metrics
@@ -533,7 +533,7 @@ pub async fn run(
                     }
                     check.forwarded();
                     if will && !check.is_out() {
-                        check.start(&client, &own_state);
+                        check.start(&client, &own_state, clock());
                     }
                 }
                 for path in ingest.take_rebirths() {
@@ -547,7 +547,7 @@ pub async fn run(
                     connected = false;
                     metrics.mqtt_connected.store(false, Relaxed);
                     tracing::warn!(error = %e, "lost the broker connection; reconnecting");
-                    if !send(&core, CoreEvent::BrokerLost { at: now_millis() }, &shutdown).await {
+                    if !send(&core, CoreEvent::BrokerLost { at: clock() }, &shutdown).await {
                         break;
                     }
                 } else {
@@ -562,7 +562,7 @@ pub async fn run(
         }
     }
     if connected {
-        disconnect(&mut eventloop, &client, &own_state).await;
+        disconnect(&mut eventloop, &client, &own_state, clock()).await;
     }
     metrics.mqtt_connected.store(false, Relaxed);
     if shutdown.is_cancelled() {
@@ -609,11 +609,11 @@ impl LinkCheck {
     }
 
     /// Publishes a marker. `try_`: this task drains the client's request channel.
-    fn start(&mut self, client: &AsyncClient, own_state: &str) {
+    fn start(&mut self, client: &AsyncClient, own_state: &str, now: Millis) {
         // Above any `ts` the plain state publishes used so far (they take `now`).
-        let marker = (now_millis() + 1).max(self.last_marker + 1);
+        let marker = (now + 1).max(self.last_marker + 1);
         self.last_marker = marker;
-        let payload = Topics::state_payload_at(NodeState::Online, marker);
+        let payload = Topics::state_payload(NodeState::Online, marker);
         // Also when publishing fails: the next idle check is a second away, not now.
         self.last_forwarded = Some(tokio::time::Instant::now());
         match client.try_publish(own_state, QoS::AtLeastOnce, false, payload) {
@@ -678,8 +678,8 @@ async fn send(
     }
 }
 
-fn publish_state(client: &AsyncClient, topic: &str, state: NodeState) {
-    let payload = Topics::state_payload(state);
+fn publish_state(client: &AsyncClient, topic: &str, state: NodeState, now: Millis) {
+    let payload = Topics::state_payload(state, now);
     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
         tracing::error!(error = %e, "cannot publish the collector's state");
     }
@@ -687,8 +687,8 @@ fn publish_state(client: &AsyncClient, topic: &str, state: NodeState) {
 
 /// Publishes the clean `offline` state, waits (bounded) for it to be acknowledged, and
 /// disconnects.
-async fn disconnect(eventloop: &mut EventLoop, client: &AsyncClient, own_state: &str) {
-    publish_state(client, own_state, NodeState::Offline);
+async fn disconnect(eventloop: &mut EventLoop, client: &AsyncClient, own_state: &str, now: Millis) {
+    publish_state(client, own_state, NodeState::Offline, now);
     let drain = async {
         let mut sent_disconnect = false;
         loop {

@@ -167,13 +167,15 @@ mod tests {
         let alert =
             super::super::tests_support::alert("a1", alarmnet_protocol::AlertStatus::Firing);
         let mut calls = 0;
+        let mut times = Vec::new();
         let delivered = deliver(
             "hook",
             &alert,
             Retry::new(5, Duration::from_secs(1)),
             &ctx,
-            |_| {
+            |at| {
                 calls += 1;
+                times.push(at);
                 let ok = calls == 3;
                 async move {
                     if ok {
@@ -187,6 +189,9 @@ mod tests {
         .await;
         assert!(delivered);
         assert_eq!(calls, 3);
+        // Attempts are dated by the context's clock, which follows paused time.
+        let t0 = 1_764_330_000_000;
+        assert_eq!(times, vec![t0, t0 + 1_000, t0 + 3_000]);
         let given_up = deliver("hook", &alert, Retry::once(), &ctx, |_| async {
             Err("closed".to_owned())
         })
