@@ -16,8 +16,8 @@ use alarmnet_protocol::NodeId;
 use crate::alerts::{AlertsConfig, MonitorConfig};
 use crate::commands::CommandsConfig;
 use crate::http::{HttpConfig, HttpSettings};
-use crate::ingest::mqtt::{MqttConfig, MqttSettings};
 use crate::ingest::IngestConfig;
+use crate::ingest::mqtt::{MqttConfig, MqttSettings};
 use crate::liveness::LivenessConfig;
 use crate::outputs::alertmanager::{AlertmanagerConfig, AlertmanagerSettings};
 use crate::outputs::webhook::{WebhookConfig, WebhookSettings};
@@ -74,7 +74,6 @@ pub struct Config {
     /// `[retention]`: how long history is kept, and the pruning task's pace.
     pub retention: crate::store::retention::RetentionConfig,
 }
-
 
 /// Every problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,13 +232,11 @@ impl Config {
         if let Some(r) = &retention {
             errors.extend(r.problems());
         }
-        let http = http.and_then(|h| {
-            match h.unwrap_or_default().build(credentials) {
-                Ok(h) => Some(h),
-                Err(problems) => {
-                    errors.extend(problems);
-                    None
-                }
+        let http = http.and_then(|h| match h.unwrap_or_default().build(credentials) {
+            Ok(h) => Some(h),
+            Err(problems) => {
+                errors.extend(problems);
+                None
             }
         });
         let webhooks = webhooks.map(Option::unwrap_or_default).map(|hooks| {
@@ -374,7 +371,6 @@ fn empty_section<T: serde::de::DeserializeOwned>() -> T {
         Err(e) => panic!("section without defaults: {e}"),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -1097,8 +1097,8 @@ mod tests {
 
     use super::*;
     use crate::alerts::MonitorConfig;
-    use crate::ingest::IngestConfig;
     use crate::ingest::Ingest;
+    use crate::ingest::IngestConfig;
     use crate::model::Liveness;
     use crate::outputs::Notice;
     use crate::store::Db;

@@ -144,7 +144,12 @@ async fn wait_for(sink: &Sink, done: impl Fn(&Counters) -> bool) -> Counters {
 #[tokio::test]
 async fn refused_points_are_isolated_counted_and_the_rest_written() {
     let script = Arc::new(Mutex::new(Script::default()));
-    let sink = Sink::start(&config(&serve(Arc::clone(&script)).await).build().expect("valid sink config")).expect("sink");
+    let sink = Sink::start(
+        &config(&serve(Arc::clone(&script)).await)
+            .build()
+            .expect("valid sink config"),
+    )
+    .expect("sink");
     let n = 3000;
     for i in 0..n {
         if matches!(i, 5 | 1400 | 2999) {
@@ -183,7 +188,12 @@ async fn server_errors_are_retried_until_accepted() {
         unavailable: 4,
         ..Script::default()
     }));
-    let sink = Sink::start(&config(&serve(Arc::clone(&script)).await).build().expect("valid sink config")).expect("sink");
+    let sink = Sink::start(
+        &config(&serve(Arc::clone(&script)).await)
+            .build()
+            .expect("valid sink config"),
+    )
+    .expect("sink");
     for i in 0..1500 {
         sink.submit(good(i));
     }

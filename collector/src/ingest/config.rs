@@ -101,8 +101,7 @@ impl IngestConfig {
         }
         if self.max_future_skew < Duration::from_secs(1) {
             errors.push(
-                "ingest.max_future_skew: must be at least 1s (agent clocks are never exact)"
-                    .into(),
+                "ingest.max_future_skew: must be at least 1s (agent clocks are never exact)".into(),
             );
         }
         if self.queue == 0 {
@@ -120,8 +119,7 @@ impl IngestConfig {
         }
         match (self.registration, &self.allowlist_file) {
             (Registration::Allowlist, None) => errors.push(
-                "ingest.allowlist_file: required when ingest.registration = \"allowlist\""
-                    .into(),
+                "ingest.allowlist_file: required when ingest.registration = \"allowlist\"".into(),
             ),
             (Registration::Allowlist, Some(file)) => match read_allowlist(file) {
                 Ok(ids) => allowlist = Some(ids),

@@ -296,14 +296,19 @@ mod tests {
             }))
             .expect("deserialized")
         };
-        let built = config("https://console.example/alerts").build().expect("valid");
+        let built = config("https://console.example/alerts")
+            .build()
+            .expect("valid");
         assert_eq!(
             built.generator_url.map(String::from).as_deref(),
             Some("https://console.example/alerts")
         );
         let errors = config("console").build().expect_err("not a URL");
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with("alertmanager.generator_url: "), "{errors:?}");
+        assert!(
+            errors[0].starts_with("alertmanager.generator_url: "),
+            "{errors:?}"
+        );
     }
 
     #[test]

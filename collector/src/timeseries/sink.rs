@@ -1216,11 +1216,7 @@ mod tests {
                 .build()
                 .is_ok()
         );
-        assert!(
-            SinkConfig::new("not a url", "o", "b", "t")
-                .build()
-                .is_err()
-        );
+        assert!(SinkConfig::new("not a url", "o", "b", "t").build().is_err());
     }
 
     #[test]
