@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use alarmnet_collector::api::EventHub;
 use alarmnet_collector::commands::{Commander, Commands, Publisher, Signer, key};
-use alarmnet_collector::drills::{DrillControl, DrillSpec, DrillsConfig, DrillsTask, Selector};
+use alarmnet_collector::drills::{DrillControl, DrillSpec, DrillsSettings, DrillsTask, Selector};
 use alarmnet_collector::metrics::Metrics;
 use alarmnet_collector::store::Store;
 use alarmnet_protocol::{
@@ -137,7 +137,7 @@ async fn run() {
         store.clone(),
         events,
         commands,
-        DrillsConfig::default(),
+        DrillsSettings::default(),
         tz,
         alarmnet_collector::api::system_clock(),
     );

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use alarmnet_collector::alerts::{Monitor, MonitorConfig};
 use alarmnet_collector::api::{EventHub, RecentMetrics};
-use alarmnet_collector::config::IngestConfig;
+use alarmnet_collector::ingest::IngestConfig;
 use alarmnet_collector::ingest::{CoreEvent, Ingest};
 use alarmnet_collector::metrics::Metrics;
 use alarmnet_collector::model::Millis;

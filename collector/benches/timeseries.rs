@@ -196,7 +196,7 @@ async fn main() {
     let mut config = SinkConfig::new(&url, "bench", "bench", "");
     config.gzip = gzip;
     config.max_buffer_points = 4_000_000;
-    let sink = Sink::start(&config).expect("sink");
+    let sink = Sink::start(&config.build().expect("valid sink config")).expect("sink");
     let fleet = nodes(100_000);
     let base = now_ms() - 3_600_000;
 

@@ -48,6 +48,9 @@ const TSDB_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the collector until `shutdown` is cancelled. An error means a component failed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // One clock for the core, the MQTT link, the outputs, the drills, the API, retention
+    // and the audit log.
+    let clock = system_clock();
     let metrics = Arc::new(Metrics::new());
     let path = config.store.path.clone();
     let store = {
@@ -101,7 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics.clone(),
     );
 
-    let addr = config.http.addr().map_err(anyhow::Error::msg)?;
+    let addr = config.http.listen;
     let tls = match config.http.tls_files() {
         Some(files) => Some(TlsReloader::load(files).context("the API's TLS")?),
         None => None,
@@ -119,14 +122,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         prefix: prefix.clone(),
         collector: config.mqtt.collector_id.clone(),
     };
-    let (client, eventloop) = mqtt::client(&config.mqtt, &topics)?;
+    let (client, eventloop) = mqtt::client(&config.mqtt, &topics, clock());
 
     // Started before the core so that nothing the core accepts misses it; resumes the
     // previous run's spool.
     let sink = match &config.influx {
         Some(cfg) => {
             let sink = Sink::start(cfg).context("starting the time-series sink")?;
-            tracing::info!(url = %cfg.url, spool = ?cfg.spool_dir, "time-series sink started");
+            tracing::info!(url = %cfg.url.as_str(), spool = ?cfg.spool_dir, "time-series sink started");
             Some(sink)
         }
         None => None,
@@ -138,6 +141,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        clock: clock.clone(),
     };
     let outputs = Outputs::start(
         &config,
@@ -148,8 +152,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .context("building the outputs")?;
     tracing::info!(outputs = ?outputs.names(), "outputs started");
 
-    // One clock for the core, the drills and the API.
-    let clock = system_clock();
     let started = clock();
     let tz = config.time_zone.clone();
     let events = EventHub::new(
@@ -229,7 +231,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let monitor = Monitor::new(config.monitor.clone(), started);
     let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
-        .with_clock(clock)
+        .with_clock(clock.clone())
         .with_readiness(&config.readiness, board.clone())
         .with_store_safety(config.store.max_backlog, reserve);
     core.restore(started)
@@ -252,6 +254,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             topics,
             reconnect_max: config.mqtt.reconnect_max,
             commands,
+            clock: clock.clone(),
         },
         ingest,
         tx,
@@ -265,7 +268,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tasks.spawn(
         "reload",
         until_shutdown(
-            reload_on_hangup(tls.clone(), store.clone(), shutdown.clone()),
+            reload_on_hangup(tls.clone(), store.clone(), clock.clone(), shutdown.clone()),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("reload")),
@@ -278,6 +281,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 config.retention.clone(),
                 config.time_zone.clone(),
                 metrics.clone(),
+                clock.clone(),
                 shutdown.clone(),
             ),
             shutdown.clone(),
@@ -338,6 +342,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 async fn reload_on_hangup(
     tls: Option<TlsReloader>,
     store: crate::store::Store,
+    clock: crate::model::Clock,
     shutdown: CancellationToken,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -381,7 +386,7 @@ async fn reload_on_hangup(
         };
         let entry = crate::audit::AuditEntry {
             id: 0,
-            at: crate::model::now_millis(),
+            at: clock(),
             actor: None,
             role: "system".into(),
             peer: None,

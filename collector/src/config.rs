@@ -9,31 +9,23 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use alarmnet_protocol::NodeId;
-use serde::Deserialize;
 
 use crate::alerts::{AlertsConfig, MonitorConfig};
-use crate::api::{AuthConfig, TokenConfig};
+use crate::commands::CommandsConfig;
+use crate::http::{HttpConfig, HttpSettings};
+use crate::ingest::IngestConfig;
 use crate::ingest::mqtt::{MqttConfig, MqttSettings};
 use crate::liveness::LivenessConfig;
 use crate::outputs::alertmanager::{AlertmanagerConfig, AlertmanagerSettings};
 use crate::outputs::webhook::{WebhookConfig, WebhookSettings};
 use crate::readiness::ReadinessConfig;
 use crate::secret;
-use crate::timeseries::{SinkConfig, SinkError};
-
-/// `[influx]`: the optional time-series sink (InfluxDB line protocol over the v2 write API).
-/// Without the section the collector writes no time series. `spool_dir` defaults to
-/// [`DEFAULT_SPOOL_DIR`] next to the store's file.
-pub type InfluxConfig = SinkConfig;
-
-/// The time-series spool's directory, next to the store's file, unless `influx.spool_dir`
-/// says otherwise.
-pub const DEFAULT_SPOOL_DIR: &str = "tsdb-spool";
+use crate::store::StoreConfig;
+use crate::timeseries::{SinkConfig, SinkError, SinkSettings};
+use crate::uptime::UptimeConfig;
 
 /// Every section the collector knows.
 const SECTIONS: &[&str] = &[
@@ -58,10 +50,11 @@ const SECTIONS: &[&str] = &[
 pub struct Config {
     pub mqtt: MqttSettings,
     pub store: StoreConfig,
-    pub http: HttpConfig,
+    pub http: HttpSettings,
     pub webhooks: Vec<WebhookSettings>,
     pub alertmanager: Option<AlertmanagerSettings>,
-    pub influx: Option<InfluxConfig>,
+    /// `[influx]`: the optional time-series sink; without it no time series are written.
+    pub influx: Option<SinkSettings>,
     pub ingest: IngestConfig,
     /// Node ids allowed to register, read from `ingest.allowlist_file` when the registration
     /// policy is `allowlist`.
@@ -75,382 +68,11 @@ pub struct Config {
     /// The key read from `commands.key_file`; `None`: commands go out unsigned.
     pub command_key: Option<std::sync::Arc<alarmnet_protocol::signing::CommandKey>>,
     /// `[drills]`: defaults and schedules of drills.
-    pub drills: crate::drills::DrillsConfig,
+    pub drills: crate::drills::DrillsSettings,
     /// `[readiness]`: which tests nodes must pass, and how recently.
     pub readiness: ReadinessConfig,
     /// `[retention]`: how long history is kept, and the pruning task's pace.
     pub retention: crate::store::retention::RetentionConfig,
-}
-
-/// `[commands]`: how the collector signs and paces the commands it publishes (drill tests,
-/// rebirth requests).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandsConfig {
-    /// The signing key written by `alarmnet-collector keygen` (mode 0600). Without it
-    /// commands go out unsigned, and only agents with `allow_unsigned = true` run them.
-    pub key_file: Option<PathBuf>,
-    /// How long a command may still start after it was made (`exp = ts + ttl`; a drill's
-    /// commands also expire at its deadline). Longer than the agents' `max_skew`.
-    #[serde(default = "default_command_ttl", with = "humantime_serde")]
-    pub ttl: Duration,
-    /// Commands published per second at most, so a drill over 100 000 nodes does not flood
-    /// the broker (the broker and the agents' links must take this rate).
-    #[serde(default = "default_command_rate")]
-    pub rate: u32,
-}
-
-impl Default for CommandsConfig {
-    fn default() -> Self {
-        Self {
-            key_file: None,
-            ttl: default_command_ttl(),
-            rate: default_command_rate(),
-        }
-    }
-}
-
-fn default_command_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_command_rate() -> u32 {
-    2_000
-}
-
-/// `[uptime]`: how availability is reported.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UptimeConfig {
-    /// IANA time zone in which dates, days and calendar months are read and written (a
-    /// month's availability is the month as the operations centre lives it).
-    #[serde(default = "default_time_zone")]
-    pub time_zone: String,
-}
-
-impl Default for UptimeConfig {
-    fn default() -> Self {
-        Self {
-            time_zone: default_time_zone(),
-        }
-    }
-}
-
-impl UptimeConfig {
-    /// The configured zone, or the problem under `uptime.time_zone`.
-    pub fn build(&self) -> Result<jiff::tz::TimeZone, String> {
-        jiff::tz::TimeZone::get(&self.time_zone).map_err(|e| {
-            format!(
-                "uptime.time_zone: {:?} is not a known IANA time zone ({e})",
-                self.time_zone
-            )
-        })
-    }
-}
-
-/// `[store]`: the embedded SQLite store.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The database file; its directory must exist and be writable.
-    #[serde(default = "default_store_path")]
-    pub path: PathBuf,
-    /// Size of the reserve file kept next to the database (`alarmnet.db.reserve`). When a
-    /// commit fails because the disk is full, the file is deleted so the store has room to
-    /// commit what it holds and recover; it is made again once the disk has twice this much
-    /// free. `"0"` keeps no reserve.
-    #[serde(default = "default_reserve")]
-    pub reserve: ByteSize,
-    /// Most writes (transitions, alerts, faults, test receipts, ...) held in memory while
-    /// the store cannot commit. Beyond it, the newest fault, test and readiness rows are
-    /// dropped first, then the others, each counted in
-    /// `alarmnet_store_backlog_dropped_total{kind}`; judging and notifying go on.
-    #[serde(default = "default_max_backlog")]
-    pub max_backlog: usize,
-}
-
-/// A size in bytes: a number, or a string with a unit (`"64MiB"`, `"512KiB"`, `"1GiB"`,
-/// `"10MB"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl std::str::FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size (e.g. \"64MiB\")"))?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            other => {
-                return Err(format!(
-                    "{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)"
-                ));
-            }
-        };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{s:?} is too large"))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-fn default_reserve() -> ByteSize {
-    ByteSize(64 << 20)
-}
-fn default_max_backlog() -> usize {
-    1_000_000
-}
-
-/// `[http]`: the API, the console, metrics and health.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address to listen on; port 0 picks a free port (logged at start).
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// Reads need no token (a wall screen on a closed network). Writes always need one.
-    #[serde(default)]
-    pub anonymous_read: bool,
-    /// `[[http.tokens]] name, role` and one of `token`, `token_sha256` (its digest, from
-    /// `alarmnet-collector hash-token`) or `token_file` (`viewer` reads; `operator` also
-    /// acknowledges and silences). ALARMNET_HTTP__TOKENS is not a list key.
-    #[serde(default)]
-    pub tokens: Vec<TokenConfig>,
-    /// An API request (the event stream excepted) taking longer than this is answered 503
-    /// `timeout` and its work dropped: a slow report cannot hold a connection for ever.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Report queries (uptime, readiness history) running at once; more are answered 503
-    /// `busy` with `Retry-After`. Each keeps a store reader thread busy.
-    #[serde(default = "default_max_reports")]
-    pub max_reports: usize,
-    /// PEM certificate chain of the API and console: with `tls_key_file`, they are served
-    /// over HTTPS only. Read again on SIGHUP (new connections get the new certificate).
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key of `tls_cert_file` (readable by the service only).
-    pub tls_key_file: Option<PathBuf>,
-    /// PEM CA certificates: set, every client must present a certificate they signed
-    /// (mutual TLS, e.g. for the operations centre's own machines). Tokens still apply.
-    pub tls_client_ca_file: Option<PathBuf>,
-    /// Allow plain HTTP on an address other than loopback. Without TLS, tokens and
-    /// acknowledgements cross the network in clear: only behind a TLS-terminating proxy.
-    #[serde(default)]
-    pub insecure: bool,
-    /// Reverse proxies whose `X-Forwarded-For` is believed: the audit log records the
-    /// client address they report instead of the proxy's. Empty: the socket's address.
-    #[serde(default)]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-}
-
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_reports() -> usize {
-    crate::api::DEFAULT_MAX_REPORTS
-}
-
-/// `[ingest]`: what the collector accepts from the network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// The most nodes the collector registers; births of further nodes are rejected
-    /// (`node_cap`), so a flood of invented ids cannot exhaust memory or the store.
-    #[serde(default = "default_max_nodes")]
-    pub max_nodes: usize,
-    /// `open`: any valid birth registers its node (up to `max_nodes`); `allowlist`: only the
-    /// node ids listed in `allowlist_file` (one per line, `#` comments; a `pki` node list
-    /// of `node,site,region` lines works too).
-    #[serde(default)]
-    pub registration: Registration,
-    pub allowlist_file: Option<PathBuf>,
-    /// Messages waiting between MQTT and the core. When full, MQTT reading waits (the broker
-    /// queues for the persistent session): nothing accepted is dropped.
-    #[serde(default = "default_ingest_queue")]
-    pub queue: usize,
-    /// At most one warning per rejection reason per window; the others are counted.
-    #[serde(default = "default_log_window", with = "humantime_serde")]
-    pub reject_log_window: Duration,
-    /// A message whose agent `ts` is further ahead of the collector's clock than this is
-    /// rejected (`future_ts`): a birth dated in the future would otherwise pin the node's
-    /// place and names against every later, honest birth. Agent clocks that run ahead
-    /// less than this are only reported (`clock_skew`).
-    #[serde(default = "default_max_future_skew", with = "humantime_serde")]
-    pub max_future_skew: Duration,
-    /// Messages per second each node may send of each kind (birth, state, heartbeat,
-    /// fault, test), refilled continuously; beyond it (and its burst) messages are dropped
-    /// at ingest and counted (`rate_limited`), so one broken or hostile node cannot drown
-    /// the feed. A Last Will always passes. 0 turns the limit off. Raise it for agents that
-    /// legitimately send more (many checks with fast fault cycles).
-    #[serde(default = "default_node_rate")]
-    pub node_rate: f64,
-    /// Messages of one kind a node may send at once above its rate: covers an agent
-    /// replaying its spool after a reconnection (each record is one message).
-    #[serde(default = "default_node_burst")]
-    pub node_burst: u32,
-}
-
-/// Who may register a node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Registration {
-    #[default]
-    Open,
-    Allowlist,
-}
-
-fn default_store_path() -> PathBuf {
-    "/var/lib/alarmnet-collector/alarmnet.db".into()
-}
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-fn default_time_zone() -> String {
-    crate::uptime::DEFAULT_TIME_ZONE.into()
-}
-fn default_max_nodes() -> usize {
-    200_000
-}
-fn default_ingest_queue() -> usize {
-    10_000
-}
-fn default_log_window() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_future_skew() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_node_rate() -> f64 {
-    20.0
-}
-fn default_node_burst() -> u32 {
-    1_000
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            path: default_store_path(),
-            reserve: default_reserve(),
-            max_backlog: default_max_backlog(),
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            anonymous_read: false,
-            tokens: Vec::new(),
-            request_timeout: default_request_timeout(),
-            max_reports: default_max_reports(),
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_client_ca_file: None,
-            insecure: false,
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        Self {
-            max_nodes: default_max_nodes(),
-            registration: Registration::Open,
-            allowlist_file: None,
-            queue: default_ingest_queue(),
-            reject_log_window: default_log_window(),
-            max_future_skew: default_max_future_skew(),
-            node_rate: default_node_rate(),
-            node_burst: default_node_burst(),
-        }
-    }
-}
-
-impl HttpConfig {
-    /// The API's tokens and roles.
-    pub fn auth(&self) -> AuthConfig {
-        AuthConfig {
-            anonymous_read: self.anonymous_read,
-            tokens: self.tokens.clone(),
-        }
-    }
-
-    /// The TLS files, when the API is served over TLS.
-    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
-        match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: self.tls_client_ca_file.clone(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Every problem of the listener's TLS settings: files that go together, files that
-    /// do not load, and plain HTTP on a non-loopback address without `insecure = true`.
-    fn tls_problems(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            errors.push("http.tls_cert_file, http.tls_key_file: give both or neither".into());
-        }
-        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
-            errors.push(
-                "http.tls_client_ca_file: set without http.tls_cert_file and http.tls_key_file"
-                    .into(),
-            );
-        }
-        if let Some(files) = self.tls_files()
-            && let Err(e) = crate::tls::server_config(&files)
-        {
-            errors.push(e.to_string());
-        }
-        if let Ok(addr) = self.addr()
-            && !addr.ip().is_loopback()
-            && self.tls_cert_file.is_none()
-            && !self.insecure
-        {
-            errors.push(format!(
-                "http.insecure: http.listen = {:?} is not a loopback address and the API has \
-                 no TLS; set http.tls_cert_file and http.tls_key_file, or set \
-                 http.insecure = true to serve plain HTTP there (tokens would cross the \
-                 network in clear)",
-                self.listen
-            ));
-        }
-        errors
-    }
-
-    pub fn addr(&self) -> Result<SocketAddr, String> {
-        self.listen
-            .parse()
-            .map_err(|e| format!("{:?} is not an address:port ({e})", self.listen))
-    }
 }
 
 /// Every problem found in a configuration.
@@ -535,7 +157,7 @@ impl Config {
         let webhooks = section::<Vec<WebhookConfig>>(built, &table, "webhooks", &mut errors);
         let alertmanager =
             section::<AlertmanagerConfig>(built, &table, "alertmanager", &mut errors);
-        let influx = section::<InfluxConfig>(built, &table, "influx", &mut errors);
+        let influx = section::<SinkConfig>(built, &table, "influx", &mut errors);
         let ingest = section::<IngestConfig>(built, &table, "ingest", &mut errors);
         let liveness = section::<LivenessConfig>(built, &table, "liveness", &mut errors);
         let alerts = section::<AlertsConfig>(built, &table, "alerts", &mut errors);
@@ -546,20 +168,11 @@ impl Config {
             .map(Option::unwrap_or_default);
         let mut command_key = None;
         if let Some(c) = &commands {
-            if c.ttl < Duration::from_secs(1) {
-                errors.push("commands.ttl: must be at least 1s".into());
-            }
-            if c.rate == 0 {
-                errors.push("commands.rate: must be at least 1 command per second".into());
-            }
-            if let Some(file) = &c.key_file {
-                match crate::commands::key::load(file) {
-                    Ok(key) => command_key = Some(std::sync::Arc::new(key)),
-                    Err(e) => errors.push(format!("commands.key_file: {e}")),
-                }
+            match c.build() {
+                Ok(key) => command_key = key,
+                Err(problems) => errors.extend(problems),
             }
         }
-        // The zone before the drills: their schedules are read in it.
         let time_zone = match uptime.map(Option::unwrap_or_default).map(|u| u.build()) {
             Some(Ok(tz)) => Some(tz),
             Some(Err(e)) => {
@@ -568,9 +181,13 @@ impl Config {
             }
             None => None,
         };
-        if let (Some(d), Some(tz)) = (&drills, &time_zone) {
-            errors.extend(d.problems(tz));
-        }
+        let drills = drills.and_then(|d| match d.build() {
+            Ok(d) => Some(d),
+            Err(problems) => {
+                errors.extend(problems);
+                None
+            }
+        });
         let readiness = section::<ReadinessConfig>(built, &table, "readiness", &mut errors)
             .map(Option::unwrap_or_default);
         if let Some(r) = &readiness {
@@ -602,15 +219,8 @@ impl Config {
             }
         });
         let store = store.map(Option::unwrap_or_default);
-        if let Some(s) = &store
-            && s.path.as_os_str().is_empty()
-        {
-            errors.push("store.path: must not be empty".into());
-        }
-        if let Some(s) = &store
-            && s.max_backlog < 1_000
-        {
-            errors.push("store.max_backlog: must be at least 1000 writes".into());
+        if let Some(s) = &store {
+            errors.extend(s.problems());
         }
         let retention = section::<crate::store::retention::RetentionConfig>(
             built,
@@ -622,28 +232,13 @@ impl Config {
         if let Some(r) = &retention {
             errors.extend(r.problems());
         }
-        let mut http = http.map(Option::unwrap_or_default);
-        if let Some(h) = &mut http {
-            errors.extend(crate::api::auth::read_token_files(
-                &mut h.tokens,
-                credentials,
-            ));
-            errors.extend(h.auth().validate());
-        }
-        if let Some(h) = &http
-            && let Err(e) = h.addr()
-        {
-            errors.push(format!("http.listen: {e}"));
-        }
-        if let Some(h) = &http {
-            if h.request_timeout < Duration::from_secs(1) {
-                errors.push("http.request_timeout: must be at least 1s".into());
+        let http = http.and_then(|h| match h.unwrap_or_default().build(credentials) {
+            Ok(h) => Some(h),
+            Err(problems) => {
+                errors.extend(problems);
+                None
             }
-            if !(1..=64).contains(&h.max_reports) {
-                errors.push("http.max_reports: must be 1 to 64".into());
-            }
-            errors.extend(h.tls_problems());
-        }
+        });
         let webhooks = webhooks.map(Option::unwrap_or_default).map(|hooks| {
             let mut built = Vec::new();
             for (i, w) in hooks.iter().enumerate() {
@@ -662,8 +257,8 @@ impl Config {
             }
             None => None,
         });
-        let mut influx = influx;
-        if let Some(Some(i)) = &mut influx {
+        let influx = influx.map(|i| {
+            let mut i = i?;
             if let Some(file) = &i.token_file {
                 if i.token.is_empty() {
                     match secret::read_file("influx.token_file", file, credentials) {
@@ -680,52 +275,26 @@ impl Config {
                 && let Some(s) = &store
             {
                 let dir = s.path.parent().unwrap_or(Path::new(""));
-                i.spool_dir = Some(dir.join(DEFAULT_SPOOL_DIR));
+                i.spool_dir = Some(dir.join(crate::timeseries::DEFAULT_SPOOL_DIR));
             }
-            match i.validate() {
-                Ok(()) => {}
-                Err(SinkError::Config(problems)) => errors.extend(problems),
-                Err(e) => errors.push(e.to_string()),
+            match i.build() {
+                Ok(i) => Some(i),
+                Err(SinkError::Config(problems)) => {
+                    errors.extend(problems);
+                    None
+                }
+                Err(e) => {
+                    errors.push(e.to_string());
+                    None
+                }
             }
-        }
+        });
         let ingest = ingest.map(Option::unwrap_or_default);
         let mut allowlist = None;
         if let Some(i) = &ingest {
-            if i.max_nodes == 0 {
-                errors.push("ingest.max_nodes: must be at least 1".into());
-            }
-            if i.max_future_skew < Duration::from_secs(1) {
-                errors.push(
-                    "ingest.max_future_skew: must be at least 1s (agent clocks are never exact)"
-                        .into(),
-                );
-            }
-            check_queue("ingest", i.queue, &mut errors);
-            if !i.node_rate.is_finite() || i.node_rate < 0.0 {
-                errors.push(
-                    "ingest.node_rate: must be a number of messages per second, 0 or more \
-                     (0 turns the limit off)"
-                        .into(),
-                );
-            }
-            if i.node_rate > 0.0 && i.node_burst == 0 {
-                errors.push("ingest.node_burst: must be at least 1".into());
-            }
-            match (i.registration, &i.allowlist_file) {
-                (Registration::Allowlist, None) => errors.push(
-                    "ingest.allowlist_file: required when ingest.registration = \"allowlist\""
-                        .into(),
-                ),
-                (Registration::Allowlist, Some(file)) => match read_allowlist(file) {
-                    Ok(ids) => allowlist = Some(ids),
-                    Err(problems) => errors.extend(problems),
-                },
-                (Registration::Open, Some(_)) => errors.push(
-                    "ingest.allowlist_file: set, but ingest.registration is \"open\" \
-                     (set registration = \"allowlist\" to use it)"
-                        .into(),
-                ),
-                (Registration::Open, None) => {}
+            match i.build() {
+                Ok(list) => allowlist = list,
+                Err(problems) => errors.extend(problems),
             }
         }
 
@@ -803,47 +372,13 @@ fn empty_section<T: serde::de::DeserializeOwned>() -> T {
     }
 }
 
-fn check_queue(at: &str, queue: usize, errors: &mut Vec<String>) {
-    if queue == 0 {
-        errors.push(format!("{at}.queue: must be at least 1"));
-    }
-}
-
-/// Reads an allowlist: one node id per line; blank lines and `#` comments ignored.
-pub fn read_allowlist(path: &Path) -> Result<HashSet<NodeId>, Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![format!("ingest.allowlist_file: {}: {e}", path.display())])?;
-    let mut ids = HashSet::new();
-    let mut errors = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        // The PKI's node list (`node,site,region` lines, docs/operations.md) is an
-        // allowlist too: its first field is the node id.
-        if line.is_empty() || line.replace(' ', "") == "node,site,region" {
-            continue;
-        }
-        let line = line.split(',').next().unwrap_or("").trim();
-        match NodeId::new(line) {
-            Ok(id) => {
-                ids.insert(id);
-            }
-            Err(e) => errors.push(format!(
-                "ingest.allowlist_file: {} line {}: {e}",
-                path.display(),
-                n + 1
-            )),
-        }
-    }
-    if errors.is_empty() {
-        Ok(ids)
-    } else {
-        Err(errors)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use super::*;
+    use crate::ingest::Registration;
     use crate::ingest::mqtt::Broker;
     use crate::secret::Secret;
 
@@ -887,7 +422,7 @@ mod tests {
         assert_eq!(c.webhooks.len(), 1);
         assert!(c.alertmanager.is_some());
         assert!(c.influx.is_some());
-        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.time_zone.iana_name(), Some("Asia/Shanghai"));
         assert_eq!(c.monitor.liveness.offline_factor, 3.0);
         assert_eq!(
@@ -1062,7 +597,7 @@ mod tests {
         assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("0123"));
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(45));
         assert_eq!(c.ingest.max_nodes, 12);
-        assert_eq!(c.http.listen, "127.0.0.1:0");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:0");
     }
 
     #[test]

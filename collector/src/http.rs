@@ -1,9 +1,12 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, the hardening headers, and serving
-//! a router over plain HTTP or TLS ([`crate::tls`]) with each request's [`Peer`].
+//! a router over plain HTTP or TLS ([`crate::tls`]) with each request's [`Peer`]; and
+//! `[http]` ([`HttpConfig`] builds the parsed [`HttpSettings`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,13 +15,191 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::IncomingStream;
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{AuthConfig, TokenConfig};
 use crate::metrics::Metrics;
 use crate::readiness::Board;
 use crate::timeseries::SinkHandle;
-use crate::tls::{TlsListener, TlsReloader};
+use crate::tls::{TlsFiles, TlsListener, TlsReloader};
+
+/// `[http]`: the API, the console, metrics and health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port (logged at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Reads need no token (a wall screen on a closed network). Writes always need one.
+    #[serde(default)]
+    pub anonymous_read: bool,
+    /// `[[http.tokens]] name, role` and one of `token`, `token_sha256` (its digest, from
+    /// `alarmnet-collector hash-token`) or `token_file` (`viewer` reads; `operator` also
+    /// acknowledges and silences). ALARMNET_HTTP__TOKENS is not a list key.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// An API request (the event stream excepted) taking longer than this is answered 503
+    /// `timeout` and its work dropped: a slow report cannot hold a connection for ever.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Report queries (uptime, readiness history) running at once; more are answered 503
+    /// `busy` with `Retry-After`. Each keeps a store reader thread busy.
+    #[serde(default = "default_max_reports")]
+    pub max_reports: usize,
+    /// PEM certificate chain of the API and console: with `tls_key_file`, they are served
+    /// over HTTPS only. Read again on SIGHUP (new connections get the new certificate).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (readable by the service only).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: set, every client must present a certificate they signed
+    /// (mutual TLS, e.g. for the operations centre's own machines). Tokens still apply.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Allow plain HTTP on an address other than loopback. Without TLS, tokens and
+    /// acknowledgements cross the network in clear: only behind a TLS-terminating proxy.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: the audit log records the
+    /// client address they report instead of the proxy's. Empty: the socket's address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_reports() -> usize {
+    crate::api::DEFAULT_MAX_REPORTS
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            anonymous_read: false,
+            tokens: Vec::new(),
+            request_timeout: default_request_timeout(),
+            max_reports: default_max_reports(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            insecure: false,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[http]` checked: the address parsed, token files read, the TLS files loaded once.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Where the API listens; port 0 picks a free port.
+    pub listen: SocketAddr,
+    pub anonymous_read: bool,
+    /// The tokens, with every `token_file` read.
+    pub tokens: Vec<TokenConfig>,
+    pub request_timeout: Duration,
+    pub max_reports: usize,
+    /// The certificate, key and client CA files when the API is served over TLS.
+    pub tls: Option<TlsFiles>,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl HttpSettings {
+    /// The API's tokens and roles.
+    pub fn auth(&self) -> AuthConfig {
+        AuthConfig {
+            anonymous_read: self.anonymous_read,
+            tokens: self.tokens.clone(),
+        }
+    }
+
+    /// The TLS files, when the API is served over TLS.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        self.tls.clone()
+    }
+}
+
+impl HttpConfig {
+    /// Checks every key (reading token files, relative ones from `credentials`), and
+    /// returns the parsed settings, or every problem under its `http.` key path.
+    pub fn build(mut self, credentials: Option<&Path>) -> Result<HttpSettings, Vec<String>> {
+        let mut errors = crate::api::auth::read_token_files(&mut self.tokens, credentials);
+        let auth = AuthConfig {
+            anonymous_read: self.anonymous_read,
+            tokens: self.tokens,
+        };
+        errors.extend(auth.validate());
+        let listen = match self.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                errors.push(format!(
+                    "http.listen: {:?} is not an address:port ({e})",
+                    self.listen
+                ));
+                None
+            }
+        };
+        if self.request_timeout < Duration::from_secs(1) {
+            errors.push("http.request_timeout: must be at least 1s".into());
+        }
+        if !(1..=64).contains(&self.max_reports) {
+            errors.push("http.max_reports: must be 1 to 64".into());
+        }
+        // The listener's TLS: files that go together, files that do not load, and plain
+        // HTTP on a non-loopback address without `insecure = true`.
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            errors.push("http.tls_cert_file, http.tls_key_file: give both or neither".into());
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            errors.push(
+                "http.tls_client_ca_file: set without http.tls_cert_file and http.tls_key_file"
+                    .into(),
+            );
+        }
+        let tls = match (self.tls_cert_file, self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca_file,
+            }),
+            _ => None,
+        };
+        if let Some(files) = &tls
+            && let Err(e) = crate::tls::server_config(files)
+        {
+            errors.push(e.to_string());
+        }
+        if let Some(addr) = listen
+            && !addr.ip().is_loopback()
+            && tls.is_none()
+            && !self.insecure
+        {
+            errors.push(format!(
+                "http.insecure: http.listen = {:?} is not a loopback address and the API has \
+                 no TLS; set http.tls_cert_file and http.tls_key_file, or set \
+                 http.insecure = true to serve plain HTTP there (tokens would cross the \
+                 network in clear)",
+                self.listen
+            ));
+        }
+        match listen {
+            Some(listen) if errors.is_empty() => Ok(HttpSettings {
+                listen,
+                anonymous_read: auth.anonymous_read,
+                tokens: auth.tokens,
+                request_timeout: self.request_timeout,
+                max_reports: self.max_reports,
+                tls,
+                trusted_proxies: self.trusted_proxies,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]

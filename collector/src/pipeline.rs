@@ -1095,8 +1095,8 @@ mod tests {
 
     use super::*;
     use crate::alerts::MonitorConfig;
-    use crate::config::IngestConfig;
     use crate::ingest::Ingest;
+    use crate::ingest::IngestConfig;
     use crate::model::{Liveness, RuleKind};
     use crate::outputs::Notice;
     use crate::store::Db;

@@ -49,6 +49,7 @@ fn context() -> (OutputContext, Store, Arc<Metrics>) {
         store: store.clone(),
         metrics: metrics.clone(),
         shutdown: CancellationToken::new(),
+        clock: alarmnet_collector::model::system_clock(),
     };
     (ctx, store, metrics)
 }

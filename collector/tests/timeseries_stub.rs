@@ -144,7 +144,12 @@ async fn wait_for(sink: &Sink, done: impl Fn(&Counters) -> bool) -> Counters {
 #[tokio::test]
 async fn refused_points_are_isolated_counted_and_the_rest_written() {
     let script = Arc::new(Mutex::new(Script::default()));
-    let sink = Sink::start(&config(&serve(Arc::clone(&script)).await)).expect("sink");
+    let sink = Sink::start(
+        &config(&serve(Arc::clone(&script)).await)
+            .build()
+            .expect("valid sink config"),
+    )
+    .expect("sink");
     let n = 3000;
     for i in 0..n {
         if matches!(i, 5 | 1400 | 2999) {
@@ -183,7 +188,12 @@ async fn server_errors_are_retried_until_accepted() {
         unavailable: 4,
         ..Script::default()
     }));
-    let sink = Sink::start(&config(&serve(Arc::clone(&script)).await)).expect("sink");
+    let sink = Sink::start(
+        &config(&serve(Arc::clone(&script)).await)
+            .build()
+            .expect("valid sink config"),
+    )
+    .expect("sink");
     for i in 0..1500 {
         sink.submit(good(i));
     }
@@ -204,7 +214,7 @@ async fn without_a_spool_a_long_outage_drops_the_oldest_and_counts_them() {
     }));
     let mut c = config(&serve(Arc::clone(&script)).await);
     c.max_buffer_points = 2000;
-    let sink = Sink::start(&c).expect("sink");
+    let sink = Sink::start(&c.build().expect("valid sink config")).expect("sink");
     // submit() must not wait however long the database is down.
     let started = Instant::now();
     for i in 0..10_000 {
@@ -230,7 +240,7 @@ async fn shutdown_spools_what_the_database_cannot_take_in_time() {
     let mut c = config(&serve(Arc::clone(&script)).await);
     c.spool_dir = Some(dir.path().to_owned());
     c.flush_interval = Duration::from_secs(60);
-    let sink = Sink::start(&c).expect("sink");
+    let sink = Sink::start(&c.build().expect("valid sink config")).expect("sink");
     for i in 0..2500 {
         sink.submit(good(i));
     }
@@ -249,7 +259,7 @@ async fn a_database_that_never_answers_times_out_and_is_retried() {
     let mut c = config(&serve(Arc::clone(&script)).await);
     c.timeout = Duration::from_millis(200);
     c.max_inflight_requests = 1;
-    let sink = Sink::start(&c).expect("sink");
+    let sink = Sink::start(&c.build().expect("valid sink config")).expect("sink");
     for i in 0..800 {
         sink.submit(good(i));
     }

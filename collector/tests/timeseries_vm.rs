@@ -283,7 +283,7 @@ async fn points_are_read_back_with_names_labels_values_and_times() {
     let mut c = config(&vm.url(), Some(spool.path()));
     // The compressed path of the client, as against a remote database.
     c.gzip = true;
-    let sink = Sink::start(&c).expect("sink");
+    let sink = Sink::start(&c.build().expect("valid sink config")).expect("sink");
     let node = tags("lz-cg-s001");
     let t0 = now_ms() - 60_000;
 
@@ -472,7 +472,7 @@ async fn a_database_outage_under_a_steady_stream_loses_nothing() {
     let mut c = config(&vm.url(), Some(spool.path()));
     // Far less memory than the outage needs: without the spool, points would be lost.
     c.max_buffer_points = 2_000;
-    let sink = Sink::start(&c).expect("sink");
+    let sink = Sink::start(&c.build().expect("valid sink config")).expect("sink");
     let node = tags("outage-1");
     let n: u64 = 24_000;
     let base = now_ms() - 3_600_000;
@@ -512,10 +512,11 @@ async fn a_restarted_sink_drains_what_a_crashed_one_spooled() {
     let base = now_ms() - 600_000;
     {
         // The database is not there: everything goes to the spool.
-        let sink = Sink::start(&config(
-            &format!("http://127.0.0.1:{port}"),
-            Some(spool.path()),
-        ))
+        let sink = Sink::start(
+            &config(&format!("http://127.0.0.1:{port}"), Some(spool.path()))
+                .build()
+                .expect("valid sink config"),
+        )
         .expect("sink");
         for i in 0..n {
             sink.submit(numbered(&node, base, i));
@@ -538,7 +539,12 @@ async fn a_restarted_sink_drains_what_a_crashed_one_spooled() {
     }
 
     let vm = Vm::start_on(port).await;
-    let sink = Sink::start(&config(&vm.url(), Some(spool.path()))).expect("restarted sink");
+    let sink = Sink::start(
+        &config(&vm.url(), Some(spool.path()))
+            .build()
+            .expect("valid sink config"),
+    )
+    .expect("restarted sink");
     let c = wait_for(&sink, "the spool to drain", |c| {
         c.spool_points == 0 && c.points_written >= n
     })
@@ -552,7 +558,8 @@ async fn a_restarted_sink_drains_what_a_crashed_one_spooled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_the_database_cannot_parse_does_not_block_the_rest() {
     let vm = Vm::start().await;
-    let sink = Sink::start(&config(&vm.url(), None)).expect("sink");
+    let sink =
+        Sink::start(&config(&vm.url(), None).build().expect("valid sink config")).expect("sink");
     let node = tags("bad-1");
     let base = now_ms() - 120_000;
     let n = 2_000;
@@ -641,7 +648,8 @@ impl Vm {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_victoriametrics_dashboard_answers_from_what_the_sink_wrote() {
     let vm = Vm::start().await;
-    let sink = Sink::start(&config(&vm.url(), None)).expect("sink");
+    let sink =
+        Sink::start(&config(&vm.url(), None).build().expect("valid sink config")).expect("sink");
     let t0 = now_ms() - 3_600_000;
     let state = |node: &NodeTags, to: Liveness, cause: Cause, at: u64| {
         Point::node_state(

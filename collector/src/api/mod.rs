@@ -145,7 +145,7 @@ pub struct ApiState {
     /// The drills task; `None`: drill writes answer 503.
     pub drills: Option<crate::drills::DrillControl>,
     /// Default and longest deadline of a drill.
-    pub drill_limits: crate::drills::DrillsConfig,
+    pub drill_limits: crate::drills::DrillsSettings,
     /// The readiness rollups the core publishes.
     pub readiness: Board,
     /// Event-stream tickets issued and not yet used.
@@ -185,7 +185,7 @@ impl ApiState {
             tz,
             clock: system_clock(),
             drills: None,
-            drill_limits: crate::drills::DrillsConfig::default(),
+            drill_limits: crate::drills::DrillsSettings::default(),
             readiness: Board::new(),
             tickets: tickets::Tickets::default(),
             reports: Reports::new(DEFAULT_MAX_REPORTS),
@@ -217,7 +217,7 @@ impl ApiState {
     pub fn with_drills(
         mut self,
         control: crate::drills::DrillControl,
-        limits: crate::drills::DrillsConfig,
+        limits: crate::drills::DrillsSettings,
     ) -> Self {
         self.drills = Some(control);
         self.drill_limits = limits;

@@ -127,7 +127,7 @@ impl Server {
         let drills = super::drills::tests::start_drills(&store, &events, &tz, &shutdown).await;
         let state = ApiState::new(store, events, control, auth, recent, tz)
             .with_clock(Arc::new(now))
-            .with_drills(drills, crate::drills::DrillsConfig::default());
+            .with_drills(drills, crate::drills::DrillsSettings::default());
         let metrics = Arc::new(Metrics::new());
         super::readiness_tests::seed(&state).await;
         let app = router(state.clone()).merge(crate::http::router(crate::http::HttpState {

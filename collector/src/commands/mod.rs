@@ -17,6 +17,7 @@
 //! bucket. Without a key file commands go out unsigned: only agents configured with
 //! `allow_unsigned = true` run them.
 
+pub mod config;
 pub mod key;
 
 use std::collections::VecDeque;
@@ -34,6 +35,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::Millis;
+
+pub use config::CommandsConfig;
 
 /// Requests waiting for the commander (drill jobs and rebirths).
 pub const QUEUE: usize = 1024;

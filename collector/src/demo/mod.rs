@@ -432,7 +432,7 @@ mod tests {
             ("127.0.0.1", 18830)
         );
         assert_eq!(config.mqtt.collector_id.as_str(), COLLECTOR_ID);
-        assert_eq!(config.http.listen, "127.0.0.1:0");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:0");
         assert!(config.influx.is_none() && config.webhooks.is_empty());
         assert!(config.http.anonymous_read);
         assert_eq!(config.http.tokens.len(), 1);

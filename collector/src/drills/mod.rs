@@ -37,7 +37,7 @@ use std::time::Duration;
 use alarmnet_protocol::{CmdId, Name, NodeId, RegionId, SiteId};
 use serde::{Deserialize, Serialize};
 
-pub use schedule::{Rule, ScheduleConfig};
+pub use schedule::{Rule, Schedule, ScheduleConfig};
 pub use tally::{LiveDrill, NodeResult, Outcome, Receipt, Status, Tally};
 pub use task::{DrillControl, DrillError, DrillRequest, DrillsTask, Started};
 
@@ -75,9 +75,27 @@ fn default_max_deadline() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 
+/// `[drills]` checked at load: the limits, and every schedule parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillsSettings {
+    pub default_deadline: Duration,
+    pub max_deadline: Duration,
+    pub schedule: Vec<Schedule>,
+}
+
+impl Default for DrillsSettings {
+    fn default() -> Self {
+        Self {
+            default_deadline: default_deadline(),
+            max_deadline: default_max_deadline(),
+            schedule: Vec::new(),
+        }
+    }
+}
+
 impl DrillsConfig {
-    /// Every problem, each prefixed with its key.
-    pub fn problems(&self, tz: &jiff::tz::TimeZone) -> Vec<String> {
+    /// The parsed settings, or every problem, each prefixed with its key.
+    pub fn build(&self) -> Result<DrillsSettings, Vec<String>> {
         let mut errors = Vec::new();
         if self.default_deadline < Duration::from_secs(1) {
             errors.push("drills.default_deadline: must be at least 1s".into());
@@ -86,14 +104,26 @@ impl DrillsConfig {
             errors.push("drills.max_deadline: shorter than drills.default_deadline".into());
         }
         let mut names = std::collections::HashSet::new();
+        let mut schedule = Vec::new();
         for (i, s) in self.schedule.iter().enumerate() {
             let at = format!("drills.schedule[{i}]");
             if !names.insert(s.name.as_str()) {
                 errors.push(format!("{at}.name: {:?} is used twice", s.name));
             }
-            errors.extend(s.problems(&at, self.max_deadline, tz));
+            match s.build(&at, self.max_deadline) {
+                Ok(s) => schedule.push(s),
+                Err(problems) => errors.extend(problems),
+            }
         }
-        errors
+        if errors.is_empty() {
+            Ok(DrillsSettings {
+                default_deadline: self.default_deadline,
+                max_deadline: self.max_deadline,
+                schedule,
+            })
+        } else {
+            Err(errors)
+        }
     }
 }
 

@@ -44,40 +44,47 @@ fn default_test() -> String {
     "silent".into()
 }
 
+/// A `[[drills.schedule]]` entry checked at load: its rule parsed, what it asks for built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub name: String,
+    pub rule: Rule,
+    pub spec: DrillSpec,
+}
+
 impl ScheduleConfig {
-    /// Problems of this entry, each prefixed with `at`.
-    pub fn problems(&self, at: &str, max_deadline: Duration, _tz: &TimeZone) -> Vec<String> {
+    /// The parsed entry, or every problem of it, each prefixed with `at`.
+    pub fn build(&self, at: &str, max_deadline: Duration) -> Result<Schedule, Vec<String>> {
         let mut errors = Vec::new();
         if self.name.is_empty() || self.name.len() > 64 {
             errors.push(format!("{at}.name: must be 1 to 64 characters"));
         }
-        if let Err(e) = self.when.parse::<Rule>() {
-            errors.push(format!("{at}.when: {e}"));
-        }
-        if let Err(e) = Name::new(self.test.clone()) {
-            errors.push(format!("{at}.test: {e}"));
-        }
+        let rule = self
+            .when
+            .parse::<Rule>()
+            .map_err(|e| errors.push(format!("{at}.when: {e}")))
+            .ok();
+        let test = Name::new(self.test.clone())
+            .map_err(|e| errors.push(format!("{at}.test: {e}")))
+            .ok();
         if self.deadline < Duration::from_secs(1) || self.deadline > max_deadline {
             errors.push(format!(
                 "{at}.deadline: must be from 1s to drills.max_deadline ({})",
                 humantime::format_duration(max_deadline)
             ));
         }
-        errors
-    }
-
-    /// The rule (validated at load).
-    pub fn rule(&self) -> Option<Rule> {
-        self.when.parse().ok()
-    }
-
-    /// What the drill asks for (validated at load).
-    pub fn spec(&self) -> Option<DrillSpec> {
-        Some(DrillSpec {
-            selector: self.selector.clone(),
-            test: Name::new(self.test.clone()).ok()?,
-            deadline: self.deadline,
-        })
+        match (rule, test) {
+            (Some(rule), Some(test)) if errors.is_empty() => Ok(Schedule {
+                name: self.name.clone(),
+                rule,
+                spec: DrillSpec {
+                    selector: self.selector.clone(),
+                    test,
+                    deadline: self.deadline,
+                },
+            }),
+            _ => Err(errors),
+        }
     }
 }
 
@@ -298,11 +305,9 @@ mod tests {
             test: "silent".into(),
             deadline: Duration::from_secs(600),
         };
-        assert!(
-            entry
-                .problems("s", Duration::from_secs(3600), &tz)
-                .is_empty()
-        );
+        let built = entry.build("s", Duration::from_secs(3600)).expect("valid");
+        assert!(built.rule.next_after(0, &tz).is_some());
+        assert_eq!(built.spec.test.as_str(), "silent");
         let bad = ScheduleConfig {
             name: String::new(),
             when: "sometimes".into(),
@@ -310,7 +315,9 @@ mod tests {
             deadline: Duration::from_secs(7200),
             ..entry
         };
-        let p = bad.problems("drills.schedule[0]", Duration::from_secs(3600), &tz);
+        let p = bad
+            .build("drills.schedule[0]", Duration::from_secs(3600))
+            .expect_err("invalid");
         assert_eq!(p.len(), 4, "{p:?}");
         assert!(p[1].starts_with("drills.schedule[0].when"), "{p:?}");
     }

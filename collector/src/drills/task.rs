@@ -15,7 +15,7 @@ use jiff::tz::TimeZone;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{DrillMeta, DrillSpec, DrillsConfig, LiveDrill, NodeResult, ScheduleConfig, Status};
+use super::{DrillMeta, DrillSpec, DrillsSettings, LiveDrill, NodeResult, Schedule, Status};
 use crate::api::{Clock, EventHub, EventKind};
 use crate::commands::{Commands, DrillJob};
 use crate::model::Millis;
@@ -199,7 +199,7 @@ impl Entry {
 /// A schedule with the last occurrence it ran (or skipped).
 #[derive(Debug)]
 struct Scheduled {
-    config: ScheduleConfig,
+    schedule: Schedule,
     last: Option<Millis>,
 }
 
@@ -228,15 +228,15 @@ impl DrillsTask {
         store: Store,
         events: EventHub,
         commands: Commands,
-        config: DrillsConfig,
+        config: DrillsSettings,
         tz: TimeZone,
         clock: Clock,
     ) -> Self {
         let schedules = config
             .schedule
-            .iter()
-            .map(|c| Scheduled {
-                config: c.clone(),
+            .into_iter()
+            .map(|schedule| Scheduled {
+                schedule,
                 last: None,
             })
             .collect();
@@ -275,11 +275,11 @@ impl DrillsTask {
             self.live.insert(entry.drill.meta().id.clone(), entry);
         }
         for s in &mut self.schedules {
-            let name = s.config.name.clone();
+            let name = s.schedule.name.clone();
             s.last = self.store.read(move |db| db.schedule_last(&name)).await?;
             if s.last.is_none() {
                 // A new schedule starts counting now: nothing before it is "missed".
-                let name = s.config.name.clone();
+                let name = s.schedule.name.clone();
                 self.store
                     .call(move |db| db.set_schedule_last(&name, now))
                     .await?;
@@ -553,18 +553,17 @@ impl DrillsTask {
         for i in 0..self.schedules.len() {
             loop {
                 let s = &self.schedules[i];
-                let (Some(rule), Some(spec), Some(last)) =
-                    (s.config.rule(), s.config.spec(), s.last)
-                else {
+                let Some(last) = s.last else {
                     break;
                 };
-                let Some(next) = rule.next_after(last, &self.tz) else {
+                let Some(next) = s.schedule.rule.next_after(last, &self.tz) else {
                     break;
                 };
                 if next > now {
                     break;
                 }
-                let name = s.config.name.clone();
+                let name = s.schedule.name.clone();
+                let spec = s.schedule.spec.clone();
                 let grace = u64::try_from(spec.deadline.as_millis()).unwrap_or(u64::MAX);
                 if now.saturating_sub(next) > grace {
                     tracing::warn!(schedule = %name, missed = next, "scheduled drill missed (collector not running); skipped");
@@ -637,7 +636,7 @@ mod tests {
 
     use super::*;
     use crate::commands::{Commander, Publisher, Signer};
-    use crate::drills::{ScheduleConfig, Selector};
+    use crate::drills::{DrillsConfig, ScheduleConfig, Selector};
     use crate::metrics::Metrics;
     use crate::store::Db;
 
@@ -705,7 +704,9 @@ mod tests {
         let config = DrillsConfig {
             schedule,
             ..DrillsConfig::default()
-        };
+        }
+        .build()
+        .expect("valid schedules");
         let mut task = DrillsTask::new(
             store.clone(),
             events,

@@ -23,6 +23,7 @@
 //! `node_burst`): a node publishing thousands of messages a second is cut down to its rate
 //! before decoding, its excess counted (`rate_limited`), and a Last Will always passes.
 
+pub mod config;
 pub mod limit;
 pub mod mqtt;
 
@@ -37,10 +38,10 @@ use alarmnet_protocol::{
 };
 use tokio::time::Instant;
 
-use crate::config::{IngestConfig, Registration};
 use crate::metrics::Metrics;
 use crate::model::Millis;
 pub use crate::model::RejectReason;
+pub use config::{IngestConfig, Registration, read_allowlist};
 
 /// A message from a node that the core should act on.
 #[derive(Debug, Clone, PartialEq)]

@@ -42,7 +42,7 @@ use serde::Deserialize;
 
 use super::{CoreEvent, Ingest, NodeMessage};
 use crate::metrics::Metrics;
-use crate::model::now_millis;
+use crate::model::{Clock, Millis};
 use crate::secret::{self, Secret};
 
 /// The largest packet read from the broker. Payloads above 16 KiB are rejected as
@@ -136,7 +136,7 @@ impl MqttConfig {
         let prefix = Prefix::new(self.prefix.clone())
             .map_err(|e| errors.push(format!("mqtt.prefix: {e}")))
             .ok();
-        check(self, broker.as_ref(), &mut errors);
+        let tls = check(self, broker.as_ref(), &mut errors);
         let mut password = self.password.clone();
         if let Some(file) = &self.password_file {
             if password.is_some() {
@@ -160,7 +160,7 @@ impl MqttConfig {
                     password,
                     keep_alive: self.keep_alive,
                     reconnect_max: self.reconnect_max,
-                    tls: self.tls.clone(),
+                    tls,
                 })
             }
             _ => Err(errors),
@@ -188,11 +188,31 @@ pub struct MqttSettings {
     pub password: Option<Secret>,
     pub keep_alive: Duration,
     pub reconnect_max: Duration,
-    pub tls: TlsConfig,
+    /// The CA and client certificate files, read at load; `Some` exactly for `mqtts://`.
+    pub tls: Option<MqttTls>,
 }
 
-/// Every problem of `[mqtt]` but its password file, with its key.
-fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
+/// The PEM files of `[mqtt.tls]`, read and checked once at load.
+#[derive(Clone)]
+pub struct MqttTls {
+    /// The CA certificates that sign the broker's certificate.
+    pub ca: Vec<u8>,
+    /// The client certificate chain and its private key, when the broker asks for one.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("ca_bytes", &self.ca.len())
+            .field("client_auth", &self.client_auth.is_some())
+            .finish()
+    }
+}
+
+/// Every problem of `[mqtt]` but its password file, with its key; for an `mqtts://`
+/// broker, the TLS files read.
+fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) -> Option<MqttTls> {
     let tls = broker.is_some_and(|b| b.tls);
     if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
         errors.push("mqtt.password: set without mqtt.username".into());
@@ -217,9 +237,10 @@ fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
         errors.push("mqtt.tls: cert_file and key_file go together".into());
     }
     if !tls {
-        return;
+        return None;
     }
     // A swapped or truncated file is refused here, not at every reconnection.
+    let mut read = Vec::new();
     for (key, file, label) in [
         ("ca_file", &t.ca_file, "CERTIFICATE"),
         ("cert_file", &t.cert_file, "CERTIFICATE"),
@@ -233,7 +254,9 @@ fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
                 let holds = text
                     .lines()
                     .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(&format!("{label}-----")));
-                if !holds {
+                if holds {
+                    read.push((key, bytes));
+                } else {
                     errors.push(format!(
                         "mqtt.tls.{key}: {}: not a PEM file with a {label}",
                         f.display()
@@ -242,6 +265,17 @@ fn check(m: &MqttConfig, broker: Option<&Broker>, errors: &mut Vec<String>) {
             }
         }
     }
+    let mut take = |key: &str| {
+        read.iter()
+            .position(|(k, _)| *k == key)
+            .map(|i| read.swap_remove(i).1)
+    };
+    let ca = take("ca_file")?;
+    let client_auth = match (take("cert_file"), take("key_file")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => None,
+    };
+    Some(MqttTls { ca, client_auth })
 }
 
 /// `mqtt://host[:port]` or `mqtts://host[:port]`.
@@ -279,18 +313,6 @@ fn parse_broker(url: &str) -> Result<Broker, String> {
     })
 }
 
-/// Errors building the MQTT client from a validated config.
-#[derive(Debug, thiserror::Error)]
-pub enum MqttSetupError {
-    #[error("mqtt.tls: {path}: {source}")]
-    TlsFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("mqtt.tls.ca_file is required for an mqtts:// broker")]
-    NoCa,
-}
-
 /// The collector's topics under its prefix.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -304,11 +326,7 @@ impl Topics {
         Topic::CollectorState(self.collector.clone()).format(&self.prefix)
     }
 
-    fn state_payload(state: NodeState) -> Vec<u8> {
-        Self::state_payload_at(state, now_millis())
-    }
-
-    fn state_payload_at(state: NodeState, ts: u64) -> Vec<u8> {
+    fn state_payload(state: NodeState, ts: Millis) -> Vec<u8> {
         alarmnet_protocol::encode(&Message::CollectorState(CollectorState {
             v: V1,
             state,
@@ -317,12 +335,10 @@ impl Topics {
     }
 }
 
-/// Builds the client and its event loop: persistent session, Will = retained `offline`.
-pub fn client(
-    config: &MqttSettings,
-    topics: &Topics,
-) -> Result<(AsyncClient, EventLoop), MqttSetupError> {
-    let Broker { tls, host, port } = config.broker.clone();
+/// Builds the client and its event loop: persistent session, Will = retained `offline`
+/// (dated `now`).
+pub fn client(config: &MqttSettings, topics: &Topics, now: Millis) -> (AsyncClient, EventLoop) {
+    let Broker { host, port, .. } = config.broker.clone();
     let mut options = MqttOptions::new(config.collector_id.as_str(), host, port);
     options
         .set_clean_session(false)
@@ -331,7 +347,7 @@ pub fn client(
         .set_request_channel_capacity(REQUEST_CAPACITY)
         .set_last_will(LastWill::new(
             topics.own_state(),
-            Topics::state_payload(NodeState::Offline),
+            Topics::state_payload(NodeState::Offline, now),
             QoS::AtLeastOnce,
             true,
         ));
@@ -344,27 +360,16 @@ pub fn client(
                 .map_or_else(String::new, |p| p.expose().to_owned()),
         );
     }
-    if tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| MqttSetupError::TlsFile {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        let ca = read(config.tls.ca_file.as_deref().ok_or(MqttSetupError::NoCa)?)?;
-        let client_auth = match (&config.tls.cert_file, &config.tls.key_file) {
-            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-            _ => None,
-        };
+    if let Some(tls) = &config.tls {
         // rumqttc builds a rustls config with the process-wide crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca,
+            ca: tls.ca.clone(),
             alpn: None,
-            client_auth,
+            client_auth: tls.client_auth.clone(),
         }));
     }
-    Ok(AsyncClient::new(options, REQUEST_CAPACITY))
+    AsyncClient::new(options, REQUEST_CAPACITY)
 }
 
 /// The MQTT connection as [`run`] drives it.
@@ -376,6 +381,8 @@ pub struct Link {
     pub reconnect_max: Duration,
     /// Where rebirth requests go (the command sender signs and paces them).
     pub commands: crate::commands::Commands,
+    /// The collector's clock: receive times, the link's events and its state's `ts`.
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for Link {
@@ -408,6 +415,7 @@ pub async fn run(
         topics,
         reconnect_max,
         commands,
+        clock,
     } = link;
     let own_state = topics.own_state();
     let agents = topics.prefix.agents_filter();
@@ -423,7 +431,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             event = eventloop.poll() => event,
             _ = sleep_until_opt(idle) => {
-                check.start(&client, &own_state);
+                check.start(&client, &own_state, clock());
                 continue;
             }
             _ = sleep_until_opt(stalled) => {
@@ -437,7 +445,7 @@ pub async fn run(
                 if connected {
                     connected = false;
                     metrics.mqtt_connected.store(false, Relaxed);
-                    if !send(&core, CoreEvent::BrokerLost { at: now_millis() }, &shutdown).await {
+                    if !send(&core, CoreEvent::BrokerLost { at: clock() }, &shutdown).await {
                         break;
                     }
                 }
@@ -467,9 +475,9 @@ pub async fn run(
                         }
                     }
                 }
-                publish_state(&client, &own_state, NodeState::Online);
+                publish_state(&client, &own_state, NodeState::Online, clock());
                 let event = CoreEvent::BrokerConnected {
-                    at: now_millis(),
+                    at: clock(),
                     session_present: ack.session_present,
                 };
                 if !send(&core, event, &shutdown).await {
@@ -477,7 +485,7 @@ pub async fn run(
                 }
                 // The first echo on this connection ends the backlog of the blind period.
                 check.clear();
-                check.start(&client, &own_state);
+                check.start(&client, &own_state, clock());
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 if p.topic == own_state {
@@ -497,14 +505,14 @@ pub async fn run(
                             ..
                         }) => {
                             tracing::warn!("own state was overwritten with offline; republishing");
-                            publish_state(&client, &own_state, NodeState::Online);
+                            publish_state(&client, &own_state, NodeState::Online, clock());
                         }
                         Some(CollectorState {
                             state: NodeState::Online,
                             ts: Some(ts),
                             ..
                         }) if !p.retain && check.echoed(ts) => {
-                            let event = CoreEvent::LinkConfirmed { at: now_millis() };
+                            let event = CoreEvent::LinkConfirmed { at: clock() };
                             if !send(&core, event, &shutdown).await {
                                 break;
                             }
@@ -514,7 +522,7 @@ pub async fn run(
                     }
                     continue;
                 }
-                if let Some(event) = ingest.handle(&p.topic, &p.payload, now_millis()) {
+                if let Some(event) = ingest.handle(&p.topic, &p.payload, clock()) {
                     let event = event.retained(p.retain);
                     let will = is_will(&event);
                     metrics
@@ -525,7 +533,7 @@ pub async fn run(
                     }
                     check.forwarded();
                     if will && !check.is_out() {
-                        check.start(&client, &own_state);
+                        check.start(&client, &own_state, clock());
                     }
                 }
                 for path in ingest.take_rebirths() {
@@ -539,7 +547,7 @@ pub async fn run(
                     connected = false;
                     metrics.mqtt_connected.store(false, Relaxed);
                     tracing::warn!(error = %e, "lost the broker connection; reconnecting");
-                    if !send(&core, CoreEvent::BrokerLost { at: now_millis() }, &shutdown).await {
+                    if !send(&core, CoreEvent::BrokerLost { at: clock() }, &shutdown).await {
                         break;
                     }
                 } else {
@@ -554,7 +562,7 @@ pub async fn run(
         }
     }
     if connected {
-        disconnect(&mut eventloop, &client, &own_state).await;
+        disconnect(&mut eventloop, &client, &own_state, clock()).await;
     }
     metrics.mqtt_connected.store(false, Relaxed);
     if shutdown.is_cancelled() {
@@ -601,11 +609,11 @@ impl LinkCheck {
     }
 
     /// Publishes a marker. `try_`: this task drains the client's request channel.
-    fn start(&mut self, client: &AsyncClient, own_state: &str) {
+    fn start(&mut self, client: &AsyncClient, own_state: &str, now: Millis) {
         // Above any `ts` the plain state publishes used so far (they take `now`).
-        let marker = (now_millis() + 1).max(self.last_marker + 1);
+        let marker = (now + 1).max(self.last_marker + 1);
         self.last_marker = marker;
-        let payload = Topics::state_payload_at(NodeState::Online, marker);
+        let payload = Topics::state_payload(NodeState::Online, marker);
         // Also when publishing fails: the next idle check is a second away, not now.
         self.last_forwarded = Some(tokio::time::Instant::now());
         match client.try_publish(own_state, QoS::AtLeastOnce, false, payload) {
@@ -670,8 +678,8 @@ async fn send(
     }
 }
 
-fn publish_state(client: &AsyncClient, topic: &str, state: NodeState) {
-    let payload = Topics::state_payload(state);
+fn publish_state(client: &AsyncClient, topic: &str, state: NodeState, now: Millis) {
+    let payload = Topics::state_payload(state, now);
     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
         tracing::error!(error = %e, "cannot publish the collector's state");
     }
@@ -679,8 +687,8 @@ fn publish_state(client: &AsyncClient, topic: &str, state: NodeState) {
 
 /// Publishes the clean `offline` state, waits (bounded) for it to be acknowledged, and
 /// disconnects.
-async fn disconnect(eventloop: &mut EventLoop, client: &AsyncClient, own_state: &str) {
-    publish_state(client, own_state, NodeState::Offline);
+async fn disconnect(eventloop: &mut EventLoop, client: &AsyncClient, own_state: &str, now: Millis) {
+    publish_state(client, own_state, NodeState::Offline, now);
     let drain = async {
         let mut sent_disconnect = false;
         loop {

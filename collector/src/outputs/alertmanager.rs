@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext};
-use crate::model::{Alert, AlertId, Millis, now_millis};
+use crate::model::{Alert, AlertId, Millis};
 
 /// `[alertmanager]`: Prometheus Alertmanager's v2 API, as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,7 +57,8 @@ pub struct AlertmanagerSettings {
     pub resend_interval: Duration,
     pub timeout: Duration,
     pub retry: Retry,
-    pub generator_url: Option<String>,
+    /// The console's link, parsed.
+    pub generator_url: Option<reqwest::Url>,
     pub queue: usize,
 }
 
@@ -81,13 +82,19 @@ impl AlertmanagerConfig {
         if self.resend_interval < Duration::from_secs(1) {
             errors.push("alertmanager.resend_interval: must be at least 1s".into());
         }
-        match endpoint {
-            Ok(endpoint) if errors.is_empty() => Ok(AlertmanagerSettings {
+        let generator_url = match &self.generator_url {
+            Some(u) => delivery::http_url("alertmanager.generator_url", u)
+                .map(Some)
+                .map_err(|e| errors.push(e)),
+            None => Ok(None),
+        };
+        match (endpoint, generator_url) {
+            (Ok(endpoint), Ok(generator_url)) if errors.is_empty() => Ok(AlertmanagerSettings {
                 endpoint,
                 resend_interval: self.resend_interval,
                 timeout: self.timeout,
                 retry: Retry::new(self.max_attempts, self.retry_delay),
-                generator_url: self.generator_url.clone(),
+                generator_url,
                 queue: self.queue,
             }),
             _ => Err(errors),
@@ -119,8 +126,8 @@ pub fn rfc3339(ms: Millis) -> String {
     }
 }
 
-/// Maps an alert to Alertmanager's shape.
-pub fn postable(alert: &Alert, generator_url: Option<&str>) -> PostableAlert {
+/// Maps an alert to Alertmanager's shape; `now` ends a resolved alert that has no end time.
+pub fn postable(alert: &Alert, generator_url: Option<&reqwest::Url>, now: Millis) -> PostableAlert {
     let mut labels = BTreeMap::new();
     labels.insert("alertname".to_owned(), alert.rule.to_string());
     labels.insert("severity".to_owned(), alert.severity.as_str().to_owned());
@@ -144,9 +151,9 @@ pub fn postable(alert: &Alert, generator_url: Option<&str>) -> PostableAlert {
         starts_at: rfc3339(alert.started_at),
         ends_at: match alert.status {
             AlertStatus::Firing => None,
-            AlertStatus::Resolved => Some(rfc3339(alert.ended_at.unwrap_or_else(now_millis))),
+            AlertStatus::Resolved => Some(rfc3339(alert.ended_at.unwrap_or(now))),
         },
-        generator_url: generator_url.map(str::to_owned),
+        generator_url: generator_url.map(|u| u.as_str().to_owned()),
     }
 }
 
@@ -157,7 +164,7 @@ pub struct Alertmanager {
     client: reqwest::Client,
     resend: Duration,
     retry: Retry,
-    generator_url: Option<String>,
+    generator_url: Option<reqwest::Url>,
 }
 
 impl Alertmanager {
@@ -215,7 +222,7 @@ impl Alertmanager {
                     }
                     let batch: Vec<_> = firing
                         .values()
-                        .map(|a| postable(a, self.generator_url.as_deref()))
+                        .map(|a| postable(a, self.generator_url.as_ref(), (ctx.clock)()))
                         .collect();
                     if let Err(error) = self.post(&batch).await {
                         tracing::warn!(alerts = batch.len(), %error, "re-posting firing alerts failed");
@@ -239,7 +246,7 @@ impl Alertmanager {
     }
 
     async fn deliver(&self, alert: &Alert, ctx: &OutputContext) -> bool {
-        let body = [postable(alert, self.generator_url.as_deref())];
+        let body = [postable(alert, self.generator_url.as_ref(), (ctx.clock)())];
         delivery::deliver(NAME, alert, self.retry, ctx, |_| self.post(&body)).await
     }
 }
@@ -253,7 +260,8 @@ mod tests {
     #[test]
     fn labels_and_times_are_mapped() {
         let a = alert("0000000000000f01", AlertStatus::Firing);
-        let p = postable(&a, Some("http://console/"));
+        let console = reqwest::Url::parse("http://console/").expect("url");
+        let p = postable(&a, Some(&console), 0);
         let json = serde_json::to_value(&p).expect("json");
         assert_eq!(
             json,
@@ -267,7 +275,7 @@ mod tests {
                 "generatorURL": "http://console/"
             })
         );
-        let r = postable(&alert("0000000000000f01", AlertStatus::Resolved), None);
+        let r = postable(&alert("0000000000000f01", AlertStatus::Resolved), None, 0);
         assert_eq!(r.ends_at.as_deref(), Some("2025-11-28T11:50:00Z"));
     }
 
@@ -279,9 +287,32 @@ mod tests {
             site: a.subject.site().cloned().expect("site"),
         };
         a.kind = None;
-        let p = postable(&a, None);
+        let p = postable(&a, None, 0);
         assert!(!p.labels.contains_key("node") && !p.labels.contains_key("kind"));
         assert_eq!(p.labels["site"], "lz-cg");
+    }
+
+    #[test]
+    fn the_generator_url_is_parsed_at_load() {
+        let config = |url: &str| {
+            serde_json::from_value::<AlertmanagerConfig>(serde_json::json!({
+                "url": "http://127.0.0.1:9093", "generator_url": url
+            }))
+            .expect("deserialized")
+        };
+        let built = config("https://console.example/alerts")
+            .build()
+            .expect("valid");
+        assert_eq!(
+            built.generator_url.map(String::from).as_deref(),
+            Some("https://console.example/alerts")
+        );
+        let errors = config("console").build().expect_err("not a URL");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("alertmanager.generator_url: "),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use alarmnet_runtime::Backoff;
 
 use super::OutputContext;
 use crate::metrics::OutputEvent;
-use crate::model::{Alert, Millis, now_millis};
+use crate::model::{Alert, Millis};
 
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -103,7 +103,7 @@ where
 {
     let mut backoff = retry.backoff();
     for n in 1..=retry.max_attempts {
-        let at = now_millis();
+        let at = (ctx.clock)();
         let result = attempt(at).await;
         ctx.record(output, alert, n, at, result.clone()).await;
         match result {
@@ -162,19 +162,22 @@ mod tests {
             store: store.clone(),
             metrics,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            clock: crate::model::tokio_clock(1_764_330_000_000),
         };
         let alert = super::super::tests_support::alert(
             "00000000000000a1",
             alarmnet_protocol::AlertStatus::Firing,
         );
         let mut calls = 0;
+        let mut times = Vec::new();
         let delivered = deliver(
             "hook",
             &alert,
             Retry::new(5, Duration::from_secs(1)),
             &ctx,
-            |_| {
+            |at| {
                 calls += 1;
+                times.push(at);
                 let ok = calls == 3;
                 async move {
                     if ok {
@@ -188,6 +191,9 @@ mod tests {
         .await;
         assert!(delivered);
         assert_eq!(calls, 3);
+        // Attempts are dated by the context's clock, which follows paused time.
+        let t0 = 1_764_330_000_000;
+        assert_eq!(times, vec![t0, t0 + 1_000, t0 + 3_000]);
         let given_up = deliver("hook", &alert, Retry::once(), &ctx, |_| async {
             Err("closed".to_owned())
         })

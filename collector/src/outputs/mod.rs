@@ -26,7 +26,7 @@ use alarmnet_runtime::Tasks;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, OutputEvent};
-use crate::model::{Alert, Millis};
+use crate::model::{Alert, Clock, Millis};
 use crate::store::{NotificationAttempt, Store};
 pub use queue::{NoticeReceiver, NoticeSender, Pushed};
 
@@ -52,12 +52,25 @@ pub struct Outputs {
     metrics: Arc<Metrics>,
 }
 
-/// Shared by the output tasks: the store for the notification log, and the metrics.
-#[derive(Debug, Clone)]
+/// Shared by the output tasks: the store for the notification log, the metrics, and the
+/// clock.
+#[derive(Clone)]
 pub struct OutputContext {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    /// The collector's clock: when attempts are made and recorded.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for OutputContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputContext")
+            .field("store", &self.store)
+            .field("metrics", &self.metrics)
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutputContext {

@@ -8,7 +8,7 @@ use alarmnet_protocol::{NodeId, Prefix};
 use super::{Board, Readiness, ReadinessConfig, Reason};
 use crate::alerts::{Monitor, MonitorConfig};
 use crate::api::{EventHub, EventKind, RecentMetrics};
-use crate::config::IngestConfig;
+use crate::ingest::IngestConfig;
 use crate::ingest::{CoreEvent, Ingest};
 use crate::metrics::Metrics;
 use crate::model::Millis;

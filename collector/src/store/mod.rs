@@ -10,6 +10,7 @@
 //! call, then announce" — and a burst of heartbeat-derived writes costs one fsync.
 
 mod audit;
+pub mod config;
 pub mod days;
 mod drills;
 mod readiness;
@@ -28,6 +29,7 @@ use alarmnet_protocol::{AlertStatus, Birth, Fault, NodeId, NodePath, TestReceipt
 use tokio::sync::{mpsc, oneshot};
 
 pub use audit::AuditQuery;
+pub use config::{ByteSize, StoreConfig};
 pub use drills::{DrillRow, Targets};
 pub use sqlite::{
     AlertQuery, Db, FaultRecord, FiringCount, Heard, NodeBrief, NodeFilter, NodeKey, NodeQuery,

@@ -206,8 +206,8 @@ impl Db {
     }
 }
 
-/// The pruning task: every `interval`, folds finished days into the daily summaries, then
-/// deletes what is older than each kind's age, in batches. Runs until `shutdown`; store
+/// The pruning task: every `interval`, folds finished days (as of `clock`) into the daily
+/// summaries, then deletes what is older than each kind's age, in batches. Runs until `shutdown`; store
 /// errors are logged and tried again at the next round (a full disk must not stop it:
 /// deleting is how it helps).
 pub async fn run(
@@ -215,6 +215,7 @@ pub async fn run(
     config: RetentionConfig,
     tz: jiff::tz::TimeZone,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    clock: crate::model::Clock,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -226,7 +227,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(next) => {}
         }
         next = tokio::time::Instant::now() + config.interval;
-        let now = crate::model::now_millis();
+        let now = clock();
         match super::days::summarize(&store, &tz, now, &shutdown).await {
             Ok(n) => {
                 metrics.days_summarized.fetch_add(n, Relaxed);

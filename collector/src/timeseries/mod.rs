@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`point`]: [`Point`] and its builder; one constructor per measurement (the schema).
-//! - [`sink`]: [`Sink`] (built from [`SinkConfig`]), [`SinkHandle::submit`], [`Counters`].
+//! - [`sink`]: `[influx]` ([`SinkConfig`] builds the parsed [`SinkSettings`]), [`Sink`]
+//!   started from them, [`SinkHandle::submit`], [`Counters`].
 //! - [`spool`]: the bounded, checksummed on-disk queue used while the database is down.
 
 pub mod point;
@@ -12,4 +13,8 @@ pub mod sink;
 pub mod spool;
 
 pub use point::{NodeTags, Point, PointBuilder, PointError, state_code};
-pub use sink::{Counters, Sink, SinkConfig, SinkError, SinkHandle};
+pub use sink::{Counters, Sink, SinkConfig, SinkError, SinkHandle, SinkSettings};
+
+/// The time-series spool's directory, next to the store's file, unless `influx.spool_dir`
+/// says otherwise.
+pub const DEFAULT_SPOOL_DIR: &str = "tsdb-spool";

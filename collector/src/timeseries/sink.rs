@@ -149,10 +149,10 @@ impl SinkConfig {
         }
     }
 
-    /// Every problem with this configuration, all at once.
-    pub fn validate(&self) -> Result<(), SinkError> {
+    /// The checked settings, or every problem with this configuration, all at once.
+    pub fn build(&self) -> Result<SinkSettings, SinkError> {
         let mut problems = Vec::new();
-        match reqwest::Url::parse(&self.url) {
+        let url = match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {
                 if u.path() != "/" {
                     problems.push(format!(
@@ -160,10 +160,17 @@ impl SinkConfig {
                         self.url
                     ));
                 }
+                Some(u)
             }
-            Ok(_) => problems.push(format!("influx.url {:?}: must be http or https", self.url)),
-            Err(e) => problems.push(format!("influx.url {:?}: {e}", self.url)),
-        }
+            Ok(_) => {
+                problems.push(format!("influx.url {:?}: must be http or https", self.url));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("influx.url {:?}: {e}", self.url));
+                None
+            }
+        };
         if self.org.is_empty() {
             problems.push("influx.org: must not be empty".into());
         }
@@ -196,11 +203,67 @@ impl SinkConfig {
         if self.spool_dir.is_some() && self.spool_max_bytes < 64 * 1024 {
             problems.push("influx.spool_max_bytes: must be at least 65536".into());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(SinkError::Config(problems))
+        match url {
+            Some(url) if problems.is_empty() => Ok(SinkSettings {
+                url,
+                org: self.org.clone(),
+                bucket: self.bucket.clone(),
+                token: self.token.clone(),
+                batch_size: self.batch_size,
+                flush_interval: self.flush_interval,
+                max_buffer_points: self.max_buffer_points,
+                spool_dir: self.spool_dir.clone(),
+                spool_max_bytes: self.spool_max_bytes,
+                timeout: self.timeout,
+                max_inflight_requests: self.max_inflight_requests,
+                gzip: self.gzip,
+                retry_initial_backoff: self.retry_initial_backoff,
+                retry_max_backoff: self.retry_max_backoff,
+            }),
+            _ => Err(SinkError::Config(problems)),
         }
+    }
+}
+
+/// `[influx]` checked by [`SinkConfig::build`]: the database's URL parsed, the token read.
+/// Fields as in [`SinkConfig`].
+#[derive(Clone)]
+pub struct SinkSettings {
+    /// The database's base URL (http or https, no path).
+    pub url: reqwest::Url,
+    pub org: String,
+    pub bucket: String,
+    pub token: String,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub max_buffer_points: usize,
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
+    pub timeout: Duration,
+    pub max_inflight_requests: usize,
+    pub gzip: bool,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+}
+
+impl fmt::Debug for SinkSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkSettings")
+            .field("url", &self.url.as_str())
+            .field("org", &self.org)
+            .field("bucket", &self.bucket)
+            .field("token", &if self.token.is_empty() { "" } else { "***" })
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_buffer_points", &self.max_buffer_points)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("timeout", &self.timeout)
+            .field("max_inflight_requests", &self.max_inflight_requests)
+            .field("gzip", &self.gzip)
+            .field("retry_initial_backoff", &self.retry_initial_backoff)
+            .field("retry_max_backoff", &self.retry_max_backoff)
+            .finish()
     }
 }
 
@@ -547,11 +610,10 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Validates `config`, opens the spool (reading it once: it may hold up to
-    /// `spool_max_bytes`) and starts the worker, which first resumes writing what a
-    /// previous run left in the spool. Must be called within a tokio runtime.
-    pub fn start(config: &SinkConfig) -> Result<Self, SinkError> {
-        config.validate()?;
+    /// Opens the spool (reading it once: it may hold up to `spool_max_bytes`) and starts
+    /// the worker, which first resumes writing what a previous run left in the spool. Must
+    /// be called within a tokio runtime.
+    pub fn start(config: &SinkSettings) -> Result<Self, SinkError> {
         let spool = match &config.spool_dir {
             Some(dir) => Some(Spool::open(dir, config.spool_max_bytes).map_err(|source| {
                 SinkError::Spool {
@@ -566,7 +628,7 @@ impl Sink {
             .connect_timeout(config.timeout.min(Duration::from_secs(5)));
         let mut builder = influxdb2::ClientBuilder::with_builder(
             http,
-            config.url.clone(),
+            config.url.as_str(),
             config.org.clone(),
             config.token.clone(),
         );
@@ -620,7 +682,7 @@ impl Sink {
         let task = tokio::spawn(
             worker
                 .run()
-                .instrument(tracing::info_span!("timeseries", url = %config.url)),
+                .instrument(tracing::info_span!("timeseries", url = %config.url.as_str())),
         );
         Ok(Self {
             handle: SinkHandle { shared },
@@ -1145,20 +1207,16 @@ mod tests {
     fn config_problems_are_reported_together() {
         let mut c = SinkConfig::new("ftp://x", "", "b", "");
         c.batch_size = 0;
-        let Err(SinkError::Config(problems)) = c.validate() else {
+        let Err(SinkError::Config(problems)) = c.build() else {
             panic!("invalid config accepted");
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(
             SinkConfig::new("http://127.0.0.1:8086", "o", "b", "t")
-                .validate()
+                .build()
                 .is_ok()
         );
-        assert!(
-            SinkConfig::new("not a url", "o", "b", "t")
-                .validate()
-                .is_err()
-        );
+        assert!(SinkConfig::new("not a url", "o", "b", "t").build().is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //! Instants are RFC 3339 with the configured zone's offset ([`Stamp`]); durations are
 //! seconds as numbers with millisecond precision; percentages are unrounded.
 
+mod config;
 mod days;
 mod engine;
 mod window;
@@ -40,6 +41,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
+pub use config::UptimeConfig;
 pub use days::{Combined, Segment, combine};
 pub use engine::{
     Filter, GroupBy, Inputs, NodeTests, Outage, PartialReport, Query, ReportBuilder, Row, Step,

@@ -13,7 +13,7 @@ use crate::api::EventHub;
 use crate::api::tests::{OPERATOR, Server, SseReader, VIEWER, now};
 use crate::commands::{Commander, Commands, Discard, Signer};
 use crate::drills::{
-    DrillControl, DrillMeta, DrillsConfig, DrillsTask, LiveDrill, NodeResult, Selector, Status,
+    DrillControl, DrillMeta, DrillsSettings, DrillsTask, LiveDrill, NodeResult, Selector, Status,
     Tally,
 };
 use crate::store::Store;
@@ -71,7 +71,7 @@ pub(crate) async fn start_drills(
         store.clone(),
         events.clone(),
         commands,
-        DrillsConfig::default(),
+        DrillsSettings::default(),
         tz.clone(),
         Arc::new(now),
     );

@@ -1,0 +1,109 @@
+//! `[store]`: where the embedded store lives, its reserve file and its backlog bound.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[store]`: the embedded SQLite store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The database file; its directory must exist and be writable.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Size of the reserve file kept next to the database (`alarmnet.db.reserve`). When a
+    /// commit fails because the disk is full, the file is deleted so the store has room to
+    /// commit what it holds and recover; it is made again once the disk has twice this much
+    /// free. `"0"` keeps no reserve.
+    #[serde(default = "default_reserve")]
+    pub reserve: ByteSize,
+    /// Most writes (transitions, alerts, faults, test receipts, ...) held in memory while
+    /// the store cannot commit. Beyond it, the newest fault, test and readiness rows are
+    /// dropped first, then the others, each counted in
+    /// `alarmnet_store_backlog_dropped_total{kind}`; judging and notifying go on.
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog: usize,
+}
+
+/// A size in bytes: a number, or a string with a unit (`"64MiB"`, `"512KiB"`, `"1GiB"`,
+/// `"10MB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. \"64MiB\")"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn default_reserve() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_max_backlog() -> usize {
+    1_000_000
+}
+
+fn default_store_path() -> PathBuf {
+    "/var/lib/alarmnet-collector/alarmnet.db".into()
+}
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+            reserve: default_reserve(),
+            max_backlog: default_max_backlog(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Every problem, each under its `store.` key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.path.as_os_str().is_empty() {
+            errors.push("store.path: must not be empty".into());
+        }
+        if self.max_backlog < 1_000 {
+            errors.push("store.max_backlog: must be at least 1000 writes".into());
+        }
+        errors
+    }
+}
