@@ -305,7 +305,7 @@ impl Topics {
     }
 
     fn state_payload(state: NodeState) -> Vec<u8> {
-        Self::state_payload_at(state, now_millis())
+        Self::state_payload_at(state, now_millis().as_millis())
     }
 
     fn state_payload_at(state: NodeState, ts: u64) -> Vec<u8> {
@@ -603,7 +603,7 @@ impl LinkCheck {
     /// Publishes a marker. `try_`: this task drains the client's request channel.
     fn start(&mut self, client: &AsyncClient, own_state: &str) {
         // Above any `ts` the plain state publishes used so far (they take `now`).
-        let marker = (now_millis() + 1).max(self.last_marker + 1);
+        let marker = (now_millis().as_millis() + 1).max(self.last_marker + 1);
         self.last_marker = marker;
         let payload = Topics::state_payload_at(NodeState::Online, marker);
         // Also when publishing fails: the next idle check is a second away, not now.

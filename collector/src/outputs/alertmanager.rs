@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext};
-use crate::model::{Alert, AlertId, Millis, now_millis};
+use crate::model::{Alert, AlertId, UnixMillis, now_millis};
 
 /// `[alertmanager]`: Prometheus Alertmanager's v2 API, as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,8 +112,8 @@ pub struct PostableAlert {
 }
 
 /// RFC 3339 in UTC, millisecond precision.
-pub fn rfc3339(ms: Millis) -> String {
-    match jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX)) {
+pub fn rfc3339(ms: UnixMillis) -> String {
+    match jiff::Timestamp::from_millisecond(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX)) {
         Ok(t) => t.to_string(),
         Err(_) => jiff::Timestamp::UNIX_EPOCH.to_string(),
     }
@@ -286,6 +286,9 @@ mod tests {
 
     #[test]
     fn rfc3339_keeps_milliseconds() {
-        assert_eq!(rfc3339(1_764_330_000_123), "2025-11-28T11:40:00.123Z");
+        assert_eq!(
+            rfc3339(UnixMillis::from_millis(1_764_330_000_123)),
+            "2025-11-28T11:40:00.123Z"
+        );
     }
 }

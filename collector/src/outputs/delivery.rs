@@ -10,7 +10,7 @@ use alarmnet_runtime::Backoff;
 
 use super::OutputContext;
 use crate::metrics::OutputEvent;
-use crate::model::{Alert, Millis, now_millis};
+use crate::model::{Alert, UnixMillis, now_millis};
 
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -98,7 +98,7 @@ pub(crate) async fn deliver<F, Fut>(
     mut attempt: F,
 ) -> bool
 where
-    F: FnMut(Millis) -> Fut,
+    F: FnMut(UnixMillis) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
     let mut backoff = retry.backoff();
