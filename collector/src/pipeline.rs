@@ -1305,7 +1305,7 @@ mod tests {
             .call(|db| db.cap_pages_for_tests(None))
             .await
             .expect("uncap");
-        core.last_try = UnixMillis::from_millis(0);
+        core.last_try = UnixMillis::EPOCH;
         core.commit_and_announce().await;
         assert_eq!(
             notices(&mut rx),

@@ -34,7 +34,7 @@ use crate::model::UnixMillis;
 pub const TOP_OFFENDERS: usize = 10;
 
 /// The top offenders are recomputed at most this often (only while nodes are limited).
-const TOP_REFRESH_MS: u64 = 1_000;
+const TOP_REFRESH: Duration = Duration::from_secs(1);
 
 /// The message kinds with a bucket of their own.
 const KINDS: usize = 5;
@@ -69,7 +69,7 @@ pub struct NodeLimits {
     /// Tokens per millisecond.
     per_ms: f64,
     burst: f32,
-    log_window_ms: u64,
+    log_window: Duration,
     nodes: HashMap<NodeId, NodeBuckets>,
     /// Nodes that had at least one message dropped.
     offenders: HashSet<NodeId>,
@@ -89,7 +89,7 @@ impl NodeLimits {
         Some(Self {
             per_ms: rate / 1000.0,
             burst: burst.max(1) as f32,
-            log_window_ms: u64::try_from(log_window.as_millis()).unwrap_or(u64::MAX),
+            log_window,
             nodes: HashMap::new(),
             offenders: HashSet::new(),
             top_refreshed: None,
@@ -105,11 +105,7 @@ impl NodeLimits {
             return true;
         };
         // Any node's traffic brings the published counts up to date after a flood ends.
-        if self.dirty
-            && self
-                .top_refreshed
-                .is_none_or(|at| now.millis_since(at) >= TOP_REFRESH_MS)
-        {
+        if self.dirty && self.top_refreshed.is_none_or(|at| now - at >= TOP_REFRESH) {
             self.top_refreshed = Some(now);
             self.publish();
         }
@@ -138,9 +134,7 @@ impl NodeLimits {
         }
         b.dropped += 1;
         b.unlogged += 1;
-        if b.warned_at
-            .is_none_or(|at| now.millis_since(at) >= self.log_window_ms)
-        {
+        if b.warned_at.is_none_or(|at| now - at >= self.log_window) {
             tracing::warn!(
                 node = %node,
                 kind = ?kind,
@@ -158,10 +152,7 @@ impl NodeLimits {
             self.offenders.insert(node.clone());
         }
         self.dirty = true;
-        if self
-            .top_refreshed
-            .is_none_or(|at| now.millis_since(at) >= TOP_REFRESH_MS)
-        {
+        if self.top_refreshed.is_none_or(|at| now - at >= TOP_REFRESH) {
             self.top_refreshed = Some(now);
             self.publish();
         }
