@@ -19,7 +19,7 @@ use alarmnet_collector::api::{
 };
 use alarmnet_collector::metrics::Metrics;
 use alarmnet_collector::model::{
-    Alert, AlertId, Cause, Liveness, Millis, RuleKind, Subject, Transition,
+    Alert, AlertId, Cause, Liveness, RuleKind, Subject, Transition, UnixMillis,
 };
 use alarmnet_collector::store::{Db, Store, StoreError, schema};
 use alarmnet_collector::uptime::{DEFAULT_TIME_ZONE, time_zone};
@@ -48,7 +48,7 @@ fn kind(i: usize) -> &'static str {
     if i % 3 == 0 { "display" } else { "siren" }
 }
 
-fn birth(p: &NodePath, kind: &str, ts: Millis) -> Birth {
+fn birth(p: &NodePath, kind: &str, ts: u64) -> Birth {
     serde_json::from_value(json!({
         "v": 1, "boot": "boot0001", "ts": ts, "node": p.node, "site": p.site,
         "region": p.region, "kind": kind, "name": format!("{} {kind}", p.node),
@@ -60,12 +60,12 @@ fn birth(p: &NodePath, kind: &str, ts: Millis) -> Birth {
     .expect("valid birth")
 }
 
-fn transition(node: &NodeId, from: Liveness, to: Liveness, at: Millis, cause: Cause) -> Transition {
+fn transition(node: &NodeId, from: Liveness, to: Liveness, at: u64, cause: Cause) -> Transition {
     Transition {
         node: node.clone(),
         from,
         to,
-        at,
+        at: UnixMillis::from_millis(at),
         cause,
     }
 }
@@ -82,7 +82,11 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
             (i / LIST_REGIONS) % LIST_SITES_PER_REGION,
             i,
         );
-        db.upsert_birth(&p, &birth(&p, kind(i), joined), joined)?;
+        db.upsert_birth(
+            &p,
+            &birth(&p, kind(i), joined),
+            UnixMillis::from_millis(joined),
+        )?;
         let mut t = vec![transition(
             &p.node,
             Liveness::Unknown,
@@ -110,10 +114,10 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
                 "code": "no_load", "severity": "major", "status": "raised"
             }))
             .expect("valid fault");
-            db.record_fault(&p.node, &fault, NOW - DAY)?;
+            db.record_fault(&p.node, &fault, UnixMillis::from_millis(NOW - DAY))?;
         }
     }
-    let alert = |p: &NodePath, started_at: Millis, ended_at: Option<Millis>| Alert {
+    let alert = |p: &NodePath, started_at: u64, ended_at: Option<u64>| Alert {
         id: AlertId::new(started_at ^ p.node.as_str().len() as u64),
         rule: RuleKind::NodeOffline,
         severity: Severity::Critical,
@@ -128,8 +132,8 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
             node: p.node.clone(),
         },
         kind: Some(Name::new("siren").expect("valid kind")),
-        started_at,
-        ended_at,
+        started_at: UnixMillis::from_millis(started_at),
+        ended_at: ended_at.map(UnixMillis::from_millis),
         summary: format!("{} offline", p.node),
         args: Default::default(),
         ack: None,
@@ -160,7 +164,7 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
 /// every node (300 000 test receipts, 1 in 50 failed).
 fn seed_uptime(db: &Db) -> Result<(), StoreError> {
     let data = uptime_data();
-    let run = db.start_run(REGISTERED - DAY)?;
+    let run = db.start_run(UnixMillis::from_millis(REGISTERED - DAY))?;
     let mut receipt: alarmnet_protocol::TestReceipt = serde_json::from_value(json!({
         "v": 1, "boot": "boot0001", "seq": 0, "ts": 0, "test": "silent", "result": "pass",
         "duration_ms": 4200
@@ -169,7 +173,7 @@ fn seed_uptime(db: &Db) -> Result<(), StoreError> {
     let mut rng = Lcg(0x7e57);
     for n in &data.nodes {
         let birth = birth(&n.path, n.kind.as_str(), REGISTERED);
-        db.upsert_birth(&n.path, &birth, REGISTERED)?;
+        db.upsert_birth(&n.path, &birth, UnixMillis::from_millis(REGISTERED))?;
         let time_of_day = rng.below(DAY);
         for day in 0..30 {
             receipt.seq = day;
@@ -179,20 +183,21 @@ fn seed_uptime(db: &Db) -> Result<(), StoreError> {
             } else {
                 TestResult::Pass
             };
-            db.record_test(&n.path.node, &receipt, receipt.ts)?;
+            db.record_test(&n.path.node, &receipt, UnixMillis::from_millis(receipt.ts))?;
         }
     }
     db.record_transitions(&data.transitions)?;
     for silence in &data.silences {
         db.upsert_silence(silence)?;
     }
-    let edges: Vec<(bool, Millis)> = data
+    let edges: Vec<(bool, UnixMillis)> = data
         .blind
         .iter()
-        .flat_map(|&(from, to)| [(true, from), (false, to)])
+        .map(|&(from, to)| (UnixMillis::from_millis(from), UnixMillis::from_millis(to)))
+        .flat_map(|(from, to)| [(true, from), (false, to)])
         .collect();
     db.blind_edges(run, &edges)?;
-    db.run_alive(run, NOW)?;
+    db.run_alive(run, UnixMillis::from_millis(NOW))?;
     Ok(())
 }
 
@@ -239,7 +244,7 @@ async fn seeded(name: &str, seed: fn(&Db) -> Result<(), StoreError>) -> Store {
 /// Serves the API over `store` on 127.0.0.1:0 with the clock at [`NOW`]; returns its base URL.
 async fn serve(store: Store) -> String {
     let tz = time_zone(DEFAULT_TIME_ZONE).expect("the time zone database has Asia/Shanghai");
-    let events = EventHub::new(NOW, 4096, 1024, tz.clone());
+    let events = EventHub::new(UnixMillis::from_millis(NOW), 4096, 1024, tz.clone());
     let (control, rx) = Control::channel(8);
     tokio::spawn(serve_with_store(rx, store.clone(), events.clone()));
     let auth = Auth::new(&AuthConfig {
@@ -247,7 +252,7 @@ async fn serve(store: Store) -> String {
         tokens: Vec::new(),
     });
     let state = ApiState::new(store, events, control, auth, RecentMetrics::new(4), tz)
-        .with_clock(Arc::new(|| NOW));
+        .with_clock(Arc::new(|| UnixMillis::from_millis(NOW)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");

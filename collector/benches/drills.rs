@@ -12,6 +12,7 @@ use alarmnet_collector::api::EventHub;
 use alarmnet_collector::commands::{Commander, Commands, Publisher, Signer, key};
 use alarmnet_collector::drills::{DrillControl, DrillSpec, DrillsSettings, DrillsTask, Selector};
 use alarmnet_collector::metrics::Metrics;
+use alarmnet_collector::model::UnixMillis;
 use alarmnet_collector::store::Store;
 use alarmnet_protocol::{
     Birth, KeyId, Name, NodeId, NodePath, Prefix, RegionId, SiteId, TestReceipt,
@@ -57,7 +58,7 @@ async fn register(store: &Store) {
         store
             .call(move |db| {
                 for (p, b) in &chunk {
-                    db.upsert_birth(p, b, 1_790_000_000_000)?;
+                    db.upsert_birth(p, b, UnixMillis::from_millis(1_790_000_000_000))?;
                 }
                 Ok(())
             })
@@ -95,7 +96,7 @@ async fn run() {
         .drill(alarmnet_collector::commands::DrillJob {
             id: alarmnet_protocol::CmdId::new("d-bench").expect("id"),
             test: Name::new("silent").expect("test"),
-            deadline: u64::MAX,
+            deadline: UnixMillis::MAX,
             nodes: (0..NODES).map(path).collect(),
             cancel: CancellationToken::new(),
             sent: job_sent.clone(),
@@ -131,7 +132,7 @@ async fn run() {
     );
     tokio::spawn(commander.run(queue, stop.clone()));
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("zone");
-    let events = EventHub::new(0, 4096, 1024, tz.clone());
+    let events = EventHub::new(UnixMillis::EPOCH, 4096, 1024, tz.clone());
     let (control, rx) = DrillControl::channel();
     let mut drills = DrillsTask::new(
         store.clone(),

@@ -13,14 +13,14 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use alarmnet_collector::alerts::{Monitor, MonitorConfig};
-use alarmnet_collector::model::Millis;
+use alarmnet_collector::model::UnixMillis;
 use alarmnet_e2e::usage::rss_bytes;
 use alarmnet_protocol::{
     Birth, Envelope, Heartbeat, Message, NodePath, NodeTopic, Prefix, Topic, decode,
 };
 use serde_json::json;
 
-const T0: Millis = 1_764_330_000_000;
+const T0: u64 = 1_764_330_000_000;
 const INTERVAL: u64 = 10_000;
 
 fn path(k: usize) -> NodePath {
@@ -56,10 +56,10 @@ fn heartbeat(k: usize, seq: u64, ts: u64) -> Heartbeat {
     .expect("heartbeat")
 }
 
-fn populate(m: &mut Monitor, n: usize, now: Millis) -> Vec<NodePath> {
+fn populate(m: &mut Monitor, n: usize, now: u64) -> Vec<NodePath> {
     let paths: Vec<NodePath> = (0..n).map(path).collect();
     for (k, p) in paths.iter().enumerate() {
-        m.on_birth(p, &birth(p, k), false, now);
+        m.on_birth(p, &birth(p, k), false, UnixMillis::from_millis(now));
     }
     paths
 }
@@ -79,8 +79,8 @@ fn config() -> MonitorConfig {
 /// Heartbeats through the monitor: every node once per simulated interval, ticks every
 /// simulated second. Returns messages per second of wall time.
 fn throughput(nodes: usize, rounds: u64, with_decode: bool) -> f64 {
-    let mut m = Monitor::new(config(), T0);
-    m.broker_connected(T0);
+    let mut m = Monitor::new(config(), UnixMillis::from_millis(T0));
+    m.broker_connected(UnixMillis::from_millis(T0));
     let paths = populate(&mut m, nodes, T0);
     let prefix = Prefix::new("alarmnet/v1").expect("prefix");
     // Pre-encode one round of payloads per node when decoding (the seq repeats per round,
@@ -111,19 +111,25 @@ fn throughput(nodes: usize, rounds: u64, with_decode: bool) -> f64 {
             let t = T0 + (round - 1) * INTERVAL + (k as f64 / per_ms) as u64;
             if t >= now + 1_000 {
                 now = t;
-                changes += m.tick(now).alerts.len();
+                changes += m.tick(UnixMillis::from_millis(now)).alerts.len();
             }
             if with_decode {
                 let (topic, payload) = &encoded[k];
                 let env = decode(&prefix, topic, payload).expect("valid");
                 if let (Topic::Node(p, _), Message::Heartbeat(hb)) = (&env.topic, &env.message) {
-                    changes += m.on_heartbeat(p, hb, t).transitions.len();
+                    changes += m
+                        .on_heartbeat(p, hb, UnixMillis::from_millis(t))
+                        .transitions
+                        .len();
                 }
             } else {
                 let hb = &mut hbs[k];
                 hb.seq = round;
                 hb.ts = t;
-                changes += m.on_heartbeat(&paths[k], hb, t).transitions.len();
+                changes += m
+                    .on_heartbeat(&paths[k], hb, UnixMillis::from_millis(t))
+                    .transitions
+                    .len();
             }
             sent += 1;
         }
@@ -145,8 +151,8 @@ fn main() {
     // Memory per node with 600 000 nodes.
     let n = 600_000;
     let before = rss_bytes(std::process::id());
-    let mut m = Monitor::new(config(), T0);
-    m.broker_connected(T0);
+    let mut m = Monitor::new(config(), UnixMillis::from_millis(T0));
+    m.broker_connected(UnixMillis::from_millis(T0));
     let paths = populate(&mut m, n, T0);
     let after = rss_bytes(std::process::id());
     let per_node = (after - before) as f64 / n as f64;
@@ -172,8 +178,8 @@ fn main() {
     }
 
     let n = 60_000;
-    let mut small = Monitor::new(config(), T0);
-    small.broker_connected(T0);
+    let mut small = Monitor::new(config(), UnixMillis::from_millis(T0));
+    small.broker_connected(UnixMillis::from_millis(T0));
     let few = populate(&mut small, n, T0);
     let (idle, avg, max) = tick_cost(&mut small, &few);
     println!(
@@ -192,9 +198,9 @@ fn tick_cost(m: &mut Monitor, paths: &[NodePath]) -> (f64, f64, f64) {
     let per_ms = n as f64 / INTERVAL as f64;
     let mut hbs: Vec<Heartbeat> = (0..n).map(|k| heartbeat(k, 0, base)).collect();
     for (k, p) in paths.iter().enumerate() {
-        m.on_heartbeat(p, &hbs[k], base);
+        m.on_heartbeat(p, &hbs[k], UnixMillis::from_millis(base));
     }
-    m.tick(base);
+    m.tick(UnixMillis::from_millis(base));
     // Two warm-up intervals to spread the heap entries like a live network's.
     let mut ticks = Vec::new();
     let mut now = base;
@@ -204,7 +210,7 @@ fn tick_cost(m: &mut Monitor, paths: &[NodePath]) -> (f64, f64, f64) {
             if t >= now + 1_000 {
                 now = t;
                 let start = Instant::now();
-                black_box(m.tick(now));
+                black_box(m.tick(UnixMillis::from_millis(now)));
                 if round > 2 {
                     ticks.push(start.elapsed().as_nanos() as f64 / 1_000.0);
                 }
@@ -212,17 +218,17 @@ fn tick_cost(m: &mut Monitor, paths: &[NodePath]) -> (f64, f64, f64) {
             let hb = &mut hbs[k];
             hb.seq = round;
             hb.ts = t;
-            m.on_heartbeat(&paths[k], hb, t);
+            m.on_heartbeat(&paths[k], hb, UnixMillis::from_millis(t));
         }
     }
     let avg = ticks.iter().sum::<f64>() / ticks.len() as f64;
     let max = ticks.iter().copied().fold(0.0, f64::max);
     // Nothing due: right after a tick.
-    m.tick(now);
+    m.tick(UnixMillis::from_millis(now));
     let reps = 100_000u32;
     let start = Instant::now();
     for _ in 0..reps {
-        black_box(m.tick(now));
+        black_box(m.tick(UnixMillis::from_millis(now)));
     }
     let idle = start.elapsed().as_nanos() as f64 / f64::from(reps);
     (idle, avg, max)
@@ -230,24 +236,27 @@ fn tick_cost(m: &mut Monitor, paths: &[NodePath]) -> (f64, f64, f64) {
 
 /// Every node stops at once and comes back at once: the worst burst of alert work.
 fn mass_outage(n: usize) -> (f64, f64, usize) {
-    let mut m = Monitor::new(config(), T0);
-    m.broker_connected(T0);
+    let mut m = Monitor::new(config(), UnixMillis::from_millis(T0));
+    m.broker_connected(UnixMillis::from_millis(T0));
     let paths = populate(&mut m, n, T0);
-    let beat = |m: &mut Monitor, seq: u64, now: Millis| {
+    let beat = |m: &mut Monitor, seq: u64, now: u64| {
         let start = Instant::now();
         let mut changes = 0;
         for (k, p) in paths.iter().enumerate() {
-            changes += m.on_heartbeat(p, &heartbeat(k, seq, now), now).alerts.len();
+            changes += m
+                .on_heartbeat(p, &heartbeat(k, seq, now), UnixMillis::from_millis(now))
+                .alerts
+                .len();
         }
         (start.elapsed().as_secs_f64() * 1_000.0, changes)
     };
     beat(&mut m, 1, T0 + 1_000);
-    m.tick(T0 + 1_000);
+    m.tick(UnixMillis::from_millis(T0 + 1_000));
     let start = Instant::now();
-    let out = m.tick(T0 + 1_000 + 3 * INTERVAL);
+    let out = m.tick(UnixMillis::from_millis(T0 + 1_000 + 3 * INTERVAL));
     let down = start.elapsed().as_secs_f64() * 1_000.0;
     let mut changes = out.alerts.len();
-    changes += m.tick(T0 + 120_000).alerts.len();
+    changes += m.tick(UnixMillis::from_millis(T0 + 120_000)).alerts.len();
     let (up, more) = beat(&mut m, 2, T0 + 130_000);
     (down, up, changes + more)
 }

@@ -21,7 +21,7 @@ use alarmnet_collector::api::{EventHub, RecentMetrics};
 use alarmnet_collector::ingest::IngestConfig;
 use alarmnet_collector::ingest::{CoreEvent, Ingest};
 use alarmnet_collector::metrics::Metrics;
-use alarmnet_collector::model::Millis;
+use alarmnet_collector::model::UnixMillis;
 use alarmnet_collector::outputs::Outputs;
 use alarmnet_collector::pipeline::{Core, Links};
 use alarmnet_collector::store::Store;
@@ -33,7 +33,7 @@ use serde_json::json;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const T0: Millis = 1_764_330_000_000;
+const T0: u64 = 1_764_330_000_000;
 const INTERVAL: u64 = 10_000;
 const ROUNDS: u64 = 6;
 const BURST: usize = 4096;
@@ -86,12 +86,17 @@ async fn run() {
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(&dir.path().join("bench.db"), metrics.clone()).expect("store");
     let links = Links {
-        events: EventHub::new(T0, 1024, 1024, jiff::tz::TimeZone::UTC),
+        events: EventHub::new(
+            UnixMillis::from_millis(T0),
+            1024,
+            1024,
+            jiff::tz::TimeZone::UTC,
+        ),
         recent: RecentMetrics::new(16),
         rebirth: None,
         tsdb: None,
     };
-    let monitor = Monitor::new(MonitorConfig::default(), T0);
+    let monitor = Monitor::new(MonitorConfig::default(), UnixMillis::from_millis(T0));
     let mut core = Core::new(
         store.clone(),
         Outputs::none(metrics.clone()),
@@ -99,7 +104,9 @@ async fn run() {
         monitor,
         links,
     );
-    core.restore(T0).await.expect("restore");
+    core.restore(UnixMillis::from_millis(T0))
+        .await
+        .expect("restore");
     let mut ingest = Ingest::new(
         Prefix::default(),
         &IngestConfig {
@@ -111,14 +118,14 @@ async fn run() {
         metrics.clone(),
     );
     core.absorb(CoreEvent::BrokerConnected {
-        at: T0,
+        at: UnixMillis::from_millis(T0),
         session_present: false,
     });
 
     // Registration, committed like the collector's first minutes.
     let started = Instant::now();
     for k in 0..nodes {
-        if let Some(e) = ingest.handle(&topic(k, "birth"), &birth(k), T0) {
+        if let Some(e) = ingest.handle(&topic(k, "birth"), &birth(k), UnixMillis::from_millis(T0)) {
             core.absorb(e);
         }
         if k % BURST == BURST - 1 {
@@ -137,7 +144,7 @@ async fn run() {
     // is dropped as a duplicate.
     let topics: Vec<String> = (0..nodes).map(|k| topic(k, "hb")).collect();
     let per_ms = nodes as f64 / INTERVAL as f64;
-    let mut traffic: Vec<(usize, Millis, Vec<u8>)> = Vec::with_capacity(nodes * ROUNDS as usize);
+    let mut traffic: Vec<(usize, u64, Vec<u8>)> = Vec::with_capacity(nodes * ROUNDS as usize);
     for round in 1..=ROUNDS {
         for k in 0..nodes {
             let t = T0 + 30_000 + (round - 1) * INTERVAL + (k as f64 / per_ms) as u64;
@@ -153,7 +160,9 @@ async fn run() {
     let started = Instant::now();
     let mut clock = Clock::new(T0 + 30_000);
     for (k, t, payload) in first {
-        let e = ingest.handle(&topics[*k], payload, *t).expect("accepted");
+        let e = ingest
+            .handle(&topics[*k], payload, UnixMillis::from_millis(*t))
+            .expect("accepted");
         clock.feed(&mut core, e, *t).await;
     }
     clock.finish(&mut core).await;
@@ -169,7 +178,9 @@ async fn run() {
         .iter()
         .map(|(k, t, payload)| {
             (
-                ingest.handle(&topics[*k], payload, *t).expect("accepted"),
+                ingest
+                    .handle(&topics[*k], payload, UnixMillis::from_millis(*t))
+                    .expect("accepted"),
                 *t,
             )
         })
@@ -211,23 +222,23 @@ async fn run() {
 /// Drives the core as its loop does: bursts of [`BURST`] events, one commit each, "last
 /// heard" flushed and deadlines judged once per second of the messages' time.
 struct Clock {
-    second: Millis,
+    second: u64,
     in_burst: usize,
 }
 
 impl Clock {
-    fn new(start: Millis) -> Self {
+    fn new(start: u64) -> Self {
         Self {
             second: start,
             in_burst: 0,
         }
     }
 
-    async fn feed(&mut self, core: &mut Core, event: CoreEvent, at: Millis) {
+    async fn feed(&mut self, core: &mut Core, event: CoreEvent, at: u64) {
         if at >= self.second + 1_000 {
             self.second = at;
             core.flush_seen();
-            core.tick(at);
+            core.tick(UnixMillis::from_millis(at));
         }
         core.absorb(event);
         self.in_burst += 1;

@@ -13,12 +13,17 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use alarmnet_collector::alerts::{Monitor, MonitorConfig};
-use alarmnet_collector::model::Millis;
+use alarmnet_collector::model::UnixMillis;
 use alarmnet_collector::readiness::{Readiness, ReadinessConfig, ReadinessTracker};
 use alarmnet_protocol::{Birth, FaultKey, Name, NodeId, NodePath, Severity, TestResult};
 use serde_json::json;
 
-const T0: Millis = 1_764_330_000_000;
+const T0: u64 = 1_764_330_000_000;
+
+/// `offset` ms after `T0`.
+fn at(offset: u64) -> UnixMillis {
+    UnixMillis::from_millis(T0 + offset)
+}
 const NODES: usize = 100_000;
 
 fn path(k: usize) -> NodePath {
@@ -46,20 +51,20 @@ fn per_op(label: &str, ops: usize, f: impl FnOnce()) {
 }
 
 fn main() {
-    let mut m = Monitor::new(MonitorConfig::default(), T0);
+    let mut m = Monitor::new(MonitorConfig::default(), at(0));
     let mut r = ReadinessTracker::new(&ReadinessConfig::default());
     let paths: Vec<NodePath> = (0..NODES).map(path).collect();
     let ids: Vec<NodeId> = paths.iter().map(|p| p.node.clone()).collect();
     for (k, p) in paths.iter().enumerate() {
-        let out = m.on_birth(p, &birth(p, k), false, T0);
+        let out = m.on_birth(p, &birth(p, k), false, at(0));
         for t in &out.transitions {
             r.liveness(m.tracker(), &t.node, t.to, t.at);
         }
-        r.birth(m.tracker(), &p.node, T0);
+        r.birth(m.tracker(), &p.node, at(0));
     }
     let silent = Name::new("silent").expect("name");
     for id in &ids {
-        r.test(m.tracker(), id, &silent, TestResult::Pass, T0, T0);
+        r.test(m.tracker(), id, &silent, TestResult::Pass, at(0), at(0));
     }
     r.take_changes();
     let t = m.tracker();
@@ -68,7 +73,7 @@ fn main() {
     const OPS: usize = 1_000_000;
     per_op("heartbeat fault list, nothing changed", OPS, || {
         for i in 0..OPS {
-            r.fault_list(t, &ids[i % NODES], &[], Severity::Major, T0 + 1);
+            r.fault_list(t, &ids[i % NODES], &[], Severity::Major, at(1));
         }
     });
     let key = FaultKey::new(Name::new("amp").expect("n"), Name::new("X").expect("n"));
@@ -76,7 +81,7 @@ fn main() {
     per_op("fault raised or cleared (a state change)", OPS, || {
         for i in 0..OPS {
             let sev = (i / NODES % 2 == 0).then_some(Severity::Critical);
-            r.fault(t, &ids[i % NODES], &key, sev, T0 + 2 + i as u64);
+            r.fault(t, &ids[i % NODES], &key, sev, at(2 + i as u64));
             if i % 4096 == 0 {
                 changes += r.take_changes().len();
             }
@@ -85,14 +90,7 @@ fn main() {
     black_box(changes);
     per_op("test receipt (pass, no state change)", OPS, || {
         for i in 0..OPS {
-            r.test(
-                t,
-                &ids[i % NODES],
-                &silent,
-                TestResult::Pass,
-                T0 + 3,
-                T0 + 3,
-            );
+            r.test(t, &ids[i % NODES], &silent, TestResult::Pass, at(3), at(3));
         }
     });
     r.take_changes();

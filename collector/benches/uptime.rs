@@ -2,6 +2,9 @@
 //! by region (target: under 1 s). Run: `cargo bench -p alarmnet-collector --bench uptime`.
 
 use std::hint::black_box;
+use std::time::Duration;
+
+use alarmnet_collector::model::UnixMillis;
 
 use alarmnet_collector::uptime::{
     DEFAULT_TIME_ZONE, Filter, GroupBy, Inputs, Query, Window, report, time_zone,
@@ -16,7 +19,10 @@ fn bench(c: &mut Criterion) {
     let blind: Vec<Window> = data
         .blind
         .iter()
-        .map(|&(from, to)| Window::new(from, to).expect("ordered"))
+        .map(|&(from, to)| {
+            Window::new(UnixMillis::from_millis(from), UnixMillis::from_millis(to))
+                .expect("ordered")
+        })
         .collect();
     let tz = time_zone(DEFAULT_TIME_ZONE).expect("the time zone database has Asia/Shanghai");
     let mut group = c.benchmark_group("uptime_30d_10k_nodes_1m_transitions");
@@ -24,8 +30,11 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(data.transitions.len() as u64));
     for by in [GroupBy::Node, GroupBy::Region] {
         let query = Query {
-            window: Window::last(30 * DAY, NOW),
-            now: NOW,
+            window: Window::last(
+                Duration::from_millis(30 * DAY),
+                UnixMillis::from_millis(NOW),
+            ),
+            now: UnixMillis::from_millis(NOW),
             by,
             filter: Filter::default(),
             outage_list: false,

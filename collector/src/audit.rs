@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::HeaderMap;
 use serde::Serialize;
 
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// What came of an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,7 +58,7 @@ impl Outcome {
 pub struct AuditEntry {
     /// The row id (0 before it is stored).
     pub id: i64,
-    pub at: Millis,
+    pub at: UnixMillis,
     /// The token's name; `None` without a (known) token, or for the collector itself.
     pub actor: Option<String>,
     /// `operator`, `viewer`, `anonymous`, `unknown_token` or `system`.

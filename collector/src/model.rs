@@ -1,5 +1,6 @@
 //! Domain types shared by the collector's pure logic (liveness, alerts, uptime) and its I/O
-//! shell (store, API, outputs). Times are the collector's own clock in [`Millis`].
+//! shell (store, API, outputs). Instants are the collector's own clock in [`UnixMillis`]; spans are
+//! [`std::time::Duration`].
 
 use alarmnet_protocol::{
     AlertStatus, BootId, Name, NodeId, NodePath, Reason, RegionId, Severity, SiteId,
@@ -9,24 +10,25 @@ use serde::{Deserialize, Serialize};
 mod ids;
 mod rule;
 mod subject;
+mod time;
 
 pub use ids::{AlertId, SilenceId};
 pub use rule::RuleKind;
 pub use subject::{Subject, SubjectError, SubjectLabels};
+pub use time::UnixMillis;
+#[cfg(test)]
+pub(crate) use time::ms;
 
-/// Milliseconds since the Unix epoch, UTC, on the collector's clock.
-pub type Millis = u64;
-
-/// The collector's wall clock in [`Millis`] (0 before the epoch, saturating far after it).
-pub fn now_millis() -> Millis {
+/// The collector's wall clock as a [`UnixMillis`] (the epoch before it, saturating far after it).
+pub fn now_millis() -> UnixMillis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(UnixMillis::EPOCH, |d| UnixMillis::EPOCH + d)
 }
 
 /// Where a component reads "now": the system clock in service ([`system_clock`]), tokio's
 /// clock from a fixed start in tests ([`tokio_clock`]), so paused time drives it.
-pub type Clock = std::sync::Arc<dyn Fn() -> Millis + Send + Sync>;
+pub type Clock = std::sync::Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 
 /// The system clock: [`now_millis`].
 pub fn system_clock() -> Clock {
@@ -35,12 +37,10 @@ pub fn system_clock() -> Clock {
 
 /// A clock reading `base` now and advancing with tokio's clock: under paused time
 /// (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`) it moves only when
-/// tokio's time does, so deadlines in [`Millis`] and tokio's timers agree.
-pub fn tokio_clock(base: Millis) -> Clock {
+/// tokio's time does, so deadlines as [`UnixMillis`]s and tokio's timers agree.
+pub fn tokio_clock(base: UnixMillis) -> Clock {
     let start = tokio::time::Instant::now();
-    std::sync::Arc::new(move || {
-        base.saturating_add(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX))
-    })
+    std::sync::Arc::new(move || base + start.elapsed())
 }
 
 /// A node's liveness as judged by the collector.
@@ -157,7 +157,7 @@ pub struct Transition {
     pub node: NodeId,
     pub from: Liveness,
     pub to: Liveness,
-    pub at: Millis,
+    pub at: UnixMillis,
     pub cause: Cause,
 }
 
@@ -175,7 +175,7 @@ pub struct NodeInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub by: String,
-    pub at: Millis,
+    pub at: UnixMillis,
     pub comment: Option<String>,
 }
 
@@ -191,8 +191,8 @@ pub struct Alert {
     pub subject: Subject,
     /// The node's kind, for node alerts.
     pub kind: Option<Name>,
-    pub started_at: Millis,
-    pub ended_at: Option<Millis>,
+    pub started_at: UnixMillis,
+    pub ended_at: Option<UnixMillis>,
     pub summary: String,
     /// The summary's facts by name (see `docs/api.md`, "Alert arguments"), so the console
     /// and receivers can word the alert in their own language.
@@ -212,8 +212,8 @@ pub struct Silence {
     pub site: Option<SiteId>,
     pub node: Option<NodeId>,
     pub kind: Option<Name>,
-    pub starts_at: Millis,
-    pub ends_at: Millis,
+    pub starts_at: UnixMillis,
+    pub ends_at: UnixMillis,
     pub created_by: String,
     pub comment: Option<String>,
 }

@@ -35,7 +35,7 @@ use crate::liveness::RestoredNode;
 use crate::liveness::wills::{HeldWill, WillGate};
 use crate::metrics::Metrics;
 use crate::model::{
-    AlertId, Clock, Millis, NodeInfo, Silence, SilenceId, Transition, system_clock,
+    AlertId, Clock, NodeInfo, Silence, SilenceId, Transition, UnixMillis, system_clock,
 };
 use crate::outputs::Outputs;
 use crate::readiness::{Board, ReadinessChange, ReadinessConfig, ReadinessTracker};
@@ -47,16 +47,16 @@ use crate::timeseries::{NodeTags, Point, SinkHandle};
 const MAX_BURST: usize = 4096;
 
 /// While the store fails, a commit of the held writes is tried at most this often.
-const RETRY_EVERY: Millis = 1_000;
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a missing reserve file is made again (when the disk has room for it).
-const RESERVE_EVERY: Millis = 30_000;
+const RESERVE_EVERY: Duration = Duration::from_secs(30);
 
 /// How often "last heard" times reach the store (and the run's "alive" mark).
 const SEEN_FLUSH: Duration = Duration::from_secs(1);
 
 /// At most one `rebirth` request per node in this long.
-const REBIRTH_EVERY: Millis = 60_000;
+const REBIRTH_EVERY: Duration = Duration::from_secs(60);
 
 /// A Last Will (or any `offline` other than a clean shutdown): held by the [`WillGate`].
 fn is_will(state: &State) -> bool {
@@ -80,7 +80,7 @@ fn touch(
     db: &crate::store::Db,
     heard: &[Heard],
     run: Option<i64>,
-    now: Millis,
+    now: UnixMillis,
 ) -> Result<(), StoreError> {
     db.touch(heard)?;
     if let Some(run) = run {
@@ -139,7 +139,7 @@ pub struct Core {
     monitor: Monitor,
     links: Links,
     /// Last heard per node since the last flush.
-    seen: HashMap<NodeId, Millis>,
+    seen: HashMap<NodeId, UnixMillis>,
     /// The flush of "last heard" times being written, if any.
     seen_flush: Option<tokio::task::JoinHandle<()>>,
     /// How the last flush of "last heard" times went (`None`: not known yet). On a quiet
@@ -150,25 +150,25 @@ pub struct Core {
     /// What the burst decided, announced after its commit.
     pending: Pending,
     /// Edges of blind mode not yet stored: `(blind, at)`.
-    blind_edges: Vec<(bool, Millis)>,
+    blind_edges: Vec<(bool, UnixMillis)>,
     /// Since when the broker connection is down, if it is.
-    blind_since: Option<Millis>,
+    blind_since: Option<UnixMillis>,
     /// Since when the store fails to commit, if it does.
-    store_failing: Option<Millis>,
+    store_failing: Option<UnixMillis>,
     /// When a commit was last tried (paces retries while the store fails).
-    last_try: Millis,
+    last_try: UnixMillis,
     /// Most writes held while the store fails (`[store] max_backlog`).
     max_backlog: usize,
     /// The store's reserve file, if one is kept (`[store] reserve`).
     reserve: Option<Arc<Reserve>>,
     /// When the reserve file was last checked (and made again if missing).
-    reserve_checked: Millis,
+    reserve_checked: UnixMillis,
     /// A reserve file is being made (off the core's thread).
     reserve_making: Option<tokio::task::JoinHandle<()>>,
     /// This run's row in the store's run log, once started.
     run: Option<i64>,
     /// When each node was last asked for a rebirth.
-    rebirths: HashMap<NodeId, Millis>,
+    rebirths: HashMap<NodeId, UnixMillis>,
     /// Readiness of every node, fed beside the monitor (see [`crate::readiness`]).
     readiness: ReadinessTracker,
     /// Where the readiness rollups are published after each commit.
@@ -178,7 +178,7 @@ pub struct Core {
     /// The last moment the broker is known to have been delivering to the collector (a
     /// message, a link check's echo, a connection): liveness deadlines are judged only up
     /// to it, so a link that only looks up is not judged as every node going silent.
-    heard_until: Millis,
+    heard_until: UnixMillis,
     /// The current connection follows a broker outage (not the collector's start): Wills
     /// within a node's grace period describe the outage.
     after_outage: bool,
@@ -219,17 +219,17 @@ impl Core {
             blind_edges: Vec::new(),
             blind_since: None,
             store_failing: None,
-            last_try: 0,
+            last_try: UnixMillis::EPOCH,
             max_backlog: 1_000_000,
             reserve: None,
-            reserve_checked: 0,
+            reserve_checked: UnixMillis::EPOCH,
             reserve_making: None,
             run: None,
             rebirths: HashMap::new(),
             readiness: ReadinessTracker::new(&ReadinessConfig::default()),
             board: Board::new(),
             wills: WillGate::new(),
-            heard_until: 0,
+            heard_until: UnixMillis::EPOCH,
             after_outage: false,
             clock: CoreClock(system_clock()),
         }
@@ -243,7 +243,7 @@ impl Core {
     }
 
     /// Now, on the core's clock.
-    fn now(&self) -> Millis {
+    fn now(&self) -> UnixMillis {
         (self.clock.0)()
     }
 
@@ -277,7 +277,7 @@ impl Core {
     /// handed to outputs that repeat them (no new notification is sent). Starts this run's
     /// entry in the run log (the time before it, since the last run's last sign of life, is
     /// time nobody watched).
-    pub async fn restore(&mut self, now: Millis) -> Result<(), StoreError> {
+    pub async fn restore(&mut self, now: UnixMillis) -> Result<(), StoreError> {
         let nodes = self.store.nodes(NodeFilter::default()).await?;
         let count = nodes.len();
         for rec in nodes {
@@ -346,7 +346,7 @@ impl Core {
         let mut earliest = tokio::time::Instant::now();
         loop {
             let wake = self.next_wake().map(|at| {
-                let wait = Duration::from_millis(at.saturating_sub(self.now()));
+                let wait = at - self.now();
                 (tokio::time::Instant::now() + wait).max(earliest)
             });
             let deadline = async move {
@@ -446,7 +446,7 @@ impl Core {
                 self.after_outage = self.blind_since.is_some();
                 if let Some(since) = self.blind_since.take() {
                     tracing::info!(
-                        blind_ms = at.saturating_sub(since),
+                        blind_ms = at.millis_since(since),
                         session_present,
                         "broker back"
                     );
@@ -460,7 +460,7 @@ impl Core {
                 // A wave of Wills just before the loss belongs to the blind period, and so
                 // does the time since the broker was last heard.
                 let from = self.wills.lost(at);
-                let from = if self.heard_until > 0 {
+                let from = if self.heard_until > UnixMillis::EPOCH {
                     from.min(self.heard_until)
                 } else {
                     from
@@ -468,7 +468,7 @@ impl Core {
                 if held > 0 {
                     tracing::info!(
                         wills = held,
-                        wave_ms = at.saturating_sub(from),
+                        wave_ms = at.millis_since(from),
                         "Wills delivered just before the broker connection was lost are not judged"
                     );
                 }
@@ -491,7 +491,7 @@ impl Core {
 
     /// One cause of blindness began (the broker or the store): the monitor stops judging if
     /// it was not already blind.
-    fn go_blind(&mut self, cause: BlindCause, at: Millis) {
+    fn go_blind(&mut self, cause: BlindCause, at: UnixMillis) {
         if self.monitor.tracker().is_blind() {
             return;
         }
@@ -503,7 +503,7 @@ impl Core {
     /// One cause of blindness ended (also the first connection after start): once neither
     /// the broker nor the store is failing, the monitor judges again, every node with a full
     /// timeout from `at`.
-    fn see_again(&mut self, at: Millis) {
+    fn see_again(&mut self, at: UnixMillis) {
         if self.blind_since.is_some() {
             return;
         }
@@ -519,7 +519,7 @@ impl Core {
         path: &NodePath,
         message: NodeMessage,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
     ) -> Output {
         let sequenced = match &message {
             NodeMessage::Heartbeat(hb) => Some((&hb.boot, hb.seq)),
@@ -591,7 +591,7 @@ impl Core {
                     &path.node,
                     &test.test,
                     test.result,
-                    test.ts.min(now),
+                    UnixMillis::from_millis(test.ts).min(now),
                     now,
                 );
                 if let Some(tags) = self.tags(path) {
@@ -644,7 +644,7 @@ impl Core {
     }
 
     /// Sends a `rebirth` command to a node heard before its birth (at most once a minute).
-    fn ask_rebirth(&mut self, path: &NodePath, now: Millis) {
+    fn ask_rebirth(&mut self, path: &NodePath, now: UnixMillis) {
         let Some(rebirth) = &self.links.rebirth else {
             return;
         };
@@ -667,7 +667,7 @@ impl Core {
     }
 
     /// Judges every deadline due at `now` into the current batch.
-    pub fn tick(&mut self, now: Millis) {
+    pub fn tick(&mut self, now: UnixMillis) {
         let out = self.monitor.tick_judging_until(now, self.heard_until);
         self.take(out);
         self.readiness.tick(self.monitor.tracker(), now);
@@ -677,7 +677,7 @@ impl Core {
     /// When the core should tick next: the alert engine's next deadline, and a liveness
     /// deadline only once the broker has been heard past it (until then the next message or
     /// link check wakes the core anyway).
-    fn next_wake(&self) -> Option<Millis> {
+    fn next_wake(&self) -> Option<UnixMillis> {
         let liveness = self
             .monitor
             .tracker()
@@ -785,7 +785,7 @@ impl Core {
                         // Room was made: the same writes again, at once.
                         self.batch = batch;
                         self.pending = pending;
-                        self.last_try = 0;
+                        self.last_try = UnixMillis::EPOCH;
                         continue;
                     }
                     self.store_failed(batch, pending, &e);
@@ -943,7 +943,7 @@ impl Core {
         self.metrics.store_pending_writes.store(0, Relaxed);
         self.metrics.store_failing.store(false, Relaxed);
         tracing::info!(
-            failing_ms = now.saturating_sub(since),
+            failing_ms = now.millis_since(since),
             "store writes again; held writes committed"
         );
         let out = self.monitor.store_recovered(now);
@@ -1036,7 +1036,7 @@ impl Core {
         &mut self,
         id: AlertId,
         ack: crate::model::Ack,
-        now: Millis,
+        now: UnixMillis,
     ) -> Result<crate::model::Alert, ControlError> {
         self.commit_and_announce().await;
         match self.store.call(move |db| db.latest_alert(id)).await? {
@@ -1067,8 +1067,8 @@ impl Core {
     async fn end_silence(
         &mut self,
         id: SilenceId,
-        at: Millis,
-        now: Millis,
+        at: UnixMillis,
+        now: UnixMillis,
     ) -> Result<Silence, ControlError> {
         let silences = self.store.silences(None).await?;
         let Some(mut silence) = silences.into_iter().find(|s| s.id == id) else {
@@ -1091,6 +1091,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::ms;
     use alarmnet_protocol::Prefix;
 
     use super::*;
@@ -1101,7 +1102,7 @@ mod tests {
     use crate::outputs::Notice;
     use crate::store::Db;
 
-    const T0: Millis = 1_764_330_000_000;
+    const T0: UnixMillis = UnixMillis::from_millis(1_764_330_000_000);
 
     fn core(
         store: &Store,
@@ -1136,7 +1137,13 @@ mod tests {
         )
     }
 
-    fn event(ingest: &mut Ingest, node: &str, topic: &str, body: &str, at: Millis) -> CoreEvent {
+    fn event(
+        ingest: &mut Ingest,
+        node: &str,
+        topic: &str,
+        body: &str,
+        at: UnixMillis,
+    ) -> CoreEvent {
         ingest
             .handle(
                 &format!("alarmnet/v1/r/s/{node}/{topic}"),
@@ -1161,7 +1168,13 @@ mod tests {
         let (mut core, _rx, _events) = core(&store, &metrics);
         let mut ingest = ingest(&metrics);
         core.restore(T0).await.expect("restore");
-        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        core.absorb(event(
+            &mut ingest,
+            "n1",
+            "birth",
+            &birth("n1"),
+            T0 + ms(100),
+        ));
         let fault = |seq: u64, code: &str| {
             format!(
                 r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"power",
@@ -1174,7 +1187,7 @@ mod tests {
                 "n1",
                 "fault",
                 &fault(seq, code),
-                T0 + 200,
+                T0 + ms(200),
             ));
         }
         core.commit_and_announce().await;
@@ -1188,9 +1201,21 @@ mod tests {
         // A restarted collector still knows the highest sequence number it stored.
         core.flush_seen_now().await;
         let (mut again, _rx, _events) = self::core(&store, &metrics);
-        again.restore(T0 + 1_000).await.expect("restore");
-        again.absorb(event(&mut ingest, "n1", "fault", &fault(3, "C"), T0 + 300));
-        again.absorb(event(&mut ingest, "n1", "fault", &fault(4, "D"), T0 + 300));
+        again.restore(T0 + ms(1_000)).await.expect("restore");
+        again.absorb(event(
+            &mut ingest,
+            "n1",
+            "fault",
+            &fault(3, "C"),
+            T0 + ms(300),
+        ));
+        again.absorb(event(
+            &mut ingest,
+            "n1",
+            "fault",
+            &fault(4, "D"),
+            T0 + ms(300),
+        ));
         again.commit_and_announce().await;
         assert_eq!(metrics.duplicates.load(Relaxed), 3);
         let stored = store.faults(node, false).await.expect("faults");
@@ -1223,9 +1248,9 @@ mod tests {
             at: T0,
             session_present: false,
         });
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 1 });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
         for n in ["n1", "n2"] {
-            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + 100));
+            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + ms(100)));
         }
         core.commit_and_announce().await;
         assert!(notices(&mut rx).is_empty());
@@ -1244,7 +1269,7 @@ mod tests {
             )
         };
         for seq in 1..=300 {
-            core.absorb(event(&mut ingest, "n1", "fault", &fault(seq), T0 + 200));
+            core.absorb(event(&mut ingest, "n1", "fault", &fault(seq), T0 + ms(200)));
         }
         core.commit_and_announce().await;
         let first = notices(&mut rx);
@@ -1262,8 +1287,10 @@ mod tests {
 
         // n2 dies meanwhile: its offline reaches the outputs during the outage.
         let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
-        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 40_000));
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 40_001 });
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + ms(40_000)));
+        core.absorb(CoreEvent::LinkConfirmed {
+            at: T0 + ms(40_001),
+        });
         core.commit_and_announce().await;
         assert_eq!(
             notices(&mut rx),
@@ -1278,7 +1305,7 @@ mod tests {
             .call(|db| db.cap_pages_for_tests(None))
             .await
             .expect("uncap");
-        core.last_try = 0;
+        core.last_try = UnixMillis::EPOCH;
         core.commit_and_announce().await;
         assert_eq!(
             notices(&mut rx),
@@ -1290,7 +1317,10 @@ mod tests {
         assert_eq!(store.faults(n1, false).await.expect("q").len(), 300);
         let stored = store.node(n2.clone()).await.expect("q").expect("n2");
         assert_eq!(stored.state, Liveness::Offline);
-        let history = store.node_history(n2, 0, u64::MAX).await.expect("q");
+        let history = store
+            .node_history(n2, UnixMillis::EPOCH, UnixMillis::MAX)
+            .await
+            .expect("q");
         assert!(history.iter().any(|t| t.to == Liveness::Offline));
         let alerts = store.alerts(None, 1_000).await.expect("q");
         let rules = |rule: &str, status| {
@@ -1313,7 +1343,13 @@ mod tests {
         let mut core = core.with_store_safety(500, None);
         let mut ingest = ingest(&metrics);
         core.restore(T0).await.expect("restore");
-        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        core.absorb(event(
+            &mut ingest,
+            "n1",
+            "birth",
+            &birth("n1"),
+            T0 + ms(100),
+        ));
         core.commit_and_announce().await;
         store
             .call(|db| db.cap_pages_for_tests(Some(0)))
@@ -1324,7 +1360,7 @@ mod tests {
                 r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"amp",
                     "code":"C{seq:04}","severity":"warning","status":"raised"}}"#
             );
-            core.absorb(event(&mut ingest, "n1", "fault", &f, T0 + 200));
+            core.absorb(event(&mut ingest, "n1", "fault", &f, T0 + ms(200)));
         }
         core.commit_and_announce().await;
         assert!(metrics.store_failing.load(Relaxed));
@@ -1358,9 +1394,9 @@ mod tests {
             at: T0,
             session_present: false,
         });
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 1 });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
         for n in ["n1", "n2"] {
-            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + 100));
+            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + ms(100)));
         }
         let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
         let state = |core: &Core, n: &str| {
@@ -1370,14 +1406,16 @@ mod tests {
         for n in ["n1", "n2"] {
             let hb = format!(
                 r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#,
-                T0 + 39_000
+                T0 + ms(39_000)
             );
-            core.absorb(event(&mut ingest, n, "hb", &hb, T0 + 39_000));
+            core.absorb(event(&mut ingest, n, "hb", &hb, T0 + ms(39_000)));
         }
         // A wave just before the connection is lost: blind from the first Will, nobody judged.
-        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 40_000));
-        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 40_001));
-        core.absorb(CoreEvent::BrokerLost { at: T0 + 40_010 });
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + ms(40_000)));
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + ms(40_001)));
+        core.absorb(CoreEvent::BrokerLost {
+            at: T0 + ms(40_010),
+        });
         core.commit_and_announce().await;
         assert_eq!(state(&core, "n1"), Some(Liveness::Online));
         assert_eq!(state(&core, "n2"), Some(Liveness::Online));
@@ -1387,18 +1425,20 @@ mod tests {
         assert_eq!(blind.rule.as_str(), "collector_blind");
         assert_eq!(
             blind.started_at,
-            T0 + 40_000,
+            T0 + ms(40_000),
             "blind from the first Will of the wave"
         );
         assert!(rx.try_recv().is_none(), "nothing but collector_blind");
 
         // Back: a Will queued for the session while the collector was away is the backlog.
         core.absorb(CoreEvent::BrokerConnected {
-            at: T0 + 45_000,
+            at: T0 + ms(45_000),
             session_present: true,
         });
-        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 45_001));
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 45_002 });
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + ms(45_001)));
+        core.absorb(CoreEvent::LinkConfirmed {
+            at: T0 + ms(45_002),
+        });
         assert_eq!(
             state(&core, "n1"),
             Some(Liveness::Online),
@@ -1407,20 +1447,22 @@ mod tests {
 
         // Past the nodes' grace (3 × 10 s after the reconnection), a Will on a confirmed link
         // is judged at its arrival; live evidence supersedes one.
-        core.absorb(event(&mut ingest, "n2", "state", will, T0 + 80_000));
-        core.absorb(event(&mut ingest, "n1", "state", will, T0 + 80_000));
+        core.absorb(event(&mut ingest, "n2", "state", will, T0 + ms(80_000)));
+        core.absorb(event(&mut ingest, "n1", "state", will, T0 + ms(80_000)));
         let hb = format!(
             r#"{{"v":1,"boot":"b0000001","seq":2,"ts":{}}}"#,
-            T0 + 80_001
+            T0 + ms(80_001)
         );
-        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 80_001));
+        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + ms(80_001)));
         assert_eq!(state(&core, "n2"), Some(Liveness::Online), "held");
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 80_003 });
+        core.absorb(CoreEvent::LinkConfirmed {
+            at: T0 + ms(80_003),
+        });
         assert_eq!(state(&core, "n2"), Some(Liveness::Offline));
         assert_eq!(state(&core, "n1"), Some(Liveness::Online), "reconnected");
         let node = NodeId::new("n2").expect("id");
         let since = core.monitor().tracker().node(&node).map(|v| v.since());
-        assert_eq!(since, Some(T0 + 80_000), "judged at the Will's arrival");
+        assert_eq!(since, Some(T0 + ms(80_000)), "judged at the Will's arrival");
     }
 
     #[tokio::test]
@@ -1435,12 +1477,18 @@ mod tests {
             at: T0,
             session_present: false,
         });
-        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
+        core.absorb(event(
+            &mut ingest,
+            "n1",
+            "birth",
+            &birth("n1"),
+            T0 + ms(100),
+        ));
         let node = NodeId::new("n1").expect("id");
         let state = |core: &Core| core.monitor().tracker().node(&node).map(|v| v.state());
         // Nothing heard from the broker after T0 + 100: a minute later nobody is judged (the
         // silence may be the collector's own link).
-        core.tick(T0 + 60_000);
+        core.tick(T0 + ms(60_000));
         assert_eq!(state(&core), Some(Liveness::Online));
         assert_eq!(
             core.next_wake(),
@@ -1448,8 +1496,10 @@ mod tests {
             "no liveness wake-up past the last sign"
         );
         // A link check's echo at T0 + 60 s: the broker was delivering, the node was silent.
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + 60_000 });
-        core.tick(T0 + 60_000);
+        core.absorb(CoreEvent::LinkConfirmed {
+            at: T0 + ms(60_000),
+        });
+        core.tick(T0 + ms(60_000));
         assert_eq!(state(&core), Some(Liveness::Offline));
     }
 
@@ -1465,23 +1515,32 @@ mod tests {
             at: T0,
             session_present: false,
         });
-        core.absorb(event(&mut ingest, "n1", "birth", &birth("n1"), T0 + 100));
-        let hb = format!(r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#, T0 + 150);
-        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + 150));
+        core.absorb(event(
+            &mut ingest,
+            "n1",
+            "birth",
+            &birth("n1"),
+            T0 + ms(100),
+        ));
+        let hb = format!(
+            r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#,
+            T0 + ms(150)
+        );
+        core.absorb(event(&mut ingest, "n1", "hb", &hb, T0 + ms(150)));
         core.commit_and_announce().await;
         core.flush_seen_now().await;
         let node = NodeId::new("n1").expect("id");
         let rec = store.node(node.clone()).await.expect("q").expect("stored");
         assert_eq!(rec.state, Liveness::Online);
-        assert_eq!(rec.last_seen, T0 + 150);
+        assert_eq!(rec.last_seen, T0 + ms(150));
         assert!(rx.try_recv().is_none(), "nothing to notify yet");
 
         // Silence for 3 heartbeat intervals (and past the start grace): offline.
-        let mut now = T0 + 150;
+        let mut now = T0 + ms(150);
         while core.monitor().tracker().node(&node).map(|v| v.state()) != Some(Liveness::Offline) {
             let next = core.monitor().next_deadline().expect("a deadline");
-            assert!(next <= T0 + 600_000, "no offline within 10 min");
-            now = next.max(now + 1);
+            assert!(next <= T0 + ms(600_000), "no offline within 10 min");
+            now = next.max(now + ms(1));
             let out = core.monitor.tick(now);
             core.take(out);
         }
@@ -1508,7 +1567,7 @@ mod tests {
 
         // A restart restores the offline node and its alert: nothing is notified again.
         let (mut again, mut rx2, _) = self::core(&store, &metrics);
-        again.restore(now + 1_000).await.expect("restore");
+        again.restore(now + ms(1_000)).await.expect("restore");
         assert!(
             again.monitor().tracker().contains(&node),
             "the node is restored"
@@ -1599,7 +1658,7 @@ mod tests {
             if let Some(notice) = rx.try_recv() {
                 break notice;
             }
-            assert!(clock() < T0 + 600_000, "no alert within 10 minutes");
+            assert!(clock() < T0 + ms(600_000), "no alert within 10 minutes");
             tokio::time::advance(Duration::from_secs(1)).await;
         };
         let Notice::Alert(alert) = notice else {
@@ -1610,15 +1669,15 @@ mod tests {
         assert_eq!(alert.subject.node().map(NodeId::as_str), Some("n1"));
         // Offline three 10 s heartbeat intervals after the last heartbeat, never sooner,
         // and judged within a link check of it.
-        let silence = alert.started_at - last_heard;
+        let silence = alert.started_at.millis_since(last_heard);
         assert!(
             (30_000..=36_000).contains(&silence),
             "offline after {silence} ms"
         );
         assert!(
-            clock() - last_heard <= 36_000,
+            clock().millis_since(last_heard) <= 36_000,
             "judged {} ms late",
-            clock() - last_heard
+            clock().millis_since(last_heard)
         );
 
         shutdown.cancel();

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alarmnet_collector::metrics::Metrics;
-use alarmnet_collector::model::{Alert, RuleKind, Subject};
+use alarmnet_collector::model::{Alert, RuleKind, Subject, UnixMillis};
 use alarmnet_collector::outputs::alertmanager::AlertmanagerConfig;
 use alarmnet_collector::outputs::webhook::{Webhook, WebhookConfig, WebhookSettings};
 use alarmnet_collector::outputs::{Notice, OutputContext, alertmanager};
@@ -33,8 +33,8 @@ fn alert(id: &str, status: AlertStatus) -> Alert {
             node: NodeId::new("lz-cg-s001").expect("id"),
         },
         kind: Some(Name::new("siren").expect("name")),
-        started_at: now - 60_000,
-        ended_at: (status == AlertStatus::Resolved).then_some(now - 1_000),
+        started_at: UnixMillis::from_millis(now - 60_000),
+        ended_at: (status == AlertStatus::Resolved).then_some(UnixMillis::from_millis(now - 1_000)),
         summary: "lz-cg-s001 (城关区) is offline".into(),
         args: Default::default(),
         ack: None,

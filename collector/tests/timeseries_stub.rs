@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use alarmnet_collector::model::UnixMillis;
 use alarmnet_collector::timeseries::{Counters, Point, Sink, SinkConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -124,7 +125,7 @@ fn config(url: &str) -> SinkConfig {
 fn good(i: u32) -> Point {
     Point::builder("m")
         .field_i64("i", i.into())
-        .timestamp_ms(u64::from(i))
+        .timestamp_ms(UnixMillis::from_millis(u64::from(i)))
         .build()
         .expect("point")
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alarmnet_collector::model::{Alert, Cause, Liveness, RuleKind, Subject, Transition};
+use alarmnet_collector::model::{
+    Alert, Cause, Liveness, RuleKind, Subject, Transition, UnixMillis,
+};
 use alarmnet_collector::timeseries::{Counters, NodeTags, Point, Sink, SinkConfig};
 use alarmnet_protocol::{
     AlertStatus, BootId, Fault, FaultStatus, Heartbeat, MetricName, Metrics, Name, NodeId,
@@ -313,7 +315,7 @@ async fn points_are_read_back_with_names_labels_values_and_times() {
             node: node.node.clone(),
             from: Liveness::Online,
             to: Liveness::Offline,
-            at: t0 + 1,
+            at: UnixMillis::from_millis(t0 + 1),
             cause: Cause::Will,
         },
     ));
@@ -359,7 +361,7 @@ async fn points_are_read_back_with_names_labels_values_and_times() {
             node: node.node.clone(),
         },
         kind: Some(node.kind.clone()),
-        started_at: t0 + 4,
+        started_at: UnixMillis::from_millis(t0 + 4),
         ended_at: None,
         summary: "offline".into(),
         args: Default::default(),
@@ -371,7 +373,7 @@ async fn points_are_read_back_with_names_labels_values_and_times() {
         Point::builder("escape test")
             .tag("odd", r"a b,c=d\e")
             .field_f64("x y", 2.5)
-            .timestamp_ms(t0 + 5)
+            .timestamp_ms(UnixMillis::from_millis(t0 + 5))
             .build()
             .expect("point"),
     );
@@ -658,7 +660,7 @@ async fn the_victoriametrics_dashboard_answers_from_what_the_sink_wrote() {
                 node: node.node.clone(),
                 from: Liveness::Unknown,
                 to,
-                at,
+                at: UnixMillis::from_millis(at),
                 cause,
             },
         )

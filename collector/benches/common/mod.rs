@@ -5,13 +5,13 @@
 #![allow(dead_code)]
 
 use alarmnet_collector::model::{
-    Cause, Liveness, Millis, NodeInfo, Silence, SilenceId, Transition,
+    Cause, Liveness, NodeInfo, Silence, SilenceId, Transition, UnixMillis,
 };
 use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 
-pub const DAY: Millis = 86_400_000;
+pub const DAY: u64 = 86_400_000;
 /// 2026-11-01T00:00:00+08:00.
-pub const NOW: Millis = 1_793_462_400_000;
+pub const NOW: u64 = 1_793_462_400_000;
 
 pub const UPTIME_NODES: usize = 10_000;
 pub const TRANSITIONS_PER_NODE: usize = 100;
@@ -42,11 +42,11 @@ pub struct UptimeData {
     /// Ordered by node, then time.
     pub transitions: Vec<Transition>,
     pub silences: Vec<Silence>,
-    pub blind: Vec<(Millis, Millis)>,
+    pub blind: Vec<(u64, u64)>,
 }
 
 /// When every node of [`uptime_data`] was registered.
-pub const REGISTERED: Millis = NOW - 31 * DAY;
+pub const REGISTERED: u64 = NOW - 31 * DAY;
 
 pub fn uptime_data() -> UptimeData {
     let mut rng = Lcg(0x0a1a_2e7e);
@@ -54,7 +54,7 @@ pub fn uptime_data() -> UptimeData {
     let mut transitions = Vec::with_capacity(UPTIME_NODES * TRANSITIONS_PER_NODE);
     let siren = Name::new("siren").expect("valid kind");
     let display = Name::new("display").expect("valid kind");
-    let step = 30 * DAY / TRANSITIONS_PER_NODE as Millis;
+    let step = 30 * DAY / TRANSITIONS_PER_NODE as u64;
     for i in 0..UPTIME_NODES {
         let region = i % REGIONS;
         let site = (i / REGIONS) % SITES_PER_REGION;
@@ -92,7 +92,7 @@ pub fn uptime_data() -> UptimeData {
                 node: node.clone(),
                 from: state,
                 to,
-                at,
+                at: UnixMillis::from_millis(at),
                 cause,
             });
             state = to;
@@ -112,8 +112,9 @@ pub fn uptime_data() -> UptimeData {
                 site: None,
                 node: None,
                 kind: None,
-                starts_at,
-                ends_at: starts_at + 4 * 3_600_000,
+                starts_at: UnixMillis::from_millis(starts_at),
+                ends_at: UnixMillis::from_millis(starts_at)
+                    + std::time::Duration::from_millis(4 * 3_600_000),
                 created_by: "bench".to_owned(),
                 comment: None,
             }

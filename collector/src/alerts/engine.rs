@@ -18,7 +18,9 @@ use alarmnet_protocol::{
 use super::config::AlertsConfig;
 use super::{AlertChange, AlertEvent, fingerprint};
 use crate::liveness::{Change, NodeIdx, NodeView, SeqInfo, Tracker};
-use crate::model::{Ack, Alert, AlertId, Liveness, Millis, RuleKind, Silence, SilenceId, Subject};
+use crate::model::{
+    Ack, Alert, AlertId, Liveness, RuleKind, Silence, SilenceId, Subject, UnixMillis,
+};
 
 /// The fingerprint key of a node's summary `fault` alert while it is over
 /// `alerts.fault.max_active_per_node` (not a key an agent can send: `alarmnet` is no check
@@ -32,10 +34,6 @@ mod readiness_low;
 pub enum BlindCause {
     /// The broker connection is down: nothing arrives.
     Broker,
-}
-
-fn ms(d: Duration) -> Millis {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why an acknowledgement was refused.
@@ -53,7 +51,7 @@ struct Active {
     site: Option<u32>,
     region: Option<u32>,
     /// Not notified before this time (the `node_offline` group wait).
-    hold_until: Millis,
+    hold_until: UnixMillis,
     /// False for a fault known only from replayed data, until a live heartbeat confirms it.
     confirmed: bool,
     /// The offline members of a site or region outage.
@@ -68,7 +66,7 @@ struct Members {
     /// Offline as of the last notification.
     notified: BTreeSet<NodeId>,
     /// When the last notification went out.
-    last_sent: Millis,
+    last_sent: UnixMillis,
     /// A re-notification is scheduled.
     due: bool,
 }
@@ -107,15 +105,15 @@ enum Timer {
 
 #[derive(Debug, Default)]
 struct Flap {
-    times: VecDeque<Millis>,
-    last: Millis,
+    times: VecDeque<UnixMillis>,
+    last: UnixMillis,
 }
 
 #[derive(Debug, Default)]
 struct Gap {
-    window_start: Millis,
+    window_start: UnixMillis,
     missing: u64,
-    last_gap: Millis,
+    last_gap: UnixMillis,
 }
 
 #[derive(Debug)]
@@ -130,7 +128,7 @@ struct SilenceEntry {
 pub struct Engine {
     cfg: AlertsConfig,
     active: HashMap<u64, Active>,
-    timers: BinaryHeap<Reverse<(Millis, Timer)>>,
+    timers: BinaryHeap<Reverse<(UnixMillis, Timer)>>,
     node_faults: HashMap<u32, Vec<u64>>,
     /// Nodes over `max_active_per_node` (their summary alert fires): fault raises not
     /// alerted since.
@@ -141,7 +139,7 @@ pub struct Engine {
     gaps: HashMap<u32, Gap>,
     skewed: HashSet<u32>,
     /// (node, threshold rule) → since when the condition holds.
-    pending: HashMap<(u32, u16), Millis>,
+    pending: HashMap<(u32, u16), UnixMillis>,
     silences: Vec<SilenceEntry>,
     /// The alerts an ending outage may release, without scanning every alert: node
     /// `node_offline`/`flapping` alerts by site; those and `site_outage` alerts by region.
@@ -207,7 +205,7 @@ impl NodeLabels<'_> {
             region: None,
             summary: format!("{} at {}{detail}", self.label(), self.place()),
             args,
-            hold_until: 0,
+            hold_until: UnixMillis::EPOCH,
             confirmed: true,
         }
     }
@@ -227,7 +225,7 @@ struct NewAlert {
     summary: String,
     /// The summary's facts by name ([`args`]).
     args: Tags,
-    hold_until: Millis,
+    hold_until: UnixMillis,
     confirmed: bool,
 }
 
@@ -314,7 +312,7 @@ impl Engine {
     }
 
     /// The earliest time at which [`Engine::tick`] may have work (may be early).
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&self) -> Option<UnixMillis> {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
         let silence = self
             .silences
@@ -339,7 +337,7 @@ impl Engine {
         self.active.contains_key(&fp)
     }
 
-    fn fire(&mut self, t: &Tracker, new: NewAlert, now: Millis, out: &mut Vec<AlertChange>) {
+    fn fire(&mut self, t: &Tracker, new: NewAlert, now: UnixMillis, out: &mut Vec<AlertChange>) {
         if self.active.contains_key(&new.fp) {
             return;
         }
@@ -402,7 +400,7 @@ impl Engine {
         self.active.insert(new.fp, active);
     }
 
-    fn resolve(&mut self, t: &Tracker, fp: u64, now: Millis, out: &mut Vec<AlertChange>) {
+    fn resolve(&mut self, t: &Tracker, fp: u64, now: UnixMillis, out: &mut Vec<AlertChange>) {
         let Some(mut active) = self.active.remove(&fp) else {
             return;
         };
@@ -450,7 +448,7 @@ impl Engine {
         // They get a fresh group wait: when an outage ends its members come back within
         // about one heartbeat interval, and those still down a moment later must not
         // become a storm of notifications.
-        let hold_until = now + ms(self.cfg.node_offline.group_wait);
+        let hold_until = now + self.cfg.node_offline.group_wait;
         for fp in targets {
             if let Some(a) = self.active.get_mut(&fp) {
                 if !a.alert.notified && a.hold_until < hold_until {
@@ -464,16 +462,16 @@ impl Engine {
         }
     }
 
-    /// The end of the group wait of a new alert of `rule` firing at `now` (0: none).
-    fn hold_from(&self, rule: &RuleKind, now: Millis) -> Millis {
-        match ms(self.cfg.group_wait(rule)) {
-            0 => 0,
+    /// The end of the group wait of a new alert of `rule` firing at `now` (the epoch: none).
+    fn hold_from(&self, rule: &RuleKind, now: UnixMillis) -> UnixMillis {
+        match self.cfg.group_wait(rule) {
+            wait if wait.is_zero() => UnixMillis::EPOCH,
             wait => now + wait,
         }
     }
 
     /// Notifies a firing alert that was held back, if nothing holds it back any more.
-    fn maybe_notify(&mut self, t: &Tracker, fp: u64, now: Millis, out: &mut Vec<AlertChange>) {
+    fn maybe_notify(&mut self, t: &Tracker, fp: u64, now: UnixMillis, out: &mut Vec<AlertChange>) {
         let Some(a) = self.active.get(&fp) else {
             return;
         };
@@ -562,7 +560,7 @@ impl Engine {
         id: AlertId,
         by: &str,
         comment: Option<&str>,
-        now: Millis,
+        now: UnixMillis,
     ) -> Result<AlertChange, AckError> {
         let a = self
             .active
@@ -614,7 +612,7 @@ impl Engine {
                 let fp = labels.fp(&RuleKind::NodeOffline, None);
                 if !self.is_active(fp) {
                     let new = NewAlert {
-                        hold_until: c.at + ms(self.cfg.node_offline.group_wait),
+                        hold_until: c.at + self.cfg.node_offline.group_wait,
                         ..labels.alert(
                             c.idx,
                             fp,
@@ -630,14 +628,14 @@ impl Engine {
         }
     }
 
-    fn flap(&mut self, t: &Tracker, idx: NodeIdx, at: Millis, out: &mut Vec<AlertChange>) {
+    fn flap(&mut self, t: &Tracker, idx: NodeIdx, at: UnixMillis, out: &mut Vec<AlertChange>) {
         let rule = &self.cfg.flapping;
         if !rule.enabled {
             return;
         }
-        let window = ms(rule.window);
+        let window = rule.window;
         let need = rule.transitions as usize;
-        let quiet = ms(rule.quiet);
+        let quiet = rule.quiet;
         let f = self.flaps.entry(idx.0).or_default();
         f.times.push_back(at);
         f.last = at;
@@ -678,7 +676,7 @@ impl Engine {
         t: &Tracker,
         idx: NodeIdx,
         entering: bool,
-        at: Millis,
+        at: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         let (site, region) = t.site_of(idx);
@@ -693,10 +691,10 @@ impl Engine {
         let (r, s, n) = (view.region().as_str(), view.site().as_str(), view.id());
         let site_fp = fingerprint(RuleKind::SiteOutage.as_str(), Some(r), Some(s), None, None);
         let region_fp = fingerprint(RuleKind::RegionOutage.as_str(), Some(r), None, None, None);
-        let site_every = ms(self.cfg.site_outage.group_interval);
-        let region_every = ms(self.cfg.region_outage.group_interval);
-        let site_wait = ms(self.cfg.site_outage.group_wait);
-        let region_wait = ms(self.cfg.region_outage.group_wait);
+        let site_every = self.cfg.site_outage.group_interval;
+        let region_every = self.cfg.region_outage.group_interval;
+        let site_wait = self.cfg.site_outage.group_wait;
+        let region_wait = self.cfg.region_outage.group_wait;
         self.member_changed(site_fp, n, entering, at, site_wait, site_every);
         self.member_changed(region_fp, n, entering, at, region_wait, region_every);
     }
@@ -709,9 +707,9 @@ impl Engine {
         fp: u64,
         node: &NodeId,
         down: bool,
-        at: Millis,
-        wait: Millis,
-        interval: Millis,
+        at: UnixMillis,
+        wait: Duration,
+        interval: Duration,
     ) {
         let Some(a) = self.active.get_mut(&fp) else {
             return;
@@ -732,7 +730,7 @@ impl Engine {
     }
 
     /// Re-notifies a firing outage whose members changed since its last notification.
-    fn regroup(&mut self, t: &Tracker, fp: u64, now: Millis, out: &mut Vec<AlertChange>) {
+    fn regroup(&mut self, t: &Tracker, fp: u64, now: UnixMillis, out: &mut Vec<AlertChange>) {
         let suppressed = match self.active.get(&fp) {
             Some(a) => self.suppressed(t, a),
             None => return,
@@ -769,7 +767,7 @@ impl Engine {
         });
     }
 
-    fn eval_site(&mut self, t: &Tracker, site: u32, at: Millis, out: &mut Vec<AlertChange>) {
+    fn eval_site(&mut self, t: &Tracker, site: u32, at: UnixMillis, out: &mut Vec<AlertChange>) {
         let rule = &self.cfg.site_outage;
         let s = t.site_entry(site);
         let region = &t.region_entry(s.region).id;
@@ -799,12 +797,18 @@ impl Engine {
                 s.id, s.offline, s.total
             ),
             args: outage_args(s.offline, s.total, None),
-            hold_until: 0,
+            hold_until: UnixMillis::EPOCH,
             confirmed: true,
         });
     }
 
-    fn eval_region(&mut self, t: &Tracker, region: u32, at: Millis, out: &mut Vec<AlertChange>) {
+    fn eval_region(
+        &mut self,
+        t: &Tracker,
+        region: u32,
+        at: UnixMillis,
+        out: &mut Vec<AlertChange>,
+    ) {
         let rule = &self.cfg.region_outage;
         let r = t.region_entry(region);
         let fp = fingerprint(
@@ -838,7 +842,7 @@ impl Engine {
         t: &Tracker,
         fp: u64,
         cond: bool,
-        at: Millis,
+        at: UnixMillis,
         out: &mut Vec<AlertChange>,
         new: impl FnOnce() -> NewAlert,
     ) {
@@ -857,7 +861,7 @@ impl Engine {
         t: &Tracker,
         idx: NodeIdx,
         agent_ts: u64,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         let rule = &self.cfg.clock_skew;
@@ -869,8 +873,8 @@ impl Engine {
         if now < t.grace_end(idx) {
             return;
         }
-        let skew = i128::from(agent_ts) - i128::from(now);
-        let bad = skew.unsigned_abs() > u128::from(ms(rule.max_skew));
+        let skew = i128::from(agent_ts) - i128::from(now.as_millis());
+        let bad = skew.unsigned_abs() > rule.max_skew.as_millis();
         let firing = self.skewed.contains(&idx.0);
         let labels = NodeLabels { view: t.view(idx) };
         if bad && !firing {
@@ -897,7 +901,7 @@ impl Engine {
         t: &Tracker,
         idx: NodeIdx,
         seq: SeqInfo,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         let rule = &self.cfg.telemetry_gap;
@@ -934,7 +938,7 @@ impl Engine {
             }
             return;
         }
-        let window = ms(rule.window);
+        let window = rule.window;
         let g = self.gaps.entry(idx.0).or_default();
         if g.missing == 0 || now >= g.window_start + window {
             g.window_start = now;
@@ -973,7 +977,7 @@ impl Engine {
         t: &Tracker,
         idx: NodeIdx,
         hb: &Heartbeat,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         if hb.replay {
@@ -990,7 +994,7 @@ impl Engine {
         t: &Tracker,
         idx: NodeIdx,
         hb: &Heartbeat,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         if self.cfg.thresholds.is_empty() {
@@ -1008,7 +1012,7 @@ impl Engine {
             let key = (idx.0, r as u16);
             if rule.op.holds(v, rule.value) {
                 let since = *self.pending.entry(key).or_insert(now);
-                if now.saturating_sub(since) >= ms(rule.for_) {
+                if now - since >= rule.for_ {
                     let labels = NodeLabels { view };
                     let rule_kind = RuleKind::Threshold(rule.name.clone());
                     let fp = labels.fp(&rule_kind, None);
@@ -1051,7 +1055,7 @@ impl Engine {
         t: &Tracker,
         idx: NodeIdx,
         list: &[alarmnet_protocol::FaultKey],
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         if !self.cfg.fault.enabled {
@@ -1135,7 +1139,7 @@ impl Engine {
         idx: NodeIdx,
         key: &str,
         count: bool,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         if count {
@@ -1178,7 +1182,7 @@ impl Engine {
         &mut self,
         t: &Tracker,
         idx: NodeIdx,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         if !self.capped.contains_key(&idx.0) || self.at_fault_cap(idx) {
@@ -1201,7 +1205,7 @@ impl Engine {
         t: &Tracker,
         idx: NodeIdx,
         fault: &Fault,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         if !self.cfg.fault.enabled {
@@ -1272,7 +1276,7 @@ impl Engine {
         &mut self,
         t: &Tracker,
         cause: BlindCause,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         let rule = &self.cfg.collector_blind;
@@ -1301,13 +1305,13 @@ impl Engine {
                 }
                 .to_owned(),
             )]),
-            hold_until: 0,
+            hold_until: UnixMillis::EPOCH,
             confirmed: true,
         };
         self.fire(t, new, now, out);
     }
 
-    pub(crate) fn connected(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
+    pub(crate) fn connected(&mut self, t: &Tracker, now: UnixMillis, out: &mut Vec<AlertChange>) {
         let fp = fingerprint(RuleKind::CollectorBlind.as_str(), None, None, None, None);
         self.resolve(t, fp, now, out);
     }
@@ -1320,7 +1324,7 @@ impl Engine {
         &mut self,
         t: &Tracker,
         error: &str,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         let rule = &self.cfg.store_failed;
@@ -1341,14 +1345,19 @@ impl Engine {
                 one_line(error)
             ),
             args: args([("error", one_line(error))]),
-            hold_until: 0,
+            hold_until: UnixMillis::EPOCH,
             confirmed: true,
         };
         self.fire(t, new, now, out);
     }
 
     /// `store_failed` resolves: a commit succeeded again.
-    pub(crate) fn store_recovered(&mut self, t: &Tracker, now: Millis, out: &mut Vec<AlertChange>) {
+    pub(crate) fn store_recovered(
+        &mut self,
+        t: &Tracker,
+        now: UnixMillis,
+        out: &mut Vec<AlertChange>,
+    ) {
         let fp = fingerprint(RuleKind::StoreFailed.as_str(), None, None, None, None);
         self.resolve(t, fp, now, out);
     }
@@ -1359,7 +1368,7 @@ impl Engine {
     pub(crate) fn tick(
         &mut self,
         t: &Tracker,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
         maint: &mut Vec<(NodeIdx, bool)>,
     ) {
@@ -1373,8 +1382,8 @@ impl Engine {
                 Timer::Hold(fp) => self.maybe_notify(t, fp, now, out),
                 Timer::Regroup(fp) => self.regroup(t, fp, now, out),
                 Timer::Flap(node) => {
-                    let quiet = ms(self.cfg.flapping.quiet);
-                    let window = ms(self.cfg.flapping.window);
+                    let quiet = self.cfg.flapping.quiet;
+                    let window = self.cfg.flapping.window;
                     let Some(f) = self.flaps.get(&node) else {
                         continue;
                     };
@@ -1394,7 +1403,7 @@ impl Engine {
                     self.resolve(t, fp, now, out);
                 }
                 Timer::Gap(node) => {
-                    let window = ms(self.cfg.telemetry_gap.window);
+                    let window = self.cfg.telemetry_gap.window;
                     let Some(g) = self.gaps.get(&node) else {
                         continue;
                     };
@@ -1419,7 +1428,7 @@ impl Engine {
         &mut self,
         t: &Tracker,
         silence: Silence,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
         maint: &mut Vec<(NodeIdx, bool)>,
     ) {
@@ -1444,7 +1453,7 @@ impl Engine {
         &mut self,
         t: &Tracker,
         id: SilenceId,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
         maint: &mut Vec<(NodeIdx, bool)>,
     ) -> bool {
@@ -1467,7 +1476,7 @@ impl Engine {
     fn sync_silences(
         &mut self,
         t: &Tracker,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
         maint: &mut Vec<(NodeIdx, bool)>,
     ) {
@@ -1561,7 +1570,7 @@ impl Engine {
                 | RuleKind::ReadinessLow => {}
             }
         }
-        if hold_until > 0 && !alert.notified {
+        if hold_until > UnixMillis::EPOCH && !alert.notified {
             self.timers.push(Reverse((hold_until, Timer::Hold(fp))));
         }
         let active = Active {
@@ -1598,7 +1607,7 @@ impl Engine {
     pub(crate) fn finish_restore(
         &mut self,
         t: &Tracker,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<AlertChange>,
         maint: &mut Vec<(NodeIdx, bool)>,
     ) {
@@ -1625,14 +1634,14 @@ impl Engine {
                 (RuleKind::Flapping, Some(idx)) => {
                     let f = self.flaps.entry(idx.0).or_default();
                     f.last = now;
-                    let quiet = ms(self.cfg.flapping.quiet);
+                    let quiet = self.cfg.flapping.quiet;
                     self.timers.push(Reverse((now + quiet, Timer::Flap(idx.0))));
                 }
                 (RuleKind::TelemetryGap, Some(idx)) => {
                     let g = self.gaps.entry(idx.0).or_default();
                     g.last_gap = now;
                     g.window_start = now;
-                    let window = ms(self.cfg.telemetry_gap.window);
+                    let window = self.cfg.telemetry_gap.window;
                     self.timers.push(Reverse((now + window, Timer::Gap(idx.0))));
                 }
                 _ => {}
@@ -1658,7 +1667,7 @@ impl Engine {
                     continue;
                 }
                 let new = NewAlert {
-                    hold_until: now + ms(self.cfg.node_offline.group_wait),
+                    hold_until: now + self.cfg.node_offline.group_wait,
                     ..labels.alert(
                         idx,
                         fp,
@@ -1723,7 +1732,7 @@ fn region_alert(
         region: Some(region.0),
         summary,
         args,
-        hold_until: 0,
+        hold_until: UnixMillis::EPOCH,
         confirmed: true,
     }
 }

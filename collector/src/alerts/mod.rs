@@ -50,7 +50,7 @@ pub use monitor::{Monitor, MonitorConfig, Output};
 use alarmnet_protocol::{AlertNotification, AlertTopic, Text, V1};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Alert;
+use crate::model::{Alert, UnixMillis};
 
 /// What happened to an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,8 +116,8 @@ impl Alert {
             site: self.subject.site().cloned(),
             node: self.subject.node().cloned(),
             kind: self.kind.clone(),
-            started_at: self.started_at,
-            ended_at: self.ended_at,
+            started_at: self.started_at.as_millis(),
+            ended_at: self.ended_at.map(UnixMillis::as_millis),
             summary: Text::truncated(self.summary.clone()),
             args: self.args.clone(),
         }

@@ -20,7 +20,7 @@ use super::AlertChange;
 use super::config::AlertsConfig;
 use super::engine::{AckError, BlindCause, Engine};
 use crate::liveness::{Change, LivenessConfig, NodeIdx, RestoredNode, SeqInfo, Tracker};
-use crate::model::{Alert, AlertId, Millis, Silence, SilenceId, Transition};
+use crate::model::{Alert, AlertId, Silence, SilenceId, Transition, UnixMillis};
 
 /// The settings of liveness and alerts (`[liveness]` and `[alerts]` in the config file).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor started at `now` (the start grace runs from `now`). Check
     /// [`MonitorConfig::problems`] first.
-    pub fn new(config: MonitorConfig, now: Millis) -> Self {
+    pub fn new(config: MonitorConfig, now: UnixMillis) -> Self {
         Self {
             tracker: Tracker::new(&config.liveness, now),
             engine: Engine::new(config.alerts),
@@ -80,7 +80,7 @@ impl Monitor {
     }
 
     /// The earliest time [`Monitor::tick`] may have work (may be early, never late).
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&self) -> Option<UnixMillis> {
         match (self.tracker.next_deadline(), self.engine.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -101,13 +101,13 @@ impl Monitor {
     }
 
     /// Restores a silence from the store (before [`Monitor::finish_restore`]).
-    pub fn restore_silence(&mut self, silence: Silence, now: Millis) -> Output {
+    pub fn restore_silence(&mut self, silence: Silence, now: UnixMillis) -> Output {
         self.add_silence(silence, now)
     }
 
     /// Reconciles the restored state: ends maintenance no silence covers, resolves restored
     /// alerts whose condition is gone, raises missing ones, notifies what is due.
-    pub fn finish_restore(&mut self, now: Millis) -> Output {
+    pub fn finish_restore(&mut self, now: UnixMillis) -> Output {
         let mut alerts = Vec::new();
         let mut maint = Vec::new();
         self.engine
@@ -133,7 +133,7 @@ impl Monitor {
         path: &NodePath,
         message: &Message,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
     ) -> Output {
         match message {
             Message::Birth(b) => self.on_birth(path, b, retained, now),
@@ -150,7 +150,7 @@ impl Monitor {
         path: &NodePath,
         birth: &Birth,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
     ) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
@@ -177,7 +177,7 @@ impl Monitor {
         path: &NodePath,
         state: &State,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
     ) -> Output {
         let mut changes = Vec::new();
         self.tracker
@@ -187,7 +187,7 @@ impl Monitor {
 
     /// A heartbeat; unregistered nodes (no birth yet) are ignored: see
     /// [`Tracker::contains`] and ask the agent for a `rebirth`.
-    pub fn on_heartbeat(&mut self, path: &NodePath, hb: &Heartbeat, now: Millis) -> Output {
+    pub fn on_heartbeat(&mut self, path: &NodePath, hb: &Heartbeat, now: UnixMillis) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
         let Some((idx, seq)) = self.tracker.heartbeat(&path.node, hb, now, &mut changes) else {
@@ -203,7 +203,7 @@ impl Monitor {
         }
     }
 
-    pub fn on_fault(&mut self, path: &NodePath, fault: &Fault, now: Millis) -> Output {
+    pub fn on_fault(&mut self, path: &NodePath, fault: &Fault, now: UnixMillis) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
         let Some((idx, seq)) = self.tracker.sequenced(
@@ -226,7 +226,7 @@ impl Monitor {
         }
     }
 
-    pub fn on_test(&mut self, path: &NodePath, test: &TestReceipt, now: Millis) -> Output {
+    pub fn on_test(&mut self, path: &NodePath, test: &TestReceipt, now: UnixMillis) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
         let Some((idx, seq)) = self.tracker.sequenced(
@@ -255,7 +255,7 @@ impl Monitor {
         idx: NodeIdx,
         seq: SeqInfo,
         live_ts: Option<u64>,
-        now: Millis,
+        now: UnixMillis,
         alerts: &mut Vec<AlertChange>,
     ) {
         self.engine.on_changes(&self.tracker, changes, alerts);
@@ -269,13 +269,13 @@ impl Monitor {
 
     /// The broker connection is down: due deadlines are judged, then nobody is judged, and
     /// `collector_blind` fires.
-    pub fn broker_lost(&mut self, now: Millis) -> Output {
+    pub fn broker_lost(&mut self, now: UnixMillis) -> Output {
         self.go_blind(BlindCause::Broker, now)
     }
 
     /// The collector cannot watch (`cause`): due deadlines are judged, then nobody is
     /// judged, and `collector_blind` fires. [`Monitor::broker_connected`] ends it.
-    pub fn go_blind(&mut self, cause: BlindCause, now: Millis) -> Output {
+    pub fn go_blind(&mut self, cause: BlindCause, now: UnixMillis) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
         self.tracker.lost(now, &mut changes);
@@ -285,7 +285,7 @@ impl Monitor {
     }
 
     /// The store cannot commit: `store_failed` fires. Judging goes on.
-    pub fn store_failed(&mut self, error: &str, now: Millis) -> Output {
+    pub fn store_failed(&mut self, error: &str, now: UnixMillis) -> Output {
         let mut alerts = Vec::new();
         self.engine
             .store_failed(&self.tracker, error, now, &mut alerts);
@@ -296,7 +296,7 @@ impl Monitor {
     }
 
     /// The store commits again: `store_failed` resolves.
-    pub fn store_recovered(&mut self, now: Millis) -> Output {
+    pub fn store_recovered(&mut self, now: UnixMillis) -> Output {
         let mut alerts = Vec::new();
         self.engine.store_recovered(&self.tracker, now, &mut alerts);
         Output {
@@ -307,7 +307,7 @@ impl Monitor {
 
     /// The broker connection is up (also the first connection after start): every node
     /// gets a full timeout from `now`; `collector_blind` resolves.
-    pub fn broker_connected(&mut self, now: Millis) -> Output {
+    pub fn broker_connected(&mut self, now: UnixMillis) -> Output {
         let mut alerts = Vec::new();
         self.tracker.broker_connected(now);
         self.engine.connected(&self.tracker, now, &mut alerts);
@@ -319,14 +319,14 @@ impl Monitor {
 
     /// Judges every deadline due at `now`: liveness timeouts, group waits, quiet periods,
     /// silence windows.
-    pub fn tick(&mut self, now: Millis) -> Output {
+    pub fn tick(&mut self, now: UnixMillis) -> Output {
         self.tick_judging_until(now, now)
     }
 
     /// Like [`Monitor::tick`], but liveness deadlines are judged only up to `heard`: the
     /// last moment the broker is known to have been delivering to the collector. A node's
     /// silence after that may be the collector's own (a link that only looks up).
-    pub fn tick_judging_until(&mut self, now: Millis, heard: Millis) -> Output {
+    pub fn tick_judging_until(&mut self, now: UnixMillis, heard: UnixMillis) -> Output {
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
         let mut maint = Vec::new();
@@ -349,14 +349,14 @@ impl Monitor {
         id: AlertId,
         by: &str,
         comment: Option<&str>,
-        now: Millis,
+        now: UnixMillis,
     ) -> Result<AlertChange, AckError> {
         self.engine.ack(id, by, comment, now)
     }
 
     /// Adds (or replaces, by id) a silence. Nodes it covers while its window is open are in
     /// `maintenance` (the returned transitions); a future window opens on a later tick.
-    pub fn add_silence(&mut self, silence: Silence, now: Millis) -> Output {
+    pub fn add_silence(&mut self, silence: Silence, now: UnixMillis) -> Output {
         let mut alerts = Vec::new();
         let mut maint = Vec::new();
         self.engine
@@ -370,7 +370,7 @@ impl Monitor {
     }
 
     /// Ends a silence now; `None` if no such silence is known (or it already ended).
-    pub fn expire_silence(&mut self, id: SilenceId, now: Millis) -> Option<Output> {
+    pub fn expire_silence(&mut self, id: SilenceId, now: UnixMillis) -> Option<Output> {
         let mut alerts = Vec::new();
         let mut maint = Vec::new();
         if !self
@@ -392,7 +392,7 @@ impl Monitor {
         &mut self,
         region: u32,
         sirens: &crate::readiness::tracker::Counts,
-        now: Millis,
+        now: UnixMillis,
     ) -> Output {
         let mut alerts = Vec::new();
         self.engine
@@ -408,7 +408,7 @@ impl Monitor {
     fn apply_maintenance(
         &mut self,
         maint: &[(NodeIdx, bool)],
-        now: Millis,
+        now: UnixMillis,
         changes: &mut Vec<Change>,
     ) {
         for &(idx, on) in maint {

@@ -1,6 +1,7 @@
 //! The alert rules, lifecycle, silences and inhibition, driven through [`Monitor`] with
 //! injected time.
 
+use crate::model::ms;
 use std::time::Duration;
 
 use alarmnet_protocol::{AlertStatus, Birth, Fault, Heartbeat, NodePath, Severity, State};
@@ -8,9 +9,9 @@ use serde_json::json;
 
 use super::*;
 use crate::liveness::RestoredNode;
-use crate::model::{AlertId, Liveness, Millis, NodeInfo, Silence, SilenceId};
+use crate::model::{AlertId, Liveness, NodeInfo, Silence, SilenceId, UnixMillis};
 
-const T0: Millis = 1_764_330_000_000;
+const T0: UnixMillis = UnixMillis::from_millis(1_764_330_000_000);
 const I: u64 = 10_000;
 const BOOT: &str = "boot-aaaaaaaa";
 
@@ -51,7 +52,7 @@ fn fault(seq: u64, ts: u64, code: &str, severity: &str, status: &str, replay: bo
 /// A monitor, a clock, and every output recorded.
 struct H {
     m: Monitor,
-    now: Millis,
+    now: UnixMillis,
     seq: u64,
     log: Vec<AlertChange>,
 }
@@ -86,18 +87,21 @@ impl H {
 
     fn add(&mut self, region: &str, site: &str, node: &str, kind: &str) -> NodePath {
         let p = path(region, site, node);
-        let out = self
-            .m
-            .on_birth(&p, &birth(&p, BOOT, kind, self.now), false, self.now);
+        let out = self.m.on_birth(
+            &p,
+            &birth(&p, BOOT, kind, self.now.as_millis()),
+            false,
+            self.now,
+        );
         self.take(out);
         p
     }
 
     /// Advances the clock to `to`, ticking every second.
-    fn run_to(&mut self, to: Millis) -> Vec<AlertChange> {
+    fn run_to(&mut self, to: UnixMillis) -> Vec<AlertChange> {
         let mut changes = Vec::new();
         while self.now < to {
-            self.now = (self.now + 1_000).min(to);
+            self.now = (self.now + ms(1_000)).min(to);
             let out = self.m.tick(self.now);
             changes.extend(self.take(out).alerts);
         }
@@ -105,12 +109,14 @@ impl H {
     }
 
     /// Live heartbeats from `nodes` every interval until `to`, ticking in between.
-    fn beat_until(&mut self, nodes: &[&NodePath], to: Millis) {
-        while self.now + I <= to {
-            self.run_to(self.now + I);
+    fn beat_until(&mut self, nodes: &[&NodePath], to: UnixMillis) {
+        while self.now + ms(I) <= to {
+            self.run_to(self.now + ms(I));
             self.seq += 1;
             for p in nodes {
-                let out = self.m.on_heartbeat(p, &hb(self.seq, self.now), self.now);
+                let out = self
+                    .m
+                    .on_heartbeat(p, &hb(self.seq, self.now.as_millis()), self.now);
                 self.take(out);
             }
         }
@@ -124,7 +130,9 @@ impl H {
 
     fn beat(&mut self, p: &NodePath) -> Output {
         self.seq += 1;
-        let out = self.m.on_heartbeat(p, &hb(self.seq, self.now), self.now);
+        let out = self
+            .m
+            .on_heartbeat(p, &hb(self.seq, self.now.as_millis()), self.now);
         self.take(out)
     }
 
@@ -160,7 +168,13 @@ fn sid(label: &str) -> SilenceId {
     SilenceId::new(label.bytes().fold(0, |id, b| id << 8 | u64::from(b)))
 }
 
-fn silence(id: &str, node: Option<&str>, site: Option<&str>, from: Millis, to: Millis) -> Silence {
+fn silence(
+    id: &str,
+    node: Option<&str>,
+    site: Option<&str>,
+    from: UnixMillis,
+    to: UnixMillis,
+) -> Silence {
     Silence {
         id: sid(id),
         region: None,
@@ -184,14 +198,14 @@ const RESOLVED: (AlertEvent, AlertStatus) = (AlertEvent::Resolved, AlertStatus::
 fn node_offline_fires_at_once_and_is_notified_after_the_group_wait() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    h.run_to(T0 + 5_000);
+    h.run_to(T0 + ms(5_000));
     let out = h.will(&p);
     assert_eq!(out.transitions.len(), 1);
     assert_eq!(out.alerts.len(), 1);
     let a = &out.alerts[0];
     assert_eq!((a.event, a.notify), (AlertEvent::Fired, false));
     assert_eq!(a.alert.severity, Severity::Critical, "sirens are critical");
-    assert_eq!(a.alert.started_at, T0 + 5_000);
+    assert_eq!(a.alert.started_at, T0 + ms(5_000));
     assert!(
         a.alert.summary.contains("警报器 s1 (s1)"),
         "{}",
@@ -204,8 +218,8 @@ fn node_offline_fires_at_once_and_is_notified_after_the_group_wait() {
         "{:?}",
         a.alert.args
     );
-    assert!(h.run_to(T0 + 5_000 + 14_999).is_empty());
-    let late = h.run_to(T0 + 5_000 + 15_000);
+    assert!(h.run_to(T0 + ms(5_000) + ms(14_999)).is_empty());
+    let late = h.run_to(T0 + ms(5_000) + ms(15_000));
     assert_eq!(late.len(), 1);
     assert!(late[0].notify && late[0].alert.notified);
     // Back online: the resolution is notified because the firing was.
@@ -233,11 +247,11 @@ fn a_blip_shorter_than_the_group_wait_is_recorded_but_never_notified() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
     h.will(&p);
-    h.run_to(T0 + 3_000);
+    h.run_to(T0 + ms(3_000));
     let out = h.beat(&p);
     assert_eq!(out.alerts[0].event, AlertEvent::Resolved);
     assert!(!out.alerts[0].notify);
-    h.beat_until(&[&p], T0 + 60_000);
+    h.beat_until(&[&p], T0 + ms(60_000));
     assert!(h.sent("node_offline").is_empty());
     assert_eq!(h.log.len(), 2, "fired and resolved are both in history");
 }
@@ -258,10 +272,10 @@ fn timeout_offline_fires_and_stopped_raises_nothing() {
     );
     assert_eq!(out.transitions[0].to, Liveness::Stopped);
     assert!(out.alerts.is_empty());
-    let changes = h.run_to(T0 + 3 * I);
+    let changes = h.run_to(T0 + ms(3 * I));
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].alert.subject.node(), Some(&a.node));
-    h.run_to(T0 + 3 * I + 15_000);
+    h.run_to(T0 + ms(3 * I) + ms(15_000));
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
 }
 
@@ -278,10 +292,10 @@ fn site_cut_gives_one_site_alert_and_no_node_notifications() {
         .map(|k| h.add("lz", "an", &format!("an{k}"), "siren"))
         .collect();
     let all: Vec<&NodePath> = cut.iter().chain(&others).collect();
-    h.beat_until(&all, T0 + 60_000);
+    h.beat_until(&all, T0 + ms(60_000));
     // The site is cut: only the other site keeps talking. Run far past every wait.
     let rest: Vec<&NodePath> = others.iter().collect();
-    h.beat_until(&rest, T0 + 600_000);
+    h.beat_until(&rest, T0 + ms(600_000));
     assert_eq!(
         h.firing("node_offline"),
         6,
@@ -317,15 +331,15 @@ fn a_site_flicker_inside_the_group_wait_is_recorded_never_notified() {
         .collect();
     let rest: Vec<&NodePath> = others.iter().collect();
     let all: Vec<&NodePath> = site.iter().chain(&others).collect();
-    h.beat_until(&all, T0 + 60_000);
+    h.beat_until(&all, T0 + ms(60_000));
     // Both Wills, back 4 s later: inside the 5 s default group wait.
     h.will(&site[0]);
     h.will(&site[1]);
     assert_eq!(h.firing("site_outage"), 1, "recorded at once");
-    h.run_to(h.now + 4_000);
+    h.run_to(h.now + ms(4_000));
     h.beat(&site[0]);
     h.beat(&site[1]);
-    h.beat_until(&all, h.now + 60_000);
+    h.beat_until(&all, h.now + ms(60_000));
     assert_eq!(h.firing("site_outage"), 0);
     let site_changes: Vec<_> = h
         .log
@@ -341,9 +355,9 @@ fn a_site_flicker_inside_the_group_wait_is_recorded_never_notified() {
     let cut = h.now;
     h.will(&site[0]);
     h.will(&site[1]);
-    h.beat_until(&rest, cut + 4_000);
+    h.beat_until(&rest, cut + ms(4_000));
     assert!(h.sent("site_outage").is_empty());
-    h.beat_until(&rest, cut + 6_000);
+    h.beat_until(&rest, cut + ms(6_000));
     assert_eq!(h.sent("site_outage"), vec![LATE_FIRED]);
     let notified = h.log.iter().rev().find(|c| c.notify).expect("notified");
     assert_eq!(
@@ -370,24 +384,24 @@ fn a_firing_outage_renotifies_member_changes_at_most_once_per_group_interval() {
         .map(|k| h.add("lz", "an", &format!("an{k}"), "siren"))
         .collect();
     let all: Vec<&NodePath> = site.iter().chain(&others).collect();
-    h.beat_until(&all, T0 + 60_000);
+    h.beat_until(&all, T0 + ms(60_000));
     let cut = h.now;
     h.will(&site[0]);
     h.will(&site[1]);
     let mut alive: Vec<&NodePath> = others.iter().chain(&site[2..]).collect();
-    h.beat_until(&alive, cut + 10_000);
+    h.beat_until(&alive, cut + ms(10_000));
     assert_eq!(h.sent("site_outage"), vec![LATE_FIRED]);
     // cg2 goes down 5 s after the notification (sent at cut + 5 s, after the group wait):
     // the change waits until 60 s after that notification.
     h.will(&site[2]);
     alive.retain(|p| p.node.as_str() != "cg2");
-    h.beat_until(&alive, cut + 20_000);
+    h.beat_until(&alive, cut + ms(20_000));
     // cg0 comes back within the same interval: one re-notification will carry both.
     h.beat(&site[0]);
     alive.push(&site[0]);
-    h.beat_until(&alive, cut + 64_000);
+    h.beat_until(&alive, cut + ms(64_000));
     assert_eq!(h.sent("site_outage"), vec![LATE_FIRED], "rate-limited");
-    h.beat_until(&alive, cut + 66_000);
+    h.beat_until(&alive, cut + ms(66_000));
     assert_eq!(h.sent("site_outage"), vec![LATE_FIRED, LATE_FIRED]);
     let update = h.log.iter().rev().find(|c| c.notify).expect("the update");
     assert_eq!(
@@ -405,7 +419,7 @@ fn a_firing_outage_renotifies_member_changes_at_most_once_per_group_interval() {
         [Some("2"), Some("4"), Some("cg2"), Some("cg0")]
     );
     // Nothing changes: nothing more is sent.
-    h.beat_until(&alive, cut + 300_000);
+    h.beat_until(&alive, cut + ms(300_000));
     assert_eq!(h.sent("site_outage").len(), 2);
 }
 
@@ -415,16 +429,17 @@ fn every_rule_waits_its_configured_group_wait() {
     cfg.alerts.clock_skew.group_wait = Duration::from_secs(10);
     let mut h = H::with(cfg);
     let p = h.add("lz", "cg", "n1", "siren");
-    h.beat_until(&[&p], T0 + 60_000);
+    h.beat_until(&[&p], T0 + ms(60_000));
     // An agent clock 5 min ahead: recorded at once, notified 10 s later.
     h.seq += 1;
-    let out = h.m.on_heartbeat(&p, &hb(h.seq, h.now + 300_000), h.now);
+    let out =
+        h.m.on_heartbeat(&p, &hb(h.seq, (h.now + ms(300_000)).as_millis()), h.now);
     h.take(out);
     assert_eq!(h.firing("clock_skew"), 1);
     assert!(h.sent("clock_skew").is_empty());
-    h.run_to(h.now + 9_000);
+    h.run_to(h.now + ms(9_000));
     assert!(h.sent("clock_skew").is_empty());
-    h.run_to(h.now + 1_000);
+    h.run_to(h.now + ms(1_000));
     assert_eq!(h.sent("clock_skew"), vec![LATE_FIRED]);
 }
 
@@ -437,10 +452,10 @@ fn region_outage_inhibits_site_and_node_notifications() {
         .collect();
     let lone = h.add("tianshui", "ts", "t1", "siren");
     let all: Vec<&NodePath> = nodes.iter().chain([&lone]).collect();
-    h.beat_until(&all, T0 + 20_000);
+    h.beat_until(&all, T0 + ms(20_000));
     // One Will: notified after the group wait (no outage yet).
     h.will(&nodes[0]);
-    h.beat_until(&all[1..], T0 + 40_000);
+    h.beat_until(&all[1..], T0 + ms(40_000));
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
     // The second node of the region takes it to 50%: region outage, which also inhibits
     // site `a` (2 of 2 offline), and the second node's own alert.
@@ -450,7 +465,7 @@ fn region_outage_inhibits_site_and_node_notifications() {
     assert!(h.sent("site_outage").is_empty());
     h.will(&nodes[2]);
     h.will(&nodes[3]);
-    h.beat_until(&[&lone], T0 + 600_000);
+    h.beat_until(&[&lone], T0 + ms(600_000));
     assert_eq!(
         h.sent("node_offline"),
         vec![LATE_FIRED],
@@ -463,10 +478,10 @@ fn region_outage_inhibits_site_and_node_notifications() {
     // Everything comes back within a few seconds.
     for p in &nodes {
         h.beat(p);
-        h.run_to(h.now + 2_000);
+        h.run_to(h.now + ms(2_000));
     }
     let back: Vec<&NodePath> = nodes.iter().collect();
-    h.beat_until(&back, h.now + 60_000);
+    h.beat_until(&back, h.now + ms(60_000));
     // b1 and b2 went down after the region outage was notified: one re-notification names
     // them (members changed), then the resolution.
     assert_eq!(h.sent("region_outage"), vec![FIRED, LATE_FIRED, RESOLVED]);
@@ -505,7 +520,7 @@ fn nodes_still_offline_when_a_site_outage_ends_are_notified_then() {
     for p in &nodes {
         h.will(p);
     }
-    h.beat_until(&far, T0 + 60_000);
+    h.beat_until(&far, T0 + ms(60_000));
     assert_eq!(h.sent("site_outage"), vec![FIRED]);
     // Three come back; n3 stays down: the site alert resolves, and n3's alert is notified
     // after a fresh group wait (the others had that long to come back too).
@@ -516,9 +531,9 @@ fn nodes_still_offline_when_a_site_outage_ends_are_notified_then() {
     assert_eq!(h.sent("site_outage"), vec![FIRED, RESOLVED]);
     let back = h.now;
     let alive: Vec<&NodePath> = far.iter().copied().chain(&nodes[..3]).collect();
-    h.beat_until(&alive, back + 14_000);
+    h.beat_until(&alive, back + ms(14_000));
     assert!(h.sent("node_offline").is_empty());
-    h.beat_until(&alive, back + 15_000);
+    h.beat_until(&alive, back + ms(15_000));
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
 }
 
@@ -533,9 +548,9 @@ fn flapping_replaces_a_stream_of_offline_notifications() {
     // Down 30 s, up 30 s, over and over; the neighbours are fine.
     for _ in 0..6 {
         h.will(&p);
-        h.beat_until(&[&q, &r], h.now + 30_000);
+        h.beat_until(&[&q, &r], h.now + ms(30_000));
         h.beat(&p);
-        h.beat_until(&[&p, &q, &r], h.now + 30_000);
+        h.beat_until(&[&p, &q, &r], h.now + ms(30_000));
     }
     assert_eq!(h.sent("flapping"), vec![FIRED]);
     // Two full down/up cycles were notified before the pattern was clear; none after.
@@ -546,13 +561,13 @@ fn flapping_replaces_a_stream_of_offline_notifications() {
     // It ends down and stays down: flapping resolves after the quiet period and the
     // offline alert is notified then.
     h.will(&p);
-    let quiet_end = h.now + 600_000;
-    h.beat_until(&[&q, &r], quiet_end - 1_000);
+    let quiet_end = h.now + ms(600_000);
+    h.beat_until(&[&q, &r], quiet_end - ms(1_000));
     assert_eq!(h.firing("flapping"), 1);
     h.beat_until(&[&q, &r], quiet_end);
     assert_eq!(h.sent("flapping"), vec![FIRED, RESOLVED]);
     // ...after a fresh group wait, like any alert an inhibitor held back.
-    h.beat_until(&[&q, &r], quiet_end + 15_000);
+    h.beat_until(&[&q, &r], quiet_end + ms(15_000));
     assert_eq!(
         h.sent("node_offline"),
         vec![LATE_FIRED, RESOLVED, LATE_FIRED, RESOLVED, LATE_FIRED]
@@ -565,8 +580,11 @@ fn flapping_replaces_a_stream_of_offline_notifications() {
 fn fault_alerts_follow_fault_messages_with_the_agent_severity() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    let out =
-        h.m.on_fault(&p, &fault(1, h.now, "AMP", "minor", "raised", false), h.now);
+    let out = h.m.on_fault(
+        &p,
+        &fault(1, h.now.as_millis(), "AMP", "minor", "raised", false),
+        h.now,
+    );
     assert_eq!(out.alerts.len(), 1);
     let a = &out.alerts[0];
     assert!(a.notify);
@@ -586,12 +604,15 @@ fn fault_alerts_follow_fault_messages_with_the_agent_severity() {
         [Some("amplifier"), Some("AMP"), Some("minor")]
     );
     // Raising again is a no-op; a new severity is an update, not a new notification.
-    let again =
-        h.m.on_fault(&p, &fault(2, h.now, "AMP", "minor", "raised", false), h.now);
+    let again = h.m.on_fault(
+        &p,
+        &fault(2, h.now.as_millis(), "AMP", "minor", "raised", false),
+        h.now,
+    );
     assert!(again.alerts.is_empty());
     let worse = h.m.on_fault(
         &p,
-        &fault(3, h.now, "AMP", "critical", "raised", false),
+        &fault(3, h.now.as_millis(), "AMP", "critical", "raised", false),
         h.now,
     );
     assert_eq!(worse.alerts.len(), 1);
@@ -600,12 +621,15 @@ fn fault_alerts_follow_fault_messages_with_the_agent_severity() {
         (AlertEvent::Updated, false)
     );
     // A second key is its own alert with its own id.
-    let other =
-        h.m.on_fault(&p, &fault(4, h.now, "PSU", "major", "raised", false), h.now);
+    let other = h.m.on_fault(
+        &p,
+        &fault(4, h.now.as_millis(), "PSU", "major", "raised", false),
+        h.now,
+    );
     assert_ne!(other.alerts[0].alert.id, a.alert.id);
     let clear = h.m.on_fault(
         &p,
-        &fault(5, h.now, "AMP", "critical", "cleared", false),
+        &fault(5, h.now.as_millis(), "AMP", "critical", "cleared", false),
         h.now,
     );
     assert_eq!(clear.alerts.len(), 1);
@@ -620,14 +644,14 @@ fn heartbeat_fault_lists_reconcile_missed_fault_messages() {
     let p = h.add("lz", "cg", "s1", "siren");
     h.m.on_fault(
         &p,
-        &fault(1, h.now, "AMP", "critical", "raised", false),
+        &fault(1, h.now.as_millis(), "AMP", "critical", "raised", false),
         h.now,
     );
     // `faults` absent: no reconciliation.
-    let out = h.m.on_heartbeat(&p, &hb(2, h.now), h.now);
+    let out = h.m.on_heartbeat(&p, &hb(2, h.now.as_millis()), h.now);
     assert!(out.alerts.is_empty());
     // A list without AMP (its clear was missed) but with PSU (its raise was missed).
-    let mut beat = hb(3, h.now);
+    let mut beat = hb(3, h.now.as_millis());
     beat.faults = Some(vec!["power/PSU".parse().expect("key")]);
     let out = h.m.on_heartbeat(&p, &beat, h.now);
     let events: Vec<(&str, AlertStatus, Severity)> = out
@@ -645,7 +669,7 @@ fn heartbeat_fault_lists_reconcile_missed_fault_messages() {
             .any(|e| e.0.contains("amplifier/AMP") && e.1 == AlertStatus::Resolved)
     );
     // An empty list clears everything.
-    let mut beat = hb(4, h.now);
+    let mut beat = hb(4, h.now.as_millis());
     beat.faults = Some(Vec::new());
     let out = h.m.on_heartbeat(&p, &beat, h.now);
     assert_eq!(out.alerts.len(), 1);
@@ -663,7 +687,14 @@ fn a_node_over_its_fault_cap_gets_one_summary_alert_not_one_per_fault() {
     for i in 0..50u64 {
         let out = h.m.on_fault(
             &p,
-            &fault(i + 1, h.now, &format!("F{i}"), "major", "raised", false),
+            &fault(
+                i + 1,
+                h.now.as_millis(),
+                &format!("F{i}"),
+                "major",
+                "raised",
+                false,
+            ),
             h.now,
         );
         notices.extend(out.alerts.into_iter().filter(|c| c.notify));
@@ -682,12 +713,12 @@ fn a_node_over_its_fault_cap_gets_one_summary_alert_not_one_per_fault() {
     // Another node is not affected.
     let out = h.m.on_fault(
         &other,
-        &fault(1, h.now, "AMP", "major", "raised", false),
+        &fault(1, h.now.as_millis(), "AMP", "major", "raised", false),
         h.now,
     );
     assert_eq!(out.alerts.len(), 1);
     // A heartbeat listing many faults fires none beyond the cap, and notifies nothing new.
-    let mut beat = hb(51, h.now);
+    let mut beat = hb(51, h.now.as_millis());
     beat.faults = Some(
         (0..40)
             .map(|i| format!("amplifier/F{i}").parse().expect("key"))
@@ -704,7 +735,7 @@ fn a_node_over_its_fault_cap_gets_one_summary_alert_not_one_per_fault() {
     // the node still has, up to the cap again.
     let out = h.m.on_fault(
         &p,
-        &fault(52, h.now, "F0", "major", "cleared", false),
+        &fault(52, h.now.as_millis(), "F0", "major", "cleared", false),
         h.now,
     );
     let resolved: Vec<_> = out
@@ -714,7 +745,7 @@ fn a_node_over_its_fault_cap_gets_one_summary_alert_not_one_per_fault() {
         .map(|c| c.alert.summary.clone())
         .collect();
     assert_eq!(resolved.len(), 2, "F0 and the summary: {resolved:?}");
-    let mut beat = hb(53, h.now);
+    let mut beat = hb(53, h.now.as_millis());
     beat.faults = Some(
         (1..40)
             .map(|i| format!("amplifier/F{i}").parse().expect("key"))
@@ -741,17 +772,17 @@ fn reconciling_a_long_fault_list_is_linear() {
     let keys: Vec<alarmnet_protocol::FaultKey> = (0..4_000)
         .map(|i| format!("amplifier/F{i}").parse().expect("key"))
         .collect();
-    let mut beat = hb(1, h.now);
+    let mut beat = hb(1, h.now.as_millis());
     beat.faults = Some(keys.clone());
     let out = h.m.on_heartbeat(&p, &beat, h.now);
     assert_eq!(out.alerts.len(), 4_000);
     // The same list again, then half of it: with a quadratic scan this is 16 million and
     // 8 million comparisons; linear, it is a few milliseconds even unoptimized.
     let started = std::time::Instant::now();
-    let mut beat = hb(2, h.now);
+    let mut beat = hb(2, h.now.as_millis());
     beat.faults = Some(keys.clone());
     assert!(h.m.on_heartbeat(&p, &beat, h.now).alerts.is_empty());
-    let mut beat = hb(3, h.now);
+    let mut beat = hb(3, h.now.as_millis());
     beat.faults = Some(keys[..2_000].to_vec());
     let out = h.m.on_heartbeat(&p, &beat, h.now);
     assert_eq!(out.alerts.len(), 2_000);
@@ -768,27 +799,48 @@ fn replayed_faults_wait_for_a_live_confirmation() {
     let p = h.add("lz", "cg", "s1", "siren");
     let out = h.m.on_fault(
         &p,
-        &fault(1, h.now - 60_000, "AMP", "major", "raised", true),
+        &fault(
+            1,
+            (h.now - ms(60_000)).as_millis(),
+            "AMP",
+            "major",
+            "raised",
+            true,
+        ),
         h.now,
     );
     assert_eq!(out.alerts.len(), 1);
     assert!(!out.alerts[0].notify, "old news from the spool");
     let out = h.m.on_fault(
         &p,
-        &fault(2, h.now - 50_000, "OLD", "major", "raised", true),
+        &fault(
+            2,
+            (h.now - ms(50_000)).as_millis(),
+            "OLD",
+            "major",
+            "raised",
+            true,
+        ),
         h.now,
     );
     assert!(!out.alerts[0].notify);
     let out = h.m.on_fault(
         &p,
-        &fault(3, h.now - 40_000, "OLD", "major", "cleared", true),
+        &fault(
+            3,
+            (h.now - ms(40_000)).as_millis(),
+            "OLD",
+            "major",
+            "cleared",
+            true,
+        ),
         h.now,
     );
     assert!(
         !out.alerts[0].notify,
         "a resolution is notified only if the firing was"
     );
-    let mut beat = hb(4, h.now);
+    let mut beat = hb(4, h.now.as_millis());
     beat.faults = Some(vec!["amplifier/AMP".parse().expect("key")]);
     let out = h.m.on_heartbeat(&p, &beat, h.now);
     assert_eq!(out.alerts.len(), 1);
@@ -806,20 +858,23 @@ fn clock_skew_fires_beyond_a_minute() {
     let p = h.add("lz", "cg", "s1", "siren");
     // During the start grace a late-delivered backlog is not skew.
     h.seq += 1;
-    let out = h.m.on_heartbeat(&p, &hb(h.seq, h.now - 3_600_000), h.now);
+    let out =
+        h.m.on_heartbeat(&p, &hb(h.seq, (h.now - ms(3_600_000)).as_millis()), h.now);
     assert!(out.alerts.is_empty());
-    h.beat_until(&[&p], T0 + 3 * I);
+    h.beat_until(&[&p], T0 + ms(3 * I));
     h.seq += 1;
-    let out = h.m.on_heartbeat(&p, &hb(h.seq, h.now + 60_000), h.now);
+    let out =
+        h.m.on_heartbeat(&p, &hb(h.seq, (h.now + ms(60_000)).as_millis()), h.now);
     assert!(out.alerts.is_empty(), "exactly a minute is tolerated");
     h.seq += 1;
-    let out = h.m.on_heartbeat(&p, &hb(h.seq, h.now + 61_000), h.now);
+    let out =
+        h.m.on_heartbeat(&p, &hb(h.seq, (h.now + ms(61_000)).as_millis()), h.now);
     assert_eq!(out.alerts.len(), 1);
     assert!(out.alerts[0].notify);
     let summary = &out.alerts[0].alert.summary;
     assert!(summary.contains("+61 s"), "{summary}");
     // A replayed message says nothing about the clock.
-    let mut old = hb(1, h.now - 3_600_000);
+    let mut old = hb(1, (h.now - ms(3_600_000)).as_millis());
     old.replay = true;
     assert!(h.m.on_heartbeat(&p, &old, h.now).alerts.is_empty());
     assert_eq!(h.firing("clock_skew"), 1);
@@ -829,10 +884,11 @@ fn clock_skew_fires_beyond_a_minute() {
 fn clock_skew_resolves_on_a_good_message() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    h.beat_until(&[&p], T0 + 3 * I);
-    h.m.on_heartbeat(&p, &hb(100, h.now - 120_000), h.now);
+    h.beat_until(&[&p], T0 + ms(3 * I));
+    h.m.on_heartbeat(&p, &hb(100, (h.now - ms(120_000)).as_millis()), h.now);
     assert_eq!(h.firing("clock_skew"), 1);
-    let out = h.m.on_heartbeat(&p, &hb(101, h.now + 1_000), h.now);
+    let out =
+        h.m.on_heartbeat(&p, &hb(101, (h.now + ms(1_000)).as_millis()), h.now);
     assert_eq!(out.alerts[0].alert.status, AlertStatus::Resolved);
     assert!(out.alerts[0].notify);
 }
@@ -841,22 +897,22 @@ fn clock_skew_resolves_on_a_good_message() {
 fn telemetry_gap_fires_on_enough_missing_messages_and_resolves_after_a_clean_window() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    h.m.on_heartbeat(&p, &hb(10, h.now), h.now);
+    h.m.on_heartbeat(&p, &hb(10, h.now.as_millis()), h.now);
     // 2 + 2 missing: below 5.
-    h.m.on_heartbeat(&p, &hb(13, h.now), h.now);
-    h.m.on_heartbeat(&p, &hb(16, h.now), h.now);
+    h.m.on_heartbeat(&p, &hb(13, h.now.as_millis()), h.now);
+    h.m.on_heartbeat(&p, &hb(16, h.now.as_millis()), h.now);
     assert_eq!(h.firing("telemetry_gap"), 0);
-    h.run_to(T0 + 60_000);
-    let out = h.m.on_heartbeat(&p, &hb(18, h.now), h.now);
+    h.run_to(T0 + ms(60_000));
+    let out = h.m.on_heartbeat(&p, &hb(18, h.now.as_millis()), h.now);
     let out = h.take(out);
     let gap = of(&out, "telemetry_gap");
     assert_eq!(gap.len(), 1, "5 missing within the window");
     assert!(gap[0].alert.summary.contains("5 telemetry messages"));
     let gap_at = h.now;
     h.seq = 18;
-    h.beat_until(&[&p], gap_at + 600_000 - 1_000);
+    h.beat_until(&[&p], gap_at + ms(600_000) - ms(1_000));
     assert_eq!(h.firing("telemetry_gap"), 1);
-    h.beat_until(&[&p], gap_at + 600_000);
+    h.beat_until(&[&p], gap_at + ms(600_000));
     assert_eq!(h.firing("telemetry_gap"), 0);
     assert_eq!(h.sent("telemetry_gap"), vec![FIRED, RESOLVED]);
 }
@@ -865,10 +921,10 @@ fn telemetry_gap_fires_on_enough_missing_messages_and_resolves_after_a_clean_win
 fn a_gap_across_a_broker_outage_is_recorded_not_alerted() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    h.beat_until(&[&p], T0 + 30_000);
+    h.beat_until(&[&p], T0 + ms(30_000));
     let out = h.m.broker_lost(h.now);
     h.take(out);
-    h.now += 20_000;
+    h.now += ms(20_000);
     let out = h.m.broker_connected(h.now);
     h.take(out);
     // 20 heartbeats were lost with the broker's queue for the collector.
@@ -898,10 +954,10 @@ fn a_gap_across_a_broker_outage_is_recorded_not_alerted() {
 fn gaps_in_separate_windows_do_not_add_up() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    h.m.on_heartbeat(&p, &hb(0, h.now), h.now);
-    h.m.on_heartbeat(&p, &hb(4, h.now), h.now); // 3 missing
-    h.run_to(T0 + 700_000);
-    h.m.on_heartbeat(&p, &hb(8, h.now), h.now); // 3 more, but a new window
+    h.m.on_heartbeat(&p, &hb(0, h.now.as_millis()), h.now);
+    h.m.on_heartbeat(&p, &hb(4, h.now.as_millis()), h.now); // 3 missing
+    h.run_to(T0 + ms(700_000));
+    h.m.on_heartbeat(&p, &hb(8, h.now.as_millis()), h.now); // 3 more, but a new window
     assert_eq!(h.firing("telemetry_gap"), 0);
 }
 
@@ -909,13 +965,13 @@ fn gaps_in_separate_windows_do_not_add_up() {
 fn replayed_spool_fills_the_sequence_so_a_reconnect_is_no_gap() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    h.m.on_heartbeat(&p, &hb(0, h.now), h.now);
+    h.m.on_heartbeat(&p, &hb(0, h.now.as_millis()), h.now);
     for seq in 1..20 {
-        let mut r = hb(seq, h.now);
+        let mut r = hb(seq, h.now.as_millis());
         r.replay = true;
         h.m.on_heartbeat(&p, &r, h.now);
     }
-    h.m.on_heartbeat(&p, &hb(20, h.now), h.now);
+    h.m.on_heartbeat(&p, &hb(20, h.now.as_millis()), h.now);
     assert_eq!(h.firing("telemetry_gap"), 0);
 }
 
@@ -933,7 +989,7 @@ fn threshold_fires_after_its_for_duration_and_resolves_when_false() {
     let d = h.add("lz", "cg", "d1", "display");
     let low = |h: &mut H, node: &NodePath, v: f64| {
         h.seq += 1;
-        let mut beat = hb(h.seq, h.now);
+        let mut beat = hb(h.seq, h.now.as_millis());
         beat.metrics
             .insert("battery_v".parse().expect("metric"), v)
             .expect("metric fits");
@@ -942,10 +998,10 @@ fn threshold_fires_after_its_for_duration_and_resolves_when_false() {
     };
     low(&mut h, &p, 11.5);
     low(&mut h, &d, 11.0);
-    h.run_to(T0 + 299_000);
+    h.run_to(T0 + ms(299_000));
     assert!(of(&low(&mut h, &p, 11.6), "battery_low").is_empty());
     // A heartbeat without the metric changes nothing.
-    h.run_to(T0 + 300_000);
+    h.run_to(T0 + ms(300_000));
     assert!(of(&h.beat(&p), "battery_low").is_empty());
     let out = low(&mut h, &p, 11.7);
     let fired = of(&out, "battery_low");
@@ -963,9 +1019,9 @@ fn threshold_fires_after_its_for_duration_and_resolves_when_false() {
     );
     // A dip that recovers before `for` never fires.
     low(&mut h, &p, 11.0);
-    h.run_to(h.now + 200_000);
+    h.run_to(h.now + ms(200_000));
     low(&mut h, &p, 12.0);
-    h.run_to(h.now + 200_000);
+    h.run_to(h.now + ms(200_000));
     low(&mut h, &p, 11.0);
     assert_eq!(h.sent("battery_low"), vec![FIRED, RESOLVED]);
 }
@@ -974,12 +1030,12 @@ fn threshold_fires_after_its_for_duration_and_resolves_when_false() {
 fn collector_blind_fires_once_and_nobody_goes_offline_while_blind() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    let out = h.m.broker_lost(h.now + 1_000);
+    let out = h.m.broker_lost(h.now + ms(1_000));
     assert_eq!(out.alerts.len(), 1);
     assert!(out.alerts[0].notify);
     assert_eq!(out.alerts[0].alert.subject, crate::model::Subject::Network);
-    h.now += 1_000;
-    assert!(h.run_to(T0 + 3_600_000).is_empty());
+    h.now += ms(1_000);
+    assert!(h.run_to(T0 + ms(3_600_000)).is_empty());
     assert_eq!(
         h.m.tracker().node(&p.node).map(|v| v.state()),
         Some(Liveness::Online)
@@ -988,9 +1044,9 @@ fn collector_blind_fires_once_and_nobody_goes_offline_while_blind() {
     let out = h.m.broker_connected(back);
     assert_eq!(out.alerts[0].alert.status, AlertStatus::Resolved);
     assert!(out.alerts[0].notify);
-    h.run_to(back + 3 * I - 1_000);
+    h.run_to(back + ms(3 * I) - ms(1_000));
     assert_eq!(h.firing("node_offline"), 0);
-    h.run_to(back + 3 * I);
+    h.run_to(back + ms(3 * I));
     assert_eq!(h.firing("node_offline"), 1);
 }
 
@@ -1002,11 +1058,11 @@ fn silence_moves_nodes_to_maintenance_and_records_without_notifying() {
     let p = h.add("lz", "cg", "s1", "siren");
     let q = h.add("lz", "cg", "s2", "siren");
     let out = h.m.add_silence(
-        silence("m1", Some("s1"), None, T0 + 10_000, T0 + 600_000),
+        silence("m1", Some("s1"), None, T0 + ms(10_000), T0 + ms(600_000)),
         h.now,
     );
     assert!(out.is_empty(), "the window has not opened yet");
-    let changes = h.run_to(T0 + 10_000);
+    let changes = h.run_to(T0 + ms(10_000));
     assert!(changes.is_empty());
     assert_eq!(
         h.m.tracker().node(&p.node).map(|v| v.state()),
@@ -1021,12 +1077,12 @@ fn silence_moves_nodes_to_maintenance_and_records_without_notifying() {
     let out = h.will(&p);
     assert!(out.transitions.is_empty());
     assert_eq!(out.alerts.len(), 1);
-    h.beat_until(&[&q], T0 + 300_000);
+    h.beat_until(&[&q], T0 + ms(300_000));
     assert!(h.sent("node_offline").is_empty());
     // The window ends while the alert still fires: the node shows offline and the alert is
     // notified now.
     let before = h.log.len();
-    h.beat_until(&[&q], T0 + 600_000);
+    h.beat_until(&[&q], T0 + ms(600_000));
     let after: Vec<&AlertChange> = h.log[before..].iter().collect();
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(
@@ -1050,10 +1106,10 @@ fn resolution_inside_a_silence_of_an_alert_notified_before_it_is_notified() {
     let _q = h.add("lz", "cg", "s2", "siren");
     let _r = h.add("lz", "cg", "s3", "siren");
     h.will(&p);
-    h.run_to(T0 + 20_000);
+    h.run_to(T0 + ms(20_000));
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
     let out = h.m.add_silence(
-        silence("m1", None, Some("cg"), h.now, h.now + 600_000),
+        silence("m1", None, Some("cg"), h.now, h.now + ms(600_000)),
         h.now,
     );
     assert_eq!(
@@ -1062,7 +1118,7 @@ fn resolution_inside_a_silence_of_an_alert_notified_before_it_is_notified() {
         "all three nodes enter maintenance"
     );
     assert!(out.alerts.is_empty());
-    h.run_to(h.now + 60_000);
+    h.run_to(h.now + ms(60_000));
     let out = h.beat(&p);
     assert!(
         out.transitions.is_empty(),
@@ -1081,12 +1137,12 @@ fn alert_firing_across_a_whole_window_is_not_notified_again() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
     h.will(&p);
-    h.run_to(T0 + 20_000);
+    h.run_to(T0 + ms(20_000));
     h.m.add_silence(
-        silence("m1", Some("s1"), None, h.now, h.now + 100_000),
+        silence("m1", Some("s1"), None, h.now, h.now + ms(100_000)),
         h.now,
     );
-    let changes = h.run_to(T0 + 500_000);
+    let changes = h.run_to(T0 + ms(500_000));
     assert!(changes.is_empty(), "{changes:?}");
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
     assert_eq!(
@@ -1100,10 +1156,10 @@ fn expiring_a_silence_early_ends_maintenance_now() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
     h.m.add_silence(
-        silence("m1", Some("s1"), None, h.now, h.now + 3_600_000),
+        silence("m1", Some("s1"), None, h.now, h.now + ms(3_600_000)),
         h.now,
     );
-    h.run_to(T0 + 5_000);
+    h.run_to(T0 + ms(5_000));
     let out = h.m.expire_silence(sid("m1"), h.now).expect("known silence");
     assert_eq!(out.transitions.len(), 1);
     assert_eq!(out.transitions[0].to, Liveness::Online);
@@ -1115,14 +1171,20 @@ fn expiring_a_silence_early_ends_maintenance_now() {
 fn overlapping_silences_keep_maintenance_until_the_last_ends() {
     let mut h = H::new();
     let p = h.add("lz", "cg", "s1", "siren");
-    h.m.add_silence(silence("a", Some("s1"), None, h.now, h.now + 10_000), h.now);
-    h.m.add_silence(silence("b", None, Some("cg"), h.now, h.now + 20_000), h.now);
-    h.beat_until(&[&p], T0 + 15_000);
+    h.m.add_silence(
+        silence("a", Some("s1"), None, h.now, h.now + ms(10_000)),
+        h.now,
+    );
+    h.m.add_silence(
+        silence("b", None, Some("cg"), h.now, h.now + ms(20_000)),
+        h.now,
+    );
+    h.beat_until(&[&p], T0 + ms(15_000));
     assert_eq!(
         h.m.tracker().node(&p.node).map(|v| v.state()),
         Some(Liveness::Maintenance)
     );
-    h.beat_until(&[&p], T0 + 20_000);
+    h.beat_until(&[&p], T0 + ms(20_000));
     assert_eq!(
         h.m.tracker().node(&p.node).map(|v| v.state()),
         Some(Liveness::Online)
@@ -1132,10 +1194,17 @@ fn overlapping_silences_keep_maintenance_until_the_last_ends() {
 #[test]
 fn a_node_born_inside_an_open_silence_enters_maintenance() {
     let mut h = H::new();
-    h.m.add_silence(silence("a", None, Some("cg"), h.now, h.now + 10_000), h.now);
+    h.m.add_silence(
+        silence("a", None, Some("cg"), h.now, h.now + ms(10_000)),
+        h.now,
+    );
     let p = path("lz", "cg", "late-comer");
-    let out =
-        h.m.on_birth(&p, &birth(&p, BOOT, "siren", h.now), false, h.now);
+    let out = h.m.on_birth(
+        &p,
+        &birth(&p, BOOT, "siren", h.now.as_millis()),
+        false,
+        h.now,
+    );
     let to: Vec<Liveness> = out.transitions.iter().map(|t| t.to).collect();
     assert_eq!(to, vec![Liveness::Online, Liveness::Maintenance]);
 }
@@ -1149,14 +1218,14 @@ fn ack_records_who_when_and_why() {
     let out = h.will(&p);
     let id = out.alerts[0].alert.id;
     let change =
-        h.m.ack(id, "王工", Some("crew dispatched"), h.now + 5)
+        h.m.ack(id, "王工", Some("crew dispatched"), h.now + ms(5))
             .expect("firing");
     assert_eq!(change.event, AlertEvent::Acked);
     assert!(!change.notify);
     let ack = change.alert.ack.expect("ack");
     assert_eq!(
         (ack.by.as_str(), ack.at, ack.comment.as_deref()),
-        ("王工", h.now + 5, Some("crew dispatched"))
+        ("王工", h.now + ms(5), Some("crew dispatched"))
     );
     assert_eq!(
         h.m.engine()
@@ -1235,11 +1304,11 @@ fn notifications_carry_the_documented_fields() {
     }
     assert_eq!(n["status"], "firing");
     assert!(n.get("ended_at").is_none());
-    h.run_to(T0 + 1_000);
+    h.run_to(T0 + ms(1_000));
     let resolved = h.beat(&p).alerts[0].alert.clone();
     let n = serde_json::to_value(resolved.to_notification()).expect("json");
     assert_eq!(n["status"], "resolved");
-    assert_eq!(n["ended_at"], json!(T0 + 1_000));
+    assert_eq!(n["ended_at"], json!(T0 + ms(1_000)));
     let topic = resolved.topic();
     assert_eq!(topic.rule.as_str(), "node_offline");
     assert_eq!(topic.node.as_ref(), Some(&p.node));
@@ -1296,13 +1365,13 @@ fn restart_restores_without_duplicate_notifications_or_false_offline() {
         .map(|k| h.add("lz", "cg", &format!("s{k}"), "siren"))
         .collect();
     let live: Vec<&NodePath> = nodes[1..].iter().collect();
-    h.beat_until(&live, T0 + 60_000);
+    h.beat_until(&live, T0 + ms(60_000));
     h.will(&nodes[0]);
-    h.beat_until(&live, T0 + 120_000);
+    h.beat_until(&live, T0 + ms(120_000));
     assert_eq!(h.sent("node_offline"), vec![LATE_FIRED]);
     let (stored_nodes, stored_alerts) = snapshot(&h.m);
     // kill -9, restart 5 minutes later. Heartbeats were queued by the broker meanwhile.
-    let start = h.now + 300_000;
+    let start = h.now + ms(300_000);
     let mut m = Monitor::new(MonitorConfig::default(), start);
     for n in stored_nodes {
         m.restore_node(n);
@@ -1312,25 +1381,25 @@ fn restart_restores_without_duplicate_notifications_or_false_offline() {
     }
     let out = m.finish_restore(start);
     assert!(out.is_empty(), "{out:?}");
-    let out = m.broker_connected(start + 100);
+    let out = m.broker_connected(start + ms(100));
     assert!(out.is_empty());
     // Retained births and states arrive, then the queued and live heartbeats.
     let mut notes = Vec::new();
     for p in &nodes {
-        let b = birth(p, BOOT, "siren", T0);
-        notes.extend(m.on_birth(p, &b, true, start + 200).alerts);
+        let b = birth(p, BOOT, "siren", T0.as_millis());
+        notes.extend(m.on_birth(p, &b, true, start + ms(200)).alerts);
     }
-    notes.extend(m.on_state(&nodes[0], &will(), true, start + 300).alerts);
-    let mut now = start + 1_000;
+    notes.extend(m.on_state(&nodes[0], &will(), true, start + ms(300)).alerts);
+    let mut now = start + ms(1_000);
     let mut seq = h.seq;
-    while now < start + 600_000 {
+    while now < start + ms(600_000) {
         seq += 1;
         for p in &live {
-            let out = m.on_heartbeat(p, &hb(seq, now), now);
+            let out = m.on_heartbeat(p, &hb(seq, now.as_millis()), now);
             assert!(out.transitions.is_empty(), "{out:?}");
             notes.extend(out.alerts);
         }
-        now += I;
+        now += ms(I);
         let out = m.tick(now);
         assert!(out.transitions.is_empty(), "{out:?}");
         notes.extend(out.alerts);
@@ -1342,14 +1411,14 @@ fn restart_restores_without_duplicate_notifications_or_false_offline() {
         "the restored offline alert stays firing"
     );
     // The dead node comes back: its resolution is notified once.
-    let out = m.on_heartbeat(&nodes[0], &hb(seq + 1, now), now);
+    let out = m.on_heartbeat(&nodes[0], &hb(seq + 1, now.as_millis()), now);
     assert_eq!(out.alerts.len(), 1);
     assert!(out.alerts[0].notify);
 }
 
 #[test]
 fn restart_repairs_a_crash_between_transition_and_alert() {
-    let start = T0 + 1_000_000;
+    let start = T0 + ms(1_000_000);
     let mut m = Monitor::new(MonitorConfig::default(), start);
     let p = path("lz", "cg", "s1");
     let restored = |state| RestoredNode {
@@ -1424,7 +1493,7 @@ fn restart_repairs_a_crash_between_transition_and_alert() {
 
 #[test]
 fn restored_maintenance_ends_unless_a_restored_silence_still_covers_it() {
-    let start = T0 + 1_000_000;
+    let start = T0 + ms(1_000_000);
     let mut m = Monitor::new(MonitorConfig::default(), start);
     for node in ["covered", "orphan"] {
         m.restore_node(RestoredNode {
@@ -1442,7 +1511,7 @@ fn restored_maintenance_ends_unless_a_restored_silence_still_covers_it() {
         });
     }
     let out = m.restore_silence(
-        silence("w", None, Some("covered"), T0, start + 60_000),
+        silence("w", None, Some("covered"), T0, start + ms(60_000)),
         start,
     );
     assert!(out.is_empty(), "{out:?}");
@@ -1454,7 +1523,7 @@ fn restored_maintenance_ends_unless_a_restored_silence_still_covers_it() {
         (Liveness::Maintenance, Liveness::Unknown)
     );
     // The covered node leaves maintenance when its window ends.
-    let out = m.tick(start + 60_000);
+    let out = m.tick(start + ms(60_000));
     assert!(
         out.transitions
             .iter()
@@ -1501,7 +1570,7 @@ fn random_histories_keep_the_invariants() {
         let mut outstanding: std::collections::HashMap<AlertId, bool> = Default::default();
         let mut last_state: std::collections::HashMap<String, Liveness> = Default::default();
         for step in 0..400 {
-            now += rng.below(8_000);
+            now += ms(rng.below(8_000));
             let k = rng.below(nodes.len() as u64) as usize;
             let p = &nodes[k];
             let was_blind = blind;
@@ -1511,7 +1580,7 @@ fn random_histories_keep_the_invariants() {
                         current[k] = (current[k] + 1) % boots.len();
                         seqs[k] = 0;
                     }
-                    let b = birth(p, boots[current[k]], "siren", now);
+                    let b = birth(p, boots[current[k]], "siren", now.as_millis());
                     m.on_birth(p, &b, rng.below(4) == 0, now)
                 }
                 1 => {
@@ -1553,8 +1622,8 @@ fn random_histories_keep_the_invariants() {
                         &format!("s{}", rng.below(3)),
                         None,
                         Some(if rng.below(2) == 0 { "a" } else { "b" }),
-                        now + rng.below(20_000),
-                        now + rng.below(200_000),
+                        now + ms(rng.below(20_000)),
+                        now + ms(rng.below(200_000)),
                     );
                     m.add_silence(s, now)
                 }

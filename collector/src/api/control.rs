@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventHub;
-use crate::model::{Ack, Alert, AlertId, Millis, Silence, SilenceId};
+use crate::model::{Ack, Alert, AlertId, Silence, SilenceId, UnixMillis};
 use crate::store::{Store, StoreError};
 
 /// Requests waiting for the core.
@@ -69,7 +69,7 @@ pub enum ControlRequest {
     /// reply with it as it now stands, or as it was when it was pending.
     EndSilence {
         id: SilenceId,
-        at: Millis,
+        at: UnixMillis,
         reply: Reply<Silence>,
     },
 }
@@ -117,7 +117,11 @@ impl Control {
             .await
     }
 
-    pub async fn end_silence(&self, id: SilenceId, at: Millis) -> Result<Silence, ControlError> {
+    pub async fn end_silence(
+        &self,
+        id: SilenceId,
+        at: UnixMillis,
+    ) -> Result<Silence, ControlError> {
         self.ask(|reply| ControlRequest::EndSilence { id, at, reply })
             .await
     }
@@ -176,7 +180,11 @@ async fn ack_in_store(store: &Store, id: AlertId, ack: Ack) -> Result<Alert, Con
         .await?
 }
 
-async fn end_in_store(store: &Store, id: SilenceId, at: Millis) -> Result<Silence, ControlError> {
+async fn end_in_store(
+    store: &Store,
+    id: SilenceId,
+    at: UnixMillis,
+) -> Result<Silence, ControlError> {
     store
         .call(move |db| {
             let Some(mut silence) = db.silences(None)?.into_iter().find(|s| s.id == id) else {

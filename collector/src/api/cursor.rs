@@ -108,6 +108,7 @@ pub(super) fn param<K: CursorKey>(p: &Params, list: char) -> ApiResult<Option<K>
 mod tests {
     use super::*;
     use crate::model::SilenceId;
+    use crate::model::UnixMillis;
 
     #[test]
     fn keys_round_trip_and_other_lists_cursors_are_refused() {
@@ -120,12 +121,12 @@ mod tests {
         assert_eq!(decode::<NodeKey>('n', &c), Some(key));
         assert_eq!(decode::<NodeKey>('a', &c), None);
         let t = TimeKey {
-            at: 1_790_000_000_000,
+            at: UnixMillis::from_millis(1_790_000_000_000),
             id: 42,
         };
         assert_eq!(decode::<TimeKey>('a', &encode('a', &t)), Some(t));
         let s = SilenceKey {
-            starts_at: 7,
+            starts_at: UnixMillis::from_millis(7),
             id: SilenceId::new(0x0123_abcd),
         };
         assert_eq!(decode::<SilenceKey>('s', &encode('s', &s)), Some(s));

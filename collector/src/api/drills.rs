@@ -132,10 +132,8 @@ pub(super) async fn start(
     let config = &s.drill_limits;
     let deadline = match &req.deadline {
         None => config.default_deadline,
-        Some(d) => Duration::from_millis(
-            parse_duration("deadline", d)
-                .map_err(|e| ApiError::bad_body("deadline", e.to_string()))?,
-        ),
+        Some(d) => parse_duration("deadline", d)
+            .map_err(|e| ApiError::bad_body("deadline", e.to_string()))?,
     };
     if deadline < Duration::from_secs(1) || deadline > config.max_deadline {
         return Err(ApiError::bad_body(

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::error::ApiError;
 use super::{ApiState, Params};
-use crate::model::{Ack, Alert, AlertId, Millis, Transition};
+use crate::model::{Ack, Alert, AlertId, Transition, UnixMillis};
 use crate::readiness::{Readiness, ReadinessChange};
 use crate::uptime::Stamp;
 
@@ -162,11 +162,11 @@ impl EventHub {
     /// A hub whose ids start with `run` (use the start time in ms, so ids of an earlier run
     /// are recognised as such), keeping `buffer` events and dropping subscribers more than
     /// `lag` events behind. Times in event data are written in `tz`.
-    pub fn new(run: Millis, buffer: usize, lag: usize, tz: jiff::tz::TimeZone) -> Self {
+    pub fn new(run: UnixMillis, buffer: usize, lag: usize, tz: jiff::tz::TimeZone) -> Self {
         let (tx, _) = broadcast::channel(lag.max(1));
         Self {
             inner: Arc::new(Inner {
-                run,
+                run: run.as_millis(),
                 capacity: buffer.max(1),
                 ring: Mutex::new(Ring {
                     events: VecDeque::new(),
@@ -455,10 +455,15 @@ mod tests {
     use alarmnet_protocol::{NodeId, RegionId, SiteId};
 
     fn hub(buffer: usize, lag: usize) -> EventHub {
-        EventHub::new(1000, buffer, lag, jiff::tz::TimeZone::UTC)
+        EventHub::new(
+            UnixMillis::from_millis(1000),
+            buffer,
+            lag,
+            jiff::tz::TimeZone::UTC,
+        )
     }
 
-    fn transition(at: Millis) -> (Transition, NodePath, Name) {
+    fn transition(at: UnixMillis) -> (Transition, NodePath, Name) {
         let node = NodeId::new("n1").expect("id");
         let path = NodePath::new(
             RegionId::new("r").expect("id"),
@@ -479,7 +484,7 @@ mod tests {
     fn state_event_data_has_the_documented_fields() {
         let h = hub(8, 8);
         let mut sub = h.subscribe(None);
-        let (t, path, kind) = transition(1_764_330_440_000);
+        let (t, path, kind) = transition(UnixMillis::from_millis(1_764_330_440_000));
         h.publish_state(&t, &path, &kind, Some("roof"));
         let e = sub.live.try_recv().expect("live event");
         assert_eq!(e.kind, EventKind::State);

@@ -1,6 +1,7 @@
 //! The JSON handlers of `/api/v1` (the event stream is in `events`, uptime in `uptime`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
 use axum::Json;
@@ -19,7 +20,7 @@ use super::error::{ApiError, ApiResult};
 use super::events::AckJson;
 use super::{ApiState, Params, readiness};
 use crate::model::{
-    Ack, Alert, AlertId, Liveness, Millis, RuleKind, Silence, SilenceId, Transition,
+    Ack, Alert, AlertId, Liveness, RuleKind, Silence, SilenceId, Transition, UnixMillis,
 };
 use crate::readiness::Readiness;
 use crate::store::{
@@ -32,7 +33,7 @@ type Raw = Query<Vec<(String, String)>>;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
-const DEFAULT_HISTORY_MS: Millis = 7 * 24 * 3600 * 1000;
+const DEFAULT_HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_COMMENT: usize = 1024;
 
 /// `limit` and `cursor` of one list (named by a letter, see [`cursor`]).
@@ -99,8 +100,8 @@ fn node_id(text: &str) -> ApiResult<NodeId> {
 pub(super) fn window(
     p: &Params,
     state: &ApiState,
-    default_len: Option<Millis>,
-) -> ApiResult<Option<(Millis, Millis)>> {
+    default_len: Option<Duration>,
+) -> ApiResult<Option<(UnixMillis, UnixMillis)>> {
     let now = state.now();
     let since = p.get("since");
     let from = p.get("from");
@@ -119,10 +120,10 @@ pub(super) fn window(
             ));
         }
         let len = parse_duration("since", since)?;
-        return Ok(Some((now.saturating_sub(len), now)));
+        return Ok(Some((now - len, now)));
     }
     if from.is_none() && to.is_none() {
-        return Ok(default_len.map(|len| (now.saturating_sub(len), now)));
+        return Ok(default_len.map(|len| (now - len, now)));
     }
     let to_ms = match to {
         Some(t) => parse_instant("to", t, &state.tz, DateMeans::EndOfDay)?,
@@ -130,7 +131,7 @@ pub(super) fn window(
     };
     let from_ms = match from {
         Some(f) => parse_instant("from", f, &state.tz, DateMeans::StartOfDay)?,
-        None => to_ms.saturating_sub(default_len.unwrap_or(to_ms)),
+        None => default_len.map_or(UnixMillis::EPOCH, |len| to_ms - len),
     };
     if to_ms < from_ms {
         return Err(ApiError::bad_param(
@@ -313,8 +314,8 @@ fn fault_json(f: &FaultRecord, s: &ApiState) -> Value {
         "check": check,
         "code": code,
         "severity": f.severity.as_str(),
-        "raised_at": Stamp::new(f.raised_at, &s.tz),
-        "cleared_at": f.cleared_at.map(|c| Stamp::new(c, &s.tz)),
+        "raised_at": Stamp::new(UnixMillis::from_millis(f.raised_at), &s.tz),
+        "cleared_at": f.cleared_at.map(|c| Stamp::new(UnixMillis::from_millis(c), &s.tz)),
         "message": f.message,
         "replay": f.replay,
     })
@@ -354,7 +355,7 @@ pub(super) async fn node(
     let born_at = info
         .get("ts")
         .and_then(Value::as_u64)
-        .map(|ts| Stamp::new(ts, &s.tz));
+        .map(|ts| Stamp::new(UnixMillis::from_millis(ts), &s.tz));
     let last = s.recent.latest(&n.path.node).map(|h| {
         json!({
             "received_at": Stamp::new(h.received_at, &s.tz),
@@ -407,7 +408,7 @@ pub(super) async fn history(
             matches!(v, "transitions" | "faults").then(|| v.to_owned())
         })?
         .unwrap_or_else(|| "transitions".into());
-    let (from, to) = window(&p, &s, Some(DEFAULT_HISTORY_MS))?.unwrap_or_default();
+    let (from, to) = window(&p, &s, Some(DEFAULT_HISTORY))?.unwrap_or_default();
     let page = Page::<TimeKey>::from(&p, if kind == "faults" { 'f' } else { 't' })?;
     let n = find_node(&s, &node).await?;
     let id = n.path.node.clone();
@@ -647,7 +648,7 @@ pub(super) async fn ack(
 
 // ---- silences ----
 
-fn silence_status(x: &Silence, now: Millis) -> &'static str {
+fn silence_status(x: &Silence, now: UnixMillis) -> &'static str {
     if x.ends_at <= now {
         "expired"
     } else if x.starts_at > now {
@@ -657,7 +658,7 @@ fn silence_status(x: &Silence, now: Millis) -> &'static str {
     }
 }
 
-fn silence_json(x: &Silence, s: &ApiState, now: Millis) -> Value {
+fn silence_json(x: &Silence, s: &ApiState, now: UnixMillis) -> Value {
     let mut v = json!({
         "id": x.id,
         "starts_at": Stamp::new(x.starts_at, &s.tz),
@@ -777,9 +778,9 @@ pub(super) async fn add_silence(
         (None, None) => return Err(ApiError::bad_body("ends_at", "give ends_at or duration")),
         (Some(t), None) => parse_instant("ends_at", t, &s.tz, DateMeans::EndOfDay)
             .map_err(|e| as_body_error("ends_at", e))?,
-        (None, Some(d)) => starts_at.saturating_add(
-            parse_duration("duration", d).map_err(|e| as_body_error("duration", e))?,
-        ),
+        (None, Some(d)) => {
+            starts_at + parse_duration("duration", d).map_err(|e| as_body_error("duration", e))?
+        }
     };
     if ends_at <= starts_at {
         return Err(ApiError::bad_body(

@@ -31,6 +31,7 @@ mod hardening_tests;
 mod readiness_tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -45,15 +46,15 @@ pub use error::ApiError;
 pub use events::{EventHub, EventKind};
 pub use recent::{RecentMetrics, Sample};
 
-use crate::model::Millis;
+use crate::model::UnixMillis;
 use crate::readiness::Board;
 use crate::store::Store;
 
-const DAY_MS: Millis = 86_400_000;
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// The longest window of an uptime or readiness history report: 400 days (a year and a
 /// little, so a calendar year with its neighbours' edges fits).
-pub const MAX_REPORT_WINDOW_MS: Millis = 400 * DAY_MS;
+pub const MAX_REPORT_WINDOW: Duration = Duration::from_secs(400 * DAY.as_secs());
 
 /// The most metric names `GET /api/v1/nodes/{node}/metrics?names=` takes.
 pub const MAX_METRIC_NAMES: usize = 64;
@@ -236,7 +237,7 @@ impl ApiState {
         self
     }
 
-    pub(crate) fn now(&self) -> Millis {
+    pub(crate) fn now(&self) -> UnixMillis {
         (self.clock)()
     }
 }
@@ -327,7 +328,7 @@ impl Params {
     /// `tz` (as `/api/v1/uptime` and `/api/v1/readiness/history` take it).
     pub(crate) fn window(
         &self,
-        now: crate::model::Millis,
+        now: crate::model::UnixMillis,
         tz: &jiff::tz::TimeZone,
     ) -> Result<crate::uptime::Window, crate::uptime::ParamError> {
         crate::uptime::WindowParams {
@@ -342,15 +343,15 @@ impl Params {
         .resolve(now, tz)
     }
 
-    /// [`Params::window`], refused (400) when longer than [`MAX_REPORT_WINDOW_MS`]: a report
+    /// [`Params::window`], refused (400) when longer than [`MAX_REPORT_WINDOW`]: a report
     /// reads every transition of its window, so the window bounds the work one request asks.
     pub(crate) fn report_window(
         &self,
-        now: crate::model::Millis,
+        now: crate::model::UnixMillis,
         tz: &jiff::tz::TimeZone,
     ) -> Result<crate::uptime::Window, ApiError> {
         let window = self.window(now, tz)?;
-        if window.to().saturating_sub(window.from()) > MAX_REPORT_WINDOW_MS {
+        if window.to() - window.from() > MAX_REPORT_WINDOW {
             let name = ["since", "year", "from", "to", "month", "week", "day"]
                 .into_iter()
                 .find(|n| self.get(n).is_some())
@@ -360,7 +361,7 @@ impl Params {
                 self.get(name).unwrap_or_default(),
                 &format!(
                     "the window is longer than {} days; ask for shorter windows",
-                    MAX_REPORT_WINDOW_MS / DAY_MS
+                    MAX_REPORT_WINDOW.as_secs() / DAY.as_secs()
                 ),
             ));
         }

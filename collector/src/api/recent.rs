@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use alarmnet_protocol::{CheckCounts, Heartbeat, Metrics, NodeId};
 
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 const SHARDS: usize = 16;
 
@@ -21,9 +21,9 @@ pub const DEFAULT_CAPACITY: usize = 30;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// The collector's clock when it arrived.
-    pub received_at: Millis,
+    pub received_at: UnixMillis,
     /// The agent's clock.
-    pub ts: Millis,
+    pub ts: UnixMillis,
     pub seq: u64,
     pub uptime_s: Option<u64>,
     pub metrics: Metrics,
@@ -62,7 +62,7 @@ impl RecentMetrics {
     }
 
     /// Records a live heartbeat (ignores replayed ones).
-    pub fn record(&self, node: &NodeId, received_at: Millis, hb: &Heartbeat) {
+    pub fn record(&self, node: &NodeId, received_at: UnixMillis, hb: &Heartbeat) {
         if hb.replay {
             return;
         }
@@ -70,7 +70,7 @@ impl RecentMetrics {
             node,
             Sample {
                 received_at,
-                ts: hb.ts,
+                ts: UnixMillis::from_millis(hb.ts),
                 seq: hb.seq,
                 uptime_s: hb.uptime_s,
                 metrics: hb.metrics.clone(),
@@ -114,8 +114,8 @@ mod tests {
 
     fn sample(seq: u64) -> Sample {
         Sample {
-            received_at: seq * 10,
-            ts: seq * 10,
+            received_at: UnixMillis::from_millis(seq * 10),
+            ts: UnixMillis::from_millis(seq * 10),
             seq,
             uptime_s: None,
             metrics: Metrics::new(),

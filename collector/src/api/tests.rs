@@ -21,13 +21,13 @@ pub(crate) const VIEWER: &str = "viewer-token-0123456789";
 pub(crate) const OPERATOR: &str = "operator-token-0123456789";
 
 /// Milliseconds of an RFC 3339 time.
-pub(crate) fn ms(text: &str) -> Millis {
+pub(crate) fn ms(text: &str) -> UnixMillis {
     let ts: jiff::Timestamp = text.parse().expect("RFC 3339");
-    u64::try_from(ts.as_millisecond()).expect("after 1970")
+    UnixMillis::from_millis(u64::try_from(ts.as_millisecond()).expect("after 1970"))
 }
 
 /// "Now" for every test: 2026-11-28 12:00 in Asia/Shanghai.
-pub(crate) fn now() -> Millis {
+pub(crate) fn now() -> UnixMillis {
     ms("2026-11-28T12:00:00+08:00")
 }
 
@@ -556,11 +556,13 @@ async fn node_detail_history_and_metrics() {
     let s = Server::start(true).await;
     let node = NodeId::new("lz-ql-s001").expect("id");
     let hb: alarmnet_protocol::Heartbeat = serde_json::from_value(json!({
-        "v": 1, "boot": "boot0001", "seq": 41, "ts": now() - 5000, "uptime_s": 100,
+        "v": 1, "boot": "boot0001", "seq": 41, "ts": now().as_millis() - 5000, "uptime_s": 100,
         "metrics": {"battery_v": 12.7, "cpu_pct": 7.5}
     }))
     .expect("heartbeat");
-    s.state.recent.record(&node, now() - 4000, &hb);
+    s.state
+        .recent
+        .record(&node, now() - std::time::Duration::from_millis(4000), &hb);
     let (code, n) = s.get("/api/v1/nodes/lz-ql-s001", None).await;
     assert_eq!(code, 200, "{n}");
     assert_eq!(n["faults_active"][0]["key"], "amplifier/no_load");
@@ -897,7 +899,7 @@ async fn the_stream_delivers_states_alerts_and_acks_and_resumes() {
     assert_eq!(alert.event.as_deref(), Some("alert"));
     assert_eq!(
         serde_json::from_str::<Value>(&alert.data).expect("json")["started_at"],
-        ms("2026-11-28T11:00:00+08:00")
+        ms("2026-11-28T11:00:00+08:00").as_millis()
     );
     // An ack through the API is announced.
     let (code, _, _) = s

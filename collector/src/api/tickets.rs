@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -19,10 +20,10 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// How long a ticket may wait for its connection.
-pub const TICKET_TTL_MS: Millis = 30_000;
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
 
 /// Tickets waiting at most; more at once are refused.
 pub const MAX_TICKETS: usize = 10_000;
@@ -30,7 +31,7 @@ pub const MAX_TICKETS: usize = 10_000;
 #[derive(Debug)]
 struct Issued {
     caller: Caller,
-    expires_at: Millis,
+    expires_at: UnixMillis,
 }
 
 /// The tickets issued and not yet used. Cheap to clone.
@@ -47,9 +48,9 @@ impl Tickets {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A new ticket for `caller`, valid until `now + TICKET_TTL_MS`; `None` when
+    /// A new ticket for `caller`, valid until `now + TICKET_TTL`; `None` when
     /// [`MAX_TICKETS`] live tickets are waiting.
-    pub fn issue(&self, caller: Caller, now: Millis) -> Option<String> {
+    pub fn issue(&self, caller: Caller, now: UnixMillis) -> Option<String> {
         let mut map = self.lock();
         map.retain(|_, t| t.expires_at > now);
         if map.len() >= MAX_TICKETS {
@@ -60,7 +61,7 @@ impl Tickets {
             ticket.clone(),
             Issued {
                 caller,
-                expires_at: now + TICKET_TTL_MS,
+                expires_at: now + TICKET_TTL,
             },
         );
         Some(ticket)
@@ -68,7 +69,7 @@ impl Tickets {
 
     /// Uses `ticket` up: its caller if it was issued and has not expired. A second use
     /// of the same ticket fails.
-    pub fn redeem(&self, ticket: &str, now: Millis) -> Option<Caller> {
+    pub fn redeem(&self, ticket: &str, now: UnixMillis) -> Option<Caller> {
         self.lock()
             .remove(ticket)
             .filter(|t| t.expires_at > now)
@@ -87,7 +88,7 @@ pub(super) async fn issue(
     })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"ticket": ticket, "expires_in": TICKET_TTL_MS / 1000})),
+        Json(json!({"ticket": ticket, "expires_in": TICKET_TTL.as_secs()})),
     ))
 }
 
@@ -103,18 +104,45 @@ mod tests {
             name: "wall".into(),
             role: Role::Viewer,
         };
-        let a = t.issue(who.clone(), 1_000).expect("issued");
+        let a = t
+            .issue(who.clone(), UnixMillis::from_millis(1_000))
+            .expect("issued");
         assert_eq!(a.len(), 32);
-        assert_eq!(t.redeem(&a, 1_001), Some(who.clone()));
-        assert_eq!(t.redeem(&a, 1_002), None, "single use");
-        let b = t.issue(who.clone(), 1_000).expect("issued");
-        assert_eq!(t.redeem(&b, 1_000 + TICKET_TTL_MS), None, "expired");
-        assert_eq!(t.redeem("no-such-ticket", 1_000), None);
+        assert_eq!(
+            t.redeem(&a, UnixMillis::from_millis(1_001)),
+            Some(who.clone())
+        );
+        assert_eq!(
+            t.redeem(&a, UnixMillis::from_millis(1_002)),
+            None,
+            "single use"
+        );
+        let b = t
+            .issue(who.clone(), UnixMillis::from_millis(1_000))
+            .expect("issued");
+        assert_eq!(
+            t.redeem(&b, UnixMillis::from_millis(1_000) + TICKET_TTL),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            t.redeem("no-such-ticket", UnixMillis::from_millis(1_000)),
+            None
+        );
         // Expired tickets make room; live ones do not.
         for _ in 0..MAX_TICKETS {
-            t.issue(who.clone(), 5_000).expect("room");
+            t.issue(who.clone(), UnixMillis::from_millis(5_000))
+                .expect("room");
         }
-        assert_eq!(t.issue(who.clone(), 5_001), None, "full");
-        assert!(t.issue(who, 5_000 + TICKET_TTL_MS).is_some(), "swept");
+        assert_eq!(
+            t.issue(who.clone(), UnixMillis::from_millis(5_001)),
+            None,
+            "full"
+        );
+        assert!(
+            t.issue(who, UnixMillis::from_millis(5_000) + TICKET_TTL)
+                .is_some(),
+            "swept"
+        );
     }
 }

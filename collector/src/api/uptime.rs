@@ -118,8 +118,8 @@ pub(super) async fn uptime(
 fn check_day_edges(
     p: &Params,
     window: Window,
-    pruned: crate::model::Millis,
-    now: crate::model::Millis,
+    pruned: crate::model::UnixMillis,
+    now: crate::model::UnixMillis,
     tz: &jiff::tz::TimeZone,
 ) -> Result<(), ApiError> {
     let is_day_start = |ms| Window::day_of(ms, tz).is_ok_and(|d| d.from() == ms);
@@ -155,7 +155,7 @@ fn from_summaries(
     builder: &mut ReportBuilder<'_>,
     query: &UptimeQuery,
     nodes: &NodeQuery,
-    pruned: crate::model::Millis,
+    pruned: crate::model::UnixMillis,
     shard: Shard,
     silences: &[crate::model::Silence],
     blind: &[Window],

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 pub use config::CommandsConfig;
 
@@ -100,18 +100,23 @@ impl Signer {
         path: &NodePath,
         id: CmdId,
         action: CmdAction,
-        now: Millis,
-        until: Option<Millis>,
+        now: UnixMillis,
+        until: Option<UnixMillis>,
     ) -> (String, Vec<u8>) {
         let topic = Topic::Node(path.clone(), NodeTopic::Command);
         let command = match &self.key {
             Some(key) => {
-                let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-                let mut exp = now.saturating_add(ttl);
+                let mut exp = now + self.ttl;
                 if let Some(until) = until {
                     exp = exp.min(until.max(now));
                 }
-                key.seal(&topic.format(prefix), id, action, now, exp)
+                key.seal(
+                    &topic.format(prefix),
+                    id,
+                    action,
+                    now.as_millis(),
+                    exp.as_millis(),
+                )
             }
             None => Command {
                 id,
@@ -133,7 +138,7 @@ pub struct DrillJob {
     pub id: CmdId,
     pub test: Name,
     /// The drill's deadline: no command is sent after it, and none expires later.
-    pub deadline: Millis,
+    pub deadline: UnixMillis,
     pub nodes: Vec<NodePath>,
     /// Fired when the drill is cancelled: the rest of the list is not sent.
     pub cancel: CancellationToken,

@@ -1,13 +1,14 @@
 //! The commander with paused time and a recording publisher.
 
+use crate::model::ms;
 use alarmnet_protocol::signing::TrustedKeys;
 use alarmnet_protocol::{KeyId, NodeId, RegionId, SiteId};
 
 use super::*;
 
-const T0: Millis = 1_790_000_000_000;
+const T0: UnixMillis = UnixMillis::from_millis(1_790_000_000_000);
 
-fn clock() -> Millis {
+fn clock() -> UnixMillis {
     T0
 }
 
@@ -34,7 +35,7 @@ fn job(n: usize, cancel: &CancellationToken) -> DrillJob {
     DrillJob {
         id: CmdId::new("d-test-1").expect("id"),
         test: Name::new("silent").expect("test"),
-        deadline: T0 + 600_000,
+        deadline: T0 + ms(600_000),
         nodes: (0..n).map(path).collect(),
         cancel: cancel.clone(),
         sent: Arc::new(AtomicU64::new(0)),
@@ -97,7 +98,7 @@ async fn commands_are_signed_for_their_topic_and_expire_by_the_deadline() {
     let (commands, mut rx, task) = start(Some(key), 1_000);
     let cancel = CancellationToken::new();
     let mut j = job(3, &cancel);
-    j.deadline = T0 + 60_000;
+    j.deadline = T0 + ms(60_000);
     commands.drill(j).await.expect("queued");
     assert!(commands.rebirth(path(7)));
     drop(commands);
@@ -112,14 +113,18 @@ async fn commands_are_signed_for_their_topic_and_expire_by_the_deadline() {
         };
         trusted.verify(&topic, &cmd).expect("signature verifies");
         let seal = cmd.seal.clone().expect("sealed");
-        assert_eq!(seal.ts, T0);
+        assert_eq!(seal.ts, T0.as_millis());
         match &cmd.action {
             CmdAction::Test { test } => {
                 assert_eq!(test.as_str(), "silent");
                 assert_eq!(cmd.id.as_str(), "d-test-1");
-                assert_eq!(seal.exp, T0 + 60_000, "capped at the deadline");
+                assert_eq!(
+                    seal.exp,
+                    (T0 + ms(60_000)).as_millis(),
+                    "capped at the deadline"
+                );
             }
-            CmdAction::Rebirth => assert_eq!(seal.exp, T0 + 300_000, "ts + ttl"),
+            CmdAction::Rebirth => assert_eq!(seal.exp, (T0 + ms(300_000)).as_millis(), "ts + ttl"),
             CmdAction::Check => panic!("unexpected check"),
         }
         // A signature for one node's topic does not verify on another's.

@@ -41,7 +41,7 @@ pub use schedule::{Rule, Schedule, ScheduleConfig};
 pub use tally::{LiveDrill, NodeResult, Outcome, Receipt, Status, Tally};
 pub use task::{DrillControl, DrillError, DrillRequest, DrillsTask, Started};
 
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// `[drills]`: defaults and limits of drills, and the scheduled ones.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,12 +159,12 @@ pub struct DrillMeta {
     pub id: CmdId,
     pub test: Name,
     pub selector: Selector,
-    pub started_at: Millis,
-    pub deadline: Millis,
+    pub started_at: UnixMillis,
+    pub deadline: UnixMillis,
     /// The token name of the operator, or `schedule:<name>`.
     pub started_by: String,
     pub status: Status,
-    pub closed_at: Option<Millis>,
+    pub closed_at: Option<UnixMillis>,
     pub cancelled_by: Option<String>,
     /// The schedule entry that started it, if any.
     pub schedule: Option<String>,
@@ -172,10 +172,11 @@ pub struct DrillMeta {
 }
 
 /// A new drill id: `d-` + the start time (UTC, to the second) + 4 random hex digits.
-pub fn new_id(now: Millis) -> CmdId {
-    let stamp = jiff::Timestamp::from_millisecond(i64::try_from(now).unwrap_or(i64::MAX))
-        .map(|t| t.strftime("%Y%m%dT%H%M%S").to_string())
-        .unwrap_or_else(|_| now.to_string());
+pub fn new_id(now: UnixMillis) -> CmdId {
+    let stamp =
+        jiff::Timestamp::from_millisecond(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
+            .map(|t| t.strftime("%Y%m%dT%H%M%S").to_string())
+            .unwrap_or_else(|_| now.to_string());
     let suffix: u16 = rand::random();
     let text = format!("d-{stamp}-{suffix:04x}");
     CmdId::new(text).unwrap_or_else(|_| unreachable!("a drill id is letters, digits and -"))
@@ -187,7 +188,7 @@ mod tests {
 
     #[test]
     fn ids_are_valid_command_ids_and_carry_the_start() {
-        let id = new_id(1_790_000_000_000);
+        let id = new_id(UnixMillis::from_millis(1_790_000_000_000));
         assert!(id.as_str().starts_with("d-20260921T141320-"), "{id}");
         assert_eq!(id.as_str().len(), "d-20260922T000000-abcd".len());
     }

@@ -18,7 +18,7 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 
 use super::{DrillSpec, Selector};
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// One `[[drills.schedule]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -176,15 +176,16 @@ impl Rule {
     }
 
     /// The first occurrence strictly after `after`, in zone `tz`.
-    pub fn next_after(&self, after: Millis, tz: &TimeZone) -> Option<Millis> {
-        let ts = jiff::Timestamp::from_millisecond(i64::try_from(after).ok()?).ok()?;
+    pub fn next_after(&self, after: UnixMillis, tz: &TimeZone) -> Option<UnixMillis> {
+        let ts = jiff::Timestamp::from_millisecond(i64::try_from(after.as_millis()).ok()?).ok()?;
         let mut day = ts.to_zoned_datetime(tz.clone()).date();
         // Every rule runs at least once in 31 days; a year is a safe bound.
         for _ in 0..400 {
             if self.runs_on(day) {
                 let local = day.at(self.hour, self.minute, 0, 0);
                 let at = local.to_zoned_datetime(tz.clone()).ok()?;
-                let ms = u64::try_from(at.timestamp().as_millisecond()).ok()?;
+                let ms =
+                    UnixMillis::from_millis(u64::try_from(at.timestamp().as_millisecond()).ok()?);
                 if ms > after {
                     return Some(ms);
                 }
@@ -199,9 +200,9 @@ impl Rule {
 mod tests {
     use super::*;
 
-    fn ms(text: &str) -> Millis {
+    fn ms(text: &str) -> UnixMillis {
         let ts: jiff::Timestamp = text.parse().expect("RFC 3339");
-        u64::try_from(ts.as_millisecond()).expect("after 1970")
+        UnixMillis::from_millis(u64::try_from(ts.as_millisecond()).expect("after 1970"))
     }
 
     fn shanghai() -> TimeZone {
@@ -306,7 +307,7 @@ mod tests {
             deadline: Duration::from_secs(600),
         };
         let built = entry.build("s", Duration::from_secs(3600)).expect("valid");
-        assert!(built.rule.next_after(0, &tz).is_some());
+        assert!(built.rule.next_after(UnixMillis::EPOCH, &tz).is_some());
         assert_eq!(built.spec.test.as_str(), "silent");
         let bad = ScheduleConfig {
             name: String::new(),

@@ -16,7 +16,7 @@ use alarmnet_protocol::{Name, NodeId, NodePath, TestResult};
 use serde::Serialize;
 
 use super::DrillMeta;
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// Where a drill stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,7 +147,7 @@ pub struct Receipt {
     pub node: NodeId,
     pub result: TestResult,
     /// The collector's receive time (agents' clocks never decide).
-    pub received_at: Millis,
+    pub received_at: UnixMillis,
     pub duration_ms: Option<u64>,
     pub message: Option<String>,
     /// The receipt's metrics as JSON text.
@@ -162,7 +162,7 @@ pub struct NodeResult {
     pub outcome: Outcome,
     /// The receipt's result (also for a late one).
     pub result: Option<TestResult>,
-    pub received_at: Option<Millis>,
+    pub received_at: Option<UnixMillis>,
     pub duration_ms: Option<u64>,
     pub message: Option<String>,
     pub metrics: Option<String>,
@@ -247,7 +247,7 @@ impl LiveDrill {
 
     /// Closes the drill as expired once `now` reaches the deadline: waiting nodes are
     /// silent. `true` if it closed now.
-    pub fn tick(&mut self, now: Millis) -> bool {
+    pub fn tick(&mut self, now: UnixMillis) -> bool {
         if !self.is_open() || now < self.meta.deadline {
             return false;
         }
@@ -287,7 +287,7 @@ impl LiveDrill {
     }
 
     /// Cancels an open drill at `now`: nodes still waiting are silent, later receipts late.
-    pub fn cancel(&mut self, by: &str, now: Millis) -> Result<(), NotOpen> {
+    pub fn cancel(&mut self, by: &str, now: UnixMillis) -> Result<(), NotOpen> {
         if !self.is_open() {
             return Err(NotOpen(self.meta.status));
         }
@@ -296,7 +296,7 @@ impl LiveDrill {
         Ok(())
     }
 
-    fn close(&mut self, status: Status, at: Millis) {
+    fn close(&mut self, status: Status, at: UnixMillis) {
         self.meta.status = status;
         self.meta.closed_at = Some(at);
         for (id, n) in &mut self.nodes {
@@ -329,13 +329,14 @@ impl LiveDrill {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::ms;
     use alarmnet_protocol::{CmdId, RegionId, SiteId};
 
     use super::*;
     use crate::drills::Selector;
 
-    const T0: Millis = 1_790_000_000_000;
-    const DEADLINE: Millis = T0 + 600_000;
+    const T0: UnixMillis = UnixMillis::from_millis(1_790_000_000_000);
+    const DEADLINE: UnixMillis = UnixMillis::from_millis(T0.as_millis() + 600_000);
 
     fn drill(n: usize) -> LiveDrill {
         let meta = DrillMeta {
@@ -364,7 +365,7 @@ mod tests {
         LiveDrill::new(meta, nodes)
     }
 
-    fn receipt(node: usize, result: TestResult, at: Millis) -> Receipt {
+    fn receipt(node: usize, result: TestResult, at: UnixMillis) -> Receipt {
         Receipt {
             node: NodeId::new(format!("n{node}")).expect("id"),
             result,
@@ -382,26 +383,26 @@ mod tests {
     #[test]
     fn receipts_count_once_and_the_deadline_makes_the_rest_silent_then_late() {
         let mut d = drill(10);
-        assert!(d.receipt(&receipt(0, TestResult::Pass, T0 + 1_000)));
-        assert!(d.receipt(&receipt(1, TestResult::Pass, T0 + 2_000)));
-        assert!(d.receipt(&receipt(2, TestResult::Fail, T0 + 3_000)));
-        assert!(d.receipt(&receipt(3, TestResult::Error, T0 + 4_000)));
+        assert!(d.receipt(&receipt(0, TestResult::Pass, T0 + ms(1_000))));
+        assert!(d.receipt(&receipt(1, TestResult::Pass, T0 + ms(2_000))));
+        assert!(d.receipt(&receipt(2, TestResult::Fail, T0 + ms(3_000))));
+        assert!(d.receipt(&receipt(3, TestResult::Error, T0 + ms(4_000))));
         assert!(
-            !d.receipt(&receipt(0, TestResult::Fail, T0 + 5_000)),
+            !d.receipt(&receipt(0, TestResult::Fail, T0 + ms(5_000))),
             "second receipt"
         );
         assert!(!d.receipt(&receipt(99, TestResult::Pass, T0)), "not asked");
         let t = d.tally();
         assert_eq!((t.passed, t.failed, t.errored, t.waiting), (2, 1, 1, 6));
         assert!((t.sounding_rate() - 0.2).abs() < 1e-9);
-        assert!(!d.tick(DEADLINE - 1));
+        assert!(!d.tick(DEADLINE - ms(1)));
         assert!(d.is_open());
         assert!(d.tick(DEADLINE));
         assert_eq!(d.meta().status, Status::Expired);
         assert_eq!(d.meta().closed_at, Some(DEADLINE));
         assert_eq!(d.tally().silent, 6);
         // After the deadline: late, never a pass; the rate does not move.
-        assert!(d.receipt(&receipt(4, TestResult::Pass, DEADLINE + 10)));
+        assert!(d.receipt(&receipt(4, TestResult::Pass, DEADLINE + ms(10))));
         let t = d.tally();
         assert_eq!((t.silent, t.late, t.passed), (5, 1, 2));
         assert!((t.sounding_rate() - 0.2).abs() < 1e-9);
@@ -409,7 +410,7 @@ mod tests {
         assert_eq!(late.outcome, Outcome::Late);
         assert_eq!(late.result, Some(TestResult::Pass));
         assert!(
-            !d.receipt(&receipt(4, TestResult::Pass, DEADLINE + 20)),
+            !d.receipt(&receipt(4, TestResult::Pass, DEADLINE + ms(20))),
             "once"
         );
         assert!(sums_to_asked(&d.tally()));
@@ -418,7 +419,7 @@ mod tests {
     #[test]
     fn a_receipt_after_the_deadline_is_late_even_before_any_tick() {
         let mut d = drill(2);
-        assert!(d.receipt(&receipt(0, TestResult::Pass, DEADLINE + 1)));
+        assert!(d.receipt(&receipt(0, TestResult::Pass, DEADLINE + ms(1))));
         assert_eq!(d.meta().status, Status::Expired);
         let t = d.tally();
         assert_eq!((t.passed, t.late, t.silent), (0, 1, 1));
@@ -427,13 +428,13 @@ mod tests {
     #[test]
     fn the_drill_completes_when_every_node_answered() {
         let mut d = drill(3);
-        d.receipt(&receipt(0, TestResult::Pass, T0 + 1));
-        d.receipt(&receipt(1, TestResult::Fail, T0 + 2));
+        d.receipt(&receipt(0, TestResult::Pass, T0 + ms(1)));
+        d.receipt(&receipt(1, TestResult::Fail, T0 + ms(2)));
         assert!(d.is_open());
-        d.receipt(&receipt(2, TestResult::Pass, T0 + 3));
+        d.receipt(&receipt(2, TestResult::Pass, T0 + ms(3)));
         assert_eq!(d.meta().status, Status::Completed);
-        assert_eq!(d.meta().closed_at, Some(T0 + 3));
-        assert!(!d.tick(DEADLINE + 1), "already closed");
+        assert_eq!(d.meta().closed_at, Some(T0 + ms(3)));
+        assert!(!d.tick(DEADLINE + ms(1)), "already closed");
         let t = d.tally();
         assert_eq!((t.passed, t.failed, t.silent, t.waiting), (2, 1, 0, 0));
         assert!((t.sounding_rate() - 2.0 / 3.0).abs() < 1e-9);
@@ -442,17 +443,20 @@ mod tests {
     #[test]
     fn cancel_closes_once_and_later_receipts_are_late() {
         let mut d = drill(4);
-        d.receipt(&receipt(0, TestResult::Pass, T0 + 1));
+        d.receipt(&receipt(0, TestResult::Pass, T0 + ms(1)));
         d.take_changes();
-        d.cancel("ops", T0 + 100).expect("open");
+        d.cancel("ops", T0 + ms(100)).expect("open");
         assert_eq!(d.meta().status, Status::Cancelled);
         assert_eq!(d.meta().cancelled_by.as_deref(), Some("ops"));
-        assert_eq!(d.cancel("ops", T0 + 200), Err(NotOpen(Status::Cancelled)));
+        assert_eq!(
+            d.cancel("ops", T0 + ms(200)),
+            Err(NotOpen(Status::Cancelled))
+        );
         let (rows, meta) = d.take_changes();
         assert!(meta);
         assert_eq!(rows.len(), 3, "the waiting nodes turned silent");
         assert!(rows.iter().all(|r| r.outcome == Outcome::Silent));
-        d.receipt(&receipt(1, TestResult::Pass, T0 + 150));
+        d.receipt(&receipt(1, TestResult::Pass, T0 + ms(150)));
         let t = d.tally();
         assert_eq!((t.passed, t.silent, t.late), (1, 2, 1));
         assert!(sums_to_asked(&t));
@@ -461,8 +465,8 @@ mod tests {
     #[test]
     fn a_drill_rebuilt_from_stored_results_recounts_its_tally() {
         let mut d = drill(5);
-        d.receipt(&receipt(0, TestResult::Pass, T0 + 1));
-        d.receipt(&receipt(1, TestResult::Error, T0 + 2));
+        d.receipt(&receipt(0, TestResult::Pass, T0 + ms(1)));
+        d.receipt(&receipt(1, TestResult::Error, T0 + ms(2)));
         let stored: Vec<NodeResult> = d.results().cloned().collect();
         let again = LiveDrill::new(d.meta().clone(), stored);
         assert_eq!(again.tally(), d.tally());

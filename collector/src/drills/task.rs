@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{DrillMeta, DrillSpec, DrillsSettings, LiveDrill, NodeResult, Schedule, Status};
 use crate::api::{Clock, EventHub, EventKind};
 use crate::commands::{Commands, DrillJob};
-use crate::model::Millis;
+use crate::model::UnixMillis;
 use crate::store::{DrillRow, Store, StoreError};
 
 /// How often receipts are read and progress is announced (so at most 4 `drill` events a
@@ -29,7 +29,7 @@ pub const POLL: Duration = Duration::from_millis(250);
 const CLOSED_POLL_EVERY: u64 = 20;
 
 /// How long after closing a drill still records late receipts in its results.
-const LATE_WINDOW: Millis = 24 * 3600 * 1000;
+const LATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Receipts read per drill per poll.
 const RECEIPTS_PER_POLL: usize = 20_000;
@@ -200,7 +200,7 @@ impl Entry {
 #[derive(Debug)]
 struct Scheduled {
     schedule: Schedule,
-    last: Option<Millis>,
+    last: Option<UnixMillis>,
 }
 
 /// The drills task's state. See the module documentation.
@@ -252,7 +252,7 @@ impl DrillsTask {
         }
     }
 
-    fn now(&self) -> Millis {
+    fn now(&self) -> UnixMillis {
         (self.clock)()
     }
 
@@ -262,7 +262,7 @@ impl DrillsTask {
         let now = self.now();
         let rows = self
             .store
-            .read(move |db| db.live_drills(now.saturating_sub(LATE_WINDOW)))
+            .read(move |db| db.live_drills(now - LATE_WINDOW))
             .await?;
         for (DrillRow { meta, cursor }, results) in rows {
             let entry = Entry::new(LiveDrill::new(meta, results), cursor);
@@ -346,7 +346,7 @@ impl DrillsTask {
         spec: DrillSpec,
         by: String,
         dry_run: bool,
-        schedule: Option<(String, Millis)>,
+        schedule: Option<(String, UnixMillis)>,
     ) -> Result<Started, DrillError> {
         let selector = spec.selector.clone();
         let targets = self
@@ -367,13 +367,12 @@ impl DrillsTask {
             });
         }
         let now = self.now();
-        let deadline_ms = u64::try_from(spec.deadline.as_millis()).unwrap_or(u64::MAX);
         let meta = DrillMeta {
             id: super::new_id(now),
             test: spec.test,
             selector: spec.selector,
             started_at: now,
-            deadline: now.saturating_add(deadline_ms),
+            deadline: now + spec.deadline,
             started_by: by,
             status: Status::Open,
             closed_at: None,
@@ -500,7 +499,7 @@ impl DrillsTask {
                 || e.drill
                     .meta()
                     .closed_at
-                    .is_some_and(|at| now < at.saturating_add(LATE_WINDOW))
+                    .is_some_and(|at| now < at + LATE_WINDOW)
         });
         self.run_schedules(now).await;
     }
@@ -549,7 +548,7 @@ impl DrillsTask {
         announce_entry(&self.events, &self.tz, e);
     }
 
-    async fn run_schedules(&mut self, now: Millis) {
+    async fn run_schedules(&mut self, now: UnixMillis) {
         for i in 0..self.schedules.len() {
             loop {
                 let s = &self.schedules[i];
@@ -564,9 +563,8 @@ impl DrillsTask {
                 }
                 let name = s.schedule.name.clone();
                 let spec = s.schedule.spec.clone();
-                let grace = u64::try_from(spec.deadline.as_millis()).unwrap_or(u64::MAX);
-                if now.saturating_sub(next) > grace {
-                    tracing::warn!(schedule = %name, missed = next, "scheduled drill missed (collector not running); skipped");
+                if now - next > spec.deadline {
+                    tracing::warn!(schedule = %name, missed = next.as_millis(), "scheduled drill missed (collector not running); skipped");
                     let n = name.clone();
                     if let Err(e) = self
                         .store
@@ -629,6 +627,7 @@ fn announce_entry(events: &EventHub, tz: &TimeZone, e: &mut Entry) {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::ms;
     use std::sync::atomic::AtomicU64;
 
     use alarmnet_protocol::{Birth, Message, NodePath, Prefix, RegionId, SiteId, TestReceipt};
@@ -641,7 +640,7 @@ mod tests {
     use crate::store::Db;
 
     /// 2026-12-02 08:00 in Asia/Shanghai.
-    const T0: Millis = 1_796_169_600_000;
+    const T0: UnixMillis = UnixMillis::from_millis(1_796_169_600_000);
 
     #[derive(Debug)]
     struct Recorder(mpsc::UnboundedSender<(String, Vec<u8>)>);
@@ -696,7 +695,7 @@ mod tests {
         let signer = Signer::new(None, Duration::from_secs(300));
         let c = clock.clone();
         let commander = Commander::new(Recorder(tx), Prefix::default(), signer, 100_000)
-            .with_clock(Arc::new(move || c.load(Relaxed)));
+            .with_clock(Arc::new(move || UnixMillis::from_millis(c.load(Relaxed))));
         tokio::spawn(commander.run(queue, stop.clone()));
         let tz = TimeZone::get("Asia/Shanghai").expect("zone");
         let events = EventHub::new(T0, 64, 64, tz.clone());
@@ -713,7 +712,7 @@ mod tests {
             commands,
             config,
             tz,
-            Arc::new(move || c.load(Relaxed)),
+            Arc::new(move || UnixMillis::from_millis(c.load(Relaxed))),
         );
         task.restore().await.expect("restore");
         Rig { task, sent, stop }
@@ -745,7 +744,7 @@ mod tests {
     #[tokio::test]
     async fn a_restarted_task_resumes_the_tally_and_asks_only_the_waiting_nodes_again() {
         let store = store_with(&["n1", "n2", "n3"]).await;
-        let clock = Arc::new(AtomicU64::new(T0));
+        let clock = Arc::new(AtomicU64::new(T0.as_millis()));
         let mut a = rig(&store, &clock, Vec::new()).await;
         let spec = DrillSpec {
             selector: Selector::default(),
@@ -765,14 +764,14 @@ mod tests {
         }))
         .expect("receipt");
         store
-            .record_test(NodeId::new("n2").expect("id"), receipt, T0 + 5_000)
+            .record_test(NodeId::new("n2").expect("id"), receipt, T0 + ms(5_000))
             .await
             .expect("stored");
         a.task.poll().await;
         assert_eq!(a.task.live[&id].drill.tally().passed, 1);
         drop(a);
 
-        clock.store(T0 + 60_000, Relaxed);
+        clock.store((T0 + ms(60_000)).as_millis(), Relaxed);
         let mut b = rig(&store, &clock, Vec::new()).await;
         let t = b.task.live[&id].drill.tally();
         assert_eq!((t.asked, t.passed, t.waiting), (3, 1, 2));
@@ -781,7 +780,7 @@ mod tests {
         assert_eq!(again, [format!("{id}@n1"), format!("{id}@n3")]);
 
         // The deadline still applies after the restart.
-        clock.store(T0 + 600_000, Relaxed);
+        clock.store((T0 + ms(600_000)).as_millis(), Relaxed);
         b.task.poll().await;
         let row = store
             .read({
@@ -798,7 +797,7 @@ mod tests {
     #[tokio::test]
     async fn a_schedule_runs_each_occurrence_once_across_restarts() {
         let store = store_with(&["n1", "n2"]).await;
-        let clock = Arc::new(AtomicU64::new(T0));
+        let clock = Arc::new(AtomicU64::new(T0.as_millis()));
         let schedule = vec![ScheduleConfig {
             name: "daily".into(),
             when: "every day at 09:00".into(),
@@ -810,7 +809,7 @@ mod tests {
         a.task.poll().await;
         assert!(a.task.live.is_empty(), "08:00: nothing due yet");
         // 09:00:01 Shanghai.
-        clock.store(T0 + 3_601_000, Relaxed);
+        clock.store((T0 + ms(3_601_000)).as_millis(), Relaxed);
         a.task.poll().await;
         let drills: Vec<_> = a
             .task
@@ -823,7 +822,7 @@ mod tests {
         assert_eq!(drills[0].schedule.as_deref(), Some("daily"));
         drop(a);
         // A restart at 09:00:30 does not run 09:00 again.
-        clock.store(T0 + 3_630_000, Relaxed);
+        clock.store((T0 + ms(3_630_000)).as_millis(), Relaxed);
         let mut b = rig(&store, &clock, schedule).await;
         b.task.poll().await;
         let page = store

@@ -18,7 +18,7 @@
 //! the number of nodes that had any.
 //!
 //! Buckets exist only for registered nodes (the registry is bounded by `max_nodes`), so
-//! invented ids cost no memory here either. The clock is the collector's [`Millis`], passed
+//! invented ids cost no memory here either. The clock is the collector's [`UnixMillis`], passed
 //! in: the limiter is pure and tested without sleeping.
 
 use std::collections::{HashMap, HashSet};
@@ -28,13 +28,13 @@ use std::time::Duration;
 use alarmnet_protocol::{NodeId, NodeTopic};
 
 use crate::metrics::Metrics;
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// How many of the worst offenders `/metrics` names.
 pub const TOP_OFFENDERS: usize = 10;
 
 /// The top offenders are recomputed at most this often (only while nodes are limited).
-const TOP_REFRESH_MS: u64 = 1_000;
+const TOP_REFRESH: Duration = Duration::from_secs(1);
 
 /// The message kinds with a bucket of their own.
 const KINDS: usize = 5;
@@ -54,13 +54,13 @@ fn kind_index(kind: NodeTopic) -> Option<usize> {
 #[derive(Debug, Clone)]
 struct NodeBuckets {
     /// When the tokens were last refilled.
-    at: Millis,
+    at: UnixMillis,
     tokens: [f32; KINDS],
     /// Messages dropped since the start.
     dropped: u64,
     /// Messages dropped since the last warning.
     unlogged: u64,
-    warned_at: Option<Millis>,
+    warned_at: Option<UnixMillis>,
 }
 
 /// The per-node token buckets of the ingest stage.
@@ -69,11 +69,11 @@ pub struct NodeLimits {
     /// Tokens per millisecond.
     per_ms: f64,
     burst: f32,
-    log_window_ms: u64,
+    log_window: Duration,
     nodes: HashMap<NodeId, NodeBuckets>,
     /// Nodes that had at least one message dropped.
     offenders: HashSet<NodeId>,
-    top_refreshed: Option<Millis>,
+    top_refreshed: Option<UnixMillis>,
     /// Drops since the counts were last handed to `/metrics`.
     dirty: bool,
     metrics: Arc<Metrics>,
@@ -89,7 +89,7 @@ impl NodeLimits {
         Some(Self {
             per_ms: rate / 1000.0,
             burst: burst.max(1) as f32,
-            log_window_ms: u64::try_from(log_window.as_millis()).unwrap_or(u64::MAX),
+            log_window,
             nodes: HashMap::new(),
             offenders: HashSet::new(),
             top_refreshed: None,
@@ -100,16 +100,12 @@ impl NodeLimits {
 
     /// Whether a message of `kind` from the registered node `node` may pass at `now`. Takes
     /// a token when it does; counts, logs (rate-limited) and returns `false` when not.
-    pub fn admit(&mut self, node: &NodeId, kind: NodeTopic, now: Millis) -> bool {
+    pub fn admit(&mut self, node: &NodeId, kind: NodeTopic, now: UnixMillis) -> bool {
         let Some(k) = kind_index(kind) else {
             return true;
         };
         // Any node's traffic brings the published counts up to date after a flood ends.
-        if self.dirty
-            && self
-                .top_refreshed
-                .is_none_or(|at| now.saturating_sub(at) >= TOP_REFRESH_MS)
-        {
+        if self.dirty && self.top_refreshed.is_none_or(|at| now - at >= TOP_REFRESH) {
             self.top_refreshed = Some(now);
             self.publish();
         }
@@ -124,7 +120,7 @@ impl NodeLimits {
                 warned_at: None,
             }),
         };
-        let elapsed = now.saturating_sub(b.at);
+        let elapsed = now.millis_since(b.at);
         if elapsed > 0 {
             let add = (elapsed as f64 * self.per_ms) as f32;
             for t in &mut b.tokens {
@@ -138,9 +134,7 @@ impl NodeLimits {
         }
         b.dropped += 1;
         b.unlogged += 1;
-        if b.warned_at
-            .is_none_or(|at| now.saturating_sub(at) >= self.log_window_ms)
-        {
+        if b.warned_at.is_none_or(|at| now - at >= self.log_window) {
             tracing::warn!(
                 node = %node,
                 kind = ?kind,
@@ -158,10 +152,7 @@ impl NodeLimits {
             self.offenders.insert(node.clone());
         }
         self.dirty = true;
-        if self
-            .top_refreshed
-            .is_none_or(|at| now.saturating_sub(at) >= TOP_REFRESH_MS)
-        {
+        if self.top_refreshed.is_none_or(|at| now - at >= TOP_REFRESH) {
             self.top_refreshed = Some(now);
             self.publish();
         }
@@ -202,6 +193,7 @@ impl NodeLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ms;
 
     fn id(s: &str) -> NodeId {
         NodeId::new(s).expect("valid id")
@@ -225,7 +217,7 @@ mod tests {
         let (mut l, _) = limits(20.0, 200);
         let n = id("flood");
         let passed = (0..10_000)
-            .filter(|_| l.admit(&n, NodeTopic::Fault, 1_000))
+            .filter(|_| l.admit(&n, NodeTopic::Fault, UnixMillis::from_millis(1_000)))
             .count();
         assert_eq!(
             passed, 200,
@@ -233,13 +225,13 @@ mod tests {
         );
         // One second later: 20 more tokens.
         let passed = (0..10_000)
-            .filter(|_| l.admit(&n, NodeTopic::Fault, 2_000))
+            .filter(|_| l.admit(&n, NodeTopic::Fault, UnixMillis::from_millis(2_000)))
             .count();
         assert_eq!(passed, 20);
         assert_eq!(l.dropped(&n), 19_780);
         // Tokens never exceed the burst, however long the node was quiet.
         let passed = (0..10_000)
-            .filter(|_| l.admit(&n, NodeTopic::Fault, 1_000_000))
+            .filter(|_| l.admit(&n, NodeTopic::Fault, UnixMillis::from_millis(1_000_000)))
             .count();
         assert_eq!(passed, 200);
     }
@@ -250,20 +242,35 @@ mod tests {
         let flood = id("flood");
         let calm = id("calm");
         for i in 0..1_000 {
-            l.admit(&flood, NodeTopic::Fault, 1_000 + i);
+            l.admit(
+                &flood,
+                NodeTopic::Fault,
+                UnixMillis::from_millis(1_000) + ms(i),
+            );
         }
         // The flooding node's heartbeats, births and states still pass.
         for (i, kind) in [NodeTopic::Heartbeat, NodeTopic::Birth, NodeTopic::State]
             .into_iter()
             .enumerate()
         {
-            assert!(l.admit(&flood, kind, 2_000 + i as u64), "{kind:?}");
+            assert!(
+                l.admit(&flood, kind, UnixMillis::from_millis(2_000) + ms(i as u64)),
+                "{kind:?}"
+            );
         }
         // Another node is untouched.
-        assert!((0..5).all(|i| l.admit(&calm, NodeTopic::Fault, 2_000 + i)));
+        assert!((0..5).all(|i| l.admit(
+            &calm,
+            NodeTopic::Fault,
+            UnixMillis::from_millis(2_000) + ms(i)
+        )));
         assert_eq!(l.dropped(&calm), 0);
         // Commands are never ingested; never limited here either.
-        assert!((0..100).all(|_| l.admit(&flood, NodeTopic::Command, 2_000)));
+        assert!((0..100).all(|_| l.admit(
+            &flood,
+            NodeTopic::Command,
+            UnixMillis::from_millis(2_000)
+        )));
     }
 
     #[test]
@@ -271,12 +278,16 @@ mod tests {
         let (mut l, metrics) = limits(1.0, 1);
         let flood = id("flood");
         for _ in 0..100 {
-            l.admit(&flood, NodeTopic::Fault, 10_000);
+            l.admit(&flood, NodeTopic::Fault, UnixMillis::from_millis(10_000));
         }
         // Published at the first drop only (once a second at most).
         assert!(metrics.render().contains("{node=\"flood\"} 1\n"));
         // A calm node's message a second later brings the count up to date.
-        assert!(l.admit(&id("calm"), NodeTopic::Heartbeat, 11_000));
+        assert!(l.admit(
+            &id("calm"),
+            NodeTopic::Heartbeat,
+            UnixMillis::from_millis(11_000)
+        ));
         let text = metrics.render();
         assert!(text.contains("{node=\"flood\"} 99\n"), "{text}");
     }
@@ -288,7 +299,7 @@ mod tests {
         for k in 1..=15u64 {
             let n = id(&format!("n{k:02}"));
             for _ in 0..=k {
-                l.admit(&n, NodeTopic::Heartbeat, 5_000);
+                l.admit(&n, NodeTopic::Heartbeat, UnixMillis::from_millis(5_000));
             }
         }
         let top = l.top(TOP_OFFENDERS);

@@ -39,8 +39,8 @@ use alarmnet_protocol::{
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::model::Millis;
 pub use crate::model::RejectReason;
+use crate::model::UnixMillis;
 pub use config::{IngestConfig, Registration, read_allowlist};
 
 /// A message from a node that the core should act on.
@@ -63,20 +63,23 @@ pub enum CoreEvent {
     Node {
         path: NodePath,
         message: NodeMessage,
-        received_at: Millis,
+        received_at: UnixMillis,
         /// The MQTT retain flag of the delivery: a retained birth or state is the broker's
         /// memory, not a sign of life now.
         retained: bool,
     },
     /// The broker connection is up (sent on every ConnAck). With `session_present = false`
     /// the broker lost the session: messages queued for the collector may be gone.
-    BrokerConnected { at: Millis, session_present: bool },
+    BrokerConnected {
+        at: UnixMillis,
+        session_present: bool,
+    },
     /// The broker connection was lost: the collector is blind from `at`.
-    BrokerLost { at: Millis },
+    BrokerLost { at: UnixMillis },
     /// A link check's marker came back through the broker: every message received before
     /// this event was delivered by a broker that was running normally (see
     /// [`crate::liveness::wills`]).
-    LinkConfirmed { at: Millis },
+    LinkConfirmed { at: UnixMillis },
 }
 
 impl CoreEvent {
@@ -118,7 +121,7 @@ impl Rejection {
 pub struct Ingest {
     prefix: Prefix,
     max_nodes: usize,
-    max_future_skew_ms: u64,
+    max_future_skew: Duration,
     allowlist: Option<HashSet<NodeId>>,
     registry: HashMap<NodeId, Binding>,
     metrics: Arc<Metrics>,
@@ -194,8 +197,7 @@ impl Ingest {
         Self {
             prefix,
             max_nodes: config.max_nodes,
-            max_future_skew_ms: u64::try_from(config.max_future_skew.as_millis())
-                .unwrap_or(u64::MAX),
+            max_future_skew: config.max_future_skew,
             allowlist,
             registry,
             log: RejectLog::new(config.reject_log_window),
@@ -223,7 +225,7 @@ impl Ingest {
 
     /// Handles one publish: counts it, and returns what the core must see, if anything.
     /// `None` for rejections (counted and perhaps logged) and for ignored topics.
-    pub fn handle(&mut self, topic: &str, payload: &[u8], now: Millis) -> Option<CoreEvent> {
+    pub fn handle(&mut self, topic: &str, payload: &[u8], now: UnixMillis) -> Option<CoreEvent> {
         // Commands are the collector's own (or an operator's) traffic to agents.
         if topic.ends_with("/cmd") {
             return None;
@@ -280,7 +282,7 @@ impl Ingest {
 
     /// Heartbeats, faults and test receipts of a registered node beyond its rate: dropped
     /// before they cost a decode.
-    fn over_limit_before_decode(&mut self, topic: &Topic, now: Millis) -> bool {
+    fn over_limit_before_decode(&mut self, topic: &Topic, now: UnixMillis) -> bool {
         let Some(limits) = &mut self.limits else {
             return false;
         };
@@ -297,7 +299,7 @@ impl Ingest {
     /// Births and states beyond their node's rate (their own buckets, so a flood of other
     /// messages never starves them). A Last Will (`offline` other than a clean stop is
     /// the broker's word that the node is gone) and a clean `offline` are never limited.
-    fn over_limit_after_decode(&mut self, event: &CoreEvent, now: Millis) -> bool {
+    fn over_limit_after_decode(&mut self, event: &CoreEvent, now: UnixMillis) -> bool {
         let Some(limits) = &mut self.limits else {
             return false;
         };
@@ -317,7 +319,7 @@ impl Ingest {
         &mut self,
         topic: &str,
         payload: &[u8],
-        now: Millis,
+        now: UnixMillis,
     ) -> Result<CoreEvent, Rejection> {
         self.classify_decoded(alarmnet_protocol::decode(&self.prefix, topic, payload), now)
     }
@@ -326,7 +328,7 @@ impl Ingest {
     fn classify_decoded(
         &mut self,
         decoded: Result<alarmnet_protocol::Envelope, DecodeError>,
-        now: Millis,
+        now: UnixMillis,
     ) -> Result<CoreEvent, Rejection> {
         let envelope = decoded.map_err(|e| Rejection::new(e.reason.into(), e.to_string()))?;
         let Topic::Node(path, _) = envelope.topic else {
@@ -336,7 +338,7 @@ impl Ingest {
             ));
         };
         if let Some(ts) = agent_ts(&envelope.message)
-            && ts > now.saturating_add(self.max_future_skew_ms)
+            && UnixMillis::from_millis(ts) > now + self.max_future_skew
         {
             return Err(Rejection::new(
                 RejectReason::FutureTs,
@@ -344,7 +346,7 @@ impl Ingest {
                     "node {}: message dated {} s ahead of the collector's clock \
                      (ingest.max_future_skew)",
                     path.node,
-                    (ts - now) / 1000
+                    UnixMillis::from_millis(ts).millis_since(now) / 1000
                 ),
             ));
         }
@@ -515,6 +517,7 @@ impl RejectLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ms;
 
     fn ingest(max_nodes: usize, allow: Option<&[&str]>) -> Ingest {
         let config = IngestConfig {
@@ -556,7 +559,9 @@ mod tests {
     }
 
     fn reason(i: &mut Ingest, (topic, body): (String, Vec<u8>)) -> Option<RejectReason> {
-        i.classify(&topic, &body, 1).err().map(|r| r.reason)
+        i.classify(&topic, &body, UnixMillis::from_millis(1))
+            .err()
+            .map(|r| r.reason)
     }
 
     #[test]
@@ -587,12 +592,15 @@ mod tests {
             ),
         ];
         for (topic, body, want) in cases {
-            let got = i.classify(topic, body, 1).expect_err(topic).reason;
+            let got = i
+                .classify(topic, body, UnixMillis::from_millis(1))
+                .expect_err(topic)
+                .reason;
             assert_eq!(got, want, "{topic} {}", String::from_utf8_lossy(body));
         }
         let huge = vec![b' '; 17 * 1024];
         assert_eq!(
-            i.classify("alarmnet/v1/r/s/n/hb", &huge, 1)
+            i.classify("alarmnet/v1/r/s/n/hb", &huge, UnixMillis::from_millis(1))
                 .expect_err("huge")
                 .reason,
             RejectReason::TooLarge
@@ -602,7 +610,7 @@ mod tests {
             .expect("utf8")
             .replace("\"site\":\"s\"", "\"site\":\"t\"");
         assert_eq!(
-            i.classify(&topic, wrong.as_bytes(), 1)
+            i.classify(&topic, wrong.as_bytes(), UnixMillis::from_millis(1))
                 .expect_err("mismatch")
                 .reason,
             RejectReason::IdMismatch
@@ -623,7 +631,8 @@ mod tests {
             metrics.clone(),
         );
         let at = |i: &mut Ingest, (topic, body): (String, Vec<u8>), now: u64| {
-            i.handle(&topic, &body, now).is_some()
+            i.handle(&topic, &body, UnixMillis::from_millis(now))
+                .is_some()
         };
         // A birth a day ahead: rejected and counted, nothing registered.
         assert!(!at(&mut i, birth("r", "a", "n", NOW + DAY), NOW));
@@ -642,7 +651,7 @@ mod tests {
         assert!(at(&mut i, birth("r", "b", "n", NOW - DAY), NOW + 3_600_001));
         let (topic, body) = birth("r", "a", "n", NOW + 10);
         assert_eq!(
-            i.classify(&topic, &body, NOW + 3_600_002)
+            i.classify(&topic, &body, UnixMillis::from_millis(NOW) + ms(3_600_002))
                 .map_err(|r| r.reason),
             Err(RejectReason::Moved)
         );
@@ -652,8 +661,12 @@ mod tests {
             NOW + 2 * DAY
         );
         assert_eq!(
-            i.classify("alarmnet/v1/r/b/n/hb", hb.as_bytes(), NOW + DAY)
-                .map_err(|r| r.reason),
+            i.classify(
+                "alarmnet/v1/r/b/n/hb",
+                hb.as_bytes(),
+                UnixMillis::from_millis(NOW) + ms(DAY)
+            )
+            .map_err(|r| r.reason),
             Err(RejectReason::FutureTs)
         );
     }
@@ -685,8 +698,15 @@ mod tests {
     async fn nodes_heard_without_a_birth_are_asked_for_one_within_limits() {
         let mut i = ingest(1_000, None);
         let (topic, body) = hb("r", "s", "a");
-        assert!(i.handle(&topic, &body, 1).is_none(), "rejected: no birth");
-        assert!(i.handle(&topic, &body, 2).is_none());
+        assert!(
+            i.handle(&topic, &body, UnixMillis::from_millis(1))
+                .is_none(),
+            "rejected: no birth"
+        );
+        assert!(
+            i.handle(&topic, &body, UnixMillis::from_millis(2))
+                .is_none()
+        );
         let asked = i.take_rebirths();
         assert_eq!(asked.len(), 1, "asked once, not per message: {asked:?}");
         assert_eq!(asked[0].node.as_str(), "a");
@@ -695,11 +715,11 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         for n in 0..500 {
             let (topic, body) = hb("r", "s", &format!("x{n}"));
-            i.handle(&topic, &body, 3);
+            i.handle(&topic, &body, UnixMillis::from_millis(3));
         }
         assert_eq!(i.take_rebirths().len(), REBIRTHS_PER_SECOND as usize);
         tokio::time::advance(Duration::from_secs(1)).await;
-        i.handle(&topic, &body, 4);
+        i.handle(&topic, &body, UnixMillis::from_millis(4));
         assert!(
             i.take_rebirths().is_empty(),
             "a is not asked again within a minute"
@@ -707,7 +727,7 @@ mod tests {
         // Not allowed to register: never asked.
         let mut only = ingest(10, Some(&["ok"]));
         let (topic, body) = hb("r", "s", "intruder");
-        only.handle(&topic, &body, 1);
+        only.handle(&topic, &body, UnixMillis::from_millis(1));
         assert!(only.take_rebirths().is_empty());
     }
 
@@ -742,9 +762,18 @@ mod tests {
     #[test]
     fn an_empty_birth_or_state_is_a_cleared_retained_copy_not_garbage() {
         let mut i = ingest(10, None);
-        assert!(i.handle("alarmnet/v1/r/s/a/birth", b"", 7).is_none());
-        assert!(i.handle("alarmnet/v1/r/s/a/state", b"", 7).is_none());
-        assert!(i.handle("alarmnet/v1/r/s/a/hb", b"", 7).is_none());
+        assert!(
+            i.handle("alarmnet/v1/r/s/a/birth", b"", UnixMillis::from_millis(7))
+                .is_none()
+        );
+        assert!(
+            i.handle("alarmnet/v1/r/s/a/state", b"", UnixMillis::from_millis(7))
+                .is_none()
+        );
+        assert!(
+            i.handle("alarmnet/v1/r/s/a/hb", b"", UnixMillis::from_millis(7))
+                .is_none()
+        );
         assert_eq!(i.metrics.retained_cleared.load(Relaxed), 2);
         assert_eq!(i.metrics.received.load(Relaxed), 1);
         assert_eq!(i.metrics.rejected_count(RejectReason::BadJson), 1);
@@ -754,9 +783,15 @@ mod tests {
     fn handle_counts_and_ignores_commands() {
         let mut i = ingest(10, None);
         let (t, b) = birth("r", "s", "a", 1);
-        assert!(i.handle(&t, &b, 7).is_some());
-        assert!(i.handle("alarmnet/v1/r/s/a/cmd", b"{}", 7).is_none());
-        assert!(i.handle("alarmnet/v1/r/s/a/hb", b"[]", 7).is_none());
+        assert!(i.handle(&t, &b, UnixMillis::from_millis(7)).is_some());
+        assert!(
+            i.handle("alarmnet/v1/r/s/a/cmd", b"{}", UnixMillis::from_millis(7))
+                .is_none()
+        );
+        assert!(
+            i.handle("alarmnet/v1/r/s/a/hb", b"[]", UnixMillis::from_millis(7))
+                .is_none()
+        );
         assert_eq!(i.metrics.received.load(Relaxed), 2);
         assert_eq!(i.metrics.accepted.load(Relaxed), 1);
         assert_eq!(i.metrics.rejected_count(RejectReason::BadJson), 1);
@@ -788,7 +823,7 @@ mod tests {
         let mut i = Ingest::new(Prefix::default(), &config, None, [], metrics.clone());
         for node in ["flood", "calm"] {
             let (t, b) = birth("r", "s", node, 1);
-            assert!(i.handle(&t, &b, 1_000).is_some());
+            assert!(i.handle(&t, &b, UnixMillis::from_millis(1_000)).is_some());
         }
         let fault = |seq: u64| {
             format!(
@@ -798,36 +833,56 @@ mod tests {
         };
         let passed = (0..5_000u64)
             .filter(|seq| {
-                i.handle("alarmnet/v1/r/s/flood/fault", fault(*seq).as_bytes(), 1_000)
-                    .is_some()
+                i.handle(
+                    "alarmnet/v1/r/s/flood/fault",
+                    fault(*seq).as_bytes(),
+                    UnixMillis::from_millis(1_000),
+                )
+                .is_some()
             })
             .count();
         assert_eq!(passed, 20, "the burst only");
         assert_eq!(metrics.rejected_count(RejectReason::RateLimited), 4_980);
         // Its heartbeat, a state, and the other node are not starved.
         let (t, b) = hb("r", "s", "flood");
-        assert!(i.handle(&t, &b, 1_001).is_some());
+        assert!(i.handle(&t, &b, UnixMillis::from_millis(1_001)).is_some());
         let online = br#"{"v":1,"boot":"b0000001","state":"online","ts":5}"#;
         assert!(
-            i.handle("alarmnet/v1/r/s/flood/state", online, 1_001)
-                .is_some()
+            i.handle(
+                "alarmnet/v1/r/s/flood/state",
+                online,
+                UnixMillis::from_millis(1_001)
+            )
+            .is_some()
         );
         let (t, b) = hb("r", "s", "calm");
-        assert!(i.handle(&t, &b, 1_001).is_some());
+        assert!(i.handle(&t, &b, UnixMillis::from_millis(1_001)).is_some());
         // However many states it sent, its Will always passes.
         for _ in 0..100 {
-            i.handle("alarmnet/v1/r/s/flood/state", online, 1_002);
+            i.handle(
+                "alarmnet/v1/r/s/flood/state",
+                online,
+                UnixMillis::from_millis(1_002),
+            );
         }
         let will = br#"{"v":1,"boot":"b0000001","state":"offline","reason":"lost"}"#;
         assert!(
-            i.handle("alarmnet/v1/r/s/flood/state", will, 1_002)
-                .is_some()
+            i.handle(
+                "alarmnet/v1/r/s/flood/state",
+                will,
+                UnixMillis::from_millis(1_002)
+            )
+            .is_some()
         );
         // A second later: ten more faults.
         let passed = (0..100u64)
             .filter(|seq| {
-                i.handle("alarmnet/v1/r/s/flood/fault", fault(*seq).as_bytes(), 2_000)
-                    .is_some()
+                i.handle(
+                    "alarmnet/v1/r/s/flood/fault",
+                    fault(*seq).as_bytes(),
+                    UnixMillis::from_millis(2_000),
+                )
+                .is_some()
             })
             .count();
         assert_eq!(passed, 10);
@@ -842,9 +897,9 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut i = Ingest::new(Prefix::default(), &config, None, [], metrics.clone());
         let (t, b) = birth("r", "s", "a", 1);
-        assert!(i.handle(&t, &b, 1).is_some());
+        assert!(i.handle(&t, &b, UnixMillis::from_millis(1)).is_some());
         let (t, b) = hb("r", "s", "a");
-        assert!((0..5_000).all(|_| i.handle(&t, &b, 1).is_some()));
+        assert!((0..5_000).all(|_| i.handle(&t, &b, UnixMillis::from_millis(1)).is_some()));
         assert_eq!(metrics.rejected_count(RejectReason::RateLimited), 0);
     }
 

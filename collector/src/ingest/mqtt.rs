@@ -42,7 +42,7 @@ use serde::Deserialize;
 
 use super::{CoreEvent, Ingest, NodeMessage};
 use crate::metrics::Metrics;
-use crate::model::{Clock, Millis};
+use crate::model::{Clock, UnixMillis};
 use crate::secret::{self, Secret};
 
 /// The largest packet read from the broker. Payloads above 16 KiB are rejected as
@@ -326,7 +326,7 @@ impl Topics {
         Topic::CollectorState(self.collector.clone()).format(&self.prefix)
     }
 
-    fn state_payload(state: NodeState, ts: Millis) -> Vec<u8> {
+    fn state_payload(state: NodeState, ts: u64) -> Vec<u8> {
         alarmnet_protocol::encode(&Message::CollectorState(CollectorState {
             v: V1,
             state,
@@ -337,7 +337,7 @@ impl Topics {
 
 /// Builds the client and its event loop: persistent session, Will = retained `offline`
 /// (dated `now`).
-pub fn client(config: &MqttSettings, topics: &Topics, now: Millis) -> (AsyncClient, EventLoop) {
+pub fn client(config: &MqttSettings, topics: &Topics, now: UnixMillis) -> (AsyncClient, EventLoop) {
     let Broker { host, port, .. } = config.broker.clone();
     let mut options = MqttOptions::new(config.collector_id.as_str(), host, port);
     options
@@ -347,7 +347,7 @@ pub fn client(config: &MqttSettings, topics: &Topics, now: Millis) -> (AsyncClie
         .set_request_channel_capacity(REQUEST_CAPACITY)
         .set_last_will(LastWill::new(
             topics.own_state(),
-            Topics::state_payload(NodeState::Offline, now),
+            Topics::state_payload(NodeState::Offline, now.as_millis()),
             QoS::AtLeastOnce,
             true,
         ));
@@ -609,9 +609,9 @@ impl LinkCheck {
     }
 
     /// Publishes a marker. `try_`: this task drains the client's request channel.
-    fn start(&mut self, client: &AsyncClient, own_state: &str, now: Millis) {
+    fn start(&mut self, client: &AsyncClient, own_state: &str, now: UnixMillis) {
         // Above any `ts` the plain state publishes used so far (they take `now`).
-        let marker = (now + 1).max(self.last_marker + 1);
+        let marker = (now.as_millis() + 1).max(self.last_marker + 1);
         self.last_marker = marker;
         let payload = Topics::state_payload(NodeState::Online, marker);
         // Also when publishing fails: the next idle check is a second away, not now.
@@ -678,8 +678,8 @@ async fn send(
     }
 }
 
-fn publish_state(client: &AsyncClient, topic: &str, state: NodeState, now: Millis) {
-    let payload = Topics::state_payload(state, now);
+fn publish_state(client: &AsyncClient, topic: &str, state: NodeState, now: UnixMillis) {
+    let payload = Topics::state_payload(state, now.as_millis());
     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
         tracing::error!(error = %e, "cannot publish the collector's state");
     }
@@ -687,7 +687,12 @@ fn publish_state(client: &AsyncClient, topic: &str, state: NodeState, now: Milli
 
 /// Publishes the clean `offline` state, waits (bounded) for it to be acknowledged, and
 /// disconnects.
-async fn disconnect(eventloop: &mut EventLoop, client: &AsyncClient, own_state: &str, now: Millis) {
+async fn disconnect(
+    eventloop: &mut EventLoop,
+    client: &AsyncClient,
+    own_state: &str,
+    now: UnixMillis,
+) {
     publish_state(client, own_state, NodeState::Offline, now);
     let drain = async {
         let mut sent_disconnect = false;

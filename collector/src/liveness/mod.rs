@@ -1,7 +1,7 @@
 //! Liveness: the pure state machine that turns births, states and heartbeats into node
 //! states (`unknown → online ⇄ late → offline`, `stopped`, `maintenance`) and transitions.
 //!
-//! No I/O and no clock: every entry point takes `now` (the collector's clock, [`Millis`]) and
+//! No I/O and no clock: every entry point takes `now` (the collector's clock, [`UnixMillis`]) and
 //! returns the [`Transition`]s it caused, which the caller commits to the store before it
 //! announces them anywhere.
 //!
@@ -52,6 +52,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
 
 use alarmnet_protocol::{
     Birth, BootId, Heartbeat, Name, NodeId, NodePath, NodeState, OfflineReason, RegionId, SiteId,
@@ -59,7 +60,7 @@ use alarmnet_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Cause, Liveness, Millis, NodeInfo, Transition};
+use crate::model::{Cause, Liveness, NodeInfo, Transition, UnixMillis};
 
 #[cfg(test)]
 mod tests;
@@ -114,8 +115,8 @@ pub struct RestoredNode {
     /// maintenance; the alert engine's silences then confirm or end the maintenance.
     pub state: Liveness,
     /// When the node entered `state`.
-    pub since: Millis,
-    pub last_heartbeat: Option<Millis>,
+    pub since: UnixMillis,
+    pub last_heartbeat: Option<UnixMillis>,
     pub last_seq: Option<u64>,
 }
 
@@ -132,7 +133,7 @@ pub(crate) struct Change {
     pub(crate) own_to: Liveness,
     pub(crate) eff_from: Liveness,
     pub(crate) eff_to: Liveness,
-    pub(crate) at: Millis,
+    pub(crate) at: UnixMillis,
     pub(crate) cause: Cause,
 }
 
@@ -150,7 +151,7 @@ pub(crate) struct SeqInfo {
 }
 
 const NO_SEQ: u64 = u64::MAX;
-const NO_TIME: Millis = 0;
+const NO_TIME: UnixMillis = UnixMillis::EPOCH;
 
 /// Per-node state, kept small: ids of sites/regions/kinds are interned.
 #[derive(Debug)]
@@ -159,16 +160,16 @@ struct Node {
     boot: Option<BootId>,
     name: Option<Box<str>>,
     /// Effective state since.
-    since: Millis,
+    since: UnixMillis,
     /// Base of the deadlines: the last live evidence, or the registration time.
-    last_live: Millis,
+    last_live: UnixMillis,
     /// Last live heartbeat (0 = never).
-    last_hb: Millis,
+    last_hb: UnixMillis,
     last_seq: u64,
     /// When the last message with a sequence number arrived (0 = never).
-    last_seq_at: Millis,
+    last_seq_at: UnixMillis,
     /// The time of this node's valid heap entry (0 = none).
-    scheduled: Millis,
+    scheduled: UnixMillis,
     site: u32,
     interval_ms: u32,
     restarts: u32,
@@ -220,9 +221,9 @@ pub struct Tracker {
     region_index: HashMap<RegionId, u32>,
     kinds: Vec<Name>,
     kind_index: HashMap<Name, u16>,
-    heap: BinaryHeap<Reverse<(Millis, u32)>>,
+    heap: BinaryHeap<Reverse<(UnixMillis, u32)>>,
     blind: bool,
-    anchor: Millis,
+    anchor: UnixMillis,
 }
 
 /// Read access to one tracked node.
@@ -269,7 +270,7 @@ impl<'a> NodeView<'a> {
     }
 
     /// When the node entered its reported state.
-    pub fn since(&self) -> Millis {
+    pub fn since(&self) -> UnixMillis {
         self.node.since
     }
 
@@ -288,7 +289,7 @@ impl<'a> NodeView<'a> {
     }
 
     /// The collector time of the last live heartbeat.
-    pub fn last_heartbeat(&self) -> Option<Millis> {
+    pub fn last_heartbeat(&self) -> Option<UnixMillis> {
         (self.node.last_hb != NO_TIME).then_some(self.node.last_hb)
     }
 
@@ -323,7 +324,7 @@ fn interval_ms(hb_interval_s: f64) -> u32 {
 
 impl Tracker {
     /// A tracker started at `now`: the start grace runs from `now`.
-    pub fn new(config: &LivenessConfig, now: Millis) -> Self {
+    pub fn new(config: &LivenessConfig, now: UnixMillis) -> Self {
         Self {
             late_factor: config.late_factor,
             offline_factor: config.offline_factor,
@@ -383,7 +384,7 @@ impl Tracker {
     }
 
     /// The start of the current grace period (collector start or last reconnect).
-    pub fn grace_anchor(&self) -> Millis {
+    pub fn grace_anchor(&self) -> UnixMillis {
         self.anchor
     }
 
@@ -429,7 +430,7 @@ impl Tracker {
 
     /// The earliest time at which [`Tracker::tick`] may have work; `None` while blind or
     /// when no deadline is pending. May be early (a stale entry), never late.
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&self) -> Option<UnixMillis> {
         if self.blind {
             return None;
         }
@@ -445,7 +446,7 @@ impl Tracker {
         path: &NodePath,
         birth: &Birth,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         self.birth(path, birth, retained, now, &mut out);
@@ -458,7 +459,7 @@ impl Tracker {
         path: &NodePath,
         state: &State,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         self.state(&path.node, state, retained, now, &mut out);
@@ -471,7 +472,7 @@ impl Tracker {
         &mut self,
         path: &NodePath,
         hb: &Heartbeat,
-        now: Millis,
+        now: UnixMillis,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         self.heartbeat(&path.node, hb, now, &mut out);
@@ -484,7 +485,7 @@ impl Tracker {
         node: &NodeId,
         boot: &BootId,
         seq: u64,
-        now: Millis,
+        now: UnixMillis,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         self.sequenced(node, boot, seq, false, now, &mut out);
@@ -494,32 +495,32 @@ impl Tracker {
     /// A replayed fault or test receipt: only advances the current boot's sequence.
     pub fn on_replayed_message(&mut self, node: &NodeId, boot: &BootId, seq: u64) {
         let mut out = Vec::new();
-        self.sequenced(node, boot, seq, true, 0, &mut out);
+        self.sequenced(node, boot, seq, true, UnixMillis::EPOCH, &mut out);
     }
 
     /// The broker connection was lost: deadlines due until `now` are judged, then nobody
     /// is judged until [`Tracker::broker_connected`].
-    pub fn broker_lost(&mut self, now: Millis) -> Vec<Transition> {
+    pub fn broker_lost(&mut self, now: UnixMillis) -> Vec<Transition> {
         let mut out = Vec::new();
         self.lost(now, &mut out);
         self.transitions(&out)
     }
 
     /// The broker connection is back: every node gets a full timeout from `now`.
-    pub fn broker_connected(&mut self, now: Millis) {
+    pub fn broker_connected(&mut self, now: UnixMillis) {
         self.blind = false;
         self.anchor = self.anchor.max(now);
     }
 
     /// Judges every deadline due at `now`.
-    pub fn tick(&mut self, now: Millis) -> Vec<Transition> {
+    pub fn tick(&mut self, now: UnixMillis) -> Vec<Transition> {
         let mut out = Vec::new();
         self.tick_into(now, &mut out);
         self.transitions(&out)
     }
 
     /// Puts a node under maintenance (a silence covers it) or takes it out.
-    pub fn set_maintenance(&mut self, node: &NodeId, on: bool, now: Millis) -> Vec<Transition> {
+    pub fn set_maintenance(&mut self, node: &NodeId, on: bool, now: UnixMillis) -> Vec<Transition> {
         let mut out = Vec::new();
         if let Some(&idx) = self.index.get(node.as_str()) {
             self.maintenance(NodeIdx(idx), on, now, &mut out);
@@ -601,9 +602,9 @@ impl Tracker {
     }
 
     /// The time until which a node's judgement is suspended by the current grace period.
-    pub(crate) fn grace_end(&self, idx: NodeIdx) -> Millis {
+    pub(crate) fn grace_end(&self, idx: NodeIdx) -> UnixMillis {
         let n = &self.nodes[idx.0 as usize];
-        self.anchor + self.offline_ms(n)
+        self.anchor + self.offline_after(n)
     }
 
     pub(crate) fn transitions(&self, changes: &[Change]) -> Vec<Transition> {
@@ -625,7 +626,7 @@ impl Tracker {
         path: &NodePath,
         birth: &Birth,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<Change>,
     ) -> NodeIdx {
         let idx = self.register(path, &birth.kind, now);
@@ -658,7 +659,7 @@ impl Tracker {
         node: &NodeId,
         state: &State,
         retained: bool,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<Change>,
     ) -> Option<NodeIdx> {
         let idx = self.idx(node)?;
@@ -704,7 +705,7 @@ impl Tracker {
         &mut self,
         node: &NodeId,
         hb: &Heartbeat,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<Change>,
     ) -> Option<(NodeIdx, SeqInfo)> {
         let (idx, seq) = self.sequenced(node, &hb.boot, hb.seq, hb.replay, now, out)?;
@@ -721,7 +722,7 @@ impl Tracker {
         boot: &BootId,
         seq: u64,
         replay: bool,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<Change>,
     ) -> Option<(NodeIdx, SeqInfo)> {
         let idx = self.idx(node)?;
@@ -753,12 +754,12 @@ impl Tracker {
         Some((idx, info))
     }
 
-    pub(crate) fn lost(&mut self, now: Millis, out: &mut Vec<Change>) {
+    pub(crate) fn lost(&mut self, now: UnixMillis, out: &mut Vec<Change>) {
         self.tick_into(now, out);
         self.blind = true;
     }
 
-    pub(crate) fn tick_into(&mut self, now: Millis, out: &mut Vec<Change>) {
+    pub(crate) fn tick_into(&mut self, now: UnixMillis, out: &mut Vec<Change>) {
         if self.blind {
             return;
         }
@@ -790,7 +791,7 @@ impl Tracker {
         &mut self,
         idx: NodeIdx,
         on: bool,
-        now: Millis,
+        now: UnixMillis,
         out: &mut Vec<Change>,
     ) {
         let n = &mut self.nodes[idx.0 as usize];
@@ -818,22 +819,22 @@ impl Tracker {
 
     // ----- internals -----
 
-    fn late_ms(&self, n: &Node) -> u64 {
-        (f64::from(n.interval_ms) * self.late_factor).round() as u64
+    fn late_after(&self, n: &Node) -> Duration {
+        Duration::from_millis((f64::from(n.interval_ms) * self.late_factor).round() as u64)
     }
 
-    fn offline_ms(&self, n: &Node) -> u64 {
-        (f64::from(n.interval_ms) * self.offline_factor).round() as u64
+    fn offline_after(&self, n: &Node) -> Duration {
+        Duration::from_millis((f64::from(n.interval_ms) * self.offline_factor).round() as u64)
     }
 
     /// The node's next judgement: when, and to which state.
-    fn deadline(&self, idx: NodeIdx) -> Option<(Millis, Liveness)> {
+    fn deadline(&self, idx: NodeIdx) -> Option<(UnixMillis, Liveness)> {
         let n = &self.nodes[idx.0 as usize];
         let base = n.last_live.max(self.anchor);
         match n.own {
-            Liveness::Online => Some((base + self.late_ms(n), Liveness::Late)),
+            Liveness::Online => Some((base + self.late_after(n), Liveness::Late)),
             Liveness::Late | Liveness::Unknown => {
-                Some((base + self.offline_ms(n), Liveness::Offline))
+                Some((base + self.offline_after(n), Liveness::Offline))
             }
             Liveness::Offline | Liveness::Stopped | Liveness::Maintenance => None,
         }
@@ -846,14 +847,14 @@ impl Tracker {
         };
         let n = &mut self.nodes[idx.0 as usize];
         // Keep at most one valid entry; an early entry is fine (it re-schedules on pop).
-        let due = due.max(1);
+        let due = due.max(UnixMillis::from_millis(1));
         if n.scheduled == NO_TIME || due < n.scheduled {
             n.scheduled = due;
             self.heap.push(Reverse((due, idx.0)));
         }
     }
 
-    fn live(&mut self, idx: NodeIdx, now: Millis, cause: Cause, out: &mut Vec<Change>) {
+    fn live(&mut self, idx: NodeIdx, now: UnixMillis, cause: Cause, out: &mut Vec<Change>) {
         let n = &mut self.nodes[idx.0 as usize];
         n.last_live = n.last_live.max(now);
         if n.own != Liveness::Online {
@@ -865,7 +866,7 @@ impl Tracker {
         &mut self,
         idx: NodeIdx,
         to: Liveness,
-        at: Millis,
+        at: UnixMillis,
         cause: Cause,
         out: &mut Vec<Change>,
     ) {
@@ -948,7 +949,7 @@ impl Tracker {
     }
 
     /// Finds or creates the node, moving it to `path`'s site if it changed.
-    fn register(&mut self, path: &NodePath, kind: &Name, now: Millis) -> NodeIdx {
+    fn register(&mut self, path: &NodePath, kind: &Name, now: UnixMillis) -> NodeIdx {
         let site = self.intern_site(&path.region, &path.site);
         let kind = self.intern_kind(kind);
         if let Some(&i) = self.index.get(path.node.as_str()) {

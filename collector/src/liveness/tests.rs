@@ -1,12 +1,13 @@
 //! Every liveness transition, with injected time.
 
+use crate::model::ms;
 use alarmnet_protocol::{Birth, BootId, Heartbeat, NodeId, NodePath, SiteId, State};
 use serde_json::json;
 
 use super::*;
 use crate::model::{Cause, Liveness, Transition};
 
-const T0: Millis = 1_764_330_000_000;
+const T0: UnixMillis = UnixMillis::from_millis(1_764_330_000_000);
 const I: u64 = 10_000; // heartbeat interval of the test nodes
 
 fn path(node: &str) -> NodePath {
@@ -42,7 +43,7 @@ fn state(s: &str, boot: &str, reason: Option<&str>) -> State {
     serde_json::from_value(v).expect("state")
 }
 
-fn tr(node: &str, from: Liveness, to: Liveness, at: Millis, cause: Cause) -> Transition {
+fn tr(node: &str, from: Liveness, to: Liveness, at: UnixMillis, cause: Cause) -> Transition {
     Transition {
         node: NodeId::new(node).expect("node"),
         from,
@@ -60,14 +61,14 @@ fn tracker() -> Tracker {
 fn online() -> (Tracker, NodePath) {
     let mut t = tracker();
     let p = path("n1");
-    let out = t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), false, T0 + 100);
+    let out = t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), false, T0 + ms(100));
     assert_eq!(
         out,
         vec![tr(
             "n1",
             Liveness::Unknown,
             Liveness::Online,
-            T0 + 100,
+            T0 + ms(100),
             Cause::Birth
         )]
     );
@@ -85,7 +86,7 @@ fn live_birth_makes_a_new_node_online_and_describes_it() {
     let (t, p) = online();
     let v = t.node(&p.node).expect("tracked");
     assert_eq!(v.state(), Liveness::Online);
-    assert_eq!(v.since(), T0 + 100);
+    assert_eq!(v.since(), T0 + ms(100));
     assert_eq!(v.boot().map(BootId::as_str), Some("boot-aaaaaaaa"));
     assert_eq!(v.hb_interval_ms(), I);
     let info = v.info();
@@ -98,47 +99,47 @@ fn live_birth_makes_a_new_node_online_and_describes_it() {
 #[test]
 fn heartbeats_keep_a_node_online_then_late_then_offline_at_exact_deadlines() {
     let (mut t, p) = online();
-    let last = T0 + 5_000;
+    let last = T0 + ms(5_000);
     assert!(
         t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), last)
             .is_empty()
     );
     assert_eq!(t.node(&p.node).and_then(|v| v.last_heartbeat()), Some(last));
     // Late exactly 1.5 intervals after the last live heartbeat, not a millisecond before.
-    assert!(t.tick(last + 15_000 - 1).is_empty());
+    assert!(t.tick(last + ms(15_000) - ms(1)).is_empty());
     assert_eq!(
-        t.tick(last + 15_000),
+        t.tick(last + ms(15_000)),
         vec![tr(
             "n1",
             Liveness::Online,
             Liveness::Late,
-            last + 15_000,
+            last + ms(15_000),
             Cause::Timeout
         )]
     );
-    assert!(t.tick(last + 30_000 - 1).is_empty());
+    assert!(t.tick(last + ms(30_000) - ms(1)).is_empty());
     assert_eq!(
-        t.tick(last + 30_000),
+        t.tick(last + ms(30_000)),
         vec![tr(
             "n1",
             Liveness::Late,
             Liveness::Offline,
-            last + 30_000,
+            last + ms(30_000),
             Cause::Timeout
         )]
     );
     assert_eq!(t.site_counts(&p.region, &p.site), Some((1, 1)));
     // Nothing more is due for an offline node.
-    assert!(t.tick(last + 1_000_000).is_empty());
+    assert!(t.tick(last + ms(1_000_000)).is_empty());
     assert_eq!(t.next_deadline(), None);
     // A live heartbeat brings it back.
     assert_eq!(
-        t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 1, false), last + 2_000_000),
+        t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 1, false), last + ms(2_000_000)),
         vec![tr(
             "n1",
             Liveness::Offline,
             Liveness::Online,
-            last + 2_000_000,
+            last + ms(2_000_000),
             Cause::Heartbeat
         )]
     );
@@ -148,7 +149,7 @@ fn heartbeats_keep_a_node_online_then_late_then_offline_at_exact_deadlines() {
 #[test]
 fn a_sparse_tick_reports_late_and_offline_at_their_own_times() {
     let (mut t, _) = online();
-    let out = t.tick(T0 + 1_000_000);
+    let out = t.tick(T0 + ms(1_000_000));
     assert_eq!(
         out,
         vec![
@@ -156,14 +157,14 @@ fn a_sparse_tick_reports_late_and_offline_at_their_own_times() {
                 "n1",
                 Liveness::Online,
                 Liveness::Late,
-                T0 + 100 + 15_000,
+                T0 + ms(100) + ms(15_000),
                 Cause::Timeout
             ),
             tr(
                 "n1",
                 Liveness::Late,
                 Liveness::Offline,
-                T0 + 100 + 30_000,
+                T0 + ms(100) + ms(30_000),
                 Cause::Timeout
             ),
         ]
@@ -173,21 +174,21 @@ fn a_sparse_tick_reports_late_and_offline_at_their_own_times() {
 #[test]
 fn late_node_recovers_with_a_heartbeat() {
     let (mut t, p) = online();
-    t.tick(T0 + 20_000);
+    t.tick(T0 + ms(20_000));
     assert_eq!(own(&t, "n1"), Liveness::Late);
     assert_eq!(
-        t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), T0 + 21_000),
+        t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), T0 + ms(21_000)),
         vec![tr(
             "n1",
             Liveness::Late,
             Liveness::Online,
-            T0 + 21_000,
+            T0 + ms(21_000),
             Cause::Heartbeat
         )]
     );
     // The deadline moved with the heartbeat.
-    assert!(t.tick(T0 + 21_000 + 15_000 - 1).is_empty());
-    assert_eq!(t.tick(T0 + 21_000 + 15_000).len(), 1);
+    assert!(t.tick(T0 + ms(21_000) + ms(15_000) - ms(1)).is_empty());
+    assert_eq!(t.tick(T0 + ms(21_000) + ms(15_000)).len(), 1);
 }
 
 #[test]
@@ -198,13 +199,13 @@ fn will_of_the_current_boot_takes_the_node_offline_at_once() {
             &p,
             &state("offline", "boot-aaaaaaaa", Some("lost")),
             false,
-            T0 + 200
+            T0 + ms(200)
         ),
         vec![tr(
             "n1",
             Liveness::Online,
             Liveness::Offline,
-            T0 + 200,
+            T0 + ms(200),
             Cause::Will
         )]
     );
@@ -214,7 +215,7 @@ fn will_of_the_current_boot_takes_the_node_offline_at_once() {
             &p,
             &state("offline", "boot-aaaaaaaa", None),
             false,
-            T0 + 300
+            T0 + ms(300)
         )
         .is_empty()
     );
@@ -224,7 +225,7 @@ fn will_of_the_current_boot_takes_the_node_offline_at_once() {
 fn stale_will_after_a_fast_restart_is_ignored() {
     let (mut t, p) = online();
     // The agent restarts before the broker noticed the old connection died.
-    let out = t.on_birth(&p, &birth(&p, "boot-bbbbbbbb"), false, T0 + 1_000);
+    let out = t.on_birth(&p, &birth(&p, "boot-bbbbbbbb"), false, T0 + ms(1_000));
     assert!(out.is_empty(), "still online: {out:?}");
     assert_eq!(t.node(&p.node).map(|v| v.restarts()), Some(1));
     // Now the old connection's Will arrives: stale.
@@ -232,7 +233,7 @@ fn stale_will_after_a_fast_restart_is_ignored() {
         &p,
         &state("offline", "boot-aaaaaaaa", Some("lost")),
         false,
-        T0 + 9_000,
+        T0 + ms(9_000),
     );
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(own(&t, "n1"), Liveness::Online);
@@ -242,7 +243,7 @@ fn stale_will_after_a_fast_restart_is_ignored() {
             &p,
             &state("offline", "boot-aaaaaaaa", Some("lost")),
             true,
-            T0 + 9_500
+            T0 + ms(9_500)
         )
         .is_empty()
     );
@@ -252,7 +253,7 @@ fn stale_will_after_a_fast_restart_is_ignored() {
             &p,
             &state("offline", "boot-bbbbbbbb", Some("lost")),
             false,
-            T0 + 9_900
+            T0 + ms(9_900)
         )
         .len(),
         1
@@ -267,17 +268,17 @@ fn clean_shutdown_is_stopped_and_never_times_out() {
             &p,
             &state("offline", "boot-aaaaaaaa", Some("shutdown")),
             false,
-            T0 + 500
+            T0 + ms(500)
         ),
         vec![tr(
             "n1",
             Liveness::Online,
             Liveness::Stopped,
-            T0 + 500,
+            T0 + ms(500),
             Cause::Shutdown
         )]
     );
-    assert!(t.tick(T0 + 10_000_000).is_empty());
+    assert!(t.tick(T0 + ms(10_000_000)).is_empty());
     assert_eq!(t.site_counts(&p.region, &p.site), Some((0, 1)));
     // A Will after the clean stop does not turn it into a failure.
     assert!(
@@ -285,18 +286,18 @@ fn clean_shutdown_is_stopped_and_never_times_out() {
             &p,
             &state("offline", "boot-aaaaaaaa", Some("lost")),
             false,
-            T0 + 600
+            T0 + ms(600)
         )
         .is_empty()
     );
     // Starting again is a new birth.
     assert_eq!(
-        t.on_birth(&p, &birth(&p, "boot-cccccccc"), false, T0 + 20_000_000),
+        t.on_birth(&p, &birth(&p, "boot-cccccccc"), false, T0 + ms(20_000_000)),
         vec![tr(
             "n1",
             Liveness::Stopped,
             Liveness::Online,
-            T0 + 20_000_000,
+            T0 + ms(20_000_000),
             Cause::Birth
         )]
     );
@@ -309,12 +310,16 @@ fn replayed_heartbeats_never_end_an_outage() {
         &p,
         &state("offline", "boot-aaaaaaaa", Some("lost")),
         false,
-        T0 + 200,
+        T0 + ms(200),
     );
     for seq in 0..50 {
         assert!(
-            t.on_heartbeat(&p, &hb("boot-aaaaaaaa", seq, true), T0 + 1_000 + seq)
-                .is_empty()
+            t.on_heartbeat(
+                &p,
+                &hb("boot-aaaaaaaa", seq, true),
+                T0 + ms(1_000) + ms(seq)
+            )
+            .is_empty()
         );
         t.on_replayed_message(&p.node, &"boot-aaaaaaaa".parse().expect("boot"), seq);
     }
@@ -327,9 +332,9 @@ fn replayed_heartbeats_never_end_an_outage() {
 #[test]
 fn replayed_heartbeats_do_not_keep_an_online_node_alive() {
     let (mut t, p) = online();
-    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, true), T0 + 14_000);
+    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, true), T0 + ms(14_000));
     assert_eq!(
-        t.tick(T0 + 100 + 15_000).len(),
+        t.tick(T0 + ms(100) + ms(15_000)).len(),
         1,
         "late despite the replay"
     );
@@ -338,8 +343,8 @@ fn replayed_heartbeats_do_not_keep_an_online_node_alive() {
 #[test]
 fn live_heartbeat_with_a_new_boot_is_a_restart() {
     let (mut t, p) = online();
-    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 7, false), T0 + 1_000);
-    let out = t.on_heartbeat(&p, &hb("boot-dddddddd", 0, false), T0 + 2_000);
+    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 7, false), T0 + ms(1_000));
+    let out = t.on_heartbeat(&p, &hb("boot-dddddddd", 0, false), T0 + ms(2_000));
     assert!(out.is_empty());
     let v = t.node(&p.node).expect("tracked");
     assert_eq!(v.boot().map(BootId::as_str), Some("boot-dddddddd"));
@@ -350,7 +355,7 @@ fn live_heartbeat_with_a_new_boot_is_a_restart() {
 #[test]
 fn replayed_data_of_an_old_boot_does_not_touch_the_current_boot() {
     let (mut t, p) = online();
-    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 3, false), T0 + 1_000);
+    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 3, false), T0 + ms(1_000));
     let mut changes = Vec::new();
     let (_, seq) = t
         .sequenced(
@@ -358,7 +363,7 @@ fn replayed_data_of_an_old_boot_does_not_touch_the_current_boot() {
             &"boot-zzzzzzzz".parse().expect("boot"),
             99,
             true,
-            T0 + 2_000,
+            T0 + ms(2_000),
             &mut changes,
         )
         .expect("tracked");
@@ -374,7 +379,7 @@ fn sequence_gaps_are_counted_within_a_boot() {
     let mut changes = Vec::new();
     let boot: BootId = "boot-aaaaaaaa".parse().expect("boot");
     let mut seq = |t: &mut Tracker, s: u64| {
-        t.sequenced(&p.node, &boot, s, false, T0 + 1_000, &mut changes)
+        t.sequenced(&p.node, &boot, s, false, T0 + ms(1_000), &mut changes)
             .expect("tracked")
             .1
     };
@@ -393,16 +398,16 @@ fn live_fault_or_test_proves_life() {
         &p,
         &state("offline", "boot-aaaaaaaa", Some("lost")),
         false,
-        T0 + 200,
+        T0 + ms(200),
     );
     let boot = "boot-aaaaaaaa".parse().expect("boot");
     assert_eq!(
-        t.on_live_message(&p.node, &boot, 3, T0 + 300),
+        t.on_live_message(&p.node, &boot, 3, T0 + ms(300)),
         vec![tr(
             "n1",
             Liveness::Offline,
             Liveness::Online,
-            T0 + 300,
+            T0 + ms(300),
             Cause::Heartbeat
         )]
     );
@@ -415,19 +420,29 @@ fn state_online_of_a_live_connection_proves_life_but_a_retained_one_does_not() {
         &p,
         &state("offline", "boot-aaaaaaaa", Some("lost")),
         false,
-        T0 + 200,
+        T0 + ms(200),
     );
     assert!(
-        t.on_state(&p, &state("online", "boot-aaaaaaaa", None), true, T0 + 300)
-            .is_empty()
+        t.on_state(
+            &p,
+            &state("online", "boot-aaaaaaaa", None),
+            true,
+            T0 + ms(300)
+        )
+        .is_empty()
     );
     assert_eq!(
-        t.on_state(&p, &state("online", "boot-aaaaaaaa", None), false, T0 + 400),
+        t.on_state(
+            &p,
+            &state("online", "boot-aaaaaaaa", None),
+            false,
+            T0 + ms(400)
+        ),
         vec![tr(
             "n1",
             Liveness::Offline,
             Liveness::Online,
-            T0 + 400,
+            T0 + ms(400),
             Cause::Heartbeat
         )]
     );
@@ -438,19 +453,22 @@ fn retained_birth_registers_without_proving_life_and_unknown_goes_offline_after_
     let mut t = tracker();
     let p = path("n2");
     assert!(
-        t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), true, T0 + 50)
+        t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), true, T0 + ms(50))
             .is_empty()
     );
     assert_eq!(own(&t, "n2"), Liveness::Unknown);
-    assert!(t.tick(T0 + 50 + 15_000).is_empty(), "unknown is never late");
-    assert!(t.tick(T0 + 50 + 30_000 - 1).is_empty());
+    assert!(
+        t.tick(T0 + ms(50) + ms(15_000)).is_empty(),
+        "unknown is never late"
+    );
+    assert!(t.tick(T0 + ms(50) + ms(30_000) - ms(1)).is_empty());
     assert_eq!(
-        t.tick(T0 + 50 + 30_000),
+        t.tick(T0 + ms(50) + ms(30_000)),
         vec![tr(
             "n2",
             Liveness::Unknown,
             Liveness::Offline,
-            T0 + 50 + 30_000,
+            T0 + ms(50) + ms(30_000),
             Cause::Timeout
         )]
     );
@@ -466,13 +484,13 @@ fn retained_offline_of_the_current_boot_is_the_broker_record_of_the_loss() {
             &p,
             &state("offline", "boot-aaaaaaaa", Some("lost")),
             true,
-            T0 + 1
+            T0 + ms(1)
         ),
         vec![tr(
             "n3",
             Liveness::Unknown,
             Liveness::Offline,
-            T0 + 1,
+            T0 + ms(1),
             Cause::Will
         )]
     );
@@ -497,35 +515,35 @@ fn messages_of_unregistered_nodes_are_ignored() {
 #[test]
 fn blind_mode_judges_nobody_and_reconnect_gives_a_full_timeout() {
     let (mut t, p) = online();
-    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), T0 + 1_000);
-    let lost = T0 + 5_000;
+    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), T0 + ms(1_000));
+    let lost = T0 + ms(5_000);
     assert!(t.broker_lost(lost).is_empty());
     assert!(t.is_blind());
     assert_eq!(t.next_deadline(), None);
     // Hours pass while blind: nobody is judged.
-    assert!(t.tick(T0 + 3_600_000).is_empty());
-    let back = T0 + 3_600_000;
+    assert!(t.tick(T0 + ms(3_600_000)).is_empty());
+    let back = T0 + ms(3_600_000);
     t.broker_connected(back);
     assert!(!t.is_blind());
-    assert!(t.tick(back + 15_000 - 1).is_empty());
+    assert!(t.tick(back + ms(15_000) - ms(1)).is_empty());
     assert_eq!(
-        t.tick(back + 15_000),
+        t.tick(back + ms(15_000)),
         vec![tr(
             "n1",
             Liveness::Online,
             Liveness::Late,
-            back + 15_000,
+            back + ms(15_000),
             Cause::Timeout
         )]
     );
-    assert!(t.tick(back + 30_000 - 1).is_empty());
+    assert!(t.tick(back + ms(30_000) - ms(1)).is_empty());
     assert_eq!(
-        t.tick(back + 30_000),
+        t.tick(back + ms(30_000)),
         vec![tr(
             "n1",
             Liveness::Late,
             Liveness::Offline,
-            back + 30_000,
+            back + ms(30_000),
             Cause::Timeout
         )]
     );
@@ -534,7 +552,7 @@ fn blind_mode_judges_nobody_and_reconnect_gives_a_full_timeout() {
 #[test]
 fn broker_lost_first_judges_what_was_already_due() {
     let (mut t, _) = online();
-    let out = t.broker_lost(T0 + 100 + 15_000);
+    let out = t.broker_lost(T0 + ms(100) + ms(15_000));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].to, Liveness::Late);
 }
@@ -542,15 +560,20 @@ fn broker_lost_first_judges_what_was_already_due() {
 #[test]
 fn heartbeat_after_reconnect_restarts_the_normal_rhythm() {
     let (mut t, p) = online();
-    t.broker_lost(T0 + 1_000);
-    let back = T0 + 100_000;
+    t.broker_lost(T0 + ms(1_000));
+    let back = T0 + ms(100_000);
     t.broker_connected(back);
-    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), back + 20_000);
-    assert!(t.tick(back + 20_000 + 15_000 - 1).is_empty());
-    assert_eq!(t.tick(back + 20_000 + 15_000).len(), 1);
+    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), back + ms(20_000));
+    assert!(t.tick(back + ms(20_000) + ms(15_000) - ms(1)).is_empty());
+    assert_eq!(t.tick(back + ms(20_000) + ms(15_000)).len(), 1);
 }
 
-fn restored(node: &str, state: Liveness, since: Millis, last_hb: Option<Millis>) -> RestoredNode {
+fn restored(
+    node: &str,
+    state: Liveness,
+    since: UnixMillis,
+    last_hb: Option<UnixMillis>,
+) -> RestoredNode {
     let p = path(node);
     RestoredNode {
         info: NodeInfo {
@@ -569,10 +592,10 @@ fn restored(node: &str, state: Liveness, since: Millis, last_hb: Option<Millis>)
 
 #[test]
 fn restore_keeps_stored_states_and_grace_delays_judgement_after_start() {
-    let start = T0 + 86_400_000;
+    let start = T0 + ms(86_400_000);
     let mut t = Tracker::new(&LivenessConfig::default(), start);
     // Stored as online with a heartbeat long before the collector went down.
-    t.restore(restored("up", Liveness::Online, T0, Some(T0 + 10)));
+    t.restore(restored("up", Liveness::Online, T0, Some(T0 + ms(10))));
     t.restore(restored("down", Liveness::Offline, T0, Some(T0)));
     t.restore(restored("stop", Liveness::Stopped, T0, None));
     let v = t.node(&"up".parse().expect("node")).expect("tracked");
@@ -583,47 +606,52 @@ fn restore_keeps_stored_states_and_grace_delays_judgement_after_start() {
     let lz = "lanzhou".parse().expect("region");
     assert_eq!(t.region_counts(&lz), Some((1, 3)));
     // No false offline during the grace period, exact judgement after it.
-    assert!(t.tick(start + 15_000 - 1).is_empty());
+    assert!(t.tick(start + ms(15_000) - ms(1)).is_empty());
     assert_eq!(
-        t.tick(start + 15_000),
+        t.tick(start + ms(15_000)),
         vec![tr(
             "up",
             Liveness::Online,
             Liveness::Late,
-            start + 15_000,
+            start + ms(15_000),
             Cause::Timeout
         )]
     );
     assert_eq!(
-        t.tick(start + 30_000),
+        t.tick(start + ms(30_000)),
         vec![tr(
             "up",
             Liveness::Late,
             Liveness::Offline,
-            start + 30_000,
+            start + ms(30_000),
             Cause::Timeout
         )]
     );
-    assert!(t.tick(start + 1_000_000).is_empty());
+    assert!(t.tick(start + ms(1_000_000)).is_empty());
 }
 
 #[test]
 fn restored_node_that_keeps_talking_never_goes_offline() {
-    let start = T0 + 86_400_000;
+    let start = T0 + ms(86_400_000);
     let mut t = Tracker::new(&LivenessConfig::default(), start);
-    t.restore(restored("up", Liveness::Online, T0, Some(T0 + 10)));
+    t.restore(restored("up", Liveness::Online, T0, Some(T0 + ms(10))));
     let p = path("up");
     // Retained birth and state of the same boot: describe, do not change anything.
     assert!(
-        t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), true, start + 5)
+        t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), true, start + ms(5))
             .is_empty()
     );
     assert!(
-        t.on_state(&p, &state("online", "boot-aaaaaaaa", None), true, start + 6)
-            .is_empty()
+        t.on_state(
+            &p,
+            &state("online", "boot-aaaaaaaa", None),
+            true,
+            start + ms(6)
+        )
+        .is_empty()
     );
     for k in 1..100 {
-        let now = start + k * I;
+        let now = start + ms(k * I);
         assert!(
             t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 41 + k, false), now)
                 .is_empty()
@@ -636,17 +664,17 @@ fn restored_node_that_keeps_talking_never_goes_offline() {
 fn maintenance_masks_the_own_state_and_reveals_it_at_the_end() {
     let (mut t, p) = online();
     assert_eq!(
-        t.set_maintenance(&p.node, true, T0 + 1_000),
+        t.set_maintenance(&p.node, true, T0 + ms(1_000)),
         vec![tr(
             "n1",
             Liveness::Online,
             Liveness::Maintenance,
-            T0 + 1_000,
+            T0 + ms(1_000),
             Cause::MaintenanceStart
         )]
     );
     // The node dies during maintenance: judged underneath, not reported.
-    assert!(t.tick(T0 + 100_000).is_empty());
+    assert!(t.tick(T0 + ms(100_000)).is_empty());
     let v = t.node(&p.node).expect("tracked");
     assert_eq!(
         (v.state(), v.own_state()),
@@ -654,14 +682,17 @@ fn maintenance_masks_the_own_state_and_reveals_it_at_the_end() {
     );
     assert_eq!(t.site_counts(&p.region, &p.site), Some((1, 1)));
     // Setting it again changes nothing.
-    assert!(t.set_maintenance(&p.node, true, T0 + 100_001).is_empty());
+    assert!(
+        t.set_maintenance(&p.node, true, T0 + ms(100_001))
+            .is_empty()
+    );
     assert_eq!(
-        t.set_maintenance(&p.node, false, T0 + 200_000),
+        t.set_maintenance(&p.node, false, T0 + ms(200_000)),
         vec![tr(
             "n1",
             Liveness::Maintenance,
             Liveness::Offline,
-            T0 + 200_000,
+            T0 + ms(200_000),
             Cause::MaintenanceEnd
         )]
     );
@@ -685,10 +716,10 @@ fn a_node_moving_to_another_site_moves_its_counts() {
         &p,
         &state("offline", "boot-aaaaaaaa", None),
         false,
-        T0 + 200,
+        T0 + ms(200),
     );
     let q = path_in("lanzhou", "anning", "n1");
-    t.on_birth(&q, &birth(&q, "boot-aaaaaaaa"), true, T0 + 300);
+    t.on_birth(&q, &birth(&q, "boot-aaaaaaaa"), true, T0 + ms(300));
     assert_eq!(t.site_counts(&p.region, &p.site), Some((0, 0)));
     assert_eq!(t.site_counts(&q.region, &q.site), Some((1, 1)));
 }
@@ -727,7 +758,7 @@ fn members_of_a_site_and_a_region_follow_births_and_moves() {
     // A node that moves leaves its old site's members and joins the new one's, also across
     // regions.
     let q = path_in("tianshui", "maiji", "a1");
-    t.on_birth(&q, &birth(&q, "boot-aaaaaaaa"), false, T0 + 10);
+    t.on_birth(&q, &birth(&q, "boot-aaaaaaaa"), false, T0 + ms(10));
     assert_eq!(members(&t, "lanzhou", Some("chengguan")), ["a2"]);
     assert_eq!(members(&t, "lanzhou", None), ["a2", "b1"]);
     assert_eq!(members(&t, "tianshui", None), ["a1", "c1"]);
@@ -746,11 +777,11 @@ fn fractional_intervals_and_a_new_interval_from_birth_are_used() {
     let mut b = birth(&p, "boot-aaaaaaaa");
     b.hb_interval_s = 0.5;
     t.on_birth(&p, &b, false, T0);
-    assert_eq!(t.tick(T0 + 750).len(), 1, "late after 750 ms");
+    assert_eq!(t.tick(T0 + ms(750)).len(), 1, "late after 750 ms");
     b.hb_interval_s = 60.0;
-    t.on_birth(&p, &b, false, T0 + 1_000);
-    assert!(t.tick(T0 + 1_000 + 89_999).is_empty());
-    assert_eq!(t.tick(T0 + 1_000 + 90_000).len(), 1);
+    t.on_birth(&p, &b, false, T0 + ms(1_000));
+    assert!(t.tick(T0 + ms(1_000) + ms(89_999)).is_empty());
+    assert_eq!(t.tick(T0 + ms(1_000) + ms(90_000)).len(), 1);
 }
 
 #[test]
@@ -758,20 +789,20 @@ fn a_tick_touches_only_due_entries() {
     let mut t = tracker();
     for k in 0..1_000u64 {
         let p = path(&format!("n{k}"));
-        t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), false, T0 + k);
+        t.on_birth(&p, &birth(&p, "boot-aaaaaaaa"), false, T0 + ms(k));
     }
     assert_eq!(t.heap.len(), 1_000);
     // Heartbeats do not push heap entries.
     for k in 0..1_000u64 {
         let p = path(&format!("n{k}"));
-        t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), T0 + 5_000 + k);
+        t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), T0 + ms(5_000) + ms(k));
     }
     assert_eq!(t.heap.len(), 1_000);
     // Only the ten nodes born first are due; the others stay untouched in the heap.
-    let out = t.tick(T0 + 15_000 + 9);
+    let out = t.tick(T0 + ms(15_000) + ms(9));
     assert!(out.is_empty());
     assert_eq!(t.heap.len(), 1_000, "popped entries were re-pushed once");
-    assert_eq!(t.next_deadline(), Some(T0 + 15_000 + 10));
+    assert_eq!(t.next_deadline(), Some(T0 + ms(15_000) + ms(10)));
 }
 
 #[test]

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 
 use alarmnet_protocol::{NodeId, NodePath, State};
 
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// A Will waiting for the link to be confirmed.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +46,7 @@ pub struct HeldWill {
     pub state: State,
     pub retained: bool,
     /// When it arrived (the collector's clock): the time it is judged at.
-    pub at: Millis,
+    pub at: UnixMillis,
 }
 
 /// See the module documentation.
@@ -120,7 +120,7 @@ impl WillGate {
 
     /// The connection was lost at `at`: every held Will is discarded. Returns when the blind
     /// period began: the first discarded Will's arrival, or `at`.
-    pub fn lost(&mut self, at: Millis) -> Millis {
+    pub fn lost(&mut self, at: UnixMillis) -> UnixMillis {
         let first = self.held.values().map(|w| w.at).min().unwrap_or(at);
         self.discarded += self.held.len() as u64;
         self.held.clear();
@@ -139,13 +139,14 @@ impl WillGate {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::ms;
     use alarmnet_protocol::{BootId, NodeState, OfflineReason, V1};
 
     use super::*;
 
-    const T0: Millis = 1_764_330_000_000;
+    const T0: UnixMillis = UnixMillis::from_millis(1_764_330_000_000);
 
-    fn will(node: &str, at: Millis) -> HeldWill {
+    fn will(node: &str, at: UnixMillis) -> HeldWill {
         HeldWill {
             path: NodePath::new(
                 "r".parse().expect("region"),
@@ -164,7 +165,7 @@ mod tests {
         }
     }
 
-    fn nodes(wills: &[HeldWill]) -> Vec<(&str, Millis)> {
+    fn nodes(wills: &[HeldWill]) -> Vec<(&str, UnixMillis)> {
         wills.iter().map(|w| (w.path.node.as_str(), w.at)).collect()
     }
 
@@ -173,10 +174,13 @@ mod tests {
         let mut g = WillGate::new();
         g.connected();
         assert!(g.confirmed().is_empty(), "the connection's first echo");
-        assert!(g.hold(will("b", T0 + 20), false));
-        assert!(g.hold(will("a", T0 + 10), false));
+        assert!(g.hold(will("b", T0 + ms(20)), false));
+        assert!(g.hold(will("a", T0 + ms(10)), false));
         assert!(g.is_waiting());
-        assert_eq!(nodes(&g.confirmed()), [("a", T0 + 10), ("b", T0 + 20)]);
+        assert_eq!(
+            nodes(&g.confirmed()),
+            [("a", T0 + ms(10)), ("b", T0 + ms(20))]
+        );
         assert!(!g.is_waiting());
         assert_eq!(g.discarded(), 0);
     }
@@ -187,16 +191,20 @@ mod tests {
         g.connected();
         g.confirmed();
         for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
-            assert!(g.hold(will(n, T0 + 5 + i as u64), false));
+            assert!(g.hold(will(n, T0 + ms(5) + ms(i as u64)), false));
         }
         assert_eq!(
-            g.lost(T0 + 40),
-            T0 + 5,
+            g.lost(T0 + ms(40)),
+            T0 + ms(5),
             "blind from the first Will of the wave"
         );
         assert_eq!(g.discarded(), 3);
         assert!(g.confirmed().is_empty(), "nothing left to judge");
-        assert_eq!(g.lost(T0 + 90), T0 + 90, "no wave: blind from the loss");
+        assert_eq!(
+            g.lost(T0 + ms(90)),
+            T0 + ms(90),
+            "no wave: blind from the loss"
+        );
     }
 
     #[test]
@@ -204,19 +212,19 @@ mod tests {
         let mut g = WillGate::new();
         g.connected();
         assert!(
-            !g.hold(will("queued", T0 + 1), false),
+            !g.hold(will("queued", T0 + ms(1)), false),
             "queued while the collector was away"
         );
         assert!(g.confirmed().is_empty());
         assert!(
-            g.hold(will("fresh", T0 + 500), false),
+            g.hold(will("fresh", T0 + ms(500)), false),
             "after the echo: a real Will"
         );
         assert!(
-            !g.hold(will("early", T0 + 501), true),
+            !g.hold(will("early", T0 + ms(501)), true),
             "within its node's grace period"
         );
-        assert_eq!(nodes(&g.confirmed()), [("fresh", T0 + 500)]);
+        assert_eq!(nodes(&g.confirmed()), [("fresh", T0 + ms(500))]);
         assert_eq!(g.discarded(), 2);
     }
 
@@ -225,12 +233,12 @@ mod tests {
         let mut g = WillGate::new();
         g.connected();
         g.confirmed();
-        g.hold(will("a", T0 + 10), false);
-        g.hold(will("b", T0 + 11), false);
-        g.hold(will("b", T0 + 30), false);
+        g.hold(will("a", T0 + ms(10)), false);
+        g.hold(will("b", T0 + ms(11)), false);
+        g.hold(will("b", T0 + ms(30)), false);
         g.supersede(&"a".parse().expect("node"));
         assert_eq!(g.len(), 1);
-        assert_eq!(nodes(&g.confirmed()), [("b", T0 + 11)]);
+        assert_eq!(nodes(&g.confirmed()), [("b", T0 + ms(11))]);
     }
 
     #[test]

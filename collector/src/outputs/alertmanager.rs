@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext};
-use crate::model::{Alert, AlertId, Millis};
+use crate::model::{Alert, AlertId, UnixMillis};
 
 /// `[alertmanager]`: Prometheus Alertmanager's v2 API, as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,15 +119,19 @@ pub struct PostableAlert {
 }
 
 /// RFC 3339 in UTC, millisecond precision.
-pub fn rfc3339(ms: Millis) -> String {
-    match jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX)) {
+pub fn rfc3339(ms: UnixMillis) -> String {
+    match jiff::Timestamp::from_millisecond(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX)) {
         Ok(t) => t.to_string(),
         Err(_) => jiff::Timestamp::UNIX_EPOCH.to_string(),
     }
 }
 
 /// Maps an alert to Alertmanager's shape; `now` ends a resolved alert that has no end time.
-pub fn postable(alert: &Alert, generator_url: Option<&reqwest::Url>, now: Millis) -> PostableAlert {
+pub fn postable(
+    alert: &Alert,
+    generator_url: Option<&reqwest::Url>,
+    now: UnixMillis,
+) -> PostableAlert {
     let mut labels = BTreeMap::new();
     labels.insert("alertname".to_owned(), alert.rule.to_string());
     labels.insert("severity".to_owned(), alert.severity.as_str().to_owned());
@@ -261,7 +265,7 @@ mod tests {
     fn labels_and_times_are_mapped() {
         let a = alert("0000000000000f01", AlertStatus::Firing);
         let console = reqwest::Url::parse("http://console/").expect("url");
-        let p = postable(&a, Some(&console), 0);
+        let p = postable(&a, Some(&console), UnixMillis::EPOCH);
         let json = serde_json::to_value(&p).expect("json");
         assert_eq!(
             json,
@@ -275,7 +279,11 @@ mod tests {
                 "generatorURL": "http://console/"
             })
         );
-        let r = postable(&alert("0000000000000f01", AlertStatus::Resolved), None, 0);
+        let r = postable(
+            &alert("0000000000000f01", AlertStatus::Resolved),
+            None,
+            UnixMillis::EPOCH,
+        );
         assert_eq!(r.ends_at.as_deref(), Some("2025-11-28T11:50:00Z"));
     }
 
@@ -287,7 +295,7 @@ mod tests {
             site: a.subject.site().cloned().expect("site"),
         };
         a.kind = None;
-        let p = postable(&a, None, 0);
+        let p = postable(&a, None, UnixMillis::EPOCH);
         assert!(!p.labels.contains_key("node") && !p.labels.contains_key("kind"));
         assert_eq!(p.labels["site"], "lz-cg");
     }
@@ -317,6 +325,9 @@ mod tests {
 
     #[test]
     fn rfc3339_keeps_milliseconds() {
-        assert_eq!(rfc3339(1_764_330_000_123), "2025-11-28T11:40:00.123Z");
+        assert_eq!(
+            rfc3339(UnixMillis::from_millis(1_764_330_000_123)),
+            "2025-11-28T11:40:00.123Z"
+        );
     }
 }

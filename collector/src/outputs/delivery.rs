@@ -10,7 +10,7 @@ use alarmnet_runtime::Backoff;
 
 use super::OutputContext;
 use crate::metrics::OutputEvent;
-use crate::model::{Alert, Millis};
+use crate::model::{Alert, UnixMillis};
 
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -98,7 +98,7 @@ pub(crate) async fn deliver<F, Fut>(
     mut attempt: F,
 ) -> bool
 where
-    F: FnMut(Millis) -> Fut,
+    F: FnMut(UnixMillis) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
     let mut backoff = retry.backoff();
@@ -162,7 +162,7 @@ mod tests {
             store: store.clone(),
             metrics,
             shutdown: tokio_util::sync::CancellationToken::new(),
-            clock: crate::model::tokio_clock(1_764_330_000_000),
+            clock: crate::model::tokio_clock(UnixMillis::from_millis(1_764_330_000_000)),
         };
         let alert = super::super::tests_support::alert(
             "00000000000000a1",
@@ -192,8 +192,9 @@ mod tests {
         assert!(delivered);
         assert_eq!(calls, 3);
         // Attempts are dated by the context's clock, which follows paused time.
-        let t0 = 1_764_330_000_000;
-        assert_eq!(times, vec![t0, t0 + 1_000, t0 + 3_000]);
+        let t0 = UnixMillis::from_millis(1_764_330_000_000);
+        let s = Duration::from_secs(1);
+        assert_eq!(times, vec![t0, t0 + s, t0 + 3 * s]);
         let given_up = deliver("hook", &alert, Retry::once(), &ctx, |_| async {
             Err("closed".to_owned())
         })

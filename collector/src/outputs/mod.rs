@@ -26,7 +26,7 @@ use alarmnet_runtime::Tasks;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, OutputEvent};
-use crate::model::{Alert, Clock, Millis};
+use crate::model::{Alert, Clock, UnixMillis};
 use crate::store::{NotificationAttempt, Store};
 pub use queue::{NoticeReceiver, NoticeSender, Pushed};
 
@@ -81,7 +81,7 @@ impl OutputContext {
         output: &str,
         alert: &Alert,
         attempt: u32,
-        at: Millis,
+        at: UnixMillis,
         result: Result<(), String>,
     ) {
         let entry = NotificationAttempt {
@@ -273,8 +273,9 @@ pub(crate) mod tests_support {
                 node: NodeId::new("lz-cg-s001").expect("id"),
             },
             kind: Some(Name::new("siren").expect("name")),
-            started_at: 1_764_330_000_000,
-            ended_at: (status == AlertStatus::Resolved).then_some(1_764_330_600_000),
+            started_at: crate::model::UnixMillis::from_millis(1_764_330_000_000),
+            ended_at: (status == AlertStatus::Resolved)
+                .then_some(crate::model::UnixMillis::from_millis(1_764_330_600_000)),
             summary: "lz-cg-s001 is offline".into(),
             args: Default::default(),
             ack: None,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::chat::{WebhookFormat, accepted, request};
 use super::delivery::{self, Retry};
 use super::{Notice, NoticeReceiver, OutputContext, notification};
-use crate::model::{Alert, Millis};
+use crate::model::{Alert, UnixMillis};
 
 /// `[[webhooks]]`: a JSON POST of every notification, as written in the file.
 #[derive(Clone, Deserialize)]
@@ -214,7 +214,7 @@ impl Webhook {
     async fn attempt(
         &self,
         body: &alarmnet_protocol::AlertNotification,
-        at: Millis,
+        at: UnixMillis,
     ) -> Result<(), String> {
         // Built anew for each attempt: the chat robots' signatures carry the time.
         let req = request(
@@ -222,7 +222,7 @@ impl Webhook {
             &self.url,
             self.secret.as_deref(),
             body,
-            at,
+            at.as_millis(),
             &self.tz,
         );
         match self.client.post(req.url).json(&req.body).send().await {

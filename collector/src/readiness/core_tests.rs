@@ -1,6 +1,7 @@
 //! Readiness through the core: messages in, changes committed to the store, announced on
 //! the event stream, rollups published on the board, and restored after a restart.
 
+use crate::model::ms;
 use std::sync::Arc;
 
 use alarmnet_protocol::{NodeId, Prefix};
@@ -11,12 +12,12 @@ use crate::api::{EventHub, EventKind, RecentMetrics};
 use crate::ingest::IngestConfig;
 use crate::ingest::{CoreEvent, Ingest};
 use crate::metrics::Metrics;
-use crate::model::Millis;
+use crate::model::UnixMillis;
 use crate::outputs::Outputs;
 use crate::pipeline::{Core, Links};
 use crate::store::{Db, Store};
 
-const T0: Millis = 1_764_330_000_000;
+const T0: UnixMillis = UnixMillis::from_millis(1_764_330_000_000);
 
 fn core(store: &Store, metrics: &Arc<Metrics>, board: &Board) -> (Core, EventHub) {
     let events = EventHub::new(T0, 100, 100, jiff::tz::TimeZone::UTC);
@@ -37,7 +38,7 @@ fn core(store: &Store, metrics: &Arc<Metrics>, board: &Board) -> (Core, EventHub
     (core, events)
 }
 
-fn event(ingest: &mut Ingest, node: &str, topic: &str, body: &str, at: Millis) -> CoreEvent {
+fn event(ingest: &mut Ingest, node: &str, topic: &str, body: &str, at: UnixMillis) -> CoreEvent {
     ingest
         .handle(
             &format!("alarmnet/v1/lanzhou/cg/{node}/{topic}"),
@@ -75,15 +76,27 @@ async fn a_failed_test_is_stored_announced_published_and_restored() {
     );
     core.restore(T0).await.expect("restore");
     for n in ["s1", "s2"] {
-        core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + 100));
-        core.absorb(event(&mut ingest, n, "test", &test(1, "pass"), T0 + 200));
+        core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + ms(100)));
+        core.absorb(event(
+            &mut ingest,
+            n,
+            "test",
+            &test(1, "pass"),
+            T0 + ms(200),
+        ));
     }
     core.commit_and_announce().await;
     let snap = board.snapshot();
     assert_eq!(snap.network.sirens.ready, 2);
     assert_eq!(snap.network.sirens.ready_pct(), Some(100.0));
 
-    core.absorb(event(&mut ingest, "s2", "test", &test(2, "fail"), T0 + 300));
+    core.absorb(event(
+        &mut ingest,
+        "s2",
+        "test",
+        &test(2, "fail"),
+        T0 + ms(300),
+    ));
     core.commit_and_announce().await;
     let snap = board.snapshot();
     let region = snap.regions.values().next().expect("a region");
@@ -106,7 +119,7 @@ async fn a_failed_test_is_stored_announced_published_and_restored() {
             test: "silent".into()
         }]
     );
-    assert_eq!(stored.since, T0 + 300);
+    assert_eq!(stored.since, T0 + ms(300));
     let sub = events.subscribe(Some(&events.id_of(0)));
     let readiness: Vec<&str> = sub
         .replay
@@ -124,7 +137,7 @@ async fn a_failed_test_is_stored_announced_published_and_restored() {
     // A restarted collector derives the same from the store and announces nothing new.
     let board2 = Board::new();
     let (mut again, events2) = self::core(&store, &metrics, &board2);
-    again.restore(T0 + 1_000).await.expect("restore");
+    again.restore(T0 + ms(1_000)).await.expect("restore");
     assert_eq!(
         again
             .readiness()

@@ -12,18 +12,18 @@ use alarmnet_protocol::{Name, NodePath};
 use serde::Serialize;
 
 use super::Readiness;
-use crate::model::Millis;
+use crate::model::UnixMillis;
 use crate::store::ReadinessStep;
 use crate::uptime::GroupBy;
 
 /// Time per bucket, in ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Shares {
-    pub ready: Millis,
-    pub degraded: Millis,
-    pub not_ready: Millis,
-    pub maintenance: Millis,
-    pub unknown: Millis,
+    pub ready: u64,
+    pub degraded: u64,
+    pub not_ready: u64,
+    pub maintenance: u64,
+    pub unknown: u64,
 }
 
 impl Shares {
@@ -35,11 +35,11 @@ impl Shares {
         self.unknown += o.unknown;
     }
 
-    fn judged(&self) -> Millis {
+    fn judged(&self) -> u64 {
         self.ready + self.degraded + self.not_ready
     }
 
-    fn pct(&self, part: Millis) -> Option<f64> {
+    fn pct(&self, part: u64) -> Option<f64> {
         let judged = self.judged();
         (judged > 0).then(|| 100.0 * part as f64 / judged as f64)
     }
@@ -47,11 +47,11 @@ impl Shares {
 
 /// One node's shares over `[from, until)`. `steps` are its changes from the last one
 /// before `from` on, oldest first (as the store gives them).
-pub fn node_shares(steps: &[ReadinessStep], from: Millis, until: Millis) -> Shares {
+pub fn node_shares(steps: &[ReadinessStep], from: UnixMillis, until: UnixMillis) -> Shares {
     let mut s = Shares::default();
     let mut cur: Option<&ReadinessStep> = None;
     let mut t = from;
-    let credit = |s: &mut Shares, cur: Option<&ReadinessStep>, len: Millis| {
+    let credit = |s: &mut Shares, cur: Option<&ReadinessStep>, len: u64| {
         let slot = match cur {
             None => &mut s.unknown,
             Some(c) if c.maintenance => &mut s.maintenance,
@@ -68,13 +68,13 @@ pub fn node_shares(steps: &[ReadinessStep], from: Millis, until: Millis) -> Shar
             break;
         }
         if step.at > t {
-            credit(&mut s, cur, step.at - t);
+            credit(&mut s, cur, step.at.millis_since(t));
             t = step.at;
         }
         cur = Some(step);
     }
     if until > t {
-        credit(&mut s, cur, until - t);
+        credit(&mut s, cur, until.millis_since(t));
     }
     s
 }
@@ -107,13 +107,13 @@ pub struct HistoryRow {
 #[derive(Debug)]
 pub struct HistoryBuilder {
     by: GroupBy,
-    from: Millis,
-    until: Millis,
+    from: UnixMillis,
+    until: UnixMillis,
     rows: BTreeMap<[Option<String>; 4], (u64, Shares)>,
 }
 
 impl HistoryBuilder {
-    pub fn new(by: GroupBy, from: Millis, until: Millis) -> Self {
+    pub fn new(by: GroupBy, from: UnixMillis, until: UnixMillis) -> Self {
         Self {
             by,
             from,
@@ -143,7 +143,7 @@ impl HistoryBuilder {
     }
 
     pub fn finish(self) -> Vec<HistoryRow> {
-        let secs = |ms: Millis| ms as f64 / 1000.0;
+        let secs = |ms: u64| ms as f64 / 1000.0;
         self.rows
             .into_iter()
             .map(|([region, site, node, kind], (nodes, s))| HistoryRow {
@@ -168,11 +168,12 @@ impl HistoryBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ms;
 
-    const H: Millis = 3_600_000;
-    const T0: Millis = 1_790_000_000_000;
+    const H: u64 = 3_600_000;
+    const T0: UnixMillis = UnixMillis::from_millis(1_790_000_000_000);
 
-    fn step(at: Millis, to: Readiness, maintenance: bool) -> ReadinessStep {
+    fn step(at: UnixMillis, to: Readiness, maintenance: bool) -> ReadinessStep {
         ReadinessStep {
             at,
             to,
@@ -185,13 +186,13 @@ mod tests {
         // Window [T0, T0 + 10 h). Ready since before the window; not ready 2 h at +3 h;
         // degraded at +5 h for 1 h; maintenance +6..+7 h; ready from +7 h to the end.
         let steps = [
-            step(T0 - 5 * H, Readiness::Ready, false),
-            step(T0 + 3 * H, Readiness::NotReady, false),
-            step(T0 + 5 * H, Readiness::Degraded, false),
-            step(T0 + 6 * H, Readiness::NotReady, true),
-            step(T0 + 7 * H, Readiness::Ready, false),
+            step(T0 - ms(5 * H), Readiness::Ready, false),
+            step(T0 + ms(3 * H), Readiness::NotReady, false),
+            step(T0 + ms(5 * H), Readiness::Degraded, false),
+            step(T0 + ms(6 * H), Readiness::NotReady, true),
+            step(T0 + ms(7 * H), Readiness::Ready, false),
         ];
-        let s = node_shares(&steps, T0, T0 + 10 * H);
+        let s = node_shares(&steps, T0, T0 + ms(10 * H));
         assert_eq!(
             s,
             Shares {
@@ -205,19 +206,19 @@ mod tests {
         assert_eq!(s.pct(s.ready), Some(100.0 * 6.0 / 9.0));
         // A node first derived inside the window: the time before is unknown.
         let s = node_shares(
-            &[step(T0 + 4 * H, Readiness::Ready, false)],
+            &[step(T0 + ms(4 * H), Readiness::Ready, false)],
             T0,
-            T0 + 10 * H,
+            T0 + ms(10 * H),
         );
         assert_eq!((s.unknown, s.ready), (4 * H, 6 * H));
         // Changes at or after the end of the window do not count.
         let s = node_shares(
             &[
                 step(T0, Readiness::Degraded, false),
-                step(T0 + 10 * H, Readiness::Ready, false),
+                step(T0 + ms(10 * H), Readiness::Ready, false),
             ],
             T0,
-            T0 + 10 * H,
+            T0 + ms(10 * H),
         );
         assert_eq!((s.degraded, s.ready), (10 * H, 0));
     }
@@ -232,19 +233,19 @@ mod tests {
             )
         };
         let siren = Name::new("siren").expect("kind");
-        let mut b = HistoryBuilder::new(GroupBy::Region, T0, T0 + 10 * H);
+        let mut b = HistoryBuilder::new(GroupBy::Region, T0, T0 + ms(10 * H));
         // Node a: ready all 10 h. Node b: not ready 4 h, then ready 6 h.
         b.add_node(
             &path("cg", "a"),
             &siren,
-            &[step(T0 - H, Readiness::Ready, false)],
+            &[step(T0 - ms(H), Readiness::Ready, false)],
         );
         b.add_node(
             &path("ql", "b"),
             &siren,
             &[
-                step(T0 - H, Readiness::NotReady, false),
-                step(T0 + 4 * H, Readiness::Ready, false),
+                step(T0 - ms(H), Readiness::NotReady, false),
+                step(T0 + ms(4 * H), Readiness::Ready, false),
             ],
         );
         let rows = b.finish();

@@ -39,7 +39,7 @@ use std::time::Duration;
 use alarmnet_protocol::{Name, Severity, TestResult};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Liveness, Millis};
+use crate::model::{Liveness, UnixMillis};
 
 pub use board::{Board, BoardSnapshot};
 pub use tracker::{ReadinessChange, ReadinessTracker};
@@ -116,7 +116,7 @@ pub enum Reason {
     /// ran (ms since the epoch).
     TestOverdue {
         test: String,
-        last: Millis,
+        last: UnixMillis,
     },
     /// No test of this required kind is known.
     TestNever {
@@ -159,7 +159,7 @@ pub struct LastTest {
     pub test: Name,
     pub result: TestResult,
     /// When it ran: the agent's `ts`, but never later than its arrival.
-    pub at: Millis,
+    pub at: UnixMillis,
 }
 
 /// What one node's readiness is derived from.
@@ -181,12 +181,12 @@ pub struct Derived {
     pub state: Readiness,
     pub reasons: Vec<Reason>,
     /// When the derivation changes with time alone (a passed test becoming overdue).
-    pub next_change: Option<Millis>,
+    pub next_change: Option<UnixMillis>,
 }
 
 /// Derives a node's readiness at `now`; a test passed at `at` is overdue from
 /// `at + max_age` on.
-pub fn derive(inp: Inputs<'_>, max_age: Millis, now: Millis) -> Derived {
+pub fn derive(inp: Inputs<'_>, max_age: Duration, now: UnixMillis) -> Derived {
     let mut reasons = Vec::new();
     match inp.liveness {
         Liveness::Online | Liveness::Late => {}
@@ -207,7 +207,7 @@ pub fn derive(inp: Inputs<'_>, max_age: Millis, now: Millis) -> Derived {
             Severity::Info => {}
         }
     }
-    let mut next_change: Option<Millis> = None;
+    let mut next_change: Option<UnixMillis> = None;
     for t in inp.tests {
         let required = inp.required.contains(&t.test);
         match t.result {
@@ -218,7 +218,7 @@ pub fn derive(inp: Inputs<'_>, max_age: Millis, now: Millis) -> Derived {
                 test: t.test.to_string(),
             }),
             TestResult::Pass if required => {
-                let due = t.at.saturating_add(max_age);
+                let due = t.at + max_age;
                 if now >= due {
                     reasons.push(Reason::TestOverdue {
                         test: t.test.to_string(),
@@ -295,7 +295,7 @@ impl ReadinessConfig {
         p
     }
 
-    pub(crate) fn max_age_ms(&self) -> Millis {
-        u64::try_from(self.max_test_age.as_millis()).unwrap_or(u64::MAX)
+    pub(crate) fn max_age(&self) -> Duration {
+        self.max_test_age
     }
 }

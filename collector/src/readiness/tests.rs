@@ -1,6 +1,7 @@
 //! Readiness derivation (every combination of liveness, fault severity and test age), the
 //! overdue deadlines, and the incremental rollups against a recount.
 
+use crate::model::ms;
 use alarmnet_protocol::{Birth, FaultKey, Name, NodeId, NodePath, Severity, TestResult};
 use proptest::prelude::*;
 use serde_json::json;
@@ -9,9 +10,9 @@ use super::tracker::{ReadinessTracker, RestoredReadiness};
 use super::*;
 use crate::liveness::{LivenessConfig, Tracker};
 
-const T0: Millis = 1_764_330_000_000;
-const DAY: Millis = 86_400_000;
-const MAX_AGE: Millis = 30 * DAY;
+const T0: UnixMillis = UnixMillis::from_millis(1_764_330_000_000);
+const DAY: u64 = 86_400_000;
+const MAX_AGE: Duration = ms(30 * DAY);
 
 fn name(s: &str) -> Name {
     Name::new(s).expect("name")
@@ -44,7 +45,7 @@ fn every_combination_of_liveness_fault_and_test_age() {
         Age::Old(TestResult::Fail),
         Age::Fresh(TestResult::Error),
     ];
-    let now = T0 + 100 * DAY;
+    let now = T0 + ms(100 * DAY);
     let required = [name("silent")];
     let mut rows = 0;
     for liveness in Liveness::ALL {
@@ -57,7 +58,7 @@ fn every_combination_of_liveness_fault_and_test_age() {
                     Age::Fresh(result) => vec![LastTest {
                         test: name("silent"),
                         result,
-                        at: now - DAY,
+                        at: now - ms(DAY),
                     }],
                     Age::Old(result) => vec![LastTest {
                         test: name("silent"),
@@ -117,7 +118,7 @@ fn every_combination_of_liveness_fault_and_test_age() {
                 assert_eq!(codes, expect, "{liveness:?} {fault:?} {age:?}");
                 // Only a fresh pass changes with time alone, when it turns overdue.
                 let due =
-                    matches!(age, Age::Fresh(TestResult::Pass)).then_some(now - DAY + MAX_AGE);
+                    matches!(age, Age::Fresh(TestResult::Pass)).then_some(now - ms(DAY) + MAX_AGE);
                 assert_eq!(d.next_change, due, "{liveness:?} {fault:?} {age:?}");
                 rows += 1;
             }
@@ -147,7 +148,7 @@ fn kinds_without_required_tests_and_errors_of_other_kinds() {
         required,
     };
     // A display requires nothing: an error of a kind it has no procedure for is ignored.
-    let d = derive(inputs(&[]), MAX_AGE, T0 + 40 * DAY);
+    let d = derive(inputs(&[]), MAX_AGE, T0 + ms(40 * DAY));
     assert_eq!(
         (d.state, d.reasons.len(), d.next_change),
         (Readiness::Ready, 0, None)
@@ -175,7 +176,7 @@ fn kinds_without_required_tests_and_errors_of_other_kinds() {
     );
     // The overdue instant itself is overdue.
     let silent: &'static [Name] = Box::leak(Box::new([name("silent")]));
-    let d = derive(inputs(silent), MAX_AGE, T0 + MAX_AGE - 1);
+    let d = derive(inputs(silent), MAX_AGE, T0 + MAX_AGE - ms(1));
     assert_eq!(d.state, Readiness::Ready);
     let d = derive(inputs(silent), MAX_AGE, T0 + MAX_AGE);
     assert_eq!(
@@ -208,7 +209,7 @@ fn reasons_serialize_as_a_code_with_parameters() {
         back,
         Reason::TestOverdue {
             test: "silent".into(),
-            last: 5
+            last: UnixMillis::from_millis(5)
         }
     );
 }
@@ -251,7 +252,7 @@ impl Rig {
         }
     }
 
-    fn born(&mut self, p: &NodePath, kind: &str, at: Millis) {
+    fn born(&mut self, p: &NodePath, kind: &str, at: UnixMillis) {
         let out = self.t.on_birth(p, &birth(p, kind), false, at);
         self.feed(out);
         self.r.birth(&self.t, &p.node, at);
@@ -276,14 +277,14 @@ fn a_passed_test_turns_overdue_at_its_deadline_without_any_message() {
         &p.node,
         &name("silent"),
         TestResult::Pass,
-        T0 + 1_000,
-        T0 + 2_000,
+        T0 + ms(1_000),
+        T0 + ms(2_000),
     );
     assert_eq!(g.state("s1"), Readiness::Ready);
-    let due = T0 + 1_000 + MAX_AGE;
+    let due = T0 + ms(1_000) + MAX_AGE;
     assert_eq!(g.r.next_deadline(), Some(due));
     g.r.take_changes();
-    g.r.tick(&g.t, due - 1);
+    g.r.tick(&g.t, due - ms(1));
     assert_eq!(g.state("s1"), Readiness::Ready);
     assert!(g.r.take_changes().is_empty());
     g.r.tick(&g.t, due);
@@ -300,19 +301,19 @@ fn a_passed_test_turns_overdue_at_its_deadline_without_any_message() {
         &p.node,
         &name("silent"),
         TestResult::Pass,
-        due + 10,
-        due + 10,
+        due + ms(10),
+        due + ms(10),
     );
     g.r.test(
         &g.t,
         &p.node,
         &name("silent"),
         TestResult::Pass,
-        due + 20,
-        due + 20,
+        due + ms(20),
+        due + ms(20),
     );
     g.r.take_changes();
-    g.r.tick(&g.t, due + 10 + MAX_AGE);
+    g.r.tick(&g.t, due + ms(10) + MAX_AGE);
     assert_eq!(g.state("s1"), Readiness::Ready);
     // A late replay of an older receipt changes nothing.
     g.r.test(
@@ -321,7 +322,7 @@ fn a_passed_test_turns_overdue_at_its_deadline_without_any_message() {
         &name("silent"),
         TestResult::Fail,
         due,
-        due + 30,
+        due + ms(30),
     );
     assert_eq!(g.state("s1"), Readiness::Ready);
 }
@@ -334,9 +335,9 @@ fn faults_from_messages_and_heartbeat_lists() {
     assert_eq!(g.state("s1"), Readiness::Ready, "displays need no test");
     let amp = FaultKey::new(name("amp"), name("NO_OUTPUT"));
     let temp = FaultKey::new(name("system"), name("HOT"));
-    g.r.fault(&g.t, &p.node, &temp, Some(Severity::Warning), T0 + 1);
+    g.r.fault(&g.t, &p.node, &temp, Some(Severity::Warning), T0 + ms(1));
     assert_eq!(g.state("s1"), Readiness::Degraded);
-    g.r.fault(&g.t, &p.node, &amp, Some(Severity::Critical), T0 + 2);
+    g.r.fault(&g.t, &p.node, &amp, Some(Severity::Critical), T0 + ms(2));
     assert_eq!(g.state("s1"), Readiness::NotReady);
     // The heartbeat lists only the temperature: the amplifier fault cleared unseen.
     g.r.fault_list(
@@ -344,7 +345,7 @@ fn faults_from_messages_and_heartbeat_lists() {
         &p.node,
         std::slice::from_ref(&temp),
         Severity::Major,
-        T0 + 3,
+        T0 + ms(3),
     );
     assert_eq!(g.state("s1"), Readiness::Degraded);
     // A listed key never announced counts with the severity given for unknown ones.
@@ -353,15 +354,15 @@ fn faults_from_messages_and_heartbeat_lists() {
         &p.node,
         &[temp.clone(), amp.clone()],
         Severity::Major,
-        T0 + 4,
+        T0 + ms(4),
     );
     let (state, reasons) = g.r.node(&g.t, &p.node).expect("derived");
     assert_eq!(state, Readiness::NotReady);
     assert!(reasons.contains(&Reason::FaultMajor {
         fault: "amp/NO_OUTPUT".into()
     }));
-    g.r.fault(&g.t, &p.node, &amp, None, T0 + 5);
-    g.r.fault(&g.t, &p.node, &temp, None, T0 + 6);
+    g.r.fault(&g.t, &p.node, &amp, None, T0 + ms(5));
+    g.r.fault(&g.t, &p.node, &temp, None, T0 + ms(6));
     assert_eq!(g.state("s1"), Readiness::Ready);
 }
 
@@ -378,7 +379,7 @@ fn rollups_count_sirens_apart_and_leave_maintenance_out_of_the_percentage() {
     assert_eq!(net.sirens.ready, 3);
     assert_eq!(net.sirens.ready_pct(), Some(100.0));
     let n0 = NodeId::new("n0").expect("id");
-    let out = g.t.set_maintenance(&n0, true, T0 + 5);
+    let out = g.t.set_maintenance(&n0, true, T0 + ms(5));
     g.feed(out);
     let n1 = NodeId::new("n1").expect("id");
     g.r.fault(
@@ -386,7 +387,7 @@ fn rollups_count_sirens_apart_and_leave_maintenance_out_of_the_percentage() {
         &n1,
         &FaultKey::new(name("amp"), name("X")),
         Some(Severity::Major),
-        T0 + 6,
+        T0 + ms(6),
     );
     let s = g.r.network().sirens;
     assert_eq!((s.ready, s.not_ready, s.maintenance), (1, 1, 1));
@@ -425,7 +426,7 @@ fn restore_emits_only_what_differs_from_the_stored_state() {
             tests: pass,
         },
     );
-    r.finish_restore(&g.t, T0 + 10);
+    r.finish_restore(&g.t, T0 + ms(10));
     let changes = r.take_changes();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].node, p2.node);
@@ -472,7 +473,7 @@ proptest! {
         let mut g = Rig::new();
         let mut now = T0;
         for op in ops {
-            now += 1_000;
+            now += ms(1_000);
             match op {
                 Op::Birth { node, site, kind } => {
                     let region = if site < 2 { "r0" } else { "r1" };
@@ -508,7 +509,7 @@ proptest! {
                     g.r.test(&g.t, &id, &name("silent"), result, now, now);
                 }
                 Op::Wait { days } => {
-                    now += u64::from(days) * DAY;
+                    now += ms(u64::from(days) * DAY);
                     let out = g.t.tick(now);
                     g.feed(out);
                     g.r.tick(&g.t, now);

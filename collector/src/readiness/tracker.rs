@@ -13,13 +13,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::time::Duration;
 
 use alarmnet_protocol::{FaultKey, Name, NodeId, Severity, TestResult};
 use serde::Serialize;
 
 use super::{Inputs, LastTest, Readiness, ReadinessConfig, Reason, derive};
 use crate::liveness::{NodeIdx, Tracker};
-use crate::model::{Liveness, Millis};
+use crate::model::{Liveness, UnixMillis};
 
 /// Nodes per rollup bucket. The buckets partition the nodes: a node under maintenance is
 /// counted in `maintenance` only.
@@ -119,7 +120,7 @@ pub struct ReadinessChange {
     pub from: Option<Readiness>,
     pub to: Readiness,
     pub reasons: Vec<Reason>,
-    pub at: Millis,
+    pub at: UnixMillis,
 }
 
 /// What a restarted collector knew of a node's readiness inputs.
@@ -143,7 +144,7 @@ struct NodeState {
     /// Where the node is counted, once derived.
     counted_as: Option<(Bucket, u32, u32, bool)>,
     /// The time of this node's valid heap entry (0 = none).
-    scheduled: Millis,
+    scheduled: UnixMillis,
 }
 
 impl NodeState {
@@ -155,7 +156,7 @@ impl NodeState {
             state: None,
             reasons: Vec::new(),
             counted_as: None,
-            scheduled: 0,
+            scheduled: UnixMillis::EPOCH,
         }
     }
 }
@@ -163,11 +164,11 @@ impl NodeState {
 /// Readiness of every node, with rollups. See the module documentation.
 #[derive(Debug)]
 pub struct ReadinessTracker {
-    max_age: Millis,
+    max_age: Duration,
     required: HashMap<String, Vec<Name>>,
     counted: HashSet<String>,
     nodes: Vec<Option<NodeState>>,
-    heap: BinaryHeap<Reverse<(Millis, u32)>>,
+    heap: BinaryHeap<Reverse<(UnixMillis, u32)>>,
     sites: Vec<Rollup>,
     regions: Vec<Rollup>,
     network: Rollup,
@@ -176,13 +177,13 @@ pub struct ReadinessTracker {
     dirty_regions: BTreeSet<u32>,
     /// Regions whose rollup changed since the alert rules last saw them, with the time of
     /// the latest change.
-    alert_regions: BTreeMap<u32, Millis>,
+    alert_regions: BTreeMap<u32, UnixMillis>,
 }
 
 impl ReadinessTracker {
     pub fn new(config: &ReadinessConfig) -> Self {
         Self {
-            max_age: config.max_age_ms(),
+            max_age: config.max_age(),
             required: config
                 .required_tests
                 .iter()
@@ -206,7 +207,7 @@ impl ReadinessTracker {
     }
 
     /// The earliest time [`ReadinessTracker::tick`] may have work (may be early, never late).
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&self) -> Option<UnixMillis> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
@@ -250,7 +251,7 @@ impl ReadinessTracker {
 
     /// The regions (tracker indexes) whose rollup changed since the last call, each with the
     /// time of its latest change: what `readiness_low` must look at again.
-    pub(crate) fn take_alert_regions(&mut self) -> BTreeMap<u32, Millis> {
+    pub(crate) fn take_alert_regions(&mut self) -> BTreeMap<u32, UnixMillis> {
         std::mem::take(&mut self.alert_regions)
     }
 
@@ -273,7 +274,7 @@ impl ReadinessTracker {
 
     /// Derives every node at `now`: changes are emitted only where the derivation differs
     /// from what was stored.
-    pub fn finish_restore(&mut self, t: &Tracker, now: Millis) {
+    pub fn finish_restore(&mut self, t: &Tracker, now: UnixMillis) {
         let all: Vec<NodeIdx> = t.nodes().filter_map(|v| t.idx(v.id())).collect();
         for idx in all {
             self.slot(t, idx);
@@ -282,7 +283,7 @@ impl ReadinessTracker {
     }
 
     /// A node's effective liveness changed (or the node was registered).
-    pub fn liveness(&mut self, t: &Tracker, node: &NodeId, to: Liveness, at: Millis) {
+    pub fn liveness(&mut self, t: &Tracker, node: &NodeId, to: Liveness, at: UnixMillis) {
         let Some(idx) = t.idx(node) else {
             return;
         };
@@ -292,7 +293,7 @@ impl ReadinessTracker {
 
     /// A birth: the node may be new, or have moved to another site or changed kind (which
     /// no liveness transition reports).
-    pub fn birth(&mut self, t: &Tracker, node: &NodeId, at: Millis) {
+    pub fn birth(&mut self, t: &Tracker, node: &NodeId, at: UnixMillis) {
         let Some(idx) = t.idx(node) else {
             return;
         };
@@ -307,7 +308,7 @@ impl ReadinessTracker {
         node: &NodeId,
         key: &FaultKey,
         severity: Option<Severity>,
-        at: Millis,
+        at: UnixMillis,
     ) {
         let Some(idx) = t.idx(node) else {
             return;
@@ -330,7 +331,7 @@ impl ReadinessTracker {
         node: &NodeId,
         keys: &[FaultKey],
         unknown_severity: Severity,
-        at: Millis,
+        at: UnixMillis,
     ) {
         let Some(idx) = t.idx(node) else {
             return;
@@ -363,8 +364,8 @@ impl ReadinessTracker {
         node: &NodeId,
         test: &Name,
         result: TestResult,
-        ran_at: Millis,
-        at: Millis,
+        ran_at: UnixMillis,
+        at: UnixMillis,
     ) {
         let Some(idx) = t.idx(node) else {
             return;
@@ -386,7 +387,7 @@ impl ReadinessTracker {
     }
 
     /// Re-derives the nodes whose passed tests became overdue by `now`.
-    pub fn tick(&mut self, t: &Tracker, now: Millis) {
+    pub fn tick(&mut self, t: &Tracker, now: UnixMillis) {
         while let Some(&Reverse((at, i))) = self.heap.peek() {
             if at > now {
                 break;
@@ -399,7 +400,7 @@ impl ReadinessTracker {
                 .is_some_and(|n| n.scheduled == at);
             if valid {
                 if let Some(Some(n)) = self.nodes.get_mut(i as usize) {
-                    n.scheduled = 0;
+                    n.scheduled = UnixMillis::EPOCH;
                 }
                 self.update(t, NodeIdx(i), now);
             }
@@ -418,7 +419,7 @@ impl ReadinessTracker {
 
     /// Re-derives one node at `at`: moves it between buckets, records a change when its
     /// state or reasons differ, and schedules its next overdue deadline.
-    fn update(&mut self, t: &Tracker, idx: NodeIdx, at: Millis) {
+    fn update(&mut self, t: &Tracker, idx: NodeIdx, at: UnixMillis) {
         let view = t.view(idx);
         let (site, region) = t.site_of(idx);
         let counted = self.counted.contains(view.kind().as_str());
@@ -460,7 +461,7 @@ impl ReadinessTracker {
             n.scheduled = due;
             self.heap.push(Reverse((due, idx.0)));
         } else if d.next_change.is_none() {
-            n.scheduled = 0;
+            n.scheduled = UnixMillis::EPOCH;
         }
         if old_place != Some(place) {
             if let Some((b, s, r, c)) = old_place {

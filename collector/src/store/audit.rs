@@ -4,23 +4,15 @@
 use rusqlite::{Row, params};
 
 use super::StoreError;
-use super::sqlite::{Db, Paged, TimeKey};
+use super::sqlite::{Db, Paged, TimeKey, ms_sql, ts_of, u64_of};
 use crate::audit::{AuditEntry, Outcome};
-use crate::model::Millis;
-
-fn i64_of(v: Millis) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> Millis {
-    u64::try_from(v).unwrap_or(0)
-}
+use crate::model::UnixMillis;
 
 /// Which entries a list covers. Empty fields match all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
     /// `[from, to)`.
-    pub window: Option<(Millis, Millis)>,
+    pub window: Option<(UnixMillis, UnixMillis)>,
     /// The token's name.
     pub actor: Option<String>,
     pub action: Option<String>,
@@ -33,7 +25,7 @@ fn entry(r: &Row<'_>) -> Result<AuditEntry, StoreError> {
     let outcome: String = r.get(7)?;
     Ok(AuditEntry {
         id: r.get(0)?,
-        at: u64_of(r.get(1)?),
+        at: ts_of(r.get(1)?),
         actor: r.get(2)?,
         role: r.get(3)?,
         peer: r.get(4)?,
@@ -57,7 +49,7 @@ impl Db {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
-                i64_of(e.at),
+                ms_sql(e.at),
                 e.actor,
                 e.role,
                 e.peer,
@@ -81,7 +73,7 @@ impl Db {
                AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4)
                AND (?5 IS NULL OR outcome = ?5)";
         let (from, to) = match q.window {
-            Some((f, t)) => (Some(i64_of(f)), Some(i64_of(t))),
+            Some((f, t)) => (Some(ms_sql(f)), Some(ms_sql(t))),
             None => (None, None),
         };
         let outcome = q.outcome.map(Outcome::as_str);
@@ -101,7 +93,7 @@ impl Db {
             q.actor,
             q.action,
             outcome,
-            after.map(|k| i64_of(k.at)),
+            after.map(|k| ms_sql(k.at)),
             after.map(|k| k.id),
             i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
         ])?;
@@ -114,18 +106,19 @@ impl Db {
     }
 
     /// Deletes the entries older than `before`; returns how many.
-    pub fn prune_audit(&self, before: Millis) -> Result<usize, StoreError> {
+    pub fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
         Ok(self
             .conn()
-            .execute("DELETE FROM audit WHERE at < ?1", [i64_of(before)])?)
+            .execute("DELETE FROM audit WHERE at < ?1", [ms_sql(before)])?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ms;
 
-    fn entry_at(at: Millis, actor: Option<&str>, action: &str, outcome: Outcome) -> AuditEntry {
+    fn entry_at(at: UnixMillis, actor: Option<&str>, action: &str, outcome: Outcome) -> AuditEntry {
         AuditEntry {
             id: 0,
             at,
@@ -163,7 +156,12 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let e = entry_at(1_000 + i as u64 * 10, actor, action, outcome);
+            let e = entry_at(
+                UnixMillis::from_millis(1_000) + ms(i as u64 * 10),
+                actor,
+                action,
+                outcome,
+            );
             ids.push(db.record_audit(&e).expect("insert"));
         }
         let all = db
@@ -179,7 +177,12 @@ mod tests {
             first,
             &AuditEntry {
                 id: ids[0],
-                ..entry_at(1_000, Some("desk"), "alert.ack", Outcome::Success)
+                ..entry_at(
+                    UnixMillis::from_millis(1_000),
+                    Some("desk"),
+                    "alert.ack",
+                    Outcome::Success
+                )
             }
         );
 
@@ -204,16 +207,27 @@ mod tests {
         assert_eq!(refused.items.len(), 1);
         assert_eq!(refused.items[0].actor, None);
         let q = AuditQuery {
-            window: Some((1_010, 1_030)),
+            window: Some((
+                UnixMillis::from_millis(1_010),
+                UnixMillis::from_millis(1_030),
+            )),
             ..AuditQuery::default()
         };
         assert_eq!(db.audit_page(&q, None, 10).expect("window").total, 2);
 
-        assert_eq!(db.prune_audit(1_020).expect("prune"), 2);
+        assert_eq!(
+            db.prune_audit(UnixMillis::from_millis(1_020))
+                .expect("prune"),
+            2
+        );
         let left = db
             .audit_page(&AuditQuery::default(), None, 100)
             .expect("page");
         assert_eq!(left.total, 3);
-        assert!(left.items.iter().all(|e| e.at >= 1_020));
+        assert!(
+            left.items
+                .iter()
+                .all(|e| e.at >= UnixMillis::from_millis(1_020))
+        );
     }
 }

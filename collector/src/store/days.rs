@@ -9,36 +9,30 @@
 //! on a reader thread and written in one store call, with the mark that says how far the
 //! summaries reach, so a crash never leaves half a day behind the mark.
 
+use std::time::Duration;
+
 use alarmnet_protocol::{Name, NodeId, NodePath};
 use rusqlite::{OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
-use super::sqlite::{Db, NodeQuery, Shard};
+use super::sqlite::{Db, NodeQuery, Shard, i64_of, ms_sql, ts_of, u64_of};
 use super::{Store, StoreError};
-use crate::model::Millis;
+use crate::model::UnixMillis;
 use crate::uptime::{
     Filter, GroupBy, Query, ReportBuilder, Segment, TestTally, UptimeError, Window,
 };
 
 /// A day is summarized this long after its end.
-const SETTLE: Millis = 3_600_000;
+const SETTLE: Duration = Duration::from_secs(3_600);
 
 /// How far back the first summarizing run reaches (the longest report window).
-const FIRST_REACH: Millis = 400 * 86_400_000;
+const FIRST_REACH: Duration = Duration::from_secs(400 * 86_400);
 
 const SUMMARIZED_UNTIL: &str = "summarized_until";
 const PRUNED_BEFORE: &str = "pruned_before";
 
-fn i64_of(v: Millis) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> Millis {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl Db {
-    fn mark(&self, name: &str) -> Result<Option<Millis>, StoreError> {
+    fn mark(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
         let v: Option<i64> = self
             .conn()
             .query_row(
@@ -47,38 +41,38 @@ impl Db {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(v.map(u64_of))
+        Ok(v.map(ts_of))
     }
 
-    fn set_mark(&self, name: &str, value: Millis) -> Result<(), StoreError> {
+    fn set_mark(&self, name: &str, value: UnixMillis) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO store_marks (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-            params![name, i64_of(value)],
+            params![name, ms_sql(value)],
         )?;
         Ok(())
     }
 
     /// Days before this instant are in the daily summaries.
-    pub fn summarized_until(&self) -> Result<Option<Millis>, StoreError> {
+    pub fn summarized_until(&self) -> Result<Option<UnixMillis>, StoreError> {
         self.mark(SUMMARIZED_UNTIL)
     }
 
     /// Transitions before this instant were pruned (each node's last one excepted).
-    pub fn pruned_before(&self) -> Result<Option<Millis>, StoreError> {
+    pub fn pruned_before(&self) -> Result<Option<UnixMillis>, StoreError> {
         self.mark(PRUNED_BEFORE)
     }
 
-    pub fn set_pruned_before(&self, at: Millis) -> Result<(), StoreError> {
+    pub fn set_pruned_before(&self, at: UnixMillis) -> Result<(), StoreError> {
         self.set_mark(PRUNED_BEFORE, at)
     }
 
     /// The earliest stored transition (a full scan: used once, by the first summary run).
-    fn first_transition_at(&self) -> Result<Option<Millis>, StoreError> {
+    fn first_transition_at(&self) -> Result<Option<UnixMillis>, StoreError> {
         let v: Option<i64> = self
             .conn()
             .query_row("SELECT min(at) FROM transitions", [], |r| r.get(0))?;
-        Ok(v.map(u64_of))
+        Ok(v.map(ts_of))
     }
 
     /// Every node's segment over `day`, computed by the uptime engine from the raw
@@ -130,8 +124,8 @@ impl Db {
         for (node, s) in rows {
             insert.execute(params![
                 node.as_str(),
-                i64_of(day.from()),
-                i64_of(day.to()),
+                ms_sql(day.from()),
+                ms_sql(day.to()),
                 i64_of(s.up_ms),
                 i64_of(s.down_ms),
                 i64_of(s.maintenance_ms),
@@ -156,7 +150,7 @@ impl Db {
     pub fn each_node_days(
         &self,
         q: &NodeQuery,
-        (from, to): (Millis, Millis),
+        (from, to): (UnixMillis, UnixMillis),
         shard: Shard,
         mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
@@ -174,11 +168,11 @@ impl Db {
         })?;
         for (path, kind) in nodes {
             segments.clear();
-            let mut rows = days.query(params![path.node.as_str(), i64_of(from), i64_of(to)])?;
+            let mut rows = days.query(params![path.node.as_str(), ms_sql(from), ms_sql(to)])?;
             while let Some(r) = rows.next()? {
                 segments.push(Segment {
-                    from: u64_of(r.get(0)?),
-                    to: u64_of(r.get(1)?),
+                    from: ts_of(r.get(0)?),
+                    to: ts_of(r.get(1)?),
                     up_ms: u64_of(r.get(2)?),
                     down_ms: u64_of(r.get(3)?),
                     maintenance_ms: u64_of(r.get(4)?),
@@ -210,10 +204,15 @@ impl Db {
         mut each: impl FnMut(&NodePath, &Name) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut found = Vec::new();
-        self.each_node_history(q, (0, 0), shard, |path, kind, _, _| {
-            found.push((path.clone(), kind.clone()));
-            Ok(())
-        })?;
+        self.each_node_history(
+            q,
+            (UnixMillis::EPOCH, UnixMillis::EPOCH),
+            shard,
+            |path, kind, _, _| {
+                found.push((path.clone(), kind.clone()));
+                Ok(())
+            },
+        )?;
         for (path, kind) in &found {
             each(path, kind)?;
         }
@@ -226,7 +225,7 @@ impl Db {
 pub async fn summarize(
     store: &Store,
     tz: &jiff::tz::TimeZone,
-    now: Millis,
+    now: UnixMillis,
     shutdown: &CancellationToken,
 ) -> Result<u64, StoreError> {
     let (until, first) = store
@@ -234,7 +233,7 @@ pub async fn summarize(
         .await?;
     let start = match (until, first) {
         (Some(until), _) => until,
-        (None, Some(first)) => first.max(now.saturating_sub(FIRST_REACH)),
+        (None, Some(first)) => first.max(now - FIRST_REACH),
         // Nothing to summarize yet; start from today.
         (None, None) => now,
     };

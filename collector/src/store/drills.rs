@@ -7,17 +7,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension as _, Row, params, params_from_iter};
 
 use super::StoreError;
-use super::sqlite::{Db, NodeKey, Paged, TimeKey};
+use super::sqlite::{Db, NodeKey, Paged, TimeKey, i64_of, ms_sql, ts_of, u64_of};
 use crate::drills::{DrillMeta, NodeResult, Outcome, Receipt, Selector, Status, Tally};
-use crate::model::Millis;
-
-fn i64_of(v: Millis) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> Millis {
-    u64::try_from(v).unwrap_or(0)
-}
+use crate::model::UnixMillis;
 
 fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} {v:?}"))
@@ -71,11 +63,11 @@ fn drill_row(r: &Row<'_>) -> Result<(DrillRow, i64), StoreError> {
         id: CmdId::new(id.clone()).map_err(|_| corrupt("drill id", &id))?,
         test: Name::new(test.clone()).map_err(|_| corrupt("test", &test))?,
         selector: serde_json::from_str::<Selector>(&selector)?,
-        started_at: u64_of(r.get(3)?),
-        deadline: u64_of(r.get(4)?),
+        started_at: ts_of(r.get(3)?),
+        deadline: ts_of(r.get(4)?),
         started_by: r.get(5)?,
         status: Status::from_name(&status).ok_or_else(|| corrupt("drill status", &status))?,
-        closed_at: r.get::<_, Option<i64>>(7)?.map(u64_of),
+        closed_at: r.get::<_, Option<i64>>(7)?.map(ts_of),
         cancelled_by: r.get(8)?,
         schedule: r.get(9)?,
         tally: Tally {
@@ -113,7 +105,7 @@ fn node_row(r: &Row<'_>) -> Result<NodeResult, StoreError> {
             .get::<_, Option<String>>(5)?
             .map(|s| result_of(&s))
             .transpose()?,
-        received_at: r.get::<_, Option<i64>>(6)?.map(u64_of),
+        received_at: r.get::<_, Option<i64>>(6)?.map(ts_of),
         duration_ms: r.get::<_, Option<i64>>(7)?.map(u64_of),
         message: r.get(8)?,
         metrics: r.get(9)?,
@@ -195,8 +187,8 @@ impl Db {
                 m.id.as_str(),
                 m.test.as_str(),
                 serde_json::to_string(&m.selector)?,
-                i64_of(m.started_at),
-                i64_of(m.deadline),
+                ms_sql(m.started_at),
+                ms_sql(m.deadline),
                 m.started_by,
                 m.status.as_str(),
                 m.schedule,
@@ -225,7 +217,7 @@ impl Db {
             .execute(params![
                 m.id.as_str(),
                 m.status.as_str(),
-                m.closed_at.map(i64_of),
+                m.closed_at.map(ms_sql),
                 m.cancelled_by,
                 n(t.asked),
                 n(t.waiting),
@@ -254,7 +246,7 @@ impl Db {
                 r.kind.as_str(),
                 r.outcome.as_str(),
                 r.result.map(result_str),
-                r.received_at.map(i64_of),
+                r.received_at.map(ms_sql),
                 r.duration_ms.map(i64_of),
                 r.message,
                 r.metrics,
@@ -287,7 +279,7 @@ impl Db {
                 Receipt {
                     node: NodeId::new(node.clone()).map_err(|_| corrupt("node", &node))?,
                     result: result_of(&result)?,
-                    received_at: u64_of(r.get(3)?),
+                    received_at: ts_of(r.get(3)?),
                     duration_ms: r.get::<_, Option<i64>>(4)?.map(u64_of),
                     message: r.get(5)?,
                     metrics: (metrics != "{}").then_some(metrics),
@@ -301,14 +293,14 @@ impl Db {
     /// late receipts), with every asked node's result.
     pub fn live_drills(
         &self,
-        closed_since: Millis,
+        closed_since: UnixMillis,
     ) -> Result<Vec<(DrillRow, Vec<NodeResult>)>, StoreError> {
         let sql = format!(
             "SELECT {DRILL_COLUMNS} FROM drills WHERE status = 'open' OR closed_at >= ?1
              ORDER BY started_at"
         );
         let mut stmt = self.conn().prepare(&sql)?;
-        let mut rows = stmt.query([i64_of(closed_since)])?;
+        let mut rows = stmt.query([ms_sql(closed_since)])?;
         let mut drills = Vec::new();
         while let Some(r) = rows.next()? {
             drills.push(drill_row(r)?.0);
@@ -350,7 +342,7 @@ impl Db {
         let mut stmt = self.conn().prepare_cached(&sql)?;
         let mut rows = stmt.query(params![
             status,
-            after.map(|k| i64_of(k.at)),
+            after.map(|k| ms_sql(k.at)),
             after.map(|k| k.id),
             i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
         ])?;
@@ -434,7 +426,7 @@ impl Db {
     }
 
     /// The last occurrence schedule `name` ran (or skipped), if any.
-    pub fn schedule_last(&self, name: &str) -> Result<Option<Millis>, StoreError> {
+    pub fn schedule_last(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -443,15 +435,15 @@ impl Db {
                 |r| r.get::<_, i64>(0),
             )
             .optional()?
-            .map(u64_of))
+            .map(ts_of))
     }
 
     /// Records that schedule `name` ran (or skipped) its occurrence at `at`.
-    pub fn set_schedule_last(&self, name: &str, at: Millis) -> Result<(), StoreError> {
+    pub fn set_schedule_last(&self, name: &str, at: UnixMillis) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO drill_schedule (name, last_occurrence) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET last_occurrence = excluded.last_occurrence",
-            params![name, i64_of(at)],
+            params![name, ms_sql(at)],
         )?;
         Ok(())
     }

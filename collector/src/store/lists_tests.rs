@@ -9,6 +9,7 @@ use super::*;
 use crate::model::{
     Ack, Alert, AlertId, Cause, Liveness, RuleKind, Silence, SilenceId, Subject, Transition,
 };
+use crate::model::{UnixMillis, ms};
 use crate::uptime::{
     self, Filter, GroupBy, Inputs, NodeTests, PartialReport, Query, ReportBuilder, TestTally,
     Window,
@@ -66,15 +67,19 @@ fn add_node(db: &Db, rng: &mut Lcg, i: usize) -> NodePath {
             format!("region {region} @{ts}").into(),
         );
     }
-    db.upsert_birth(&p, &birth(&p, kind, ts, tags.into()), ts)
-        .expect("birth");
+    db.upsert_birth(
+        &p,
+        &birth(&p, kind, ts, tags.into()),
+        UnixMillis::from_millis(ts),
+    )
+    .expect("birth");
     let to = rng.pick(&Liveness::ALL);
     if to != Liveness::Unknown {
         let t = Transition {
             node: p.node.clone(),
             from: Liveness::Unknown,
             to,
-            at: 2_000 + i as u64,
+            at: UnixMillis::from_millis(2_000) + ms(i as u64),
             cause: Cause::Heartbeat,
         };
         db.record_transitions(&[t]).expect("transition");
@@ -159,7 +164,8 @@ fn combined_node_filters_pages_and_counts_match_brute_force() {
     .expect("fault");
     for i in (0..300).step_by(17) {
         let node = NodeId::new(format!("n{i:04}")).expect("id");
-        db.record_fault(&node, &fault, 5).expect("fault");
+        db.record_fault(&node, &fault, UnixMillis::from_millis(5))
+            .expect("fault");
     }
     let all = db.nodes(&NodeFilter::default()).expect("all nodes");
     let region = |s: &str| Some(RegionId::new(s).expect("id"));
@@ -342,13 +348,13 @@ fn alert(i: usize, rng: &mut Lcg) -> Alert {
             node: NodeId::new(format!("n{}", rng.below(20))).expect("id"),
         },
         kind: Some(Name::new(rng.pick(&["siren", "display"])).expect("kind")),
-        started_at,
-        ended_at: resolved.then(|| started_at + rng.below(300)),
+        started_at: UnixMillis::from_millis(started_at),
+        ended_at: resolved.then(|| UnixMillis::from_millis(started_at + rng.below(300))),
         summary: String::new(),
         args: Default::default(),
         ack: (rng.below(3) == 0).then(|| Ack {
             by: "ops".into(),
-            at: started_at + 1,
+            at: UnixMillis::from_millis(started_at) + ms(1),
             comment: None,
         }),
         notified: true,
@@ -409,13 +415,19 @@ fn alert_pages_filter_count_and_walk_once_while_alerts_are_added() {
             rule: Some(RuleKind::Fault),
             site: Some(SiteId::new("r2-s1").expect("id")),
             kind: Some(Name::new("siren").expect("kind")),
-            window: Some((1_200, 1_300)),
+            window: Some((
+                UnixMillis::from_millis(1_200),
+                UnixMillis::from_millis(1_300),
+            )),
             acked: Some(true),
             ..AlertQuery::default()
         },
         AlertQuery {
             node: Some(NodeId::new("n3").expect("id")),
-            window: Some((1_400, 1_450)),
+            window: Some((
+                UnixMillis::from_millis(1_400),
+                UnixMillis::from_millis(1_450),
+            )),
             ..AlertQuery::default()
         },
     ];
@@ -446,7 +458,8 @@ fn alert_pages_filter_count_and_walk_once_while_alerts_are_added() {
 
     // New alerts between pages (newer ones land before the cursor, older after it): every
     // alert present all along is seen exactly once.
-    let before: BTreeSet<(AlertId, u64)> = all.iter().map(|a| (a.id, a.started_at)).collect();
+    let before: BTreeSet<(AlertId, UnixMillis)> =
+        all.iter().map(|a| (a.id, a.started_at)).collect();
     let mut i = 300;
     let seen = walk_alerts(&db, &AlertQuery::default(), 11, || {
         for _ in 0..4 {
@@ -454,7 +467,7 @@ fn alert_pages_filter_count_and_walk_once_while_alerts_are_added() {
             i += 1;
         }
     });
-    let keys: Vec<(AlertId, u64)> = seen.iter().map(|a| (a.id, a.started_at)).collect();
+    let keys: Vec<(AlertId, UnixMillis)> = seen.iter().map(|a| (a.id, a.started_at)).collect();
     let unique: BTreeSet<_> = keys.iter().cloned().collect();
     assert_eq!(unique.len(), keys.len(), "an alert came twice");
     assert!(
@@ -477,8 +490,8 @@ fn silence_pages_follow_status_and_place() {
             site: (rng.below(2) == 0).then(|| SiteId::new("x").expect("id")),
             node: None,
             kind: None,
-            starts_at,
-            ends_at: starts_at + 1 + rng.below(100),
+            starts_at: UnixMillis::from_millis(starts_at),
+            ends_at: UnixMillis::from_millis(starts_at) + ms(1) + ms(rng.below(100)),
             created_by: "ops".into(),
             comment: None,
         };
@@ -494,7 +507,7 @@ fn silence_pages_follow_status_and_place() {
         Some(SilenceStatus::Expired),
     ] {
         let q = SilenceQuery {
-            now,
+            now: UnixMillis::from_millis(now),
             status,
             region: Some(RegionId::new("r1").expect("id")),
             site: None,
@@ -503,10 +516,13 @@ fn silence_pages_follow_status_and_place() {
             .iter()
             .filter(|s| s.region == q.region)
             .filter(|s| match status {
-                None => s.ends_at > now,
-                Some(SilenceStatus::Active) => s.starts_at <= now && s.ends_at > now,
-                Some(SilenceStatus::Pending) => s.starts_at > now,
-                Some(SilenceStatus::Expired) => s.ends_at <= now,
+                None => s.ends_at > UnixMillis::from_millis(now),
+                Some(SilenceStatus::Active) => {
+                    s.starts_at <= UnixMillis::from_millis(now)
+                        && s.ends_at > UnixMillis::from_millis(now)
+                }
+                Some(SilenceStatus::Pending) => s.starts_at > UnixMillis::from_millis(now),
+                Some(SilenceStatus::Expired) => s.ends_at <= UnixMillis::from_millis(now),
             })
             .collect();
         let mut got = Vec::new();
@@ -543,7 +559,7 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
                 node: p.node.clone(),
                 from: state,
                 to,
-                at,
+                at: UnixMillis::from_millis(at),
                 cause: Cause::Timeout,
             });
             state = to;
@@ -558,7 +574,8 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
                     "test": "silent", "result": result
                 }))
                 .expect("receipt");
-            db.record_test(&p.node, &receipt, receipt.ts).expect("test");
+            db.record_test(&p.node, &receipt, UnixMillis::from_millis(receipt.ts))
+                .expect("test");
             receipts.push((p.node.clone(), receipt.ts, result));
         }
         nodes.push(p);
@@ -569,8 +586,8 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
         site: None,
         node: None,
         kind: None,
-        starts_at: 2_300,
-        ends_at: 2_400,
+        starts_at: UnixMillis::from_millis(2_300),
+        ends_at: UnixMillis::from_millis(2_400),
         created_by: "ops".into(),
         comment: None,
     }];
@@ -590,8 +607,9 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
         ),
     ] {
         let query = Query {
-            window: Window::new(from, to).expect("window"),
-            now: 2_800,
+            window: Window::new(UnixMillis::from_millis(from), UnixMillis::from_millis(to))
+                .expect("window"),
+            now: UnixMillis::from_millis(2_800),
             by,
             filter: filter.clone(),
             outage_list: by == GroupBy::Node,
@@ -611,13 +629,15 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
                 hb_interval_ms: n.hb_interval_ms,
             })
             .collect();
-        let w = db.transition_window(None, from, until).expect("window");
+        let w = db
+            .transition_window(None, UnixMillis::from_millis(from), until)
+            .expect("window");
         let mut transitions = w.before;
         transitions.extend(w.within);
         transitions.sort_by(|a, b| a.node.as_str().cmp(b.node.as_str()));
         let mut tallies: BTreeMap<NodeId, TestTally> = BTreeMap::new();
         for (node, ts, result) in &receipts {
-            if (from..until).contains(ts) {
+            if (from..until.as_millis()).contains(ts) {
                 let t = tallies.entry(node.clone()).or_default();
                 t.run += 1;
                 t.passed += u64::from(*result == "pass");
@@ -644,12 +664,17 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
             kind: filter.kind.clone(),
             ..NodeQuery::default()
         };
-        db.each_node_history(&q, (from, until), Shard::ALL, |path, kind, steps, tests| {
-            builder.add_node_tests(path, kind, tests);
-            builder
-                .add_node_steps(path, kind, steps)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))
-        })
+        db.each_node_history(
+            &q,
+            (UnixMillis::from_millis(from), until),
+            Shard::ALL,
+            |path, kind, steps, tests| {
+                builder.add_node_tests(path, kind, tests);
+                builder
+                    .add_node_steps(path, kind, steps)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            },
+        )
         .expect("stream");
         assert_eq!(builder.finish(), want, "{by:?} [{from}, {to})");
         // In three shards, as parallel readers take it.
@@ -657,12 +682,17 @@ fn the_uptime_stream_gives_the_same_report_as_the_whole_window() {
         for index in 0..3 {
             let mut builder = ReportBuilder::new(&query, &silences, &[]);
             let shard = Shard { index, of: 3 };
-            db.each_node_history(&q, (from, until), shard, |path, kind, steps, tests| {
-                builder.add_node_tests(path, kind, tests);
-                builder
-                    .add_node_steps(path, kind, steps)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
+            db.each_node_history(
+                &q,
+                (UnixMillis::from_millis(from), until),
+                shard,
+                |path, kind, steps, tests| {
+                    builder.add_node_tests(path, kind, tests);
+                    builder
+                        .add_node_steps(path, kind, steps)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                },
+            )
             .expect("stream");
             merged.merge(builder.into_partial());
         }
@@ -688,7 +718,7 @@ async fn reads_on_reader_threads_see_committed_writes() {
         .upsert_birth(
             p.clone(),
             Box::new(birth(&p, "siren", 5, serde_json::json!({}))),
-            5,
+            UnixMillis::from_millis(5),
         )
         .await
         .expect("birth");
@@ -699,7 +729,12 @@ async fn reads_on_reader_threads_see_committed_writes() {
     assert_eq!(page.total, 1);
     // Readers cannot write.
     let err = store
-        .read(|db| db.touch(&[Heard::at(NodeId::new("n1").expect("id"), 9)]))
+        .read(|db| {
+            db.touch(&[Heard::at(
+                NodeId::new("n1").expect("id"),
+                UnixMillis::from_millis(9),
+            )])
+        })
         .await;
     assert!(err.is_err(), "a reader wrote");
 }
@@ -708,13 +743,17 @@ async fn reads_on_reader_threads_see_committed_writes() {
 fn the_uptime_stream_keeps_equal_times_in_stored_order_and_starts_before_the_window() {
     let db = Db::open_in_memory().expect("open");
     let p = path("r1", "s1", "n1");
-    db.upsert_birth(&p, &birth(&p, "siren", 1, serde_json::json!({})), 1)
-        .expect("birth");
+    db.upsert_birth(
+        &p,
+        &birth(&p, "siren", 1, serde_json::json!({})),
+        UnixMillis::from_millis(1),
+    )
+    .expect("birth");
     let lonely = path("r1", "s1", "n2");
     db.upsert_birth(
         &lonely,
         &birth(&lonely, "siren", 1, serde_json::json!({})),
-        1,
+        UnixMillis::from_millis(1),
     )
     .expect("birth");
     use Liveness::{Offline, Online, Stopped, Unknown};
@@ -732,7 +771,7 @@ fn the_uptime_stream_keeps_equal_times_in_stored_order_and_starts_before_the_win
             node: p.node.clone(),
             from,
             to,
-            at,
+            at: UnixMillis::from_millis(at),
             cause: Cause::Timeout,
         })
         .collect();
@@ -741,10 +780,13 @@ fn the_uptime_stream_keeps_equal_times_in_stored_order_and_starts_before_the_win
     let mut got: Vec<Seen> = Vec::new();
     db.each_node_history(
         &NodeQuery::default(),
-        (10, 60),
+        (UnixMillis::from_millis(10), UnixMillis::from_millis(60)),
         Shard::ALL,
         |path, _, steps, _| {
-            let s = steps.iter().map(|s| (s.from, s.to, s.at)).collect();
+            let s = steps
+                .iter()
+                .map(|s| (s.from, s.to, s.at.as_millis()))
+                .collect();
             got.push((path.node.as_str().to_owned(), s));
             Ok(())
         },

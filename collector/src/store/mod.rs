@@ -38,7 +38,7 @@ pub use sqlite::{
 };
 
 use crate::metrics::Metrics;
-use crate::model::{Ack, Alert, AlertId, Millis, Silence, SilenceId, Transition};
+use crate::model::{Ack, Alert, AlertId, Silence, SilenceId, Transition, UnixMillis};
 use crate::readiness::ReadinessChange;
 
 pub use readiness::{NodeReadiness, ReadinessStep};
@@ -182,7 +182,7 @@ impl Store {
         &self,
         path: NodePath,
         birth: Box<Birth>,
-        received_at: Millis,
+        received_at: UnixMillis,
     ) -> Result<(), StoreError> {
         self.call(move |db| db.upsert_birth(&path, &birth, received_at))
             .await
@@ -200,7 +200,7 @@ impl Store {
         &self,
         node: NodeId,
         fault: Fault,
-        received_at: Millis,
+        received_at: UnixMillis,
     ) -> Result<(), StoreError> {
         self.call(move |db| db.record_fault(&node, &fault, received_at))
             .await
@@ -210,7 +210,7 @@ impl Store {
         &self,
         node: NodeId,
         test: TestReceipt,
-        received_at: Millis,
+        received_at: UnixMillis,
     ) -> Result<(), StoreError> {
         self.call(move |db| db.record_test(&node, &test, received_at))
             .await
@@ -237,7 +237,7 @@ impl Store {
         self.call(move |db| db.upsert_silence(&s)).await
     }
 
-    pub async fn end_silence(&self, id: SilenceId, at: Millis) -> Result<bool, StoreError> {
+    pub async fn end_silence(&self, id: SilenceId, at: UnixMillis) -> Result<bool, StoreError> {
         self.call(move |db| db.end_silence(id, at)).await
     }
 
@@ -266,8 +266,8 @@ impl Store {
     pub async fn node_history(
         &self,
         node: NodeId,
-        from: Millis,
-        to: Millis,
+        from: UnixMillis,
+        to: UnixMillis,
     ) -> Result<Vec<Transition>, StoreError> {
         self.call(move |db| db.node_history(&node, from, to)).await
     }
@@ -275,8 +275,8 @@ impl Store {
     pub async fn transition_window(
         &self,
         nodes: Option<Vec<NodeId>>,
-        from: Millis,
-        to: Millis,
+        from: UnixMillis,
+        to: UnixMillis,
     ) -> Result<TransitionWindow, StoreError> {
         self.call(move |db| db.transition_window(nodes.as_deref(), from, to))
             .await
@@ -302,13 +302,13 @@ impl Store {
     /// was blind. Sorted, merged `(start, end)` intervals.
     pub async fn unwatched(
         &self,
-        from: Millis,
-        to: Millis,
-    ) -> Result<Vec<(Millis, Millis)>, StoreError> {
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, UnixMillis)>, StoreError> {
         self.call(move |db| db.unwatched(from, to)).await
     }
 
-    pub async fn silences(&self, now: Option<Millis>) -> Result<Vec<Silence>, StoreError> {
+    pub async fn silences(&self, now: Option<UnixMillis>) -> Result<Vec<Silence>, StoreError> {
         self.call(move |db| db.silences(now)).await
     }
 
@@ -324,11 +324,11 @@ impl Store {
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     /// Node registrations and rebirths (applied first, so later rows have their node).
-    pub births: Vec<(NodePath, Box<Birth>, Millis)>,
+    pub births: Vec<(NodePath, Box<Birth>, UnixMillis)>,
     /// Liveness transitions: committed before they are announced.
     pub transitions: Vec<Transition>,
-    pub faults: Vec<(NodeId, Fault, Millis)>,
-    pub tests: Vec<(NodeId, TestReceipt, Millis)>,
+    pub faults: Vec<(NodeId, Fault, UnixMillis)>,
+    pub tests: Vec<(NodeId, TestReceipt, UnixMillis)>,
     /// Alerts created or changed: committed before they are notified.
     pub alerts: Vec<Alert>,
     /// Readiness changes: committed before they are announced.

@@ -8,18 +8,10 @@ use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, Severity, SiteId, Test
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::StoreError;
-use super::sqlite::{Db, NodeQuery};
-use crate::model::Millis;
+use super::sqlite::{Db, NodeQuery, ms_sql, ts_of};
+use crate::model::UnixMillis;
 use crate::readiness::tracker::RestoredReadiness;
 use crate::readiness::{LastTest, Readiness, ReadinessChange, Reason};
-
-fn i64_of(v: Millis) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> Millis {
-    u64::try_from(v).unwrap_or(0)
-}
 
 fn readiness(s: &str) -> Result<Readiness, StoreError> {
     Readiness::from_name(s).ok_or_else(|| StoreError::Corrupt(format!("readiness {s:?}")))
@@ -34,13 +26,13 @@ fn node_id(s: String) -> Result<NodeId, StoreError> {
 pub struct NodeReadiness {
     pub state: Readiness,
     pub reasons: Vec<Reason>,
-    pub since: Millis,
+    pub since: UnixMillis,
 }
 
 /// One stored change of a node's readiness, for history arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadinessStep {
-    pub at: Millis,
+    pub at: UnixMillis,
     pub to: Readiness,
     /// Under a silence from `at` on.
     pub maintenance: bool,
@@ -69,7 +61,7 @@ impl Db {
             let maintenance = c.reasons.contains(&Reason::Maintenance);
             insert.execute(params![
                 c.node.as_str(),
-                i64_of(c.at),
+                ms_sql(c.at),
                 c.from.map(Readiness::as_str),
                 c.to.as_str(),
                 maintenance,
@@ -79,7 +71,7 @@ impl Db {
                 c.node.as_str(),
                 c.to.as_str(),
                 reasons,
-                i64_of(c.at)
+                ms_sql(c.at)
             ])?;
         }
         Ok(())
@@ -98,7 +90,7 @@ impl Db {
             Some((Some(state), reasons, since)) => Ok(Some(NodeReadiness {
                 state: readiness(&state)?,
                 reasons: serde_json::from_str(reasons.as_deref().unwrap_or("[]"))?,
-                since: u64_of(since.unwrap_or(0)),
+                since: ts_of(since.unwrap_or(0)),
             })),
             _ => Ok(None),
         }
@@ -175,7 +167,7 @@ impl Db {
             out.entry(node).or_default().tests.push(LastTest {
                 test,
                 result,
-                at: u64_of(r.get(3)?),
+                at: ts_of(r.get(3)?),
             });
         }
         Ok(out)
@@ -186,7 +178,7 @@ impl Db {
     pub fn each_node_readiness(
         &self,
         q: &NodeQuery,
-        (from, until): (Millis, Millis),
+        (from, until): (UnixMillis, UnixMillis),
         mut each: impl FnMut(&NodePath, &Name, &[ReadinessStep]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let conn = self.conn();
@@ -220,10 +212,10 @@ impl Db {
             );
             let kind = Name::new(kind.clone()).map_err(|_| corrupt("kind", &kind))?;
             steps.clear();
-            let mut t = history.query(params![path.node.as_str(), i64_of(from), i64_of(until)])?;
+            let mut t = history.query(params![path.node.as_str(), ms_sql(from), ms_sql(until)])?;
             while let Some(r) = t.next()? {
                 steps.push(ReadinessStep {
-                    at: u64_of(r.get(0)?),
+                    at: ts_of(r.get(0)?),
                     to: readiness(&r.get::<_, String>(1)?)?,
                     maintenance: r.get(2)?,
                 });

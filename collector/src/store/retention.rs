@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Db, StoreError};
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// `[retention]`: how long each kind of history is kept. `"0s"` keeps it for ever.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -87,11 +87,11 @@ impl RetentionConfig {
     }
 
     /// The cut-off of `age` at `now`: rows older than it go. `None`: kept for ever.
-    pub fn cutoff(age: Duration, now: Millis) -> Option<Millis> {
+    pub fn cutoff(age: Duration, now: UnixMillis) -> Option<UnixMillis> {
         if age.is_zero() {
             return None;
         }
-        Some(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+        Some(now - age)
     }
 }
 
@@ -154,8 +154,8 @@ impl Db {
 
     /// Deletes at most `limit` rows of `kind` older than `before`, oldest first. Returns
     /// how many went (fewer than `limit`: nothing older is left).
-    pub fn prune(&self, kind: Kind, before: Millis, limit: usize) -> Result<usize, StoreError> {
-        let before = i64::try_from(before).unwrap_or(i64::MAX);
+    pub fn prune(&self, kind: Kind, before: UnixMillis, limit: usize) -> Result<usize, StoreError> {
+        let before = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let conn = self.conn();
         let n = match kind {

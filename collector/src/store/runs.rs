@@ -5,21 +5,13 @@
 use rusqlite::params;
 
 use super::StoreError;
-use super::sqlite::Db;
-use crate::model::Millis;
-
-fn i64_of(v: Millis) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> Millis {
-    u64::try_from(v).unwrap_or(0)
-}
+use super::sqlite::{Db, ms_sql, ts_of};
+use crate::model::UnixMillis;
 
 impl Db {
     /// Starts a run at `at`; returns its id. A previous run that crashed (no end) is closed
     /// at its last sign of life, with any blind interval it left open.
-    pub fn start_run(&self, at: Millis) -> Result<i64, StoreError> {
+    pub fn start_run(&self, at: UnixMillis) -> Result<i64, StoreError> {
         let conn = self.conn();
         conn.execute(
             "UPDATE blind_intervals SET end_at = (SELECT alive_at FROM collector_runs r
@@ -33,43 +25,43 @@ impl Db {
         )?;
         conn.execute(
             "INSERT INTO collector_runs (started_at, alive_at) VALUES (?1, ?1)",
-            [i64_of(at)],
+            [ms_sql(at)],
         )?;
         Ok(conn.last_insert_rowid())
     }
 
     /// Marks run `run` alive at `at`.
-    pub fn run_alive(&self, run: i64, at: Millis) -> Result<(), StoreError> {
+    pub fn run_alive(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE collector_runs SET alive_at = max(alive_at, ?2) WHERE id = ?1",
-            params![run, i64_of(at)],
+            params![run, ms_sql(at)],
         )?;
         Ok(())
     }
 
     /// Ends run `run` cleanly at `at`, closing an open blind interval.
-    pub fn end_run(&self, run: i64, at: Millis) -> Result<(), StoreError> {
+    pub fn end_run(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
         self.blind_edges(run, &[(false, at)])?;
         self.conn().execute(
             "UPDATE collector_runs SET alive_at = max(alive_at, ?2), ended_at = ?2
              WHERE id = ?1",
-            params![run, i64_of(at)],
+            params![run, ms_sql(at)],
         )?;
         Ok(())
     }
 
     /// Records blind mode starting (`true`) and ending (`false`) during run `run`.
-    pub fn blind_edges(&self, run: i64, edges: &[(bool, Millis)]) -> Result<(), StoreError> {
+    pub fn blind_edges(&self, run: i64, edges: &[(bool, UnixMillis)]) -> Result<(), StoreError> {
         for &(blind, at) in edges {
             if blind {
                 self.conn().execute(
                     "INSERT INTO blind_intervals (run, start_at) VALUES (?1, ?2)",
-                    params![run, i64_of(at)],
+                    params![run, ms_sql(at)],
                 )?;
             } else {
                 self.conn().execute(
                     "UPDATE blind_intervals SET end_at = ?2 WHERE run = ?1 AND end_at IS NULL",
-                    params![run, i64_of(at)],
+                    params![run, ms_sql(at)],
                 )?;
             }
         }
@@ -79,7 +71,11 @@ impl Db {
     /// The intervals in `[from, to)` when nobody watched: before the first run, between
     /// runs, blind intervals, and after the last sign of life of a run that is not the
     /// running one. Sorted, merged; `(start, end)`.
-    pub fn unwatched(&self, from: Millis, to: Millis) -> Result<Vec<(Millis, Millis)>, StoreError> {
+    pub fn unwatched(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, UnixMillis)>, StoreError> {
         let conn = self.conn();
         let mut runs = Vec::new();
         {
@@ -96,8 +92,8 @@ impl Db {
             for row in rows {
                 let (start, alive, ended) = row?;
                 // The running run (no end) watches up to now.
-                let end = if ended.is_none() { to } else { u64_of(alive) };
-                runs.push((u64_of(start), end));
+                let end = if ended.is_none() { to } else { ts_of(alive) };
+                runs.push((ts_of(start), end));
             }
         }
         let mut gaps = Vec::new();
@@ -117,16 +113,16 @@ impl Db {
             "SELECT start_at, end_at FROM blind_intervals
              WHERE start_at < ?2 AND (end_at IS NULL OR end_at > ?1)",
         )?;
-        let rows = stmt.query_map(params![i64_of(from), i64_of(to)], |r| {
+        let rows = stmt.query_map(params![ms_sql(from), ms_sql(to)], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
         })?;
         for row in rows {
             let (start, end) = row?;
-            gaps.push((u64_of(start).max(from), end.map_or(to, u64_of).min(to)));
+            gaps.push((ts_of(start).max(from), end.map_or(to, ts_of).min(to)));
         }
         gaps.retain(|(s, e)| s < e);
         gaps.sort_unstable();
-        let mut merged: Vec<(Millis, Millis)> = Vec::new();
+        let mut merged: Vec<(UnixMillis, UnixMillis)> = Vec::new();
         for (s, e) in gaps {
             match merged.last_mut() {
                 Some(last) if s <= last.1 => last.1 = last.1.max(e),
@@ -141,30 +137,47 @@ impl Db {
 mod tests {
     use super::*;
 
+    fn at(ms: u64) -> UnixMillis {
+        UnixMillis::from_millis(ms)
+    }
+
     #[test]
     fn gaps_between_runs_crashes_and_blind_intervals_are_unwatched() {
         let db = Db::open_in_memory().expect("db");
-        let r1 = db.start_run(1_000).expect("run");
-        db.run_alive(r1, 1_500).expect("alive");
-        db.blind_edges(r1, &[(true, 1_200), (false, 1_300)])
-            .expect("blind");
-        db.run_alive(r1, 2_000).expect("alive");
+        let r1 = db.start_run(UnixMillis::from_millis(1_000)).expect("run");
+        db.run_alive(r1, UnixMillis::from_millis(1_500))
+            .expect("alive");
+        db.blind_edges(
+            r1,
+            &[
+                (true, UnixMillis::from_millis(1_200)),
+                (false, UnixMillis::from_millis(1_300)),
+            ],
+        )
+        .expect("blind");
+        db.run_alive(r1, UnixMillis::from_millis(2_000))
+            .expect("alive");
         // Crash: no end; the next run closes it at its last sign of life (2000).
-        let r2 = db.start_run(3_000).expect("run");
-        db.blind_edges(r2, &[(true, 3_500)]).expect("blind");
-        db.end_run(r2, 4_000).expect("end");
-        let r3 = db.start_run(5_000).expect("run");
+        let r2 = db.start_run(UnixMillis::from_millis(3_000)).expect("run");
+        db.blind_edges(r2, &[(true, UnixMillis::from_millis(3_500))])
+            .expect("blind");
+        db.end_run(r2, UnixMillis::from_millis(4_000)).expect("end");
+        let r3 = db.start_run(UnixMillis::from_millis(5_000)).expect("run");
         assert!(r3 > r2);
         assert_eq!(
-            db.unwatched(0, 6_000).expect("q"),
-            vec![(0, 1_000), (1_200, 1_300), (2_000, 3_000), (3_500, 5_000)]
+            db.unwatched(at(0), at(6_000)).expect("q"),
+            [(0, 1_000), (1_200, 1_300), (2_000, 3_000), (3_500, 5_000)]
+                .map(|(a, b)| (at(a), at(b)))
         );
-        assert_eq!(db.unwatched(1_250, 1_260).expect("q"), vec![(1_250, 1_260)]);
+        assert_eq!(
+            db.unwatched(at(1_250), at(1_260)).expect("q"),
+            vec![(at(1_250), at(1_260))]
+        );
     }
 
     #[test]
     fn without_a_run_log_nothing_is_unwatched() {
         let db = Db::open_in_memory().expect("db");
-        assert!(db.unwatched(0, 6_000).expect("q").is_empty());
+        assert!(db.unwatched(at(0), at(6_000)).expect("q").is_empty());
     }
 }

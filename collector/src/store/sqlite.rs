@@ -20,7 +20,8 @@ use serde::Serialize;
 use super::StoreError;
 use super::schema;
 use crate::model::{
-    Ack, Alert, AlertId, Cause, Liveness, Millis, RuleKind, Silence, SilenceId, Subject, Transition,
+    Ack, Alert, AlertId, Cause, Liveness, RuleKind, Silence, SilenceId, Subject, Transition,
+    UnixMillis,
 };
 use crate::uptime::{Step, TestTally};
 
@@ -35,10 +36,10 @@ pub struct NodeRecord {
     pub boot: Option<String>,
     pub hb_interval_ms: u64,
     pub birth_ts: u64,
-    pub first_seen: Millis,
-    pub last_seen: Millis,
+    pub first_seen: UnixMillis,
+    pub last_seen: UnixMillis,
     pub state: Liveness,
-    pub state_since: Millis,
+    pub state_since: UnixMillis,
     /// The highest sequence number stored for the node, and its boot.
     pub last_seq: Option<(String, u64)>,
 }
@@ -47,13 +48,13 @@ pub struct NodeRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heard {
     pub node: NodeId,
-    pub at: Millis,
+    pub at: UnixMillis,
     pub seq: Option<(String, u64)>,
 }
 
 impl Heard {
     /// Only the time (tests, and nodes whose sequence is unknown).
-    pub fn at(node: NodeId, at: Millis) -> Self {
+    pub fn at(node: NodeId, at: UnixMillis) -> Self {
         Self {
             node,
             at,
@@ -99,13 +100,13 @@ pub struct FaultRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotificationAttempt {
     pub alert_id: AlertId,
-    pub alert_started_at: Millis,
+    pub alert_started_at: UnixMillis,
     pub status: AlertStatus,
     /// The output's name: `mqtt`, `webhook-0`, `alertmanager`, ...
     pub output: String,
     /// 1 for the first attempt.
     pub attempt: u32,
-    pub at: Millis,
+    pub at: UnixMillis,
     pub ok: bool,
     pub error: Option<String>,
 }
@@ -116,12 +117,22 @@ pub struct Db {
     conn: Connection,
 }
 
-fn i64_of(v: u64) -> i64 {
+pub(super) fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn u64_of(v: i64) -> u64 {
+pub(super) fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// An instant as its store column: INTEGER milliseconds since the epoch.
+pub(super) fn ms_sql(t: UnixMillis) -> i64 {
+    i64_of(t.as_millis())
+}
+
+/// An instant from its store column (a negative value reads as the epoch).
+pub(super) fn ts_of(v: i64) -> UnixMillis {
+    UnixMillis::from_millis(u64_of(v))
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
@@ -242,7 +253,7 @@ impl Db {
         &self,
         path: &NodePath,
         birth: &Birth,
-        received_at: Millis,
+        received_at: UnixMillis,
     ) -> Result<(), StoreError> {
         let info = serde_json::to_string(birth)?;
         let hb_ms = (birth.hb_interval_s * 1000.0).round() as u64;
@@ -265,7 +276,7 @@ impl Db {
                 birth.boot.as_str(),
                 i64_of(hb_ms),
                 i64_of(birth.ts),
-                i64_of(received_at),
+                ms_sql(received_at),
             ])?;
         self.name_places(path, birth)
     }
@@ -303,7 +314,7 @@ impl Db {
             let (boot, seq) = h.seq.as_ref().map(|(b, s)| (b.as_str(), *s)).unzip();
             stmt.execute(params![
                 h.node.as_str(),
-                i64_of(h.at),
+                ms_sql(h.at),
                 boot,
                 seq.map(i64_of)
             ])?;
@@ -424,10 +435,10 @@ impl Db {
                 t.node.as_str(),
                 t.from.as_str(),
                 t.to.as_str(),
-                i64_of(t.at),
+                ms_sql(t.at),
                 t.cause.as_str()
             ])?;
-            update.execute(params![t.node.as_str(), t.to.as_str(), i64_of(t.at)])?;
+            update.execute(params![t.node.as_str(), t.to.as_str(), ms_sql(t.at)])?;
         }
         Ok(())
     }
@@ -443,7 +454,7 @@ impl Db {
             node: id("node", node, NodeId::new)?,
             from: liveness(&from)?,
             to: liveness(&to)?,
-            at: u64_of(at),
+            at: ts_of(at),
             cause: cause(&c)?,
         })
     }
@@ -452,15 +463,15 @@ impl Db {
     pub fn node_history(
         &self,
         node: &NodeId,
-        from: Millis,
-        to: Millis,
+        from: UnixMillis,
+        to: UnixMillis,
     ) -> Result<Vec<Transition>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT node, from_state, to_state, at, cause FROM transitions
              WHERE node = ?1 AND at >= ?2 AND at < ?3 ORDER BY at, id",
         )?;
         let rows = stmt.query_map(
-            params![node.as_str(), i64_of(from), i64_of(to)],
+            params![node.as_str(), ms_sql(from), ms_sql(to)],
             Self::transition_row,
         )?;
         rows.map(|r| Self::to_transition(r?)).collect()
@@ -471,8 +482,8 @@ impl Db {
     pub fn transition_window(
         &self,
         nodes: Option<&[NodeId]>,
-        from: Millis,
-        to: Millis,
+        from: UnixMillis,
+        to: UnixMillis,
     ) -> Result<TransitionWindow, StoreError> {
         let mut window = TransitionWindow::default();
         // A temporary table of the wanted nodes keeps one query plan for any set size.
@@ -496,7 +507,7 @@ impl Db {
                AND (?2 OR t.node IN (SELECT node FROM temp.wanted))
              ORDER BY t.node",
         )?;
-        for r in before.query_map(params![i64_of(from), all], Self::transition_row)? {
+        for r in before.query_map(params![ms_sql(from), all], Self::transition_row)? {
             window.before.push(Self::to_transition(r?)?);
         }
         let mut within = self.conn.prepare_cached(
@@ -504,7 +515,7 @@ impl Db {
              WHERE at >= ?1 AND at < ?2 AND (?3 OR node IN (SELECT node FROM temp.wanted))
              ORDER BY at, id",
         )?;
-        for r in within.query_map(params![i64_of(from), i64_of(to), all], Self::transition_row)? {
+        for r in within.query_map(params![ms_sql(from), ms_sql(to), all], Self::transition_row)? {
             window.within.push(Self::to_transition(r?)?);
         }
         self.conn.execute("DELETE FROM temp.wanted", [])?;
@@ -520,7 +531,7 @@ impl Db {
         &self,
         node: &NodeId,
         fault: &Fault,
-        received_at: Millis,
+        received_at: UnixMillis,
     ) -> Result<(), StoreError> {
         let key = fault.key().to_string();
         match fault.status {
@@ -540,7 +551,7 @@ impl Db {
                         i64_of(fault.ts),
                         fault.message.as_ref().map(|m| m.as_str()),
                         fault.boot.as_str(),
-                        i64_of(received_at),
+                        ms_sql(received_at),
                         fault.replay,
                     ])?;
             }
@@ -588,7 +599,7 @@ impl Db {
         &self,
         node: &NodeId,
         test: &TestReceipt,
-        received_at: Millis,
+        received_at: UnixMillis,
     ) -> Result<(), StoreError> {
         let result = serde_json::to_value(test.result)?;
         self.conn
@@ -602,7 +613,7 @@ impl Db {
                 test.boot.as_str(),
                 i64_of(test.seq),
                 i64_of(test.ts),
-                i64_of(received_at),
+                ms_sql(received_at),
                 test.drill.as_ref().map(|d| d.as_str()),
                 test.test.as_str(),
                 result.as_str().unwrap_or("error"),
@@ -646,12 +657,12 @@ impl Db {
                 a.subject.site().map(|x| x.as_str()),
                 a.subject.node().map(|x| x.as_str()),
                 a.kind.as_ref().map(|x| x.as_str()),
-                i64_of(a.started_at),
-                a.ended_at.map(i64_of),
+                ms_sql(a.started_at),
+                a.ended_at.map(ms_sql),
                 a.summary,
                 a.notified,
                 a.ack.as_ref().map(|k| k.by.as_str()),
-                a.ack.as_ref().map(|k| i64_of(k.at)),
+                a.ack.as_ref().map(|k| ms_sql(k.at)),
                 a.ack.as_ref().and_then(|k| k.comment.as_deref()),
                 (!a.args.is_empty()).then(|| serde_json::to_string(&a.args).unwrap_or_default()),
             ])?;
@@ -670,9 +681,9 @@ impl Db {
             )?
             .execute(params![
                 alert_id,
-                i64_of(alert.started_at),
+                ms_sql(alert.started_at),
                 ack.by,
-                i64_of(ack.at),
+                ms_sql(ack.at),
                 ack.comment
             ])?;
         alert.ack = Some(ack.clone());
@@ -753,8 +764,8 @@ impl Db {
                 s.site.as_ref().map(|x| x.as_str()),
                 s.node.as_ref().map(|x| x.as_str()),
                 s.kind.as_ref().map(|x| x.as_str()),
-                i64_of(s.starts_at),
-                i64_of(s.ends_at),
+                ms_sql(s.starts_at),
+                ms_sql(s.ends_at),
                 s.created_by,
                 s.comment,
             ])?;
@@ -779,21 +790,21 @@ impl Db {
     }
 
     /// Silences not yet ended at `now` (all when `None`), by start.
-    pub fn silences(&self, now: Option<Millis>) -> Result<Vec<Silence>, StoreError> {
+    pub fn silences(&self, now: Option<UnixMillis>) -> Result<Vec<Silence>, StoreError> {
         let sql = format!(
             "SELECT {} FROM silences WHERE (?1 IS NULL OR ends_at > ?1) ORDER BY starts_at, id",
             Self::SILENCE_COLUMNS
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([now.map(i64_of)], Self::silence_row)?;
+        let rows = stmt.query_map([now.map(ms_sql)], Self::silence_row)?;
         rows.map(|r| r?.into_silence()).collect()
     }
 
     /// Ends a silence at `at` (kept in history). Returns whether it existed.
-    pub fn end_silence(&self, silence_id: SilenceId, at: Millis) -> Result<bool, StoreError> {
+    pub fn end_silence(&self, silence_id: SilenceId, at: UnixMillis) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "UPDATE silences SET ends_at = min(ends_at, max(starts_at, ?2)) WHERE id = ?1",
-            params![silence_id, i64_of(at)],
+            params![silence_id, ms_sql(at)],
         )?;
         Ok(n > 0)
     }
@@ -807,11 +818,11 @@ impl Db {
             )?
             .execute(params![
                 n.alert_id,
-                i64_of(n.alert_started_at),
+                ms_sql(n.alert_started_at),
                 status_str(n.status),
                 n.output,
                 n.attempt,
-                i64_of(n.at),
+                ms_sql(n.at),
                 n.ok,
                 n.error,
             ])?;
@@ -840,11 +851,11 @@ impl Db {
             let (alert_id, started, st, output, attempt, at, ok, error) = r?;
             Ok(NotificationAttempt {
                 alert_id: id("alert id", alert_id, AlertId::try_from)?,
-                alert_started_at: u64_of(started),
+                alert_started_at: ts_of(started),
                 status: status(&st)?,
                 output,
                 attempt,
-                at: u64_of(at),
+                at: ts_of(at),
                 ok,
                 error,
             })
@@ -904,6 +915,10 @@ fn text(s: &str) -> SqlValue {
 
 fn int(v: u64) -> SqlValue {
     SqlValue::Integer(i64_of(v))
+}
+
+fn ts_int(t: UnixMillis) -> SqlValue {
+    SqlValue::Integer(ms_sql(t))
 }
 
 /// `values` padded with NULLs to `N` slots, for a fixed `IN (?, ...)` of `N` placeholders
@@ -1001,8 +1016,8 @@ pub struct NodeBrief {
     pub kind: Name,
     pub name: Option<String>,
     pub state: Liveness,
-    pub state_since: Millis,
-    pub last_seen: Millis,
+    pub state_since: UnixMillis,
+    pub last_seen: UnixMillis,
     /// Faults raised and not cleared.
     pub active_faults: u64,
 }
@@ -1047,7 +1062,7 @@ pub struct AlertQuery {
     /// Acknowledged (`true`) or not (`false`).
     pub acked: Option<bool>,
     /// Active at some instant of `[from, to)`: started before `to`, not ended before `from`.
-    pub window: Option<(Millis, Millis)>,
+    pub window: Option<(UnixMillis, UnixMillis)>,
 }
 
 impl AlertQuery {
@@ -1071,7 +1086,7 @@ impl AlertQuery {
         if let Some((from, to)) = self.window {
             c.and(
                 "started_at < ? AND (ended_at IS NULL OR ended_at >= ?)",
-                [int(to), int(from)],
+                [ts_int(to), ts_int(from)],
             );
         }
         c
@@ -1081,7 +1096,7 @@ impl AlertQuery {
 /// The position of a row in a newest-first list: its time, then its row id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TimeKey {
-    pub at: Millis,
+    pub at: UnixMillis,
     pub id: i64,
 }
 
@@ -1100,7 +1115,7 @@ pub enum SilenceStatus {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SilenceQuery {
     /// The instant statuses are judged at.
-    pub now: Millis,
+    pub now: UnixMillis,
     /// `None`: active and pending (not expired).
     pub status: Option<SilenceStatus>,
     pub region: Option<RegionId>,
@@ -1110,7 +1125,7 @@ pub struct SilenceQuery {
 impl SilenceQuery {
     fn conditions(&self) -> Conditions {
         let mut c = Conditions::default();
-        let now = int(self.now);
+        let now = ts_int(self.now);
         match self.status {
             None => c.and("ends_at > ?", [now]),
             Some(SilenceStatus::Active) => {
@@ -1130,7 +1145,7 @@ impl SilenceQuery {
 /// The position of a silence in the newest-first list: its start, then its id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SilenceKey {
-    pub starts_at: Millis,
+    pub starts_at: UnixMillis,
     pub id: SilenceId,
 }
 
@@ -1190,8 +1205,8 @@ impl Db {
                 kind: id("kind", r.get(3)?, Name::new)?,
                 name: r.get(4)?,
                 state: liveness(text_at(r, 5)?)?,
-                state_since: u64_of(r.get(6)?),
-                last_seen: u64_of(r.get(7)?),
+                state_since: ts_of(r.get(6)?),
+                last_seen: ts_of(r.get(7)?),
                 active_faults: u64_of(r.get(8)?),
             };
             out.push((key, brief));
@@ -1271,7 +1286,7 @@ impl Db {
         let mut page = match after {
             Some(k) => c.with(
                 "(started_at, row_id) < (?, ?)",
-                [int(k.at), SqlValue::Integer(k.id)],
+                [ts_int(k.at), SqlValue::Integer(k.id)],
             ),
             None => c,
         };
@@ -1311,7 +1326,7 @@ impl Db {
         let mut page = match after {
             Some(k) => c.with(
                 "(starts_at, id) < (?, ?)",
-                [int(k.starts_at), text(&k.id.to_string())],
+                [ts_int(k.starts_at), text(&k.id.to_string())],
             ),
             None => c,
         };
@@ -1340,18 +1355,18 @@ impl Db {
     pub fn transition_page(
         &self,
         node: &NodeId,
-        (from, to): (Millis, Millis),
+        (from, to): (UnixMillis, UnixMillis),
         after: Option<&TimeKey>,
         limit: usize,
     ) -> Result<Paged<Transition, TimeKey>, StoreError> {
         let mut c = Conditions::default();
         c.and(
             "node = ? AND at >= ? AND at < ?",
-            [text(node.as_str()), int(from), int(to)],
+            [text(node.as_str()), ts_int(from), ts_int(to)],
         );
         let total = self.count("transitions", &c)?;
         let mut page = match after {
-            Some(k) => c.with("(at, id) < (?, ?)", [int(k.at), SqlValue::Integer(k.id)]),
+            Some(k) => c.with("(at, id) < (?, ?)", [ts_int(k.at), SqlValue::Integer(k.id)]),
             None => c,
         };
         let sql = format!(
@@ -1385,20 +1400,20 @@ impl Db {
     pub fn fault_page(
         &self,
         node: &NodeId,
-        (from, to): (Millis, Millis),
+        (from, to): (UnixMillis, UnixMillis),
         after: Option<&TimeKey>,
         limit: usize,
     ) -> Result<Paged<FaultRecord, TimeKey>, StoreError> {
         let mut c = Conditions::default();
         c.and(
             "node = ? AND raised_at < ? AND (cleared_at IS NULL OR cleared_at >= ?)",
-            [text(node.as_str()), int(to), int(from)],
+            [text(node.as_str()), ts_int(to), ts_int(from)],
         );
         let total = self.count("faults", &c)?;
         let mut page = match after {
             Some(k) => c.with(
                 "(raised_at, id) < (?, ?)",
-                [int(k.at), SqlValue::Integer(k.id)],
+                [ts_int(k.at), SqlValue::Integer(k.id)],
             ),
             None => c,
         };
@@ -1418,7 +1433,7 @@ impl Db {
                 let f = raw.into_record()?;
                 Ok((
                     TimeKey {
-                        at: f.raised_at,
+                        at: UnixMillis::from_millis(f.raised_at),
                         id: row_id,
                     },
                     f,
@@ -1441,7 +1456,7 @@ impl Db {
     pub fn each_node_history(
         &self,
         q: &NodeQuery,
-        (from, until): (Millis, Millis),
+        (from, until): (UnixMillis, UnixMillis),
         shard: Shard,
         mut each: impl FnMut(&NodePath, &Name, &[Step], TestTally) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
@@ -1481,17 +1496,17 @@ impl Db {
             );
             let kind = id("kind", r.get(3)?, Name::new)?;
             steps.clear();
-            let mut t = history.query(params![path.node.as_str(), i64_of(from), i64_of(until)])?;
+            let mut t = history.query(params![path.node.as_str(), ms_sql(from), ms_sql(until)])?;
             while let Some(r) = t.next()? {
                 steps.push(Step {
                     from: liveness(text_at(r, 0)?)?,
                     to: liveness(text_at(r, 1)?)?,
-                    at: u64_of(r.get(2)?),
+                    at: ts_of(r.get(2)?),
                     cause: cause(text_at(r, 3)?)?,
                 });
             }
             let tally = tests.query_row(
-                params![path.node.as_str(), i64_of(from), i64_of(until)],
+                params![path.node.as_str(), ms_sql(from), ms_sql(until)],
                 |r| {
                     Ok(TestTally {
                         run: u64_of(r.get(0)?),
@@ -1550,10 +1565,10 @@ impl RawNode {
             boot: self.boot,
             hb_interval_ms: u64_of(self.hb_interval_ms),
             birth_ts: u64_of(self.birth_ts),
-            first_seen: u64_of(self.first_seen),
-            last_seen: u64_of(self.last_seen),
+            first_seen: ts_of(self.first_seen),
+            last_seen: ts_of(self.last_seen),
             state: liveness(&self.state)?,
-            state_since: u64_of(self.state_since),
+            state_since: ts_of(self.state_since),
             last_seq: self.seq_boot.zip(self.last_seq.map(u64_of)),
         })
     }
@@ -1583,7 +1598,7 @@ impl RawAlert {
         let ack = match (self.ack_by, self.ack_at) {
             (Some(by), Some(at)) => Some(Ack {
                 by,
-                at: u64_of(at),
+                at: ts_of(at),
                 comment: self.ack_comment,
             }),
             _ => None,
@@ -1601,8 +1616,8 @@ impl RawAlert {
             status: status(&self.status)?,
             subject,
             kind: opt_id("kind", self.kind, Name::new)?,
-            started_at: u64_of(self.started_at),
-            ended_at: self.ended_at.map(u64_of),
+            started_at: ts_of(self.started_at),
+            ended_at: self.ended_at.map(ts_of),
             summary: self.summary,
             // Written by this code from a `Tags`; an unreadable value only loses the wording.
             args: self
@@ -1659,8 +1674,8 @@ impl RawSilence {
             site: opt_id("site", self.site, SiteId::new)?,
             node: opt_id("node", self.node, NodeId::new)?,
             kind: opt_id("kind", self.kind, Name::new)?,
-            starts_at: u64_of(self.starts_at),
-            ends_at: u64_of(self.ends_at),
+            starts_at: ts_of(self.starts_at),
+            ends_at: ts_of(self.ends_at),
             created_by: self.created_by,
             comment: self.comment,
         })

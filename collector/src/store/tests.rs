@@ -5,6 +5,11 @@ use alarmnet_protocol::{
 };
 
 use super::*;
+use crate::model::{UnixMillis, ms};
+
+fn at(ms: u64) -> UnixMillis {
+    UnixMillis::from_millis(ms)
+}
 use crate::model::{
     Ack, Alert, AlertId, Cause, Liveness, RuleKind, Silence, SilenceId, Subject, Transition,
 };
@@ -34,7 +39,7 @@ fn t(node: &str, from: Liveness, to: Liveness, at: u64, cause: Cause) -> Transit
         node: nid(node),
         from,
         to,
-        at,
+        at: UnixMillis::from_millis(at),
         cause,
     }
 }
@@ -55,7 +60,7 @@ fn alert(id: &str, started_at: u64) -> Alert {
             node: nid("n1"),
         },
         kind: Some(Name::new("siren").expect("name")),
-        started_at,
+        started_at: UnixMillis::from_millis(started_at),
         ended_at: None,
         summary: "n1 is offline".into(),
         args: Default::default(),
@@ -202,7 +207,8 @@ fn nodes_round_trip_and_filter() {
     let b = path("r1", "s2", "b");
     let c = path("r2", "s3", "c");
     for (p, at) in [(&a, 10), (&b, 20), (&c, 30)] {
-        db.upsert_birth(p, &birth(p, at), at).expect("birth");
+        db.upsert_birth(p, &birth(p, at), UnixMillis::from_millis(at))
+            .expect("birth");
     }
     let rec = db.node(&a.node).expect("query").expect("exists");
     assert_eq!(rec.path, a);
@@ -210,25 +216,38 @@ fn nodes_round_trip_and_filter() {
     assert_eq!(rec.name.as_deref(), Some("城关区警报器"));
     assert_eq!(rec.hb_interval_ms, 10_000);
     assert_eq!(rec.state, Liveness::Unknown);
-    assert_eq!((rec.first_seen, rec.last_seen), (10, 10));
+    assert_eq!(
+        (rec.first_seen.as_millis(), rec.last_seen.as_millis()),
+        (10, 10)
+    );
     assert_eq!(rec.info["name"], "城关区警报器");
 
-    db.touch(&[Heard::at(a.node.clone(), 50), Heard::at(b.node.clone(), 5)])
-        .expect("touch");
-    assert_eq!(db.node(&a.node).expect("q").expect("a").last_seen, 50);
+    db.touch(&[
+        Heard::at(a.node.clone(), UnixMillis::from_millis(50)),
+        Heard::at(b.node.clone(), UnixMillis::from_millis(5)),
+    ])
+    .expect("touch");
+    assert_eq!(
+        db.node(&a.node).expect("q").expect("a").last_seen,
+        UnixMillis::from_millis(50)
+    );
     assert_eq!(
         db.node(&b.node).expect("q").expect("b").last_seen,
-        20,
+        UnixMillis::from_millis(20),
         "never backwards"
     );
 
     // A rebirth under a new site moves the node but keeps first_seen.
     let moved = path("r1", "s9", "a");
-    db.upsert_birth(&moved, &birth(&moved, 60), 60)
+    db.upsert_birth(&moved, &birth(&moved, 60), UnixMillis::from_millis(60))
         .expect("rebirth");
     let rec = db.node(&a.node).expect("q").expect("a");
     assert_eq!(
-        (rec.path.site.as_str(), rec.first_seen, rec.birth_ts),
+        (
+            rec.path.site.as_str(),
+            rec.first_seen.as_millis(),
+            rec.birth_ts
+        ),
         ("s9", 10, 60)
     );
 
@@ -255,7 +274,7 @@ fn nodes_round_trip_and_filter() {
         .expect("nodes");
     assert_eq!(online.len(), 1);
     assert_eq!(online[0].path, b);
-    assert_eq!(online[0].state_since, 70);
+    assert_eq!(online[0].state_since, UnixMillis::from_millis(70));
     let page = db
         .nodes(&NodeFilter {
             limit: Some(1),
@@ -284,7 +303,9 @@ fn transition_windows_carry_the_state_before_the_window() {
         t("c", Unknown, Online, 500, Cause::Birth),
     ])
     .expect("record");
-    let w = db.transition_window(None, 250, 450).expect("window");
+    let w = db
+        .transition_window(None, at(250), at(450))
+        .expect("window");
     assert_eq!(
         w.before,
         vec![
@@ -300,14 +321,18 @@ fn transition_windows_carry_the_state_before_the_window() {
         ]
     );
     let only_b = db
-        .transition_window(Some(&[nid("b")]), 0, 1000)
+        .transition_window(Some(&[nid("b")]), at(0), at(1000))
         .expect("window");
     assert!(only_b.before.is_empty());
     assert_eq!(only_b.within.len(), 1);
     // `to` is exclusive.
-    let w = db.transition_window(Some(&[nid("c")]), 0, 500).expect("w");
+    let w = db
+        .transition_window(Some(&[nid("c")]), at(0), at(500))
+        .expect("w");
     assert!(w.within.is_empty());
-    let h = db.node_history(&nid("a"), 0, 1000).expect("history");
+    let h = db
+        .node_history(&nid("a"), at(0), at(1000))
+        .expect("history");
     assert_eq!(h.len(), 4);
     assert_eq!(h[3].cause, Cause::Heartbeat);
 }
@@ -324,15 +349,19 @@ fn fault_history_opens_and_closes() {
         .expect("fault")
     };
     let n = nid("a");
-    db.record_fault(&n, &fault("raised", 10, true), 99)
+    db.record_fault(&n, &fault("raised", 10, true), UnixMillis::from_millis(99))
         .expect("raise");
-    db.record_fault(&n, &fault("raised", 11, false), 99)
+    db.record_fault(&n, &fault("raised", 11, false), UnixMillis::from_millis(99))
         .expect("raise again: no-op");
     assert_eq!(db.faults(&n, true).expect("active").len(), 1);
-    db.record_fault(&n, &fault("cleared", 20, false), 99)
-        .expect("clear");
+    db.record_fault(
+        &n,
+        &fault("cleared", 20, false),
+        UnixMillis::from_millis(99),
+    )
+    .expect("clear");
     assert!(db.faults(&n, true).expect("active").is_empty());
-    db.record_fault(&n, &fault("raised", 30, false), 99)
+    db.record_fault(&n, &fault("raised", 30, false), UnixMillis::from_millis(99))
         .expect("raise");
     let all = db.faults(&n, false).expect("all");
     assert_eq!(all.len(), 2);
@@ -351,7 +380,8 @@ fn test_receipts_are_kept() {
         "result": "pass", "duration_ms": 4200, "metrics": {"amp1_out_w": 395.0}
     }))
     .expect("receipt");
-    db.record_test(&nid("a"), &receipt, 1001).expect("record");
+    db.record_test(&nid("a"), &receipt, UnixMillis::from_millis(1001))
+        .expect("record");
     assert_eq!(db.count_tests(&nid("a")).expect("count"), 1);
     let result: String = db
         .conn()
@@ -371,7 +401,7 @@ fn alerts_acks_silences_and_notifications_round_trip() {
     );
     let ack = Ack {
         by: "duty officer".into(),
-        at: 150,
+        at: UnixMillis::from_millis(150),
         comment: Some("crew sent".into()),
     };
     let acked = db
@@ -386,7 +416,7 @@ fn alerts_acks_silences_and_notifications_round_trip() {
     );
     a.ack = Some(ack);
     a.status = AlertStatus::Resolved;
-    a.ended_at = Some(200);
+    a.ended_at = Some(UnixMillis::from_millis(200));
     db.upsert_alert(&a).expect("resolve");
     // The same subject fires again: a new row under the same id.
     let again = alert("0000000000000f31", 300);
@@ -410,25 +440,38 @@ fn alerts_acks_silences_and_notifications_round_trip() {
         site: None,
         node: None,
         kind: Some(Name::new("display").expect("name")),
-        starts_at: 10,
-        ends_at: 1000,
+        starts_at: UnixMillis::from_millis(10),
+        ends_at: UnixMillis::from_millis(1000),
         created_by: "ops".into(),
         comment: None,
     };
     db.upsert_silence(&s).expect("silence");
-    assert_eq!(db.silences(Some(500)).expect("q"), vec![s.clone()]);
-    assert!(db.end_silence(SilenceId::new(1), 600).expect("end"));
-    assert!(db.silences(Some(700)).expect("q").is_empty());
-    assert_eq!(db.silences(None).expect("q")[0].ends_at, 600);
+    assert_eq!(
+        db.silences(Some(UnixMillis::from_millis(500))).expect("q"),
+        vec![s.clone()]
+    );
+    assert!(
+        db.end_silence(SilenceId::new(1), UnixMillis::from_millis(600))
+            .expect("end")
+    );
+    assert!(
+        db.silences(Some(UnixMillis::from_millis(700)))
+            .expect("q")
+            .is_empty()
+    );
+    assert_eq!(
+        db.silences(None).expect("q")[0].ends_at,
+        UnixMillis::from_millis(600)
+    );
 
     for attempt in 1..=2 {
         db.record_notification(&NotificationAttempt {
             alert_id: aid("0000000000000f31"),
-            alert_started_at: 100,
+            alert_started_at: UnixMillis::from_millis(100),
             status: AlertStatus::Firing,
             output: "webhook-0".into(),
             attempt,
-            at: 100 + u64::from(attempt),
+            at: UnixMillis::from_millis(100) + ms(u64::from(attempt)),
             ok: attempt == 2,
             error: (attempt == 1).then(|| "HTTP 500".into()),
         })
@@ -447,7 +490,11 @@ async fn committed_transitions_survive_reopening() {
     let store = Store::open(&file, Arc::new(Metrics::new())).expect("open");
     let p = path("r", "s", "a");
     store
-        .upsert_birth(p.clone(), Box::new(birth(&p, 1)), 1)
+        .upsert_birth(
+            p.clone(),
+            Box::new(birth(&p, 1)),
+            UnixMillis::from_millis(1),
+        )
         .await
         .expect("birth");
     let transitions: Vec<_> = (0..100u64)
@@ -469,7 +516,8 @@ async fn committed_transitions_survive_reopening() {
     std::mem::forget(store);
     let db = Db::open(&file).expect("reopen");
     assert_eq!(
-        db.node_history(&p.node, 0, u64::MAX / 2).expect("h"),
+        db.node_history(&p.node, at(0), at(u64::MAX / 2))
+            .expect("h"),
         transitions
     );
     assert_eq!(
@@ -486,7 +534,11 @@ async fn a_failing_command_does_not_undo_its_batch() {
     )
     .expect("start");
     let p = path("r", "s", "a");
-    let ok = store.upsert_birth(p.clone(), Box::new(birth(&p, 1)), 1);
+    let ok = store.upsert_birth(
+        p.clone(),
+        Box::new(birth(&p, 1)),
+        UnixMillis::from_millis(1),
+    );
     let bad = store.call(|db| {
         db.conn()
             .execute("INSERT INTO nodes (node) VALUES ('x')", [])?;
@@ -509,7 +561,11 @@ async fn many_concurrent_writes_are_batched() {
         tasks.spawn(async move {
             let p = path("r", "s", &format!("n{i}"));
             store
-                .upsert_birth(p.clone(), Box::new(birth(&p, i)), i)
+                .upsert_birth(
+                    p.clone(),
+                    Box::new(birth(&p, i)),
+                    UnixMillis::from_millis(i),
+                )
                 .await
         });
     }

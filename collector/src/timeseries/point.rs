@@ -28,7 +28,7 @@ use alarmnet_protocol::{
     TestResult,
 };
 
-use crate::model::{Alert, Liveness, Millis, NodeInfo, Transition};
+use crate::model::{Alert, Liveness, NodeInfo, Transition, UnixMillis};
 
 /// The measurement of heartbeat telemetry.
 pub const HEARTBEAT: &str = "alarmnet_heartbeat";
@@ -143,7 +143,7 @@ impl Point {
         if let Some(uptime) = hb.uptime_s {
             b = b.field_i64("uptime_s", saturating_i64(uptime));
         }
-        b.timestamp_ms(hb.ts)
+        b.timestamp_ms(UnixMillis::from_millis(hb.ts))
             .build()
             .expect("a heartbeat point always has its seq field")
     }
@@ -182,7 +182,7 @@ impl Point {
             .tag("code", f.code.as_str())
             .tag("severity", f.severity.as_str())
             .field_i64("active", i64::from(f.status == FaultStatus::Raised))
-            .timestamp_ms(f.ts)
+            .timestamp_ms(UnixMillis::from_millis(f.ts))
             .build()
             .expect("a fault point always has its active field")
     }
@@ -208,7 +208,7 @@ impl Point {
                 b = b.field_f64(name.as_str(), value);
             }
         }
-        b.timestamp_ms(r.ts)
+        b.timestamp_ms(UnixMillis::from_millis(r.ts))
             .build()
             .expect("a test point always has its pass field")
     }
@@ -231,7 +231,7 @@ impl Point {
         if let Some(kind) = &a.kind {
             b = b.tag("kind", kind.as_str());
         }
-        let (firing, at): (i64, Millis) = match a.status {
+        let (firing, at): (i64, UnixMillis) = match a.status {
             AlertStatus::Firing => (1, a.started_at),
             AlertStatus::Resolved => (0, a.ended_at.unwrap_or(a.started_at)),
         };
@@ -275,7 +275,7 @@ pub struct PointBuilder {
     measurement: String,
     tags: Vec<(String, String)>,
     fields: Vec<(String, FieldValue)>,
-    timestamp_ms: Option<Millis>,
+    timestamp_ms: Option<UnixMillis>,
 }
 
 impl PointBuilder {
@@ -311,7 +311,7 @@ impl PointBuilder {
 
     /// The point's time in milliseconds since the Unix epoch. Without it the database
     /// stamps the point on arrival, which a spooled point must never rely on.
-    pub fn timestamp_ms(mut self, ms: Millis) -> Self {
+    pub fn timestamp_ms(mut self, ms: UnixMillis) -> Self {
         self.timestamp_ms = Some(ms);
         self
     }
@@ -390,7 +390,7 @@ mod tests {
             .field_f64("f,1", 1.5)
             .field_f64("nan", f64::NAN)
             .field_i64("n=2", -3)
-            .timestamp_ms(1_700_000_000_000)
+            .timestamp_ms(UnixMillis::from_millis(1_700_000_000_000))
             .build()
             .expect("valid");
         assert_eq!(
@@ -492,7 +492,7 @@ mod tests {
                 from: None,
                 to,
                 reasons: Vec::new(),
-                at: 7,
+                at: UnixMillis::from_millis(7),
             };
             assert_eq!(
                 Point::readiness(&tags(), &c).as_line(),
@@ -507,7 +507,7 @@ mod tests {
             node: tags().node,
             from: Liveness::Online,
             to: Liveness::Late,
-            at: 5,
+            at: UnixMillis::from_millis(5),
             cause: Cause::Timeout,
         };
         assert_eq!(
@@ -579,7 +579,7 @@ mod tests {
                 site: tags().site,
             },
             kind: None,
-            started_at: 100,
+            started_at: UnixMillis::from_millis(100),
             ended_at: None,
             summary: "half of the site is offline".into(),
             args: Default::default(),
@@ -592,7 +592,7 @@ mod tests {
              site=lz-cg firing=1i 100"
         );
         a.status = AlertStatus::Resolved;
-        a.ended_at = Some(200);
+        a.ended_at = Some(UnixMillis::from_millis(200));
         assert!(Point::alert(&a).as_line().ends_with(" firing=0i 200"));
     }
 }

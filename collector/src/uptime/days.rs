@@ -12,30 +12,30 @@
 //! list of outages needs the raw transitions.
 
 use super::engine::TestTally;
-use crate::model::Millis;
+use crate::model::UnixMillis;
 
 /// One node's figures over `[from, to)`; see the module documentation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Segment {
-    pub from: Millis,
-    pub to: Millis,
-    pub up_ms: Millis,
-    pub down_ms: Millis,
-    pub maintenance_ms: Millis,
-    pub unknown_ms: Millis,
+    pub from: UnixMillis,
+    pub to: UnixMillis,
+    pub up_ms: u64,
+    pub down_ms: u64,
+    pub maintenance_ms: u64,
+    pub unknown_ms: u64,
     /// Outages with down time inside the segment.
     pub outages: u64,
     /// The first of them continues an outage open at `from`, if there was one: it began
     /// before `from`, or the node did not come up between `from` and its start.
     pub first_carried: bool,
     /// Down time of the first of them inside the segment.
-    pub first_ms: Millis,
+    pub first_ms: u64,
     /// The last of them was still going on at `to`.
     pub last_open: bool,
     /// Down time of the last of them inside the segment.
-    pub last_ms: Millis,
+    pub last_ms: u64,
     /// The most down time of any one of them inside the segment.
-    pub longest_ms: Millis,
+    pub longest_ms: u64,
     /// The node became up (`online` or `late`) inside the segment: any outage open before
     /// it ended.
     pub went_up: bool,
@@ -44,11 +44,11 @@ pub struct Segment {
 
 impl Segment {
     /// A span with nothing known (a node not registered yet).
-    pub fn unknown(from: Millis, to: Millis) -> Self {
+    pub fn unknown(from: UnixMillis, to: UnixMillis) -> Self {
         Segment {
             from,
             to,
-            unknown_ms: to.saturating_sub(from),
+            unknown_ms: to.millis_since(from),
             ..Segment::default()
         }
     }
@@ -57,12 +57,12 @@ impl Segment {
 /// The figures of consecutive segments, as if over their whole span.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Combined {
-    pub up_ms: Millis,
-    pub down_ms: Millis,
-    pub maintenance_ms: Millis,
-    pub unknown_ms: Millis,
+    pub up_ms: u64,
+    pub down_ms: u64,
+    pub maintenance_ms: u64,
+    pub unknown_ms: u64,
     pub outages: u64,
-    pub longest_ms: Millis,
+    pub longest_ms: u64,
     pub tests: TestTally,
 }
 
@@ -70,7 +70,7 @@ pub struct Combined {
 pub fn combine(segments: &[Segment]) -> Combined {
     let mut c = Combined::default();
     // Down time so far of an outage still open at the last segment's end.
-    let mut open: Option<Millis> = None;
+    let mut open: Option<u64> = None;
     for s in segments {
         c.up_ms += s.up_ms;
         c.down_ms += s.down_ms;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::days::{Segment, combine};
 use super::window::{ParamError, Stamp, Window};
-use crate::model::{Cause, Liveness, Millis, NodeInfo, Silence, Transition};
+use crate::model::{Cause, Liveness, NodeInfo, Silence, Transition, UnixMillis};
 
 /// How rows are grouped (`by=`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,7 +93,7 @@ pub struct Query {
     pub window: Window,
     /// The collector's clock now: figures run to `min(to, now)` (never before `from`), so
     /// an ongoing state counts only up to now and the future counts as nothing at all.
-    pub now: Millis,
+    pub now: UnixMillis,
     pub by: GroupBy,
     pub filter: Filter,
     /// Whether node rows (`by=node` only) carry their `outage_list` (the API sets it for
@@ -105,7 +105,7 @@ pub struct Query {
 
 impl Query {
     /// The end of the measured span: `min(to, now)`, but not before `from`.
-    pub fn until(&self) -> Millis {
+    pub fn until(&self) -> UnixMillis {
         self.window.to().min(self.now).max(self.window.from())
     }
 }
@@ -116,8 +116,8 @@ pub enum UptimeError {
     #[error("transitions of node {node} are not sorted by time (at {at} after {previous})")]
     UnsortedTimes {
         node: NodeId,
-        previous: Millis,
-        at: Millis,
+        previous: UnixMillis,
+        at: UnixMillis,
     },
     #[error("transition of node {found} given while adding node {expected}")]
     WrongNode { expected: NodeId, found: NodeId },
@@ -239,7 +239,7 @@ pub struct Outage {
 pub struct Step {
     pub from: Liveness,
     pub to: Liveness,
-    pub at: Millis,
+    pub at: UnixMillis,
     pub cause: Cause,
 }
 
@@ -258,12 +258,12 @@ impl From<&Transition> for Step {
 #[derive(Debug, Clone, Default)]
 struct Totals {
     nodes: u64,
-    up: Millis,
-    down: Millis,
-    maintenance: Millis,
-    unknown: Millis,
+    up: u64,
+    down: u64,
+    maintenance: u64,
+    unknown: u64,
     outages: u64,
-    longest: Millis,
+    longest: u64,
     tests: TestTally,
     outage_list: Option<Vec<Outage>>,
 }
@@ -318,16 +318,17 @@ impl Category {
 /// An interval of the span whose category does not depend on the node's state.
 #[derive(Debug, Clone, Copy)]
 struct Overlay {
-    start: Millis,
-    end: Millis,
+    start: UnixMillis,
+    end: UnixMillis,
     category: Category,
 }
 
 #[derive(Debug)]
 struct OpenOutage {
-    start: Millis,
+    start: UnixMillis,
     cause: Option<Cause>,
-    down: Millis,
+    /// Down time so far, in milliseconds.
+    down: u64,
 }
 
 /// Builds a report node by node, so a store can stream transitions ordered by
@@ -335,14 +336,14 @@ struct OpenOutage {
 #[derive(Debug)]
 pub struct ReportBuilder<'q> {
     query: &'q Query,
-    from: Millis,
-    until: Millis,
+    from: UnixMillis,
+    until: UnixMillis,
     /// Silences that overlap the span.
     silences: Vec<&'q Silence>,
     /// Blind intervals clipped to the span, sorted and merged.
-    blind: Vec<(Millis, Millis)>,
+    blind: Vec<(UnixMillis, UnixMillis)>,
     groups: BTreeMap<GroupKey, Totals>,
-    scratch_maintenance: Vec<(Millis, Millis)>,
+    scratch_maintenance: Vec<(UnixMillis, UnixMillis)>,
     scratch_overlay: Vec<Overlay>,
 }
 
@@ -515,7 +516,7 @@ impl PartialReport {
             .map(|(key, t)| {
                 let watched = t.up + t.down;
                 let observable = watched + t.unknown;
-                let per_outage = |ms: Millis| {
+                let per_outage = |ms: u64| {
                     (t.outages > 0).then(|| round_ms(ms as f64 / t.outages as f64) / 1000.0)
                 };
                 Row {
@@ -627,7 +628,7 @@ impl<'q> ReportBuilder<'q> {
             tz: &self.query.tz,
         };
         let mut state = Liveness::Unknown;
-        let mut since: Millis = 0;
+        let mut since = UnixMillis::EPOCH;
         let mut first = true;
         for t in steps {
             if first {
@@ -671,8 +672,8 @@ impl<'q> ReportBuilder<'q> {
 
 /// The state of the pass over one node.
 struct Walk<'a> {
-    from: Millis,
-    until: Millis,
+    from: UnixMillis,
+    until: UnixMillis,
     overlay: &'a [Overlay],
     next_overlay: usize,
     totals: Totals,
@@ -683,7 +684,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Counts `[start, end)` ∩ `[from, until)` spent in `state`, overlays applied.
     /// Successive calls must move forward in time.
-    fn account(&mut self, state: Liveness, start: Millis, end: Millis) {
+    fn account(&mut self, state: Liveness, start: UnixMillis, end: UnixMillis) {
         let mut cur = start.max(self.from);
         let end = end.min(self.until);
         let own = Category::of(state);
@@ -700,12 +701,12 @@ impl Walk<'_> {
                 Some(o) => (own, o.start.min(end)),
                 None => (own, end),
             };
-            self.add(category, piece_end - cur);
+            self.add(category, piece_end.millis_since(cur));
             cur = piece_end;
         }
     }
 
-    fn add(&mut self, category: Category, ms: Millis) {
+    fn add(&mut self, category: Category, ms: u64) {
         let t = &mut self.totals;
         match category {
             Category::Up => t.up += ms,
@@ -722,7 +723,7 @@ impl Walk<'_> {
 
     /// Ends the open outage (at `end`, or still open at `until` when `None`); it is
     /// counted only if some of its down time fell inside the window.
-    fn close_outage(&mut self, end: Option<Millis>) {
+    fn close_outage(&mut self, end: Option<UnixMillis>) {
         let Some(o) = self.outage.take() else {
             return;
         };
@@ -757,7 +758,7 @@ impl ReportBuilder<'_> {
         self.build_overlay(path, kind);
         let mut t = self.node_totals(path, steps.iter().copied(), true)?;
         let list = t.outage_list.take().unwrap_or_default();
-        let ms = |o: &Outage| (o.duration_s * 1000.0).round() as Millis;
+        let ms = |o: &Outage| (o.duration_s * 1000.0).round() as u64;
         Ok(Segment {
             from: self.from,
             to: self.until,
@@ -883,13 +884,13 @@ fn silence_matches(s: &Silence, path: &NodePath, kind: &Name) -> bool {
         && s.kind.as_ref().is_none_or(|k| k == kind)
 }
 
-fn merged(mut intervals: Vec<(Millis, Millis)>) -> Vec<(Millis, Millis)> {
+fn merged(mut intervals: Vec<(UnixMillis, UnixMillis)>) -> Vec<(UnixMillis, UnixMillis)> {
     merge_in_place(&mut intervals);
     intervals
 }
 
 /// Sorts non-empty intervals and joins those that overlap or touch.
-fn merge_in_place(intervals: &mut Vec<(Millis, Millis)>) {
+fn merge_in_place(intervals: &mut Vec<(UnixMillis, UnixMillis)>) {
     intervals.retain(|(a, b)| a < b);
     if intervals.len() < 2 {
         return;
@@ -908,7 +909,7 @@ fn merge_in_place(intervals: &mut Vec<(Millis, Millis)>) {
     intervals.truncate(out + 1);
 }
 
-fn seconds(ms: Millis) -> f64 {
+fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
@@ -916,6 +917,6 @@ fn round_ms(ms: f64) -> f64 {
     ms.round()
 }
 
-fn percent(part: Millis, whole: Millis) -> Option<f64> {
+fn percent(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 * 100.0 / whole as f64)
 }

@@ -48,7 +48,6 @@ pub use engine::{
     TestTally, UptimeError, UptimeReport, report,
 };
 pub use window::{
-    DEFAULT_SINCE_MS, DEFAULT_TIME_ZONE, DateMeans, ParamError, Period, Stamp, Window,
-    WindowParams, parse_date, parse_duration, parse_instant, parse_iso_week, parse_month,
-    parse_year, time_zone,
+    DEFAULT_SINCE, DEFAULT_TIME_ZONE, DateMeans, ParamError, Period, Stamp, Window, WindowParams,
+    parse_date, parse_duration, parse_instant, parse_iso_week, parse_month, parse_year, time_zone,
 };

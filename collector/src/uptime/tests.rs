@@ -1,20 +1,21 @@
 //! Hand-computed uptime cases and a property test against a brute-force reference.
 
+use crate::model::ms;
 use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 use jiff::civil::date;
 use jiff::tz::TimeZone;
 use proptest::prelude::*;
 
 use super::*;
-use crate::model::{Cause, Liveness, Millis, NodeInfo, Silence, SilenceId, Transition};
+use crate::model::{Cause, Liveness, NodeInfo, Silence, SilenceId, Transition, UnixMillis};
 
-const S: Millis = 1_000;
-const H: Millis = 3_600 * S;
-const D: Millis = 24 * H;
+const S: u64 = 1_000;
+const H: u64 = 3_600 * S;
+const D: u64 = 24 * H;
 /// 2026-10-01T00:00:00+08:00 (2026-09-30T16:00:00Z).
-const T0: Millis = 1_790_784_000_000;
+const T0: UnixMillis = UnixMillis::from_millis(1_790_784_000_000);
 /// 2026-11-01T00:00:00+08:00.
-const NOV_1: Millis = 1_793_462_400_000;
+const NOV_1: UnixMillis = UnixMillis::from_millis(1_793_462_400_000);
 
 fn shanghai() -> TimeZone {
     time_zone(DEFAULT_TIME_ZONE).expect("the system time zone database has Asia/Shanghai")
@@ -34,7 +35,7 @@ fn info(region: &str, site: &str, node: &str, kind: &str) -> NodeInfo {
     }
 }
 
-fn tr(node: &str, from: Liveness, to: Liveness, at: Millis, cause: Cause) -> Transition {
+fn tr(node: &str, from: Liveness, to: Liveness, at: UnixMillis, cause: Cause) -> Transition {
     Transition {
         node: NodeId::new(node).expect("valid node"),
         from,
@@ -44,7 +45,7 @@ fn tr(node: &str, from: Liveness, to: Liveness, at: Millis, cause: Cause) -> Tra
     }
 }
 
-fn query(from: Millis, to: Millis, now: Millis, by: GroupBy) -> Query {
+fn query(from: UnixMillis, to: UnixMillis, now: UnixMillis, by: GroupBy) -> Query {
     Query {
         window: Window::new(from, to).expect("from <= to"),
         now,
@@ -55,7 +56,12 @@ fn query(from: Millis, to: Millis, now: Millis, by: GroupBy) -> Query {
     }
 }
 
-fn silence(node: Option<&str>, site: Option<&str>, starts_at: Millis, ends_at: Millis) -> Silence {
+fn silence(
+    node: Option<&str>,
+    site: Option<&str>,
+    starts_at: UnixMillis,
+    ends_at: UnixMillis,
+) -> Silence {
     Silence {
         id: SilenceId::new(1),
         region: None,
@@ -94,11 +100,11 @@ fn only_row(r: &UptimeReport) -> &Row {
     &r.rows[0]
 }
 
-fn secs(ms: Millis) -> f64 {
+fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-fn stamp(ms: Millis) -> Stamp {
+fn stamp(ms: UnixMillis) -> Stamp {
     Stamp::new(ms, &shanghai())
 }
 
@@ -109,13 +115,13 @@ fn transitions_exactly_at_the_window_edges() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
         tr("n1", Unknown, Online, T0, Cause::Birth),
-        tr("n1", Online, Offline, T0 + 4 * H, Cause::Timeout),
-        tr("n1", Offline, Online, T0 + 6 * H, Cause::Heartbeat),
+        tr("n1", Online, Offline, T0 + ms(4 * H), Cause::Timeout),
+        tr("n1", Offline, Online, T0 + ms(6 * H), Cause::Heartbeat),
         // At `to`: outside [from, to).
-        tr("n1", Online, Offline, T0 + 10 * H, Cause::Will),
+        tr("n1", Online, Offline, T0 + ms(10 * H), Cause::Will),
     ];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &[],
@@ -136,8 +142,8 @@ fn transitions_exactly_at_the_window_edges() {
     assert_eq!(
         row.outage_list,
         Some(vec![Outage {
-            start: stamp(T0 + 4 * H),
-            end: Some(stamp(T0 + 6 * H)),
+            start: stamp(T0 + ms(4 * H)),
+            end: Some(stamp(T0 + ms(6 * H))),
             duration_s: 7_200.0,
             cause: Some(Cause::Timeout),
         }])
@@ -148,12 +154,12 @@ fn transitions_exactly_at_the_window_edges() {
 fn an_outage_spanning_the_window_start_keeps_its_true_start_and_is_clipped() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
-        tr("n1", Unknown, Online, T0 - 2 * D, Cause::Birth),
-        tr("n1", Online, Offline, T0 - 3 * H, Cause::Will),
-        tr("n1", Offline, Online, T0 + H, Cause::Birth),
+        tr("n1", Unknown, Online, T0 - ms(2 * D), Cause::Birth),
+        tr("n1", Online, Offline, T0 - ms(3 * H), Cause::Will),
+        tr("n1", Offline, Online, T0 + ms(H), Cause::Birth),
     ];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &[],
@@ -165,8 +171,8 @@ fn an_outage_spanning_the_window_start_keeps_its_true_start_and_is_clipped() {
     assert_eq!(row.outages, 1);
     assert_eq!(row.availability_pct, Some(90.0));
     let outage = &row.outage_list.as_ref().expect("asked for")[0];
-    assert_eq!(outage.start, stamp(T0 - 3 * H));
-    assert_eq!(outage.end, Some(stamp(T0 + H)));
+    assert_eq!(outage.start, stamp(T0 - ms(3 * H)));
+    assert_eq!(outage.end, Some(stamp(T0 + ms(H))));
     assert_eq!(outage.duration_s, 3_600.0);
     assert_eq!(outage.cause, Some(Cause::Will));
 }
@@ -175,11 +181,11 @@ fn an_outage_spanning_the_window_start_keeps_its_true_start_and_is_clipped() {
 fn an_outage_ended_before_the_window_is_not_counted() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
-        tr("n1", Online, Offline, T0 - 3 * H, Cause::Will),
+        tr("n1", Online, Offline, T0 - ms(3 * H), Cause::Will),
         tr("n1", Offline, Online, T0, Cause::Birth),
     ];
     let r = run(
-        &query(T0, T0 + H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &[],
@@ -199,21 +205,21 @@ fn an_outage_ended_before_the_window_is_not_counted() {
 fn an_outage_still_going_on_at_now_before_to() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
-        tr("n1", Unknown, Online, T0 - H, Cause::Birth),
-        tr("n1", Online, Offline, T0 + 7 * H, Cause::Timeout),
+        tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("n1", Online, Offline, T0 + ms(7 * H), Cause::Timeout),
         // Recorded after `now` (cannot happen on one clock): ignored.
-        tr("n1", Offline, Online, T0 + 12 * H, Cause::Birth),
+        tr("n1", Offline, Online, T0 + ms(12 * H), Cause::Birth),
     ];
-    let now = T0 + 10 * H;
+    let now = T0 + ms(10 * H);
     let r = run(
-        &query(T0, T0 + D, now, GroupBy::Node),
+        &query(T0, T0 + ms(D), now, GroupBy::Node),
         &nodes,
         &ts,
         &[],
         &[],
     );
     assert_eq!(r.until, stamp(now));
-    assert_eq!(r.to, stamp(T0 + D));
+    assert_eq!(r.to, stamp(T0 + ms(D)));
     let row = only_row(&r);
     assert_eq!(row.up_s, secs(7 * H));
     assert_eq!(row.downtime_s, secs(3 * H));
@@ -222,7 +228,7 @@ fn an_outage_still_going_on_at_now_before_to() {
     assert_eq!(row.availability_pct, Some(70.0));
     let list = row.outage_list.as_ref().expect("asked for");
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].start, stamp(T0 + 7 * H));
+    assert_eq!(list[0].start, stamp(T0 + ms(7 * H)));
     assert_eq!(list[0].end, None);
     assert_eq!(list[0].duration_s, secs(3 * H));
 }
@@ -234,15 +240,15 @@ fn a_silence_overlapping_downtime_turns_it_into_maintenance() {
         info("lz", "other", "n2", "siren"),
     ];
     let ts = [
-        tr("n1", Unknown, Online, T0 - H, Cause::Birth),
-        tr("n1", Online, Offline, T0 + 4 * H, Cause::Timeout),
-        tr("n1", Offline, Online, T0 + 8 * H, Cause::Birth),
-        tr("n2", Unknown, Online, T0 - H, Cause::Birth),
+        tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("n1", Online, Offline, T0 + ms(4 * H), Cause::Timeout),
+        tr("n1", Offline, Online, T0 + ms(8 * H), Cause::Birth),
+        tr("n2", Unknown, Online, T0 - ms(H), Cause::Birth),
     ];
     // Covers site cg from 02:00 to 05:00; n2 is at another site.
-    let silences = [silence(None, Some("cg"), T0 + 2 * H, T0 + 5 * H)];
+    let silences = [silence(None, Some("cg"), T0 + ms(2 * H), T0 + ms(5 * H))];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &silences,
@@ -258,7 +264,7 @@ fn a_silence_overlapping_downtime_turns_it_into_maintenance() {
     assert_eq!(n1.availability_pct, Some(4.0 * 100.0 / 7.0));
     assert_eq!(n1.outages, 1);
     let outage = &n1.outage_list.as_ref().expect("asked for")[0];
-    assert_eq!(outage.start, stamp(T0 + 4 * H));
+    assert_eq!(outage.start, stamp(T0 + ms(4 * H)));
     assert_eq!(outage.duration_s, secs(3 * H));
     let n2 = &r.rows[1];
     assert_eq!(n2.maintenance_s, 0.0);
@@ -269,26 +275,26 @@ fn a_silence_overlapping_downtime_turns_it_into_maintenance() {
 fn maintenance_state_inside_an_outage_neither_ends_nor_lengthens_it() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
-        tr("n1", Unknown, Online, T0 - H, Cause::Birth),
-        tr("n1", Online, Offline, T0 + H, Cause::Timeout),
+        tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("n1", Online, Offline, T0 + ms(H), Cause::Timeout),
         tr(
             "n1",
             Offline,
             Maintenance,
-            T0 + 2 * H,
+            T0 + ms(2 * H),
             Cause::MaintenanceStart,
         ),
         tr(
             "n1",
             Maintenance,
             Offline,
-            T0 + 6 * H,
+            T0 + ms(6 * H),
             Cause::MaintenanceEnd,
         ),
-        tr("n1", Offline, Online, T0 + 7 * H, Cause::Birth),
+        tr("n1", Offline, Online, T0 + ms(7 * H), Cause::Birth),
     ];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &[],
@@ -300,8 +306,8 @@ fn maintenance_state_inside_an_outage_neither_ends_nor_lengthens_it() {
     assert_eq!(row.up_s, secs(4 * H));
     assert_eq!(row.outages, 1);
     let outage = &row.outage_list.as_ref().expect("asked for")[0];
-    assert_eq!(outage.start, stamp(T0 + H));
-    assert_eq!(outage.end, Some(stamp(T0 + 7 * H)));
+    assert_eq!(outage.start, stamp(T0 + ms(H)));
+    assert_eq!(outage.end, Some(stamp(T0 + ms(7 * H))));
     assert_eq!(outage.duration_s, secs(2 * H));
 }
 
@@ -309,13 +315,13 @@ fn maintenance_state_inside_an_outage_neither_ends_nor_lengthens_it() {
 fn an_outage_entirely_inside_maintenance_is_not_an_outage() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
-        tr("n1", Unknown, Online, T0 - H, Cause::Birth),
-        tr("n1", Online, Stopped, T0 + 3 * H, Cause::Shutdown),
-        tr("n1", Stopped, Online, T0 + 4 * H, Cause::Birth),
+        tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("n1", Online, Stopped, T0 + ms(3 * H), Cause::Shutdown),
+        tr("n1", Stopped, Online, T0 + ms(4 * H), Cause::Birth),
     ];
-    let silences = [silence(Some("n1"), None, T0 + 2 * H, T0 + 5 * H)];
+    let silences = [silence(Some("n1"), None, T0 + ms(2 * H), T0 + ms(5 * H))];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &silences,
@@ -332,14 +338,14 @@ fn an_outage_entirely_inside_maintenance_is_not_an_outage() {
 fn a_clean_stop_is_an_outage_caused_by_shutdown() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
-        tr("n1", Unknown, Online, T0 - H, Cause::Birth),
-        tr("n1", Online, Stopped, T0 + 3 * H, Cause::Shutdown),
+        tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("n1", Online, Stopped, T0 + ms(3 * H), Cause::Shutdown),
         // Stopped, then judged offline: still the same outage.
-        tr("n1", Stopped, Offline, T0 + 4 * H, Cause::Timeout),
-        tr("n1", Offline, Online, T0 + 5 * H, Cause::Birth),
+        tr("n1", Stopped, Offline, T0 + ms(4 * H), Cause::Timeout),
+        tr("n1", Offline, Online, T0 + ms(5 * H), Cause::Birth),
     ];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &[],
@@ -362,16 +368,16 @@ fn unknown_before_birth_and_while_blind_lowers_coverage_only() {
     ];
     let ts = [
         // n1 is born at 02:00.
-        tr("n1", Unknown, Online, T0 + 2 * H, Cause::Birth),
+        tr("n1", Unknown, Online, T0 + ms(2 * H), Cause::Birth),
         // n2 is offline 03:00-08:00 with the collector blind 05:00-06:00 inside.
-        tr("n2", Unknown, Online, T0 - H, Cause::Birth),
-        tr("n2", Online, Offline, T0 + 3 * H, Cause::Timeout),
-        tr("n2", Offline, Online, T0 + 8 * H, Cause::Birth),
+        tr("n2", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("n2", Online, Offline, T0 + ms(3 * H), Cause::Timeout),
+        tr("n2", Offline, Online, T0 + ms(8 * H), Cause::Birth),
         // n3 never heard of: no transitions at all.
     ];
-    let blind = [Window::new(T0 + 5 * H, T0 + 6 * H).expect("ordered")];
+    let blind = [Window::new(T0 + ms(5 * H), T0 + ms(6 * H)).expect("ordered")];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &[],
@@ -390,7 +396,7 @@ fn unknown_before_birth_and_while_blind_lowers_coverage_only() {
     assert_eq!(n2.coverage_pct, Some(90.0));
     let outage = &n2.outage_list.as_ref().expect("asked for")[0];
     assert_eq!(outage.duration_s, secs(4 * H));
-    assert_eq!(outage.end, Some(stamp(T0 + 8 * H)));
+    assert_eq!(outage.end, Some(stamp(T0 + ms(8 * H))));
 
     assert_eq!(n3.unknown_s, secs(10 * H));
     assert_eq!(n3.availability_pct, None);
@@ -400,14 +406,14 @@ fn unknown_before_birth_and_while_blind_lowers_coverage_only() {
 #[test]
 fn maintenance_wins_over_blind_and_blind_over_the_state() {
     let nodes = [info("lz", "cg", "n1", "siren")];
-    let ts = [tr("n1", Unknown, Online, T0 - H, Cause::Birth)];
-    let silences = [silence(Some("n1"), None, T0 + 2 * H, T0 + 4 * H)];
+    let ts = [tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth)];
+    let silences = [silence(Some("n1"), None, T0 + ms(2 * H), T0 + ms(4 * H))];
     let blind = [
-        Window::new(T0 + H, T0 + 3 * H).expect("ordered"),
-        Window::new(T0 + 5 * H, T0 + 6 * H).expect("ordered"),
+        Window::new(T0 + ms(H), T0 + ms(3 * H)).expect("ordered"),
+        Window::new(T0 + ms(5 * H), T0 + ms(6 * H)).expect("ordered"),
     ];
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Node),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Node),
         &nodes,
         &ts,
         &silences,
@@ -428,15 +434,21 @@ fn rollups_are_time_weighted() {
     ];
     let ts = [
         // a: watched 10 h, down 1 h.
-        tr("a", Unknown, Online, T0 - H, Cause::Birth),
-        tr("a", Online, Offline, T0 + 2 * H, Cause::Will),
-        tr("a", Offline, Online, T0 + 3 * H, Cause::Birth),
+        tr("a", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("a", Online, Offline, T0 + ms(2 * H), Cause::Will),
+        tr("a", Offline, Online, T0 + ms(3 * H), Cause::Birth),
         // b: born at 08:00, watched 2 h, down 1 h.
-        tr("b", Unknown, Online, T0 + 8 * H, Cause::Birth),
-        tr("b", Online, Offline, T0 + 9 * H, Cause::Timeout),
+        tr("b", Unknown, Online, T0 + ms(8 * H), Cause::Birth),
+        tr("b", Online, Offline, T0 + ms(9 * H), Cause::Timeout),
     ];
     for by in [GroupBy::Site, GroupBy::Region, GroupBy::Network] {
-        let r = run(&query(T0, T0 + 10 * H, T0 + D, by), &nodes, &ts, &[], &[]);
+        let r = run(
+            &query(T0, T0 + ms(10 * H), T0 + ms(D), by),
+            &nodes,
+            &ts,
+            &[],
+            &[],
+        );
         let row = only_row(&r);
         assert_eq!(row.nodes, 2);
         // (9 + 1) / (10 + 2), not the mean of 90 % and 50 %.
@@ -475,12 +487,12 @@ fn rollup_by_kind_and_by_region_across_the_network() {
         info("tianshui", "qz", "c", "siren"),
     ];
     let ts = [
-        tr("a", Unknown, Online, T0 - H, Cause::Birth),
-        tr("a", Online, Offline, T0 + 5 * H, Cause::Will),
-        tr("b", Unknown, Online, T0 - H, Cause::Birth),
-        tr("c", Unknown, Online, T0 - H, Cause::Birth),
+        tr("a", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("a", Online, Offline, T0 + ms(5 * H), Cause::Will),
+        tr("b", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("c", Unknown, Online, T0 - ms(H), Cause::Birth),
     ];
-    let q = query(T0, T0 + 10 * H, T0 + D, GroupBy::Kind);
+    let q = query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Kind);
     let r = run(&q, &nodes, &ts, &[], &[]);
     assert_eq!(r.rows.len(), 2);
     let display = &r.rows[0];
@@ -494,7 +506,7 @@ fn rollup_by_kind_and_by_region_across_the_network() {
     assert_eq!(siren.outages, 1);
 
     let r = run(
-        &query(T0, T0 + 10 * H, T0 + D, GroupBy::Region),
+        &query(T0, T0 + ms(10 * H), T0 + ms(D), GroupBy::Region),
         &nodes,
         &ts,
         &[],
@@ -516,7 +528,7 @@ fn filters_select_nodes() {
         info("lz", "cg", "b", "display"),
         info("tianshui", "qz", "c", "siren"),
     ];
-    let mut q = query(T0, T0 + H, T0 + D, GroupBy::Node);
+    let mut q = query(T0, T0 + ms(H), T0 + ms(D), GroupBy::Node);
     q.filter.kind = Some(Name::new("siren").expect("valid"));
     q.filter.region = Some(RegionId::new("lz").expect("valid"));
     let r = run(&q, &nodes, &[], &[], &[]);
@@ -569,7 +581,7 @@ fn test_results_roll_up_and_respect_the_filter() {
         )
         .expect("report")
     };
-    let q = query(T0, T0 + D, T0 + D, GroupBy::Node);
+    let q = query(T0, T0 + ms(D), T0 + ms(D), GroupBy::Node);
     let r = inputs(&q);
     let by_node: Vec<_> = r
         .rows
@@ -594,12 +606,12 @@ fn test_results_roll_up_and_respect_the_filter() {
         ]
     );
     // Per region: lz has a, b, c: 3 of 6 passed; the node count is not disturbed.
-    let r = inputs(&query(T0, T0 + D, T0 + D, GroupBy::Region));
+    let r = inputs(&query(T0, T0 + ms(D), T0 + ms(D), GroupBy::Region));
     assert_eq!(r.rows[0].nodes, 3);
     assert_eq!((r.rows[0].tests, r.rows[0].tests_passed), (6, 3));
     assert_eq!(r.rows[0].test_pass_pct, Some(50.0));
     // Filtered by kind: only the display's tests.
-    let mut q = query(T0, T0 + D, T0 + D, GroupBy::Network);
+    let mut q = query(T0, T0 + ms(D), T0 + ms(D), GroupBy::Network);
     q.filter.kind = Some(Name::new("display").expect("kind"));
     let row = inputs(&q).rows.remove(0);
     assert_eq!((row.nodes, row.tests, row.tests_failed), (1, 2, 1));
@@ -612,8 +624,14 @@ fn test_results_roll_up_and_respect_the_filter() {
 #[test]
 fn zero_length_windows_and_empty_inputs() {
     let nodes = [info("lz", "cg", "n1", "siren")];
-    let ts = [tr("n1", Unknown, Online, T0 - H, Cause::Birth)];
-    let r = run(&query(T0, T0, T0 + D, GroupBy::Node), &nodes, &ts, &[], &[]);
+    let ts = [tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth)];
+    let r = run(
+        &query(T0, T0, T0 + ms(D), GroupBy::Node),
+        &nodes,
+        &ts,
+        &[],
+        &[],
+    );
     let row = only_row(&r);
     assert_eq!(row.availability_pct, None);
     assert_eq!(row.coverage_pct, None);
@@ -622,7 +640,7 @@ fn zero_length_windows_and_empty_inputs() {
 
     // `now` before the window: nothing measured yet.
     let r = run(
-        &query(T0, T0 + D, T0 - H, GroupBy::Node),
+        &query(T0, T0 + ms(D), T0 - ms(H), GroupBy::Node),
         &nodes,
         &ts,
         &[],
@@ -632,7 +650,7 @@ fn zero_length_windows_and_empty_inputs() {
     assert_eq!(only_row(&r).availability_pct, None);
 
     let r = run(
-        &query(T0, T0 + D, T0 + D, GroupBy::Region),
+        &query(T0, T0 + ms(D), T0 + ms(D), GroupBy::Region),
         &[],
         &[],
         &[],
@@ -649,10 +667,10 @@ fn misordered_input_is_refused() {
         info("lz", "cg", "a", "siren"),
         info("lz", "cg", "b", "siren"),
     ];
-    let q = query(T0, T0 + D, T0 + D, GroupBy::Node);
+    let q = query(T0, T0 + ms(D), T0 + ms(D), GroupBy::Node);
     let times = [
-        tr("a", Unknown, Online, T0 + 2 * H, Cause::Birth),
-        tr("a", Online, Offline, T0 + H, Cause::Timeout),
+        tr("a", Unknown, Online, T0 + ms(2 * H), Cause::Birth),
+        tr("a", Online, Offline, T0 + ms(H), Cause::Timeout),
     ];
     let inputs = |transitions| Inputs {
         nodes: &nodes,
@@ -690,26 +708,26 @@ fn calendar_month_in_shanghai() {
         month: Some("2026-10".to_owned()),
         ..WindowParams::default()
     };
-    assert_eq!(params.resolve(0, &tz), Ok(w));
+    assert_eq!(params.resolve(UnixMillis::from_millis(0), &tz), Ok(w));
     // A plain `to` date is inclusive.
     let params = WindowParams {
         from: Some("2026-10-01".to_owned()),
         to: Some("2026-10-31".to_owned()),
         ..WindowParams::default()
     };
-    assert_eq!(params.resolve(0, &tz), Ok(w));
+    assert_eq!(params.resolve(UnixMillis::from_millis(0), &tz), Ok(w));
     let params = WindowParams {
         from: Some("2026-09-30T16:00:00Z".to_owned()),
         to: Some("2026-11-01T00:00:00+08:00".to_owned()),
         ..WindowParams::default()
     };
-    assert_eq!(params.resolve(0, &tz), Ok(w));
+    assert_eq!(params.resolve(UnixMillis::from_millis(0), &tz), Ok(w));
     // A whole month of one node up, in a report, written in the zone.
     let nodes = [info("lz", "cg", "n1", "siren")];
-    let ts = [tr("n1", Unknown, Online, T0 - D, Cause::Birth)];
+    let ts = [tr("n1", Unknown, Online, T0 - ms(D), Cause::Birth)];
     let q = Query {
         window: w,
-        now: NOV_1 + D,
+        now: NOV_1 + ms(D),
         by: GroupBy::Network,
         filter: Filter::default(),
         outage_list: false,
@@ -725,7 +743,7 @@ fn calendar_month_in_shanghai() {
 fn calendar_months_with_a_dst_switch() {
     let berlin = time_zone("Europe/Berlin").expect("the system time zone database has Berlin");
     let march = Window::calendar(Period::Month, date(2026, 3, 1), &berlin).expect("valid");
-    assert_eq!(march.from(), 1_772_319_600_000);
+    assert_eq!(march.from(), UnixMillis::from_millis(1_772_319_600_000));
     assert_eq!(march.len_ms(), 743 * H);
     let october = Window::calendar(Period::Month, date(2026, 10, 31), &berlin).expect("valid");
     assert_eq!(october.len_ms(), 745 * H);
@@ -738,10 +756,10 @@ fn calendar_days_weeks_and_years() {
     let tz = shanghai();
     let week = Window::calendar(Period::Week, date(2026, 10, 1), &tz).expect("valid");
     assert_eq!(
-        (week.from(), week.to()),
+        (week.from().as_millis(), week.to().as_millis()),
         (1_790_524_800_000, 1_791_129_600_000)
     );
-    let resolve = |params: WindowParams| params.resolve(0, &tz);
+    let resolve = |params: WindowParams| params.resolve(UnixMillis::from_millis(0), &tz);
     assert_eq!(
         resolve(WindowParams {
             week: Some("2026-W40".to_owned()),
@@ -755,7 +773,7 @@ fn calendar_days_weeks_and_years() {
     })
     .expect("valid");
     assert_eq!(
-        (year.from(), year.to()),
+        (year.from().as_millis(), year.to().as_millis()),
         (1_767_196_800_000, 1_798_732_800_000)
     );
     let day = resolve(WindowParams {
@@ -763,35 +781,35 @@ fn calendar_days_weeks_and_years() {
         ..WindowParams::default()
     })
     .expect("valid");
-    assert_eq!((day.from(), day.to()), (T0, T0 + D));
+    assert_eq!((day.from(), day.to()), (T0, T0 + ms(D)));
 }
 
 #[test]
 fn relative_and_local_windows() {
     let tz = shanghai();
-    let now = T0 + 5 * D + 123;
+    let now = T0 + ms(5 * D) + ms(123);
     let resolve = |params: WindowParams| params.resolve(now, &tz);
     assert_eq!(
         resolve(WindowParams::default()),
-        Ok(Window::last(30 * D, now))
+        Ok(Window::last(ms(30 * D), now))
     );
     assert_eq!(
         resolve(WindowParams {
             since: Some("30d".to_owned()),
             ..WindowParams::default()
         }),
-        Ok(Window::new(now - 30 * D, now).expect("ordered"))
+        Ok(Window::new(now - ms(30 * D), now).expect("ordered"))
     );
-    assert_eq!(parse_duration("since", "1d12h"), Ok(36 * H));
-    assert_eq!(parse_duration("since", "2w"), Ok(14 * D));
-    assert_eq!(parse_duration("since", "90m"), Ok(90 * 60 * S));
+    assert_eq!(parse_duration("since", "1d12h"), Ok(ms(36 * H)));
+    assert_eq!(parse_duration("since", "2w"), Ok(ms(14 * D)));
+    assert_eq!(parse_duration("since", "90m"), Ok(ms(90 * 60 * S)));
     // A local time in the zone, and `to` defaulting to now.
     let w = resolve(WindowParams {
         from: Some("2026-10-01T08:30".to_owned()),
         ..WindowParams::default()
     })
     .expect("valid");
-    assert_eq!((w.from(), w.to()), (T0 + 8 * H + 30 * 60 * S, now));
+    assert_eq!((w.from(), w.to()), (T0 + ms(8 * H) + ms(30 * 60 * S), now));
 }
 
 #[test]
@@ -855,10 +873,10 @@ fn bad_parameters_are_named() {
 fn report_json_shape() {
     let nodes = [info("lz", "cg", "n1", "siren")];
     let ts = [
-        tr("n1", Unknown, Online, T0 - H, Cause::Birth),
-        tr("n1", Online, Offline, T0 + H + 250, Cause::Will),
+        tr("n1", Unknown, Online, T0 - ms(H), Cause::Birth),
+        tr("n1", Online, Offline, T0 + ms(H) + ms(250), Cause::Will),
     ];
-    let mut q = query(T0, T0 + D, T0 + 2 * H, GroupBy::Node);
+    let mut q = query(T0, T0 + ms(D), T0 + ms(2 * H), GroupBy::Node);
     q.filter.node = Some(NodeId::new("n1").expect("valid"));
     let r = run(&q, &nodes, &ts, &[], &[]);
     let json = serde_json::to_value(&r).expect("serializable");
@@ -901,10 +919,10 @@ fn report_json_shape() {
 
 /// The category of one instant by the definitions, straight from the inputs.
 fn reference_category(
-    t: Millis,
+    t: UnixMillis,
     transitions: &[Transition],
-    maintenance: &[(Millis, Millis)],
-    blind: &[(Millis, Millis)],
+    maintenance: &[(UnixMillis, UnixMillis)],
+    blind: &[(UnixMillis, UnixMillis)],
 ) -> Liveness {
     if maintenance.iter().any(|&(a, b)| a <= t && t < b) {
         return Maintenance;
@@ -918,17 +936,17 @@ fn reference_category(
     }
 }
 
-type Intervals = Vec<(Millis, Millis)>;
+type Intervals = Vec<(UnixMillis, UnixMillis)>;
 
 /// (initial state, (at, state) sorted by at, silences, blind, from, to, now)
 type Case = (
     usize,
-    Vec<(Millis, usize)>,
+    Vec<(UnixMillis, usize)>,
     Intervals,
     Intervals,
-    Millis,
-    Millis,
-    Millis,
+    UnixMillis,
+    UnixMillis,
+    UnixMillis,
 );
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -942,9 +960,20 @@ fn arb_case() -> impl Strategy<Value = Case> {
         0..140u64,
     )
         .prop_map(|(init, mut ts, silences, blind, from, len, now)| {
+            let at = UnixMillis::from_millis;
             ts.sort_by_key(|&(at, _)| at);
-            let span = |v: Vec<(Millis, Millis)>| v.into_iter().map(|(a, l)| (a, a + l)).collect();
-            (init, ts, span(silences), span(blind), from, from + len, now)
+            let ts = ts.into_iter().map(|(t, s)| (at(t), s)).collect();
+            let span =
+                |v: Vec<(u64, u64)>| v.into_iter().map(|(a, l)| (at(a), at(a + l))).collect();
+            (
+                init,
+                ts,
+                span(silences),
+                span(blind),
+                at(from),
+                at(from + len),
+                at(now),
+            )
         })
 }
 
@@ -976,8 +1005,8 @@ proptest! {
 
         let until = to.min(now).max(from);
         let (mut up, mut down, mut maint, mut unknown) = (0u64, 0u64, 0u64, 0u64);
-        for t in from..until {
-            match reference_category(t, &transitions, &silences.iter().map(|s| (s.starts_at, s.ends_at)).collect::<Vec<_>>(), &blind) {
+        for t in from.as_millis()..until.as_millis() {
+            match reference_category(UnixMillis::from_millis(t), &transitions, &silences.iter().map(|s| (s.starts_at, s.ends_at)).collect::<Vec<_>>(), &blind) {
                 s if s.is_up() => up += 1,
                 s if s.is_down() => down += 1,
                 Maintenance => maint += 1,
@@ -988,7 +1017,7 @@ proptest! {
         prop_assert_eq!(row.downtime_s, secs(down));
         prop_assert_eq!(row.maintenance_s, secs(maint));
         prop_assert_eq!(row.unknown_s, secs(unknown));
-        prop_assert_eq!(up + down + maint + unknown, until - from);
+        prop_assert_eq!(up + down + maint + unknown, until.millis_since(from));
         if let Some(a) = row.availability_pct {
             prop_assert!((0.0..=100.0).contains(&a));
         }
@@ -1007,7 +1036,7 @@ proptest! {
 
 /// The steps a store hands the engine for `[from, until)`: from the last transition before
 /// `from` (all of those at that instant), up to `until` (as `Db::each_node_history`).
-fn store_steps(transitions: &[Transition], from: Millis, until: Millis) -> Vec<Step> {
+fn store_steps(transitions: &[Transition], from: UnixMillis, until: UnixMillis) -> Vec<Step> {
     let start = transitions
         .iter()
         .filter(|t| t.at < from)
@@ -1047,22 +1076,23 @@ proptest! {
             .iter()
             .map(|&(a, b)| Window::new(a, b).expect("ordered"))
             .collect();
-        let end = day * days;
-        let mut q = query(0, end, u64::MAX, GroupBy::Node);
+        let at = UnixMillis::from_millis;
+        let end = at(day * days);
+        let mut q = query(UnixMillis::EPOCH, end, UnixMillis::MAX, GroupBy::Node);
         q.tz = TimeZone::UTC;
         q.outage_list = false;
         let mut whole = ReportBuilder::new(&q, &silences, &blind);
         whole
-            .add_node_steps(&node.path, &node.kind, &store_steps(&transitions, 0, end))
+            .add_node_steps(&node.path, &node.kind, &store_steps(&transitions, UnixMillis::EPOCH, end))
             .expect("sorted");
         let row = whole.finish().rows.remove(0);
 
         let mut segments = Vec::new();
         for d in 0..days {
-            let mut dq = query(d * day, (d + 1) * day, u64::MAX, GroupBy::Node);
+            let mut dq = query(at(d * day), at((d + 1) * day), UnixMillis::MAX, GroupBy::Node);
             dq.tz = TimeZone::UTC;
             let mut b = ReportBuilder::new(&dq, &silences, &blind);
-            let steps = store_steps(&transitions, d * day, (d + 1) * day);
+            let steps = store_steps(&transitions, at(d * day), at((d + 1) * day));
             segments.push(
                 b.segment(&node.path, &node.kind, &steps, TestTally::default())
                     .expect("sorted"),
@@ -1087,18 +1117,45 @@ proptest! {
 fn an_outage_over_midnight_is_one_outage_in_the_summaries() {
     let node = info("lz", "cg", "n1", "siren");
     let t = [
-        tr("n1", Unknown, Online, 0, Cause::Birth),
-        tr("n1", Online, Offline, 22 * H, Cause::Timeout),
-        tr("n1", Offline, Online, D + 2 * H, Cause::Heartbeat),
+        tr(
+            "n1",
+            Unknown,
+            Online,
+            UnixMillis::from_millis(0),
+            Cause::Birth,
+        ),
+        tr(
+            "n1",
+            Online,
+            Offline,
+            UnixMillis::from_millis(22 * H),
+            Cause::Timeout,
+        ),
+        tr(
+            "n1",
+            Offline,
+            Online,
+            UnixMillis::from_millis(D) + ms(2 * H),
+            Cause::Heartbeat,
+        ),
     ];
-    let day = |d: Millis| {
-        let mut q = query(d * D, (d + 1) * D, u64::MAX, GroupBy::Node);
+    let day = |d: u64| {
+        let mut q = query(
+            UnixMillis::from_millis(d * D),
+            UnixMillis::from_millis((d + 1) * D),
+            UnixMillis::MAX,
+            GroupBy::Node,
+        );
         q.tz = TimeZone::UTC;
         let mut b = ReportBuilder::new(&q, &[], &[]);
         b.segment(
             &node.path,
             &node.kind,
-            &store_steps(&t, d * D, (d + 1) * D),
+            &store_steps(
+                &t,
+                UnixMillis::from_millis(d * D),
+                UnixMillis::from_millis((d + 1) * D),
+            ),
             TestTally::default(),
         )
         .expect("sorted")

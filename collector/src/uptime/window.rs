@@ -9,19 +9,22 @@ use jiff::tz::{Offset, TimeZone};
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::Millis;
+use std::time::Duration;
+
+use crate::model::UnixMillis;
 
 /// The zone calendar windows and plain dates are read in when the config names none.
 pub const DEFAULT_TIME_ZONE: &str = "Asia/Shanghai";
 
 /// The window of a request that names none: the last 30 days up to `now`.
-pub const DEFAULT_SINCE_MS: Millis = 30 * DAY_MS;
+pub const DEFAULT_SINCE: Duration = Duration::from_secs(30 * DAY_S);
 
-const SECOND_MS: Millis = 1_000;
-const MINUTE_MS: Millis = 60 * SECOND_MS;
-const HOUR_MS: Millis = 60 * MINUTE_MS;
-const DAY_MS: Millis = 24 * HOUR_MS;
-const WEEK_MS: Millis = 7 * DAY_MS;
+const SECOND_MS: u64 = 1_000;
+const MINUTE_MS: u64 = 60 * SECOND_MS;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+const DAY_S: u64 = DAY_MS / SECOND_MS;
+const WEEK_MS: u64 = 7 * DAY_MS;
 
 /// A request parameter that could not be understood; `param` names it as the API and CLI
 /// spell it (`from`, `to`, `since`, `day`, `week`, `month`, `year`, `by`, `tz`).
@@ -51,13 +54,13 @@ pub fn time_zone(name: &str) -> Result<TimeZone, ParamError> {
 /// A half-open range of collector time `[from, to)`, `from <= to`. Zero length is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
-    from: Millis,
-    to: Millis,
+    from: UnixMillis,
+    to: UnixMillis,
 }
 
 impl Window {
     /// `[from, to)`; an error naming `to` when `to` is before `from`.
-    pub fn new(from: Millis, to: Millis) -> Result<Self, ParamError> {
+    pub fn new(from: UnixMillis, to: UnixMillis) -> Result<Self, ParamError> {
         if to < from {
             return Err(ParamError::new(
                 "to",
@@ -68,10 +71,10 @@ impl Window {
         Ok(Self { from, to })
     }
 
-    /// The last `len` milliseconds before `now` (starting at the epoch at the earliest).
-    pub fn last(len: Millis, now: Millis) -> Self {
+    /// The last `len` before `now` (starting at the epoch at the earliest).
+    pub fn last(len: Duration, now: UnixMillis) -> Self {
         Self {
-            from: now.saturating_sub(len),
+            from: now - len,
             to: now,
         }
     }
@@ -100,21 +103,21 @@ impl Window {
     }
 
     /// The calendar day in `tz` that contains the instant `ms`.
-    pub fn day_of(ms: Millis, tz: &TimeZone) -> Result<Self, ParamError> {
+    pub fn day_of(ms: UnixMillis, tz: &TimeZone) -> Result<Self, ParamError> {
         let date = tz.to_datetime(timestamp(ms)).date();
         Self::calendar(Period::Day, date, tz)
     }
 
-    pub fn from(&self) -> Millis {
+    pub fn from(&self) -> UnixMillis {
         self.from
     }
 
-    pub fn to(&self) -> Millis {
+    pub fn to(&self) -> UnixMillis {
         self.to
     }
 
-    pub fn len_ms(&self) -> Millis {
-        self.to - self.from
+    pub fn len_ms(&self) -> u64 {
+        self.to.millis_since(self.from)
     }
 
     /// Whether `[self)` and `[other)` share any instant.
@@ -171,7 +174,7 @@ pub struct WindowParams {
 
 impl WindowParams {
     /// The window these parameters choose, reading dates in `tz`.
-    pub fn resolve(&self, now: Millis, tz: &TimeZone) -> Result<Window, ParamError> {
+    pub fn resolve(&self, now: UnixMillis, tz: &TimeZone) -> Result<Window, ParamError> {
         let mut chosen: Option<&'static str> = None;
         for (param, given) in [
             ("since", self.since.is_some()),
@@ -195,7 +198,7 @@ impl WindowParams {
             chosen = Some(param);
         }
         match chosen {
-            None => Ok(Window::last(DEFAULT_SINCE_MS, now)),
+            None => Ok(Window::last(DEFAULT_SINCE, now)),
             Some("since") => {
                 let text = self.since.as_deref().unwrap_or_default();
                 Ok(Window::last(parse_duration("since", text)?, now))
@@ -276,7 +279,7 @@ pub fn parse_instant(
     text: &str,
     tz: &TimeZone,
     date_means: DateMeans,
-) -> Result<Millis, ParamError> {
+) -> Result<UnixMillis, ParamError> {
     let text = text.trim();
     if let Ok(ts) = text.parse::<Timestamp>() {
         return to_millis(param, text, ts);
@@ -356,7 +359,7 @@ pub fn parse_iso_week(param: &'static str, text: &str) -> Result<Date, ParamErro
 
 /// A relative duration: one or more `<integer><unit>` with units `s`, `m`, `h`, `d` (24 h),
 /// `w` (7 d), e.g. `30d`, `1d12h`. Errors name `param`.
-pub fn parse_duration(param: &'static str, text: &str) -> Result<Millis, ParamError> {
+pub fn parse_duration(param: &'static str, text: &str) -> Result<Duration, ParamError> {
     let bad = |why: &str| {
         ParamError::new(
             param,
@@ -368,7 +371,7 @@ pub fn parse_duration(param: &'static str, text: &str) -> Result<Millis, ParamEr
     if trimmed.is_empty() {
         return Err(bad("empty"));
     }
-    let mut total: Millis = 0;
+    let mut total: u64 = 0;
     let mut rest = trimmed;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -376,7 +379,7 @@ pub fn parse_duration(param: &'static str, text: &str) -> Result<Millis, ParamEr
             return Err(bad("a number must come before each unit"));
         }
         let (number, after) = rest.split_at(digits);
-        let number: Millis = number.parse().map_err(|_| bad("number too large"))?;
+        let number: u64 = number.parse().map_err(|_| bad("number too large"))?;
         let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, after) = after.split_at(unit_len);
         let unit_ms = match unit {
@@ -394,12 +397,12 @@ pub fn parse_duration(param: &'static str, text: &str) -> Result<Millis, ParamEr
             .ok_or_else(|| bad("too long"))?;
         rest = after.trim_start();
     }
-    Ok(total)
+    Ok(Duration::from_millis(total))
 }
 
 /// 00:00 of `date` in `tz` (or the first instant of the day when a DST jump skips
 /// midnight).
-fn start_of_day(param: &'static str, date: Date, tz: &TimeZone) -> Result<Millis, ParamError> {
+fn start_of_day(param: &'static str, date: Date, tz: &TimeZone) -> Result<UnixMillis, ParamError> {
     let zoned = date
         .to_zoned_datetime(tz.clone())
         .and_then(|z| z.start_of_day())
@@ -407,8 +410,9 @@ fn start_of_day(param: &'static str, date: Date, tz: &TimeZone) -> Result<Millis
     to_millis(param, &date.to_string(), zoned.timestamp())
 }
 
-fn to_millis(param: &'static str, text: &str, ts: Timestamp) -> Result<Millis, ParamError> {
-    Millis::try_from(ts.as_millisecond())
+fn to_millis(param: &'static str, text: &str, ts: Timestamp) -> Result<UnixMillis, ParamError> {
+    u64::try_from(ts.as_millisecond())
+        .map(UnixMillis::from_millis)
         .map_err(|_| ParamError::new(param, text, "is before 1970-01-01T00:00:00Z"))
 }
 
@@ -417,19 +421,19 @@ fn to_millis(param: &'static str, text: &str, ts: Timestamp) -> Result<Millis, P
 /// (`2026-10-01T00:00:00+08:00`, `2026-10-01T08:15:30.250+08:00`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Stamp {
-    ms: Millis,
+    ms: UnixMillis,
     offset: Offset,
 }
 
 impl Stamp {
-    pub fn new(ms: Millis, tz: &TimeZone) -> Self {
+    pub fn new(ms: UnixMillis, tz: &TimeZone) -> Self {
         Self {
             ms,
             offset: tz.to_offset(timestamp(ms)),
         }
     }
 
-    pub fn millis(&self) -> Millis {
+    pub fn millis(&self) -> UnixMillis {
         self.ms
     }
 
@@ -439,8 +443,8 @@ impl Stamp {
     }
 }
 
-fn timestamp(ms: Millis) -> Timestamp {
-    i64::try_from(ms)
+fn timestamp(ms: UnixMillis) -> Timestamp {
+    i64::try_from(ms.as_millis())
         .ok()
         .and_then(|ms| Timestamp::from_millisecond(ms).ok())
         .unwrap_or(Timestamp::MAX)

@@ -4,7 +4,7 @@
 use super::Engine;
 use crate::alerts::{AlertChange, fingerprint};
 use crate::liveness::Tracker;
-use crate::model::{Millis, RuleKind};
+use crate::model::{RuleKind, UnixMillis};
 use crate::readiness::tracker::Counts;
 
 impl Engine {
@@ -15,7 +15,7 @@ impl Engine {
         t: &Tracker,
         region: u32,
         sirens: &Counts,
-        at: Millis,
+        at: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
         let rule = &self.cfg.readiness_low;
@@ -59,14 +59,15 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::ms;
     use alarmnet_protocol::{AlertStatus, Birth, NodePath};
     use serde_json::json;
 
     use crate::alerts::{AlertEvent, Monitor, MonitorConfig, Output};
-    use crate::model::Millis;
+    use crate::model::UnixMillis;
     use crate::readiness::tracker::Counts;
 
-    const T0: Millis = 1_764_330_000_000;
+    const T0: UnixMillis = UnixMillis::from_millis(1_764_330_000_000);
 
     /// A monitor knowing region `lanzhou` (index 0) through one node's birth.
     fn monitor(config: MonitorConfig) -> Monitor {
@@ -105,8 +106,11 @@ mod tests {
     fn fires_below_the_floor_and_resolves_above_it_plus_the_hysteresis() {
         let mut m = monitor(MonitorConfig::default());
         // Floor 90 %, hysteresis 2: 9 of 10 is at the floor, not below.
-        assert!(m.readiness_region(0, &sirens(9, 1, 0), T0 + 1).is_empty());
-        let out = m.readiness_region(0, &sirens(17, 3, 0), T0 + 2);
+        assert!(
+            m.readiness_region(0, &sirens(9, 1, 0), T0 + ms(1))
+                .is_empty()
+        );
+        let out = m.readiness_region(0, &sirens(17, 3, 0), T0 + ms(2));
         assert_eq!(
             events(&out),
             [(AlertEvent::Fired, AlertStatus::Firing, true)]
@@ -120,28 +124,37 @@ mod tests {
             "readiness low in lanzhou: 17 of 20 sirens ready (85.0 %, floor 90 %)"
         );
         // Back at 90 % and 91 %: inside the hysteresis band, still firing.
-        assert!(m.readiness_region(0, &sirens(18, 2, 0), T0 + 3).is_empty());
-        assert!(m.readiness_region(0, &sirens(91, 9, 0), T0 + 4).is_empty());
+        assert!(
+            m.readiness_region(0, &sirens(18, 2, 0), T0 + ms(3))
+                .is_empty()
+        );
+        assert!(
+            m.readiness_region(0, &sirens(91, 9, 0), T0 + ms(4))
+                .is_empty()
+        );
         // 92 %: resolved, and notified since the firing was.
-        let out = m.readiness_region(0, &sirens(23, 2, 0), T0 + 5);
+        let out = m.readiness_region(0, &sirens(23, 2, 0), T0 + ms(5));
         assert_eq!(
             events(&out),
             [(AlertEvent::Resolved, AlertStatus::Resolved, true)]
         );
-        assert_eq!(out.alerts[0].alert.ended_at, Some(T0 + 5));
+        assert_eq!(out.alerts[0].alert.ended_at, Some(T0 + ms(5)));
     }
 
     #[test]
     fn too_few_judged_sirens_raise_nothing_and_maintenance_is_not_judged() {
         let mut m = monitor(MonitorConfig::default());
         // 4 judged (min_nodes 5), all not ready: nothing.
-        assert!(m.readiness_region(0, &sirens(0, 4, 0), T0 + 1).is_empty());
+        assert!(
+            m.readiness_region(0, &sirens(0, 4, 0), T0 + ms(1))
+                .is_empty()
+        );
         // 2 of 5 judged ready; the 10 under maintenance do not dilute the share.
-        let out = m.readiness_region(0, &sirens(2, 3, 10), T0 + 2);
+        let out = m.readiness_region(0, &sirens(2, 3, 10), T0 + ms(2));
         assert_eq!(out.alerts.len(), 1);
         assert!(out.alerts[0].alert.summary.contains("2 of 5 sirens"));
         // Most go into maintenance: too few judged, the alert resolves.
-        let out = m.readiness_region(0, &sirens(1, 1, 13), T0 + 3);
+        let out = m.readiness_region(0, &sirens(1, 1, 13), T0 + ms(3));
         assert_eq!(
             events(&out),
             [(AlertEvent::Resolved, AlertStatus::Resolved, true)]
@@ -153,7 +166,10 @@ mod tests {
         let mut config = MonitorConfig::default();
         config.alerts.readiness_low.enabled = false;
         let mut m = monitor(config);
-        assert!(m.readiness_region(0, &sirens(0, 50, 0), T0 + 1).is_empty());
+        assert!(
+            m.readiness_region(0, &sirens(0, 50, 0), T0 + ms(1))
+                .is_empty()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/api/v1/drills` over real HTTP with the real drills task; receipts are written into
 //! the store as the core would commit them.
 
+use crate::model::ms;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,8 +36,8 @@ pub(crate) async fn start_drills(
             nodes: Some(vec![NodeId::new("lz-cg-s001").expect("id")]),
             ..Selector::default()
         },
-        started_at: now() - 3_600_000,
-        deadline: now() + 3_600_000,
+        started_at: now() - ms(3_600_000),
+        deadline: now() + ms(3_600_000),
         started_by: "ops-desk-1".into(),
         status: Status::Open,
         closed_at: None,
@@ -99,7 +100,7 @@ async fn receipt(s: &Server, node: &str, drill: &str, seq: u64, result: &str) {
     .expect("receipt");
     s.state
         .store
-        .record_test(NodeId::new(node).expect("id"), r, now() + 1_000)
+        .record_test(NodeId::new(node).expect("id"), r, now() + ms(1_000))
         .await
         .expect("stored");
 }
