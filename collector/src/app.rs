@@ -345,8 +345,7 @@ async fn reload_on_hangup(
     clock: crate::model::Clock,
     shutdown: CancellationToken,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
+    let mut hangups = match alarmnet_runtime::signal::Hangups::install() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGHUP; reloads need a restart");
@@ -354,11 +353,7 @@ async fn reload_on_hangup(
             return;
         }
     };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hangup.recv() => {}
-        }
+    while hangups.recv(&shutdown).await {
         let (outcome, target, message) = match &tls {
             None => (
                 crate::audit::Outcome::Success,

@@ -2,7 +2,8 @@
 //! clean stop (the root [`CancellationToken`] is cancelled); a second one, or the grace
 //! period running out, ends the process at once with code 1.
 //!
-//! No binary reloads its configuration, so SIGHUP keeps its default meaning.
+//! SIGHUP asks for a reload ([`Hangups`]); only the collector listens for it (it reloads the
+//! API's certificate), so in the other binaries it keeps its default meaning.
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,6 +32,29 @@ impl StopSignals {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// SIGHUP, installed once: [`Hangups::recv`] resolves at each one, or at `shutdown`.
+#[derive(Debug)]
+pub struct Hangups {
+    hangup: Signal,
+}
+
+impl Hangups {
+    /// Installs the handler; from now on SIGHUP no longer kills the process.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// `true` at the next SIGHUP, `false` once `shutdown` is cancelled.
+    pub async fn recv(&mut self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            got = self.hangup.recv() => got.is_some(),
         }
     }
 }
