@@ -24,7 +24,7 @@ use crate::outputs::webhook::{WebhookConfig, WebhookSettings};
 use crate::readiness::ReadinessConfig;
 use crate::secret;
 use crate::store::StoreConfig;
-use crate::timeseries::{SinkConfig, SinkError, SinkSettings};
+use crate::timeseries::{SinkConfig, SinkSettings};
 use crate::uptime::UptimeConfig;
 
 /// Every section the collector knows.
@@ -258,33 +258,13 @@ impl Config {
             None => None,
         });
         let influx = influx.map(|i| {
-            let mut i = i?;
-            if let Some(file) = &i.token_file {
-                if i.token.is_empty() {
-                    match secret::read_file("influx.token_file", file, credentials) {
-                        Ok(t) => i.token = t.expose().to_owned(),
-                        Err(e) => errors.push(e),
-                    }
-                } else {
-                    errors.push(
-                        "influx.token_file: set together with influx.token; give only one".into(),
-                    );
-                }
-            }
-            if i.spool_dir.is_none()
-                && let Some(s) = &store
-            {
-                let dir = s.path.parent().unwrap_or(Path::new(""));
-                i.spool_dir = Some(dir.join(crate::timeseries::DEFAULT_SPOOL_DIR));
-            }
-            match i.build() {
+            let store_dir = store
+                .as_ref()
+                .map(|s| s.path.parent().unwrap_or(Path::new("")));
+            match i?.build_with(credentials, store_dir) {
                 Ok(i) => Some(i),
-                Err(SinkError::Config(problems)) => {
+                Err(problems) => {
                     errors.extend(problems);
-                    None
-                }
-                Err(e) => {
-                    errors.push(e.to_string());
                     None
                 }
             }

@@ -27,7 +27,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -146,6 +146,46 @@ impl SinkConfig {
             gzip: default_gzip(),
             retry_initial_backoff: default_retry_initial(),
             retry_max_backoff: default_retry_max(),
+        }
+    }
+
+    /// As the collector's config loads it: the token read from `token_file` (a relative path
+    /// from `credentials`), the spool next to the store (`store_dir`) unless `spool_dir` is
+    /// set, then [`SinkConfig::build`]. Every problem, all at once.
+    pub fn build_with(
+        mut self,
+        credentials: Option<&Path>,
+        store_dir: Option<&Path>,
+    ) -> Result<SinkSettings, Vec<String>> {
+        let mut problems = Vec::new();
+        if let Some(file) = &self.token_file {
+            if self.token.is_empty() {
+                match crate::secret::read_file("influx.token_file", file, credentials) {
+                    Ok(t) => self.token = t.expose().to_owned(),
+                    Err(e) => problems.push(e),
+                }
+            } else {
+                problems.push(
+                    "influx.token_file: set together with influx.token; give only one".into(),
+                );
+            }
+        }
+        if self.spool_dir.is_none()
+            && let Some(dir) = store_dir
+        {
+            self.spool_dir = Some(dir.join(super::DEFAULT_SPOOL_DIR));
+        }
+        match self.build() {
+            Ok(settings) if problems.is_empty() => Ok(settings),
+            Ok(_) => Err(problems),
+            Err(SinkError::Config(more)) => {
+                problems.extend(more);
+                Err(problems)
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                Err(problems)
+            }
         }
     }
 
