@@ -493,7 +493,7 @@ mod tests {
             Some("mqtt-secret-pw-1")
         );
         assert_eq!(
-            c.influx.as_ref().map(|i| i.token.as_str()),
+            c.influx.as_ref().map(|i| i.token.expose()),
             Some("influx-secret-tok-2")
         );
         let auth = crate::api::Auth::new(&c.http.auth());

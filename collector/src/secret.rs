@@ -26,7 +26,7 @@ const PLACEHOLDER_WORDS: &[&str] = &["change-me", "change_me", "changeme", "exam
 
 /// A secret string (password, token). `Debug` never shows it; [`Secret::expose`] does, at
 /// the one place that sends it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 

@@ -43,9 +43,10 @@ use tracing::Instrument;
 
 use super::point::Point;
 use super::spool::{Spool, SpoolRecord};
+use crate::secret::Secret;
 
 /// Configuration of the time-series sink: the collector's `[influx]` section.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Base URL of the database, e.g. `http://127.0.0.1:8086` (InfluxDB) or
@@ -57,7 +58,7 @@ pub struct SinkConfig {
     pub bucket: String,
     /// API token, sent as `Authorization: Token ...`; empty sends none.
     #[serde(default)]
-    pub token: String,
+    pub token: Secret,
     /// A file holding the token (read at load into `token`); a relative name is looked up
     /// in systemd's `$CREDENTIALS_DIRECTORY` when it is set.
     #[serde(default)]
@@ -134,7 +135,7 @@ impl SinkConfig {
             url: url.to_owned(),
             org: org.to_owned(),
             bucket: bucket.to_owned(),
-            token: token.to_owned(),
+            token: Secret::new(token),
             token_file: None,
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
@@ -159,9 +160,9 @@ impl SinkConfig {
     ) -> Result<SinkSettings, Vec<String>> {
         let mut problems = Vec::new();
         if let Some(file) = &self.token_file {
-            if self.token.is_empty() {
+            if self.token.expose().is_empty() {
                 match crate::secret::read_file("influx.token_file", file, credentials) {
-                    Ok(t) => self.token = t.expose().to_owned(),
+                    Ok(t) => self.token = t,
                     Err(e) => problems.push(e),
                 }
             } else {
@@ -267,13 +268,13 @@ impl SinkConfig {
 
 /// `[influx]` checked by [`SinkConfig::build`]: the database's URL parsed, the token read.
 /// Fields as in [`SinkConfig`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SinkSettings {
     /// The database's base URL (http or https, no path).
     pub url: reqwest::Url,
     pub org: String,
     pub bucket: String,
-    pub token: String,
+    pub token: Secret,
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub max_buffer_points: usize,
@@ -284,49 +285,6 @@ pub struct SinkSettings {
     pub gzip: bool,
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
-}
-
-impl fmt::Debug for SinkSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SinkSettings")
-            .field("url", &self.url.as_str())
-            .field("org", &self.org)
-            .field("bucket", &self.bucket)
-            .field("token", &if self.token.is_empty() { "" } else { "***" })
-            .field("batch_size", &self.batch_size)
-            .field("flush_interval", &self.flush_interval)
-            .field("max_buffer_points", &self.max_buffer_points)
-            .field("spool_dir", &self.spool_dir)
-            .field("spool_max_bytes", &self.spool_max_bytes)
-            .field("timeout", &self.timeout)
-            .field("max_inflight_requests", &self.max_inflight_requests)
-            .field("gzip", &self.gzip)
-            .field("retry_initial_backoff", &self.retry_initial_backoff)
-            .field("retry_max_backoff", &self.retry_max_backoff)
-            .finish()
-    }
-}
-
-impl fmt::Debug for SinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SinkConfig")
-            .field("url", &self.url)
-            .field("org", &self.org)
-            .field("bucket", &self.bucket)
-            .field("token", &if self.token.is_empty() { "" } else { "***" })
-            .field("token_file", &self.token_file)
-            .field("batch_size", &self.batch_size)
-            .field("flush_interval", &self.flush_interval)
-            .field("max_buffer_points", &self.max_buffer_points)
-            .field("spool_dir", &self.spool_dir)
-            .field("spool_max_bytes", &self.spool_max_bytes)
-            .field("timeout", &self.timeout)
-            .field("max_inflight_requests", &self.max_inflight_requests)
-            .field("gzip", &self.gzip)
-            .field("retry_initial_backoff", &self.retry_initial_backoff)
-            .field("retry_max_backoff", &self.retry_max_backoff)
-            .finish()
-    }
 }
 
 /// Why the sink could not start.
@@ -670,7 +628,7 @@ impl Sink {
             http,
             config.url.as_str(),
             config.org.clone(),
-            config.token.clone(),
+            config.token.expose(),
         );
         if config.gzip {
             builder = builder.gzip(true);
