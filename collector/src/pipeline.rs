@@ -1153,6 +1153,11 @@ mod tests {
             .expect("accepted")
     }
 
+    /// The birth of `node` at `T0 + 100 ms`, through ingest.
+    fn born(ingest: &mut Ingest, node: &str) -> CoreEvent {
+        event(ingest, node, "birth", &birth(node), T0 + ms(100))
+    }
+
     fn birth(node: &str) -> String {
         format!(
             r#"{{"v":1,"boot":"b0000001","ts":{T0},"node":"{node}","site":"s","region":"r",
@@ -1168,13 +1173,7 @@ mod tests {
         let (mut core, _rx, _events) = core(&store, &metrics);
         let mut ingest = ingest(&metrics);
         core.restore(T0).await.expect("restore");
-        core.absorb(event(
-            &mut ingest,
-            "n1",
-            "birth",
-            &birth("n1"),
-            T0 + ms(100),
-        ));
+        core.absorb(born(&mut ingest, "n1"));
         let fault = |seq: u64, code: &str| {
             format!(
                 r#"{{"v":1,"boot":"b0000001","seq":{seq},"ts":{T0},"check":"power",
@@ -1250,7 +1249,7 @@ mod tests {
         });
         core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
         for n in ["n1", "n2"] {
-            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + ms(100)));
+            core.absorb(born(&mut ingest, n));
         }
         core.commit_and_announce().await;
         assert!(notices(&mut rx).is_empty());
@@ -1343,13 +1342,7 @@ mod tests {
         let mut core = core.with_store_safety(500, None);
         let mut ingest = ingest(&metrics);
         core.restore(T0).await.expect("restore");
-        core.absorb(event(
-            &mut ingest,
-            "n1",
-            "birth",
-            &birth("n1"),
-            T0 + ms(100),
-        ));
+        core.absorb(born(&mut ingest, "n1"));
         core.commit_and_announce().await;
         store
             .call(|db| db.cap_pages_for_tests(Some(0)))
@@ -1396,7 +1389,7 @@ mod tests {
         });
         core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
         for n in ["n1", "n2"] {
-            core.absorb(event(&mut ingest, n, "birth", &birth(n), T0 + ms(100)));
+            core.absorb(born(&mut ingest, n));
         }
         let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
         let state = |core: &Core, n: &str| {
@@ -1477,13 +1470,7 @@ mod tests {
             at: T0,
             session_present: false,
         });
-        core.absorb(event(
-            &mut ingest,
-            "n1",
-            "birth",
-            &birth("n1"),
-            T0 + ms(100),
-        ));
+        core.absorb(born(&mut ingest, "n1"));
         let node = NodeId::new("n1").expect("id");
         let state = |core: &Core| core.monitor().tracker().node(&node).map(|v| v.state());
         // Nothing heard from the broker after T0 + 100: a minute later nobody is judged (the
@@ -1515,13 +1502,7 @@ mod tests {
             at: T0,
             session_present: false,
         });
-        core.absorb(event(
-            &mut ingest,
-            "n1",
-            "birth",
-            &birth("n1"),
-            T0 + ms(100),
-        ));
+        core.absorb(born(&mut ingest, "n1"));
         let hb = format!(
             r#"{{"v":1,"boot":"b0000001","seq":1,"ts":{}}}"#,
             T0 + ms(150)
