@@ -3,7 +3,9 @@
 //! hands events to the core without importing it; outputs do not import ingest. This test
 //! reads the source and fails on an import that would close a circle again.
 
-use std::path::{Path, PathBuf};
+mod source;
+
+use source::rust_files;
 
 /// (files under this folder of `src/`, modules they must not import, why).
 const RULES: &[(&str, &[&str], &str)] = &[
@@ -24,27 +26,9 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
-/// The source without `//` comments (doc comments may name any module).
+/// The source without `//` comments.
 fn code(text: &str) -> String {
-    text.lines()
-        .map(|line| match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    source::without_comments(text).join("\n")
 }
 
 /// The modules of the crate that `code` names: `crate::x` paths and `use crate::{x, ...}`.
@@ -92,7 +76,7 @@ fn crate_modules(code: &str) -> Vec<String> {
 
 #[test]
 fn no_module_imports_back_against_the_data_path() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = source::src();
     let mut problems = Vec::new();
     for (folder, forbidden, why) in RULES {
         let mut files = Vec::new();

@@ -4,24 +4,16 @@
 //! collector's non-test source and fails where a rule or an id is handled as a string
 //! again outside the modules that parse and print them.
 
-use std::path::{Path, PathBuf};
+mod source;
+
+use std::path::Path;
+
+use source::rust_files;
 
 use alarmnet_collector::model::RuleKind;
 
 /// The files that turn strings into rules and ids and back (paths under `src/`).
 const PARSERS: &[&str] = &["model/rule.rs", "model/ids.rs"];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// Whether the whole file is tests (`tests.rs`, `*_tests.rs`).
 fn is_test_file(path: &Path) -> bool {
@@ -33,13 +25,7 @@ fn is_test_file(path: &Path) -> bool {
 /// The code of a source file: `//` comments removed, and inline `#[cfg(test)] mod x { ... }`
 /// modules (which close the files that have them) cut off.
 fn code(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(|line| match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
-        })
-        .collect();
+    let lines = source::without_comments(text);
     let mut end = lines.len();
     for (i, line) in lines.iter().enumerate() {
         let next = lines[i + 1..].iter().find(|l| !l.trim().is_empty());
@@ -98,7 +84,7 @@ fn violations(code: &str) -> Vec<String> {
 
 #[test]
 fn no_rule_or_id_is_handled_as_a_string_outside_parsing() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = source::src();
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut problems = Vec::new();
