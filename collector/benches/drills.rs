@@ -140,7 +140,7 @@ async fn run() {
         commands,
         DrillsSettings::default(),
         tz,
-        alarmnet_collector::api::system_clock(),
+        alarmnet_collector::model::system_clock(),
     );
     drills.restore().await.expect("restore");
     tokio::spawn(drills.run(rx, stop.clone()));

@@ -46,7 +46,7 @@ pub use error::ApiError;
 pub use events::{EventHub, EventKind};
 pub use recent::{RecentMetrics, Sample};
 
-use crate::model::UnixMillis;
+use crate::model::{Clock, UnixMillis, system_clock};
 use crate::readiness::Board;
 use crate::store::Store;
 
@@ -128,9 +128,6 @@ impl Abandoned {
         }
     }
 }
-
-/// The collector's clock, for "now" in answers; tests substitute a fixed one.
-pub use crate::model::{Clock, system_clock};
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]

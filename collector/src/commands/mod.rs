@@ -234,7 +234,7 @@ pub struct Commander<P> {
     signer: Signer,
     /// Commands per second.
     rate: u32,
-    clock: crate::api::Clock,
+    clock: crate::model::Clock,
     /// The MQTT link's state: while it is down nothing is handed to the client.
     link: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -263,7 +263,7 @@ impl<P: Publisher> Commander<P> {
             prefix,
             signer,
             rate,
-            clock: crate::api::system_clock(),
+            clock: crate::model::system_clock(),
             link: None,
         }
     }
@@ -286,7 +286,7 @@ impl<P: Publisher> Commander<P> {
     }
 
     /// The same commander with another wall clock for `ts`/`exp` (tests).
-    pub fn with_clock(mut self, clock: crate::api::Clock) -> Self {
+    pub fn with_clock(mut self, clock: crate::model::Clock) -> Self {
         self.clock = clock;
         self
     }

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{DrillMeta, DrillSpec, DrillsSettings, LiveDrill, NodeResult, Schedule, Status};
-use crate::api::{Clock, EventHub, EventKind};
+use crate::api::{EventHub, EventKind};
 use crate::commands::{Commands, DrillJob};
-use crate::model::UnixMillis;
+use crate::model::{Clock, UnixMillis};
 use crate::store::{DrillRow, Store, StoreError};
 
 /// How often receipts are read and progress is announced (so at most 4 `drill` events a
