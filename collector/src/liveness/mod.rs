@@ -395,18 +395,17 @@ impl Tracker {
         region: &RegionId,
         site: Option<&SiteId>,
     ) -> impl Iterator<Item = NodeView<'a>> + 'a {
-        let sites: Vec<u32> = match (self.region_index.get(region), site) {
-            (None, _) => Vec::new(),
-            (Some(&r), None) => self.regions[r as usize].sites.clone(),
+        let sites: &[u32] = match (self.region_index.get(region), site) {
+            (None, _) => &[],
+            (Some(&r), None) => &self.regions[r as usize].sites,
             (Some(&r), Some(site)) => self
                 .site_index
                 .get(&(r, site.clone()))
-                .map(|&s| vec![s])
-                .unwrap_or_default(),
+                .map_or(&[], std::slice::from_ref),
         };
         sites
-            .into_iter()
-            .flat_map(move |s| self.sites[s as usize].members.iter())
+            .iter()
+            .flat_map(move |&s| self.sites[s as usize].members.iter())
             .map(move |&i| NodeView {
                 tracker: self,
                 node: &self.nodes[i as usize],
