@@ -43,7 +43,7 @@ fn entry(r: &Row<'_>) -> Result<AuditEntry, StoreError> {
 impl Db {
     /// Appends `e` (inside the caller's transaction); returns its row id.
     pub fn record_audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {
-        self.conn()
+        self.sqlite()
             .prepare_cached(
                 "INSERT INTO audit (at, actor, role, peer, action, target, outcome, status, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -59,7 +59,7 @@ impl Db {
                 e.status,
                 e.detail,
             ])?;
-        Ok(self.conn().last_insert_rowid())
+        Ok(self.sqlite().last_insert_rowid())
     }
 
     /// One page of the audit log, newest first (by time, then row), after `after`.
@@ -78,7 +78,7 @@ impl Db {
         };
         let outcome = q.outcome.map(Outcome::as_str);
         let total: i64 = self
-            .conn()
+            .sqlite()
             .prepare_cached(&format!("SELECT count(*) FROM audit WHERE {WHERE}"))?
             .query_row(params![from, to, q.actor, q.action, outcome], |r| r.get(0))?;
         let sql = format!(
@@ -86,7 +86,7 @@ impl Db {
                AND (?6 IS NULL OR (at, id) < (?6, ?7))
              ORDER BY at DESC, id DESC LIMIT ?8"
         );
-        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let mut rows = stmt.query(params![
             from,
             to,
@@ -108,7 +108,7 @@ impl Db {
     /// Deletes the entries older than `before`; returns how many.
     pub fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
         Ok(self
-            .conn()
+            .sqlite()
             .execute("DELETE FROM audit WHERE at < ?1", [ms_sql(before)])?)
     }
 }

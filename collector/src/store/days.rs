@@ -34,7 +34,7 @@ const PRUNED_BEFORE: &str = "pruned_before";
 impl Db {
     fn mark(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
         let v: Option<i64> = self
-            .conn()
+            .sqlite()
             .query_row(
                 "SELECT value FROM store_marks WHERE name = ?1",
                 [name],
@@ -45,7 +45,7 @@ impl Db {
     }
 
     fn set_mark(&self, name: &str, value: UnixMillis) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.sqlite().execute(
             "INSERT INTO store_marks (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
             params![name, ms_sql(value)],
@@ -70,7 +70,7 @@ impl Db {
     /// The earliest stored transition (a full scan: used once, by the first summary run).
     fn first_transition_at(&self) -> Result<Option<UnixMillis>, StoreError> {
         let v: Option<i64> = self
-            .conn()
+            .sqlite()
             .query_row("SELECT min(at) FROM transitions", [], |r| r.get(0))?;
         Ok(v.map(ts_of))
     }
@@ -115,7 +115,7 @@ impl Db {
 
     /// Stores one day's segments and moves the summaries' mark to the day's end.
     pub fn store_day(&self, day: Window, rows: &[(NodeId, Segment)]) -> Result<(), StoreError> {
-        let mut insert = self.conn().prepare_cached(
+        let mut insert = self.sqlite().prepare_cached(
             "INSERT OR REPLACE INTO node_days (node, day, day_end, up_ms, down_ms,
                  maintenance_ms, unknown_ms, outages, first_carried, first_ms, last_open,
                  last_ms, longest_ms, went_up, tests, tests_passed, tests_failed)
@@ -155,7 +155,7 @@ impl Db {
         mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut segments = Vec::new();
-        let mut days = self.conn().prepare_cached(
+        let mut days = self.sqlite().prepare_cached(
             "SELECT day, day_end, up_ms, down_ms, maintenance_ms, unknown_ms, outages,
                     first_carried, first_ms, last_open, last_ms, longest_ms, went_up,
                     tests, tests_passed, tests_failed

@@ -136,7 +136,7 @@ impl Db {
             .as_ref()
             .map(|n| n.iter().map(NodeId::as_str).collect());
         sql.push_str(" ORDER BY region, site, node");
-        let mut stmt = self.conn().prepare(&sql)?;
+        let mut stmt = self.sqlite().prepare(&sql)?;
         let mut rows = stmt.query(params_from_iter(values))?;
         let mut out = Targets::default();
         let mut seen = std::collections::HashSet::new();
@@ -162,7 +162,7 @@ impl Db {
             // A listed node outside the other fields' match is not selected either.
             let registered = |n: &NodeId| -> Result<bool, StoreError> {
                 Ok(self
-                    .conn()
+                    .sqlite()
                     .prepare_cached("SELECT 1 FROM nodes WHERE node = ?1")?
                     .exists([n.as_str()])?)
             };
@@ -177,7 +177,7 @@ impl Db {
 
     /// Stores a new drill and its asked nodes (all waiting).
     pub fn insert_drill(&self, m: &DrillMeta, nodes: &[NodeResult]) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.sqlite().execute(
             "INSERT INTO drills (id, test, selector, started_at, deadline, started_by, status,
                 closed_at, cancelled_by, schedule, asked, waiting, passed, failed, errored,
                 silent, late, receipt_cursor)
@@ -207,7 +207,7 @@ impl Db {
     ) -> Result<(), StoreError> {
         let t = &m.tally;
         let n = |v: u64| i64_of(v);
-        self.conn()
+        self.sqlite()
             .prepare_cached(
                 "UPDATE drills SET status = ?2, closed_at = ?3, cancelled_by = ?4, asked = ?5,
                     waiting = ?6, passed = ?7, failed = ?8, errored = ?9, silent = ?10,
@@ -228,7 +228,7 @@ impl Db {
                 n(t.late),
                 cursor,
             ])?;
-        let mut stmt = self.conn().prepare_cached(
+        let mut stmt = self.sqlite().prepare_cached(
             "INSERT INTO drill_nodes (drill, region, site, node, kind, outcome, result,
                 received_at, duration_ms, message, metrics)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -263,7 +263,7 @@ impl Db {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Receipt)>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
+        let mut stmt = self.sqlite().prepare_cached(
             "SELECT id, node, result, received_at, duration_ms, message, metrics
              FROM test_receipts WHERE drill = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
@@ -299,7 +299,7 @@ impl Db {
             "SELECT {DRILL_COLUMNS} FROM drills WHERE status = 'open' OR closed_at >= ?1
              ORDER BY started_at"
         );
-        let mut stmt = self.conn().prepare(&sql)?;
+        let mut stmt = self.sqlite().prepare(&sql)?;
         let mut rows = stmt.query([ms_sql(closed_since)])?;
         let mut drills = Vec::new();
         while let Some(r) = rows.next()? {
@@ -316,7 +316,7 @@ impl Db {
     /// One drill.
     pub fn drill(&self, id: &str) -> Result<Option<DrillRow>, StoreError> {
         let sql = format!("SELECT {DRILL_COLUMNS} FROM drills WHERE id = ?1");
-        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let mut rows = stmt.query([id])?;
         rows.next()?.map(|r| drill_row(r).map(|x| x.0)).transpose()
     }
@@ -329,7 +329,7 @@ impl Db {
         limit: usize,
     ) -> Result<Paged<DrillMeta, TimeKey>, StoreError> {
         let status = status.map(Status::as_str);
-        let total: i64 = self.conn().query_row(
+        let total: i64 = self.sqlite().query_row(
             "SELECT count(*) FROM drills WHERE ?1 IS NULL OR status = ?1",
             [status],
             |r| r.get(0),
@@ -339,7 +339,7 @@ impl Db {
                AND (?2 IS NULL OR (started_at, rowid) < (?2, ?3))
              ORDER BY started_at DESC, rowid DESC LIMIT ?4"
         );
-        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let mut rows = stmt.query(params![
             status,
             after.map(|k| ms_sql(k.at)),
@@ -373,7 +373,7 @@ impl Db {
         }
         let any = outcomes.is_empty();
         let total: i64 = self
-            .conn()
+            .sqlite()
             .prepare_cached(
                 "SELECT count(*) FROM drill_nodes WHERE drill = ?1
                    AND (?2 OR outcome IN (?3, ?4, ?5, ?6, ?7, ?8))",
@@ -397,7 +397,7 @@ impl Db {
                AND (?9 IS NULL OR (region, site, node) > (?9, ?10, ?11))
              ORDER BY region, site, node LIMIT ?12"
         );
-        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let mut rows = stmt.query(params![
             drill.as_str(),
             any,
@@ -428,7 +428,7 @@ impl Db {
     /// The last occurrence schedule `name` ran (or skipped), if any.
     pub fn schedule_last(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
         Ok(self
-            .conn()
+            .sqlite()
             .query_row(
                 "SELECT last_occurrence FROM drill_schedule WHERE name = ?1",
                 [name],
@@ -440,7 +440,7 @@ impl Db {
 
     /// Records that schedule `name` ran (or skipped) its occurrence at `at`.
     pub fn set_schedule_last(&self, name: &str, at: UnixMillis) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.sqlite().execute(
             "INSERT INTO drill_schedule (name, last_occurrence) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET last_occurrence = excluded.last_occurrence",
             params![name, ms_sql(at)],

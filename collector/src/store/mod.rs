@@ -18,6 +18,7 @@ pub mod reserve;
 pub mod retention;
 mod runs;
 pub mod schema;
+pub mod sql;
 pub mod sqlite;
 
 use std::path::Path;
@@ -57,6 +58,10 @@ const READERS: usize = 2;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("store url: {0}")]
+    Url(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
     #[error("the database has schema version {found}; this collector knows up to {known}")]
@@ -404,24 +409,24 @@ impl Db {
 }
 
 fn in_savepoint<T>(db: &Db, f: impl FnOnce(&Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
-    db.conn().execute_batch("SAVEPOINT job")?;
+    db.conn().batch("SAVEPOINT job")?;
     match f(db) {
         Ok(v) => {
-            db.conn().execute_batch("RELEASE job")?;
+            db.conn().batch("RELEASE job")?;
             Ok(v)
         }
         Err(e) => {
-            db.conn().execute_batch("ROLLBACK TO job; RELEASE job")?;
+            db.conn().batch("ROLLBACK TO job; RELEASE job")?;
             Err(e)
         }
     }
 }
 
 fn in_snapshot<T>(db: &Db, f: impl FnOnce(&Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
-    db.conn().execute_batch("BEGIN")?;
+    db.conn().begin_read()?;
     let result = f(db);
     // A read transaction has nothing to commit; ending it releases the snapshot.
-    if let Err(e) = db.conn().execute_batch("COMMIT") {
+    if let Err(e) = db.conn().batch("COMMIT") {
         tracing::warn!(error = %e, "store reader: cannot end a read transaction");
     }
     result
@@ -459,10 +464,7 @@ fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let started = Instant::now();
-        let begin = db
-            .conn()
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string());
+        let begin = db.conn().begin_write().map_err(|e| e.to_string());
         if let Err(e) = begin {
             metrics.store_errors.fetch_add(1, Relaxed);
             tracing::error!(error = %e, "store: cannot begin a transaction");
@@ -477,8 +479,8 @@ fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
                 Err(_) => break,
             }
         }
-        let commit = db.conn().execute_batch("COMMIT").map_err(|e| {
-            let _ = db.conn().execute_batch("ROLLBACK");
+        let commit = db.conn().batch("COMMIT").map_err(|e| {
+            let _ = db.conn().batch("ROLLBACK");
             e.to_string()
         });
         metrics.store_latency(started.elapsed());

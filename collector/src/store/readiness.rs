@@ -44,7 +44,7 @@ impl Db {
         if changes.is_empty() {
             return Ok(());
         }
-        let conn = self.conn();
+        let conn = self.sqlite();
         let mut insert = conn.prepare_cached(
             "INSERT INTO readiness_transitions (node, at, id, from_state, to_state, maintenance,
                  reasons)
@@ -80,7 +80,7 @@ impl Db {
     /// A node's current readiness (`None` before its first derivation).
     pub fn node_readiness(&self, node: &NodeId) -> Result<Option<NodeReadiness>, StoreError> {
         let row: Option<(Option<String>, Option<String>, Option<i64>)> = self
-            .conn()
+            .sqlite()
             .prepare_cached(
                 "SELECT readiness, readiness_reasons, readiness_since FROM nodes WHERE node = ?1",
             )?
@@ -114,7 +114,7 @@ impl Db {
     /// state and reasons, active faults, and the last test of each kind (run time: the
     /// agent's `ts`, never later than its arrival).
     pub fn readiness_inputs(&self) -> Result<HashMap<NodeId, RestoredReadiness>, StoreError> {
-        let conn = self.conn();
+        let conn = self.sqlite();
         let mut out: HashMap<NodeId, RestoredReadiness> = HashMap::new();
         let mut stmt = conn.prepare(
             "SELECT node, readiness, readiness_reasons FROM nodes WHERE readiness IS NOT NULL",
@@ -181,7 +181,7 @@ impl Db {
         (from, until): (UnixMillis, UnixMillis),
         mut each: impl FnMut(&NodePath, &Name, &[ReadinessStep]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
+        let conn = self.sqlite();
         let c = q.conditions();
         let sql = format!(
             "SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}

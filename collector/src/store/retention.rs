@@ -141,13 +141,13 @@ impl Db {
     #[doc(hidden)]
     pub fn cap_pages_for_tests(&self, extra: Option<u64>) -> Result<(), StoreError> {
         let pages: i64 = self
-            .conn()
+            .sqlite()
             .query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let cap = match extra {
             Some(extra) => pages + i64::try_from(extra).unwrap_or(0),
             None => 1_073_741_823,
         };
-        self.conn()
+        self.sqlite()
             .query_row(&format!("PRAGMA max_page_count = {cap}"), [], |_| Ok(()))?;
         Ok(())
     }
@@ -157,7 +157,7 @@ impl Db {
     pub fn prune(&self, kind: Kind, before: UnixMillis, limit: usize) -> Result<usize, StoreError> {
         let before = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let conn = self.conn();
+        let conn = self.sqlite();
         let n = match kind {
             Kind::Alerts => {
                 conn.execute(

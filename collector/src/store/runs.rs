@@ -12,7 +12,7 @@ impl Db {
     /// Starts a run at `at`; returns its id. A previous run that crashed (no end) is closed
     /// at its last sign of life, with any blind interval it left open.
     pub fn start_run(&self, at: UnixMillis) -> Result<i64, StoreError> {
-        let conn = self.conn();
+        let conn = self.sqlite();
         conn.execute(
             "UPDATE blind_intervals SET end_at = (SELECT alive_at FROM collector_runs r
                  WHERE r.id = blind_intervals.run)
@@ -32,7 +32,7 @@ impl Db {
 
     /// Marks run `run` alive at `at`.
     pub fn run_alive(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.sqlite().execute(
             "UPDATE collector_runs SET alive_at = max(alive_at, ?2) WHERE id = ?1",
             params![run, ms_sql(at)],
         )?;
@@ -42,7 +42,7 @@ impl Db {
     /// Ends run `run` cleanly at `at`, closing an open blind interval.
     pub fn end_run(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
         self.blind_edges(run, &[(false, at)])?;
-        self.conn().execute(
+        self.sqlite().execute(
             "UPDATE collector_runs SET alive_at = max(alive_at, ?2), ended_at = ?2
              WHERE id = ?1",
             params![run, ms_sql(at)],
@@ -54,12 +54,12 @@ impl Db {
     pub fn blind_edges(&self, run: i64, edges: &[(bool, UnixMillis)]) -> Result<(), StoreError> {
         for &(blind, at) in edges {
             if blind {
-                self.conn().execute(
+                self.sqlite().execute(
                     "INSERT INTO blind_intervals (run, start_at) VALUES (?1, ?2)",
                     params![run, ms_sql(at)],
                 )?;
             } else {
-                self.conn().execute(
+                self.sqlite().execute(
                     "UPDATE blind_intervals SET end_at = ?2 WHERE run = ?1 AND end_at IS NULL",
                     params![run, ms_sql(at)],
                 )?;
@@ -76,7 +76,7 @@ impl Db {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<(UnixMillis, UnixMillis)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.sqlite();
         let mut runs = Vec::new();
         {
             let mut stmt = conn.prepare_cached(

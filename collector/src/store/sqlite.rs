@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
 
 use super::StoreError;
+use super::sql::Conn;
 use super::schema;
 use crate::model::{
     Ack, Alert, AlertId, Cause, Liveness, RuleKind, Silence, SilenceId, Subject, Transition,
@@ -114,7 +115,7 @@ pub struct NotificationAttempt {
 /// The store's connection and its operations.
 #[derive(Debug)]
 pub struct Db {
-    conn: Connection,
+    conn: Conn,
 }
 
 pub(super) fn i64_of(v: u64) -> i64 {
@@ -215,7 +216,9 @@ impl Db {
                 schema::MIGRATIONS.len()
             )));
         }
-        Ok(Db { conn })
+        Ok(Db {
+            conn: Conn::sqlite(conn),
+        })
     }
 
     /// An in-memory database (tests).
@@ -237,12 +240,18 @@ impl Db {
         // flushing "last heard" times does not re-read pages from the OS every second.
         conn.pragma_update(None, "cache_size", -65_536)?;
         schema::migrate(&mut conn)?;
-        Ok(Db { conn })
+        Ok(Db {
+            conn: Conn::sqlite(conn),
+        })
     }
 
     /// The underlying connection (the store thread manages transactions with it).
-    pub(super) fn conn(&self) -> &Connection {
+    pub(super) fn conn(&self) -> &Conn {
         &self.conn
+    }
+
+    pub(super) fn sqlite(&self) -> &Connection {
+        self.conn.as_sqlite().expect("sqlite")
     }
 
     // ---- nodes ----
@@ -257,7 +266,7 @@ impl Db {
     ) -> Result<(), StoreError> {
         let info = serde_json::to_string(birth)?;
         let hb_ms = (birth.hb_interval_s * 1000.0).round() as u64;
-        self.conn
+        self.sqlite()
             .prepare_cached(
                 "INSERT INTO nodes (node, region, site, kind, name, info, boot, hb_interval_ms,
                     birth_ts, first_seen, last_seen, state, state_since)
@@ -284,7 +293,7 @@ impl Db {
     /// Keeps the display names a birth gives its region and site (tags `region_name`,
     /// `site_name`): the most recent birth carrying a tag wins.
     fn name_places(&self, path: &NodePath, birth: &Birth) -> Result<(), StoreError> {
-        let mut upsert = self.conn.prepare_cached(
+        let mut upsert = self.sqlite().prepare_cached(
             "INSERT INTO place_names (region, site, name, birth_ts) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (region, site) DO UPDATE SET name = ?3, birth_ts = ?4
              WHERE ?4 >= place_names.birth_ts",
@@ -305,7 +314,7 @@ impl Db {
     /// and, where known, the highest sequence number heard and its boot: one statement per
     /// node.
     pub fn touch(&self, heard: &[Heard]) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.sqlite().prepare_cached(
             "UPDATE nodes SET last_seen = max(last_seen, ?2),
                  seq_boot = coalesce(?3, seq_boot), last_seq = coalesce(?4, last_seq)
              WHERE node = ?1",
@@ -357,7 +366,7 @@ impl Db {
         let limit = filter
             .limit
             .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map(
             params![
                 filter.region.as_ref().map(|r| r.as_str()),
@@ -375,7 +384,7 @@ impl Db {
     /// One node.
     pub fn node(&self, node: &NodeId) -> Result<Option<NodeRecord>, StoreError> {
         let sql = format!("SELECT {} FROM nodes WHERE node = ?1", Self::NODE_COLUMNS);
-        self.conn
+        self.sqlite()
             .prepare_cached(&sql)?
             .query_row([node.as_str()], Self::node_row)
             .optional()?
@@ -386,7 +395,7 @@ impl Db {
     /// The number of registered nodes.
     pub fn count_nodes(&self) -> Result<u64, StoreError> {
         let n: i64 = self
-            .conn
+            .sqlite()
             .query_row("SELECT count(*) FROM nodes", [], |r| r.get(0))?;
         Ok(u64_of(n))
     }
@@ -394,7 +403,7 @@ impl Db {
     /// Every node's binding (path and birth ts), to seed ingest's registry at start.
     pub fn bindings(&self) -> Result<Vec<(NodePath, u64)>, StoreError> {
         let mut stmt = self
-            .conn
+            .sqlite()
             .prepare_cached("SELECT region, site, node, birth_ts FROM nodes")?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -422,13 +431,13 @@ impl Db {
 
     /// Appends transitions and updates each node's current state.
     pub fn record_transitions(&self, transitions: &[Transition]) -> Result<(), StoreError> {
-        let mut insert = self.conn.prepare_cached(
+        let mut insert = self.sqlite().prepare_cached(
             "INSERT INTO transitions (node, from_state, to_state, at, cause, id)
              VALUES (?1, ?2, ?3, ?4, ?5,
                      (SELECT coalesce(max(id), 0) + 1 FROM transitions))",
         )?;
         let mut update = self
-            .conn
+            .sqlite()
             .prepare_cached("UPDATE nodes SET state = ?2, state_since = ?3 WHERE node = ?1")?;
         for t in transitions {
             insert.execute(params![
@@ -466,7 +475,7 @@ impl Db {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<Transition>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.sqlite().prepare_cached(
             "SELECT node, from_state, to_state, at, cause FROM transitions
              WHERE node = ?1 AND at >= ?2 AND at < ?3 ORDER BY at, id",
         )?;
@@ -487,19 +496,19 @@ impl Db {
     ) -> Result<TransitionWindow, StoreError> {
         let mut window = TransitionWindow::default();
         // A temporary table of the wanted nodes keeps one query plan for any set size.
-        self.conn
+        self.sqlite()
             .execute_batch("CREATE TEMP TABLE IF NOT EXISTS wanted (node TEXT PRIMARY KEY)")?;
-        self.conn.execute("DELETE FROM temp.wanted", [])?;
+        self.sqlite().execute("DELETE FROM temp.wanted", [])?;
         if let Some(nodes) = nodes {
             let mut insert = self
-                .conn
+                .sqlite()
                 .prepare_cached("INSERT OR IGNORE INTO temp.wanted (node) VALUES (?1)")?;
             for n in nodes {
                 insert.execute([n.as_str()])?;
             }
         }
         let all = nodes.is_none();
-        let mut before = self.conn.prepare_cached(
+        let mut before = self.sqlite().prepare_cached(
             "SELECT t.node, t.from_state, t.to_state, t.at, t.cause FROM transitions t
              WHERE (t.at, t.id) = (SELECT t2.at, t2.id FROM transitions t2
                                    WHERE t2.node = t.node AND t2.at < ?1
@@ -510,7 +519,7 @@ impl Db {
         for r in before.query_map(params![ms_sql(from), all], Self::transition_row)? {
             window.before.push(Self::to_transition(r?)?);
         }
-        let mut within = self.conn.prepare_cached(
+        let mut within = self.sqlite().prepare_cached(
             "SELECT node, from_state, to_state, at, cause FROM transitions
              WHERE at >= ?1 AND at < ?2 AND (?3 OR node IN (SELECT node FROM temp.wanted))
              ORDER BY at, id",
@@ -518,7 +527,7 @@ impl Db {
         for r in within.query_map(params![ms_sql(from), ms_sql(to), all], Self::transition_row)? {
             window.within.push(Self::to_transition(r?)?);
         }
-        self.conn.execute("DELETE FROM temp.wanted", [])?;
+        self.sqlite().execute("DELETE FROM temp.wanted", [])?;
         Ok(window)
     }
 
@@ -536,7 +545,7 @@ impl Db {
         let key = fault.key().to_string();
         match fault.status {
             FaultStatus::Raised => {
-                self.conn
+                self.sqlite()
                     .prepare_cached(
                         "INSERT INTO faults (node, fault_key, severity, raised_at, message, boot,
                             received_at, replay)
@@ -556,7 +565,7 @@ impl Db {
                     ])?;
             }
             FaultStatus::Cleared => {
-                self.conn
+                self.sqlite()
                     .prepare_cached(
                         "UPDATE faults SET cleared_at = max(raised_at, ?3)
                          WHERE node = ?1 AND fault_key = ?2 AND cleared_at IS NULL",
@@ -589,7 +598,7 @@ impl Db {
              ORDER BY raised_at DESC, id DESC",
             Self::FAULT_COLUMNS
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map(params![node.as_str(), active_only], Self::fault_row)?;
         rows.map(|r| r?.into_record()).collect()
     }
@@ -602,7 +611,7 @@ impl Db {
         received_at: UnixMillis,
     ) -> Result<(), StoreError> {
         let result = serde_json::to_value(test.result)?;
-        self.conn
+        self.sqlite()
             .prepare_cached(
                 "INSERT INTO test_receipts (node, boot, seq, ts, received_at, drill, test, result,
                     duration_ms, metrics, message, replay)
@@ -627,7 +636,7 @@ impl Db {
 
     /// The number of test receipts of a node (tests and the API's summary).
     pub fn count_tests(&self, node: &NodeId) -> Result<u64, StoreError> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.sqlite().query_row(
             "SELECT count(*) FROM test_receipts WHERE node = ?1",
             [node.as_str()],
             |r| r.get(0),
@@ -639,7 +648,7 @@ impl Db {
 
     /// Inserts or updates one firing of an alert (keyed by `id` and `started_at`).
     pub fn upsert_alert(&self, a: &Alert) -> Result<(), StoreError> {
-        self.conn
+        self.sqlite()
             .prepare_cached(
                 "INSERT INTO alerts (id, rule, severity, status, region, site, node, kind,
                     started_at, ended_at, summary, notified, ack_by, ack_at, ack_comment, args)
@@ -675,7 +684,7 @@ impl Db {
         let Some(mut alert) = self.latest_alert(alert_id)? else {
             return Ok(None);
         };
-        self.conn
+        self.sqlite()
             .prepare_cached(
                 "INSERT INTO acks (alert_id, started_at, by, at, comment) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -721,7 +730,7 @@ impl Db {
             "SELECT {} FROM alerts WHERE id = ?1 ORDER BY started_at DESC LIMIT 1",
             Self::ALERT_COLUMNS
         );
-        self.conn
+        self.sqlite()
             .prepare_cached(&sql)?
             .query_row([alert_id], Self::alert_row)
             .optional()?
@@ -740,7 +749,7 @@ impl Db {
              ORDER BY started_at DESC, row_id DESC LIMIT ?2",
             Self::ALERT_COLUMNS
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map(
             params![
                 status.map(status_str),
@@ -753,7 +762,7 @@ impl Db {
 
     /// Inserts or replaces a silence.
     pub fn upsert_silence(&self, s: &Silence) -> Result<(), StoreError> {
-        self.conn
+        self.sqlite()
             .prepare_cached(
                 "INSERT OR REPLACE INTO silences (id, region, site, node, kind, starts_at,
                     ends_at, created_by, comment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -795,14 +804,14 @@ impl Db {
             "SELECT {} FROM silences WHERE (?1 IS NULL OR ends_at > ?1) ORDER BY starts_at, id",
             Self::SILENCE_COLUMNS
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map([now.map(ms_sql)], Self::silence_row)?;
         rows.map(|r| r?.into_silence()).collect()
     }
 
     /// Ends a silence at `at` (kept in history). Returns whether it existed.
     pub fn end_silence(&self, silence_id: SilenceId, at: UnixMillis) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
+        let n = self.sqlite().execute(
             "UPDATE silences SET ends_at = min(ends_at, max(starts_at, ?2)) WHERE id = ?1",
             params![silence_id, ms_sql(at)],
         )?;
@@ -811,7 +820,7 @@ impl Db {
 
     /// Appends one delivery attempt to the notification log.
     pub fn record_notification(&self, n: &NotificationAttempt) -> Result<(), StoreError> {
-        self.conn
+        self.sqlite()
             .prepare_cached(
                 "INSERT INTO notification_log (alert_id, alert_started_at, status, output,
                     attempt, at, ok, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -831,7 +840,7 @@ impl Db {
 
     /// The delivery attempts for alert `id`, oldest first.
     pub fn notifications(&self, alert_id: AlertId) -> Result<Vec<NotificationAttempt>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.sqlite().prepare_cached(
             "SELECT alert_id, alert_started_at, status, output, attempt, at, ok, error
              FROM notification_log WHERE alert_id = ?1 ORDER BY at, id",
         )?;
@@ -1153,7 +1162,7 @@ impl Db {
     fn count(&self, table_sql: &str, c: &Conditions) -> Result<u64, StoreError> {
         let sql = format!("SELECT count(*) FROM {table_sql}{}", c.sql());
         let n: i64 = self
-            .conn
+            .sqlite()
             .prepare_cached(&sql)?
             .query_row(params_from_iter(&c.values), |r| r.get(0))?;
         Ok(u64_of(n))
@@ -1186,7 +1195,7 @@ impl Db {
             page.sql()
         );
         page.values.push(limit_plus_one(limit));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let mut rows = stmt.query(params_from_iter(&page.values))?;
         let mut out = Vec::with_capacity(limit.min(1024) + 1);
         while let Some(r) = rows.next()? {
@@ -1222,7 +1231,7 @@ impl Db {
              GROUP BY region, site, state ORDER BY region, site, state",
             c.sql()
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let mut rows = stmt.query(params_from_iter(&c.values))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -1239,7 +1248,7 @@ impl Db {
     /// The display names of regions and sites (from birth tags), ordered by region, site.
     pub fn place_names(&self) -> Result<Vec<PlaceName>, StoreError> {
         let mut stmt = self
-            .conn
+            .sqlite()
             .prepare_cached("SELECT region, site, name FROM place_names ORDER BY region, site")?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
@@ -1258,7 +1267,7 @@ impl Db {
 
     /// Firing alerts per severity (only severities with some).
     pub fn firing_counts(&self) -> Result<Vec<FiringCount>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.sqlite().prepare_cached(
             "SELECT severity, count(*), sum(ack_by IS NULL) FROM alerts
              WHERE status = 'firing' GROUP BY severity",
         )?;
@@ -1296,7 +1305,7 @@ impl Db {
             page.sql()
         );
         page.values.push(limit_plus_one(limit));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(&page.values), |r| {
             Ok((Self::alert_row(r)?, r.get::<_, i64>(16)?))
         })?;
@@ -1336,7 +1345,7 @@ impl Db {
             page.sql()
         );
         page.values.push(limit_plus_one(limit));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(&page.values), Self::silence_row)?;
         let rows = rows
             .map(|r| {
@@ -1375,7 +1384,7 @@ impl Db {
             page.sql()
         );
         page.values.push(limit_plus_one(limit));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(&page.values), |r| {
             Ok((Self::transition_row(r)?, r.get::<_, i64>(5)?))
         })?;
@@ -1423,7 +1432,7 @@ impl Db {
             page.sql()
         );
         page.values.push(limit_plus_one(limit));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.sqlite().prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(&page.values), |r| {
             Ok((Self::fault_row(r)?, r.get::<_, i64>(7)?))
         })?;
@@ -1472,8 +1481,8 @@ impl Db {
              ORDER BY nodes.region, nodes.site, nodes.node",
             c.sql()
         );
-        let mut nodes = self.conn.prepare_cached(&sql)?;
-        let mut history = self.conn.prepare_cached(
+        let mut nodes = self.sqlite().prepare_cached(&sql)?;
+        let mut history = self.sqlite().prepare_cached(
             "SELECT from_state, to_state, at, cause FROM transitions
              WHERE node = ?1
                AND at >= coalesce((SELECT max(p.at) FROM transitions p
@@ -1481,7 +1490,7 @@ impl Db {
                AND at < ?3
              ORDER BY at, id",
         )?;
-        let mut tests = self.conn.prepare_cached(
+        let mut tests = self.sqlite().prepare_cached(
             "SELECT count(*), count(*) FILTER (WHERE result = 'pass'),
                     count(*) FILTER (WHERE result = 'fail')
              FROM test_receipts WHERE node = ?1 AND ts >= ?2 AND ts < ?3",
