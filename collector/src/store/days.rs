@@ -69,9 +69,9 @@ impl Db {
 
     /// The earliest stored transition (a full scan: used once, by the first summary run).
     fn first_transition_at(&self) -> Result<Option<UnixMillis>, StoreError> {
-        let v: Option<i64> = self
-            .sqlite()
-            .query_row("SELECT min(at) FROM transitions", [], |r| r.get(0))?;
+        let v: Option<i64> =
+            self.sqlite()
+                .query_row("SELECT min(at) FROM transitions", [], |r| r.get(0))?;
         Ok(v.map(ts_of))
     }
 

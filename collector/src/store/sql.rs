@@ -72,9 +72,8 @@ impl Conn {
     /// Must not run on an async worker: the client blocks (the store calls it from its own
     /// threads).
     pub fn postgres(url: &str) -> Result<Conn, StoreError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Url(format!("{e}")))?;
+        let mut config: postgres::Config =
+            url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(PG_CONNECT_TIMEOUT);
         }
@@ -188,8 +187,7 @@ impl Conn {
                     let statement = pg.statement(sql)?;
                     pg.client.query(&statement, &pg_params(params))?
                 };
-                rows.iter()
-                    .try_for_each(|r| f(&Row(RowInner::Postgres(r))))
+                rows.iter().try_for_each(|r| f(&Row(RowInner::Postgres(r))))
             }
         }
     }
@@ -636,7 +634,10 @@ mod tests {
             numeric_integer(&numeric(2, 0, &[1, 2345, 6789])).ok(),
             Some(123_456_789)
         );
-        assert_eq!(numeric_integer(&numeric(2, 0, &[1])).ok(), Some(100_000_000));
+        assert_eq!(
+            numeric_integer(&numeric(2, 0, &[1])).ok(),
+            Some(100_000_000)
+        );
         assert_eq!(numeric_integer(&numeric(0, 0x4000, &[7])).ok(), Some(-7));
         assert!(numeric_integer(&numeric(0, 0, &[1, 5000])).is_err(), "1.5");
         assert!(numeric_integer(&numeric(0, 0xC000, &[])).is_err(), "NaN");

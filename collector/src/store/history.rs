@@ -1,0 +1,242 @@
+//! Liveness history: each node's transitions, the windows uptime reports read, and the
+//! per-node stream of a long report.
+
+use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
+
+use super::StoreError;
+use super::db::{Db, cause, id, liveness, ms_sql, ts_of, u64_of};
+use super::lists::{Conditions, Paged, TimeKey, int, limit_plus_one, text, ts_int};
+use super::nodes::NodeQuery;
+use super::sql::{Row, Value, args};
+use crate::model::{Transition, UnixMillis};
+use crate::uptime::{Step, TestTally};
+
+/// The transitions of some nodes in `[from, to)`, plus each node's last transition before
+/// `from` (its state when the window opens): enough for exact availability arithmetic.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransitionWindow {
+    /// At most one per node: the last transition with `at < from`.
+    pub before: Vec<Transition>,
+    /// Ordered by time, then by insertion.
+    pub within: Vec<Transition>,
+}
+
+/// One of `of` disjoint parts of the nodes, so that several readers can share a report:
+/// `index` in `0..of`. [`Shard::ALL`] is every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 0, of: 1 };
+}
+
+const TRANSITION_COLUMNS: &str = "node, from_state, to_state, at, cause";
+
+/// A transition from the five [`TRANSITION_COLUMNS`].
+fn transition(r: &Row<'_>) -> Result<Transition, StoreError> {
+    Ok(Transition {
+        node: id("node", r.get(0)?, NodeId::new)?,
+        from: liveness(r.str(1)?)?,
+        to: liveness(r.str(2)?)?,
+        at: ts_of(r.get(3)?),
+        cause: cause(r.str(4)?)?,
+    })
+}
+
+impl Db {
+    /// Appends transitions and updates each node's current state.
+    pub fn record_transitions(&self, transitions: &[Transition]) -> Result<(), StoreError> {
+        for t in transitions {
+            self.conn().execute(
+                "INSERT INTO transitions (node, from_state, to_state, at, cause, id)
+                 VALUES (?1, ?2, ?3, ?4, ?5,
+                         (SELECT coalesce(max(id), 0) + 1 FROM transitions))",
+                args![
+                    t.node.as_str(),
+                    t.from.as_str(),
+                    t.to.as_str(),
+                    ms_sql(t.at),
+                    t.cause.as_str()
+                ],
+            )?;
+            self.conn().execute(
+                "UPDATE nodes SET state = ?2, state_since = ?3 WHERE node = ?1",
+                args![t.node.as_str(), t.to.as_str(), ms_sql(t.at)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One node's transitions in `[from, to)`, oldest first.
+    pub fn node_history(
+        &self,
+        node: &NodeId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Transition>, StoreError> {
+        let sql = format!(
+            "SELECT {TRANSITION_COLUMNS} FROM transitions
+             WHERE node = ?1 AND at >= ?2 AND at < ?3 ORDER BY at, id"
+        );
+        self.conn().query(
+            &sql,
+            args![node.as_str(), ms_sql(from), ms_sql(to)],
+            transition,
+        )
+    }
+
+    /// Transitions of `nodes` (all nodes when `None`) in `[from, to)`, plus each node's last
+    /// transition before `from`.
+    pub fn transition_window(
+        &self,
+        nodes: Option<&[NodeId]>,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<TransitionWindow, StoreError> {
+        // A temporary table of the wanted nodes keeps one query plan for any set size.
+        self.conn()
+            .batch("CREATE TEMP TABLE IF NOT EXISTS wanted (node TEXT PRIMARY KEY)")?;
+        self.conn().execute("DELETE FROM wanted", &[])?;
+        for n in nodes.unwrap_or_default() {
+            self.conn().execute(
+                "INSERT INTO wanted (node) VALUES (?1) ON CONFLICT DO NOTHING",
+                args![n.as_str()],
+            )?;
+        }
+        let all = nodes.is_none();
+        let before = self.conn().query(
+            "SELECT t.node, t.from_state, t.to_state, t.at, t.cause FROM transitions t
+             WHERE (t.at, t.id) = (SELECT t2.at, t2.id FROM transitions t2
+                                   WHERE t2.node = t.node AND t2.at < ?1
+                                   ORDER BY t2.at DESC, t2.id DESC LIMIT 1)
+               AND (?2 OR t.node IN (SELECT node FROM wanted))
+             ORDER BY t.node",
+            args![ms_sql(from), all],
+            transition,
+        )?;
+        let sql = format!(
+            "SELECT {TRANSITION_COLUMNS} FROM transitions
+             WHERE at >= ?1 AND at < ?2 AND (?3 OR node IN (SELECT node FROM wanted))
+             ORDER BY at, id"
+        );
+        let within = self
+            .conn()
+            .query(&sql, args![ms_sql(from), ms_sql(to), all], transition)?;
+        self.conn().execute("DELETE FROM wanted", &[])?;
+        Ok(TransitionWindow { before, within })
+    }
+
+    /// One page of a node's transitions with `at` in `[from, to)`, newest first.
+    pub fn transition_page(
+        &self,
+        node: &NodeId,
+        (from, to): (UnixMillis, UnixMillis),
+        after: Option<&TimeKey>,
+        limit: usize,
+    ) -> Result<Paged<Transition, TimeKey>, StoreError> {
+        let mut c = Conditions::default();
+        c.and(
+            "node = ? AND at >= ? AND at < ?",
+            [text(node.as_str()), ts_int(from), ts_int(to)],
+        );
+        let total = self.count("transitions", &c)?;
+        let mut page = match after {
+            Some(k) => c.with("(at, id) < (?, ?)", [ts_int(k.at), Value::Int(k.id)]),
+            None => c,
+        };
+        let sql = format!(
+            "SELECT {TRANSITION_COLUMNS}, id FROM transitions{}
+             ORDER BY at DESC, id DESC LIMIT ?",
+            page.sql()
+        );
+        page.push(limit_plus_one(limit));
+        let rows = self.conn().query(&sql, page.values(), |r| {
+            let t = transition(r)?;
+            Ok((
+                TimeKey {
+                    at: t.at,
+                    id: r.get(5)?,
+                },
+                t,
+            ))
+        })?;
+        Ok(Paged::from_rows(rows, limit, total))
+    }
+
+    /// Streams the nodes matching `q` in `shard` (in region, site, node order), each with
+    /// its transitions from the last one before `from` up to `until` (exclusive), oldest
+    /// first (equal times in stored order), and how its tests with `ts` in `[from, until)`
+    /// went: what the uptime engine needs, without holding every transition. Nodes
+    /// without transitions are given with none.
+    ///
+    /// Design: one small indexed query per node rather than one join over all of them. The
+    /// join carried the node's four columns on each of a million rows and measured 0.6 to
+    /// 0.9 s for 10 000 nodes; per node, each row is four columns read in order from the
+    /// clustered table (schema migration 5). Shards let two reader threads share a report.
+    pub fn each_node_history(
+        &self,
+        q: &NodeQuery,
+        (from, until): (UnixMillis, UnixMillis),
+        shard: Shard,
+        mut each: impl FnMut(&NodePath, &Name, &[Step], TestTally) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut c = q.conditions();
+        if shard.of > 1 {
+            c.and(
+                "nodes.rowid % ? = ?",
+                [int(u64::from(shard.of)), int(u64::from(shard.index))],
+            );
+        }
+        let sql = format!(
+            "SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
+             ORDER BY nodes.region, nodes.site, nodes.node",
+            c.sql()
+        );
+        let mut steps: Vec<Step> = Vec::new();
+        self.conn().each(&sql, c.values(), |r| {
+            let path = NodePath::new(
+                id("region", r.get(0)?, RegionId::new)?,
+                id("site", r.get(1)?, SiteId::new)?,
+                id("node", r.get(2)?, NodeId::new)?,
+            );
+            let kind = id("kind", r.get(3)?, Name::new)?;
+            let window = args![path.node.as_str(), ms_sql(from), ms_sql(until)];
+            steps.clear();
+            self.conn().each(
+                "SELECT from_state, to_state, at, cause FROM transitions
+                 WHERE node = ?1
+                   AND at >= coalesce((SELECT max(p.at) FROM transitions p
+                                       WHERE p.node = ?1 AND p.at < ?2), ?2)
+                   AND at < ?3
+                 ORDER BY at, id",
+                window,
+                |r| {
+                    steps.push(Step {
+                        from: liveness(r.str(0)?)?,
+                        to: liveness(r.str(1)?)?,
+                        at: ts_of(r.get(2)?),
+                        cause: cause(r.str(3)?)?,
+                    });
+                    Ok(())
+                },
+            )?;
+            let tally = self.conn().query_one(
+                "SELECT count(*), count(*) FILTER (WHERE result = 'pass'),
+                        count(*) FILTER (WHERE result = 'fail')
+                 FROM test_receipts WHERE node = ?1 AND ts >= ?2 AND ts < ?3",
+                window,
+                |r| {
+                    Ok(TestTally {
+                        run: u64_of(r.get(0)?),
+                        passed: u64_of(r.get(1)?),
+                        failed: u64_of(r.get(2)?),
+                    })
+                },
+            )?;
+            each(&path, &kind, &steps, tally)
+        })
+    }
+}
