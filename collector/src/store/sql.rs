@@ -39,7 +39,7 @@ pub struct Conn {
 
 enum Inner {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<Pg>),
+    Postgres(Box<RefCell<Pg>>),
 }
 
 struct Pg {
@@ -82,10 +82,10 @@ impl Conn {
         }
         let client = config.connect(postgres::NoTls)?;
         Ok(Conn {
-            inner: Inner::Postgres(RefCell::new(Pg {
+            inner: Inner::Postgres(Box::new(RefCell::new(Pg {
                 client,
                 statements: HashMap::new(),
-            })),
+            }))),
         })
     }
 
