@@ -52,15 +52,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // and the audit log.
     let clock = system_clock();
     let metrics = Arc::new(Metrics::new());
-    let path = config.store.path.clone();
+    let location = config
+        .store
+        .location(crate::secret::credentials_dir().as_deref())
+        .map_err(anyhow::Error::msg)?;
     let store = {
         let metrics = metrics.clone();
-        tokio::task::spawn_blocking(move || Store::open(&path, metrics))
+        let location = location.clone();
+        tokio::task::spawn_blocking(move || Store::open_at(&location, metrics))
             .await
             .context("store thread")?
-            .with_context(|| format!("cannot open the store {}", config.store.path.display()))?
+            .with_context(|| format!("cannot open the store {}", location.describe()))?
     };
-    let reserve = (config.store.reserve.0 > 0).then(|| {
+    tracing::info!(store = %location.describe(), "store open");
+    // The reserve file keeps room on the SQLite database's own disk; a PostgreSQL server
+    // manages its disk itself.
+    let on_file = matches!(location, crate::store::Location::Sqlite(_));
+    let reserve = (on_file && config.store.reserve.0 > 0).then(|| {
         Arc::new(crate::store::reserve::Reserve::new(
             &config.store.path,
             config.store.reserve.0,

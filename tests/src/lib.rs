@@ -12,6 +12,7 @@
 //! - [`mosquitto`]: a private Mosquitto broker per test.
 //! - [`victoria`]: a private VictoriaMetrics per test, with export and query helpers.
 //! - [`alertmanager`]: a private Prometheus Alertmanager per test.
+//! - [`postgres`]: a private PostgreSQL server, per test or shared by a test process.
 //! - [`probe`]: [`MqttProbe`], an MQTT client that records what it receives and publishes
 //!   with acknowledgement.
 //! - [`webhook`]: [`WebhookReceiver`], a webhook endpoint that records every notification.
@@ -47,6 +48,7 @@ pub mod agent;
 pub mod alertmanager;
 pub mod ids;
 pub mod mosquitto;
+pub mod postgres;
 pub mod probe;
 pub mod process;
 pub mod usage;
@@ -58,6 +60,7 @@ pub use agent::TestAgent;
 pub use alertmanager::Alertmanager;
 pub use ids::{free_port, unique_id};
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
+pub use postgres::Postgres;
 pub use probe::{MqttProbe, Received};
 pub use process::{Process, ProcessBuilder, binary};
 pub use victoria::{Series, VictoriaMetrics};

@@ -1,16 +1,28 @@
-//! `[store]`: where the embedded store lives, its reserve file and its backlog bound.
+//! `[store]`: where the store lives (an SQLite file, or a PostgreSQL database several
+//! collectors share), its reserve file and its backlog bound.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// `[store]`: the embedded SQLite store.
+use crate::secret::{self, Secret};
+
+/// `[store]`: the embedded SQLite store by default, PostgreSQL with `url`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The database file; its directory must exist and be writable.
+    /// The SQLite database file; its directory must exist and be writable. Not used with
+    /// `url`.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the file: `postgres://user@host:port/dbname`
+    /// (libpq's URL form, e.g. `?connect_timeout=5`). Several collectors may share one.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// A file holding the PostgreSQL user's password (read at start; a relative name is
+    /// looked up in `$CREDENTIALS_DIRECTORY`), so that the URL carries none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Size of the reserve file kept next to the database (`alarmnet.db.reserve`). When a
     /// commit fails because the disk is full, the file is deleted so the store has room to
     /// commit what it holds and recover; it is made again once the disk has twice this much
@@ -88,18 +100,80 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            url: None,
+            password_file: None,
             reserve: default_reserve(),
             max_backlog: default_max_backlog(),
         }
     }
 }
 
+/// Where the store is, as `[store]` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, with the password from `password_file` when given.
+    Postgres { url: Secret, password: Option<Secret> },
+}
+
+impl Location {
+    /// What logs and errors may name: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres { url, .. } => match url.expose().parse::<postgres::Config>() {
+                Ok(c) => {
+                    let host = c.get_hosts().first().map(|h| match h {
+                        postgres::config::Host::Tcp(h) => h.clone(),
+                        postgres::config::Host::Unix(p) => p.display().to_string(),
+                    });
+                    format!(
+                        "postgres://{}@{}:{}/{}",
+                        c.get_user().unwrap_or_default(),
+                        host.unwrap_or_default(),
+                        c.get_ports().first().copied().unwrap_or(5432),
+                        c.get_dbname().unwrap_or_default()
+                    )
+                }
+                Err(_) => "postgres://<unreadable url>".into(),
+            },
+        }
+    }
+}
+
 impl StoreConfig {
+    /// Where the store is: reads `password_file` (from `credentials` when relative).
+    pub fn location(&self, credentials: Option<&Path>) -> Result<Location, String> {
+        let Some(url) = &self.url else {
+            return Ok(Location::Sqlite(self.path.clone()));
+        };
+        let password = self
+            .password_file
+            .as_ref()
+            .map(|f| secret::read_file("store.password_file", f, credentials))
+            .transpose()?;
+        Ok(Location::Postgres {
+            url: url.clone(),
+            password,
+        })
+    }
+
     /// Every problem, each under its `store.` key.
     pub fn problems(&self) -> Vec<String> {
         let mut errors = Vec::new();
         if self.path.as_os_str().is_empty() {
             errors.push("store.path: must not be empty".into());
+        }
+        if let Some(url) = &self.url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                errors.push("store.url: must be a postgres:// URL".into());
+            } else if let Err(e) = url.parse::<postgres::Config>() {
+                errors.push(format!("store.url: {e}"));
+            }
+        } else if self.password_file.is_some() {
+            errors.push("store.password_file: only with store.url (PostgreSQL)".into());
         }
         if self.max_backlog < 1_000 {
             errors.push("store.max_backlog: must be at least 1000 writes".into());

@@ -78,18 +78,18 @@ impl Db {
         })
     }
 
-    /// Connects to the PostgreSQL database at `url` and migrates it (several collectors
+    /// Connects to the PostgreSQL database and migrates it (several collectors
     /// starting at once migrate it once: see [`schema::migrate_postgres`]).
-    pub fn connect(url: &str) -> Result<Db, StoreError> {
-        let conn = Conn::postgres(url)?;
+    pub fn connect(config: &postgres::Config) -> Result<Db, StoreError> {
+        let conn = Conn::postgres(config)?;
         schema::migrate_postgres(&conn)?;
         Ok(Db { conn })
     }
 
-    /// Another connection to the PostgreSQL database at `url`, which must already have
-    /// this collector's schema (for [`super::Store::read`]).
-    pub fn connect_reader(url: &str) -> Result<Db, StoreError> {
-        let conn = Conn::postgres(url)?;
+    /// Another connection to the PostgreSQL database, which must already have this
+    /// collector's schema (for [`super::Store::read`]).
+    pub fn connect_reader(config: &postgres::Config) -> Result<Db, StoreError> {
+        let conn = Conn::postgres(config)?;
         let found = schema::postgres_version(&conn)?;
         if found != schema::POSTGRES.len() {
             return Err(StoreError::Corrupt(format!(

@@ -47,7 +47,7 @@ pub use alerts::{
     AlertQuery, FiringCount, NotificationAttempt, SilenceKey, SilenceQuery, SilenceStatus,
 };
 pub use audit::AuditQuery;
-pub use config::{ByteSize, StoreConfig};
+pub use config::{ByteSize, Location, StoreConfig};
 pub use db::Db;
 pub use drills::{DrillRow, Targets};
 pub use faults::FaultRecord;
@@ -113,26 +113,85 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens and migrates the database at `path`, starts the store thread and the reader
-    /// threads.
+    /// Opens and migrates the SQLite database at `path`, starts the store thread and the
+    /// reader threads.
     pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
-        let mut store = Self::start(Db::open(path)?, metrics)?;
-        let readers = (0..READERS)
-            .map(|_| Db::open_reader(path))
-            .collect::<Result<Vec<_>, _>>()?;
-        store.readers = Some(start_readers(readers)?);
-        Ok(store)
+        let writer = path.to_owned();
+        let reader = path.to_owned();
+        Self::spawn(
+            move || Db::open(&writer),
+            Some(move || Db::open_reader(&reader)),
+            metrics,
+        )
+    }
+
+    /// Opens the store at `location`: [`Self::open`] for SQLite, [`Self::connect`] for
+    /// PostgreSQL.
+    pub fn open_at(location: &Location, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        match location {
+            Location::Sqlite(path) => Self::open(path, metrics),
+            Location::Postgres { url, password } => {
+                Self::connect(url.expose(), password.as_ref().map(|p| p.expose()), metrics)
+            }
+        }
+    }
+
+    /// Connects to (and migrates) the PostgreSQL database at `url` (with `password`, when
+    /// the URL has none), starts the store thread and the reader threads, each with its
+    /// own connection.
+    pub fn connect(
+        url: &str,
+        password: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        let config = sql::pg_config(url, password)?;
+        let reader = config.clone();
+        Self::spawn(
+            move || Db::connect(&config),
+            Some(move || Db::connect_reader(&reader)),
+            metrics,
+        )
     }
 
     /// Starts the store thread around an open database (reads share the writer's thread).
     pub fn start(db: Db, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        Self::spawn(move || Ok(db), None::<fn() -> _>, metrics)
+    }
+
+    /// Starts the store thread with the connection `writer` opens, and [`READERS`] reader
+    /// threads with the connections `reader` opens (none without it: reads go to the
+    /// writer). Returns once every connection is open, or with the first failure.
+    ///
+    /// Design: each thread opens its own connection. The PostgreSQL client blocks on a
+    /// runtime of its own, which must never run inside the caller's async runtime; on the
+    /// store's plain threads it never does.
+    fn spawn(
+        writer: impl FnOnce() -> Result<Db, StoreError> + Send + 'static,
+        reader: Option<impl Fn() -> Result<Db, StoreError> + Send + Clone + 'static>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        {
+            let metrics = metrics.clone();
+            spawn_thread("alarmnet-store".into(), writer, move |db| {
+                run(db, rx, metrics)
+            })?;
+        }
         metrics.store_open.store(true, Relaxed);
-        std::thread::Builder::new()
-            .name("alarmnet-store".into())
-            .spawn(move || run(db, rx, metrics))
-            .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { tx, readers: None })
+        let readers = match reader {
+            None => None,
+            Some(open) => {
+                let (readers, jobs) = mpsc::channel::<ReadJob>(QUEUE);
+                let jobs = Arc::new(std::sync::Mutex::new(jobs));
+                for i in 0..READERS {
+                    let jobs = jobs.clone();
+                    let name = format!("alarmnet-store-read-{i}");
+                    spawn_thread(name, open.clone(), move |db| read(db, &jobs))?;
+                }
+                Some(readers)
+            }
+        };
+        Ok(Store { tx, readers })
     }
 
     /// How many reads run at once (reader threads; 1 without them): how many shards a
@@ -451,31 +510,45 @@ fn in_snapshot<T>(db: &Db, f: impl FnOnce(&Db) -> Result<T, StoreError>) -> Resu
     result
 }
 
-/// Starts one thread per reader connection; they take jobs from one queue (when full,
-/// callers wait). The threads end when every [`Store`] handle is dropped.
-fn start_readers(readers: Vec<Db>) -> Result<mpsc::Sender<ReadJob>, StoreError> {
-    let (tx, rx) = mpsc::channel::<ReadJob>(QUEUE);
-    let rx = Arc::new(std::sync::Mutex::new(rx));
-    for (i, db) in readers.into_iter().enumerate() {
-        let rx = rx.clone();
-        std::thread::Builder::new()
-            .name(format!("alarmnet-store-read-{i}"))
-            .spawn(move || {
-                loop {
-                    // Only the wait for a job holds the lock; the job runs without it.
-                    let job = rx
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .blocking_recv();
-                    match job {
-                        Some(job) => job(&db),
-                        None => break,
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Commit(format!("cannot start a reader thread: {e}")))?;
+/// Starts a thread that opens its connection with `open`, then runs `body` with it.
+/// Returns once the connection is open, or with the error that prevented it.
+fn spawn_thread(
+    name: String,
+    open: impl FnOnce() -> Result<Db, StoreError> + Send + 'static,
+    body: impl FnOnce(Db) + Send + 'static,
+) -> Result<(), StoreError> {
+    let (opened, result) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || match open() {
+            Ok(db) => {
+                let _ = opened.send(Ok(()));
+                body(db);
+            }
+            Err(e) => {
+                let _ = opened.send(Err(e));
+            }
+        })
+        .map_err(|e| StoreError::Commit(format!("cannot start {name}: {e}")))?;
+    result
+        .recv()
+        .map_err(|_| StoreError::Commit(format!("{name} ended while opening")))?
+}
+
+/// A reader thread: takes jobs from the readers' shared queue (when full, callers wait).
+/// Ends when every [`Store`] handle is dropped.
+fn read(db: Db, jobs: &std::sync::Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        // Only the wait for a job holds the lock; the job runs without it.
+        let job = jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .blocking_recv();
+        match job {
+            Some(job) => job(&db),
+            None => break,
+        }
     }
-    Ok(tx)
 }
 
 /// The store thread: batch, commit, answer. Ends when every [`Store`] handle is dropped.

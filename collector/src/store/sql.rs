@@ -56,6 +56,23 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// The connection settings of the PostgreSQL URL `url` (`postgres://user@host:port/db`),
+/// with `password` when given, a connect timeout when the URL has none, and the
+/// collector's application name.
+pub fn pg_config(url: &str, password: Option<&str>) -> Result<postgres::Config, StoreError> {
+    let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
+    if let Some(p) = password {
+        config.password(p);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(PG_CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("alarmnet-collector");
+    }
+    Ok(config)
+}
+
 /// How long connecting to PostgreSQL may take when the URL does not say
 /// (`connect_timeout=`).
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,19 +84,11 @@ impl Conn {
         }
     }
 
-    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/db`).
+    /// Connects to the PostgreSQL database `config` describes (see [`pg_config`]).
     ///
     /// Must not run on an async worker: the client blocks (the store calls it from its own
     /// threads).
-    pub fn postgres(url: &str) -> Result<Conn, StoreError> {
-        let mut config: postgres::Config =
-            url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(PG_CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("alarmnet-collector");
-        }
+    pub fn postgres(config: &postgres::Config) -> Result<Conn, StoreError> {
         let client = config.connect(postgres::NoTls)?;
         Ok(Conn {
             inner: Inner::Postgres(Box::new(RefCell::new(Pg {

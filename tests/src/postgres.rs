@@ -1,0 +1,261 @@
+//! A private PostgreSQL server (Debian's `postgresql` package, no system service): `initdb`
+//! into a temp dir and `postgres` on a free loopback port, with one fresh database per
+//! caller.
+//!
+//! Two ways to have one:
+//! - [`Postgres::shared`]: one server per test process, for the store's test suite (hundreds
+//!   of tests, each in its own database). Statics are never dropped, so the server is run
+//!   under a small shell watchdog that stops it and removes its files once the test
+//!   process is gone.
+//! - [`Postgres::start`]: a server of one's own, stopped when the handle is dropped (tests
+//!   that stop or kill the database on purpose).
+//!
+//! The harness is synchronous (plain child processes and the PostgreSQL command-line
+//! tools), so it serves sync unit tests and async tests alike.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::ids::free_port;
+
+/// Where Debian installs the server's programs.
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The superuser `initdb` creates, and the user every URL names.
+const USER: &str = "alarmnet";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// A running PostgreSQL server.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    root: PathBuf,
+    /// The watchdog shell (leader of the server's process group).
+    child: Option<Child>,
+    databases: AtomicU32,
+}
+
+/// The uid and gid of the `postgres` system user: `initdb` refuses to run as root.
+fn postgres_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != "postgres" {
+            return None;
+        }
+        let uid = f.nth(1)?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A command that runs as the `postgres` user when this process is root.
+fn command(program: &str) -> Command {
+    let mut c = Command::new(Path::new(BIN).join(program));
+    if is_root() {
+        let (uid, gid) = postgres_user().expect("a `postgres` user (Debian's postgresql package)");
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+impl Postgres {
+    /// One server for the whole test process, started on first use.
+    pub fn shared() -> &'static Postgres {
+        static SHARED: OnceLock<Postgres> = OnceLock::new();
+        SHARED.get_or_init(Postgres::start)
+    }
+
+    /// Starts a server of one's own on a free port with an empty cluster, and waits until
+    /// it accepts connections. Panics (with the server's log) when it cannot.
+    pub fn start() -> Postgres {
+        assert!(
+            Path::new(BIN).join("postgres").is_file(),
+            "PostgreSQL is not installed ({BIN}/postgres): apt-get install postgresql"
+        );
+        let root = std::env::temp_dir().join(format!(
+            "alarmnet-pg-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&root).expect("create the server's temp dir");
+        if is_root() {
+            let (uid, gid) = postgres_user().expect("a `postgres` user");
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).expect("chown the temp dir");
+        }
+        let data = root.join("data");
+        let out = command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", USER, "-E", "UTF8", "--locale=C.UTF-8"])
+            .args(["--no-sync"])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let log = root.join("postgres.log");
+        // The watchdog: runs the server, and stops it and removes its files when the test
+        // process (`$1`) is gone or the server ends.
+        let script = r#"
+watch=$1; shift
+"$@" & pg=$!
+trap 'kill -INT $pg 2>/dev/null' INT TERM
+while [ -d /proc/$watch ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done
+kill -INT $pg 2>/dev/null; wait $pg
+rm -rf "$ROOT"
+"#;
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(std::process::id().to_string())
+            .arg(Path::new(BIN).join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(&root)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            // A test server: durability is not what is tested here, speed is.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+            .env("ROOT", &root)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("create the server log"))
+            .stderr(std::fs::File::create(root.join("postgres.err")).expect("create a log"))
+            .process_group(0);
+        if is_root() {
+            let (uid, gid) = postgres_user().expect("a `postgres` user");
+            c.uid(uid).gid(gid);
+        }
+        let child = c.spawn().expect("start postgres");
+        let server = Postgres {
+            port,
+            root,
+            child: Some(child),
+            databases: AtomicU32::new(0),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ready = command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start within {READY_TIMEOUT:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        ["postgres.log", "postgres.err"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.root.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `db` on this server.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates a fresh, empty database and returns its URL.
+    pub fn create_database(&self) -> String {
+        let n = self.databases.fetch_add(1, Ordering::Relaxed);
+        let name = format!("t{}_{n}", std::process::id());
+        let out = command("createdb")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .arg(&name)
+            .output()
+            .expect("run createdb");
+        assert!(
+            out.status.success(),
+            "createdb {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.url(&name)
+    }
+
+    /// Runs `sql` with `psql` on database `db` and returns its unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args(["-d", db, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the server (fast shutdown) and waits for it; its files are removed.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-INT", "--", &group]).status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- postgres log -----\n{}", crate::tail(&self.log(), 40));
+        }
+        self.stop();
+    }
+}
