@@ -58,8 +58,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .map_err(anyhow::Error::msg)?;
     let store = {
         let metrics = metrics.clone();
-        let location = location.clone();
-        tokio::task::spawn_blocking(move || Store::open_at(&location, metrics))
+        let at = location.clone();
+        tokio::task::spawn_blocking(move || Store::open_at(&at, metrics))
             .await
             .context("store thread")?
             .with_context(|| format!("cannot open the store {}", location.describe()))?
