@@ -191,7 +191,7 @@ impl Db {
                         row_number() OVER (PARTITION BY node, test
                                            ORDER BY least(ts, received_at) DESC,
                                                     ts, result, id) AS n
-                 FROM test_receipts) last
+                 FROM test_receipts) AS latest
              WHERE n = 1
              ORDER BY node, test",
             args![],
