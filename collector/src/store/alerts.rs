@@ -255,7 +255,7 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<Alert>, StoreError> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts WHERE (?1 IS NULL OR status = ?1)
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1)
              ORDER BY started_at DESC, row_id DESC LIMIT ?2"
         );
         self.conn().query(
@@ -292,7 +292,7 @@ impl Db {
     /// Silences not yet ended at `now` (all when `None`), by start.
     pub fn silences(&self, now: Option<UnixMillis>) -> Result<Vec<Silence>, StoreError> {
         let sql = format!(
-            "SELECT {SILENCE_COLUMNS} FROM silences WHERE (?1 IS NULL OR ends_at > ?1)
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE (CAST(?1 AS BIGINT) IS NULL OR ends_at > ?1)
              ORDER BY starts_at, id"
         );
         self.conn().query(&sql, args![now.map(ms_sql)], silence)

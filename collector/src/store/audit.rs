@@ -1,10 +1,10 @@
 //! The audit log in the store: append an entry, list a page newest first with filters,
 //! and prune entries older than the retention. See [`crate::audit`].
 
-use rusqlite::{Row, params};
-
 use super::StoreError;
-use super::sqlite::{Db, Paged, TimeKey, ms_sql, ts_of, u64_of};
+use super::db::{Db, ms_sql, ts_of, u64_of};
+use super::lists::{Paged, TimeKey};
+use super::sql::{Row, args};
 use crate::audit::{AuditEntry, Outcome};
 use crate::model::UnixMillis;
 
@@ -22,7 +22,7 @@ pub struct AuditQuery {
 const COLUMNS: &str = "id, at, actor, role, peer, action, target, outcome, status, detail";
 
 fn entry(r: &Row<'_>) -> Result<AuditEntry, StoreError> {
-    let outcome: String = r.get(7)?;
+    let outcome = r.str(7)?;
     Ok(AuditEntry {
         id: r.get(0)?,
         at: ts_of(r.get(1)?),
@@ -31,11 +31,9 @@ fn entry(r: &Row<'_>) -> Result<AuditEntry, StoreError> {
         peer: r.get(4)?,
         action: r.get(5)?,
         target: r.get(6)?,
-        outcome: Outcome::from_name(&outcome)
+        outcome: Outcome::from_name(outcome)
             .ok_or_else(|| StoreError::Corrupt(format!("audit outcome {outcome:?}")))?,
-        status: r
-            .get::<_, Option<i64>>(8)?
-            .and_then(|s| u16::try_from(s).ok()),
+        status: r.get::<Option<i64>>(8)?.and_then(|s| u16::try_from(s).ok()),
         detail: r.get(9)?,
     })
 }
@@ -43,23 +41,23 @@ fn entry(r: &Row<'_>) -> Result<AuditEntry, StoreError> {
 impl Db {
     /// Appends `e` (inside the caller's transaction); returns its row id.
     pub fn record_audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {
-        self.sqlite()
-            .prepare_cached(
-                "INSERT INTO audit (at, actor, role, peer, action, target, outcome, status, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
+        self.conn().query_one(
+            "INSERT INTO audit (at, actor, role, peer, action, target, outcome, status, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             RETURNING id",
+            args![
                 ms_sql(e.at),
-                e.actor,
-                e.role,
-                e.peer,
-                e.action,
-                e.target,
+                e.actor.as_deref(),
+                &e.role,
+                e.peer.as_deref(),
+                &e.action,
+                e.target.as_deref(),
                 e.outcome.as_str(),
-                e.status,
-                e.detail,
-            ])?;
-        Ok(self.sqlite().last_insert_rowid())
+                e.status.map(i64::from),
+                e.detail.as_deref(),
+            ],
+            |r| r.get(0),
+        )
     }
 
     /// One page of the audit log, newest first (by time, then row), after `after`.
@@ -69,47 +67,53 @@ impl Db {
         after: Option<&TimeKey>,
         limit: usize,
     ) -> Result<Paged<AuditEntry, TimeKey>, StoreError> {
-        const WHERE: &str = "(?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2)
-               AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4)
-               AND (?5 IS NULL OR outcome = ?5)";
+        // The casts type the placeholders for PostgreSQL, which meets `IS NULL` first.
+        const WHERE: &str = "(CAST(?1 AS BIGINT) IS NULL OR at >= ?1)
+               AND (CAST(?2 AS BIGINT) IS NULL OR at < ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR actor = ?3)
+               AND (CAST(?4 AS TEXT) IS NULL OR action = ?4)
+               AND (CAST(?5 AS TEXT) IS NULL OR outcome = ?5)";
         let (from, to) = match q.window {
             Some((f, t)) => (Some(ms_sql(f)), Some(ms_sql(t))),
             None => (None, None),
         };
         let outcome = q.outcome.map(Outcome::as_str);
-        let total: i64 = self
-            .sqlite()
-            .prepare_cached(&format!("SELECT count(*) FROM audit WHERE {WHERE}"))?
-            .query_row(params![from, to, q.actor, q.action, outcome], |r| r.get(0))?;
+        let total: i64 = self.conn().query_one(
+            &format!("SELECT count(*) FROM audit WHERE {WHERE}"),
+            args![from, to, q.actor.as_deref(), q.action.as_deref(), outcome],
+            |r| r.get(0),
+        )?;
         let sql = format!(
             "SELECT {COLUMNS} FROM audit WHERE {WHERE}
-               AND (?6 IS NULL OR (at, id) < (?6, ?7))
+               AND (CAST(?6 AS BIGINT) IS NULL OR (at, id) < (?6, ?7))
              ORDER BY at DESC, id DESC LIMIT ?8"
         );
-        let mut stmt = self.sqlite().prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![
-            from,
-            to,
-            q.actor,
-            q.action,
-            outcome,
-            after.map(|k| ms_sql(k.at)),
-            after.map(|k| k.id),
-            i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
-        ])?;
-        let mut items = Vec::new();
-        while let Some(r) = rows.next()? {
-            let e = entry(r)?;
-            items.push((TimeKey { at: e.at, id: e.id }, e));
-        }
+        let items = self.conn().query(
+            &sql,
+            args![
+                from,
+                to,
+                q.actor.as_deref(),
+                q.action.as_deref(),
+                outcome,
+                after.map(|k| ms_sql(k.at)),
+                after.map(|k| k.id),
+                i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+            ],
+            |r| {
+                let e = entry(r)?;
+                Ok((TimeKey { at: e.at, id: e.id }, e))
+            },
+        )?;
         Ok(Paged::from_rows(items, limit, u64_of(total)))
     }
 
     /// Deletes the entries older than `before`; returns how many.
     pub fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
-        Ok(self
-            .sqlite()
-            .execute("DELETE FROM audit WHERE at < ?1", [ms_sql(before)])?)
+        let n = self
+            .conn()
+            .execute("DELETE FROM audit WHERE at < ?1", args![ms_sql(before)])?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 

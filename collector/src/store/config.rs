@@ -114,7 +114,10 @@ pub enum Location {
     /// The embedded SQLite database file.
     Sqlite(PathBuf),
     /// A PostgreSQL database, with the password from `password_file` when given.
-    Postgres { url: Secret, password: Option<Secret> },
+    Postgres {
+        url: Secret,
+        password: Option<Secret>,
+    },
 }
 
 impl Location {

@@ -12,10 +12,12 @@
 use std::time::Duration;
 
 use alarmnet_protocol::{Name, NodeId, NodePath};
-use rusqlite::{OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
-use super::sqlite::{Db, NodeQuery, Shard, i64_of, ms_sql, ts_of, u64_of};
+use super::db::{Db, i64_of, ms_sql, ts_of, u64_of};
+use super::history::Shard;
+use super::nodes::NodeQuery;
+use super::sql::args;
 use super::{Store, StoreError};
 use crate::model::UnixMillis;
 use crate::uptime::{
@@ -33,22 +35,22 @@ const PRUNED_BEFORE: &str = "pruned_before";
 
 impl Db {
     fn mark(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
-        let v: Option<i64> = self
-            .sqlite()
-            .query_row(
-                "SELECT value FROM store_marks WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let v = self.conn().query_opt(
+            "SELECT value FROM store_marks WHERE name = ?1",
+            args![name],
+            |r| r.get::<i64>(0),
+        )?;
         Ok(v.map(ts_of))
     }
 
+    /// Moves mark `name` to `value`, never back. (The old value is qualified: PostgreSQL
+    /// reads a bare column of an upsert's `SET` as ambiguous with `excluded`'s.)
     fn set_mark(&self, name: &str, value: UnixMillis) -> Result<(), StoreError> {
-        self.sqlite().execute(
+        self.conn().execute(
             "INSERT INTO store_marks (name, value) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-            params![name, ms_sql(value)],
+             ON CONFLICT (name) DO UPDATE
+                SET value = greatest(store_marks.value, excluded.value)",
+            args![name, ms_sql(value)],
         )?;
         Ok(())
     }
@@ -69,9 +71,11 @@ impl Db {
 
     /// The earliest stored transition (a full scan: used once, by the first summary run).
     fn first_transition_at(&self) -> Result<Option<UnixMillis>, StoreError> {
-        let v: Option<i64> =
-            self.sqlite()
-                .query_row("SELECT min(at) FROM transitions", [], |r| r.get(0))?;
+        let v = self
+            .conn()
+            .query_one("SELECT min(at) FROM transitions", args![], |r| {
+                r.get::<Option<i64>>(0)
+            })?;
         Ok(v.map(ts_of))
     }
 
@@ -113,34 +117,45 @@ impl Db {
         Ok(out)
     }
 
-    /// Stores one day's segments and moves the summaries' mark to the day's end.
+    /// Stores one day's segments (replacing any already stored for the day) and moves the
+    /// summaries' mark to the day's end.
     pub fn store_day(&self, day: Window, rows: &[(NodeId, Segment)]) -> Result<(), StoreError> {
-        let mut insert = self.sqlite().prepare_cached(
-            "INSERT OR REPLACE INTO node_days (node, day, day_end, up_ms, down_ms,
-                 maintenance_ms, unknown_ms, outages, first_carried, first_ms, last_open,
-                 last_ms, longest_ms, went_up, tests, tests_passed, tests_failed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )?;
         for (node, s) in rows {
-            insert.execute(params![
-                node.as_str(),
-                ms_sql(day.from()),
-                ms_sql(day.to()),
-                i64_of(s.up_ms),
-                i64_of(s.down_ms),
-                i64_of(s.maintenance_ms),
-                i64_of(s.unknown_ms),
-                i64_of(s.outages),
-                s.first_carried,
-                i64_of(s.first_ms),
-                s.last_open,
-                i64_of(s.last_ms),
-                i64_of(s.longest_ms),
-                s.went_up,
-                i64_of(s.tests.run),
-                i64_of(s.tests.passed),
-                i64_of(s.tests.failed),
-            ])?;
+            self.conn().execute(
+                "INSERT INTO node_days (node, day, day_end, up_ms, down_ms,
+                     maintenance_ms, unknown_ms, outages, first_carried, first_ms, last_open,
+                     last_ms, longest_ms, went_up, tests, tests_passed, tests_failed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17)
+                 ON CONFLICT (node, day) DO UPDATE SET day_end = excluded.day_end,
+                     up_ms = excluded.up_ms, down_ms = excluded.down_ms,
+                     maintenance_ms = excluded.maintenance_ms,
+                     unknown_ms = excluded.unknown_ms, outages = excluded.outages,
+                     first_carried = excluded.first_carried, first_ms = excluded.first_ms,
+                     last_open = excluded.last_open, last_ms = excluded.last_ms,
+                     longest_ms = excluded.longest_ms, went_up = excluded.went_up,
+                     tests = excluded.tests, tests_passed = excluded.tests_passed,
+                     tests_failed = excluded.tests_failed",
+                args![
+                    node.as_str(),
+                    ms_sql(day.from()),
+                    ms_sql(day.to()),
+                    i64_of(s.up_ms),
+                    i64_of(s.down_ms),
+                    i64_of(s.maintenance_ms),
+                    i64_of(s.unknown_ms),
+                    i64_of(s.outages),
+                    s.first_carried,
+                    i64_of(s.first_ms),
+                    s.last_open,
+                    i64_of(s.last_ms),
+                    i64_of(s.longest_ms),
+                    s.went_up,
+                    i64_of(s.tests.run),
+                    i64_of(s.tests.passed),
+                    i64_of(s.tests.failed),
+                ],
+            )?;
         }
         self.set_mark(SUMMARIZED_UNTIL, day.to())
     }
@@ -155,12 +170,6 @@ impl Db {
         mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut segments = Vec::new();
-        let mut days = self.sqlite().prepare_cached(
-            "SELECT day, day_end, up_ms, down_ms, maintenance_ms, unknown_ms, outages,
-                    first_carried, first_ms, last_open, last_ms, longest_ms, went_up,
-                    tests, tests_passed, tests_failed
-             FROM node_days WHERE node = ?1 AND day >= ?2 AND day < ?3 ORDER BY day",
-        )?;
         let mut nodes = Vec::new();
         self.each_node_path(q, shard, |path, kind| {
             nodes.push((path.clone(), kind.clone()));
@@ -168,29 +177,37 @@ impl Db {
         })?;
         for (path, kind) in nodes {
             segments.clear();
-            let mut rows = days.query(params![path.node.as_str(), ms_sql(from), ms_sql(to)])?;
-            while let Some(r) = rows.next()? {
-                segments.push(Segment {
-                    from: ts_of(r.get(0)?),
-                    to: ts_of(r.get(1)?),
-                    up_ms: u64_of(r.get(2)?),
-                    down_ms: u64_of(r.get(3)?),
-                    maintenance_ms: u64_of(r.get(4)?),
-                    unknown_ms: u64_of(r.get(5)?),
-                    outages: u64_of(r.get(6)?),
-                    first_carried: r.get(7)?,
-                    first_ms: u64_of(r.get(8)?),
-                    last_open: r.get(9)?,
-                    last_ms: u64_of(r.get(10)?),
-                    longest_ms: u64_of(r.get(11)?),
-                    went_up: r.get(12)?,
-                    tests: TestTally {
-                        run: u64_of(r.get(13)?),
-                        passed: u64_of(r.get(14)?),
-                        failed: u64_of(r.get(15)?),
-                    },
-                });
-            }
+            self.conn().each(
+                "SELECT day, day_end, up_ms, down_ms, maintenance_ms, unknown_ms, outages,
+                        first_carried, first_ms, last_open, last_ms, longest_ms, went_up,
+                        tests, tests_passed, tests_failed
+                 FROM node_days WHERE node = ?1 AND day >= ?2 AND day < ?3 ORDER BY day",
+                args![path.node.as_str(), ms_sql(from), ms_sql(to)],
+                |r| {
+                    let n = |i: usize| -> Result<u64, StoreError> { Ok(u64_of(r.get(i)?)) };
+                    segments.push(Segment {
+                        from: ts_of(r.get(0)?),
+                        to: ts_of(r.get(1)?),
+                        up_ms: n(2)?,
+                        down_ms: n(3)?,
+                        maintenance_ms: n(4)?,
+                        unknown_ms: n(5)?,
+                        outages: n(6)?,
+                        first_carried: r.get(7)?,
+                        first_ms: n(8)?,
+                        last_open: r.get(9)?,
+                        last_ms: n(10)?,
+                        longest_ms: n(11)?,
+                        went_up: r.get(12)?,
+                        tests: TestTally {
+                            run: n(13)?,
+                            passed: n(14)?,
+                            failed: n(15)?,
+                        },
+                    });
+                    Ok(())
+                },
+            )?;
             each(&path, &kind, &segments)?;
         }
         Ok(())

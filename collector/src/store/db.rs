@@ -105,11 +105,6 @@ impl Db {
     pub(super) fn conn(&self) -> &Conn {
         &self.conn
     }
-
-    /// Transitional: the SQLite connection for the concern files not yet on `Conn`.
-    pub(super) fn sqlite(&self) -> &Connection {
-        self.conn.as_sqlite().expect("sqlite")
-    }
 }
 
 pub(super) fn i64_of(v: u64) -> i64 {

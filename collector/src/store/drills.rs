@@ -3,11 +3,12 @@
 //! occurrence of each schedule. See [`crate::drills`].
 
 use alarmnet_protocol::{CmdId, Name, NodeId, NodePath, RegionId, SiteId, TestResult};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{OptionalExtension as _, Row, params, params_from_iter};
 
 use super::StoreError;
-use super::sqlite::{Db, NodeKey, Paged, TimeKey, i64_of, ms_sql, ts_of, u64_of};
+use super::db::{Db, i64_of, ms_sql, ts_of, u64_of};
+use super::lists::{Paged, TimeKey};
+use super::nodes::NodeKey;
+use super::sql::{Row, Value, args};
 use crate::drills::{DrillMeta, NodeResult, Outcome, Receipt, Selector, Status, Tally};
 use crate::model::UnixMillis;
 
@@ -54,20 +55,19 @@ const NODE_COLUMNS: &str =
     "region, site, node, kind, outcome, result, received_at, duration_ms, message, metrics";
 
 fn drill_row(r: &Row<'_>) -> Result<(DrillRow, i64), StoreError> {
-    let id: String = r.get(0)?;
-    let test: String = r.get(1)?;
-    let selector: String = r.get(2)?;
-    let status: String = r.get(6)?;
-    let count = |i: usize| -> rusqlite::Result<u64> { Ok(u64_of(r.get(i)?)) };
+    let id = r.str(0)?;
+    let test = r.str(1)?;
+    let status = r.str(6)?;
+    let count = |i: usize| -> Result<u64, StoreError> { Ok(u64_of(r.get(i)?)) };
     let meta = DrillMeta {
-        id: CmdId::new(id.clone()).map_err(|_| corrupt("drill id", &id))?,
-        test: Name::new(test.clone()).map_err(|_| corrupt("test", &test))?,
-        selector: serde_json::from_str::<Selector>(&selector)?,
+        id: CmdId::new(id.to_owned()).map_err(|_| corrupt("drill id", id))?,
+        test: Name::new(test.to_owned()).map_err(|_| corrupt("test", test))?,
+        selector: serde_json::from_str::<Selector>(r.str(2)?)?,
         started_at: ts_of(r.get(3)?),
         deadline: ts_of(r.get(4)?),
         started_by: r.get(5)?,
-        status: Status::from_name(&status).ok_or_else(|| corrupt("drill status", &status))?,
-        closed_at: r.get::<_, Option<i64>>(7)?.map(ts_of),
+        status: Status::from_name(status).ok_or_else(|| corrupt("drill status", status))?,
+        closed_at: r.get::<Option<i64>>(7)?.map(ts_of),
         cancelled_by: r.get(8)?,
         schedule: r.get(9)?,
         tally: Tally {
@@ -89,46 +89,56 @@ fn drill_row(r: &Row<'_>) -> Result<(DrillRow, i64), StoreError> {
     ))
 }
 
+/// A node's path from its region, site and node columns at `i`, `i + 1`, `i + 2`.
+fn path_at(r: &Row<'_>, i: usize) -> Result<NodePath, StoreError> {
+    let (region, site, node) = (r.str(i)?, r.str(i + 1)?, r.str(i + 2)?);
+    Ok(NodePath::new(
+        RegionId::new(region.to_owned()).map_err(|_| corrupt("region", region))?,
+        SiteId::new(site.to_owned()).map_err(|_| corrupt("site", site))?,
+        NodeId::new(node.to_owned()).map_err(|_| corrupt("node", node))?,
+    ))
+}
+
+fn kind_at(r: &Row<'_>, i: usize) -> Result<Name, StoreError> {
+    let kind = r.str(i)?;
+    Name::new(kind.to_owned()).map_err(|_| corrupt("kind", kind))
+}
+
 fn node_row(r: &Row<'_>) -> Result<NodeResult, StoreError> {
-    let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
-    let (region, site, node, kind) = (text(0)?, text(1)?, text(2)?, text(3)?);
-    let outcome = text(4)?;
+    let outcome = r.str(4)?;
     Ok(NodeResult {
-        path: NodePath::new(
-            RegionId::new(region.clone()).map_err(|_| corrupt("region", &region))?,
-            SiteId::new(site.clone()).map_err(|_| corrupt("site", &site))?,
-            NodeId::new(node.clone()).map_err(|_| corrupt("node", &node))?,
-        ),
-        kind: Name::new(kind.clone()).map_err(|_| corrupt("kind", &kind))?,
-        outcome: Outcome::from_name(&outcome).ok_or_else(|| corrupt("outcome", &outcome))?,
+        path: path_at(r, 0)?,
+        kind: kind_at(r, 3)?,
+        outcome: Outcome::from_name(outcome).ok_or_else(|| corrupt("outcome", outcome))?,
         result: r
-            .get::<_, Option<String>>(5)?
+            .get::<Option<String>>(5)?
             .map(|s| result_of(&s))
             .transpose()?,
-        received_at: r.get::<_, Option<i64>>(6)?.map(ts_of),
-        duration_ms: r.get::<_, Option<i64>>(7)?.map(u64_of),
+        received_at: r.get::<Option<i64>>(6)?.map(ts_of),
+        duration_ms: r.get::<Option<i64>>(7)?.map(u64_of),
         message: r.get(8)?,
         metrics: r.get(9)?,
     })
 }
 
+/// One row more than a page holds: whether it exists says whether a page follows.
+fn limit_plus_one(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
 impl Db {
     /// The registered nodes `s` selects, in (region, site, node) order.
     pub fn drill_targets(&self, s: &Selector) -> Result<Targets, StoreError> {
-        let mut sql = String::from("SELECT region, site, node, kind FROM nodes WHERE 1");
-        let mut values = Vec::new();
-        for (column, v) in [
-            ("region", s.region.as_ref().map(|x| x.as_str())),
-            ("site", s.site.as_ref().map(|x| x.as_str())),
-            ("kind", s.kind.as_ref().map(|x| x.as_str())),
+        let mut sql = String::from("SELECT region, site, node, kind FROM nodes WHERE TRUE");
+        let mut values: Vec<Value<'_>> = Vec::new();
+        for (fragment, v) in [
+            (" AND region = ?", s.region.as_ref().map(|x| x.as_str())),
+            (" AND site = ?", s.site.as_ref().map(|x| x.as_str())),
+            (" AND kind = ?", s.kind.as_ref().map(|x| x.as_str())),
         ] {
             if let Some(v) = v {
-                sql.push_str(match column {
-                    "region" => " AND region = ?",
-                    "site" => " AND site = ?",
-                    _ => " AND kind = ?",
-                });
-                values.push(SqlValue::Text(v.to_owned()));
+                sql.push_str(fragment);
+                values.push(Value::from(v));
             }
         }
         let listed: Option<std::collections::HashSet<&str>> = s
@@ -136,35 +146,30 @@ impl Db {
             .as_ref()
             .map(|n| n.iter().map(NodeId::as_str).collect());
         sql.push_str(" ORDER BY region, site, node");
-        let mut stmt = self.sqlite().prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(values))?;
         let mut out = Targets::default();
         let mut seen = std::collections::HashSet::new();
-        while let Some(r) = rows.next()? {
-            let node: String = r.get(2)?;
+        self.conn().each(&sql, &values, |r| {
+            let node = r.str(2)?;
             if let Some(listed) = &listed {
-                if !listed.contains(node.as_str()) {
-                    continue;
+                if !listed.contains(node) {
+                    return Ok(());
                 }
-                seen.insert(node.clone());
+                seen.insert(node.to_owned());
             }
-            let (region, site, kind): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(3)?);
-            out.found.push((
-                NodePath::new(
-                    RegionId::new(region.clone()).map_err(|_| corrupt("region", &region))?,
-                    SiteId::new(site.clone()).map_err(|_| corrupt("site", &site))?,
-                    NodeId::new(node.clone()).map_err(|_| corrupt("node", &node))?,
-                ),
-                Name::new(kind.clone()).map_err(|_| corrupt("kind", &kind))?,
-            ));
-        }
+            out.found.push((path_at(r, 0)?, kind_at(r, 3)?));
+            Ok(())
+        })?;
         if let Some(nodes) = &s.nodes {
             // A listed node outside the other fields' match is not selected either.
             let registered = |n: &NodeId| -> Result<bool, StoreError> {
                 Ok(self
-                    .sqlite()
-                    .prepare_cached("SELECT 1 FROM nodes WHERE node = ?1")?
-                    .exists([n.as_str()])?)
+                    .conn()
+                    .query_opt(
+                        "SELECT 1 FROM nodes WHERE node = ?1",
+                        args![n.as_str()],
+                        |_| Ok(()),
+                    )?
+                    .is_some())
             };
             for n in nodes {
                 if !seen.contains(n.as_str()) && !registered(n)? {
@@ -177,21 +182,21 @@ impl Db {
 
     /// Stores a new drill and its asked nodes (all waiting).
     pub fn insert_drill(&self, m: &DrillMeta, nodes: &[NodeResult]) -> Result<(), StoreError> {
-        self.sqlite().execute(
+        self.conn().execute(
             "INSERT INTO drills (id, test, selector, started_at, deadline, started_by, status,
                 closed_at, cancelled_by, schedule, asked, waiting, passed, failed, errored,
                 silent, late, receipt_cursor)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, 0, 0, 0, 0, 0, 0, 0,
                 (SELECT coalesce(max(id), 0) FROM test_receipts))",
-            params![
+            args![
                 m.id.as_str(),
                 m.test.as_str(),
                 serde_json::to_string(&m.selector)?,
                 ms_sql(m.started_at),
                 ms_sql(m.deadline),
-                m.started_by,
+                &m.started_by,
                 m.status.as_str(),
-                m.schedule,
+                m.schedule.as_deref(),
             ],
         )?;
         self.save_drill(m, nodes, None)
@@ -207,18 +212,16 @@ impl Db {
     ) -> Result<(), StoreError> {
         let t = &m.tally;
         let n = |v: u64| i64_of(v);
-        self.sqlite()
-            .prepare_cached(
-                "UPDATE drills SET status = ?2, closed_at = ?3, cancelled_by = ?4, asked = ?5,
-                    waiting = ?6, passed = ?7, failed = ?8, errored = ?9, silent = ?10,
-                    late = ?11, receipt_cursor = coalesce(?12, receipt_cursor)
-                 WHERE id = ?1",
-            )?
-            .execute(params![
+        self.conn().execute(
+            "UPDATE drills SET status = ?2, closed_at = ?3, cancelled_by = ?4, asked = ?5,
+                waiting = ?6, passed = ?7, failed = ?8, errored = ?9, silent = ?10,
+                late = ?11, receipt_cursor = coalesce(?12, receipt_cursor)
+             WHERE id = ?1",
+            args![
                 m.id.as_str(),
                 m.status.as_str(),
                 m.closed_at.map(ms_sql),
-                m.cancelled_by,
+                m.cancelled_by.as_deref(),
                 n(t.asked),
                 n(t.waiting),
                 n(t.passed),
@@ -227,30 +230,31 @@ impl Db {
                 n(t.silent),
                 n(t.late),
                 cursor,
-            ])?;
-        let mut stmt = self.sqlite().prepare_cached(
-            "INSERT INTO drill_nodes (drill, region, site, node, kind, outcome, result,
-                received_at, duration_ms, message, metrics)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (drill, region, site, node) DO UPDATE SET outcome = excluded.outcome,
-                result = excluded.result, received_at = excluded.received_at,
-                duration_ms = excluded.duration_ms, message = excluded.message,
-                metrics = excluded.metrics",
+            ],
         )?;
         for r in changed {
-            stmt.execute(params![
-                m.id.as_str(),
-                r.path.region.as_str(),
-                r.path.site.as_str(),
-                r.path.node.as_str(),
-                r.kind.as_str(),
-                r.outcome.as_str(),
-                r.result.map(result_str),
-                r.received_at.map(ms_sql),
-                r.duration_ms.map(i64_of),
-                r.message,
-                r.metrics,
-            ])?;
+            self.conn().execute(
+                "INSERT INTO drill_nodes (drill, region, site, node, kind, outcome, result,
+                    received_at, duration_ms, message, metrics)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (drill, region, site, node) DO UPDATE SET
+                    outcome = excluded.outcome, result = excluded.result,
+                    received_at = excluded.received_at, duration_ms = excluded.duration_ms,
+                    message = excluded.message, metrics = excluded.metrics",
+                args![
+                    m.id.as_str(),
+                    r.path.region.as_str(),
+                    r.path.site.as_str(),
+                    r.path.node.as_str(),
+                    r.kind.as_str(),
+                    r.outcome.as_str(),
+                    r.result.map(result_str),
+                    r.received_at.map(ms_sql),
+                    r.duration_ms.map(i64_of),
+                    r.message.as_deref(),
+                    r.metrics.as_deref(),
+                ],
+            )?;
         }
         Ok(())
     }
@@ -263,30 +267,27 @@ impl Db {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Receipt)>, StoreError> {
-        let mut stmt = self.sqlite().prepare_cached(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn().query(
             "SELECT id, node, result, received_at, duration_ms, message, metrics
              FROM test_receipts WHERE drill = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut rows = stmt.query(params![drill.as_str(), after, limit])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let node: String = r.get(1)?;
-            let result: String = r.get(2)?;
-            let metrics: String = r.get(6)?;
-            out.push((
-                r.get(0)?,
-                Receipt {
-                    node: NodeId::new(node.clone()).map_err(|_| corrupt("node", &node))?,
-                    result: result_of(&result)?,
-                    received_at: ts_of(r.get(3)?),
-                    duration_ms: r.get::<_, Option<i64>>(4)?.map(u64_of),
-                    message: r.get(5)?,
-                    metrics: (metrics != "{}").then_some(metrics),
-                },
-            ));
-        }
-        Ok(out)
+            args![drill.as_str(), after, limit],
+            |r| {
+                let node = r.str(1)?;
+                let metrics = r.str(6)?;
+                Ok((
+                    r.get(0)?,
+                    Receipt {
+                        node: NodeId::new(node.to_owned()).map_err(|_| corrupt("node", node))?,
+                        result: result_of(r.str(2)?)?,
+                        received_at: ts_of(r.get(3)?),
+                        duration_ms: r.get::<Option<i64>>(4)?.map(u64_of),
+                        message: r.get(5)?,
+                        metrics: (metrics != "{}").then(|| metrics.to_owned()),
+                    },
+                ))
+            },
+        )
     }
 
     /// Drills still open, and those closed at or after `closed_since` (they may still get
@@ -295,16 +296,14 @@ impl Db {
         &self,
         closed_since: UnixMillis,
     ) -> Result<Vec<(DrillRow, Vec<NodeResult>)>, StoreError> {
+        // Drills started at the same instant come in row order.
         let sql = format!(
             "SELECT {DRILL_COLUMNS} FROM drills WHERE status = 'open' OR closed_at >= ?1
-             ORDER BY started_at"
+             ORDER BY started_at, rowid"
         );
-        let mut stmt = self.sqlite().prepare(&sql)?;
-        let mut rows = stmt.query([ms_sql(closed_since)])?;
-        let mut drills = Vec::new();
-        while let Some(r) = rows.next()? {
-            drills.push(drill_row(r)?.0);
-        }
+        let drills = self
+            .conn()
+            .query(&sql, args![ms_sql(closed_since)], |r| Ok(drill_row(r)?.0))?;
         let mut out = Vec::with_capacity(drills.len());
         for d in drills {
             let results = self.drill_results(&d.meta.id, &[], None, usize::MAX)?.items;
@@ -316,9 +315,8 @@ impl Db {
     /// One drill.
     pub fn drill(&self, id: &str) -> Result<Option<DrillRow>, StoreError> {
         let sql = format!("SELECT {DRILL_COLUMNS} FROM drills WHERE id = ?1");
-        let mut stmt = self.sqlite().prepare_cached(&sql)?;
-        let mut rows = stmt.query([id])?;
-        rows.next()?.map(|r| drill_row(r).map(|x| x.0)).transpose()
+        self.conn()
+            .query_opt(&sql, args![id], |r| Ok(drill_row(r)?.0))
     }
 
     /// One page of drills, newest first (by start, then row), after `after`.
@@ -329,32 +327,35 @@ impl Db {
         limit: usize,
     ) -> Result<Paged<DrillMeta, TimeKey>, StoreError> {
         let status = status.map(Status::as_str);
-        let total: i64 = self.sqlite().query_row(
-            "SELECT count(*) FROM drills WHERE ?1 IS NULL OR status = ?1",
-            [status],
+        // The casts type the placeholders for PostgreSQL where `IS NULL` comes first.
+        let total: i64 = self.conn().query_one(
+            "SELECT count(*) FROM drills WHERE CAST(?1 AS TEXT) IS NULL OR status = ?1",
+            args![status],
             |r| r.get(0),
         )?;
         let sql = format!(
-            "SELECT {DRILL_COLUMNS} FROM drills WHERE (?1 IS NULL OR status = ?1)
-               AND (?2 IS NULL OR (started_at, rowid) < (?2, ?3))
+            "SELECT {DRILL_COLUMNS} FROM drills
+             WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1)
+               AND (CAST(?2 AS BIGINT) IS NULL OR (started_at, rowid) < (?2, ?3))
              ORDER BY started_at DESC, rowid DESC LIMIT ?4"
         );
-        let mut stmt = self.sqlite().prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![
-            status,
-            after.map(|k| ms_sql(k.at)),
-            after.map(|k| k.id),
-            i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
-        ])?;
-        let mut items = Vec::new();
-        while let Some(r) = rows.next()? {
-            let (row, rowid) = drill_row(r)?;
-            let key = TimeKey {
-                at: row.meta.started_at,
-                id: rowid,
-            };
-            items.push((key, row.meta));
-        }
+        let items = self.conn().query(
+            &sql,
+            args![
+                status,
+                after.map(|k| ms_sql(k.at)),
+                after.map(|k| k.id),
+                limit_plus_one(limit),
+            ],
+            |r| {
+                let (row, rowid) = drill_row(r)?;
+                let key = TimeKey {
+                    at: row.meta.started_at,
+                    id: rowid,
+                };
+                Ok((key, row.meta))
+            },
+        )?;
         Ok(Paged::from_rows(items, limit, u64_of(total)))
     }
 
@@ -372,78 +373,74 @@ impl Db {
             *slot = Some(o.as_str());
         }
         let any = outcomes.is_empty();
-        let total: i64 = self
-            .sqlite()
-            .prepare_cached(
-                "SELECT count(*) FROM drill_nodes WHERE drill = ?1
-                   AND (?2 OR outcome IN (?3, ?4, ?5, ?6, ?7, ?8))",
-            )?
-            .query_row(
-                params![
-                    drill.as_str(),
-                    any,
-                    slots[0],
-                    slots[1],
-                    slots[2],
-                    slots[3],
-                    slots[4],
-                    slots[5]
-                ],
-                |r| r.get(0),
-            )?;
+        let total: i64 = self.conn().query_one(
+            "SELECT count(*) FROM drill_nodes WHERE drill = ?1
+               AND (?2 OR outcome IN (?3, ?4, ?5, ?6, ?7, ?8))",
+            args![
+                drill.as_str(),
+                any,
+                slots[0],
+                slots[1],
+                slots[2],
+                slots[3],
+                slots[4],
+                slots[5]
+            ],
+            |r| r.get(0),
+        )?;
         let sql = format!(
             "SELECT {NODE_COLUMNS} FROM drill_nodes WHERE drill = ?1
                AND (?2 OR outcome IN (?3, ?4, ?5, ?6, ?7, ?8))
-               AND (?9 IS NULL OR (region, site, node) > (?9, ?10, ?11))
+               AND (CAST(?9 AS TEXT) IS NULL OR (region, site, node) > (?9, ?10, ?11))
              ORDER BY region, site, node LIMIT ?12"
         );
-        let mut stmt = self.sqlite().prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![
-            drill.as_str(),
-            any,
-            slots[0],
-            slots[1],
-            slots[2],
-            slots[3],
-            slots[4],
-            slots[5],
-            after.map(|k| k.region.as_str()),
-            after.map(|k| k.site.as_str()),
-            after.map(|k| k.node.as_str()),
-            i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
-        ])?;
-        let mut items = Vec::new();
-        while let Some(r) = rows.next()? {
-            let n = node_row(r)?;
-            let key = NodeKey {
-                region: n.path.region.clone(),
-                site: n.path.site.clone(),
-                node: n.path.node.clone(),
-            };
-            items.push((key, n));
-        }
+        let items = self.conn().query(
+            &sql,
+            args![
+                drill.as_str(),
+                any,
+                slots[0],
+                slots[1],
+                slots[2],
+                slots[3],
+                slots[4],
+                slots[5],
+                after.map(|k| k.region.as_str()),
+                after.map(|k| k.site.as_str()),
+                after.map(|k| k.node.as_str()),
+                limit_plus_one(limit),
+            ],
+            |r| {
+                let n = node_row(r)?;
+                let key = NodeKey {
+                    region: n.path.region.clone(),
+                    site: n.path.site.clone(),
+                    node: n.path.node.clone(),
+                };
+                Ok((key, n))
+            },
+        )?;
         Ok(Paged::from_rows(items, limit, u64_of(total)))
     }
 
     /// The last occurrence schedule `name` ran (or skipped), if any.
     pub fn schedule_last(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
         Ok(self
-            .sqlite()
-            .query_row(
+            .conn()
+            .query_opt(
                 "SELECT last_occurrence FROM drill_schedule WHERE name = ?1",
-                [name],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
+                args![name],
+                |r| r.get::<i64>(0),
+            )?
             .map(ts_of))
     }
 
     /// Records that schedule `name` ran (or skipped) its occurrence at `at`.
     pub fn set_schedule_last(&self, name: &str, at: UnixMillis) -> Result<(), StoreError> {
-        self.sqlite().execute(
+        self.conn().execute(
             "INSERT INTO drill_schedule (name, last_occurrence) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET last_occurrence = excluded.last_occurrence",
-            params![name, ms_sql(at)],
+            args![name, ms_sql(at)],
         )?;
         Ok(())
     }

@@ -26,15 +26,6 @@ mod runs;
 pub mod schema;
 pub mod sql;
 
-/// Transitional: the names the concern files not yet moved to `Conn` import.
-mod sqlite {
-    pub(super) use super::db::{Db, i64_of, ms_sql, ts_of, u64_of};
-    pub(super) use super::history::Shard;
-    pub(super) use super::lists::{Paged, TimeKey};
-    pub(super) use super::nodes::NodeKey;
-    pub(super) use super::nodes::NodeQuery;
-}
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

@@ -233,8 +233,10 @@ impl Db {
     pub fn nodes(&self, filter: &NodeFilter) -> Result<Vec<NodeRecord>, StoreError> {
         let sql = format!(
             "SELECT {NODE_COLUMNS} FROM nodes
-             WHERE (?1 IS NULL OR region = ?1) AND (?2 IS NULL OR site = ?2)
-               AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR state = ?4)
+             WHERE (CAST(?1 AS TEXT) IS NULL OR region = ?1)
+               AND (CAST(?2 AS TEXT) IS NULL OR site = ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR kind = ?3)
+               AND (CAST(?4 AS TEXT) IS NULL OR state = ?4)
              ORDER BY region, site, node LIMIT ?5 OFFSET ?6"
         );
         self.conn().query(

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, Severity, SiteId, TestResult};
-use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::StoreError;
-use super::sqlite::{Db, NodeQuery, ms_sql, ts_of};
+use super::db::{Db, ms_sql, ts_of};
+use super::nodes::NodeQuery;
+use super::sql::args;
 use crate::model::UnixMillis;
 use crate::readiness::tracker::RestoredReadiness;
 use crate::readiness::{LastTest, Readiness, ReadinessChange, Reason};
@@ -41,51 +42,47 @@ pub struct ReadinessStep {
 impl Db {
     /// Appends readiness changes and updates each node's current readiness.
     pub fn record_readiness(&self, changes: &[ReadinessChange]) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let conn = self.sqlite();
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO readiness_transitions (node, at, id, from_state, to_state, maintenance,
-                 reasons)
-             VALUES (?1, ?2, (SELECT coalesce(max(id), 0) + 1 FROM readiness_transitions),
-                     ?3, ?4, ?5, ?6)",
-        )?;
-        let mut update = conn.prepare_cached(
-            "UPDATE nodes SET readiness = ?2, readiness_reasons = ?3,
-                 readiness_since = CASE WHEN readiness IS ?2 THEN readiness_since ELSE ?4 END
-             WHERE node = ?1",
-        )?;
         for c in changes {
             let reasons = serde_json::to_string(&c.reasons)?;
             let maintenance = c.reasons.contains(&Reason::Maintenance);
-            insert.execute(params![
-                c.node.as_str(),
-                ms_sql(c.at),
-                c.from.map(Readiness::as_str),
-                c.to.as_str(),
-                maintenance,
-                reasons,
-            ])?;
-            update.execute(params![
-                c.node.as_str(),
-                c.to.as_str(),
-                reasons,
-                ms_sql(c.at)
-            ])?;
+            self.conn().execute(
+                "INSERT INTO readiness_transitions (node, at, id, from_state, to_state,
+                     maintenance, reasons)
+                 VALUES (?1, ?2, (SELECT coalesce(max(id), 0) + 1 FROM readiness_transitions),
+                         ?3, ?4, ?5, ?6)",
+                args![
+                    c.node.as_str(),
+                    ms_sql(c.at),
+                    c.from.map(Readiness::as_str),
+                    c.to.as_str(),
+                    maintenance,
+                    &reasons,
+                ],
+            )?;
+            self.conn().execute(
+                "UPDATE nodes SET readiness = ?2, readiness_reasons = ?3,
+                     readiness_since = CASE WHEN readiness IS NOT DISTINCT FROM ?2
+                                            THEN readiness_since ELSE ?4 END
+                 WHERE node = ?1",
+                args![c.node.as_str(), c.to.as_str(), &reasons, ms_sql(c.at)],
+            )?;
         }
         Ok(())
     }
 
     /// A node's current readiness (`None` before its first derivation).
     pub fn node_readiness(&self, node: &NodeId) -> Result<Option<NodeReadiness>, StoreError> {
-        let row: Option<(Option<String>, Option<String>, Option<i64>)> = self
-            .sqlite()
-            .prepare_cached(
-                "SELECT readiness, readiness_reasons, readiness_since FROM nodes WHERE node = ?1",
-            )?
-            .query_row([node.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
+        let row = self.conn().query_opt(
+            "SELECT readiness, readiness_reasons, readiness_since FROM nodes WHERE node = ?1",
+            args![node.as_str()],
+            |r| {
+                Ok((
+                    r.get::<Option<String>>(0)?,
+                    r.get::<Option<String>>(1)?,
+                    r.get::<Option<i64>>(2)?,
+                ))
+            },
+        )?;
         match row {
             Some((Some(state), reasons, since)) => Ok(Some(NodeReadiness {
                 state: readiness(&state)?,
@@ -114,62 +111,72 @@ impl Db {
     /// state and reasons, active faults, and the last test of each kind (run time: the
     /// agent's `ts`, never later than its arrival).
     pub fn readiness_inputs(&self) -> Result<HashMap<NodeId, RestoredReadiness>, StoreError> {
-        let conn = self.sqlite();
+        let conn = self.conn();
         let mut out: HashMap<NodeId, RestoredReadiness> = HashMap::new();
-        let mut stmt = conn.prepare(
+        conn.each(
             "SELECT node, readiness, readiness_reasons FROM nodes WHERE readiness IS NOT NULL",
+            args![],
+            |r| {
+                let node = node_id(r.get(0)?)?;
+                let state = readiness(r.str(1)?)?;
+                let reasons: Vec<Reason> =
+                    serde_json::from_str(&r.get::<Option<String>>(2)?.unwrap_or_default())
+                        .unwrap_or_default();
+                out.entry(node).or_default().previous = Some((state, reasons));
+                Ok(())
+            },
         )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let node = node_id(r.get(0)?)?;
-            let state = readiness(&r.get::<_, String>(1)?)?;
-            let reasons: Vec<Reason> =
-                serde_json::from_str(&r.get::<_, Option<String>>(2)?.unwrap_or_default())
-                    .unwrap_or_default();
-            out.entry(node).or_default().previous = Some((state, reasons));
-        }
-        let mut stmt = conn.prepare(
+        conn.each(
             "SELECT node, fault_key, severity FROM faults WHERE cleared_at IS NULL
              ORDER BY node, fault_key",
+            args![],
+            |r| {
+                let node = node_id(r.get(0)?)?;
+                let key = r.str(1)?;
+                let sev = r.str(2)?;
+                let severity = Severity::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == sev)
+                    .ok_or_else(|| StoreError::Corrupt(format!("severity {sev:?}")))?;
+                let faults = &mut out.entry(node).or_default().faults;
+                if !faults.iter().any(|(k, _)| k == key) {
+                    faults.push((key.to_owned(), severity));
+                }
+                Ok(())
+            },
         )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let node = node_id(r.get(0)?)?;
-            let key: String = r.get(1)?;
-            let sev: String = r.get(2)?;
-            let severity = Severity::ALL
-                .into_iter()
-                .find(|s| s.as_str() == sev)
-                .ok_or_else(|| StoreError::Corrupt(format!("severity {sev:?}")))?;
-            let faults = &mut out.entry(node).or_default().faults;
-            if !faults.iter().any(|(k, _)| *k == key) {
-                faults.push((key, severity));
-            }
-        }
-        // SQLite: with max(), the bare columns come from the row holding the maximum.
-        let mut stmt = conn.prepare(
-            "SELECT node, test, result, max(min(ts, received_at)) FROM test_receipts
-             GROUP BY node, test",
+        // The last run of each node's test: the latest run time; among runs at the same
+        // time, the earliest agent `ts`, then result name, then row (the order SQLite's
+        // earlier `max()` with bare columns picked from its (node, ts, result) index).
+        conn.each(
+            "SELECT node, test, result, at FROM (
+                 SELECT node, test, result, least(ts, received_at) AS at,
+                        row_number() OVER (PARTITION BY node, test
+                                           ORDER BY least(ts, received_at) DESC,
+                                                    ts, result, id) AS n
+                 FROM test_receipts) AS latest
+             WHERE n = 1
+             ORDER BY node, test",
+            args![],
+            |r| {
+                let node = node_id(r.get(0)?)?;
+                let test = r.str(1)?;
+                let result = match r.str(2)? {
+                    "pass" => TestResult::Pass,
+                    "fail" => TestResult::Fail,
+                    "error" => TestResult::Error,
+                    other => return Err(StoreError::Corrupt(format!("test result {other:?}"))),
+                };
+                let test = Name::new(test.to_owned())
+                    .map_err(|_| StoreError::Corrupt(format!("test {test:?}")))?;
+                out.entry(node).or_default().tests.push(LastTest {
+                    test,
+                    result,
+                    at: ts_of(r.get(3)?),
+                });
+                Ok(())
+            },
         )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let node = node_id(r.get(0)?)?;
-            let test: String = r.get(1)?;
-            let result: String = r.get(2)?;
-            let result = match result.as_str() {
-                "pass" => TestResult::Pass,
-                "fail" => TestResult::Fail,
-                "error" => TestResult::Error,
-                other => return Err(StoreError::Corrupt(format!("test result {other:?}"))),
-            };
-            let test = Name::new(test.clone())
-                .map_err(|_| StoreError::Corrupt(format!("test {test:?}")))?;
-            out.entry(node).or_default().tests.push(LastTest {
-                test,
-                result,
-                at: ts_of(r.get(3)?),
-            });
-        }
         Ok(out)
     }
 
@@ -181,47 +188,42 @@ impl Db {
         (from, until): (UnixMillis, UnixMillis),
         mut each: impl FnMut(&NodePath, &Name, &[ReadinessStep]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let conn = self.sqlite();
+        let conn = self.conn();
         let c = q.conditions();
         let sql = format!(
             "SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
              ORDER BY nodes.region, nodes.site, nodes.node",
             c.sql()
         );
-        let mut nodes = conn.prepare_cached(&sql)?;
-        let mut history = conn.prepare_cached(
-            "SELECT at, to_state, maintenance FROM readiness_transitions
-             WHERE node = ?1
-               AND at >= coalesce((SELECT max(p.at) FROM readiness_transitions p
-                                   WHERE p.node = ?1 AND p.at < ?2), ?2)
-               AND at < ?3
-             ORDER BY at, id",
-        )?;
         let mut steps = Vec::new();
-        let mut rows = nodes.query(params_from_iter(c.values()))?;
-        while let Some(r) = rows.next()? {
-            let region: String = r.get(0)?;
-            let site: String = r.get(1)?;
-            let node: String = r.get(2)?;
-            let kind: String = r.get(3)?;
+        conn.each(&sql, c.values(), |r| {
+            let (region, site, node, kind) = (r.str(0)?, r.str(1)?, r.str(2)?, r.str(3)?);
             let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what} {v:?}"));
             let path = NodePath::new(
-                RegionId::new(region.clone()).map_err(|_| corrupt("region", &region))?,
-                SiteId::new(site.clone()).map_err(|_| corrupt("site", &site))?,
-                node_id(node)?,
+                RegionId::new(region.to_owned()).map_err(|_| corrupt("region", region))?,
+                SiteId::new(site.to_owned()).map_err(|_| corrupt("site", site))?,
+                node_id(node.to_owned())?,
             );
-            let kind = Name::new(kind.clone()).map_err(|_| corrupt("kind", &kind))?;
+            let kind = Name::new(kind.to_owned()).map_err(|_| corrupt("kind", kind))?;
             steps.clear();
-            let mut t = history.query(params![path.node.as_str(), ms_sql(from), ms_sql(until)])?;
-            while let Some(r) = t.next()? {
-                steps.push(ReadinessStep {
-                    at: ts_of(r.get(0)?),
-                    to: readiness(&r.get::<_, String>(1)?)?,
-                    maintenance: r.get(2)?,
-                });
-            }
-            each(&path, &kind, &steps)?;
-        }
-        Ok(())
+            conn.each(
+                "SELECT at, to_state, maintenance FROM readiness_transitions
+                 WHERE node = ?1
+                   AND at >= coalesce((SELECT max(p.at) FROM readiness_transitions p
+                                       WHERE p.node = ?1 AND p.at < ?2), ?2)
+                   AND at < ?3
+                 ORDER BY at, id",
+                args![path.node.as_str(), ms_sql(from), ms_sql(until)],
+                |t| {
+                    steps.push(ReadinessStep {
+                        at: ts_of(t.get(0)?),
+                        to: readiness(t.str(1)?)?,
+                        maintenance: t.get(2)?,
+                    });
+                    Ok(())
+                },
+            )?;
+            each(&path, &kind, &steps)
+        })
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::sql::args;
 use super::{Db, StoreError};
 use crate::model::UnixMillis;
 
@@ -138,17 +139,22 @@ impl Kind {
 impl Db {
     /// Caps the database at its current size plus `extra` pages (`None`: no cap): every
     /// commit that needs more fails with `SQLITE_FULL`, as on a full disk. For tests.
+    ///
+    /// SQLite only: on PostgreSQL there is no page cap to set, and this fails with
+    /// [`StoreError::Corrupt`] saying so (a test relying on it cannot run there).
     #[doc(hidden)]
     pub fn cap_pages_for_tests(&self, extra: Option<u64>) -> Result<(), StoreError> {
-        let pages: i64 = self
-            .sqlite()
-            .query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let Some(conn) = self.conn().as_sqlite() else {
+            return Err(StoreError::Corrupt(
+                "capping the database's pages works only on SQLite".into(),
+            ));
+        };
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let cap = match extra {
             Some(extra) => pages + i64::try_from(extra).unwrap_or(0),
             None => 1_073_741_823,
         };
-        self.sqlite()
-            .query_row(&format!("PRAGMA max_page_count = {cap}"), [], |_| Ok(()))?;
+        conn.query_row(&format!("PRAGMA max_page_count = {cap}"), [], |_| Ok(()))?;
         Ok(())
     }
 
@@ -157,22 +163,24 @@ impl Db {
     pub fn prune(&self, kind: Kind, before: UnixMillis, limit: usize) -> Result<usize, StoreError> {
         let before = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let conn = self.sqlite();
+        let conn = self.conn();
         let n = match kind {
+            // Alerts that ended at the same instant go in row order, so both statements
+            // pick the same alerts.
             Kind::Alerts => {
                 conn.execute(
                     "DELETE FROM acks WHERE (alert_id, started_at) IN (
                         SELECT id, started_at FROM alerts
                         WHERE status = 'resolved' AND ended_at < ?1
-                        ORDER BY ended_at LIMIT ?2)",
-                    rusqlite::params![before, limit],
+                        ORDER BY ended_at, row_id LIMIT ?2)",
+                    args![before, limit],
                 )?;
                 conn.execute(
                     "DELETE FROM alerts WHERE row_id IN (
                         SELECT row_id FROM alerts
                         WHERE status = 'resolved' AND ended_at < ?1
-                        ORDER BY ended_at LIMIT ?2)",
-                    rusqlite::params![before, limit],
+                        ORDER BY ended_at, row_id LIMIT ?2)",
+                    args![before, limit],
                 )?
             }
             // Each node's last transition before the cut-off stays: it is the node's state
@@ -184,25 +192,25 @@ impl Db {
                                   WHERE u.node = t.node AND u.at < ?1
                                     AND (u.at, u.id) > (t.at, t.id))
                     ORDER BY t.id LIMIT ?2)",
-                rusqlite::params![before, limit],
+                args![before, limit],
             )?,
             Kind::TestReceipts => conn.execute(
                 "DELETE FROM test_receipts WHERE id IN (
                     SELECT id FROM test_receipts WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
-                rusqlite::params![before, limit],
+                args![before, limit],
             )?,
             Kind::Notifications => conn.execute(
                 "DELETE FROM notification_log WHERE id IN (
                     SELECT id FROM notification_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
-                rusqlite::params![before, limit],
+                args![before, limit],
             )?,
             Kind::Audit => conn.execute(
                 "DELETE FROM audit WHERE id IN (
                     SELECT id FROM audit WHERE at < ?1 ORDER BY id LIMIT ?2)",
-                rusqlite::params![before, limit],
+                args![before, limit],
             )?,
         };
-        Ok(n)
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 

@@ -2,39 +2,38 @@
 //! down). Outside those runs, and inside blind intervals, nobody watched the nodes: uptime
 //! counts that time as `blind` (coverage), never as up or down.
 
-use rusqlite::params;
-
 use super::StoreError;
-use super::sqlite::{Db, ms_sql, ts_of};
+use super::db::{Db, ms_sql, ts_of};
+use super::sql::args;
 use crate::model::UnixMillis;
 
 impl Db {
     /// Starts a run at `at`; returns its id. A previous run that crashed (no end) is closed
     /// at its last sign of life, with any blind interval it left open.
     pub fn start_run(&self, at: UnixMillis) -> Result<i64, StoreError> {
-        let conn = self.sqlite();
+        let conn = self.conn();
         conn.execute(
             "UPDATE blind_intervals SET end_at = (SELECT alive_at FROM collector_runs r
                  WHERE r.id = blind_intervals.run)
              WHERE end_at IS NULL",
-            [],
+            args![],
         )?;
         conn.execute(
             "UPDATE collector_runs SET ended_at = alive_at WHERE ended_at IS NULL",
-            [],
+            args![],
         )?;
-        conn.execute(
-            "INSERT INTO collector_runs (started_at, alive_at) VALUES (?1, ?1)",
-            [ms_sql(at)],
-        )?;
-        Ok(conn.last_insert_rowid())
+        conn.query_one(
+            "INSERT INTO collector_runs (started_at, alive_at) VALUES (?1, ?1) RETURNING id",
+            args![ms_sql(at)],
+            |r| r.get(0),
+        )
     }
 
     /// Marks run `run` alive at `at`.
     pub fn run_alive(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
-        self.sqlite().execute(
-            "UPDATE collector_runs SET alive_at = max(alive_at, ?2) WHERE id = ?1",
-            params![run, ms_sql(at)],
+        self.conn().execute(
+            "UPDATE collector_runs SET alive_at = greatest(alive_at, ?2) WHERE id = ?1",
+            args![run, ms_sql(at)],
         )?;
         Ok(())
     }
@@ -42,10 +41,10 @@ impl Db {
     /// Ends run `run` cleanly at `at`, closing an open blind interval.
     pub fn end_run(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
         self.blind_edges(run, &[(false, at)])?;
-        self.sqlite().execute(
-            "UPDATE collector_runs SET alive_at = max(alive_at, ?2), ended_at = ?2
+        self.conn().execute(
+            "UPDATE collector_runs SET alive_at = greatest(alive_at, ?2), ended_at = ?2
              WHERE id = ?1",
-            params![run, ms_sql(at)],
+            args![run, ms_sql(at)],
         )?;
         Ok(())
     }
@@ -54,14 +53,14 @@ impl Db {
     pub fn blind_edges(&self, run: i64, edges: &[(bool, UnixMillis)]) -> Result<(), StoreError> {
         for &(blind, at) in edges {
             if blind {
-                self.sqlite().execute(
+                self.conn().execute(
                     "INSERT INTO blind_intervals (run, start_at) VALUES (?1, ?2)",
-                    params![run, ms_sql(at)],
+                    args![run, ms_sql(at)],
                 )?;
             } else {
-                self.sqlite().execute(
+                self.conn().execute(
                     "UPDATE blind_intervals SET end_at = ?2 WHERE run = ?1 AND end_at IS NULL",
-                    params![run, ms_sql(at)],
+                    args![run, ms_sql(at)],
                 )?;
             }
         }
@@ -76,26 +75,18 @@ impl Db {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<(UnixMillis, UnixMillis)>, StoreError> {
-        let conn = self.sqlite();
-        let mut runs = Vec::new();
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT started_at, alive_at, ended_at FROM collector_runs ORDER BY started_at",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (start, alive, ended) = row?;
+        let conn = self.conn();
+        let runs = conn.query(
+            "SELECT started_at, alive_at, ended_at FROM collector_runs ORDER BY started_at",
+            args![],
+            |r| {
+                let (start, alive, ended) =
+                    (r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<Option<i64>>(2)?);
                 // The running run (no end) watches up to now.
                 let end = if ended.is_none() { to } else { ts_of(alive) };
-                runs.push((ts_of(start), end));
-            }
-        }
+                Ok((ts_of(start), end))
+            },
+        )?;
         let mut gaps = Vec::new();
         // No run log at all (a store written by other means): nothing is known to be
         // unwatched but the blind intervals.
@@ -109,17 +100,16 @@ impl Db {
         if cursor < to {
             gaps.push((cursor, to));
         }
-        let mut stmt = conn.prepare_cached(
+        conn.each(
             "SELECT start_at, end_at FROM blind_intervals
              WHERE start_at < ?2 AND (end_at IS NULL OR end_at > ?1)",
+            args![ms_sql(from), ms_sql(to)],
+            |r| {
+                let (start, end) = (r.get::<i64>(0)?, r.get::<Option<i64>>(1)?);
+                gaps.push((ts_of(start).max(from), end.map_or(to, ts_of).min(to)));
+                Ok(())
+            },
         )?;
-        let rows = stmt.query_map(params![ms_sql(from), ms_sql(to)], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?;
-        for row in rows {
-            let (start, end) = row?;
-            gaps.push((ts_of(start).max(from), end.map_or(to, ts_of).min(to)));
-        }
         gaps.retain(|(s, e)| s < e);
         gaps.sort_unstable();
         let mut merged: Vec<(UnixMillis, UnixMillis)> = Vec::new();

@@ -135,7 +135,9 @@ fn clustering_transitions_keeps_every_row_its_id_and_the_order_of_equal_times() 
     drop(conn);
     let db = Db::open(&file).expect("migrate");
     let rows: Vec<(i64, String, i64, String)> = db
-        .sqlite()
+        .conn()
+        .as_sqlite()
+        .expect("sqlite")
         .prepare("SELECT id, node, at, to_state FROM transitions ORDER BY node, at, id")
         .expect("prepare")
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -161,7 +163,9 @@ fn clustering_transitions_keeps_every_row_its_id_and_the_order_of_equal_times() 
     )])
     .expect("record");
     let max: i64 = db
-        .sqlite()
+        .conn()
+        .as_sqlite()
+        .expect("sqlite")
         .query_row(
             "SELECT max(id) FROM transitions WHERE node = 'a'",
             [],
@@ -189,11 +193,15 @@ fn the_database_is_in_wal_mode_with_full_sync() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(&dir.path().join("a.db")).expect("open");
     let mode: String = db
-        .sqlite()
+        .conn()
+        .as_sqlite()
+        .expect("sqlite")
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .expect("mode");
     let sync: i64 = db
-        .sqlite()
+        .conn()
+        .as_sqlite()
+        .expect("sqlite")
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .expect("sync");
     assert_eq!(mode, "wal");
@@ -384,7 +392,9 @@ fn test_receipts_are_kept() {
         .expect("record");
     assert_eq!(db.count_tests(&nid("a")).expect("count"), 1);
     let result: String = db
-        .sqlite()
+        .conn()
+        .as_sqlite()
+        .expect("sqlite")
         .query_row("SELECT result FROM test_receipts", [], |r| r.get(0))
         .expect("row");
     assert_eq!(result, "pass");
@@ -540,7 +550,9 @@ async fn a_failing_command_does_not_undo_its_batch() {
         UnixMillis::from_millis(1),
     );
     let bad = store.call(|db| {
-        db.sqlite()
+        db.conn()
+            .as_sqlite()
+            .expect("sqlite")
             .execute("INSERT INTO nodes (node) VALUES ('x')", [])?;
         Ok(())
     });
