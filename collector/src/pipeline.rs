@@ -547,7 +547,6 @@ impl Core {
                     self.ask_rebirth(path, now);
                     return Output::default();
                 }
-                self.links.recent.record(&path.node, now, &hb);
                 if let Some(tags) = self.tags(path) {
                     self.pending.points.push(Point::heartbeat(&tags, &hb));
                 }
@@ -562,6 +561,8 @@ impl Core {
                         now,
                     );
                 }
+                // Last: the heartbeat moves into the recent samples.
+                self.links.recent.record(&path.node, now, hb);
                 out
             }
             NodeMessage::Fault(fault) => {

@@ -61,8 +61,9 @@ impl RecentMetrics {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a live heartbeat (ignores replayed ones).
-    pub fn record(&self, node: &NodeId, received_at: UnixMillis, hb: &Heartbeat) {
+    /// Records a live heartbeat (ignores replayed ones). Takes the heartbeat: its metrics
+    /// move into the sample instead of being copied (a map of owned names each).
+    pub fn record(&self, node: &NodeId, received_at: UnixMillis, hb: Heartbeat) {
         if hb.replay {
             return;
         }
@@ -73,7 +74,7 @@ impl RecentMetrics {
                 ts: UnixMillis::from_millis(hb.ts),
                 seq: hb.seq,
                 uptime_s: hb.uptime_s,
-                metrics: hb.metrics.clone(),
+                metrics: hb.metrics,
                 checks: hb.checks,
             },
         );
@@ -82,11 +83,26 @@ impl RecentMetrics {
     /// Appends a sample, dropping the oldest beyond the capacity.
     pub fn push(&self, node: &NodeId, sample: Sample) {
         let mut shard = self.shard(node);
-        let ring = shard.entry(node.clone()).or_default();
-        if ring.len() == self.capacity {
-            ring.pop_front();
-        }
-        ring.push_back(sample);
+        // Design: look up before inserting, so the id is cloned only for a node's first
+        // sample (`entry` takes an owned key every time), and a ring is allocated once at
+        // its full size. The dropped sample is freed after the lock is released.
+        let oldest = match shard.get_mut(node) {
+            Some(ring) => {
+                let oldest = (ring.len() == self.capacity)
+                    .then(|| ring.pop_front())
+                    .flatten();
+                ring.push_back(sample);
+                oldest
+            }
+            None => {
+                let mut ring = VecDeque::with_capacity(self.capacity);
+                ring.push_back(sample);
+                shard.insert(node.clone(), ring);
+                None
+            }
+        };
+        drop(shard);
+        drop(oldest);
     }
 
     /// The node's samples, oldest first.
