@@ -139,7 +139,7 @@ pub struct Core {
     monitor: Monitor,
     links: Links,
     /// Last heard per node since the last flush.
-    seen: HashMap<NodeId, UnixMillis>,
+    seen: foldhash::HashMap<NodeId, UnixMillis>,
     /// The flush of "last heard" times being written, if any.
     seen_flush: Option<tokio::task::JoinHandle<()>>,
     /// How the last flush of "last heard" times went (`None`: not known yet). On a quiet
@@ -211,7 +211,7 @@ impl Core {
             metrics,
             monitor,
             links,
-            seen: HashMap::new(),
+            seen: foldhash::HashMap::default(),
             seen_flush: None,
             seen_result: Arc::default(),
             batch: WriteBatch::default(),

@@ -4,7 +4,7 @@
 //! The core records each live heartbeat (replays are skipped: they say nothing about now).
 //! Sharded so that the core's writes and the API's reads rarely meet on one lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -30,21 +30,25 @@ pub struct Sample {
     pub checks: Option<CheckCounts>,
 }
 
-type Shard = Mutex<HashMap<NodeId, VecDeque<Sample>>>;
+/// foldhash: hashed twice per heartbeat, for the shard and in it (see the workspace
+/// Cargo.toml).
+type Shard = Mutex<foldhash::HashMap<NodeId, VecDeque<Sample>>>;
 
 /// The rings, one per node. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RecentMetrics {
     shards: Arc<[Shard]>,
     capacity: usize,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl RecentMetrics {
     /// Keeps at most `capacity` samples per node (at least 1).
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(foldhash::HashMap::default()))
+                .collect(),
             capacity: capacity.max(1),
             hasher: Default::default(),
         }
@@ -54,7 +58,7 @@ impl RecentMetrics {
         self.capacity
     }
 
-    fn shard(&self, node: &NodeId) -> MutexGuard<'_, HashMap<NodeId, VecDeque<Sample>>> {
+    fn shard(&self, node: &NodeId) -> MutexGuard<'_, foldhash::HashMap<NodeId, VecDeque<Sample>>> {
         let i = (self.hasher.hash_one(node) as usize) % SHARDS;
         self.shards[i]
             .lock()
