@@ -72,7 +72,9 @@ const FULL_READ: usize = 9;
 /// waits the broker sends at most its in-flight limit (`max_inflight_messages`, 100 in the
 /// tests, 1000 shipped), so pausing after every drained read would cap the rate at that
 /// limit per millisecond. Hence the pause only when traffic is sparse: once [`BUSY`] or
-/// more messages came since the last decision, the link reads on without pausing.
+/// more messages came since the last decision, the link reads on without pausing. This
+/// holds only while the broker's in-flight limit is above [`BUSY`]: with Mosquitto's
+/// default of 20 the link would keep pausing and take at most 20 messages a millisecond.
 const READ_PAUSE: Duration = Duration::from_millis(1);
 
 /// Messages between two drained reads from which the link no longer pauses (see
