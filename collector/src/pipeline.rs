@@ -139,7 +139,7 @@ pub struct Core {
     monitor: Monitor,
     links: Links,
     /// Last heard per node since the last flush.
-    seen: HashMap<NodeId, UnixMillis>,
+    seen: foldhash::HashMap<NodeId, UnixMillis>,
     /// The flush of "last heard" times being written, if any.
     seen_flush: Option<tokio::task::JoinHandle<()>>,
     /// How the last flush of "last heard" times went (`None`: not known yet). On a quiet
@@ -211,7 +211,7 @@ impl Core {
             metrics,
             monitor,
             links,
-            seen: HashMap::new(),
+            seen: foldhash::HashMap::default(),
             seen_flush: None,
             seen_result: Arc::default(),
             batch: WriteBatch::default(),
@@ -547,7 +547,6 @@ impl Core {
                     self.ask_rebirth(path, now);
                     return Output::default();
                 }
-                self.links.recent.record(&path.node, now, &hb);
                 if let Some(tags) = self.tags(path) {
                     self.pending.points.push(Point::heartbeat(&tags, &hb));
                 }
@@ -562,6 +561,8 @@ impl Core {
                         now,
                     );
                 }
+                // Last: the heartbeat moves into the recent samples.
+                self.links.recent.record(&path.node, now, hb);
                 out
             }
             NodeMessage::Fault(fault) => {

@@ -152,7 +152,7 @@ async fn every_documented_operation_is_served_as_documented() {
     }))
     .expect("heartbeat");
     let node = alarmnet_protocol::NodeId::new("lz-cg-s001").expect("id");
-    s.state.recent.record(&node, super::tests::now(), &hb);
+    s.state.recent.record(&node, super::tests::now(), hb);
     let paths = root["paths"].as_object().expect("paths");
     let mut checked = 0;
     for (path, item) in paths {

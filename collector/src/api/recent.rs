@@ -4,7 +4,7 @@
 //! The core records each live heartbeat (replays are skipped: they say nothing about now).
 //! Sharded so that the core's writes and the API's reads rarely meet on one lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -30,21 +30,25 @@ pub struct Sample {
     pub checks: Option<CheckCounts>,
 }
 
-type Shard = Mutex<HashMap<NodeId, VecDeque<Sample>>>;
+/// foldhash: hashed twice per heartbeat, for the shard and in it (see the workspace
+/// Cargo.toml).
+type Shard = Mutex<foldhash::HashMap<NodeId, VecDeque<Sample>>>;
 
 /// The rings, one per node. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RecentMetrics {
     shards: Arc<[Shard]>,
     capacity: usize,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl RecentMetrics {
     /// Keeps at most `capacity` samples per node (at least 1).
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(foldhash::HashMap::default()))
+                .collect(),
             capacity: capacity.max(1),
             hasher: Default::default(),
         }
@@ -54,15 +58,16 @@ impl RecentMetrics {
         self.capacity
     }
 
-    fn shard(&self, node: &NodeId) -> MutexGuard<'_, HashMap<NodeId, VecDeque<Sample>>> {
+    fn shard(&self, node: &NodeId) -> MutexGuard<'_, foldhash::HashMap<NodeId, VecDeque<Sample>>> {
         let i = (self.hasher.hash_one(node) as usize) % SHARDS;
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a live heartbeat (ignores replayed ones).
-    pub fn record(&self, node: &NodeId, received_at: UnixMillis, hb: &Heartbeat) {
+    /// Records a live heartbeat (ignores replayed ones). Takes the heartbeat: its metrics
+    /// move into the sample instead of being copied (a map of owned names each).
+    pub fn record(&self, node: &NodeId, received_at: UnixMillis, hb: Heartbeat) {
         if hb.replay {
             return;
         }
@@ -73,7 +78,7 @@ impl RecentMetrics {
                 ts: UnixMillis::from_millis(hb.ts),
                 seq: hb.seq,
                 uptime_s: hb.uptime_s,
-                metrics: hb.metrics.clone(),
+                metrics: hb.metrics,
                 checks: hb.checks,
             },
         );
@@ -82,11 +87,26 @@ impl RecentMetrics {
     /// Appends a sample, dropping the oldest beyond the capacity.
     pub fn push(&self, node: &NodeId, sample: Sample) {
         let mut shard = self.shard(node);
-        let ring = shard.entry(node.clone()).or_default();
-        if ring.len() == self.capacity {
-            ring.pop_front();
-        }
-        ring.push_back(sample);
+        // Design: look up before inserting, so the id is cloned only for a node's first
+        // sample (`entry` takes an owned key every time), and a ring is allocated once at
+        // its full size. The dropped sample is freed after the lock is released.
+        let oldest = match shard.get_mut(node) {
+            Some(ring) => {
+                let oldest = (ring.len() == self.capacity)
+                    .then(|| ring.pop_front())
+                    .flatten();
+                ring.push_back(sample);
+                oldest
+            }
+            None => {
+                let mut ring = VecDeque::with_capacity(self.capacity);
+                ring.push_back(sample);
+                shard.insert(node.clone(), ring);
+                None
+            }
+        };
+        drop(shard);
+        drop(oldest);
     }
 
     /// The node's samples, oldest first.

@@ -562,7 +562,7 @@ async fn node_detail_history_and_metrics() {
     .expect("heartbeat");
     s.state
         .recent
-        .record(&node, now() - std::time::Duration::from_millis(4000), &hb);
+        .record(&node, now() - std::time::Duration::from_millis(4000), hb);
     let (code, n) = s.get("/api/v1/nodes/lz-ql-s001", None).await;
     assert_eq!(code, 200, "{n}");
     assert_eq!(n["faults_active"][0]["key"], "amplifier/no_load");

@@ -21,7 +21,7 @@
 //! invented ids cost no memory here either. The clock is the collector's [`UnixMillis`], passed
 //! in: the limiter is pure and tested without sleeping.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +70,8 @@ pub struct NodeLimits {
     per_ms: f64,
     burst: f32,
     log_window: Duration,
-    nodes: HashMap<NodeId, NodeBuckets>,
+    /// foldhash: looked up per message (see the workspace Cargo.toml).
+    nodes: foldhash::HashMap<NodeId, NodeBuckets>,
     /// Nodes that had at least one message dropped.
     offenders: HashSet<NodeId>,
     top_refreshed: Option<UnixMillis>,
@@ -90,7 +91,7 @@ impl NodeLimits {
             per_ms: rate / 1000.0,
             burst: burst.max(1) as f32,
             log_window,
-            nodes: HashMap::new(),
+            nodes: foldhash::HashMap::default(),
             offenders: HashSet::new(),
             top_refreshed: None,
             dirty: false,

@@ -123,7 +123,9 @@ pub struct Ingest {
     max_nodes: usize,
     max_future_skew: Duration,
     allowlist: Option<HashSet<NodeId>>,
-    registry: HashMap<NodeId, Binding>,
+    /// foldhash: looked up per message (see the workspace Cargo.toml). Only births under
+    /// the registration policy and the node cap add entries, so invented ids cannot grow it.
+    registry: foldhash::HashMap<NodeId, Binding>,
     metrics: Arc<Metrics>,
     log: RejectLog,
     rebirth: RebirthAsk,
@@ -188,7 +190,7 @@ impl Ingest {
         known: impl IntoIterator<Item = (NodeId, Binding)>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let registry: HashMap<_, _> = known.into_iter().collect();
+        let registry: foldhash::HashMap<_, _> = known.into_iter().collect();
         metrics.nodes_tracked.store(registry.len() as u64, Relaxed);
         let allowlist = match config.registration {
             Registration::Open => None,

@@ -214,7 +214,8 @@ pub struct Tracker {
     late_factor: f64,
     offline_factor: f64,
     nodes: Vec<Node>,
-    index: HashMap<NodeId, u32>,
+    /// foldhash: looked up several times per heartbeat (see the workspace Cargo.toml).
+    index: foldhash::HashMap<NodeId, u32>,
     sites: Vec<SiteEntry>,
     site_index: HashMap<(u32, SiteId), u32>,
     regions: Vec<RegionEntry>,
@@ -329,7 +330,7 @@ impl Tracker {
             late_factor: config.late_factor,
             offline_factor: config.offline_factor,
             nodes: Vec::new(),
-            index: HashMap::new(),
+            index: foldhash::HashMap::default(),
             sites: Vec::new(),
             site_index: HashMap::new(),
             regions: Vec::new(),
