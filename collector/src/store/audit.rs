@@ -121,6 +121,7 @@ impl Db {
 mod tests {
     use super::*;
     use crate::model::ms;
+    use crate::store::engines::each_engine;
 
     fn entry_at(at: UnixMillis, actor: Option<&str>, action: &str, outcome: Outcome) -> AuditEntry {
         AuditEntry {
@@ -148,90 +149,91 @@ mod tests {
 
     #[test]
     fn entries_are_listed_newest_first_filtered_paged_and_pruned() {
-        let db = Db::open_in_memory().expect("db");
-        let mut ids = Vec::new();
-        for (i, (actor, action, outcome)) in [
-            (Some("desk"), "alert.ack", Outcome::Success),
-            (None, "alert.ack", Outcome::Refused),
-            (Some("desk"), "silence.add", Outcome::Success),
-            (Some("night"), "silence.end", Outcome::Success),
-            (Some("desk"), "config.reload", Outcome::Failed),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let e = entry_at(
-                UnixMillis::from_millis(1_000) + ms(i as u64 * 10),
-                actor,
-                action,
-                outcome,
-            );
-            ids.push(db.record_audit(&e).expect("insert"));
-        }
-        let all = db
-            .audit_page(&AuditQuery::default(), None, 100)
-            .expect("page");
-        assert_eq!(all.total, 5);
-        assert_eq!(
-            all.items.iter().map(|e| e.id).collect::<Vec<_>>(),
-            ids.iter().rev().copied().collect::<Vec<_>>()
-        );
-        let first = &all.items[4];
-        assert_eq!(
-            first,
-            &AuditEntry {
-                id: ids[0],
-                ..entry_at(
-                    UnixMillis::from_millis(1_000),
-                    Some("desk"),
-                    "alert.ack",
-                    Outcome::Success
-                )
+        each_engine(|db| {
+            let mut ids = Vec::new();
+            for (i, (actor, action, outcome)) in [
+                (Some("desk"), "alert.ack", Outcome::Success),
+                (None, "alert.ack", Outcome::Refused),
+                (Some("desk"), "silence.add", Outcome::Success),
+                (Some("night"), "silence.end", Outcome::Success),
+                (Some("desk"), "config.reload", Outcome::Failed),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let e = entry_at(
+                    UnixMillis::from_millis(1_000) + ms(i as u64 * 10),
+                    actor,
+                    action,
+                    outcome,
+                );
+                ids.push(db.record_audit(&e).expect("insert"));
             }
-        );
+            let all = db
+                .audit_page(&AuditQuery::default(), None, 100)
+                .expect("page");
+            assert_eq!(all.total, 5);
+            assert_eq!(
+                all.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+                ids.iter().rev().copied().collect::<Vec<_>>()
+            );
+            let first = &all.items[4];
+            assert_eq!(
+                first,
+                &AuditEntry {
+                    id: ids[0],
+                    ..entry_at(
+                        UnixMillis::from_millis(1_000),
+                        Some("desk"),
+                        "alert.ack",
+                        Outcome::Success
+                    )
+                }
+            );
 
-        let desk = AuditQuery {
-            actor: Some("desk".into()),
-            ..AuditQuery::default()
-        };
-        let p1 = db.audit_page(&desk, None, 2).expect("page 1");
-        assert_eq!(p1.total, 3);
-        assert_eq!(p1.items.len(), 2);
-        let p2 = db.audit_page(&desk, p1.next.as_ref(), 2).expect("page 2");
-        assert_eq!(p2.items.len(), 1);
-        assert!(p2.next.is_none());
-        assert_eq!(p2.items[0].id, ids[0]);
+            let desk = AuditQuery {
+                actor: Some("desk".into()),
+                ..AuditQuery::default()
+            };
+            let p1 = db.audit_page(&desk, None, 2).expect("page 1");
+            assert_eq!(p1.total, 3);
+            assert_eq!(p1.items.len(), 2);
+            let p2 = db.audit_page(&desk, p1.next.as_ref(), 2).expect("page 2");
+            assert_eq!(p2.items.len(), 1);
+            assert!(p2.next.is_none());
+            assert_eq!(p2.items[0].id, ids[0]);
 
-        let q = AuditQuery {
-            action: Some("alert.ack".into()),
-            outcome: Some(Outcome::Refused),
-            ..AuditQuery::default()
-        };
-        let refused = db.audit_page(&q, None, 10).expect("refused");
-        assert_eq!(refused.items.len(), 1);
-        assert_eq!(refused.items[0].actor, None);
-        let q = AuditQuery {
-            window: Some((
-                UnixMillis::from_millis(1_010),
-                UnixMillis::from_millis(1_030),
-            )),
-            ..AuditQuery::default()
-        };
-        assert_eq!(db.audit_page(&q, None, 10).expect("window").total, 2);
+            let q = AuditQuery {
+                action: Some("alert.ack".into()),
+                outcome: Some(Outcome::Refused),
+                ..AuditQuery::default()
+            };
+            let refused = db.audit_page(&q, None, 10).expect("refused");
+            assert_eq!(refused.items.len(), 1);
+            assert_eq!(refused.items[0].actor, None);
+            let q = AuditQuery {
+                window: Some((
+                    UnixMillis::from_millis(1_010),
+                    UnixMillis::from_millis(1_030),
+                )),
+                ..AuditQuery::default()
+            };
+            assert_eq!(db.audit_page(&q, None, 10).expect("window").total, 2);
 
-        assert_eq!(
-            db.prune_audit(UnixMillis::from_millis(1_020))
-                .expect("prune"),
-            2
-        );
-        let left = db
-            .audit_page(&AuditQuery::default(), None, 100)
-            .expect("page");
-        assert_eq!(left.total, 3);
-        assert!(
-            left.items
-                .iter()
-                .all(|e| e.at >= UnixMillis::from_millis(1_020))
-        );
+            assert_eq!(
+                db.prune_audit(UnixMillis::from_millis(1_020))
+                    .expect("prune"),
+                2
+            );
+            let left = db
+                .audit_page(&AuditQuery::default(), None, 100)
+                .expect("page");
+            assert_eq!(left.total, 3);
+            assert!(
+                left.items
+                    .iter()
+                    .all(|e| e.at >= UnixMillis::from_millis(1_020))
+            );
+        });
     }
 }

@@ -580,6 +580,8 @@ fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
 }
 
 #[cfg(test)]
+pub(crate) mod engines;
+#[cfg(test)]
 mod lists_tests;
 #[cfg(test)]
 mod tests;

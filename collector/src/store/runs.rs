@@ -126,6 +126,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::engines::each_engine;
 
     fn at(ms: u64) -> UnixMillis {
         UnixMillis::from_millis(ms)
@@ -133,41 +134,43 @@ mod tests {
 
     #[test]
     fn gaps_between_runs_crashes_and_blind_intervals_are_unwatched() {
-        let db = Db::open_in_memory().expect("db");
-        let r1 = db.start_run(UnixMillis::from_millis(1_000)).expect("run");
-        db.run_alive(r1, UnixMillis::from_millis(1_500))
-            .expect("alive");
-        db.blind_edges(
-            r1,
-            &[
-                (true, UnixMillis::from_millis(1_200)),
-                (false, UnixMillis::from_millis(1_300)),
-            ],
-        )
-        .expect("blind");
-        db.run_alive(r1, UnixMillis::from_millis(2_000))
-            .expect("alive");
-        // Crash: no end; the next run closes it at its last sign of life (2000).
-        let r2 = db.start_run(UnixMillis::from_millis(3_000)).expect("run");
-        db.blind_edges(r2, &[(true, UnixMillis::from_millis(3_500))])
+        each_engine(|db| {
+            let r1 = db.start_run(UnixMillis::from_millis(1_000)).expect("run");
+            db.run_alive(r1, UnixMillis::from_millis(1_500))
+                .expect("alive");
+            db.blind_edges(
+                r1,
+                &[
+                    (true, UnixMillis::from_millis(1_200)),
+                    (false, UnixMillis::from_millis(1_300)),
+                ],
+            )
             .expect("blind");
-        db.end_run(r2, UnixMillis::from_millis(4_000)).expect("end");
-        let r3 = db.start_run(UnixMillis::from_millis(5_000)).expect("run");
-        assert!(r3 > r2);
-        assert_eq!(
-            db.unwatched(at(0), at(6_000)).expect("q"),
-            [(0, 1_000), (1_200, 1_300), (2_000, 3_000), (3_500, 5_000)]
-                .map(|(a, b)| (at(a), at(b)))
-        );
-        assert_eq!(
-            db.unwatched(at(1_250), at(1_260)).expect("q"),
-            vec![(at(1_250), at(1_260))]
-        );
+            db.run_alive(r1, UnixMillis::from_millis(2_000))
+                .expect("alive");
+            // Crash: no end; the next run closes it at its last sign of life (2000).
+            let r2 = db.start_run(UnixMillis::from_millis(3_000)).expect("run");
+            db.blind_edges(r2, &[(true, UnixMillis::from_millis(3_500))])
+                .expect("blind");
+            db.end_run(r2, UnixMillis::from_millis(4_000)).expect("end");
+            let r3 = db.start_run(UnixMillis::from_millis(5_000)).expect("run");
+            assert!(r3 > r2);
+            assert_eq!(
+                db.unwatched(at(0), at(6_000)).expect("q"),
+                [(0, 1_000), (1_200, 1_300), (2_000, 3_000), (3_500, 5_000)]
+                    .map(|(a, b)| (at(a), at(b)))
+            );
+            assert_eq!(
+                db.unwatched(at(1_250), at(1_260)).expect("q"),
+                vec![(at(1_250), at(1_260))]
+            );
+        });
     }
 
     #[test]
     fn without_a_run_log_nothing_is_unwatched() {
-        let db = Db::open_in_memory().expect("db");
-        assert!(db.unwatched(at(0), at(6_000)).expect("q").is_empty());
+        each_engine(|db| {
+            assert!(db.unwatched(at(0), at(6_000)).expect("q").is_empty());
+        });
     }
 }

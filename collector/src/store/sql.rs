@@ -131,11 +131,12 @@ impl Conn {
         })
     }
 
-    /// Opens a read transaction: one consistent snapshot for everything it reads.
+    /// Opens a read transaction: one consistent snapshot for everything it reads, where
+    /// nothing can be written (SQLite's reader connections are read-only themselves).
     pub fn begin_read(&self) -> Result<(), StoreError> {
         self.batch(match self.dialect() {
             Dialect::Sqlite => "BEGIN",
-            Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         })
     }
 

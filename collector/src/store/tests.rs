@@ -6,6 +6,7 @@ use alarmnet_protocol::{
 
 use super::*;
 use crate::model::{UnixMillis, ms};
+use crate::store::engines::{each_engine, postgres_store};
 
 fn at(ms: u64) -> UnixMillis {
     UnixMillis::from_millis(ms)
@@ -210,287 +211,290 @@ fn the_database_is_in_wal_mode_with_full_sync() {
 
 #[test]
 fn nodes_round_trip_and_filter() {
-    let db = Db::open_in_memory().expect("open");
-    let a = path("r1", "s1", "a");
-    let b = path("r1", "s2", "b");
-    let c = path("r2", "s3", "c");
-    for (p, at) in [(&a, 10), (&b, 20), (&c, 30)] {
-        db.upsert_birth(p, &birth(p, at), UnixMillis::from_millis(at))
-            .expect("birth");
-    }
-    let rec = db.node(&a.node).expect("query").expect("exists");
-    assert_eq!(rec.path, a);
-    assert_eq!(rec.kind.as_str(), "siren");
-    assert_eq!(rec.name.as_deref(), Some("城关区警报器"));
-    assert_eq!(rec.hb_interval_ms, 10_000);
-    assert_eq!(rec.state, Liveness::Unknown);
-    assert_eq!(
-        (rec.first_seen.as_millis(), rec.last_seen.as_millis()),
-        (10, 10)
-    );
-    assert_eq!(rec.info["name"], "城关区警报器");
+    each_engine(|db| {
+        let a = path("r1", "s1", "a");
+        let b = path("r1", "s2", "b");
+        let c = path("r2", "s3", "c");
+        for (p, at) in [(&a, 10), (&b, 20), (&c, 30)] {
+            db.upsert_birth(p, &birth(p, at), UnixMillis::from_millis(at))
+                .expect("birth");
+        }
+        let rec = db.node(&a.node).expect("query").expect("exists");
+        assert_eq!(rec.path, a);
+        assert_eq!(rec.kind.as_str(), "siren");
+        assert_eq!(rec.name.as_deref(), Some("城关区警报器"));
+        assert_eq!(rec.hb_interval_ms, 10_000);
+        assert_eq!(rec.state, Liveness::Unknown);
+        assert_eq!(
+            (rec.first_seen.as_millis(), rec.last_seen.as_millis()),
+            (10, 10)
+        );
+        assert_eq!(rec.info["name"], "城关区警报器");
 
-    db.touch(&[
-        Heard::at(a.node.clone(), UnixMillis::from_millis(50)),
-        Heard::at(b.node.clone(), UnixMillis::from_millis(5)),
-    ])
-    .expect("touch");
-    assert_eq!(
-        db.node(&a.node).expect("q").expect("a").last_seen,
-        UnixMillis::from_millis(50)
-    );
-    assert_eq!(
-        db.node(&b.node).expect("q").expect("b").last_seen,
-        UnixMillis::from_millis(20),
-        "never backwards"
-    );
+        db.touch(&[
+            Heard::at(a.node.clone(), UnixMillis::from_millis(50)),
+            Heard::at(b.node.clone(), UnixMillis::from_millis(5)),
+        ])
+        .expect("touch");
+        assert_eq!(
+            db.node(&a.node).expect("q").expect("a").last_seen,
+            UnixMillis::from_millis(50)
+        );
+        assert_eq!(
+            db.node(&b.node).expect("q").expect("b").last_seen,
+            UnixMillis::from_millis(20),
+            "never backwards"
+        );
 
-    // A rebirth under a new site moves the node but keeps first_seen.
-    let moved = path("r1", "s9", "a");
-    db.upsert_birth(&moved, &birth(&moved, 60), UnixMillis::from_millis(60))
-        .expect("rebirth");
-    let rec = db.node(&a.node).expect("q").expect("a");
-    assert_eq!(
-        (
-            rec.path.site.as_str(),
-            rec.first_seen.as_millis(),
-            rec.birth_ts
-        ),
-        ("s9", 10, 60)
-    );
+        // A rebirth under a new site moves the node but keeps first_seen.
+        let moved = path("r1", "s9", "a");
+        db.upsert_birth(&moved, &birth(&moved, 60), UnixMillis::from_millis(60))
+            .expect("rebirth");
+        let rec = db.node(&a.node).expect("q").expect("a");
+        assert_eq!(
+            (
+                rec.path.site.as_str(),
+                rec.first_seen.as_millis(),
+                rec.birth_ts
+            ),
+            ("s9", 10, 60)
+        );
 
-    db.record_transitions(&[t(
-        "b",
-        Liveness::Unknown,
-        Liveness::Online,
-        70,
-        Cause::Birth,
-    )])
-    .expect("transition");
-    let r1 = db
-        .nodes(&NodeFilter {
-            region: Some(RegionId::new("r1").expect("id")),
-            ..NodeFilter::default()
-        })
-        .expect("nodes");
-    assert_eq!(r1.len(), 2);
-    let online = db
-        .nodes(&NodeFilter {
-            state: Some(Liveness::Online),
-            ..NodeFilter::default()
-        })
-        .expect("nodes");
-    assert_eq!(online.len(), 1);
-    assert_eq!(online[0].path, b);
-    assert_eq!(online[0].state_since, UnixMillis::from_millis(70));
-    let page = db
-        .nodes(&NodeFilter {
-            limit: Some(1),
-            offset: 1,
-            ..NodeFilter::default()
-        })
-        .expect("nodes");
-    assert_eq!(page.len(), 1);
-    assert_eq!(db.count_nodes().expect("count"), 3);
-    let mut bindings = db.bindings().expect("bindings");
-    bindings.sort();
-    assert_eq!(bindings.len(), 3);
-    assert!(bindings.contains(&(moved, 60)));
+        db.record_transitions(&[t(
+            "b",
+            Liveness::Unknown,
+            Liveness::Online,
+            70,
+            Cause::Birth,
+        )])
+        .expect("transition");
+        let r1 = db
+            .nodes(&NodeFilter {
+                region: Some(RegionId::new("r1").expect("id")),
+                ..NodeFilter::default()
+            })
+            .expect("nodes");
+        assert_eq!(r1.len(), 2);
+        let online = db
+            .nodes(&NodeFilter {
+                state: Some(Liveness::Online),
+                ..NodeFilter::default()
+            })
+            .expect("nodes");
+        assert_eq!(online.len(), 1);
+        assert_eq!(online[0].path, b);
+        assert_eq!(online[0].state_since, UnixMillis::from_millis(70));
+        let page = db
+            .nodes(&NodeFilter {
+                limit: Some(1),
+                offset: 1,
+                ..NodeFilter::default()
+            })
+            .expect("nodes");
+        assert_eq!(page.len(), 1);
+        assert_eq!(db.count_nodes().expect("count"), 3);
+        let mut bindings = db.bindings().expect("bindings");
+        bindings.sort();
+        assert_eq!(bindings.len(), 3);
+        assert!(bindings.contains(&(moved, 60)));
+    });
 }
 
 #[test]
 fn transition_windows_carry_the_state_before_the_window() {
-    let db = Db::open_in_memory().expect("open");
-    use Liveness::*;
-    db.record_transitions(&[
-        t("a", Unknown, Online, 100, Cause::Birth),
-        t("a", Online, Late, 200, Cause::Timeout),
-        t("a", Late, Offline, 300, Cause::Timeout),
-        t("b", Unknown, Online, 150, Cause::Birth),
-        t("a", Offline, Online, 400, Cause::Heartbeat),
-        t("c", Unknown, Online, 500, Cause::Birth),
-    ])
-    .expect("record");
-    let w = db
-        .transition_window(None, at(250), at(450))
-        .expect("window");
-    assert_eq!(
-        w.before,
-        vec![
+    each_engine(|db| {
+        use Liveness::*;
+        db.record_transitions(&[
+            t("a", Unknown, Online, 100, Cause::Birth),
             t("a", Online, Late, 200, Cause::Timeout),
-            t("b", Unknown, Online, 150, Cause::Birth)
-        ]
-    );
-    assert_eq!(
-        w.within,
-        vec![
             t("a", Late, Offline, 300, Cause::Timeout),
-            t("a", Offline, Online, 400, Cause::Heartbeat)
-        ]
-    );
-    let only_b = db
-        .transition_window(Some(&[nid("b")]), at(0), at(1000))
-        .expect("window");
-    assert!(only_b.before.is_empty());
-    assert_eq!(only_b.within.len(), 1);
-    // `to` is exclusive.
-    let w = db
-        .transition_window(Some(&[nid("c")]), at(0), at(500))
-        .expect("w");
-    assert!(w.within.is_empty());
-    let h = db
-        .node_history(&nid("a"), at(0), at(1000))
-        .expect("history");
-    assert_eq!(h.len(), 4);
-    assert_eq!(h[3].cause, Cause::Heartbeat);
+            t("b", Unknown, Online, 150, Cause::Birth),
+            t("a", Offline, Online, 400, Cause::Heartbeat),
+            t("c", Unknown, Online, 500, Cause::Birth),
+        ])
+        .expect("record");
+        let w = db
+            .transition_window(None, at(250), at(450))
+            .expect("window");
+        assert_eq!(
+            w.before,
+            vec![
+                t("a", Online, Late, 200, Cause::Timeout),
+                t("b", Unknown, Online, 150, Cause::Birth)
+            ]
+        );
+        assert_eq!(
+            w.within,
+            vec![
+                t("a", Late, Offline, 300, Cause::Timeout),
+                t("a", Offline, Online, 400, Cause::Heartbeat)
+            ]
+        );
+        let only_b = db
+            .transition_window(Some(&[nid("b")]), at(0), at(1000))
+            .expect("window");
+        assert!(only_b.before.is_empty());
+        assert_eq!(only_b.within.len(), 1);
+        // `to` is exclusive.
+        let w = db
+            .transition_window(Some(&[nid("c")]), at(0), at(500))
+            .expect("w");
+        assert!(w.within.is_empty());
+        let h = db
+            .node_history(&nid("a"), at(0), at(1000))
+            .expect("history");
+        assert_eq!(h.len(), 4);
+        assert_eq!(h[3].cause, Cause::Heartbeat);
+    });
 }
 
 #[test]
 fn fault_history_opens_and_closes() {
-    let db = Db::open_in_memory().expect("open");
-    let fault = |status: &str, ts: u64, replay: bool| -> Fault {
-        serde_json::from_value(serde_json::json!({
-            "v": 1, "boot": "boot0001", "seq": ts, "ts": ts, "check": "amplifier",
-            "code": "AMP_NO_OUTPUT", "severity": "critical", "status": status,
-            "message": "no output", "replay": replay
-        }))
-        .expect("fault")
-    };
-    let n = nid("a");
-    db.record_fault(&n, &fault("raised", 10, true), UnixMillis::from_millis(99))
-        .expect("raise");
-    db.record_fault(&n, &fault("raised", 11, false), UnixMillis::from_millis(99))
-        .expect("raise again: no-op");
-    assert_eq!(db.faults(&n, true).expect("active").len(), 1);
-    db.record_fault(
-        &n,
-        &fault("cleared", 20, false),
-        UnixMillis::from_millis(99),
-    )
-    .expect("clear");
-    assert!(db.faults(&n, true).expect("active").is_empty());
-    db.record_fault(&n, &fault("raised", 30, false), UnixMillis::from_millis(99))
-        .expect("raise");
-    let all = db.faults(&n, false).expect("all");
-    assert_eq!(all.len(), 2);
-    assert_eq!(all[1].raised_at, 10);
-    assert_eq!(all[1].cleared_at, Some(20));
-    assert!(all[1].replay);
-    assert_eq!(all[0].key, "amplifier/AMP_NO_OUTPUT");
-    assert_eq!(all[0].severity, Severity::Critical);
+    each_engine(|db| {
+        let fault = |status: &str, ts: u64, replay: bool| -> Fault {
+            serde_json::from_value(serde_json::json!({
+                "v": 1, "boot": "boot0001", "seq": ts, "ts": ts, "check": "amplifier",
+                "code": "AMP_NO_OUTPUT", "severity": "critical", "status": status,
+                "message": "no output", "replay": replay
+            }))
+            .expect("fault")
+        };
+        let n = nid("a");
+        db.record_fault(&n, &fault("raised", 10, true), UnixMillis::from_millis(99))
+            .expect("raise");
+        db.record_fault(&n, &fault("raised", 11, false), UnixMillis::from_millis(99))
+            .expect("raise again: no-op");
+        assert_eq!(db.faults(&n, true).expect("active").len(), 1);
+        db.record_fault(
+            &n,
+            &fault("cleared", 20, false),
+            UnixMillis::from_millis(99),
+        )
+        .expect("clear");
+        assert!(db.faults(&n, true).expect("active").is_empty());
+        db.record_fault(&n, &fault("raised", 30, false), UnixMillis::from_millis(99))
+            .expect("raise");
+        let all = db.faults(&n, false).expect("all");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].raised_at, 10);
+        assert_eq!(all[1].cleared_at, Some(20));
+        assert!(all[1].replay);
+        assert_eq!(all[0].key, "amplifier/AMP_NO_OUTPUT");
+        assert_eq!(all[0].severity, Severity::Critical);
+    });
 }
 
 #[test]
 fn test_receipts_are_kept() {
-    let db = Db::open_in_memory().expect("open");
-    let receipt: TestReceipt = serde_json::from_value(serde_json::json!({
-        "v": 1, "boot": "boot0001", "seq": 3, "ts": 1000, "drill": "d-1", "test": "silent",
-        "result": "pass", "duration_ms": 4200, "metrics": {"amp1_out_w": 395.0}
-    }))
-    .expect("receipt");
-    db.record_test(&nid("a"), &receipt, UnixMillis::from_millis(1001))
-        .expect("record");
-    assert_eq!(db.count_tests(&nid("a")).expect("count"), 1);
-    let result: String = db
-        .conn()
-        .as_sqlite()
-        .expect("sqlite")
-        .query_row("SELECT result FROM test_receipts", [], |r| r.get(0))
-        .expect("row");
-    assert_eq!(result, "pass");
+    each_engine(|db| {
+        let receipt: TestReceipt = serde_json::from_value(serde_json::json!({
+            "v": 1, "boot": "boot0001", "seq": 3, "ts": 1000, "drill": "d-1", "test": "silent",
+            "result": "pass", "duration_ms": 4200, "metrics": {"amp1_out_w": 395.0}
+        }))
+        .expect("receipt");
+        db.record_test(&nid("a"), &receipt, UnixMillis::from_millis(1001))
+            .expect("record");
+        assert_eq!(db.count_tests(&nid("a")).expect("count"), 1);
+        let result: String = db
+            .conn()
+            .query_one("SELECT result FROM test_receipts", &[], |r| r.get(0))
+            .expect("row");
+        assert_eq!(result, "pass");
+    });
 }
 
 #[test]
 fn alerts_acks_silences_and_notifications_round_trip() {
-    let db = Db::open_in_memory().expect("open");
-    let mut a = alert("0000000000000f31", 100);
-    db.upsert_alert(&a).expect("fire");
-    assert_eq!(
-        db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
-        vec![a.clone()]
-    );
-    let ack = Ack {
-        by: "duty officer".into(),
-        at: UnixMillis::from_millis(150),
-        comment: Some("crew sent".into()),
-    };
-    let acked = db
-        .ack_alert(aid("0000000000000f31"), &ack)
-        .expect("ack")
-        .expect("exists");
-    assert_eq!(acked.ack, Some(ack.clone()));
-    assert!(
-        db.ack_alert(aid("00000000000000ee"), &ack)
+    each_engine(|db| {
+        let mut a = alert("0000000000000f31", 100);
+        db.upsert_alert(&a).expect("fire");
+        assert_eq!(
+            db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
+            vec![a.clone()]
+        );
+        let ack = Ack {
+            by: "duty officer".into(),
+            at: UnixMillis::from_millis(150),
+            comment: Some("crew sent".into()),
+        };
+        let acked = db
+            .ack_alert(aid("0000000000000f31"), &ack)
             .expect("ack")
-            .is_none()
-    );
-    a.ack = Some(ack);
-    a.status = AlertStatus::Resolved;
-    a.ended_at = Some(UnixMillis::from_millis(200));
-    db.upsert_alert(&a).expect("resolve");
-    // The same subject fires again: a new row under the same id.
-    let again = alert("0000000000000f31", 300);
-    db.upsert_alert(&again).expect("fire again");
-    assert_eq!(
-        db.alerts(None, 10).expect("all"),
-        vec![again.clone(), a.clone()]
-    );
-    assert_eq!(
-        db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
-        vec![again.clone()]
-    );
-    assert_eq!(
-        db.latest_alert(aid("0000000000000f31")).expect("latest"),
-        Some(again)
-    );
+            .expect("exists");
+        assert_eq!(acked.ack, Some(ack.clone()));
+        assert!(
+            db.ack_alert(aid("00000000000000ee"), &ack)
+                .expect("ack")
+                .is_none()
+        );
+        a.ack = Some(ack);
+        a.status = AlertStatus::Resolved;
+        a.ended_at = Some(UnixMillis::from_millis(200));
+        db.upsert_alert(&a).expect("resolve");
+        // The same subject fires again: a new row under the same id.
+        let again = alert("0000000000000f31", 300);
+        db.upsert_alert(&again).expect("fire again");
+        assert_eq!(
+            db.alerts(None, 10).expect("all"),
+            vec![again.clone(), a.clone()]
+        );
+        assert_eq!(
+            db.alerts(Some(AlertStatus::Firing), 10).expect("q"),
+            vec![again.clone()]
+        );
+        assert_eq!(
+            db.latest_alert(aid("0000000000000f31")).expect("latest"),
+            Some(again)
+        );
 
-    let s = Silence {
-        id: SilenceId::new(1),
-        region: Some(RegionId::new("r").expect("id")),
-        site: None,
-        node: None,
-        kind: Some(Name::new("display").expect("name")),
-        starts_at: UnixMillis::from_millis(10),
-        ends_at: UnixMillis::from_millis(1000),
-        created_by: "ops".into(),
-        comment: None,
-    };
-    db.upsert_silence(&s).expect("silence");
-    assert_eq!(
-        db.silences(Some(UnixMillis::from_millis(500))).expect("q"),
-        vec![s.clone()]
-    );
-    assert!(
-        db.end_silence(SilenceId::new(1), UnixMillis::from_millis(600))
-            .expect("end")
-    );
-    assert!(
-        db.silences(Some(UnixMillis::from_millis(700)))
-            .expect("q")
-            .is_empty()
-    );
-    assert_eq!(
-        db.silences(None).expect("q")[0].ends_at,
-        UnixMillis::from_millis(600)
-    );
+        let s = Silence {
+            id: SilenceId::new(1),
+            region: Some(RegionId::new("r").expect("id")),
+            site: None,
+            node: None,
+            kind: Some(Name::new("display").expect("name")),
+            starts_at: UnixMillis::from_millis(10),
+            ends_at: UnixMillis::from_millis(1000),
+            created_by: "ops".into(),
+            comment: None,
+        };
+        db.upsert_silence(&s).expect("silence");
+        assert_eq!(
+            db.silences(Some(UnixMillis::from_millis(500))).expect("q"),
+            vec![s.clone()]
+        );
+        assert!(
+            db.end_silence(SilenceId::new(1), UnixMillis::from_millis(600))
+                .expect("end")
+        );
+        assert!(
+            db.silences(Some(UnixMillis::from_millis(700)))
+                .expect("q")
+                .is_empty()
+        );
+        assert_eq!(
+            db.silences(None).expect("q")[0].ends_at,
+            UnixMillis::from_millis(600)
+        );
 
-    for attempt in 1..=2 {
-        db.record_notification(&NotificationAttempt {
-            alert_id: aid("0000000000000f31"),
-            alert_started_at: UnixMillis::from_millis(100),
-            status: AlertStatus::Firing,
-            output: "webhook-0".into(),
-            attempt,
-            at: UnixMillis::from_millis(100) + ms(u64::from(attempt)),
-            ok: attempt == 2,
-            error: (attempt == 1).then(|| "HTTP 500".into()),
-        })
-        .expect("log");
-    }
-    let log = db.notifications(aid("0000000000000f31")).expect("log");
-    assert_eq!(log.len(), 2);
-    assert_eq!(log[0].error.as_deref(), Some("HTTP 500"));
-    assert!(log[1].ok);
+        for attempt in 1..=2 {
+            db.record_notification(&NotificationAttempt {
+                alert_id: aid("0000000000000f31"),
+                alert_started_at: UnixMillis::from_millis(100),
+                status: AlertStatus::Firing,
+                output: "webhook-0".into(),
+                attempt,
+                at: UnixMillis::from_millis(100) + ms(u64::from(attempt)),
+                ok: attempt == 2,
+                error: (attempt == 1).then(|| "HTTP 500".into()),
+            })
+            .expect("log");
+        }
+        let log = db.notifications(aid("0000000000000f31")).expect("log");
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].error.as_deref(), Some("HTTP 500"));
+        assert!(log[1].ok);
+    });
 }
 
 #[tokio::test]
@@ -538,35 +542,51 @@ async fn committed_transitions_survive_reopening() {
 
 #[tokio::test]
 async fn a_failing_command_does_not_undo_its_batch() {
-    let store = Store::start(
+    let sqlite = Store::start(
         Db::open_in_memory().expect("open"),
         Arc::new(Metrics::new()),
     )
     .expect("start");
-    let p = path("r", "s", "a");
-    let ok = store.upsert_birth(
-        p.clone(),
-        Box::new(birth(&p, 1)),
-        UnixMillis::from_millis(1),
-    );
-    let bad = store.call(|db| {
-        db.conn()
-            .as_sqlite()
-            .expect("sqlite")
-            .execute("INSERT INTO nodes (node) VALUES ('x')", [])?;
-        Ok(())
-    });
-    let (ok, bad) = tokio::join!(ok, bad);
-    ok.expect("good command commits");
-    assert!(matches!(bad, Err(StoreError::Sqlite(_))), "{bad:?}");
-    assert_eq!(store.count_nodes().await.expect("count"), 1);
+    for store in [sqlite, postgres_store(Arc::new(Metrics::new()))] {
+        let p = path("r", "s", "a");
+        let ok = store.upsert_birth(
+            p.clone(),
+            Box::new(birth(&p, 1)),
+            UnixMillis::from_millis(1),
+        );
+        let bad = store.call(|db| {
+            db.conn()
+                .execute("INSERT INTO nodes (node) VALUES ('x')", &[])?;
+            Ok(())
+        });
+        let (ok, bad) = tokio::join!(ok, bad);
+        ok.expect("good command commits");
+        assert!(
+            matches!(bad, Err(StoreError::Sqlite(_) | StoreError::Postgres(_))),
+            "{bad:?}"
+        );
+        assert_eq!(store.count_nodes().await.expect("count"), 1);
+    }
 }
 
 #[tokio::test]
 async fn many_concurrent_writes_are_batched() {
-    let metrics = Arc::new(Metrics::new());
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("a.db"), metrics.clone()).expect("open");
+    let sqlite = Arc::new(Metrics::new());
+    let postgres = Arc::new(Metrics::new());
+    let stores = [
+        (
+            Store::open(&dir.path().join("a.db"), sqlite.clone()).expect("open"),
+            sqlite,
+        ),
+        (postgres_store(postgres.clone()), postgres),
+    ];
+    for (store, metrics) in stores {
+        concurrent_writes_are_batched(store, metrics).await;
+    }
+}
+
+async fn concurrent_writes_are_batched(store: Store, metrics: Arc<Metrics>) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..2000u64 {
         let store = store.clone();
@@ -595,4 +615,26 @@ async fn many_concurrent_writes_are_batched() {
         count < 2000,
         "2001 commands in {count} transactions: batching works"
     );
+}
+
+#[test]
+fn postgres_migrates_once_and_refuses_a_newer_database() {
+    use crate::store::engines::postgres_url;
+    use crate::store::schema;
+    use crate::store::sql::{Conn, pg_config};
+    let config = pg_config(&postgres_url(), None).expect("url");
+    let conn = Conn::postgres(&config).expect("connect");
+    assert_eq!(
+        schema::migrate_postgres(&conn).expect("migrate"),
+        schema::POSTGRES.len()
+    );
+    assert_eq!(schema::migrate_postgres(&conn).expect("again"), 0);
+    assert_eq!(
+        schema::postgres_version(&conn).expect("version"),
+        schema::POSTGRES.len()
+    );
+    conn.batch("UPDATE alarmnet_schema SET version = 99")
+        .expect("set");
+    let err = Db::connect(&config).expect_err("too new");
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
 }
