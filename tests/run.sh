@@ -18,9 +18,10 @@ step() {
 # for the console; the console tests also need Node.js 20 with npm; python3 for
 # deploy/mosquitto/check-acl.sh, which tests/tests/deploy_tls.rs runs; binutils (strip,
 # readelf) for deploy/package.sh and systemd for `systemd-analyze verify`, which
-# tests/tests/packages.rs runs).
+# tests/tests/packages.rs runs), and postgresql, whose server the store's tests start in a
+# temp dir (the package's own service is not used).
 PACKAGES=(mosquitto mosquitto-clients victoria-metrics prometheus-alertmanager chromium chromium-driver
-    fonts-wqy-microhei python3 binutils systemd)
+    fonts-wqy-microhei python3 binutils systemd postgresql)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
