@@ -2,12 +2,12 @@
 //! receipts a drill reads (committed test receipts carrying its id), and the last
 //! occurrence of each schedule. See [`crate::drills`].
 
-use alarmnet_protocol::{CmdId, Name, NodeId, NodePath, RegionId, SiteId, TestResult};
+use alarmnet_protocol::{CmdId, Name, NodeId, NodePath, TestResult};
 
 use super::StoreError;
 use super::db::{Db, i64_of, ms_sql, ts_of, u64_of};
-use super::lists::{Paged, TimeKey};
-use super::nodes::NodeKey;
+use super::lists::{Paged, TimeKey, limit_plus_one};
+use super::nodes::{NodeKey, path_at};
 use super::sql::{Row, Value, args};
 use crate::drills::{DrillMeta, NodeResult, Outcome, Receipt, Selector, Status, Tally};
 use crate::model::UnixMillis;
@@ -90,15 +90,6 @@ fn drill_row(r: &Row<'_>) -> Result<(DrillRow, i64), StoreError> {
 }
 
 /// A node's path from its region, site and node columns at `i`, `i + 1`, `i + 2`.
-fn path_at(r: &Row<'_>, i: usize) -> Result<NodePath, StoreError> {
-    let (region, site, node) = (r.str(i)?, r.str(i + 1)?, r.str(i + 2)?);
-    Ok(NodePath::new(
-        RegionId::new(region.to_owned()).map_err(|_| corrupt("region", region))?,
-        SiteId::new(site.to_owned()).map_err(|_| corrupt("site", site))?,
-        NodeId::new(node.to_owned()).map_err(|_| corrupt("node", node))?,
-    ))
-}
-
 fn kind_at(r: &Row<'_>, i: usize) -> Result<Name, StoreError> {
     let kind = r.str(i)?;
     Name::new(kind.to_owned()).map_err(|_| corrupt("kind", kind))
@@ -107,7 +98,7 @@ fn kind_at(r: &Row<'_>, i: usize) -> Result<Name, StoreError> {
 fn node_row(r: &Row<'_>) -> Result<NodeResult, StoreError> {
     let outcome = r.str(4)?;
     Ok(NodeResult {
-        path: path_at(r, 0)?,
+        path: path_at(r, 0, 1, 2)?,
         kind: kind_at(r, 3)?,
         outcome: Outcome::from_name(outcome).ok_or_else(|| corrupt("outcome", outcome))?,
         result: r
@@ -122,10 +113,6 @@ fn node_row(r: &Row<'_>) -> Result<NodeResult, StoreError> {
 }
 
 /// One row more than a page holds: whether it exists says whether a page follows.
-fn limit_plus_one(limit: usize) -> i64 {
-    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
-}
-
 impl Db {
     /// The registered nodes `s` selects, in (region, site, node) order.
     pub fn drill_targets(&self, s: &Selector) -> Result<Targets, StoreError> {
@@ -156,7 +143,7 @@ impl Db {
                 }
                 seen.insert(node.to_owned());
             }
-            out.found.push((path_at(r, 0)?, kind_at(r, 3)?));
+            out.found.push((path_at(r, 0, 1, 2)?, kind_at(r, 3)?));
             Ok(())
         })?;
         if let Some(nodes) = &s.nodes {

@@ -131,7 +131,12 @@ const NODE_COLUMNS: &str = "node, region, site, kind, name, info, boot, \
     hb_interval_ms, birth_ts, first_seen, last_seen, state, state_since, seq_boot, last_seq";
 
 /// A node's place from three text columns: region, site, node.
-fn path_at(r: &Row<'_>, region: usize, site: usize, node: usize) -> Result<NodePath, StoreError> {
+pub(super) fn path_at(
+    r: &Row<'_>,
+    region: usize,
+    site: usize,
+    node: usize,
+) -> Result<NodePath, StoreError> {
     Ok(NodePath::new(
         id("region", r.get(region)?, RegionId::new)?,
         id("site", r.get(site)?, SiteId::new)?,
