@@ -65,6 +65,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .with_context(|| format!("cannot open the store {}", location.describe()))?
     };
     tracing::info!(store = %location.describe(), "store open");
+    // On a shared (PostgreSQL) store, the lease decides which collector is active.
+    let roles = match &location {
+        crate::store::Location::Sqlite(_) => crate::ha::single(),
+        crate::store::Location::Postgres { url, password } => {
+            let holder = config.mqtt.collector_id.as_str().to_owned();
+            let fence = Arc::new(crate::store::lease::Fence::new(crate::ha::LEASE, &holder));
+            store.set_fence(fence.clone());
+            let pg = crate::store::sql::pg_config(
+                url.expose(),
+                password.as_ref().map(|p| p.expose()),
+            )?;
+            let settings = crate::ha::LeaseSettings {
+                holder,
+                ttl: config.store.lease,
+            };
+            crate::ha::start(
+                move || crate::store::Db::connect_reader(&pg),
+                settings,
+                fence,
+                shutdown.clone(),
+            )
+            .context("starting the lease thread")?
+        }
+    };
     // The reserve file keeps room on the SQLite database's own disk; a PostgreSQL server
     // manages its disk itself.
     let on_file = matches!(location, crate::store::Location::Sqlite(_));
@@ -206,15 +230,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tz.clone(),
         clock.clone(),
     );
-    drills
-        .restore()
-        .await
-        .context("restoring drills from the store")?;
-    tasks.spawn(
-        "drills",
-        until_shutdown(drills.run(drill_rx, shutdown.clone()), shutdown.clone())
+    {
+        // Drills run on the active collector only.
+        let (mut roles, shutdown) = (roles.clone(), shutdown.clone());
+        tasks.spawn(
+            "drills",
+            async move {
+                if crate::ha::until_active(&mut roles, &shutdown).await.is_none() {
+                    return ended(&shutdown);
+                }
+                drills
+                    .restore()
+                    .await
+                    .map_err(|e| TaskError::from(format!("restoring drills from the store: {e}")))?;
+                drills.run(drill_rx, shutdown.clone()).await;
+                ended(&shutdown)
+            }
             .instrument(tracing::info_span!("drills")),
-    );
+        );
+    }
 
     let board = Board::new();
     let api_state = ApiState::new(
@@ -230,6 +264,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .with_max_reports(config.http.max_reports)
     .with_request_timeout(config.http.request_timeout)
     .with_trusted_proxies(&config.http.trusted_proxies)
+    .with_roles(roles.clone())
     .with_clock(clock.clone());
     let links = Links {
         events,
@@ -237,24 +272,95 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rebirth: Some(commands.clone()),
         tsdb: tsdb.clone(),
     };
-    let monitor = Monitor::new(config.monitor.clone(), started);
-    let mut core = Core::new(store.clone(), outputs, metrics.clone(), monitor, links)
-        .with_clock(clock.clone())
-        .with_readiness(&config.readiness, board.clone())
-        .with_store_safety(config.store.max_backlog, reserve);
-    core.restore(started)
-        .await
-        .context("restoring state from the store")?;
-
     let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
     metrics
         .ingest_queue_capacity
         .store(config.ingest.queue as u64, Relaxed);
-    tasks.spawn(
-        "core",
-        until_shutdown(core.run(rx, control_rx, shutdown.clone()), shutdown.clone())
+    let make_core = {
+        let (store, metrics, clock) = (store.clone(), metrics.clone(), clock.clone());
+        let (monitor, readiness, board) = (
+            config.monitor.clone(),
+            config.readiness.clone(),
+            board.clone(),
+        );
+        let max_backlog = config.store.max_backlog;
+        // The monitor's grace runs from `since`: the start, or how long a standby's link
+        // has been up.
+        move |since| {
+            Core::new(store, outputs, metrics, Monitor::new(monitor, since), links)
+                .with_clock(clock)
+                .with_readiness(&readiness, board)
+                .with_store_safety(max_backlog, reserve)
+        }
+    };
+    if roles.borrow().is_active() {
+        // Alone on the store: restored before anything else starts, as always.
+        let mut core = make_core(started);
+        core.restore(started)
+            .await
+            .context("restoring state from the store")?;
+        tasks.spawn(
+            "core",
+            until_shutdown(core.run(rx, control_rx, shutdown.clone()), shutdown.clone())
+                .instrument(tracing::info_span!("core")),
+        );
+    } else {
+        let (mut roles, shutdown) = (roles.clone(), shutdown.clone());
+        let me = config.mqtt.collector_id.as_str().to_owned();
+        let (mut rx, mut control_rx, clock) = (rx, control_rx, clock.clone());
+        tasks.spawn(
+            "core",
+            async move {
+                let Some((warm, role)) =
+                    crate::ha::stand_by(&mut rx, &mut control_rx, &mut roles, &shutdown).await
+                else {
+                    return ended(&shutdown);
+                };
+                let now = clock();
+                let mut core = make_core(warm.linked_since.unwrap_or(now).min(now));
+                let failover = match &role {
+                    crate::ha::Role::Active {
+                        epoch,
+                        took_over_from: Some(from),
+                    } => Some((from.as_str(), me.as_str(), *epoch)),
+                    _ => None,
+                };
+                core.take_over(now, warm, failover)
+                    .await
+                    .map_err(|e| TaskError::from(format!("taking over from the store: {e}")))?;
+                core.run(rx, control_rx, shutdown.clone()).await;
+                ended(&shutdown)
+            }
             .instrument(tracing::info_span!("core")),
-    );
+        );
+    }
+    {
+        // Keeps the role metric current; a lost lease stops the collector.
+        let (mut roles, shutdown, metrics) = (roles.clone(), shutdown.clone(), metrics.clone());
+        tasks.spawn(
+            "lease",
+            async move {
+                loop {
+                    let role = roles.borrow_and_update().clone();
+                    let value = match role {
+                        crate::ha::Role::Single => 0,
+                        crate::ha::Role::Standby { .. } => 1,
+                        crate::ha::Role::Active { .. } => 2,
+                        crate::ha::Role::Lost(why) => return Err(TaskError::from(why)),
+                    };
+                    metrics.role.store(value, Relaxed);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        changed = roles.changed() => if changed.is_err() {
+                            shutdown.cancelled().await;
+                            return Ok(());
+                        },
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("lease")),
+        );
+    }
     let link = mqtt::run(
         mqtt::Link {
             eventloop,
@@ -281,21 +387,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
         .instrument(tracing::info_span!("reload")),
     );
-    tasks.spawn(
-        "retention",
-        until_shutdown(
-            crate::store::retention::run(
-                store.clone(),
-                config.retention.clone(),
-                config.time_zone.clone(),
-                metrics.clone(),
-                clock.clone(),
-                shutdown.clone(),
-            ),
+    {
+        // Retention runs on the active collector only.
+        let retention = crate::store::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            config.time_zone.clone(),
+            metrics.clone(),
+            clock.clone(),
             shutdown.clone(),
-        )
-        .instrument(tracing::info_span!("retention")),
-    );
+        );
+        let (mut roles, shutdown) = (roles.clone(), shutdown.clone());
+        tasks.spawn(
+            "retention",
+            async move {
+                if crate::ha::until_active(&mut roles, &shutdown).await.is_some() {
+                    retention.await;
+                }
+                ended(&shutdown)
+            }
+            .instrument(tracing::info_span!("retention")),
+        );
+    }
     {
         let shutdown = shutdown.clone();
         let tls_for_http = tls;

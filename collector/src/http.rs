@@ -334,7 +334,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: the store is open and committing, and the broker connected.
+/// Ready: the store is open and committing, and the broker connected. On a shared store
+/// the answer names the role: a standby is ready too (it serves the API).
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     let mut missing = Vec::new();
     if !s.metrics.store_open.load(Relaxed) {
@@ -346,8 +347,13 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     if !s.metrics.mqtt_connected.load(Relaxed) {
         missing.push("not connected to the broker");
     }
+    let role = match s.metrics.role.load(Relaxed) {
+        1 => " (standby)",
+        2 => " (active)",
+        _ => "",
+    };
     if missing.is_empty() {
-        (StatusCode::OK, "ready\n".into())
+        (StatusCode::OK, format!("ready{role}\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

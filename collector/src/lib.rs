@@ -40,6 +40,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod drills;
+pub mod ha;
 pub mod http;
 pub mod ingest;
 pub mod liveness;

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub ingest_queue_capacity: AtomicU64,
     pub mqtt_connected: AtomicBool,
     pub mqtt_connects: AtomicU64,
+    /// This collector's role (see [`crate::ha`]): 0 alone (SQLite), 1 standby, 2 active
+    /// on a shared store.
+    pub role: std::sync::atomic::AtomicU8,
     /// Sequenced messages dropped as already seen (same boot, sequence not above the last).
     pub duplicates: AtomicU64,
     /// Fault raises not alerted because their node was at `alerts.fault.max_active_per_node`.
@@ -243,6 +246,20 @@ impl Metrics {
             "Capacity of the queue between MQTT and the core.",
             self.ingest_queue_capacity.load(Relaxed),
         );
+        let role = self.role.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP alarmnet_collector_role This collector's role: 1 for the one it has \
+             (single: alone on its store; active or standby on a shared one).\n\
+             # TYPE alarmnet_collector_role gauge"
+        );
+        for (value, name) in [(0, "single"), (1, "standby"), (2, "active")] {
+            let _ = writeln!(
+                out,
+                "alarmnet_collector_role{{role=\"{name}\"}} {}",
+                u8::from(role == value)
+            );
+        }
         gauge(
             &mut out,
             "alarmnet_mqtt_connected",

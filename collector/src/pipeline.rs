@@ -55,6 +55,10 @@ const RESERVE_EVERY: Duration = Duration::from_secs(30);
 /// How often "last heard" times reach the store (and the run's "alive" mark).
 const SEEN_FLUSH: Duration = Duration::from_secs(1);
 
+/// Notices decided this long before a start whose delivery no attempt ended are sent at
+/// the start (see [`Core::restore`]).
+const REDELIVER_WITHIN: Duration = Duration::from_secs(600);
+
 /// At most one `rebirth` request per node in this long.
 const REBIRTH_EVERY: Duration = Duration::from_secs(60);
 
@@ -274,10 +278,44 @@ impl Core {
 
     /// Restores what a restart must not forget, in the monitor's order: nodes, firing
     /// alerts, silences, then reconciliation. Firing alerts notified before the restart are
-    /// handed to outputs that repeat them (no new notification is sent). Starts this run's
+    /// handed to outputs that repeat them (no new notification is sent); notices stored
+    /// but not delivered before it are sent. Starts this run's
     /// entry in the run log (the time before it, since the last run's last sign of life, is
     /// time nobody watched).
     pub async fn restore(&mut self, now: UnixMillis) -> Result<(), StoreError> {
+        self.restore_watched_since(now, now).await
+    }
+
+    /// Takes over from the active collector `from` (none: this collector held the lease
+    /// before, or nobody did), as [`crate::ha`] describes: restores what the store holds,
+    /// replays what the standby heard (`warm`), and, after a takeover, raises
+    /// `collector_failover`. This run counts as watching since the standby's link was up.
+    pub async fn take_over(
+        &mut self,
+        now: UnixMillis,
+        warm: crate::ha::Warm,
+        failover: Option<(&str, &str, i64)>,
+    ) -> Result<(), StoreError> {
+        let since = warm.linked_since.map_or(now, |at| at.min(now));
+        self.restore_watched_since(now, since).await?;
+        let replay = warm.replay();
+        tracing::info!(events = replay.len(), "replaying what the standby heard");
+        for event in replay {
+            self.absorb(event);
+        }
+        if let Some((from, to, epoch)) = failover {
+            let out = self.monitor.failover(from, to, epoch, now);
+            self.take(out);
+        }
+        self.commit_and_announce().await;
+        Ok(())
+    }
+
+    async fn restore_watched_since(
+        &mut self,
+        now: UnixMillis,
+        watched_since: UnixMillis,
+    ) -> Result<(), StoreError> {
         let nodes = self.store.nodes(NodeFilter::default()).await?;
         let count = nodes.len();
         for rec in nodes {
@@ -315,6 +353,7 @@ impl Core {
             self.outputs.resume(alert);
             self.monitor.restore_alert(alert.clone());
         }
+        self.redeliver(now).await?;
         let silences = self.store.silences(Some(now)).await?;
         for silence in silences {
             let out = self.monitor.restore_silence(silence, now);
@@ -324,12 +363,37 @@ impl Core {
         self.take(out);
         self.readiness.finish_restore(self.monitor.tracker(), now);
         self.settle_readiness();
-        self.run = Some(self.store.call(move |db| db.start_run(now)).await?);
+        self.run = Some(
+            self.store
+                .call(move |db| db.start_run(watched_since))
+                .await?,
+        );
         tracing::info!(nodes = count, alerts = firing.len(), "state restored");
         self.commit_and_announce().await;
         // The restored rollups, even when nothing changed (nothing else publishes them).
         self.board
             .publish(self.monitor.tracker(), &mut self.readiness);
+        Ok(())
+    }
+
+    /// Hands each output the stored notices it never finished delivering (the collector
+    /// that decided them stopped first): decided in the last [`REDELIVER_WITHIN`].
+    async fn redeliver(&mut self, now: UnixMillis) -> Result<(), StoreError> {
+        let since = now - REDELIVER_WITHIN;
+        let names: Vec<String> = self.outputs.names().into_iter().map(str::to_owned).collect();
+        for name in names {
+            let output = name.clone();
+            let notices = self
+                .store
+                .read(move |db| db.unsent_notices(&output, since))
+                .await?;
+            if !notices.is_empty() {
+                tracing::warn!(output = %name, notices = notices.len(), "sending notifications the last run did not finish");
+            }
+            for notice in notices {
+                self.outputs.redeliver(&name, notice);
+            }
+        }
         Ok(())
     }
 
@@ -622,10 +686,20 @@ impl Core {
             .extend(out.transitions.iter().cloned());
         self.pending.transitions.extend(out.transitions);
         for change in out.alerts {
-            self.batch.alerts.push(change.alert.clone());
-            self.pending.alerts.push(change);
+            self.stage_alert(change);
         }
         self.settle_readiness();
+    }
+
+    /// An alert change to store, and to announce after the commit; one to notify goes in
+    /// the store's outbox with it.
+    fn stage_alert(&mut self, change: AlertChange) {
+        self.batch.alerts.push(change.alert.clone());
+        if change.notify {
+            let now = self.now();
+            self.batch.notices.push((change.alert.clone(), now));
+        }
+        self.pending.alerts.push(change);
     }
 
     /// Moves the readiness changes decided so far into the batch (to store) and what is
@@ -638,8 +712,7 @@ impl Core {
             let sirens = self.readiness.region(region).sirens;
             let out = self.monitor.readiness_region(region, &sirens, at);
             for change in out.alerts {
-                self.batch.alerts.push(change.alert.clone());
-                self.pending.alerts.push(change);
+                self.stage_alert(change);
             }
         }
     }
@@ -774,7 +847,7 @@ impl Core {
                 // Not time to retry yet: hold the writes, announce the decisions.
                 self.shed_backlog();
                 let pending = std::mem::take(&mut self.pending);
-                self.announce(pending, false);
+                self.announce(pending, None);
                 return;
             }
             self.last_try = now;
@@ -792,9 +865,9 @@ impl Core {
                     self.store_failed(batch, pending, &e);
                     return;
                 }
-                Ok(()) => {
+                Ok(notices) => {
                     let recovered = self.store_recovered();
-                    self.announce(pending, true);
+                    self.announce(pending, Some(notices));
                     if !recovered {
                         return;
                     }
@@ -805,9 +878,15 @@ impl Core {
     }
 
     /// Announces what a burst decided: events, time-series points, notifications.
-    /// `committed` is false while the store fails (the writes are held, see
-    /// [`Core::store_failed`]).
-    fn announce(&mut self, pending: Pending, committed: bool) {
+    /// `notices` are the outbox ids of its notifications once committed, `None` while the
+    /// store fails (the writes are held, see [`Core::store_failed`]; the notifications go
+    /// out at once, so they leave the held writes: sent, they are not the outbox's).
+    fn announce(&mut self, pending: Pending, notices: Option<Vec<i64>>) {
+        let committed = notices.is_some();
+        if !committed {
+            self.batch.notices.clear();
+        }
+        let mut notices = notices.unwrap_or_default().into_iter();
         let tsdb = self.links.tsdb.as_ref();
         if let Some(tsdb) = tsdb {
             for point in pending.points {
@@ -845,7 +924,7 @@ impl Core {
             tracing::info!(alert = %a.id, rule = %a.rule, event = ?change.event, notify = change.notify, committed, "alert");
             if change.notify {
                 self.links.events.publish_alert(&a.to_notification());
-                self.outputs.notify(a);
+                self.outputs.notify(a, notices.next());
             }
         }
     }
@@ -877,7 +956,7 @@ impl Core {
         let mut pending = pending;
         pending.append(std::mem::take(&mut self.pending));
         self.shed_backlog();
-        self.announce(pending, false);
+        self.announce(pending, None);
     }
 
     /// Learns from the last flush of "last heard" times whether the store takes writes: on

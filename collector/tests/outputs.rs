@@ -117,7 +117,7 @@ async fn webhook_retries_after_errors_and_logs_every_attempt() {
     .expect("client");
     let a = alert("0000000000000f01", AlertStatus::Firing);
     assert!(
-        hook.deliver(&a, &ctx).await,
+        hook.deliver(&a.clone().into(), &ctx).await,
         "delivered on the third attempt"
     );
 
@@ -166,7 +166,7 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
     .expect("client");
     assert!(
         !hook
-            .deliver(&alert("0000000000000f02", AlertStatus::Firing), &ctx)
+            .deliver(&alert("0000000000000f02", AlertStatus::Firing).into(), &ctx)
             .await
     );
     assert_eq!(seen.lock().expect("lock").len(), 3);
@@ -194,7 +194,7 @@ async fn webhook_gives_up_after_max_attempts_and_an_unreachable_receiver_is_logg
     .expect("client");
     assert!(
         !hook
-            .deliver(&alert("0000000000000f03", AlertStatus::Firing), &ctx)
+            .deliver(&alert("0000000000000f03", AlertStatus::Firing).into(), &ctx)
             .await
     );
     let log = store
@@ -220,7 +220,7 @@ async fn webhook_task_delivers_in_order() {
     let task = tokio::spawn(hook.run(rx, ctx.clone()));
     for status in [AlertStatus::Firing, AlertStatus::Resolved] {
         assert!(matches!(
-            tx.push(Notice::Alert(Arc::new(alert("0000000000000f04", status)))),
+            tx.push(Notice::Alert(Arc::new(alert("0000000000000f04", status).into()))),
             alarmnet_collector::outputs::Pushed::Queued
         ));
     }
@@ -258,7 +258,7 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
     let task = tokio::spawn(output.run(rx, ctx.clone()));
     let firing = alert("0000000000000f11", AlertStatus::Firing);
     assert!(matches!(
-        tx.push(Notice::Alert(Arc::new(firing.clone()))),
+        tx.push(Notice::Alert(Arc::new(firing.clone().into()))),
         alarmnet_collector::outputs::Pushed::Queued
     ));
 
@@ -302,10 +302,9 @@ async fn alertmanager_receives_and_shows_the_alert_with_its_labels() {
 
     // Resolving sets endsAt in the past: Alertmanager no longer shows it as active.
     assert!(matches!(
-        tx.push(Notice::Alert(Arc::new(alert(
-            "0000000000000f11",
-            AlertStatus::Resolved,
-        )))),
+        tx.push(Notice::Alert(Arc::new(
+            alert("0000000000000f11", AlertStatus::Resolved).into()
+        ))),
         alarmnet_collector::outputs::Pushed::Queued
     ));
     wait_for(
@@ -455,7 +454,7 @@ async fn dingtalk_robot_gets_signed_markdown_and_a_refusal_is_a_failed_attempt()
     config.secret = Some("SECright".into());
     let hook = Webhook::new("robot-ok".into(), &config, shanghai.clone()).expect("client");
     assert!(
-        hook.deliver(&alert("0000000000000f21", AlertStatus::Firing), &ctx)
+        hook.deliver(&alert("0000000000000f21", AlertStatus::Firing).into(), &ctx)
             .await
     );
     {
@@ -472,7 +471,7 @@ async fn dingtalk_robot_gets_signed_markdown_and_a_refusal_is_a_failed_attempt()
     let hook = Webhook::new("robot-bad".into(), &config, shanghai).expect("client");
     assert!(
         !hook
-            .deliver(&alert("0000000000000f22", AlertStatus::Firing), &ctx)
+            .deliver(&alert("0000000000000f22", AlertStatus::Firing).into(), &ctx)
             .await
     );
     assert_eq!(seen.lock().expect("lock").len(), 1);

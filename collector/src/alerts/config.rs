@@ -439,7 +439,7 @@ impl AlertsConfig {
             RuleKind::ClockSkew => self.clock_skew.group_wait,
             RuleKind::CollectorBlind => self.collector_blind.group_wait,
             RuleKind::StoreFailed => self.store_failed.group_wait,
-            RuleKind::ReadinessLow => Duration::ZERO,
+            RuleKind::ReadinessLow | RuleKind::CollectorFailover => Duration::ZERO,
             RuleKind::Threshold(name) => self
                 .thresholds
                 .iter()

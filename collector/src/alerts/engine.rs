@@ -268,6 +268,7 @@ impl Engine {
             | RuleKind::ClockSkew
             | RuleKind::CollectorBlind
             | RuleKind::StoreFailed
+            | RuleKind::CollectorFailover
             | RuleKind::ReadinessLow
             | RuleKind::Threshold(_) => (false, false),
         };
@@ -442,6 +443,7 @@ impl Engine {
             | RuleKind::ClockSkew
             | RuleKind::CollectorBlind
             | RuleKind::StoreFailed
+            | RuleKind::CollectorFailover
             | RuleKind::ReadinessLow
             | RuleKind::Threshold(_) => Vec::new(),
         };
@@ -549,6 +551,7 @@ impl Engine {
             | RuleKind::ClockSkew
             | RuleKind::CollectorBlind
             | RuleKind::StoreFailed
+            | RuleKind::CollectorFailover
             | RuleKind::ReadinessLow
             | RuleKind::Threshold(_) => false,
         }
@@ -1351,6 +1354,56 @@ impl Engine {
         self.fire(t, new, now, out);
     }
 
+    /// `collector_failover`: this collector took over from `from` (lease `epoch`). An event,
+    /// not a condition: one notified firing, and its resolution at once, not notified.
+    /// It never enters the active alerts.
+    pub(crate) fn failover(
+        &self,
+        from: &str,
+        to: &str,
+        epoch: i64,
+        now: UnixMillis,
+        out: &mut Vec<AlertChange>,
+    ) {
+        let rule = RuleKind::CollectorFailover;
+        let epoch = epoch.to_string();
+        let fired = Alert {
+            id: AlertId::new(fingerprint(rule.as_str(), None, None, None, Some(&epoch))),
+            severity: Severity::Warning,
+            status: AlertStatus::Firing,
+            subject: Subject::Network,
+            kind: None,
+            started_at: now,
+            ended_at: None,
+            summary: format!(
+                "collector {} took over from {} (the active collector stopped or stalled)",
+                one_line(to),
+                one_line(from)
+            ),
+            args: args([
+                ("from", one_line(from)),
+                ("to", one_line(to)),
+                ("epoch", epoch.clone()),
+            ]),
+            ack: None,
+            notified: true,
+            rule,
+        };
+        let mut resolved = fired.clone();
+        resolved.status = AlertStatus::Resolved;
+        resolved.ended_at = Some(now);
+        out.push(AlertChange {
+            alert: fired,
+            event: AlertEvent::Fired,
+            notify: true,
+        });
+        out.push(AlertChange {
+            alert: resolved,
+            event: AlertEvent::Resolved,
+            notify: false,
+        });
+    }
+
     /// `store_failed` resolves: a commit succeeded again.
     pub(crate) fn store_recovered(
         &mut self,
@@ -1567,6 +1620,7 @@ impl Engine {
                 | RuleKind::TelemetryGap
                 | RuleKind::CollectorBlind
                 | RuleKind::StoreFailed
+                | RuleKind::CollectorFailover
                 | RuleKind::ReadinessLow => {}
             }
         }

@@ -305,6 +305,17 @@ impl Monitor {
         }
     }
 
+    /// This collector took over from the active collector `from` (see
+    /// [`crate::ha`]): one `collector_failover` notice.
+    pub fn failover(&mut self, from: &str, to: &str, epoch: i64, now: UnixMillis) -> Output {
+        let mut alerts = Vec::new();
+        self.engine.failover(from, to, epoch, now, &mut alerts);
+        Output {
+            transitions: Vec::new(),
+            alerts,
+        }
+    }
+
     /// The broker connection is up (also the first connection after start): every node
     /// gets a full timeout from `now`; `collector_blind` resolves.
     pub fn broker_connected(&mut self, now: UnixMillis) -> Output {

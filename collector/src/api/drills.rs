@@ -82,6 +82,12 @@ pub(crate) fn result_json(r: &NodeResult, tz: &TimeZone) -> Value {
 }
 
 fn drills_of(s: &ApiState) -> ApiResult<&DrillControl> {
+    if let crate::ha::Role::Standby { active } = &*s.roles.borrow() {
+        return Err(ApiError::unavailable(format!(
+            "this collector is the standby: drills run on the active collector{}",
+            active.as_ref().map(|a| format!(" ({a})")).unwrap_or_default()
+        )));
+    }
     s.drills
         .as_ref()
         .ok_or_else(|| ApiError::unavailable("drills are not running in this collector"))

@@ -154,6 +154,8 @@ pub struct ApiState {
     pub request_timeout: std::time::Duration,
     /// Reverse proxies whose `X-Forwarded-For` the audit log believes.
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    /// This collector's role: a standby refuses drill writes (see [`crate::ha`]).
+    pub roles: crate::ha::Roles,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -189,7 +191,14 @@ impl ApiState {
             reports: Reports::new(DEFAULT_MAX_REPORTS),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             trusted_proxies: Arc::from([]),
+            roles: crate::ha::single(),
         }
+    }
+
+    /// The same state following this collector's role.
+    pub fn with_roles(mut self, roles: crate::ha::Roles) -> Self {
+        self.roles = roles;
+        self
     }
 
     /// The same state believing `X-Forwarded-For` from these proxies (`[http]

@@ -21,6 +21,9 @@ pub enum RuleKind {
     ClockSkew,
     CollectorBlind,
     StoreFailed,
+    /// A standby collector took over from the active one (an event: notified once, and
+    /// recorded as resolved at once).
+    CollectorFailover,
     ReadinessLow,
     /// A metric threshold rule (`[[alerts.thresholds]]`), by its configured name, which is
     /// never one of the built-in names (config validation refuses those).
@@ -29,7 +32,7 @@ pub enum RuleKind {
 
 impl RuleKind {
     /// Every built-in rule.
-    pub const BUILTIN: [RuleKind; 10] = [
+    pub const BUILTIN: [RuleKind; 11] = [
         RuleKind::NodeOffline,
         RuleKind::Fault,
         RuleKind::SiteOutage,
@@ -39,6 +42,7 @@ impl RuleKind {
         RuleKind::ClockSkew,
         RuleKind::CollectorBlind,
         RuleKind::StoreFailed,
+        RuleKind::CollectorFailover,
         RuleKind::ReadinessLow,
     ];
 
@@ -54,6 +58,7 @@ impl RuleKind {
             RuleKind::ClockSkew => "clock_skew",
             RuleKind::CollectorBlind => "collector_blind",
             RuleKind::StoreFailed => "store_failed",
+            RuleKind::CollectorFailover => "collector_failover",
             RuleKind::ReadinessLow => "readiness_low",
             RuleKind::Threshold(name) => name.as_str(),
         }
@@ -85,6 +90,7 @@ impl RuleKind {
             | RuleKind::Flapping
             | RuleKind::TelemetryGap
             | RuleKind::ClockSkew
+            | RuleKind::CollectorFailover
             | RuleKind::ReadinessLow
             | RuleKind::Threshold(_) => false,
         }

@@ -19,7 +19,7 @@ use alarmnet_protocol::AlertStatus;
 use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Retry};
-use super::{Notice, NoticeReceiver, OutputContext};
+use super::{Notice, NoticeReceiver, OutputContext, Outgoing};
 use crate::model::{Alert, AlertId, UnixMillis};
 
 /// `[alertmanager]`: Prometheus Alertmanager's v2 API, as written in the file.
@@ -239,7 +239,7 @@ impl Alertmanager {
                     }
                     Some(Notice::Alert(alert)) => {
                         match alert.status {
-                            AlertStatus::Firing => firing.insert(alert.id, alert.clone()),
+                            AlertStatus::Firing => firing.insert(alert.id, Arc::new(alert.alert.clone())),
                             AlertStatus::Resolved => firing.remove(&alert.id),
                         };
                         self.deliver(&alert, &ctx).await;
@@ -249,7 +249,7 @@ impl Alertmanager {
         }
     }
 
-    async fn deliver(&self, alert: &Alert, ctx: &OutputContext) -> bool {
+    async fn deliver(&self, alert: &Outgoing, ctx: &OutputContext) -> bool {
         let body = [postable(alert, self.generator_url.as_ref(), (ctx.clock)())];
         delivery::deliver(NAME, alert, self.retry, ctx, |_| self.post(&body)).await
     }

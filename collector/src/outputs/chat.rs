@@ -146,6 +146,7 @@ fn rule_zh(rule: &RuleKind) -> &str {
         RuleKind::ClockSkew => "时钟偏差",
         RuleKind::CollectorBlind => "监测中心失联",
         RuleKind::StoreFailed => "监测中心存储故障",
+        RuleKind::CollectorFailover => "监测中心主备切换",
         RuleKind::ReadinessLow => "就绪率过低",
         RuleKind::Threshold(name) => name.as_str(),
     }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use alarmnet_runtime::Backoff;
 
-use super::OutputContext;
+use super::{OutputContext, Outgoing};
 use crate::metrics::OutputEvent;
-use crate::model::{Alert, UnixMillis};
+use crate::model::UnixMillis;
 
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -92,7 +92,7 @@ pub(crate) fn check_delivery(
 /// Returns whether it was delivered (false also when shutdown interrupted a wait).
 pub(crate) async fn deliver<F, Fut>(
     output: &str,
-    alert: &Alert,
+    alert: &Outgoing,
     retry: Retry,
     ctx: &OutputContext,
     mut attempt: F,
@@ -105,7 +105,8 @@ where
     for n in 1..=retry.max_attempts {
         let at = (ctx.clock)();
         let result = attempt(at).await;
-        ctx.record(output, alert, n, at, result.clone()).await;
+        let last = n == retry.max_attempts;
+        ctx.record(output, alert, (n, last), at, result.clone()).await;
         match result {
             Ok(()) => {
                 tracing::info!(
@@ -164,10 +165,11 @@ mod tests {
             shutdown: tokio_util::sync::CancellationToken::new(),
             clock: crate::model::tokio_clock(UnixMillis::from_millis(1_764_330_000_000)),
         };
-        let alert = super::super::tests_support::alert(
+        let alert: Outgoing = super::super::tests_support::alert(
             "00000000000000a1",
             alarmnet_protocol::AlertStatus::Firing,
-        );
+        )
+        .into();
         let mut calls = 0;
         let mut times = Vec::new();
         let delivered = deliver(

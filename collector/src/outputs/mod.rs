@@ -39,10 +39,44 @@ pub fn notification(alert: &Alert) -> AlertNotification {
 #[derive(Debug, Clone)]
 pub enum Notice {
     /// A notification to deliver (firing or resolved).
-    Alert(Arc<Alert>),
+    Alert(Arc<Outgoing>),
     /// An alert that was notified before a restart and still fires: outputs that must keep
     /// repeating it (Alertmanager) take it up again; the others ignore it (no duplicate).
     Resume(Arc<Alert>),
+}
+
+impl Notice {
+    /// The alert it is about.
+    pub fn alert(&self) -> &Alert {
+        match self {
+            Notice::Alert(o) => &o.alert,
+            Notice::Resume(a) => a,
+        }
+    }
+}
+
+/// A notification to deliver: the alert as notified, and its entry in the store's outbox
+/// (none while the store cannot commit: such a notification is sent at once, unstored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub alert: Alert,
+    pub notice: Option<i64>,
+}
+
+impl std::ops::Deref for Outgoing {
+    type Target = Alert;
+    fn deref(&self) -> &Alert {
+        &self.alert
+    }
+}
+
+impl From<Alert> for Outgoing {
+    fn from(alert: Alert) -> Self {
+        Self {
+            alert,
+            notice: None,
+        }
+    }
 }
 
 /// The core's handle to every output.
@@ -79,12 +113,14 @@ impl OutputContext {
     pub(crate) async fn record(
         &self,
         output: &str,
-        alert: &Alert,
-        attempt: u32,
+        alert: &Outgoing,
+        (attempt, last): (u32, bool),
         at: UnixMillis,
         result: Result<(), String>,
     ) {
         let entry = NotificationAttempt {
+            notice: alert.notice,
+            done: last || result.is_ok(),
             alert_id: alert.id,
             alert_started_at: alert.started_at,
             status: alert.status,
@@ -149,9 +185,29 @@ impl Outputs {
         Ok(outputs)
     }
 
-    /// Hands a committed alert change to every output, without waiting.
-    pub fn notify(&self, alert: &Alert) {
-        self.send(Notice::Alert(Arc::new(alert.clone())));
+    /// Hands a committed alert change to every output, without waiting. `notice` is its
+    /// entry in the store's outbox.
+    pub fn notify(&self, alert: &Alert, notice: Option<i64>) {
+        self.send(Notice::Alert(Arc::new(Outgoing {
+            alert: alert.clone(),
+            notice,
+        })));
+    }
+
+    /// After a start: a stored notice that output `name` never finished delivering (its
+    /// collector stopped first) goes to that output alone.
+    pub fn redeliver(&self, name: &str, notice: crate::store::StoredNotice) {
+        let Some((_, tx)) = self.queues.iter().find(|(n, _)| n == name) else {
+            return;
+        };
+        let outgoing = Notice::Alert(Arc::new(Outgoing {
+            alert: notice.alert,
+            notice: Some(notice.id),
+        }));
+        if !matches!(tx.push(outgoing), Pushed::Queued) {
+            self.metrics.output(name, OutputEvent::Dropped);
+            tracing::error!(output = %name, notice = notice.id, "a notification to send again was dropped: the output's queue is full");
+        }
     }
 
     /// After a restart: alerts notified before it that still fire.
@@ -168,7 +224,7 @@ impl Outputs {
                 Pushed::Displaced(n) => (n, "dropped to make room for an availability notice"),
                 Pushed::Full(n) => (n, "dropped: the output's queue is full"),
             };
-            let (Notice::Alert(alert) | Notice::Resume(alert)) = &dropped.0;
+            let alert = dropped.0.alert();
             self.metrics.output(name, OutputEvent::Dropped);
             tracing::error!(
                 output = %name,
@@ -204,9 +260,9 @@ mod tests {
         let mut outputs = Outputs::none(metrics.clone());
         let _rx = outputs.add("slow", 1);
         let alert = crate::outputs::tests_support::alert("00000000000000a1", AlertStatus::Firing);
-        outputs.notify(&alert);
-        outputs.notify(&alert);
-        outputs.notify(&alert);
+        outputs.notify(&alert, None);
+        outputs.notify(&alert, None);
+        outputs.notify(&alert, None);
         let text = metrics.render();
         assert!(
             text.contains("alarmnet_notifications_dropped_total{output=\"slow\"} 2\n"),
@@ -230,17 +286,16 @@ mod priority_tests {
         fault.rule = RuleKind::Fault;
         for i in 0..3 {
             fault.id = AlertId::new(0xf0 + i);
-            outputs.notify(&fault);
+            outputs.notify(&fault, None);
         }
         // Full of faults: the offline takes the newest fault's place.
-        outputs.notify(&tests_support::alert(
-            "00000000000000ff",
-            AlertStatus::Firing,
-        ));
+        outputs.notify(
+            &tests_support::alert("00000000000000ff", AlertStatus::Firing),
+            None,
+);
         let ids: Vec<String> = std::iter::from_fn(|| rx.try_recv())
             .map(|n| {
-                let (Notice::Alert(a) | Notice::Resume(a)) = n;
-                a.id.to_string()
+                n.alert().id.to_string()
             })
             .collect();
         assert_eq!(

@@ -25,8 +25,7 @@ use super::Notice;
 /// unreachable, or the collector itself is unable to watch
 /// ([`RuleKind::is_availability`](crate::model::RuleKind::is_availability)).
 pub fn is_availability(notice: &Notice) -> bool {
-    let (Notice::Alert(a) | Notice::Resume(a)) = notice;
-    a.rule.is_availability()
+    notice.alert().rule.is_availability()
 }
 
 #[derive(Debug)]
@@ -182,11 +181,11 @@ mod tests {
         let mut a = alert("0000000000000001", status);
         a.rule = rule.parse().expect("rule");
         a.summary = label.to_owned();
-        Notice::Alert(Arc::new(a))
+        Notice::Alert(Arc::new(a.into()))
     }
 
     fn key(n: &Notice) -> (String, AlertStatus) {
-        let (Notice::Alert(a) | Notice::Resume(a)) = n;
+        let a = n.alert();
         (a.summary.clone(), a.status)
     }
 

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::chat::{WebhookFormat, accepted, request};
 use super::delivery::{self, Retry};
-use super::{Notice, NoticeReceiver, OutputContext, notification};
-use crate::model::{Alert, UnixMillis};
+use super::{Notice, NoticeReceiver, OutputContext, Outgoing, notification};
+use crate::model::UnixMillis;
 
 /// `[[webhooks]]`: a JSON POST of every notification, as written in the file.
 #[derive(Clone, Deserialize)]
@@ -202,7 +202,7 @@ impl Webhook {
     }
 
     /// Posts one notification, retrying until success or the last attempt.
-    pub async fn deliver(&self, alert: &Alert, ctx: &OutputContext) -> bool {
+    pub async fn deliver(&self, alert: &Outgoing, ctx: &OutputContext) -> bool {
         let body = notification(alert);
         delivery::deliver(&self.name, alert, self.retry, ctx, |at| {
             self.attempt(&body, at)

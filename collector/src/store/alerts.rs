@@ -22,6 +22,20 @@ pub struct NotificationAttempt {
     pub at: UnixMillis,
     pub ok: bool,
     pub error: Option<String>,
+    /// The notice (outbox entry) this attempt delivers, when it has one.
+    pub notice: Option<i64>,
+    /// This attempt ends the notice's delivery through this output: it succeeded, or it
+    /// was the last one.
+    pub done: bool,
+}
+
+/// A notification stored before it is sent (the outbox), to be sent by whichever
+/// collector is active if no output attempt ended it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNotice {
+    pub id: i64,
+    /// The alert as notified.
+    pub alert: Alert,
 }
 
 /// Firing alerts of one severity.
@@ -311,7 +325,8 @@ impl Db {
     pub fn record_notification(&self, n: &NotificationAttempt) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO notification_log (alert_id, alert_started_at, status, output,
-                attempt, at, ok, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                attempt, at, ok, error, notice, done)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             args![
                 n.alert_id,
                 ms_sql(n.alert_started_at),
@@ -321,15 +336,58 @@ impl Db {
                 ms_sql(n.at),
                 n.ok,
                 n.error.as_ref(),
+                n.notice,
+                n.done,
             ],
         )?;
         Ok(())
     }
 
+    /// Stores the notification of `alert` in the outbox; returns its id.
+    pub fn store_notice(&self, alert: &Alert, at: UnixMillis) -> Result<i64, StoreError> {
+        self.conn().query_one(
+            "INSERT INTO notices (alert_id, started_at, status, at, alert)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            args![
+                alert.id,
+                ms_sql(alert.started_at),
+                status_str(alert.status),
+                ms_sql(at),
+                serde_json::to_string(alert)?,
+            ],
+            |r| r.get::<i64>(0),
+        )
+    }
+
+    /// The notices stored since `since` whose delivery through `output` no attempt has
+    /// ended (never tried, or still being retried when its collector stopped), oldest
+    /// first.
+    pub fn unsent_notices(
+        &self,
+        output: &str,
+        since: UnixMillis,
+    ) -> Result<Vec<StoredNotice>, StoreError> {
+        self.conn().query(
+            "SELECT n.id, n.alert FROM notices n
+             WHERE n.at >= ?1 AND NOT EXISTS (
+                 SELECT 1 FROM notification_log l
+                 WHERE l.notice = n.id AND l.output = ?2 AND l.done <> 0)
+             ORDER BY n.id",
+            args![ms_sql(since), output],
+            |r| {
+                Ok(StoredNotice {
+                    id: r.get(0)?,
+                    alert: serde_json::from_str(r.str(1)?)?,
+                })
+            },
+        )
+    }
+
     /// The delivery attempts for alert `id`, oldest first.
     pub fn notifications(&self, alert_id: AlertId) -> Result<Vec<NotificationAttempt>, StoreError> {
         self.conn().query(
-            "SELECT alert_id, alert_started_at, status, output, attempt, at, ok, error
+            "SELECT alert_id, alert_started_at, status, output, attempt, at, ok, error,
+                    notice, done
              FROM notification_log WHERE alert_id = ?1 ORDER BY at, id",
             args![alert_id],
             |r| {
@@ -342,6 +400,8 @@ impl Db {
                     at: ts_of(r.get(5)?),
                     ok: r.get(6)?,
                     error: r.get(7)?,
+                    notice: r.get(8)?,
+                    done: r.get(9)?,
                 })
             },
         )

@@ -35,6 +35,12 @@ pub struct StoreConfig {
     /// `alarmnet_store_backlog_dropped_total{kind}`; judging and notifying go on.
     #[serde(default = "default_max_backlog")]
     pub max_backlog: usize,
+    /// With `url`: how long the active collector's lease lasts without renewal (it renews
+    /// every third of it). A standby takes over within this long of the active one
+    /// stopping or stalling; the active one stops itself when it could not renew for this
+    /// long. See `docs/operations.md`, "Active and standby".
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: std::time::Duration,
 }
 
 /// A size in bytes: a number, or a string with a unit (`"64MiB"`, `"512KiB"`, `"1GiB"`,
@@ -93,6 +99,10 @@ fn default_max_backlog() -> usize {
     1_000_000
 }
 
+fn default_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
 fn default_store_path() -> PathBuf {
     "/var/lib/alarmnet-collector/alarmnet.db".into()
 }
@@ -104,6 +114,7 @@ impl Default for StoreConfig {
             password_file: None,
             reserve: default_reserve(),
             max_backlog: default_max_backlog(),
+            lease: default_lease(),
         }
     }
 }
@@ -177,6 +188,11 @@ impl StoreConfig {
             }
         } else if self.password_file.is_some() {
             errors.push("store.password_file: only with store.url (PostgreSQL)".into());
+        }
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600))
+            .contains(&self.lease)
+        {
+            errors.push("store.lease: must be 1s to 10m".into());
         }
         if self.max_backlog < 1_000 {
             errors.push("store.max_backlog: must be at least 1000 writes".into());

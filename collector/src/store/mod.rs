@@ -17,6 +17,7 @@ mod db;
 mod drills;
 mod faults;
 mod history;
+pub mod lease;
 mod lists;
 mod nodes;
 mod readiness;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use alerts::{
     AlertQuery, FiringCount, NotificationAttempt, SilenceKey, SilenceQuery, SilenceStatus,
+    StoredNotice,
 };
 pub use audit::AuditQuery;
 pub use config::{ByteSize, Location, StoreConfig};
@@ -95,10 +97,14 @@ type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Runs on a reader thread and answers its caller itself.
 type ReadJob = Box<dyn FnOnce(&Db) + Send>;
 
+/// Where the store thread finds the lease fence, once the collector has one.
+type FenceSlot = Arc<std::sync::OnceLock<Arc<lease::Fence>>>;
+
 /// A handle to the store thread (and its reader threads). Clone freely.
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Job>,
+    fence: FenceSlot,
     /// `None` without a file to open again (an in-memory database): reads go to the writer.
     readers: Option<mpsc::Sender<ReadJob>>,
 }
@@ -162,10 +168,12 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let fence = FenceSlot::default();
         {
             let metrics = metrics.clone();
+            let fence = fence.clone();
             spawn_thread("alarmnet-store".into(), writer, move |db| {
-                run(db, rx, metrics)
+                run(db, rx, &fence, metrics)
             })?;
         }
         metrics.store_open.store(true, Relaxed);
@@ -182,7 +190,12 @@ impl Store {
                 Some(readers)
             }
         };
-        Ok(Store { tx, readers })
+        Ok(Store { tx, fence, readers })
+    }
+
+    /// Fences every write from now on with `fence` (see [`lease::Fence`]); set once.
+    pub fn set_fence(&self, fence: Arc<lease::Fence>) {
+        let _ = self.fence.set(fence);
     }
 
     /// How many reads run at once (reader threads; 1 without them): how many shards a
@@ -239,14 +252,15 @@ impl Store {
 
     /// Commits a batch of writes in one go: the core's unit of work. Returns after commit;
     /// on failure hands the batch back, untouched, to be retried.
-    pub async fn write(&self, batch: WriteBatch) -> Result<(), (StoreError, WriteBatch)> {
+    /// Returns the ids of the batch's notices, in order.
+    pub async fn write(&self, batch: WriteBatch) -> Result<Vec<i64>, (StoreError, WriteBatch)> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let batch = Arc::new(batch);
         let job = Arc::clone(&batch);
         match self.call(move |db| db.write(&job)).await {
-            Ok(()) => Ok(()),
+            Ok(ids) => Ok(ids),
             // The job (and its reference) is gone once the answer is back.
             Err(e) => Err((e, Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()))),
         }
@@ -407,6 +421,9 @@ pub struct WriteBatch {
     pub alerts: Vec<Alert>,
     /// Readiness changes: committed before they are announced.
     pub readiness: Vec<ReadinessChange>,
+    /// Notifications to send once committed (the outbox, see `schema` migration 11), with
+    /// when they were decided.
+    pub notices: Vec<(Alert, UnixMillis)>,
 }
 
 impl WriteBatch {
@@ -417,6 +434,7 @@ impl WriteBatch {
             && self.tests.is_empty()
             && self.alerts.is_empty()
             && self.readiness.is_empty()
+            && self.notices.is_empty()
     }
 
     /// Cuts the batch to at most `max` writes, dropping the newest rows of the least vital
@@ -457,8 +475,9 @@ impl WriteBatch {
 }
 
 impl Db {
-    /// Applies a [`WriteBatch`] (inside the caller's transaction).
-    pub fn write(&self, b: &WriteBatch) -> Result<(), StoreError> {
+    /// Applies a [`WriteBatch`] (inside the caller's transaction). Returns the ids of its
+    /// notices, in order.
+    pub fn write(&self, b: &WriteBatch) -> Result<Vec<i64>, StoreError> {
         for (path, birth, at) in &b.births {
             self.upsert_birth(path, birth, *at)?;
         }
@@ -473,7 +492,10 @@ impl Db {
             self.upsert_alert(a)?;
         }
         self.record_readiness(&b.readiness)?;
-        Ok(())
+        b.notices
+            .iter()
+            .map(|(alert, at)| self.store_notice(alert, *at))
+            .collect()
     }
 }
 
@@ -543,7 +565,8 @@ fn read(db: Db, jobs: &std::sync::Mutex<mpsc::Receiver<ReadJob>>) {
 }
 
 /// The store thread: batch, commit, answer. Ends when every [`Store`] handle is dropped.
-fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
+/// With a fence, a batch commits only while this collector holds its lease.
+fn run(db: Db, mut rx: mpsc::Receiver<Job>, fence: &FenceSlot, metrics: Arc<Metrics>) {
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let started = Instant::now();
@@ -562,10 +585,12 @@ fn run(db: Db, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
                 Err(_) => break,
             }
         }
-        let commit = db.conn().batch("COMMIT").map_err(|e| {
-            let _ = db.conn().batch("ROLLBACK");
-            e.to_string()
-        });
+        let fenced = fence.get().map_or(Ok(()), |f| f.check(&db));
+        let commit = fenced
+            .and_then(|()| db.conn().batch("COMMIT").map_err(|e| e.to_string()))
+            .inspect_err(|_| {
+                let _ = db.conn().batch("ROLLBACK");
+            });
         metrics.store_latency(started.elapsed());
         if let Err(e) = &commit {
             metrics.store_errors.fetch_add(1, Relaxed);

@@ -477,6 +477,29 @@ fn alerts_acks_silences_and_notifications_round_trip() {
             UnixMillis::from_millis(600)
         );
 
+        // The outbox: a stored notice is unsent for every output until an attempt ends it
+        // (a success, or the last attempt).
+        let mut notified = alert("0000000000000f31", 100);
+        notified.notified = true;
+        let t0 = UnixMillis::from_millis(100);
+        let notice = db.store_notice(&notified, t0).expect("notice");
+        let unsent = |output: &str| -> Vec<i64> {
+            db.unsent_notices(output, t0)
+                .expect("unsent")
+                .into_iter()
+                .map(|n| {
+                    assert_eq!(n.alert, notified, "the alert as notified");
+                    n.id
+                })
+                .collect()
+        };
+        assert_eq!(unsent("webhook-0"), [notice]);
+        assert!(
+            db.unsent_notices("webhook-0", t0 + ms(1))
+                .expect("unsent")
+                .is_empty(),
+            "only notices decided since the given time"
+        );
         for attempt in 1..=2 {
             db.record_notification(&NotificationAttempt {
                 alert_id: aid("0000000000000f31"),
@@ -487,13 +510,19 @@ fn alerts_acks_silences_and_notifications_round_trip() {
                 at: UnixMillis::from_millis(100) + ms(u64::from(attempt)),
                 ok: attempt == 2,
                 error: (attempt == 1).then(|| "HTTP 500".into()),
+                notice: Some(notice),
+                done: attempt == 2,
             })
             .expect("log");
+            let left = if attempt == 1 { vec![notice] } else { vec![] };
+            assert_eq!(unsent("webhook-0"), left, "after attempt {attempt}");
         }
+        assert_eq!(unsent("alertmanager"), [notice], "per output");
         let log = db.notifications(aid("0000000000000f31")).expect("log");
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].error.as_deref(), Some("HTTP 500"));
         assert!(log[1].ok);
+        assert_eq!((log[1].notice, log[1].done), (Some(notice), true));
     });
 }
 

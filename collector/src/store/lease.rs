@@ -1,0 +1,181 @@
+//! The active collector's lease (PostgreSQL only; see [`crate::ha`]): a row per lease
+//! name saying who holds it, since which takeover (`epoch`) and until when. Times are
+//! the database's clock, so the collectors' clocks need not agree.
+//!
+//! Design: a lease row, not a session advisory lock. An advisory lock is released only
+//! when its connection closes: a collector that stalls (or whose host vanishes without
+//! closing its sockets) would keep it for as long as the server keeps the connection. A
+//! row with an expiry is given up by stalling too. The `epoch` fences: every write
+//! transaction of the active collector checks, under a share lock on the row, that it
+//! still holds the epoch it took ([`Fence`]), so a holder that stalled past its lease and
+//! wakes up cannot commit anything after another collector took over.
+
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::{AtomicBool, AtomicI64};
+
+use super::StoreError;
+use super::db::Db;
+use super::sql::args;
+
+/// The database's clock in milliseconds.
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// What [`Db::try_lease`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseTry {
+    /// The lease is this collector's now, under `epoch`. `from` held it before (an
+    /// expired holder other than this collector: a takeover).
+    Taken { epoch: i64, from: Option<String> },
+    /// Another collector holds it for `remaining_ms` more.
+    Held { holder: String, remaining_ms: i64 },
+}
+
+impl Db {
+    /// Takes lease `name` for `holder` for `ttl_ms` if nobody holds it, it expired, or
+    /// `holder` held it (a restart of the same collector).
+    pub fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<LeaseTry, StoreError> {
+        let c = self.conn();
+        c.begin_write()?;
+        let result = (|| {
+            c.execute(
+                "INSERT INTO collector_lease (name, holder, epoch, expires_at, renewed_at)
+                 VALUES (?1, '', 0, 0, 0) ON CONFLICT (name) DO NOTHING",
+                args![name],
+            )?;
+            let (current, epoch, remaining) = c.query_one(
+                &format!(
+                    "SELECT holder, epoch, expires_at - {NOW_MS} FROM collector_lease
+                     WHERE name = ?1 FOR UPDATE"
+                ),
+                args![name],
+                |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
+            )?;
+            if remaining > 0 && !current.is_empty() && current != holder {
+                return Ok(LeaseTry::Held {
+                    holder: current,
+                    remaining_ms: remaining,
+                });
+            }
+            c.execute(
+                &format!(
+                    "UPDATE collector_lease SET holder = ?2, epoch = ?3,
+                         expires_at = {NOW_MS} + ?4, renewed_at = {NOW_MS}
+                     WHERE name = ?1"
+                ),
+                args![name, holder, epoch + 1, ttl_ms],
+            )?;
+            Ok(LeaseTry::Taken {
+                epoch: epoch + 1,
+                from: (!current.is_empty() && current != holder).then_some(current),
+            })
+        })();
+        finish(c, result)
+    }
+
+    /// Extends lease `name` by `ttl_ms` from now if `holder` still holds it under `epoch`.
+    pub fn renew_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        epoch: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            &format!(
+                "UPDATE collector_lease SET expires_at = {NOW_MS} + ?4, renewed_at = {NOW_MS}
+                 WHERE name = ?1 AND holder = ?2 AND epoch = ?3"
+            ),
+            args![name, holder, epoch, ttl_ms],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Gives lease `name` up at once (a clean stop), if `holder` still holds it under
+    /// `epoch`: a standby takes over without waiting for the expiry.
+    pub fn release_lease(&self, name: &str, holder: &str, epoch: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE collector_lease SET expires_at = 0
+             WHERE name = ?1 AND holder = ?2 AND epoch = ?3",
+            args![name, holder, epoch],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `holder` holds lease `name` under `epoch`, locking the row against a
+    /// takeover until the caller's transaction ends.
+    fn holds_lease(&self, name: &str, holder: &str, epoch: i64) -> Result<bool, StoreError> {
+        let found = self.conn().query_opt(
+            "SELECT 1 FROM collector_lease
+             WHERE name = ?1 AND holder = ?2 AND epoch = ?3 FOR SHARE",
+            args![name, holder, epoch],
+            |r| r.get::<i64>(0),
+        )?;
+        Ok(found.is_some())
+    }
+}
+
+fn finish<T>(c: &super::sql::Conn, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match result {
+        Ok(v) => {
+            c.batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = c.batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Fences the store's writes to the lease this collector holds: once armed (when the
+/// collector becomes active), every write transaction commits only while the lease is
+/// still its own under the armed epoch. Unarmed (SQLite, or a standby) it costs nothing.
+#[derive(Debug)]
+pub struct Fence {
+    name: String,
+    holder: String,
+    /// 0: not armed.
+    epoch: AtomicI64,
+    lost: AtomicBool,
+}
+
+impl Fence {
+    pub fn new(name: &str, holder: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            epoch: AtomicI64::new(0),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// From now on, writes commit only under lease `epoch`.
+    pub fn arm(&self, epoch: i64) {
+        self.epoch.store(epoch, Release);
+    }
+
+    /// A write found the lease taken by another collector.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Acquire)
+    }
+
+    /// Checks the lease inside the writer's open transaction: `Err` when the lease is not
+    /// this collector's any more (the transaction must roll back).
+    pub(super) fn check(&self, db: &Db) -> Result<(), String> {
+        let epoch = self.epoch.load(Acquire);
+        if epoch == 0 {
+            return Ok(());
+        }
+        match db.holds_lease(&self.name, &self.holder, epoch) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.lost.store(true, Release);
+                Err(format!(
+                    "this collector ({}) lost the active lease (epoch {epoch}) to another collector; nothing was written",
+                    self.holder
+                ))
+            }
+            Err(e) => Err(format!("cannot check the active lease: {e}")),
+        }
+    }
+}
