@@ -1626,9 +1626,37 @@ mod tests {
             "{kinds:?}"
         );
 
-        // A restart restores the offline node and its alert: nothing is notified again.
+        // Nothing logged a delivery (no output task here): a restart sends the stored
+        // notice again, the same notification under the same outbox id.
+        let notice = alert.notice.expect("stored in the outbox");
         let (mut again, mut rx2, _) = self::core(&store, &metrics);
         again.restore(now + ms(1_000)).await.expect("restore");
+        let sent: Vec<_> = std::iter::from_fn(|| rx2.try_recv())
+            .filter_map(|n| match n {
+                Notice::Alert(o) => Some(o),
+                Notice::Resume(_) => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!((sent[0].notice, &sent[0].alert), (Some(notice), &alert.alert));
+
+        // Once an attempt ended it, a restart restores the offline node and its alert and
+        // notifies nothing again.
+        let attempt = crate::store::NotificationAttempt {
+            alert_id: alert.id,
+            alert_started_at: alert.started_at,
+            status: alert.status,
+            output: "probe".into(),
+            attempt: 1,
+            at: now,
+            ok: true,
+            error: None,
+            notice: Some(notice),
+            done: true,
+        };
+        store.record_notification(attempt).await.expect("log");
+        let (mut again, mut rx2, _) = self::core(&store, &metrics);
+        again.restore(now + ms(2_000)).await.expect("restore");
         assert!(
             again.monitor().tracker().contains(&node),
             "the node is restored"
