@@ -360,6 +360,9 @@ function alertText(a) {
     case "collector_blind":
       if (x.cause === "broker" || x.cause === "store") return t(`alert.collector_blind.${x.cause}`);
       break;
+    case "collector_failover":
+      if (!has("from", "to")) break;
+      return t("alert.collector_failover", { from: x.from, to: x.to });
     case "readiness_low":
       if (!has("ready", "judged", "ready_pct", "floor_pct")) break;
       return t("alert.readiness_low", { region: regionName(a.region), ready: x.ready, judged: x.judged, pct: x.ready_pct, floor: x.floor_pct });

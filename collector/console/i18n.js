@@ -302,6 +302,8 @@ const en = {
   "rule.telemetry_gap": "telemetry gap",
   "rule.clock_skew": "clock skew",
   "rule.collector_blind": "collector blind",
+  "rule.store_failed": "store failed",
+  "rule.collector_failover": "collector failover",
   "rule.readiness_low": "readiness low",
   "alert.node_offline": "{node} is offline ({cause})",
   "alert.node_offline.bare": "{node} is offline",
@@ -315,6 +317,7 @@ const en = {
   "alert.clock_skew": "{node}: agent clock is off by {skew} s",
   "alert.collector_blind.broker": "collector lost its broker connection: no node is being judged",
   "alert.collector_blind.store": "collector cannot write its store: no node is being judged",
+  "alert.collector_failover": "collector {to} took over from {from}",
   "alert.readiness_low": "readiness low in {region}: {ready} of {judged} sirens ready ({pct} %, floor {floor} %)",
   "alert.threshold": "{node}: {metric} = {value} {op} {threshold} for {for}",
 };
@@ -617,6 +620,8 @@ const zh = {
   "rule.telemetry_gap": "数据缺失",
   "rule.clock_skew": "时钟偏差",
   "rule.collector_blind": "监测中心失联",
+  "rule.store_failed": "监测中心存储故障",
+  "rule.collector_failover": "监测中心主备切换",
   "rule.readiness_low": "就绪率过低",
   "alert.node_offline": "{node} 离线（{cause}）",
   "alert.node_offline.bare": "{node} 离线",
@@ -630,6 +635,7 @@ const zh = {
   "alert.clock_skew": "{node}：设备时钟偏差 {skew} 秒",
   "alert.collector_blind.broker": "监测中心与消息服务器断开连接：暂停判定所有节点",
   "alert.collector_blind.store": "监测中心无法写入数据库：暂停判定所有节点",
+  "alert.collector_failover": "采集器 {to} 已接替 {from}",
   "alert.readiness_low": "{region} 就绪率过低：{judged} 台警报器中 {ready} 台就绪（{pct}%，下限 {floor}%）",
   "alert.threshold": "{node}：{metric} = {value}，{op} {threshold}，持续 {for}",
 };

@@ -72,10 +72,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let holder = config.mqtt.collector_id.as_str().to_owned();
             let fence = Arc::new(crate::store::lease::Fence::new(crate::ha::LEASE, &holder));
             store.set_fence(fence.clone());
-            let pg = crate::store::sql::pg_config(
-                url.expose(),
-                password.as_ref().map(|p| p.expose()),
-            )?;
+            let pg =
+                crate::store::sql::pg_config(url.expose(), password.as_ref().map(|p| p.expose()))?;
             let settings = crate::ha::LeaseSettings {
                 holder,
                 ttl: config.store.lease,
@@ -236,13 +234,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(
             "drills",
             async move {
-                if crate::ha::until_active(&mut roles, &shutdown).await.is_none() {
+                if crate::ha::until_active(&mut roles, &shutdown)
+                    .await
+                    .is_none()
+                {
                     return ended(&shutdown);
                 }
-                drills
-                    .restore()
-                    .await
-                    .map_err(|e| TaskError::from(format!("restoring drills from the store: {e}")))?;
+                drills.restore().await.map_err(|e| {
+                    TaskError::from(format!("restoring drills from the store: {e}"))
+                })?;
                 drills.run(drill_rx, shutdown.clone()).await;
                 ended(&shutdown)
             }
@@ -401,7 +401,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(
             "retention",
             async move {
-                if crate::ha::until_active(&mut roles, &shutdown).await.is_some() {
+                if crate::ha::until_active(&mut roles, &shutdown)
+                    .await
+                    .is_some()
+                {
                     retention.await;
                 }
                 ended(&shutdown)

@@ -9,10 +9,11 @@
 //! the whole lease, it takes it over:
 //!
 //! - it restores the alerts, silences and nodes the active one committed, as a restart
-//!   does, then replays what it heard: every node's latest heartbeat and the other node
-//!   messages of the last minutes, in arrival order. Messages the old active committed are
-//!   recognised by their sequence numbers and dropped, the rest are judged now; so no
-//!   alert is lost, and a node is judged offline only by what it has really not said;
+//!   does, then replays what it heard ([`Warm`]): every node's latest heartbeat, the
+//!   faults and test receipts of the last minutes (what the old active committed of these
+//!   is recognised by sequence number and dropped), and the births and states heard since
+//!   the old active's last sign of life; so no alert is lost, and a node is judged offline
+//!   only by what it has really not said;
 //! - liveness counts from the time the standby's own broker link has been up, not from
 //!   the takeover: a node that went silent during the handover is declared offline when
 //!   its own timeout ends, once;
@@ -167,7 +168,9 @@ fn lease_loop(
             if let (Some(db), Some((epoch, _))) = (&db, held) {
                 match db.release_lease(LEASE, &s.holder, epoch) {
                     Ok(()) => tracing::info!("active lease given up"),
-                    Err(e) => tracing::warn!(error = %e, "cannot give the active lease up; it expires by itself"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot give the active lease up; it expires by itself")
+                    }
                 }
             }
             return;
@@ -180,7 +183,10 @@ fn lease_loop(
         }
         if let Some((epoch, renewed)) = held {
             if fence.lost() {
-                lose(roles, "a write found the active lease taken by another collector".into());
+                lose(
+                    roles,
+                    "a write found the active lease taken by another collector".into(),
+                );
                 return;
             }
             let outcome = match &db {
@@ -268,6 +274,13 @@ fn sleep_unless(wait: Duration, shutdown: &CancellationToken) {
 }
 
 /// What a standby heard, to be replayed when it takes over.
+///
+/// Design: what the old active committed must not be replayed as news. Heartbeats, faults
+/// and test receipts carry sequence numbers, which the new active restores from the store
+/// and drops duplicates by: they are kept (each node's latest heartbeat, the others of the
+/// last [`KEEP`]) and replayed whole. Births and states carry none: only those heard after
+/// the old active's last sign of life (less a margin) are replayed, so that an old
+/// `online` state never undoes an `offline` the old active judged since.
 #[derive(Debug, Default)]
 pub struct Warm {
     /// Since when the broker link is up without a break (`None`: it is down).
@@ -282,6 +295,10 @@ pub struct Warm {
     /// Every other node message of the last [`KEEP`], in arrival order.
     recent: VecDeque<(UnixMillis, CoreEvent)>,
 }
+
+/// Births and states heard this long before the old active's last sign of life are
+/// replayed too (its last second of work may not have been committed).
+pub const REPLAY_MARGIN: Duration = Duration::from_secs(2);
 
 impl Warm {
     /// Keeps what a takeover needs from `event`.
@@ -325,8 +342,9 @@ impl Warm {
     }
 
     /// The events that bring a fresh core to what this standby knows, in order: the
-    /// link's state, then the node messages and the last link check by arrival.
-    pub fn replay(self) -> Vec<CoreEvent> {
+    /// link's state, then the node messages and the last link check by arrival. Births
+    /// and states only from `after` on (see [`Warm`]).
+    pub fn replay(self, after: UnixMillis) -> Vec<CoreEvent> {
         let mut events = Vec::with_capacity(self.heartbeats.len() + self.recent.len() + 2);
         match (self.linked_since, self.lost_at) {
             (Some(at), _) => events.push(CoreEvent::BrokerConnected {
@@ -339,11 +357,21 @@ impl Warm {
         let confirmed = self
             .confirmed
             .map(|at| (at, CoreEvent::LinkConfirmed { at }));
+        let sequenced = |(at, e): &(UnixMillis, CoreEvent)| {
+            *at >= after
+                || matches!(
+                    e,
+                    CoreEvent::Node {
+                        message: NodeMessage::Fault(_) | NodeMessage::Test(_),
+                        ..
+                    }
+                )
+        };
         let mut heard: Vec<(UnixMillis, CoreEvent)> = self
             .heartbeats
             .into_values()
             .map(|e| (received_at(&e), e))
-            .chain(self.recent)
+            .chain(self.recent.into_iter().filter(sequenced))
             .chain(confirmed)
             .collect();
         // Stable: what arrived at one instant stays in arrival order.
@@ -444,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn a_standby_keeps_the_latest_heartbeat_and_the_recent_other_messages_in_order() {
+    fn a_standby_replays_heartbeats_faults_and_only_recent_states() {
         let hb = |seq| {
             NodeMessage::Heartbeat(
                 serde_json::from_value::<Heartbeat>(serde_json::json!({
@@ -477,14 +505,20 @@ mod tests {
         warm.absorb(CoreEvent::LinkConfirmed {
             at: UnixMillis::from_millis(4_000),
         });
-        let old = 4_000 + KEEP.as_millis() as u64 + 1;
-        warm.absorb(node_event("c", old, state()));
+        warm.absorb(node_event("b", 4_500, state()));
+        let late = 4_600 + KEEP.as_millis() as u64;
+        warm.absorb(node_event("c", late, state()));
         assert_eq!(warm.linked_since, Some(UnixMillis::from_millis(1_000)));
-        let replay = warm.replay();
+        let replay = warm.replay(UnixMillis::from_millis(4_500));
         let at: Vec<u64> = replay.iter().map(|e| received_at(e).as_millis()).collect();
-        // The state of b is older than KEEP before c's: dropped.
-        assert_eq!(at, vec![1_000, 3_000, 4_000, old]);
-        let CoreEvent::Node { message: NodeMessage::Heartbeat(h), .. } = &replay[1] else {
+        // The state of b at 2 500 is older than KEEP before c's (gone), and before the
+        // cut: only the one at 4 500 is replayed.
+        assert_eq!(at, vec![1_000, 3_000, 4_000, 4_500, late]);
+        let CoreEvent::Node {
+            message: NodeMessage::Heartbeat(h),
+            ..
+        } = &replay[1]
+        else {
             panic!("the heartbeat first: {replay:?}");
         };
         assert_eq!(h.seq, 2, "the latest heartbeat of a");

@@ -19,6 +19,7 @@
 //! - [`audit`]: the audit log of operator actions (who, when, from where, what, outcome).
 //! - [`metrics`]: the collector's own counters.
 //! - [`app`]: startup, task supervision and shutdown.
+//! - [`ha`]: active and standby collectors on one PostgreSQL store (lease, takeover).
 //! - [`timeseries`]: the InfluxDB line-protocol sink with its disk spool.
 //! - [`uptime`]: availability arithmetic over stored transitions, pure.
 //! - [`api`]: the JSON API under `/api/v1`, its event stream, tokens, and the console.

@@ -297,10 +297,30 @@ impl Core {
         failover: Option<(&str, &str, i64)>,
     ) -> Result<(), StoreError> {
         let since = warm.linked_since.map_or(now, |at| at.min(now));
+        // Read before this run starts: the old active's last sign of life.
+        let alive = self.store.read(|db| db.last_alive()).await?;
         self.restore_watched_since(now, since).await?;
-        let replay = warm.replay();
+        let after = alive.map_or(UnixMillis::EPOCH, |at| at - crate::ha::REPLAY_MARGIN);
+        let replay = warm.replay(after);
         tracing::info!(events = replay.len(), "replaying what the standby heard");
         for event in replay {
+            // A heartbeat, birth or state heard before the node's last committed
+            // transition was judged by the old active already (its last heartbeats may not
+            // have reached the store's sequence numbers): not news.
+            if let CoreEvent::Node {
+                path,
+                message: NodeMessage::Heartbeat(_) | NodeMessage::State(_) | NodeMessage::Birth(_),
+                received_at,
+                ..
+            } = &event
+                && self
+                    .monitor
+                    .tracker()
+                    .node(&path.node)
+                    .is_some_and(|n| *received_at <= n.since())
+            {
+                continue;
+            }
             self.absorb(event);
         }
         if let Some((from, to, epoch)) = failover {
@@ -380,7 +400,12 @@ impl Core {
     /// that decided them stopped first): decided in the last [`REDELIVER_WITHIN`].
     async fn redeliver(&mut self, now: UnixMillis) -> Result<(), StoreError> {
         let since = now - REDELIVER_WITHIN;
-        let names: Vec<String> = self.outputs.names().into_iter().map(str::to_owned).collect();
+        let names: Vec<String> = self
+            .outputs
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         for name in names {
             let output = name.clone();
             let notices = self
@@ -1638,7 +1663,10 @@ mod tests {
             })
             .collect();
         assert_eq!(sent.len(), 1, "{sent:?}");
-        assert_eq!((sent[0].notice, &sent[0].alert), (Some(notice), &alert.alert));
+        assert_eq!(
+            (sent[0].notice, &sent[0].alert),
+            (Some(notice), &alert.alert)
+        );
 
         // Once an attempt ended it, a restart restores the offline node and its alert and
         // notifies nothing again.

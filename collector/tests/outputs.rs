@@ -220,7 +220,9 @@ async fn webhook_task_delivers_in_order() {
     let task = tokio::spawn(hook.run(rx, ctx.clone()));
     for status in [AlertStatus::Firing, AlertStatus::Resolved] {
         assert!(matches!(
-            tx.push(Notice::Alert(Arc::new(alert("0000000000000f04", status).into()))),
+            tx.push(Notice::Alert(Arc::new(
+                alert("0000000000000f04", status).into()
+            ))),
             alarmnet_collector::outputs::Pushed::Queued
         ));
     }

@@ -85,7 +85,10 @@ fn drills_of(s: &ApiState) -> ApiResult<&DrillControl> {
     if let crate::ha::Role::Standby { active } = &*s.roles.borrow() {
         return Err(ApiError::unavailable(format!(
             "this collector is the standby: drills run on the active collector{}",
-            active.as_ref().map(|a| format!(" ({a})")).unwrap_or_default()
+            active
+                .as_ref()
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default()
         )));
     }
     s.drills

@@ -19,7 +19,7 @@ use alarmnet_protocol::AlertStatus;
 use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Retry};
-use super::{Notice, NoticeReceiver, OutputContext, Outgoing};
+use super::{Notice, NoticeReceiver, Outgoing, OutputContext};
 use crate::model::{Alert, AlertId, UnixMillis};
 
 /// `[alertmanager]`: Prometheus Alertmanager's v2 API, as written in the file.

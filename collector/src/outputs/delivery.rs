@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alarmnet_runtime::Backoff;
 
-use super::{OutputContext, Outgoing};
+use super::{Outgoing, OutputContext};
 use crate::metrics::OutputEvent;
 use crate::model::UnixMillis;
 
@@ -106,7 +106,8 @@ where
         let at = (ctx.clock)();
         let result = attempt(at).await;
         let last = n == retry.max_attempts;
-        ctx.record(output, alert, (n, last), at, result.clone()).await;
+        ctx.record(output, alert, (n, last), at, result.clone())
+            .await;
         match result {
             Ok(()) => {
                 tracing::info!(

@@ -292,11 +292,9 @@ mod priority_tests {
         outputs.notify(
             &tests_support::alert("00000000000000ff", AlertStatus::Firing),
             None,
-);
+        );
         let ids: Vec<String> = std::iter::from_fn(|| rx.try_recv())
-            .map(|n| {
-                n.alert().id.to_string()
-            })
+            .map(|n| n.alert().id.to_string())
             .collect();
         assert_eq!(
             ids,

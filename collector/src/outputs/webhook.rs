@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::chat::{WebhookFormat, accepted, request};
 use super::delivery::{self, Retry};
-use super::{Notice, NoticeReceiver, OutputContext, Outgoing, notification};
+use super::{Notice, NoticeReceiver, Outgoing, OutputContext, notification};
 use crate::model::UnixMillis;
 
 /// `[[webhooks]]`: a JSON POST of every notification, as written in the file.

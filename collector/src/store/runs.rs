@@ -30,6 +30,17 @@ impl Db {
     }
 
     /// Marks run `run` alive at `at`.
+    /// The last sign of life of any run (the latest `alive_at`): a collector taking over
+    /// knows the one before it was alive until then.
+    pub fn last_alive(&self) -> Result<Option<UnixMillis>, StoreError> {
+        let v =
+            self.conn()
+                .query_one("SELECT max(alive_at) FROM collector_runs", args![], |r| {
+                    r.get::<Option<i64>>(0)
+                })?;
+        Ok(v.map(ts_of))
+    }
+
     pub fn run_alive(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE collector_runs SET alive_at = greatest(alive_at, ?2) WHERE id = ?1",
