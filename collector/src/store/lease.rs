@@ -179,3 +179,107 @@ impl Fence {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::engines::postgres_url;
+    use crate::store::sql::pg_config;
+
+    #[test]
+    fn the_lease_is_taken_when_free_expired_or_ones_own_and_held_otherwise() {
+        let config = pg_config(&postgres_url(), None).expect("url");
+        let db = Db::connect(&config).expect("connect");
+        let taken = |holder: &str, ttl_ms| db.try_lease("active", holder, ttl_ms).expect("try");
+        assert_eq!(
+            taken("a", 60_000),
+            LeaseTry::Taken {
+                epoch: 1,
+                from: None
+            }
+        );
+        let LeaseTry::Held {
+            holder,
+            remaining_ms,
+        } = taken("b", 60_000)
+        else {
+            panic!("b must not take a held lease");
+        };
+        assert_eq!(holder, "a");
+        assert!(remaining_ms > 50_000, "{remaining_ms}");
+        // The same collector restarted takes its own lease back at once.
+        assert_eq!(
+            taken("a", 1),
+            LeaseTry::Taken {
+                epoch: 2,
+                from: None
+            }
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Expired: a takeover, from a.
+        assert_eq!(
+            taken("b", 60_000),
+            LeaseTry::Taken {
+                epoch: 3,
+                from: Some("a".into())
+            }
+        );
+        assert!(!db.renew_lease("active", "a", 2, 60_000).expect("renew"));
+        assert!(db.renew_lease("active", "b", 3, 60_000).expect("renew"));
+        db.release_lease("active", "b", 3).expect("release");
+        assert_eq!(
+            taken("c", 60_000),
+            LeaseTry::Taken {
+                epoch: 4,
+                from: Some("b".into())
+            },
+            "a released lease is free at once"
+        );
+    }
+
+    /// A collector that lost its lease (it stalled, another took over) commits nothing:
+    /// its write is refused with the reason, and its fence says so.
+    #[test]
+    fn writes_are_fenced_once_the_lease_is_taken_over() {
+        // The blocking PostgreSQL client must not run inside a runtime: only the store's
+        // calls do.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let url = postgres_url();
+        let store =
+            crate::store::Store::connect(&url, None, Arc::new(Metrics::new())).expect("store");
+        let leases = Db::connect_reader(&pg_config(&url, None).expect("url")).expect("connect");
+        let fence = Arc::new(Fence::new("active", "a"));
+        store.set_fence(fence.clone());
+        let LeaseTry::Taken { epoch, .. } = leases.try_lease("active", "a", 1).expect("try") else {
+            panic!("a free lease");
+        };
+        fence.arm(epoch);
+        let write = |at: u64| {
+            store.call(move |db| db.set_pruned_before(crate::model::UnixMillis::from_millis(at)))
+        };
+        rt.block_on(write(1))
+            .expect("a holds the lease: the write commits");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let taken = leases.try_lease("active", "b", 60_000).expect("try");
+        assert!(matches!(taken, LeaseTry::Taken { .. }), "{taken:?}");
+        assert!(!fence.lost(), "not known before a write");
+        let refused = rt.block_on(write(2)).expect_err("fenced");
+        assert!(
+            refused.to_string().contains("lost the active lease"),
+            "{refused}"
+        );
+        assert!(fence.lost());
+        assert_eq!(
+            rt.block_on(store.read(|db| db.pruned_before()))
+                .expect("read"),
+            Some(crate::model::UnixMillis::from_millis(1)),
+            "nothing of the refused write was committed"
+        );
+    }
+}
