@@ -66,14 +66,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     tracing::info!(store = %location.describe(), "store open");
     // On a shared (PostgreSQL) store, the lease decides which collector is active.
-    let roles = match &location {
-        crate::store::Location::Sqlite(_) => crate::ha::single(),
-        crate::store::Location::Postgres { url, password } => {
+    let shared = match &location {
+        crate::store::Location::Sqlite(_) => None,
+        crate::store::Location::Postgres { url, password } => Some(crate::store::sql::pg_config(
+            url.expose(),
+            password.as_ref().map(|p| p.expose()),
+        )?),
+    };
+    let roles = match shared.clone() {
+        None => crate::ha::single(),
+        Some(pg) => {
             let holder = config.mqtt.collector_id.as_str().to_owned();
             let fence = Arc::new(crate::store::lease::Fence::new(crate::ha::LEASE, &holder));
             store.set_fence(fence.clone());
-            let pg =
-                crate::store::sql::pg_config(url.expose(), password.as_ref().map(|p| p.expose()))?;
             let settings = crate::ha::LeaseSettings {
                 holder,
                 ttl: config.store.lease,
@@ -190,6 +195,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         api::events::DEFAULT_LAG,
         tz.clone(),
     );
+    if let Some(pg) = shared {
+        // The collectors of one store see each other's events.
+        api::relay::start(
+            pg,
+            config.mqtt.collector_id.as_str().to_owned(),
+            events.clone(),
+            shutdown.clone(),
+        )
+        .context("starting the event relay")?;
+    }
     let recent = RecentMetrics::new(api::recent::DEFAULT_CAPACITY);
     let (control, control_rx) = Control::channel(api::control::DEFAULT_QUEUE);
 
@@ -308,11 +323,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let (mut roles, shutdown) = (roles.clone(), shutdown.clone());
         let me = config.mqtt.collector_id.as_str().to_owned();
         let (mut rx, mut control_rx, clock) = (rx, control_rx, clock.clone());
+        let standby_board = crate::ha::StandbyBoard {
+            store: store.clone(),
+            monitor: config.monitor.clone(),
+            readiness: config.readiness.clone(),
+            board: board.clone(),
+        };
         tasks.spawn(
             "core",
             async move {
-                let Some((warm, role)) =
-                    crate::ha::stand_by(&mut rx, &mut control_rx, &mut roles, &shutdown).await
+                let Some((warm, role)) = crate::ha::stand_by(
+                    &mut rx,
+                    &mut control_rx,
+                    &mut roles,
+                    &standby_board,
+                    &clock,
+                    &shutdown,
+                )
+                .await
                 else {
                     return ended(&shutdown);
                 };

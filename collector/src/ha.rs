@@ -390,16 +390,56 @@ fn received_at(event: &CoreEvent) -> UnixMillis {
     }
 }
 
-/// Runs the standby: keeps what ingest delivers warm and refuses operators' writes
-/// (they go to the active collector), until this collector becomes active. Returns what
-/// it heard, or `None` at shutdown or when the role was lost.
+/// How often a standby reads the readiness rollups from the store.
+const BOARD_EVERY: Duration = Duration::from_secs(5);
+
+/// A standby's readiness page: the rollups of what the active collector stored.
+#[derive(Debug, Clone)]
+pub struct StandbyBoard {
+    pub store: crate::store::Store,
+    pub monitor: crate::alerts::MonitorConfig,
+    pub readiness: crate::readiness::ReadinessConfig,
+    pub board: crate::readiness::Board,
+}
+
+impl StandbyBoard {
+    /// Reads every node's liveness and readiness inputs from the store and publishes the
+    /// rollups, as the active collector's core would after a restart.
+    pub async fn refresh(&self, now: UnixMillis) -> Result<(), StoreError> {
+        let nodes = self
+            .store
+            .read(|db| db.nodes(&crate::store::NodeFilter::default()))
+            .await?;
+        let mut monitor = crate::alerts::Monitor::new(self.monitor.clone(), now);
+        for rec in nodes {
+            monitor.restore_node(crate::pipeline::restored_node(rec));
+        }
+        let inputs = self.store.read(|db| db.readiness_inputs()).await?;
+        let mut readiness = crate::readiness::ReadinessTracker::new(&self.readiness);
+        for (node, restored) in inputs {
+            readiness.restore(monitor.tracker(), &node, restored);
+        }
+        readiness.finish_restore(monitor.tracker(), now);
+        self.board.publish(monitor.tracker(), &mut readiness);
+        Ok(())
+    }
+}
+
+/// Runs the standby: keeps what ingest delivers warm, refuses operators' writes (they go
+/// to the active collector) and keeps the readiness page current from the store, until
+/// this collector becomes active. Returns what it heard, or `None` at shutdown or when
+/// the role was lost.
 pub async fn stand_by(
     events: &mut mpsc::Receiver<CoreEvent>,
     control: &mut mpsc::Receiver<ControlRequest>,
     roles: &mut Roles,
+    board: &StandbyBoard,
+    clock: &crate::model::Clock,
     shutdown: &CancellationToken,
 ) -> Option<(Warm, Role)> {
     let mut warm = Warm::default();
+    let mut refresh = tokio::time::interval(BOARD_EVERY);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let role = roles.borrow_and_update().clone();
         match role {
@@ -419,6 +459,11 @@ pub async fn stand_by(
                 None => return None,
             },
             Some(request) = control.recv() => refuse(request, &role),
+            _ = refresh.tick() => {
+                if let Err(e) = board.refresh(clock()).await {
+                    tracing::warn!(error = %e, "standby: cannot read readiness from the store");
+                }
+            }
         }
     }
 }

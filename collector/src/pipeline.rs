@@ -134,6 +134,29 @@ impl Pending {
     }
 }
 
+/// A node as the store holds it, for the liveness tracker.
+pub fn restored_node(rec: crate::store::NodeRecord) -> RestoredNode {
+    let boot = rec.boot.and_then(|b| BootId::new(b).ok());
+    // The stored sequence counts only for the boot it was heard in.
+    let last_seq = rec
+        .last_seq
+        .filter(|(b, _)| boot.as_ref().is_some_and(|boot| boot.as_str() == b))
+        .map(|(_, seq)| seq);
+    RestoredNode {
+        info: NodeInfo {
+            path: rec.path,
+            kind: rec.kind,
+            name: rec.name,
+            boot,
+            hb_interval_ms: rec.hb_interval_ms,
+        },
+        state: rec.state,
+        since: rec.state_since,
+        last_heartbeat: Some(rec.last_seen),
+        last_seq,
+    }
+}
+
 /// The core task's state.
 #[derive(Debug)]
 pub struct Core {
@@ -339,25 +362,7 @@ impl Core {
         let nodes = self.store.nodes(NodeFilter::default()).await?;
         let count = nodes.len();
         for rec in nodes {
-            let boot = rec.boot.and_then(|b| BootId::new(b).ok());
-            // The stored sequence counts only for the boot it was heard in.
-            let last_seq = rec
-                .last_seq
-                .filter(|(b, _)| boot.as_ref().is_some_and(|boot| boot.as_str() == b))
-                .map(|(_, seq)| seq);
-            self.monitor.restore_node(RestoredNode {
-                info: NodeInfo {
-                    path: rec.path,
-                    kind: rec.kind,
-                    name: rec.name,
-                    boot,
-                    hb_interval_ms: rec.hb_interval_ms,
-                },
-                state: rec.state,
-                since: rec.state_since,
-                last_heartbeat: Some(rec.last_seen),
-                last_seq,
-            });
+            self.monitor.restore_node(restored_node(rec));
         }
         // Readiness inputs before anything feeds liveness changes (silences do).
         let inputs = self.store.call(|db| db.readiness_inputs()).await?;

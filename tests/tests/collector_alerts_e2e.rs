@@ -15,7 +15,7 @@ mod collector_support;
 use std::time::{Duration, Instant};
 
 use alarmnet_e2e::{Mosquitto, MqttProbe, Process, WebhookReceiver, binary, unique_id, wait_for};
-use collector_support::{Collector, workdir};
+use collector_support::{Collector, Events, workdir};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -55,67 +55,6 @@ impl Hook {
 }
 
 // ----- the event stream and the API -----
-
-/// A reader of `/api/v1/events`.
-struct Events {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Events {
-    async fn open(collector: &Collector) -> Events {
-        let response = reqwest::Client::new()
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/events",
-                collector.http_port
-            ))
-            .send()
-            .await
-            .expect("event stream");
-        assert_eq!(response.status(), 200, "the event stream answers");
-        Events {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event of `kind` whose data satisfies `want`, within `timeout`.
-    async fn next(
-        &mut self,
-        kind: &str,
-        timeout: Duration,
-        want: impl Fn(&Value) -> bool,
-    ) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let event = block.lines().find_map(|l| l.strip_prefix("event: "));
-                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
-                if let (Some(event), Some(data)) = (event, data)
-                    && event == kind
-                {
-                    let data: Value = serde_json::from_str(data).expect("event data is JSON");
-                    if want(&data) {
-                        return Some(data);
-                    }
-                }
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .ok()?
-                .expect("stream read")?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// Waits for `node`'s transition to `to`; panics after `timeout`.
-    async fn state(&mut self, node: &str, to: &str, timeout: Duration) -> Value {
-        self.next("state", timeout, |d| d["node"] == node && d["to"] == to)
-            .await
-            .unwrap_or_else(|| panic!("no {node} → {to} on the event stream within {timeout:?}"))
-    }
-}
 
 async fn get_json(collector: &Collector, path: &str) -> Value {
     reqwest::get(format!("http://127.0.0.1:{}{path}", collector.http_port))
@@ -240,7 +179,7 @@ async fn killed_and_frozen_agents_are_detected_in_time_with_webhooks_and_events(
         ),
     )
     .await;
-    let mut events = Events::open(&collector).await;
+    let mut events = Events::open(collector.http_port).await;
     let killed = unique_id("kill");
     let frozen = unique_id("freeze");
     let mut a = Agent::start(dir.path(), &broker, &killed, "lz-chengguan");

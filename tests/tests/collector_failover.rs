@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use alarmnet_e2e::{Mosquitto, Postgres, Process, WebhookReceiver, binary, wait_for};
-use collector_support::{Collector, workdir};
+use collector_support::{Collector, Events, workdir};
 use serde_json::Value;
 
 /// The lease: the standby takes over within this long of the active collector stopping.
@@ -153,8 +153,31 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
     )
     .await;
 
-    // An alert the active collector notifies before it dies.
+    // The standby's readiness page counts every node (read from the store).
+    wait_for(WAIT, "the standby's readiness page", || async {
+        let v: Value = get(b.http_port, "/api/v1/readiness")
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["network"]["nodes"]["total"].as_u64() == Some(all)).then_some(())
+    })
+    .await;
+
+    // An alert the active collector notifies before it dies; its transition reaches the
+    // standby's event stream (relayed through the store).
+    let mut events = Events::open(b.http_port).await;
     earlier.kill_and_reap();
+    let offline = events
+        .next("state", Duration::from_secs(15), |d| {
+            d["node"] == "ha-earlier" && d["to"] == "offline"
+        })
+        .await;
+    assert!(
+        offline.is_some(),
+        "the standby's event stream shows the active's transition"
+    );
     wait_key(&hook, &k("node_offline", "ha-earlier", "firing")).await;
 
     // The standby's API answers throughout.

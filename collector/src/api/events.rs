@@ -67,7 +67,7 @@ impl EventKind {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "state" => Some(EventKind::State),
             "alert" => Some(EventKind::Alert),
@@ -101,6 +101,9 @@ struct Inner {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<Published>>,
     tz: jiff::tz::TimeZone,
+    /// Where this collector's own events also go, to the other collectors on its store
+    /// (see [`super::relay`]).
+    relay: std::sync::OnceLock<tokio::sync::mpsc::Sender<(EventKind, String)>>,
 }
 
 /// The publish side of the event stream. Cheap to clone.
@@ -174,8 +177,15 @@ impl EventHub {
                 }),
                 tx,
                 tz,
+                relay: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// From now on, this collector's own events are also handed to `relay` (never
+    /// waiting: when it is full, an event reaches only this collector's subscribers).
+    pub fn relay_to(&self, relay: tokio::sync::mpsc::Sender<(EventKind, String)>) {
+        let _ = self.inner.relay.set(relay);
     }
 
     /// The SSE id of event `seq`.
@@ -242,8 +252,24 @@ impl EventHub {
         }
     }
 
-    /// Publishes one event; returns its sequence number. Never waits for a subscriber.
+    /// Publishes one of this collector's events; returns its sequence number. Never waits
+    /// for a subscriber.
     pub fn publish(&self, kind: EventKind, data: String) -> u64 {
+        if let Some(relay) = self.inner.relay.get()
+            && kind != EventKind::Resync
+            && relay.try_send((kind, data.clone())).is_err()
+        {
+            tracing::debug!(
+                kind = kind.as_str(),
+                "event not relayed: the relay is behind"
+            );
+        }
+        self.publish_here(kind, data)
+    }
+
+    /// Publishes an event to this collector's subscribers only (one another collector
+    /// published, or a subscriber's own resync).
+    pub fn publish_here(&self, kind: EventKind, data: String) -> u64 {
         let mut ring = self.lock();
         let seq = ring.next_seq;
         ring.next_seq += 1;

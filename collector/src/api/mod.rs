@@ -17,6 +17,7 @@ pub mod events;
 mod handlers;
 pub(crate) mod readiness;
 pub mod recent;
+pub mod relay;
 pub mod tickets;
 mod uptime;
 

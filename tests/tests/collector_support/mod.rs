@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use alarmnet_e2e::{Mosquitto, Process, binary, free_port, unique_id};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::Value;
 use tempfile::TempDir;
 
 pub const READY: Duration = Duration::from_secs(30);
@@ -359,4 +360,62 @@ pub fn birth(region: &str, site: &str, node: &str, ts: u64) -> Vec<u8> {
 /// A valid heartbeat payload.
 pub fn heartbeat(seq: u64) -> Vec<u8> {
     format!(r#"{{"v":1,"boot":"boot000000000001","seq":{seq},"ts":1764330000000}}"#).into_bytes()
+}
+
+/// A reader of `/api/v1/events`.
+pub struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    pub async fn open(port: u16) -> Events {
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/api/v1/events"))
+            .send()
+            .await
+            .expect("event stream");
+        assert_eq!(response.status(), 200, "the event stream answers");
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event of `kind` whose data satisfies `want`, within `timeout`.
+    pub async fn next(
+        &mut self,
+        kind: &str,
+        timeout: Duration,
+        want: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let event = block.lines().find_map(|l| l.strip_prefix("event: "));
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(event), Some(data)) = (event, data)
+                    && event == kind
+                {
+                    let data: Value = serde_json::from_str(data).expect("event data is JSON");
+                    if want(&data) {
+                        return Some(data);
+                    }
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?
+                .expect("stream read")?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Waits for `node`'s transition to `to`; panics after `timeout`.
+    pub async fn state(&mut self, node: &str, to: &str, timeout: Duration) -> Value {
+        self.next("state", timeout, |d| d["node"] == node && d["to"] == to)
+            .await
+            .unwrap_or_else(|| panic!("no {node} → {to} on the event stream within {timeout:?}"))
+    }
 }
