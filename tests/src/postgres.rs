@@ -86,6 +86,16 @@ impl Postgres {
     /// Starts a server of one's own on a free port with an empty cluster, and waits until
     /// it accepts connections. Panics (with the server's log) when it cannot.
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// [`Self::start`] with durable commits (fsync, full page writes, synchronous commit),
+    /// as a production server runs: for benchmarks of the store.
+    pub fn start_durable() -> Postgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Postgres {
         assert!(
             Path::new(BIN).join("postgres").is_file(),
             "PostgreSQL is not installed ({BIN}/postgres): apt-get install postgresql"
@@ -138,10 +148,13 @@ rm -rf "$ROOT"
             .arg("-k")
             .arg(&root)
             .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "max_connections=300"]);
+        if !durable {
             // A test server: durability is not what is tested here, speed is.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
-            .env("ROOT", &root)
+            c.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"]);
+        }
+        c.env("ROOT", &root)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("create the server log"))
             .stderr(std::fs::File::create(root.join("postgres.err")).expect("create a log"))

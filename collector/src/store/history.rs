@@ -4,10 +4,10 @@
 use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 
 use super::StoreError;
-use super::db::{Db, cause, id, liveness, ms_sql, ts_of, u64_of};
+use super::db::{Db, cause, i64_of_usize, id, liveness, ms_sql, ts_of, u64_of};
 use super::lists::{Conditions, Paged, TimeKey, int, limit_plus_one, text, ts_int};
 use super::nodes::NodeQuery;
-use super::sql::{Row, Value, args};
+use super::sql::{Row, Value, args, chunks, value_rows};
 use crate::model::{Transition, UnixMillis};
 use crate::uptime::{Step, TestTally};
 
@@ -47,24 +47,63 @@ fn transition(r: &Row<'_>) -> Result<Transition, StoreError> {
 }
 
 impl Db {
-    /// Appends transitions and updates each node's current state.
+    /// Appends transitions and updates each node's current state (to its last
+    /// transition's). Ids follow the order given.
+    ///
+    /// Design: a statement per [`super::sql::ROWS_PER_STATEMENT`] transitions, not per transition (on
+    /// PostgreSQL each statement is a round trip: a region going dark is thousands of
+    /// transitions in one commit).
     pub fn record_transitions(&self, transitions: &[Transition]) -> Result<(), StoreError> {
-        for t in transitions {
+        for chunk in chunks(transitions) {
+            let rows = value_rows(
+                chunk.len(),
+                &["TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT"],
+            );
+            let mut params: Vec<Value<'_>> = Vec::with_capacity(6 * chunk.len());
+            for (i, t) in chunk.iter().enumerate() {
+                params.extend([
+                    Value::from(t.node.as_str()),
+                    t.from.as_str().into(),
+                    t.to.as_str().into(),
+                    ms_sql(t.at).into(),
+                    t.cause.as_str().into(),
+                    i64_of_usize(i + 1).into(),
+                ]);
+            }
             self.conn().execute(
-                "INSERT INTO transitions (node, from_state, to_state, at, cause, id)
-                 VALUES (?1, ?2, ?3, ?4, ?5,
-                         (SELECT coalesce(max(id), 0) + 1 FROM transitions))",
-                args![
-                    t.node.as_str(),
-                    t.from.as_str(),
-                    t.to.as_str(),
-                    ms_sql(t.at),
-                    t.cause.as_str()
-                ],
+                &format!(
+                    "INSERT INTO transitions (node, from_state, to_state, at, cause, id)
+                     SELECT v.column1, v.column2, v.column3, v.column4, v.column5,
+                            (SELECT coalesce(max(id), 0) FROM transitions) + v.column6
+                     FROM (VALUES {rows}) AS v"
+                ),
+                &params,
             )?;
+        }
+        // Each node's state is its last transition's.
+        let mut last: Vec<&Transition> = Vec::with_capacity(transitions.len());
+        let mut seen = std::collections::HashSet::with_capacity(transitions.len());
+        for t in transitions.iter().rev() {
+            if seen.insert(&t.node) {
+                last.push(t);
+            }
+        }
+        for chunk in chunks(&last) {
+            let rows = value_rows(chunk.len(), &["TEXT", "TEXT", "BIGINT"]);
+            let mut params: Vec<Value<'_>> = Vec::with_capacity(3 * chunk.len());
+            for t in chunk {
+                params.extend([
+                    Value::from(t.node.as_str()),
+                    t.to.as_str().into(),
+                    ms_sql(t.at).into(),
+                ]);
+            }
             self.conn().execute(
-                "UPDATE nodes SET state = ?2, state_since = ?3 WHERE node = ?1",
-                args![t.node.as_str(), t.to.as_str(), ms_sql(t.at)],
+                &format!(
+                    "UPDATE nodes SET state = v.column2, state_since = v.column3
+                     FROM (VALUES {rows}) AS v WHERE nodes.node = v.column1"
+                ),
+                &params,
             )?;
         }
         Ok(())

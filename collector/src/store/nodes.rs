@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::StoreError;
 use super::db::{Db, i64_of, i64_of_usize, id, liveness, ms_sql, ts_of, u64_of};
 use super::lists::{Conditions, Paged, limit_plus_one, slots, text};
-use super::sql::{Row, args};
+use super::sql::{Row, Value, args, chunks, value_rows};
 use crate::model::{Liveness, UnixMillis};
 
 /// A registered node as stored.
@@ -220,15 +220,28 @@ impl Db {
 
     /// Records when nodes were last heard (coalesced by the caller; never moves backwards)
     /// and, where known, the highest sequence number heard and its boot: one statement per
-    /// node.
+    /// [`chunks`] of nodes (on PostgreSQL each statement is a round trip).
     pub fn touch(&self, heard: &[Heard]) -> Result<(), StoreError> {
-        for h in heard {
-            let (boot, seq) = h.seq.as_ref().map(|(b, s)| (b.as_str(), *s)).unzip();
+        for chunk in chunks(heard) {
+            let rows = value_rows(chunk.len(), &["TEXT", "BIGINT", "TEXT", "BIGINT"]);
+            let mut params: Vec<Value<'_>> = Vec::with_capacity(4 * chunk.len());
+            for h in chunk {
+                let (boot, seq) = h.seq.as_ref().map(|(b, s)| (b.as_str(), *s)).unzip();
+                params.extend([
+                    Value::from(h.node.as_str()),
+                    ms_sql(h.at).into(),
+                    boot.into(),
+                    seq.map(i64_of).into(),
+                ]);
+            }
             self.conn().execute(
-                "UPDATE nodes SET last_seen = greatest(last_seen, ?2),
-                     seq_boot = coalesce(?3, seq_boot), last_seq = coalesce(?4, last_seq)
-                 WHERE node = ?1",
-                args![h.node.as_str(), ms_sql(h.at), boot, seq.map(i64_of)],
+                &format!(
+                    "UPDATE nodes SET last_seen = greatest(nodes.last_seen, v.column2),
+                         seq_boot = coalesce(v.column3, nodes.seq_boot),
+                         last_seq = coalesce(v.column4, nodes.last_seq)
+                     FROM (VALUES {rows}) AS v WHERE nodes.node = v.column1"
+                ),
+                &params,
             )?;
         }
         Ok(())

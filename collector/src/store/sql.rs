@@ -598,6 +598,47 @@ impl<T: FromCell> FromCell for Option<T> {
     }
 }
 
+/// Rows per multi-row statement (a `VALUES` list).
+pub const ROWS_PER_STATEMENT: usize = 256;
+
+/// Splits `items` into chunks of [`ROWS_PER_STATEMENT`], the tail in halving sizes, so a
+/// multi-row statement is prepared in at most a few sizes.
+pub fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = ROWS_PER_STATEMENT;
+        while n > rest.len() {
+            n /= 2;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// `rows` rows of a `VALUES` list, one placeholder per column, numbered in row order and
+/// each cast to its column's type (PostgreSQL infers none inside a `VALUES` list). The
+/// list's columns are `column1`, `column2`, ... on both engines.
+pub fn value_rows(rows: usize, types: &[&str]) -> String {
+    let mut out = String::new();
+    let mut p = 0;
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for (c, ty) in types.iter().enumerate() {
+            p += 1;
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("CAST(?{p} AS {ty})"));
+        }
+        out.push(')');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,6 +301,83 @@ fn nodes_round_trip_and_filter() {
 }
 
 #[test]
+fn many_rows_in_one_call_span_several_statements_and_keep_their_order() {
+    each_engine(|db| {
+        // 300 nodes: statements of 256, 32, 8 and 4 rows.
+        let nodes: Vec<NodePath> = (0..300)
+            .map(|i| path("r1", "s1", &format!("n{i:03}")))
+            .collect();
+        for p in &nodes {
+            db.upsert_birth(p, &birth(p, 1), at(1)).expect("birth");
+        }
+        let heard: Vec<Heard> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Heard {
+                node: p.node.clone(),
+                at: at(100 + i as u64),
+                seq: (i % 2 == 0).then(|| ("b1".to_owned(), i as u64)),
+            })
+            .collect();
+        db.touch(&heard).expect("touch");
+        for (i, p) in nodes.iter().enumerate() {
+            let rec = db.node(&p.node).expect("q").expect("node");
+            assert_eq!(rec.last_seen, at(100 + i as u64), "{}", p.node);
+            let want = (i % 2 == 0).then(|| ("b1".to_owned(), i as u64));
+            assert_eq!(rec.last_seq, want, "{}", p.node);
+        }
+        // Two transitions of one node in a call: its state is the later one's, and ids
+        // follow the order given, across statements.
+        let mut batch: Vec<Transition> = nodes
+            .iter()
+            .map(|p| {
+                t(
+                    p.node.as_str(),
+                    Liveness::Unknown,
+                    Liveness::Online,
+                    200,
+                    Cause::Heartbeat,
+                )
+            })
+            .collect();
+        batch.push(t(
+            "n007",
+            Liveness::Online,
+            Liveness::Offline,
+            300,
+            Cause::Timeout,
+        ));
+        db.record_transitions(&batch).expect("transitions");
+        let n7 = db.node(&nid("n007")).expect("q").expect("n007");
+        assert_eq!((n7.state, n7.state_since), (Liveness::Offline, at(300)));
+        let n8 = db.node(&nid("n008")).expect("q").expect("n008");
+        assert_eq!(n8.state, Liveness::Online);
+        let history = db
+            .node_history(&nid("n007"), at(0), at(1_000))
+            .expect("history");
+        let to: Vec<Liveness> = history.iter().map(|t| t.to).collect();
+        assert_eq!(to, [Liveness::Online, Liveness::Offline]);
+        let more = [t(
+            "n299",
+            Liveness::Online,
+            Liveness::Late,
+            400,
+            Cause::Timeout,
+        )];
+        db.record_transitions(&more).expect("one more");
+        let ids: Vec<i64> = db
+            .conn()
+            .query("SELECT id FROM transitions ORDER BY id", &[], |r| r.get(0))
+            .expect("ids");
+        assert_eq!(
+            ids,
+            (1..=302).collect::<Vec<i64>>(),
+            "dense, in the order given"
+        );
+    });
+}
+
+#[test]
 fn transition_windows_carry_the_state_before_the_window() {
     each_engine(|db| {
         use Liveness::*;
