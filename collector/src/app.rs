@@ -77,9 +77,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => crate::ha::single(),
         Some(pg) => {
             let holder = config.mqtt.collector_id.as_str().to_owned();
-            let fence = Arc::new(crate::store::lease::Fence::new(crate::ha::LEASE, &holder));
+            let lease = crate::ha::lease_name(config.store.shard.as_deref());
+            let fence = Arc::new(crate::store::lease::Fence::new(&lease, &holder));
             store.set_fence(fence.clone());
             let settings = crate::ha::LeaseSettings {
+                name: lease,
                 holder,
                 ttl: config.store.lease,
             };
@@ -153,9 +155,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "http listening"
     );
 
+    let scope = config.store.shard_scope();
     let topics = Topics {
         prefix: prefix.clone(),
         collector: config.mqtt.collector_id.clone(),
+        regions: scope.as_ref().map(|s| s.regions.iter().cloned().collect()),
     };
     let (client, eventloop) = mqtt::client(&config.mqtt, &topics, clock());
 
@@ -293,21 +297,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .store(config.ingest.queue as u64, Relaxed);
     let make_core = {
         let (store, metrics, clock) = (store.clone(), metrics.clone(), clock.clone());
-        let (monitor, readiness, board) = (
+        // A region shard's core publishes its own regions' rollups only: the API's
+        // readiness page is read from the store instead (below).
+        let core_board = match &scope {
+            Some(_) => Board::new(),
+            None => board.clone(),
+        };
+        let (monitor, readiness, scope) = (
             config.monitor.clone(),
             config.readiness.clone(),
-            board.clone(),
+            scope.clone(),
         );
         let max_backlog = config.store.max_backlog;
         // The monitor's grace runs from `since`: the start, or how long a standby's link
         // has been up.
         move |since| {
-            Core::new(store, outputs, metrics, Monitor::new(monitor, since), links)
+            let monitor =
+                Monitor::new(monitor, since).with_scope(scope.as_ref().map(|s| s.name.clone()));
+            Core::new(store, outputs, metrics, monitor, links)
                 .with_clock(clock)
-                .with_readiness(&readiness, board)
+                .with_readiness(&readiness, core_board)
                 .with_store_safety(max_backlog, reserve)
+                .with_scope(scope)
         }
     };
+    if scope.is_some() {
+        // The whole network's readiness, from what every shard stored.
+        let refresher = crate::ha::StandbyBoard {
+            store: store.clone(),
+            monitor: config.monitor.clone(),
+            readiness: config.readiness.clone(),
+            board: board.clone(),
+        };
+        let (shutdown, clock) = (shutdown.clone(), clock.clone());
+        tasks.spawn(
+            "readiness-board",
+            async move {
+                refresher.run(&clock, &shutdown).await;
+                ended(&shutdown)
+            }
+            .instrument(tracing::info_span!("readiness-board")),
+        );
+    }
     if roles.borrow().is_active() {
         // Alone on the store: restored before anything else starts, as always.
         let mut core = make_core(started);

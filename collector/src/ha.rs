@@ -43,8 +43,14 @@ use crate::model::UnixMillis;
 use crate::store::lease::{Fence, LeaseTry};
 use crate::store::{Db, StoreError};
 
-/// The lease every collector of one store competes for.
-pub const LEASE: &str = "active";
+/// The lease the collectors of one store compete for: one for the whole network, or one
+/// per region shard (`[store] shard`).
+pub fn lease_name(shard: Option<&str>) -> String {
+    match shard {
+        None => "active".into(),
+        Some(shard) => format!("active/{shard}"),
+    }
+}
 
 /// Node messages other than heartbeats are kept this long on a standby for the replay.
 const KEEP: Duration = Duration::from_secs(300);
@@ -117,6 +123,8 @@ pub async fn until_active(roles: &mut Roles, shutdown: &CancellationToken) -> Op
 /// The lease loop's settings.
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
+    /// The lease ([`lease_name`]).
+    pub name: String,
     /// This collector's name in the lease (its MQTT client id).
     pub holder: String,
     /// How long the lease lasts without renewal.
@@ -166,7 +174,7 @@ fn lease_loop(
     loop {
         if shutdown.is_cancelled() {
             if let (Some(db), Some((epoch, _))) = (&db, held) {
-                match db.release_lease(LEASE, &s.holder, epoch) {
+                match db.release_lease(&s.name, &s.holder, epoch) {
                     Ok(()) => tracing::info!("active lease given up"),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot give the active lease up; it expires by itself")
@@ -190,7 +198,7 @@ fn lease_loop(
                 return;
             }
             let outcome = match &db {
-                Some(db) => db.renew_lease(LEASE, &s.holder, epoch, ttl_ms),
+                Some(db) => db.renew_lease(&s.name, &s.holder, epoch, ttl_ms),
                 None => Err(StoreError::Closed),
             };
             match outcome {
@@ -215,7 +223,7 @@ fn lease_loop(
                 }
             }
         } else if let Some(conn) = &db {
-            match conn.try_lease(LEASE, &s.holder, ttl_ms) {
+            match conn.try_lease(&s.name, &s.holder, ttl_ms) {
                 Ok(LeaseTry::Taken { epoch, from }) => {
                     fence.arm(epoch);
                     held = Some((epoch, Instant::now()));
@@ -393,7 +401,8 @@ fn received_at(event: &CoreEvent) -> UnixMillis {
 /// How often a standby reads the readiness rollups from the store.
 const BOARD_EVERY: Duration = Duration::from_secs(5);
 
-/// A standby's readiness page: the rollups of what the active collector stored.
+/// A readiness page read from the store: a standby's (the rollups of what the active
+/// collector stored), or any region shard's (the rollups of what every shard stored).
 #[derive(Debug, Clone)]
 pub struct StandbyBoard {
     pub store: crate::store::Store,
@@ -422,6 +431,24 @@ impl StandbyBoard {
         readiness.finish_restore(monitor.tracker(), now);
         self.board.publish(monitor.tracker(), &mut readiness);
         Ok(())
+    }
+}
+
+impl StandbyBoard {
+    /// Refreshes the rollups every few seconds until `shutdown` (a region shard's API).
+    pub async fn run(&self, clock: &crate::model::Clock, shutdown: &CancellationToken) {
+        let mut refresh = tokio::time::interval(BOARD_EVERY);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = refresh.tick() => {
+                    if let Err(e) = self.refresh(clock()).await {
+                        tracing::warn!(error = %e, "cannot read readiness from the store");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -551,7 +578,7 @@ mod tests {
             at: UnixMillis::from_millis(4_000),
         });
         warm.absorb(node_event("b", 4_500, state()));
-        let late = 4_600 + KEEP.as_millis() as u64;
+        let late = 4_500 + KEEP.as_millis() as u64;
         warm.absorb(node_event("c", late, state()));
         assert_eq!(warm.linked_since, Some(UnixMillis::from_millis(1_000)));
         let replay = warm.replay(UnixMillis::from_millis(4_500));

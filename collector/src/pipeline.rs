@@ -212,6 +212,9 @@ pub struct Core {
     /// Where the core reads "now" (its deadlines, retries and run log); every other time
     /// comes in with the events.
     clock: CoreClock,
+    /// The regions this collector serves, when it is a region shard: it restores only
+    /// their nodes and alerts (and its own collector alerts).
+    scope: Option<crate::store::ShardScope>,
 }
 
 /// The core's [`Clock`], shown in `Debug` only by name.
@@ -259,6 +262,33 @@ impl Core {
             heard_until: UnixMillis::EPOCH,
             after_outage: false,
             clock: CoreClock(system_clock()),
+            scope: None,
+        }
+    }
+
+    /// The same core serving only the regions of `scope` (a region shard).
+    pub fn with_scope(mut self, scope: Option<crate::store::ShardScope>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Whether this core restores `alert`: all of them, or on a region shard those of its
+    /// regions and its own collector alerts.
+    fn restores(&self, alert: &crate::model::Alert) -> bool {
+        let Some(scope) = &self.scope else {
+            return true;
+        };
+        match alert.subject.region() {
+            Some(region) => scope.serves(region),
+            None => {
+                let engine = self.monitor.engine();
+                [
+                    crate::model::RuleKind::CollectorBlind,
+                    crate::model::RuleKind::StoreFailed,
+                ]
+                .iter()
+                .any(|rule| engine.network_alert_id(rule) == alert.id)
+            }
         }
     }
 
@@ -359,7 +389,10 @@ impl Core {
         now: UnixMillis,
         watched_since: UnixMillis,
     ) -> Result<(), StoreError> {
-        let nodes = self.store.nodes(NodeFilter::default()).await?;
+        let mut nodes = self.store.nodes(NodeFilter::default()).await?;
+        if let Some(scope) = &self.scope {
+            nodes.retain(|rec| scope.serves(&rec.path.region));
+        }
         let count = nodes.len();
         for rec in nodes {
             self.monitor.restore_node(restored_node(rec));
@@ -370,10 +403,11 @@ impl Core {
             self.readiness
                 .restore(self.monitor.tracker(), &node, restored);
         }
-        let firing = self
+        let mut firing = self
             .store
             .alerts(Some(AlertStatus::Firing), usize::MAX)
             .await?;
+        firing.retain(|a| self.restores(a));
         for alert in &firing {
             self.outputs.resume(alert);
             self.monitor.restore_alert(alert.clone());
@@ -413,10 +447,12 @@ impl Core {
             .collect();
         for name in names {
             let output = name.clone();
-            let notices = self
+            let mut notices = self
                 .store
                 .read(move |db| db.unsent_notices(&output, since))
                 .await?;
+            // On a region shard: only its own (the other shards send theirs).
+            notices.retain(|n| self.restores(&n.alert));
             if !notices.is_empty() {
                 tracing::warn!(output = %name, notices = notices.len(), "sending notifications the last run did not finish");
             }

@@ -145,6 +145,9 @@ pub struct Engine {
     /// `node_offline`/`flapping` alerts by site; those and `site_outage` alerts by region.
     by_site: HashMap<u32, HashSet<u64>>,
     by_region: HashMap<u32, HashSet<u64>>,
+    /// The region shard this engine serves, if any: part of the ids of the collector's
+    /// own alerts, so that the shards' never mix.
+    scope: Option<String>,
 }
 
 /// Labels of a node alert.
@@ -254,7 +257,24 @@ impl Engine {
             silences: Vec::new(),
             by_site: HashMap::new(),
             by_region: HashMap::new(),
+            scope: None,
         }
+    }
+
+    /// The same engine for the collectors of one region shard (`name`): the alerts about
+    /// the collector itself (`collector_blind`, `store_failed`) are the shard's own.
+    pub fn with_scope(mut self, name: Option<String>) -> Self {
+        self.scope = name;
+        self
+    }
+
+    /// The id of this engine's alert of network-level `rule` (the collector's own alerts).
+    pub fn network_alert_id(&self, rule: &RuleKind) -> AlertId {
+        AlertId::new(self.network_fp(rule))
+    }
+
+    fn network_fp(&self, rule: &RuleKind) -> u64 {
+        fingerprint(rule.as_str(), None, None, None, self.scope.as_deref())
     }
 
     fn index(&mut self, fp: u64, a: &Active) {
@@ -1287,7 +1307,7 @@ impl Engine {
             return;
         }
         let new = NewAlert {
-            fp: fingerprint(RuleKind::CollectorBlind.as_str(), None, None, None, None),
+            fp: self.network_fp(&RuleKind::CollectorBlind),
             rule: RuleKind::CollectorBlind,
             severity: rule.severity,
             subject: Subject::Network,
@@ -1315,7 +1335,7 @@ impl Engine {
     }
 
     pub(crate) fn connected(&mut self, t: &Tracker, now: UnixMillis, out: &mut Vec<AlertChange>) {
-        let fp = fingerprint(RuleKind::CollectorBlind.as_str(), None, None, None, None);
+        let fp = self.network_fp(&RuleKind::CollectorBlind);
         self.resolve(t, fp, now, out);
     }
 
@@ -1335,7 +1355,7 @@ impl Engine {
             return;
         }
         let new = NewAlert {
-            fp: fingerprint(RuleKind::StoreFailed.as_str(), None, None, None, None),
+            fp: self.network_fp(&RuleKind::StoreFailed),
             rule: RuleKind::StoreFailed,
             severity: rule.severity,
             subject: Subject::Network,
@@ -1368,7 +1388,13 @@ impl Engine {
         let rule = RuleKind::CollectorFailover;
         let epoch = epoch.to_string();
         let fired = Alert {
-            id: AlertId::new(fingerprint(rule.as_str(), None, None, None, Some(&epoch))),
+            id: AlertId::new(fingerprint(
+                rule.as_str(),
+                None,
+                None,
+                None,
+                Some(&format!("{}{epoch}", self.scope.as_deref().unwrap_or(""))),
+            )),
             severity: Severity::Warning,
             status: AlertStatus::Firing,
             subject: Subject::Network,
@@ -1411,7 +1437,7 @@ impl Engine {
         now: UnixMillis,
         out: &mut Vec<AlertChange>,
     ) {
-        let fp = fingerprint(RuleKind::StoreFailed.as_str(), None, None, None, None);
+        let fp = self.network_fp(&RuleKind::StoreFailed);
         self.resolve(t, fp, now, out);
     }
 

@@ -71,6 +71,16 @@ impl Monitor {
         }
     }
 
+    /// The same monitor for the collectors of region shard `name` (see
+    /// [`Engine::with_scope`]).
+    pub fn with_scope(self, name: Option<String>) -> Self {
+        let Monitor { tracker, engine } = self;
+        Monitor {
+            tracker,
+            engine: engine.with_scope(name),
+        }
+    }
+
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
     }

@@ -346,9 +346,23 @@ fn parse_broker(url: &str) -> Result<Broker, String> {
 pub struct Topics {
     pub prefix: Prefix,
     pub collector: CollectorId,
+    /// On a region shard, its regions: only their agents' topics are subscribed to.
+    pub regions: Option<Vec<alarmnet_protocol::RegionId>>,
 }
 
 impl Topics {
+    /// The filters of the agents' topics: every agent's, or on a region shard
+    /// `{prefix}/{region}/+/+/+` for each of its regions.
+    pub fn agents(&self) -> Vec<String> {
+        match &self.regions {
+            None => vec![self.prefix.agents_filter()],
+            Some(regions) => regions
+                .iter()
+                .map(|r| format!("{}/{r}/+/+/+", self.prefix.as_str()))
+                .collect(),
+        }
+    }
+
     /// `{prefix}/$collector/{client_id}/state`.
     pub fn own_state(&self) -> String {
         Topic::CollectorState(self.collector.clone()).format(&self.prefix)
@@ -446,7 +460,7 @@ pub async fn run(
         clock,
     } = link;
     let own_state = topics.own_state();
-    let agents = topics.prefix.agents_filter();
+    let agents = topics.agents();
     // ±20 % so that many collectors do not reconnect in lockstep.
     let mut backoff =
         Backoff::new(Duration::from_millis(200), reconnect_max).with_jitter(Jitter::Spread(0.2));
@@ -524,7 +538,7 @@ pub async fn run(
                     // The broker has no subscription for us (first start, or it lost the
                     // session): subscribe again. `try_` because this task is the one that
                     // drains the request channel.
-                    for filter in [agents.as_str(), own_state.as_str()] {
+                    for filter in agents.iter().chain([&own_state]) {
                         if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
                             tracing::error!(filter, error = %e, "cannot subscribe");
                         }

@@ -41,6 +41,14 @@ pub struct StoreConfig {
     /// long. See `docs/operations.md`, "Active and standby".
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: std::time::Duration,
+    /// With `url`: this collector serves only these regions (a region shard; see
+    /// `docs/scale.md`). Collectors with the same `shard` name are that shard's active and
+    /// standbys; collectors of other shards serve the other regions on the same database.
+    #[serde(default)]
+    pub shard: Option<String>,
+    /// The regions of `shard`.
+    #[serde(default)]
+    pub regions: Vec<String>,
 }
 
 /// A size in bytes: a number, or a string with a unit (`"64MiB"`, `"512KiB"`, `"1GiB"`,
@@ -115,7 +123,37 @@ impl Default for StoreConfig {
             reserve: default_reserve(),
             max_backlog: default_max_backlog(),
             lease: default_lease(),
+            shard: None,
+            regions: Vec::new(),
         }
+    }
+}
+
+/// The regions a shard serves (`[store] shard` and `regions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardScope {
+    pub name: String,
+    pub regions: std::collections::BTreeSet<alarmnet_protocol::RegionId>,
+}
+
+impl ShardScope {
+    pub fn serves(&self, region: &alarmnet_protocol::RegionId) -> bool {
+        self.regions.contains(region)
+    }
+}
+
+impl StoreConfig {
+    /// The shard this collector serves, if it is one (after [`Self::problems`]).
+    pub fn shard_scope(&self) -> Option<ShardScope> {
+        let name = self.shard.clone()?;
+        Some(ShardScope {
+            name,
+            regions: self
+                .regions
+                .iter()
+                .filter_map(|r| alarmnet_protocol::RegionId::new(r.clone()).ok())
+                .collect(),
+        })
     }
 }
 
@@ -193,6 +231,24 @@ impl StoreConfig {
             .contains(&self.lease)
         {
             errors.push("store.lease: must be 1s to 10m".into());
+        }
+        match (&self.shard, self.regions.is_empty()) {
+            (None, true) => {}
+            (None, false) => errors.push("store.regions: only with store.shard".into()),
+            (Some(_), true) => errors.push("store.shard: needs store.regions".into()),
+            (Some(name), false) => {
+                if self.url.is_none() {
+                    errors.push("store.shard: only with store.url (PostgreSQL)".into());
+                }
+                if alarmnet_protocol::Name::new(name.clone()).is_err() {
+                    errors.push(format!("store.shard: {name:?} is not a valid name"));
+                }
+                for r in &self.regions {
+                    if let Err(e) = alarmnet_protocol::RegionId::new(r.clone()) {
+                        errors.push(format!("store.regions: {r:?}: {e}"));
+                    }
+                }
+            }
         }
         if self.max_backlog < 1_000 {
             errors.push("store.max_backlog: must be at least 1000 writes".into());

@@ -40,7 +40,7 @@ pub use alerts::{
     StoredNotice,
 };
 pub use audit::AuditQuery;
-pub use config::{ByteSize, Location, StoreConfig};
+pub use config::{ByteSize, Location, ShardScope, StoreConfig};
 pub use db::Db;
 pub use drills::{DrillRow, Targets};
 pub use faults::FaultRecord;

@@ -42,6 +42,9 @@ pub struct ReadinessStep {
 impl Db {
     /// Appends readiness changes and updates each node's current readiness.
     pub fn record_readiness(&self, changes: &[ReadinessChange]) -> Result<(), StoreError> {
+        if !changes.is_empty() {
+            self.conn().lock_numbering("readiness_transitions")?;
+        }
         for c in changes {
             let reasons = serde_json::to_string(&c.reasons)?;
             let maintenance = c.reasons.contains(&Reason::Maintenance);

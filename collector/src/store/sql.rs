@@ -105,6 +105,21 @@ impl Conn {
         }
     }
 
+    /// Takes, until the transaction ends, the lock of the rows numbered `max(id) + 1` in
+    /// `table`: on PostgreSQL the collectors of several region shards write at once, and
+    /// two of them must not number two rows alike. SQLite has one writer: nothing to do.
+    pub fn lock_numbering(&self, table: &str) -> Result<(), StoreError> {
+        if self.dialect() == Dialect::Sqlite {
+            return Ok(());
+        }
+        self.query_one(
+            "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext(?1))) AS locked",
+            &[Value::from(table)],
+            |r| r.get::<i64>(0),
+        )?;
+        Ok(())
+    }
+
     /// The SQLite connection, for what only SQLite has (pragmas, the page cap). `None` on
     /// PostgreSQL.
     pub fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
@@ -598,6 +613,11 @@ impl<T: FromCell> FromCell for Option<T> {
     }
 }
 
+/// The type of a key column in a PostgreSQL `VALUES` list ([`value_rows`]): text in the
+/// byte order of the schema's key columns (`COLLATE "C"`), so that a join on it can use
+/// their indexes.
+pub const KEY: &str = "KEY";
+
 /// Rows per multi-row statement (a `VALUES` list).
 pub const ROWS_PER_STATEMENT: usize = 256;
 
@@ -619,9 +639,9 @@ pub fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// `rows` rows of a `VALUES` list, one placeholder per column, numbered in row order and
-/// each cast to its column's type (PostgreSQL infers none inside a `VALUES` list). The
-/// list's columns are `column1`, `column2`, ... on both engines.
+/// `rows` rows of a PostgreSQL `VALUES` list, one placeholder per column, numbered in row
+/// order and each cast to its column's type (PostgreSQL infers none inside a `VALUES`
+/// list; [`KEY`] for a key). The list's columns are `column1`, `column2`, ...
 pub fn value_rows(rows: usize, types: &[&str]) -> String {
     let mut out = String::new();
     let mut p = 0;
@@ -632,7 +652,11 @@ pub fn value_rows(rows: usize, types: &[&str]) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&format!("CAST(?{p} AS {ty})"));
+            if *ty == KEY {
+                out.push_str(&format!("CAST(?{p} AS TEXT) COLLATE \"C\""));
+            } else {
+                out.push_str(&format!("CAST(?{p} AS {ty})"));
+            }
         }
         out.push(')');
     }
