@@ -140,6 +140,30 @@ impl Collector {
         Self::spawn(config, client_id, http_port, env).await
     }
 
+    /// [`Self::start_with_env`] with `store` (TOML lines) added to the `[store]` section.
+    pub async fn start_with_store(
+        broker: &Mosquitto,
+        dir: &Path,
+        store: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Collector {
+        let client_id = env
+            .iter()
+            .find(|(k, _)| *k == "ALARMNET_MQTT__CLIENT_ID")
+            .map(|(_, v)| (*v).to_owned())
+            .unwrap_or_else(|| unique_id("collector"));
+        let http_port = free_port();
+        let config = dir.join("collector.toml");
+        let text = config_text(broker, dir, &client_id, http_port, extra).replacen(
+            "[store]\n",
+            &format!("[store]\n{store}\n"),
+            1,
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self::spawn(config, client_id, http_port, env).await
+    }
+
     /// Starts again with the same config (same client id, store, port).
     pub async fn restart(self) -> Collector {
         let Collector {

@@ -1,0 +1,171 @@
+//! Region shards on one PostgreSQL: two real `alarmnet-collector` processes, each serving
+//! part of the province's regions, on a real PostgreSQL and a real Mosquitto, with the
+//! simulator's 172 nodes over all 14 regions, scored by one webhook receiver.
+
+mod collector_support;
+
+use std::time::Duration;
+
+use alarmnet_e2e::{Mosquitto, Postgres, Process, WebhookReceiver, binary, wait_for};
+use collector_support::{Collector, workdir};
+use serde_json::Value;
+
+const SIM_NODES: u64 = 172;
+const WAIT: Duration = Duration::from_secs(60);
+const EAST: &str = "lanzhou,baiyin,tianshui,pingliang,qingyang,dingxi,longnan,linxia,gannan";
+const WEST: &str = "jiayuguan,jinchang,wuwei,zhangye,jiuquan";
+
+type Key = (String, String, String);
+
+fn k(rule: &str, subject: &str, status: &str) -> Key {
+    (rule.to_owned(), subject.to_owned(), status.to_owned())
+}
+
+async fn shard(
+    broker: &Mosquitto,
+    hook: &WebhookReceiver,
+    url: &str,
+    name: &str,
+    regions: &str,
+) -> Collector {
+    let dir = workdir().keep();
+    let extra = format!(
+        "anonymous_read = true\n[[webhooks]]\nurl = \"{}\"\nretry_delay = \"100ms\"\n\
+         [alerts.readiness_low]\nenabled = false\n",
+        hook.url()
+    );
+    let regions: Vec<String> = regions.split(',').map(|r| format!("\"{r}\"")).collect();
+    let store = format!("shard = \"{name}\"\nregions = [{}]", regions.join(", "));
+    Collector::start_with_store(
+        broker,
+        &dir,
+        &store,
+        &extra,
+        &[
+            ("ALARMNET_STORE__URL", url),
+            ("ALARMNET_MQTT__CLIENT_ID", &format!("collector-{name}")),
+        ],
+    )
+    .await
+}
+
+async fn get(port: u16, path: &str) -> Value {
+    reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// A site cut in a region of each shard: one `site_outage` each, firing then resolved,
+/// nothing else; both collectors' APIs answer for the whole network (nodes, uptime,
+/// readiness), and each raises its own shard's alerts only.
+#[tokio::test]
+async fn two_region_shards_alert_for_their_own_regions_and_answer_for_the_whole_network() {
+    let postgres = Postgres::start();
+    let url = postgres.create_database();
+    let broker = Mosquitto::builder().start().await;
+    let hook = WebhookReceiver::start().await;
+    let east = shard(&broker, &hook, &url, "east", EAST).await;
+    let west = shard(&broker, &hook, &url, "west", WEST).await;
+
+    let dir = workdir();
+    let config = dir.path().join("sim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker = \"{}\"\nnodes = {SIM_NODES}\nheartbeat_interval = \"1s\"\n\
+             keep_alive = \"2s\"\nreconnect_max = \"1s\"\nfault_rate = 0.0\nramp = \"1s\"\n\
+             [[script]]\nat = \"10s\"\naction = \"cut_site\"\nsite = \"lanzhou-chengguan\"\n\
+             down_for = \"10s\"\n\
+             [[script]]\nat = \"10s\"\naction = \"cut_site\"\nsite = \"jiayuguan-xiongguan\"\n\
+             down_for = \"10s\"\n",
+            broker.url()
+        ),
+    )
+    .expect("sim config");
+    let _sim = Process::builder(binary("alarmnet-sim"))
+        .name("alarmnet-sim")
+        .arg("--config")
+        .arg(&config)
+        .spawn();
+
+    for c in [&east, &west] {
+        wait_for(
+            WAIT,
+            "the whole network online on each collector's API",
+            || async {
+                let online = get(c.http_port, "/api/v1/nodes?state=online&limit=1").await;
+                (online["total"].as_u64() == Some(SIM_NODES)).then_some(())
+            },
+        )
+        .await;
+    }
+    for site in ["lanzhou-chengguan", "jiayuguan-xiongguan"] {
+        for status in ["firing", "resolved"] {
+            let want = k("site_outage", site, status);
+            hook.wait(WAIT, &format!("{want:?}"), |b| {
+                alarmnet_e2e::webhook::key(b) == want
+            })
+            .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut got = hook.keys();
+    got.sort();
+    let mut want = vec![
+        k("site_outage", "lanzhou-chengguan", "firing"),
+        k("site_outage", "lanzhou-chengguan", "resolved"),
+        k("site_outage", "jiayuguan-xiongguan", "firing"),
+        k("site_outage", "jiayuguan-xiongguan", "resolved"),
+    ];
+    want.sort();
+    assert_eq!(
+        got,
+        want,
+        "east:\n{}\nwest:\n{}",
+        east.process.output_tail(30),
+        west.process.output_tail(30)
+    );
+
+    for c in [&east, &west] {
+        let nodes = get(c.http_port, "/api/v1/nodes?limit=1").await;
+        assert_eq!(nodes["total"].as_u64(), Some(SIM_NODES), "{nodes}");
+        let uptime = get(c.http_port, "/api/v1/uptime?since=1h&by=region").await;
+        let regions: Vec<&str> = uptime["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|r| r["region"].as_str())
+            .collect();
+        assert_eq!(
+            regions.len(),
+            14,
+            "every region on either collector: {uptime}"
+        );
+        let readiness = get(c.http_port, "/api/v1/readiness").await;
+        assert_eq!(
+            readiness["network"]["nodes"]["total"].as_u64(),
+            Some(SIM_NODES),
+            "{readiness}"
+        );
+        assert_eq!(readiness["regions"].as_array().map(Vec::len), Some(14));
+    }
+    // Each shard judged its own site only.
+    let east_alerts = east
+        .process
+        .stderr_text()
+        .lines()
+        .chain(east.process.stdout_text().lines())
+        .filter(|l| l.contains("rule=site_outage event=Fired"))
+        .count();
+    let west_alerts = west
+        .process
+        .stderr_text()
+        .lines()
+        .chain(west.process.stdout_text().lines())
+        .filter(|l| l.contains("rule=site_outage event=Fired"))
+        .count();
+    assert_eq!((east_alerts, west_alerts), (1, 1));
+}
