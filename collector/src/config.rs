@@ -470,6 +470,36 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_needs_postgres_regions_and_valid_names_and_the_lease_a_sane_length() {
+        let problems = |store: &str| match Config::from_toml(&format!("[store]\n{store}")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        };
+        assert_eq!(
+            problems("shard = \"east\"\nregions = [\"lanzhou\"]\n"),
+            ["store.shard: only with store.url (PostgreSQL)"]
+        );
+        let url = "url = \"postgres://alarmnet@127.0.0.1/alarmnet\"\n";
+        assert!(problems(&format!("{url}shard = \"east\"\nregions = [\"lanzhou\"]\n")).is_empty());
+        assert_eq!(
+            problems(&format!("{url}shard = \"east\"\n")),
+            ["store.shard: needs store.regions"]
+        );
+        assert_eq!(
+            problems(&format!("{url}regions = [\"lanzhou\"]\n")),
+            ["store.regions: only with store.shard"]
+        );
+        let bad = problems(&format!(
+            "{url}shard = \"east\"\nregions = [\"Lan Zhou\"]\n"
+        ));
+        assert!(bad[0].starts_with("store.regions: \"Lan Zhou\""), "{bad:?}");
+        assert_eq!(
+            problems(&format!("{url}lease = \"100ms\"\n")),
+            ["store.lease: must be 1s to 10m"]
+        );
+    }
+
+    #[test]
     fn secrets_come_from_files_and_never_show_in_debug() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pw = write(&dir, "mqtt.pw", "mqtt-secret-pw-1\n");
