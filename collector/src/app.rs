@@ -247,27 +247,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tz.clone(),
         clock.clone(),
     );
-    {
-        // Drills run on the active collector only.
-        let (mut roles, shutdown) = (roles.clone(), shutdown.clone());
-        tasks.spawn(
-            "drills",
+    tasks.spawn(
+        "drills",
+        when_active(roles.clone(), shutdown.clone(), {
+            let shutdown = shutdown.clone();
             async move {
-                if crate::ha::until_active(&mut roles, &shutdown)
-                    .await
-                    .is_none()
-                {
-                    return ended(&shutdown);
-                }
                 drills.restore().await.map_err(|e| {
                     TaskError::from(format!("restoring drills from the store: {e}"))
                 })?;
-                drills.run(drill_rx, shutdown.clone()).await;
-                ended(&shutdown)
+                drills.run(drill_rx, shutdown).await;
+                Ok(())
             }
-            .instrument(tracing::info_span!("drills")),
-        );
-    }
+        })
+        .instrument(tracing::info_span!("drills")),
+    );
 
     let board = Board::new();
     let api_state = ApiState::new(
@@ -446,31 +439,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
         .instrument(tracing::info_span!("reload")),
     );
-    {
-        // Retention runs on the active collector only.
-        let retention = crate::store::retention::run(
-            store.clone(),
-            config.retention.clone(),
-            config.time_zone.clone(),
-            metrics.clone(),
-            clock.clone(),
-            shutdown.clone(),
-        );
-        let (mut roles, shutdown) = (roles.clone(), shutdown.clone());
-        tasks.spawn(
-            "retention",
-            async move {
-                if crate::ha::until_active(&mut roles, &shutdown)
-                    .await
-                    .is_some()
-                {
-                    retention.await;
-                }
-                ended(&shutdown)
-            }
-            .instrument(tracing::info_span!("retention")),
-        );
-    }
+    let retention = crate::store::retention::run(
+        store.clone(),
+        config.retention.clone(),
+        config.time_zone.clone(),
+        metrics.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn(
+        "retention",
+        when_active(roles.clone(), shutdown.clone(), async move {
+            retention.await;
+            Ok(())
+        })
+        .instrument(tracing::info_span!("retention")),
+    );
     {
         let shutdown = shutdown.clone();
         let tls_for_http = tls;
@@ -611,6 +595,23 @@ fn ended(shutdown: &CancellationToken) -> Result<(), TaskError> {
     } else {
         Err("it ended before shutdown".into())
     }
+}
+
+/// Runs `task` once this collector is active (at once when it is alone on its store):
+/// drills and retention run on the active collector only. Ending before shutdown is a
+/// failure, as for every task.
+async fn when_active(
+    mut roles: crate::ha::Roles,
+    shutdown: CancellationToken,
+    task: impl Future<Output = Result<(), TaskError>>,
+) -> Result<(), TaskError> {
+    if crate::ha::until_active(&mut roles, &shutdown)
+        .await
+        .is_some()
+    {
+        task.await?;
+    }
+    ended(&shutdown)
 }
 
 /// Runs a task that has no error of its own (what it returns is not needed here); ending

@@ -9,19 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use alarmnet_e2e::{Mosquitto, Postgres, Process, WebhookReceiver, binary, wait_for};
-use collector_support::{Collector, Events, workdir};
+use collector_support::{Collector, Events, k, sim, wait_key, workdir};
 use serde_json::Value;
 
 /// The lease: the standby takes over within this long of the active collector stopping.
 const LEASE: Duration = Duration::from_secs(3);
 const SIM_NODES: u64 = 500;
 const WAIT: Duration = Duration::from_secs(60);
-
-type Key = (String, String, String);
-
-fn k(rule: &str, subject: &str, status: &str) -> Key {
-    (rule.to_owned(), subject.to_owned(), status.to_owned())
-}
 
 async fn start_collector(
     broker: &Mosquitto,
@@ -47,13 +41,6 @@ async fn start_collector(
         ],
     )
     .await
-}
-
-async fn wait_key(hook: &WebhookReceiver, want: &Key) {
-    hook.wait(WAIT, &format!("{want:?} at the webhook"), |body| {
-        alarmnet_e2e::webhook::key(body) == *want
-    })
-    .await;
 }
 
 async fn get(port: u16, path: &str) -> reqwest::Result<reqwest::Response> {
@@ -103,24 +90,6 @@ fn agent(dir: &std::path::Path, broker: &Mosquitto, node: &str) -> Process {
         .spawn()
 }
 
-fn sim(dir: &std::path::Path, broker: &Mosquitto) -> Process {
-    let config = dir.join("sim.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "broker = \"{}\"\nnodes = {SIM_NODES}\nheartbeat_interval = \"1s\"\n\
-             keep_alive = \"2s\"\nreconnect_max = \"1s\"\nfault_rate = 0.0\nramp = \"2s\"\n",
-            broker.url()
-        ),
-    )
-    .expect("sim config");
-    Process::builder(binary("alarmnet-sim"))
-        .name("alarmnet-sim")
-        .arg("--config")
-        .arg(&config)
-        .spawn()
-}
-
 /// kill -9 of the active collector under load, while a siren is killed: the standby takes
 /// over within the lease, the siren's `node_offline` is notified once, no other node goes
 /// offline, an alert the old active notified is neither lost nor sent again (its
@@ -142,7 +111,7 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
     );
 
     let dir = workdir();
-    let _sim = sim(dir.path(), &broker);
+    let _sim = sim(dir.path(), &broker, SIM_NODES, "");
     let mut siren = agent(dir.path(), &broker, "ha-siren");
     let mut earlier = agent(dir.path(), &broker, "ha-earlier");
     let all = SIM_NODES + 2;
@@ -178,7 +147,7 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
         offline.is_some(),
         "the standby's event stream shows the active's transition"
     );
-    wait_key(&hook, &k("node_offline", "ha-earlier", "firing")).await;
+    wait_key(&hook, &k("node_offline", "ha-earlier", "firing"), WAIT).await;
 
     // The standby's API answers throughout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -215,9 +184,9 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
         "takeover took {took:?}\n{}",
         b.process.output_tail(40)
     );
-    wait_key(&hook, &k("node_offline", "ha-siren", "firing")).await;
+    wait_key(&hook, &k("node_offline", "ha-siren", "firing"), WAIT).await;
     let restarted = agent(dir.path(), &broker, "ha-earlier");
-    wait_key(&hook, &k("node_offline", "ha-earlier", "resolved")).await;
+    wait_key(&hook, &k("node_offline", "ha-earlier", "resolved"), WAIT).await;
 
     // Settle past every timeout, then score.
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -6,20 +6,14 @@ mod collector_support;
 
 use std::time::Duration;
 
-use alarmnet_e2e::{Mosquitto, Postgres, Process, WebhookReceiver, binary, wait_for};
-use collector_support::{Collector, workdir};
+use alarmnet_e2e::{Mosquitto, Postgres, WebhookReceiver, wait_for};
+use collector_support::{Collector, k, log_lines, sim, wait_key, workdir};
 use serde_json::Value;
 
 const SIM_NODES: u64 = 172;
 const WAIT: Duration = Duration::from_secs(60);
 const EAST: &str = "lanzhou,baiyin,tianshui,pingliang,qingyang,dingxi,longnan,linxia,gannan";
 const WEST: &str = "jiayuguan,jinchang,wuwei,zhangye,jiuquan";
-
-type Key = (String, String, String);
-
-fn k(rule: &str, subject: &str, status: &str) -> Key {
-    (rule.to_owned(), subject.to_owned(), status.to_owned())
-}
 
 async fn shard(
     broker: &Mosquitto,
@@ -71,25 +65,15 @@ async fn two_region_shards_alert_for_their_own_regions_and_answer_for_the_whole_
     let west = shard(&broker, &hook, &url, "west", WEST).await;
 
     let dir = workdir();
-    let config = dir.path().join("sim.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "broker = \"{}\"\nnodes = {SIM_NODES}\nheartbeat_interval = \"1s\"\n\
-             keep_alive = \"2s\"\nreconnect_max = \"1s\"\nfault_rate = 0.0\nramp = \"1s\"\n\
-             [[script]]\nat = \"10s\"\naction = \"cut_site\"\nsite = \"lanzhou-chengguan\"\n\
-             down_for = \"10s\"\n\
-             [[script]]\nat = \"10s\"\naction = \"cut_site\"\nsite = \"jiayuguan-xiongguan\"\n\
-             down_for = \"10s\"\n",
-            broker.url()
-        ),
-    )
-    .expect("sim config");
-    let _sim = Process::builder(binary("alarmnet-sim"))
-        .name("alarmnet-sim")
-        .arg("--config")
-        .arg(&config)
-        .spawn();
+    let _sim = sim(
+        dir.path(),
+        &broker,
+        SIM_NODES,
+        "[[script]]\nat = \"10s\"\naction = \"cut_site\"\nsite = \"lanzhou-chengguan\"\n\
+         down_for = \"10s\"\n\
+         [[script]]\nat = \"10s\"\naction = \"cut_site\"\nsite = \"jiayuguan-xiongguan\"\n\
+         down_for = \"10s\"\n",
+    );
 
     for c in [&east, &west] {
         wait_for(
@@ -104,11 +88,7 @@ async fn two_region_shards_alert_for_their_own_regions_and_answer_for_the_whole_
     }
     for site in ["lanzhou-chengguan", "jiayuguan-xiongguan"] {
         for status in ["firing", "resolved"] {
-            let want = k("site_outage", site, status);
-            hook.wait(WAIT, &format!("{want:?}"), |b| {
-                alarmnet_e2e::webhook::key(b) == want
-            })
-            .await;
+            wait_key(&hook, &k("site_outage", site, status), WAIT).await;
         }
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -153,19 +133,6 @@ async fn two_region_shards_alert_for_their_own_regions_and_answer_for_the_whole_
         assert_eq!(readiness["regions"].as_array().map(Vec::len), Some(14));
     }
     // Each shard judged its own site only.
-    let east_alerts = east
-        .process
-        .stderr_text()
-        .lines()
-        .chain(east.process.stdout_text().lines())
-        .filter(|l| l.contains("rule=site_outage event=Fired"))
-        .count();
-    let west_alerts = west
-        .process
-        .stderr_text()
-        .lines()
-        .chain(west.process.stdout_text().lines())
-        .filter(|l| l.contains("rule=site_outage event=Fired"))
-        .count();
-    assert_eq!((east_alerts, west_alerts), (1, 1));
+    let fired = |c: &Collector| log_lines(c, "rule=site_outage event=Fired");
+    assert_eq!((fired(&east), fired(&west)), (1, 1));
 }

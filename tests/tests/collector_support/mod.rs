@@ -125,19 +125,7 @@ impl Collector {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Collector {
-        let client_id = env
-            .iter()
-            .find(|(k, _)| *k == "ALARMNET_MQTT__CLIENT_ID")
-            .map(|(_, v)| (*v).to_owned())
-            .unwrap_or_else(|| unique_id("collector"));
-        let http_port = free_port();
-        let config = dir.join("collector.toml");
-        std::fs::write(
-            &config,
-            config_text(broker, dir, &client_id, http_port, extra),
-        )
-        .expect("write config");
-        Self::spawn(config, client_id, http_port, env).await
+        Self::start_with_store(broker, dir, "", extra, env).await
     }
 
     /// [`Self::start_with_env`] with `store` (TOML lines) added to the `[store]` section.
@@ -442,4 +430,51 @@ impl Events {
             .await
             .unwrap_or_else(|| panic!("no {node} → {to} on the event stream within {timeout:?}"))
     }
+}
+
+/// A notification as the webhook receiver keys it: rule, subject, status.
+pub type Key = (String, String, String);
+
+pub fn k(rule: &str, subject: &str, status: &str) -> Key {
+    (rule.to_owned(), subject.to_owned(), status.to_owned())
+}
+
+/// Waits for the notification `want` at `hook`.
+pub async fn wait_key(hook: &alarmnet_e2e::WebhookReceiver, want: &Key, timeout: Duration) {
+    hook.wait(timeout, &format!("{want:?} at the webhook"), |body| {
+        alarmnet_e2e::webhook::key(body) == *want
+    })
+    .await;
+}
+
+/// Starts `alarmnet-sim` on `broker` with `nodes` nodes beating every second (dealt over
+/// the province's counties in order) and `script` (TOML `[[script]]` tables).
+pub fn sim(dir: &Path, broker: &Mosquitto, nodes: u64, script: &str) -> Process {
+    let config = dir.join("sim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker = \"{}\"\nnodes = {nodes}\nheartbeat_interval = \"1s\"\n\
+             keep_alive = \"2s\"\nreconnect_max = \"1s\"\nfault_rate = 0.0\nramp = \"2s\"\n{script}",
+            broker.url()
+        ),
+    )
+    .expect("sim config");
+    Process::builder(alarmnet_e2e::binary("alarmnet-sim"))
+        .name("alarmnet-sim")
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+}
+
+/// How many of a collector's log lines contain `needle`.
+pub fn log_lines(collector: &Collector, needle: &str) -> usize {
+    let (err, out) = (
+        collector.process.stderr_text(),
+        collector.process.stdout_text(),
+    );
+    err.lines()
+        .chain(out.lines())
+        .filter(|l| l.contains(needle))
+        .count()
 }
