@@ -73,8 +73,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             password.as_ref().map(|p| p.expose()),
         )?),
     };
-    let roles = match shared.clone() {
-        None => crate::ha::single(),
+    let (roles, lease_thread) = match shared.clone() {
+        None => (crate::ha::single(), None),
         Some(pg) => {
             let holder = config.mqtt.collector_id.as_str().to_owned();
             let lease = crate::ha::lease_name(config.store.shard.as_deref());
@@ -85,13 +85,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 holder,
                 ttl: config.store.lease,
             };
-            crate::ha::start(
+            let (roles, thread) = crate::ha::start(
                 move || crate::store::Db::connect_reader(&pg),
                 settings,
                 fence,
                 shutdown.clone(),
             )
-            .context("starting the lease thread")?
+            .context("starting the lease thread")?;
+            (roles, Some(thread))
         }
     };
     // The reserve file keeps room on the SQLite database's own disk; a PostgreSQL server
@@ -498,6 +499,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
     drop(store);
+    if let Some(thread) = lease_thread {
+        // A clean stop gives the lease up before the process ends.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     match failure {
         Some(stopped) => Err(anyhow::anyhow!("{stopped}")),
         None => Ok(()),

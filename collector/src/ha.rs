@@ -145,19 +145,19 @@ impl LeaseSettings {
 }
 
 /// Starts the lease loop on a thread of its own with its own connection (`open`), and
-/// returns the role it keeps current. The loop ends at `shutdown` (giving the lease up
-/// when it holds it) or when the lease is lost.
+/// returns the role it keeps current, and the thread. The loop ends at `shutdown` (giving
+/// the lease up when it holds it) or when the lease is lost.
 pub fn start(
     open: impl Fn() -> Result<Db, StoreError> + Send + 'static,
     settings: LeaseSettings,
     fence: Arc<Fence>,
     shutdown: CancellationToken,
-) -> std::io::Result<Roles> {
+) -> std::io::Result<(Roles, std::thread::JoinHandle<()>)> {
     let (tx, rx) = watch::channel(Role::Standby { active: None });
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("alarmnet-lease".into())
         .spawn(move || lease_loop(open, &settings, &fence, &tx, &shutdown))?;
-    Ok(rx)
+    Ok((rx, thread))
 }
 
 fn lease_loop(

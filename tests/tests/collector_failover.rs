@@ -58,6 +58,17 @@ async fn readyz(port: u16) -> String {
     }
 }
 
+/// Waits until `/readyz` names `role` (the lease is tried just after the start).
+async fn wait_role(c: &Collector, role: &str) {
+    let want = format!("ready ({role})\n");
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{role} on :{}", c.http_port),
+        || async { (readyz(c.http_port).await == want).then_some(()) },
+    )
+    .await;
+}
+
 async fn count(port: u16, states: &str) -> u64 {
     let v: Value = get(port, &format!("/api/v1/nodes?state={states}&limit=1"))
         .await
@@ -102,9 +113,9 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
     let broker = Mosquitto::builder().start().await;
     let hook = WebhookReceiver::start().await;
     let mut a = start_collector(&broker, &hook, &url, "collector-a").await;
-    assert_eq!(readyz(a.http_port).await, "ready (active)\n");
+    wait_role(&a, "active").await;
     let b = start_collector(&broker, &hook, &url, "collector-b").await;
-    assert_eq!(readyz(b.http_port).await, "ready (standby)\n");
+    wait_role(&b, "standby").await;
     assert_eq!(
         b.metric("alarmnet_collector_role{role=\"standby\"}").await,
         1.0
@@ -219,5 +230,29 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
         b.metric("alarmnet_collector_role{role=\"active\"}").await,
         1.0
     );
+
+    // A clean stop gives the lease up: a new standby takes over at once, not after the
+    // lease, and says so once more.
+    let mut b = b;
+    let c = start_collector(&broker, &hook, &url, "collector-c").await;
+    wait_role(&c, "standby").await;
+    let t1 = Instant::now();
+    b.process.signal("TERM");
+    wait_for(WAIT, "the new standby active", || async {
+        (readyz(c.http_port).await == "ready (active)\n").then_some(())
+    })
+    .await;
+    let took = t1.elapsed();
+    let stopped = b.process.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "a clean stop: {stopped:?}"
+    );
+    println!("SIGTERM of the active collector → the standby active: {took:?}");
+    assert!(
+        took < LEASE / 2,
+        "took {took:?}: the lease was not given up"
+    );
+    wait_key(&hook, &k("collector_failover", "-", "firing"), WAIT).await;
     drop(restarted);
 }
