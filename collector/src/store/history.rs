@@ -4,6 +4,7 @@
 use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 
 use super::StoreError;
+use super::days::Whose;
 use super::db::{Db, cause, id, liveness, ms_sql, ts_of, u64_of};
 use super::lists::{Conditions, Paged, TimeKey, int, limit_plus_one, text, ts_int};
 use super::nodes::NodeQuery;
@@ -49,7 +50,15 @@ fn transition(r: &Row<'_>) -> Result<Transition, StoreError> {
 impl Db {
     /// Appends transitions and updates each node's current state.
     pub fn record_transitions(&self, transitions: &[Transition]) -> Result<(), StoreError> {
+        let reach = match transitions.iter().map(|t| t.at).min() {
+            Some(first) => self.summaries_reach()?.filter(|&reach| first < reach),
+            None => None,
+        };
         for t in transitions {
+            // Late: every summarized day of the node from `at` on starts otherwise now.
+            if reach.is_some_and(|reach| t.at < reach) {
+                self.invalidate_summaries(Whose::Node(&t.node), t.at, None)?;
+            }
             self.conn().execute(
                 "INSERT INTO transitions (node, from_state, to_state, at, cause, id)
                  VALUES (?1, ?2, ?3, ?4, ?5,
@@ -164,6 +173,96 @@ impl Db {
             ))
         })?;
         Ok(Paged::from_rows(rows, limit, total))
+    }
+
+    /// [`Self::each_node_history`] in two queries whose rows stream, instead of two per
+    /// node: the test tallies grouped by node, then every node joined with its transitions
+    /// in the span. For a short span over many nodes (a day, the partial days at a
+    /// report's edges), where a round trip per node would cost more than the rows: on
+    /// PostgreSQL 10 000 nodes are 20 000 round trips.
+    pub fn each_node_span(
+        &self,
+        q: &NodeQuery,
+        (from, until): (UnixMillis, UnixMillis),
+        shard: Shard,
+        mut each: impl FnMut(&NodePath, &Name, &[Step], TestTally) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut c = q.conditions();
+        if shard.of > 1 {
+            c.and(
+                "nodes.rowid % ? = ?",
+                [int(u64::from(shard.of)), int(u64::from(shard.index))],
+            );
+        }
+        let mut tallies: std::collections::HashMap<String, TestTally> =
+            std::collections::HashMap::new();
+        let tests = c.with("r.ts >= ? AND r.ts < ?", [ts_int(from), ts_int(until)]);
+        let sql = format!(
+            "SELECT nodes.node, count(*), count(*) FILTER (WHERE r.result = 'pass'),
+                    count(*) FILTER (WHERE r.result = 'fail')
+             FROM nodes JOIN test_receipts r ON r.node = nodes.node{}
+             GROUP BY nodes.node",
+            tests.sql()
+        );
+        self.conn().each_streamed(&sql, tests.values(), |r| {
+            let tally = TestTally {
+                run: u64_of(r.get(1)?),
+                passed: u64_of(r.get(2)?),
+                failed: u64_of(r.get(3)?),
+            };
+            tallies.insert(r.get(0)?, tally);
+            Ok(())
+        })?;
+        // The span's bounds sit in the join's ON clause (a node without transitions still
+        // gives one row), before the WHERE clause's placeholders.
+        let mut values = vec![ts_int(from), ts_int(from), ts_int(until)];
+        values.extend(c.values().iter().cloned());
+        let sql = format!(
+            "SELECT nodes.region, nodes.site, nodes.node, nodes.kind,
+                    t.from_state, t.to_state, t.at, t.cause
+             FROM nodes LEFT JOIN transitions t ON t.node = nodes.node
+                AND t.at >= coalesce((SELECT max(p.at) FROM transitions p
+                                      WHERE p.node = nodes.node AND p.at < ?), ?)
+                AND t.at < ?{}
+             ORDER BY nodes.region, nodes.site, nodes.node, t.at, t.id",
+            c.sql()
+        );
+        let mut current: Option<(NodePath, Name)> = None;
+        let mut steps: Vec<Step> = Vec::new();
+        let mut flush = |node: Option<(NodePath, Name)>, steps: &mut Vec<Step>| {
+            let Some((path, kind)) = node else {
+                return Ok(());
+            };
+            let tally = tallies.remove(path.node.as_str()).unwrap_or_default();
+            let done = each(&path, &kind, steps, tally);
+            steps.clear();
+            done
+        };
+        self.conn().each_streamed(&sql, &values, |r| {
+            let node: &str = r.str(2)?;
+            if current
+                .as_ref()
+                .is_none_or(|(p, _)| p.node.as_str() != node)
+            {
+                let path = NodePath::new(
+                    id("region", r.get(0)?, RegionId::new)?,
+                    id("site", r.get(1)?, SiteId::new)?,
+                    id("node", r.get(2)?, NodeId::new)?,
+                );
+                let kind = id("kind", r.get(3)?, Name::new)?;
+                flush(current.replace((path, kind)), &mut steps)?;
+            }
+            if let Some(at) = r.get::<Option<i64>>(6)? {
+                steps.push(Step {
+                    from: liveness(r.str(4)?)?,
+                    to: liveness(r.str(5)?)?,
+                    at: ts_of(at),
+                    cause: cause(r.str(7)?)?,
+                });
+            }
+            Ok(())
+        })?;
+        flush(current.take(), &mut steps)
     }
 
     /// Streams the nodes matching `q` in `shard` (in region, site, node order), each with

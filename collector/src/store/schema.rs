@@ -344,6 +344,21 @@ CREATE TABLE store_marks (
     value INTEGER NOT NULL
 );
 "#,
+    // 11: the spans the daily summaries are made of (`summary_days`, one row per day
+    // summarized, whatever the time zone was then): a report picks the whole ones inside
+    // its window from here without scanning `node_days`. A node's row in `node_days` for
+    // one of them may be missing (registered later, or invalidated by a late write): the
+    // report reads that node's transitions instead (store::days). `summaries_reach`: writes
+    // dated before it invalidate summaries.
+    r#"
+CREATE TABLE summary_days (
+    day     INTEGER PRIMARY KEY,
+    day_end INTEGER NOT NULL
+);
+INSERT INTO summary_days (day, day_end) SELECT DISTINCT day, day_end FROM node_days;
+INSERT INTO store_marks (name, value)
+    SELECT 'summaries_reach', value FROM store_marks WHERE name = 'summarized_until';
+"#,
 ];
 
 /// The schema version of a database.
@@ -630,6 +645,16 @@ CREATE TABLE store_marks (
     name  TEXT COLLATE "C" PRIMARY KEY,
     value BIGINT NOT NULL
 );
+"#,
+    // 2: SQLite's migration 11 (the summaries' spans).
+    r#"
+CREATE TABLE summary_days (
+    day     BIGINT PRIMARY KEY,
+    day_end BIGINT NOT NULL
+);
+INSERT INTO summary_days (day, day_end) SELECT DISTINCT day, day_end FROM node_days;
+INSERT INTO store_marks (name, value)
+    SELECT 'summaries_reach', value FROM store_marks WHERE name = 'summarized_until';
 "#,
 ];
 
