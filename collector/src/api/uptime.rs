@@ -86,30 +86,14 @@ pub(super) async fn uptime(
         let (query, nodes) = (query.clone(), nodes.clone());
         let abandoned = slot.abandoned();
         s.store.read(move |db| {
-            abandoned.check()?;
-            let silences = db.silences(None)?;
-            // Nobody watched outside the collector's runs and while it was blind.
-            let blind: Vec<Window> = db
-                .unwatched(span.0, span.1)?
-                .into_iter()
-                .filter_map(|(from, to)| Window::new(from, to).ok())
-                .collect();
-            let mut builder = ReportBuilder::new(&query, &silences, &blind);
-            let shard = Shard { index, of: shards };
-            match plan {
-                Some(days) => from_summaries(
-                    db,
-                    &mut builder,
-                    &query,
-                    &nodes,
-                    days,
-                    shard,
-                    (&silences, &blind),
-                    &abandoned,
-                )?,
-                None => from_transitions(db, &mut builder, &nodes, span, shard, &abandoned)?,
-            }
-            Ok(builder.into_partial())
+            shard_report(
+                db,
+                &query,
+                &nodes,
+                plan,
+                Shard { index, of: shards },
+                &abandoned,
+            )
         })
     });
     let mut report = PartialReport::default();
@@ -119,6 +103,43 @@ pub(super) async fn uptime(
     drop(slot);
     let report = report.finish(&query);
     Ok(Json(report))
+}
+
+/// The sums of `query` over the nodes of `nodes` in `shard`: from the summaries over
+/// `plan`'s whole days (and the transitions around them) when given, else from the
+/// transitions alone. Both give the same figures (see `uptime_tests`).
+pub(crate) fn shard_report(
+    db: &crate::store::Db,
+    query: &UptimeQuery,
+    nodes: &NodeQuery,
+    plan: Option<(UnixMillis, UnixMillis)>,
+    shard: Shard,
+    abandoned: &Abandoned,
+) -> Result<PartialReport, StoreError> {
+    abandoned.check()?;
+    let span = (query.window.from(), query.until());
+    let silences = db.silences(None)?;
+    // Nobody watched outside the collector's runs and while it was blind.
+    let blind: Vec<Window> = db
+        .unwatched(span.0, span.1)?
+        .into_iter()
+        .filter_map(|(from, to)| Window::new(from, to).ok())
+        .collect();
+    let mut builder = ReportBuilder::new(query, &silences, &blind);
+    match plan {
+        Some(days) => from_summaries(
+            db,
+            &mut builder,
+            query,
+            nodes,
+            days,
+            shard,
+            (&silences, &blind),
+            abandoned,
+        )?,
+        None => from_transitions(db, &mut builder, nodes, span, shard, abandoned)?,
+    }
+    Ok(builder.into_partial())
 }
 
 /// Adds the nodes of `nodes` in `shard` to `builder` from their transitions in `span`.
