@@ -207,7 +207,13 @@ impl Db {
                 )?;
             }
         }
-        self.lower_mark(REDO_FROM, from)?;
+        // From the start of the span it falls in: retention keeps what recomputing needs.
+        let start = self.conn().query_one(
+            "SELECT max(day) FROM summary_days WHERE day <= ?1",
+            args![ms_sql(from)],
+            |r| r.get::<Option<i64>>(0),
+        )?;
+        self.lower_mark(REDO_FROM, start.map_or(from, ts_of))?;
         self.conn().execute(
             "INSERT INTO store_marks (name, value) VALUES (?1, 1)
              ON CONFLICT (name) DO UPDATE SET value = store_marks.value + 1",
