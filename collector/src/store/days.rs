@@ -15,7 +15,8 @@
 //!   that day on (a transition changes every later day's starting state; a test only its
 //!   day);
 //! - the silences matching it: creating, changing or ending one over summarized time
-//!   deletes the rows of the nodes it matches (old and new) for the days it covers(d);
+//!   deletes the rows of the nodes it matches (before and after) for the days it covered
+//!   or covers;
 //! - its region, site and kind, through the silences they match: a move deletes its rows
 //!   for the days of the silences matching the old or the new place;
 //! - the run log: a run found crashed, or blind edges, dated before the reach delete every
