@@ -219,24 +219,27 @@ impl Db {
         values.extend(c.values().iter().cloned());
         let sql = format!(
             "SELECT nodes.region, nodes.site, nodes.node, nodes.kind,
-                    t.from_state, t.to_state, t.at, t.cause
+                    t.from_state, t.to_state, t.at, t.cause, t.id
              FROM nodes LEFT JOIN transitions t ON t.node = nodes.node
                 AND t.at >= coalesce((SELECT max(p.at) FROM transitions p
                                       WHERE p.node = nodes.node AND p.at < ?), ?)
                 AND t.at < ?{}
-             ORDER BY nodes.region, nodes.site, nodes.node, t.at, t.id",
+             ORDER BY nodes.region, nodes.site, nodes.node",
             c.sql()
         );
+        // A node's transitions are put in order here (see `Db::each_node_days`).
         let mut current: Option<(NodePath, Name)> = None;
+        let mut keyed: Vec<(i64, Step)> = Vec::new();
         let mut steps: Vec<Step> = Vec::new();
-        let mut flush = |node: Option<(NodePath, Name)>, steps: &mut Vec<Step>| {
+        let mut flush = |node: Option<(NodePath, Name)>, keyed: &mut Vec<(i64, Step)>| {
             let Some((path, kind)) = node else {
                 return Ok(());
             };
-            let tally = tallies.remove(path.node.as_str()).unwrap_or_default();
-            let done = each(&path, &kind, steps, tally);
+            keyed.sort_unstable_by_key(|(id, s)| (s.at, *id));
             steps.clear();
-            done
+            steps.extend(keyed.drain(..).map(|(_, s)| s));
+            let tally = tallies.remove(path.node.as_str()).unwrap_or_default();
+            each(&path, &kind, &steps, tally)
         };
         self.conn().each_streamed(&sql, &values, |r| {
             let node: &str = r.str(2)?;
@@ -250,19 +253,20 @@ impl Db {
                     id("node", r.get(2)?, NodeId::new)?,
                 );
                 let kind = id("kind", r.get(3)?, Name::new)?;
-                flush(current.replace((path, kind)), &mut steps)?;
+                flush(current.replace((path, kind)), &mut keyed)?;
             }
             if let Some(at) = r.get::<Option<i64>>(6)? {
-                steps.push(Step {
+                let step = Step {
                     from: liveness(r.str(4)?)?,
                     to: liveness(r.str(5)?)?,
                     at: ts_of(at),
                     cause: cause(r.str(7)?)?,
-                });
+                };
+                keyed.push((r.get(8)?, step));
             }
             Ok(())
         })?;
-        flush(current.take(), &mut steps)
+        flush(current.take(), &mut keyed)
     }
 
     /// Streams the nodes matching `q` in `shard` (in region, site, node order), each with
