@@ -11,7 +11,7 @@
 //! `target/bench-data/` (named by schema version) for later runs.
 //!
 //! Run: `cargo bench -p alarmnet-collector --bench api_scale` (`-- uptime` or `-- lists`
-//! for one part). PostgreSQL's seed is written anew each run (a minute or two).
+//! for one part, `-- uptime sqlite` or `-- uptime postgres` for one engine). PostgreSQL's seed is written anew each run (a minute or two).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -506,15 +506,28 @@ fn main() {
             lists(&client).await;
         }
         if only("uptime") {
-            let sqlite = seeded("api-uptime-tests", seed_uptime).await;
-            let on_sqlite = uptime(&client, "SQLite", sqlite).await;
-            let (store, _server) = postgres_store().await;
-            let on_postgres = uptime(&client, "PostgreSQL", store).await;
-            assert_eq!(on_sqlite, on_postgres, "the engines answer alike");
-            println!(
-                "both engines gave the same report ({} kB)",
-                on_sqlite.len() / 1000
-            );
+            // `-- uptime sqlite` or `-- uptime postgres`: one engine only.
+            let engine = |name: &str| {
+                let args: Vec<String> = std::env::args().collect();
+                !args.iter().any(|a| a == "sqlite" || a == "postgres")
+                    || args.iter().any(|a| a == name)
+            };
+            let mut answers = Vec::new();
+            if engine("sqlite") {
+                let sqlite = seeded("api-uptime-tests", seed_uptime).await;
+                answers.push(uptime(&client, "SQLite", sqlite).await);
+            }
+            if engine("postgres") {
+                let (store, _server) = postgres_store().await;
+                answers.push(uptime(&client, "PostgreSQL", store).await);
+            }
+            if let [on_sqlite, on_postgres] = &answers[..] {
+                assert_eq!(on_sqlite, on_postgres, "the engines answer alike");
+                println!(
+                    "both engines gave the same report ({} kB)",
+                    on_sqlite.len() / 1000
+                );
+            }
         }
     });
 }
