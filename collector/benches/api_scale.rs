@@ -1,14 +1,17 @@
 //! Store-backed API reads at scale, through the real router over real HTTP on 127.0.0.1:
 //! - 100 000 nodes: `/nodes?limit=100` (first page, and a deep page by cursor), a walk of
 //!   every node by cursor, `/summary`, `/alerts?status=firing`;
-//! - 10 000 nodes with 1 000 000 transitions over 30 days: `/uptime?since=30d&by=node` and
-//!   `by=region`.
+//! - 10 000 nodes with 1 000 000 transitions over 30 days, on SQLite and on PostgreSQL (a
+//!   server of the test harness, `alarmnet_e2e::Postgres`), their finished days in the
+//!   daily summaries: `/uptime?since=30d&by=node` (summaries only), 30 days from mid-day
+//!   to mid-day by node (29 days of summaries, two partial days of transitions), `by=region`.
 //!
-//! Targets: lists and summary well under 100 ms, uptime under 1 s. Each seed is written once
+//! Targets: lists and summary well under 100 ms, uptime well under 200 ms. Each seed is written once
 //! through the store's own write API in one transaction and kept under
 //! `target/bench-data/` (named by schema version) for later runs.
 //!
-//! Run: `cargo bench -p alarmnet-collector --bench api_scale`.
+//! Run: `cargo bench -p alarmnet-collector --bench api_scale` (`-- uptime` or `-- lists`
+//! for one part, `-- uptime sqlite` or `-- uptime postgres` for one engine). PostgreSQL's seed is written anew each run (a minute or two).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use alarmnet_collector::metrics::Metrics;
 use alarmnet_collector::model::{
     Alert, AlertId, Cause, Liveness, RuleKind, Subject, Transition, UnixMillis,
 };
-use alarmnet_collector::store::{Db, Store, StoreError, schema};
+use alarmnet_collector::store::{Db, Store, StoreError, days, schema};
 use alarmnet_collector::uptime::{DEFAULT_TIME_ZONE, time_zone};
 use alarmnet_protocol::{
     AlertStatus, Birth, Name, NodeId, NodePath, RegionId, Severity, SiteId, TestResult,
@@ -390,10 +393,34 @@ async fn lists(client: &reqwest::Client) {
     );
 }
 
-async fn uptime(client: &reqwest::Client) {
-    let base = serve(seeded("api-uptime-tests", seed_uptime).await).await;
+/// Folds the seeded history's finished days into the daily summaries, as the retention
+/// task does an hour after each day ends (skipped once done: the marks are in the store).
+async fn summarize(store: &Store) {
+    let now = UnixMillis::from_millis(NOW);
+    let done = store
+        .read(|db| db.summarized_until())
+        .await
+        .expect("summaries' mark");
+    if done.is_some_and(|until| until >= now) {
+        return;
+    }
+    let started = Instant::now();
+    let tz = time_zone(DEFAULT_TIME_ZONE).expect("zone");
+    let later = now + Duration::from_secs(2 * 3_600);
+    let token = tokio_util::sync::CancellationToken::new();
+    let n = days::summarize(store, &tz, later, &token)
+        .await
+        .expect("summarize");
+    println!("summarized {n} node-days in {:.1?}", started.elapsed());
+}
+
+/// The uptime reports over [`seed_uptime`]'s history, on `store`; returns the body of the
+/// 30-day report by node (to compare the engines' answers).
+async fn uptime(client: &reqwest::Client, engine: &str, store: Store) -> String {
+    summarize(&store).await;
+    let base = serve(store).await;
     println!(
-        "-- {UPTIME_NODES} nodes, {} transitions and {} test receipts over 30 days",
+        "-- {engine}: {UPTIME_NODES} nodes, {} transitions and {} test receipts over 30 days",
         UPTIME_NODES * TRANSITIONS_PER_NODE,
         UPTIME_NODES * 30
     );
@@ -414,30 +441,45 @@ async fn uptime(client: &reqwest::Client) {
         row["tests"],
         row["test_pass_pct"].as_f64().unwrap_or(f64::NAN)
     );
-    measure(
-        client,
-        &base,
-        "/uptime?since=30d&by=node",
-        "/api/v1/uptime?since=30d&by=node",
-        5,
-    )
-    .await;
-    measure(
-        client,
-        &base,
-        "/uptime?since=30d&by=region",
-        "/api/v1/uptime?since=30d&by=region",
-        5,
-    )
-    .await;
-    measure(
-        client,
-        &base,
-        "/uptime?since=30d&by=region&region=r03",
-        "/api/v1/uptime?since=30d&by=region&region=r03",
-        5,
-    )
-    .await;
+    // 30 whole days: the summaries alone. Then 30 days from and to mid-day: 29 days of
+    // summaries and two partial days of transitions.
+    let partial = "/api/v1/uptime?from=2026-10-02T13:00:00%2B08:00\
+                   &to=2026-11-01T13:00:00%2B08:00&by=node";
+    for (label, path) in [
+        (
+            "/uptime?since=30d&by=node",
+            "/api/v1/uptime?since=30d&by=node",
+        ),
+        ("/uptime 30 days by node, two partial days", partial),
+        (
+            "/uptime?since=30d&by=region",
+            "/api/v1/uptime?since=30d&by=region",
+        ),
+        (
+            "/uptime?since=30d&by=region&region=r03",
+            "/api/v1/uptime?since=30d&by=region&region=r03",
+        ),
+    ] {
+        measure(client, &base, label, path, 5).await;
+    }
+    let r = client
+        .get(format!("{base}{partial}"))
+        .send()
+        .await
+        .expect("report");
+    r.text().await.expect("body")
+}
+
+/// The uptime history on a fresh PostgreSQL database (a server of the test harness's),
+/// seeded through the store like SQLite's.
+async fn postgres_store() -> (Store, &'static alarmnet_e2e::Postgres) {
+    let server = alarmnet_e2e::Postgres::shared();
+    let url = server.create_database();
+    let store = Store::connect(&url, None, Arc::new(Metrics::new())).expect("connect");
+    let started = Instant::now();
+    store.call(seed_uptime).await.expect("seed");
+    println!("seeded PostgreSQL in {:.1?}", started.elapsed());
+    (store, server)
 }
 
 fn main() {
@@ -450,9 +492,42 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // `cargo bench ... -- uptime` runs only the uptime part; `-- lists` only the lists.
+    let only = |part: &str| {
+        let parts = ["lists", "uptime"];
+        let named: Vec<String> = std::env::args()
+            .filter(|a| parts.contains(&a.as_str()))
+            .collect();
+        named.is_empty() || named.iter().any(|a| a == part)
+    };
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        lists(&client).await;
-        uptime(&client).await;
+        if only("lists") {
+            lists(&client).await;
+        }
+        if only("uptime") {
+            // `-- uptime sqlite` or `-- uptime postgres`: one engine only.
+            let engine = |name: &str| {
+                let args: Vec<String> = std::env::args().collect();
+                !args.iter().any(|a| a == "sqlite" || a == "postgres")
+                    || args.iter().any(|a| a == name)
+            };
+            let mut answers = Vec::new();
+            if engine("sqlite") {
+                let sqlite = seeded("api-uptime-tests", seed_uptime).await;
+                answers.push(uptime(&client, "SQLite", sqlite).await);
+            }
+            if engine("postgres") {
+                let (store, _server) = postgres_store().await;
+                answers.push(uptime(&client, "PostgreSQL", store).await);
+            }
+            if let [on_sqlite, on_postgres] = &answers[..] {
+                assert_eq!(on_sqlite, on_postgres, "the engines answer alike");
+                println!(
+                    "both engines gave the same report ({} kB)",
+                    on_sqlite.len() / 1000
+                );
+            }
+        }
     });
 }

@@ -30,6 +30,8 @@ mod conformance;
 mod hardening_tests;
 #[cfg(test)]
 mod readiness_tests;
+#[cfg(test)]
+mod uptime_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,8 +117,8 @@ impl Drop for ReportSlot {
     }
 }
 
-/// Tells store work whether its request is still waiting.
-#[derive(Debug, Clone)]
+/// Tells store work whether its request is still waiting (by default: always).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Abandoned(Arc<std::sync::atomic::AtomicBool>);
 
 impl Abandoned {

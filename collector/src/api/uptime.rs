@@ -1,13 +1,16 @@
 //! `GET /api/v1/uptime`: streams the nodes and their transitions around the window from the
 //! store into the uptime engine, on the store's reader threads (off the async workers).
 
+use std::collections::HashMap;
+
 use alarmnet_protocol::{Name, NodeId, RegionId, SiteId};
 use axum::Json;
 use axum::extract::{Query, State};
 
 use super::error::{ApiError, ApiResult};
 use super::handlers::id_param;
-use super::{ApiState, Params};
+use super::{Abandoned, ApiState, Params};
+use crate::model::UnixMillis;
 use crate::store::{NodeQuery, Shard, StoreError};
 use crate::uptime::{
     Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, Segment, UptimeReport,
@@ -31,17 +34,6 @@ pub(super) async fn uptime(
     };
     let now = s.now();
     let window = p.report_window(now, &s.tz)?;
-    // Transitions before `pruned` are gone (retention): that part of a window is answered
-    // from the per-node daily summaries, which needs it to start on a day's edge.
-    let pruned = s
-        .store
-        .read(|db| db.pruned_before())
-        .await?
-        .filter(|&pruned| window.from() < pruned);
-    if let Some(pruned) = pruned {
-        check_day_edges(&p, window, pruned, now, &s.tz)?;
-    }
-    let slot = s.reports.start()?;
     let query = UptimeQuery {
         window,
         now,
@@ -51,6 +43,29 @@ pub(super) async fn uptime(
         tz: s.tz.clone(),
     };
     let span = (window.from(), query.until());
+    // The whole summarized days inside the window are read from the daily summaries, the
+    // rest from the transitions. Transitions before `pruned` are gone (retention): that
+    // part of a window must be whole summarized days. The outage list needs the
+    // transitions (a node's: cheap), but where they are gone it is left out.
+    let (pruned, summarized) = s
+        .store
+        .read(move |db| {
+            let pruned = db.pruned_before()?.filter(|&pruned| span.0 < pruned);
+            Ok((pruned, db.summarized_within(span.0, span.1)?))
+        })
+        .await?;
+    let plan = match pruned {
+        Some(pruned) => {
+            check_day_edges(&p, window, pruned, now, &s.tz)?;
+            match summarized {
+                Some((a, b)) if a == span.0 && (b == span.1 || b >= pruned) => Some((a, b)),
+                _ => return Err(not_summarized(&p, window, pruned, &s.tz)),
+            }
+        }
+        None if query.outage_list => None,
+        None => summarized,
+    };
+    let slot = s.reports.start()?;
     let nodes = NodeQuery {
         region: filter.region,
         site: filter.site,
@@ -60,48 +75,25 @@ pub(super) async fn uptime(
         readiness: None,
     };
     // The report runs on the store's reader threads, each taking a shard of the nodes: the
-    // transitions stream from the store into the engine node by node and are never all
-    // held at once; the shards' sums merge at the end. Each shard reads its own snapshot,
-    // begun at about the same instant; every node is in exactly one shard (by rowid, which
-    // an upsert never changes), so each node's figures are consistent in themselves.
+    // transitions (or summaries) stream from the store into the engine node by node and
+    // are never all held at once; the shards' sums merge at the end. Each shard reads its
+    // own snapshot, begun at about the same instant; every node is in exactly one shard (by
+    // rowid, which an upsert never changes), so each node's figures are consistent in
+    // themselves.
     let shards = u32::try_from(s.store.parallel_reads()).unwrap_or(1);
     let query = std::sync::Arc::new(query);
     let parts = (0..shards).map(|index| {
         let (query, nodes) = (query.clone(), nodes.clone());
         let abandoned = slot.abandoned();
         s.store.read(move |db| {
-            abandoned.check()?;
-            let silences = db.silences(None)?;
-            // Nobody watched outside the collector's runs and while it was blind.
-            let blind: Vec<Window> = db
-                .unwatched(span.0, span.1)?
-                .into_iter()
-                .filter_map(|(from, to)| Window::new(from, to).ok())
-                .collect();
-            let mut builder = ReportBuilder::new(&query, &silences, &blind);
-            let shard = Shard { index, of: shards };
-            if let Some(pruned) = pruned {
-                abandoned.check()?;
-                from_summaries(
-                    db,
-                    &mut builder,
-                    &query,
-                    &nodes,
-                    pruned,
-                    shard,
-                    &silences,
-                    &blind,
-                )?;
-                return Ok(builder.into_partial());
-            }
-            db.each_node_history(&nodes, span, shard, |path, kind, steps, tests| {
-                abandoned.check()?;
-                builder.add_node_tests(path, kind, tests);
-                builder
-                    .add_node_steps(path, kind, steps)
-                    .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))
-            })?;
-            Ok(builder.into_partial())
+            shard_report(
+                db,
+                &query,
+                &nodes,
+                plan,
+                Shard { index, of: shards },
+                &abandoned,
+            )
         })
     });
     let mut report = PartialReport::default();
@@ -113,13 +105,68 @@ pub(super) async fn uptime(
     Ok(Json(report))
 }
 
+/// The sums of `query` over the nodes of `nodes` in `shard`: from the summaries over
+/// `plan`'s whole days (and the transitions around them) when given, else from the
+/// transitions alone. Both give the same figures (see `uptime_tests`).
+pub(crate) fn shard_report(
+    db: &crate::store::Db,
+    query: &UptimeQuery,
+    nodes: &NodeQuery,
+    plan: Option<(UnixMillis, UnixMillis)>,
+    shard: Shard,
+    abandoned: &Abandoned,
+) -> Result<PartialReport, StoreError> {
+    abandoned.check()?;
+    let span = (query.window.from(), query.until());
+    let silences = db.silences(None)?;
+    // Nobody watched outside the collector's runs and while it was blind.
+    let blind: Vec<Window> = db
+        .unwatched(span.0, span.1)?
+        .into_iter()
+        .filter_map(|(from, to)| Window::new(from, to).ok())
+        .collect();
+    let mut builder = ReportBuilder::new(query, &silences, &blind);
+    match plan {
+        Some(days) => from_summaries(
+            db,
+            &mut builder,
+            query,
+            nodes,
+            days,
+            shard,
+            (&silences, &blind),
+            abandoned,
+        )?,
+        None => from_transitions(db, &mut builder, nodes, span, shard, abandoned)?,
+    }
+    Ok(builder.into_partial())
+}
+
+/// Adds the nodes of `nodes` in `shard` to `builder` from their transitions in `span`.
+fn from_transitions(
+    db: &crate::store::Db,
+    builder: &mut ReportBuilder<'_>,
+    nodes: &NodeQuery,
+    span: (UnixMillis, UnixMillis),
+    shard: Shard,
+    abandoned: &Abandoned,
+) -> Result<(), StoreError> {
+    db.each_node_history(nodes, span, shard, |path, kind, steps, tests| {
+        abandoned.check()?;
+        builder.add_node_tests(path, kind, tests);
+        builder
+            .add_node_steps(path, kind, steps)
+            .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))
+    })
+}
+
 /// The error for a window reaching into pruned history that the summaries cannot answer
 /// exactly: its edges there must be a day's start in the configured zone.
 fn check_day_edges(
     p: &Params,
     window: Window,
-    pruned: crate::model::UnixMillis,
-    now: crate::model::UnixMillis,
+    pruned: UnixMillis,
+    now: UnixMillis,
     tz: &jiff::tz::TimeZone,
 ) -> Result<(), ApiError> {
     let is_day_start = |ms| Window::day_of(ms, tz).is_ok_and(|d| d.from() == ms);
@@ -146,58 +193,93 @@ fn check_day_edges(
     Ok(())
 }
 
-/// Adds every node of `shard` to `builder` from its daily summaries up to `pruned`, and
-/// from the raw transitions after it. A day without a summary row (the node did not exist
-/// yet) is unknown time, as the raw transitions would say.
+/// The error for a window reaching into pruned history where the summaries do not cover
+/// it (they were cut in another time zone, or do not reach that far).
+fn not_summarized(
+    p: &Params,
+    window: Window,
+    pruned: UnixMillis,
+    tz: &jiff::tz::TimeZone,
+) -> ApiError {
+    let kept = crate::uptime::Stamp::new(pruned, tz);
+    ApiError::bad_param(
+        "from",
+        p.get("from")
+            .unwrap_or(&crate::uptime::Stamp::new(window.from(), tz).to_string()),
+        &format!(
+            "transitions before {kept} were pruned (retention), and the daily summaries do \
+             not cover this window's part before that in whole days"
+        ),
+    )
+}
+
+/// Adds every node of `shard` to `builder` from its daily summaries over `[a, b)` (whole
+/// summarized days), with segments computed from the transitions for the partial days
+/// before and after. A node whose summaries do not cover `[a, b)` exactly (a late write
+/// deleted some, or it was registered after those days were summarized) is read from its
+/// transitions over the whole window instead.
 #[allow(clippy::too_many_arguments)]
 fn from_summaries(
     db: &crate::store::Db,
     builder: &mut ReportBuilder<'_>,
     query: &UptimeQuery,
     nodes: &NodeQuery,
-    pruned: crate::model::UnixMillis,
+    (a, b): (UnixMillis, UnixMillis),
     shard: Shard,
-    silences: &[crate::model::Silence],
-    blind: &[Window],
+    (silences, blind): (&[crate::model::Silence], &[Window]),
+    abandoned: &Abandoned,
 ) -> Result<(), StoreError> {
-    use std::collections::HashMap;
     let from = query.window.from();
     let until = query.until();
-    let summary_end = until.min(pruned);
-    let mut tails: HashMap<NodeId, Segment> = HashMap::new();
-    if until > pruned {
-        let tail_query = UptimeQuery {
-            window: Window::new(pruned, query.window.to())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            ..query.clone()
-        };
-        let mut tail = ReportBuilder::new(&tail_query, silences, blind);
-        db.each_node_history(nodes, (pruned, until), shard, |path, kind, steps, tests| {
-            let seg = tail
-                .segment(path, kind, steps, tests)
-                .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))?;
-            tails.insert(path.node.clone(), seg);
-            Ok(())
-        })?;
-    }
-    let mut segments = Vec::new();
-    db.each_node_days(nodes, (from, summary_end), shard, |path, kind, days| {
-        segments.clear();
-        let mut at = from;
-        for d in days {
-            if d.from > at {
-                segments.push(Segment::unknown(at, d.from));
+    // One segment per node over `[start, end)` from the transitions.
+    let edge =
+        |start: UnixMillis, end: UnixMillis| -> Result<HashMap<NodeId, Segment>, StoreError> {
+            let mut out = HashMap::new();
+            if start >= end {
+                return Ok(out);
             }
-            segments.push(*d);
-            at = d.to;
+            let edge_query = UptimeQuery {
+                window: Window::new(start, end).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                now: end,
+                ..query.clone()
+            };
+            let mut edge = ReportBuilder::new(&edge_query, silences, blind);
+            db.each_node_span(nodes, (start, end), shard, |path, kind, steps, tests| {
+                abandoned.check()?;
+                let seg = edge
+                    .segment(path, kind, steps, tests)
+                    .map_err(|e| StoreError::Corrupt(format!("uptime: {e}")))?;
+                out.insert(path.node.clone(), seg);
+                Ok(())
+            })?;
+            Ok(out)
+        };
+    let mut heads = edge(from, a)?;
+    let mut tails = edge(b, until)?;
+    let mut segments = Vec::new();
+    let mut unsummarized = Vec::new();
+    db.each_node_days(nodes, (a, b), shard, |path, kind, days| {
+        abandoned.check()?;
+        let covered = days.first().is_some_and(|d| d.from == a)
+            && days.last().is_some_and(|d| d.to == b)
+            && days.windows(2).all(|w| w[0].to == w[1].from);
+        if !covered {
+            unsummarized.push(path.node.clone());
+            return Ok(());
         }
-        if at < summary_end {
-            segments.push(Segment::unknown(at, summary_end));
-        }
-        if let Some(t) = tails.remove(&path.node) {
-            segments.push(t);
-        }
+        segments.clear();
+        segments.extend(heads.remove(&path.node));
+        segments.extend_from_slice(days);
+        segments.extend(tails.remove(&path.node));
         builder.add_node_segments(path, kind, &segments);
         Ok(())
-    })
+    })?;
+    for node in unsummarized {
+        let one = NodeQuery {
+            node: Some(node),
+            ..nodes.clone()
+        };
+        from_transitions(db, builder, &one, (from, until), Shard::ALL, abandoned)?;
+    }
+    Ok(())
 }

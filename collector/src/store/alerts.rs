@@ -4,6 +4,7 @@ use alarmnet_protocol::{AlertStatus, Name, NodeId, RegionId, Severity, SiteId};
 use serde::Serialize;
 
 use super::StoreError;
+use super::days::Whose;
 use super::db::{Db, i64_of_usize, id, ms_sql, opt_id, parse, status, status_str, ts_of, u64_of};
 use super::lists::{Conditions, Paged, TimeKey, limit_plus_one, slots, text, ts_int};
 use super::sql::{Row, Value, args};
@@ -281,6 +282,7 @@ impl Db {
 
     /// Inserts or replaces a silence.
     pub fn upsert_silence(&self, s: &Silence) -> Result<(), StoreError> {
+        let old = self.silence_by_id(s.id)?;
         self.conn().execute(
             "INSERT INTO silences (id, region, site, node, kind, starts_at, ends_at, created_by,
                 comment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -300,7 +302,20 @@ impl Db {
                 s.comment.as_ref(),
             ],
         )?;
+        // Summarized days it covered, or covers now, count maintenance otherwise.
+        for covered in old.iter().chain([s]) {
+            self.invalidate_summaries(
+                Whose::Matching(covered),
+                covered.starts_at,
+                Some(covered.ends_at),
+            )?;
+        }
         Ok(())
+    }
+
+    fn silence_by_id(&self, silence_id: SilenceId) -> Result<Option<Silence>, StoreError> {
+        let sql = format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = ?1");
+        self.conn().query_opt(&sql, args![silence_id], silence)
     }
 
     /// Silences not yet ended at `now` (all when `None`), by start.
@@ -314,10 +329,16 @@ impl Db {
 
     /// Ends a silence at `at` (kept in history). Returns whether it existed.
     pub fn end_silence(&self, silence_id: SilenceId, at: UnixMillis) -> Result<bool, StoreError> {
+        let Some(old) = self.silence_by_id(silence_id)? else {
+            return Ok(false);
+        };
         let n = self.conn().execute(
             "UPDATE silences SET ends_at = least(ends_at, greatest(starts_at, ?2)) WHERE id = ?1",
             args![silence_id, ms_sql(at)],
         )?;
+        // What it no longer covers (an end in the past reaches into summarized days).
+        let end = old.ends_at.min(at.max(old.starts_at));
+        self.invalidate_summaries(Whose::Matching(&old), end, Some(old.ends_at))?;
         Ok(n > 0)
     }
 

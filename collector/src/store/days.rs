@@ -1,25 +1,55 @@
-//! Per-node daily summaries (`node_days`, schema 9): each finished day in the uptime time
+//! Per-node daily summaries (`node_days`, schema 10): each finished day in the uptime time
 //! zone, per node, as an [`uptime::Segment`](crate::uptime::Segment) made by the uptime
-//! engine itself from the raw transitions, silences and blind intervals. Retention deletes
-//! transitions only before days already summarized; uptime over those days is answered by
-//! adding the summaries up ([`crate::uptime::combine`]).
+//! engine itself from the raw transitions, silences, blind intervals and test receipts.
+//! The days summarized are listed in `summary_days` (schema 12). An uptime report adds up
+//! the summaries of the whole days inside its window ([`crate::uptime::combine`]) and
+//! reads transitions only for the partial days at its edges; retention deletes
+//! transitions only before days already summarized.
 //!
-//! Design: a day is summarized once it is an hour past its end (silences are rarely set
-//! after the fact, and the report would see the same inputs); the day's rows are computed
-//! on a reader thread and written in one store call, with the mark that says how far the
-//! summaries reach, so a crash never leaves half a day behind the mark.
+//! # Exactness
+//! A summary must stay what the raw transitions say of its day, or a report would differ
+//! from the transition-by-transition answer. What a node's day depends on, and what keeps
+//! it true when that changes:
+//! - its transitions and test receipts: one written with a time before the summaries'
+//!   reach (late: a replayed spool, a judgement dated back) deletes the node's rows from
+//!   that day on (a transition changes every later day's starting state; a test only its
+//!   day);
+//! - the silences matching it: creating, changing or ending one over summarized time
+//!   deletes the rows of the nodes it matches (before and after) for the days it covered
+//!   or covers;
+//! - its region, site and kind, through the silences they match: a move deletes its rows
+//!   for the days of the silences matching the old or the new place;
+//! - the run log: a run found crashed, or blind edges, dated before the reach delete every
+//!   node's rows from then on;
+//! - the time zone: nothing (a segment is a span, not a date); `summary_days` keeps the
+//!   spans as they were cut, and a window uses the whole ones inside it.
+//!
+//! A report reads a node whose rows do not cover the summarized part of its window
+//! exactly (deleted, or registered after those days were summarized) from its raw
+//! transitions. The next summarizing round recomputes every node's rows from the earliest
+//! deleted day (`summaries_redo_from`) on. Days before `pruned_before` are history: their
+//! transitions are gone, so nothing deletes or recomputes their rows any more.
+//!
+//! Design: a day is summarized once it is an hour past its end, on a reader thread, and
+//! written in one store call with its span and the mark that says how far the summaries
+//! reach, so a crash never leaves half a day behind the mark. Before reading, the reach
+//! moves to the day's end, so a late write into the day being read counts as an
+//! invalidation; every invalidation bumps `summaries_epoch`, and rows computed from a
+//! snapshot older than the last bump are dropped instead of written (the next round reads
+//! again).
 
 use std::time::Duration;
 
-use alarmnet_protocol::{Name, NodeId, NodePath};
+use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 use tokio_util::sync::CancellationToken;
 
-use super::db::{Db, i64_of, ms_sql, ts_of, u64_of};
+use super::db::{Db, i64_of, id, ms_sql, ts_of, u64_of};
 use super::history::Shard;
+use super::lists::ts_int;
 use super::nodes::NodeQuery;
-use super::sql::args;
+use super::sql::{Row, Value, args};
 use super::{Store, StoreError};
-use crate::model::UnixMillis;
+use crate::model::{Silence, UnixMillis};
 use crate::uptime::{
     Filter, GroupBy, Query, ReportBuilder, Segment, TestTally, UptimeError, Window,
 };
@@ -32,6 +62,25 @@ const FIRST_REACH: Duration = Duration::from_secs(400 * 86_400);
 
 const SUMMARIZED_UNTIL: &str = "summarized_until";
 const PRUNED_BEFORE: &str = "pruned_before";
+/// Writes dated before this invalidate summaries: `summarized_until`, or the end of the
+/// day being summarized.
+const REACH: &str = "summaries_reach";
+/// The earliest instant whose summaries were invalidated and not recomputed yet.
+const REDO_FROM: &str = "summaries_redo_from";
+/// Bumped by every invalidation.
+const EPOCH: &str = "summaries_epoch";
+
+/// Whose summaries a late write invalidates.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Whose<'a> {
+    Node(&'a NodeId),
+    /// The nodes a silence matches.
+    Matching(&'a Silence),
+    All,
+}
+
+/// Every node's [`Segment`] over one summarized span.
+pub type DayRows = Vec<(NodeId, Segment)>;
 
 impl Db {
     fn mark(&self, name: &str) -> Result<Option<UnixMillis>, StoreError> {
@@ -55,6 +104,26 @@ impl Db {
         Ok(())
     }
 
+    /// Moves mark `name` to `value`, never forward.
+    fn lower_mark(&self, name: &str, value: UnixMillis) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO store_marks (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE
+                SET value = least(store_marks.value, excluded.value)",
+            args![name, ms_sql(value)],
+        )?;
+        Ok(())
+    }
+
+    fn epoch(&self) -> Result<i64, StoreError> {
+        let v = self.conn().query_opt(
+            "SELECT value FROM store_marks WHERE name = ?1",
+            args![EPOCH],
+            |r| r.get::<i64>(0),
+        )?;
+        Ok(v.unwrap_or(0))
+    }
+
     /// Days before this instant are in the daily summaries.
     pub fn summarized_until(&self) -> Result<Option<UnixMillis>, StoreError> {
         self.mark(SUMMARIZED_UNTIL)
@@ -69,6 +138,12 @@ impl Db {
         self.set_mark(PRUNED_BEFORE, at)
     }
 
+    /// Summaries from this instant on were invalidated and are not recomputed yet:
+    /// retention keeps the transitions after it.
+    pub fn summaries_redo_from(&self) -> Result<Option<UnixMillis>, StoreError> {
+        self.mark(REDO_FROM)
+    }
+
     /// The earliest stored transition (a full scan: used once, by the first summary run).
     fn first_transition_at(&self) -> Result<Option<UnixMillis>, StoreError> {
         let v = self
@@ -79,32 +154,105 @@ impl Db {
         Ok(v.map(ts_of))
     }
 
-    /// Every node's segment over `day`, computed by the uptime engine from the raw
-    /// transitions, silences and blind intervals (as a report over the day would).
-    pub fn day_segments(
+    /// The summaries of `whose` over `[from, to)` no longer hold: deletes their rows, and
+    /// marks the time for the next summarizing round to recompute. Nothing before
+    /// `pruned_before` (that history is final) or after the summaries' reach.
+    pub(super) fn invalidate_summaries(
         &self,
-        day: Window,
-        tz: &jiff::tz::TimeZone,
-    ) -> Result<Vec<(NodeId, Segment)>, StoreError> {
+        whose: Whose<'_>,
+        from: UnixMillis,
+        to: Option<UnixMillis>,
+    ) -> Result<(), StoreError> {
+        let Some(reach) = self.mark(REACH)? else {
+            return Ok(());
+        };
+        let from = from.max(self.pruned_before()?.unwrap_or(UnixMillis::EPOCH));
+        let to = to.unwrap_or(reach).min(reach);
+        if from >= to {
+            return Ok(());
+        }
+        let span = [ts_int(from), ts_int(to)];
+        match whose {
+            Whose::Node(node) => {
+                self.conn().execute(
+                    "DELETE FROM node_days WHERE node = ?1 AND day_end > ?2 AND day < ?3",
+                    args![node.as_str(), ms_sql(from), ms_sql(to)],
+                )?;
+            }
+            Whose::Matching(s) => {
+                // The node column leads node_days' key: one range per matching node.
+                let text = |v: Option<&str>| Value::from(v.map(str::to_owned));
+                let mut values = vec![
+                    text(s.region.as_ref().map(|x| x.as_str())),
+                    text(s.site.as_ref().map(|x| x.as_str())),
+                    text(s.node.as_ref().map(|x| x.as_str())),
+                    text(s.kind.as_ref().map(|x| x.as_str())),
+                ];
+                values.extend(span);
+                self.conn().execute(
+                    "DELETE FROM node_days WHERE node IN (
+                        SELECT node FROM nodes
+                        WHERE (CAST(?1 AS TEXT) IS NULL OR region = ?1)
+                          AND (CAST(?2 AS TEXT) IS NULL OR site = ?2)
+                          AND (CAST(?3 AS TEXT) IS NULL OR node = ?3)
+                          AND (CAST(?4 AS TEXT) IS NULL OR kind = ?4))
+                       AND day_end > ?5 AND day < ?6",
+                    &values,
+                )?;
+            }
+            Whose::All => {
+                self.conn().execute(
+                    "DELETE FROM node_days WHERE node IN (SELECT node FROM nodes)
+                       AND day_end > ?1 AND day < ?2",
+                    &span,
+                )?;
+            }
+        }
+        // From the start of the span it falls in: retention keeps what recomputing needs.
+        let start = self.conn().query_one(
+            "SELECT max(day) FROM summary_days WHERE day <= ?1",
+            args![ms_sql(from)],
+            |r| r.get::<Option<i64>>(0),
+        )?;
+        self.lower_mark(REDO_FROM, start.map_or(from, ts_of))?;
+        self.conn().execute(
+            "INSERT INTO store_marks (name, value) VALUES (?1, 1)
+             ON CONFLICT (name) DO UPDATE SET value = store_marks.value + 1",
+            args![EPOCH],
+        )?;
+        Ok(())
+    }
+
+    /// Writes dated before this instant may change summaries (`None`: none exist).
+    pub(super) fn summaries_reach(&self) -> Result<Option<UnixMillis>, StoreError> {
+        self.mark(REACH)
+    }
+
+    /// Every node's segment over `span` (a day), computed by the uptime engine from the
+    /// raw transitions, silences and blind intervals (as a report over it would), and the
+    /// invalidation epoch of the snapshot it was read in.
+    pub fn day_segments(&self, span: Window) -> Result<(DayRows, i64), StoreError> {
         let query = Query {
-            window: day,
-            now: day.to(),
+            window: span,
+            now: span.to(),
             by: GroupBy::Node,
             filter: Filter::default(),
             outage_list: false,
-            tz: tz.clone(),
+            // Segments carry no instants to write: any zone does.
+            tz: jiff::tz::TimeZone::UTC,
         };
+        let epoch = self.epoch()?;
         let silences = self.silences(None)?;
         let blind: Vec<Window> = self
-            .unwatched(day.from(), day.to())?
+            .unwatched(span.from(), span.to())?
             .into_iter()
             .filter_map(|(from, to)| Window::new(from, to).ok())
             .collect();
         let mut builder = ReportBuilder::new(&query, &silences, &blind);
         let mut out = Vec::new();
-        self.each_node_history(
+        self.each_node_span(
             &NodeQuery::default(),
-            (day.from(), day.to()),
+            (span.from(), span.to()),
             Shard::ALL,
             |path, kind, steps, tests| {
                 let seg = builder
@@ -114,12 +262,33 @@ impl Db {
                 Ok(())
             },
         )?;
-        Ok(out)
+        Ok((out, epoch))
     }
 
-    /// Stores one day's segments (replacing any already stored for the day) and moves the
-    /// summaries' mark to the day's end.
-    pub fn store_day(&self, day: Window, rows: &[(NodeId, Segment)]) -> Result<(), StoreError> {
+    /// Stores one day's segments (replacing any already stored for the day), lists its
+    /// span and moves the summaries' mark to its end; unless a summary was invalidated
+    /// since `epoch` (the rows may be stale): then writes nothing and returns `false`.
+    pub fn store_day(
+        &self,
+        day: Window,
+        rows: &[(NodeId, Segment)],
+        epoch: i64,
+    ) -> Result<bool, StoreError> {
+        if self.epoch()? != epoch {
+            return Ok(false);
+        }
+        self.store_rows(day, rows)?;
+        self.conn().execute(
+            "INSERT INTO summary_days (day, day_end) VALUES (?1, ?2)
+             ON CONFLICT (day) DO UPDATE SET day_end = excluded.day_end",
+            args![ms_sql(day.from()), ms_sql(day.to())],
+        )?;
+        self.set_mark(SUMMARIZED_UNTIL, day.to())?;
+        self.set_mark(REACH, day.to())?;
+        Ok(true)
+    }
+
+    fn store_rows(&self, day: Window, rows: &[(NodeId, Segment)]) -> Result<(), StoreError> {
         for (node, s) in rows {
             self.conn().execute(
                 "INSERT INTO node_days (node, day, day_end, up_ms, down_ms,
@@ -157,11 +326,72 @@ impl Db {
                 ],
             )?;
         }
-        self.set_mark(SUMMARIZED_UNTIL, day.to())
+        Ok(())
+    }
+
+    /// Replaces the rows of a summarized span recomputed after an invalidation; `false`
+    /// (nothing written) when another invalidation came since `epoch`.
+    fn restore_day(
+        &self,
+        day: Window,
+        rows: &[(NodeId, Segment)],
+        epoch: i64,
+    ) -> Result<bool, StoreError> {
+        if self.epoch()? != epoch {
+            return Ok(false);
+        }
+        self.store_rows(day, rows)?;
+        Ok(true)
+    }
+
+    /// Ends a recomputation that saw no invalidation since `epoch`.
+    fn redo_done(&self, epoch: i64) -> Result<bool, StoreError> {
+        if self.epoch()? != epoch {
+            return Ok(false);
+        }
+        self.conn()
+            .execute("DELETE FROM store_marks WHERE name = ?1", args![REDO_FROM])?;
+        Ok(true)
+    }
+
+    /// The summarized spans ending after `from`, oldest first.
+    fn summary_days_after(&self, from: UnixMillis) -> Result<Vec<Window>, StoreError> {
+        self.conn().query(
+            "SELECT day, day_end FROM summary_days WHERE day_end > ?1 ORDER BY day",
+            args![ms_sql(from)],
+            |r| {
+                Window::new(ts_of(r.get(0)?), ts_of(r.get(1)?))
+                    .map_err(|e| StoreError::Corrupt(format!("summary_days: {e}")))
+            },
+        )
+    }
+
+    /// The part of `[from, until)` made of whole summarized spans, `[a, b)` with
+    /// `from <= a < b <= until`, if any. (The spans follow one another without a gap:
+    /// each round continues where the last ended.)
+    pub fn summarized_within(
+        &self,
+        from: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Option<(UnixMillis, UnixMillis)>, StoreError> {
+        let a = self.conn().query_one(
+            "SELECT min(day) FROM summary_days WHERE day >= ?1",
+            args![ms_sql(from)],
+            |r| r.get::<Option<i64>>(0),
+        )?;
+        let b = self.conn().query_one(
+            "SELECT max(day_end) FROM summary_days WHERE day_end <= ?1",
+            args![ms_sql(until)],
+            |r| r.get::<Option<i64>>(0),
+        )?;
+        Ok(match (a.map(ts_of), b.map(ts_of)) {
+            (Some(a), Some(b)) if a < b => Some((a, b)),
+            _ => None,
+        })
     }
 
     /// For each node matching `q` in `shard` (sorted like [`Db::each_node_history`]), its
-    /// summarized days in `[from, to)`, oldest first.
+    /// summarized days inside `[from, to)`, oldest first: one query, streamed.
     pub fn each_node_days(
         &self,
         q: &NodeQuery,
@@ -169,82 +399,101 @@ impl Db {
         shard: Shard,
         mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut segments = Vec::new();
-        let mut nodes = Vec::new();
-        self.each_node_path(q, shard, |path, kind| {
-            nodes.push((path.clone(), kind.clone()));
+        let mut c = q.conditions();
+        if shard.of > 1 {
+            c.and(
+                "nodes.rowid % ? = ?",
+                [
+                    super::lists::int(u64::from(shard.of)),
+                    super::lists::int(u64::from(shard.index)),
+                ],
+            );
+        }
+        // The span's bounds sit in the join's ON clause (a node without a row still gives
+        // one), before the WHERE clause's placeholders. A node's rows are put in order
+        // here: ordering them in SQL too made SQLite sort all of them in a temporary
+        // b-tree (twice the time of the whole read), though its key gives them in order.
+        let mut values = vec![ts_int(from), ts_int(to)];
+        values.extend(c.values().iter().cloned());
+        let sql = format!(
+            "SELECT nodes.region, nodes.site, nodes.node, nodes.kind,
+                    d.day, d.day_end, d.up_ms, d.down_ms, d.maintenance_ms, d.unknown_ms,
+                    d.outages, d.first_carried, d.first_ms, d.last_open, d.last_ms,
+                    d.longest_ms, d.went_up, d.tests, d.tests_passed, d.tests_failed
+             FROM nodes LEFT JOIN node_days d ON d.node = nodes.node
+                AND d.day >= ? AND d.day_end <= ?{}
+             ORDER BY nodes.region, nodes.site, nodes.node",
+            c.sql()
+        );
+        let mut current: Option<(NodePath, Name)> = None;
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut flush = |node: Option<(NodePath, Name)>, segments: &mut Vec<Segment>| {
+            let Some((path, kind)) = node else {
+                return Ok(());
+            };
+            segments.sort_unstable_by_key(|s| s.from);
+            let done = each(&path, &kind, segments);
+            segments.clear();
+            done
+        };
+        self.conn().each_streamed(&sql, &values, |r| {
+            let node: &str = r.str(2)?;
+            if current
+                .as_ref()
+                .is_none_or(|(p, _)| p.node.as_str() != node)
+            {
+                let path = NodePath::new(
+                    id("region", r.get(0)?, RegionId::new)?,
+                    id("site", r.get(1)?, SiteId::new)?,
+                    id("node", r.get(2)?, NodeId::new)?,
+                );
+                let kind = id("kind", r.get(3)?, Name::new)?;
+                flush(current.replace((path, kind)), &mut segments)?;
+            }
+            if let Some(day) = r.get::<Option<i64>>(4)? {
+                segments.push(segment(r, day)?);
+            }
             Ok(())
         })?;
-        for (path, kind) in nodes {
-            segments.clear();
-            self.conn().each(
-                "SELECT day, day_end, up_ms, down_ms, maintenance_ms, unknown_ms, outages,
-                        first_carried, first_ms, last_open, last_ms, longest_ms, went_up,
-                        tests, tests_passed, tests_failed
-                 FROM node_days WHERE node = ?1 AND day >= ?2 AND day < ?3 ORDER BY day",
-                args![path.node.as_str(), ms_sql(from), ms_sql(to)],
-                |r| {
-                    let n = |i: usize| -> Result<u64, StoreError> { Ok(u64_of(r.get(i)?)) };
-                    segments.push(Segment {
-                        from: ts_of(r.get(0)?),
-                        to: ts_of(r.get(1)?),
-                        up_ms: n(2)?,
-                        down_ms: n(3)?,
-                        maintenance_ms: n(4)?,
-                        unknown_ms: n(5)?,
-                        outages: n(6)?,
-                        first_carried: r.get(7)?,
-                        first_ms: n(8)?,
-                        last_open: r.get(9)?,
-                        last_ms: n(10)?,
-                        longest_ms: n(11)?,
-                        went_up: r.get(12)?,
-                        tests: TestTally {
-                            run: n(13)?,
-                            passed: n(14)?,
-                            failed: n(15)?,
-                        },
-                    });
-                    Ok(())
-                },
-            )?;
-            each(&path, &kind, &segments)?;
-        }
-        Ok(())
-    }
-
-    /// The nodes matching `q` in `shard`, sorted by region, site, node.
-    fn each_node_path(
-        &self,
-        q: &NodeQuery,
-        shard: Shard,
-        mut each: impl FnMut(&NodePath, &Name) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut found = Vec::new();
-        self.each_node_history(
-            q,
-            (UnixMillis::EPOCH, UnixMillis::EPOCH),
-            shard,
-            |path, kind, _, _| {
-                found.push((path.clone(), kind.clone()));
-                Ok(())
-            },
-        )?;
-        for (path, kind) in &found {
-            each(path, kind)?;
-        }
-        Ok(())
+        flush(current.take(), &mut segments)
     }
 }
 
-/// Folds every finished day not yet summarized into the summaries. Returns how many
-/// node-days were written.
+/// A [`Segment`] from `node_days` columns 4 to 19 of [`Db::each_node_days`]'s query.
+fn segment(r: &Row<'_>, day: i64) -> Result<Segment, StoreError> {
+    let n = |i: usize| -> Result<u64, StoreError> { Ok(u64_of(r.get(i)?)) };
+    Ok(Segment {
+        from: ts_of(day),
+        to: ts_of(r.get(5)?),
+        up_ms: n(6)?,
+        down_ms: n(7)?,
+        maintenance_ms: n(8)?,
+        unknown_ms: n(9)?,
+        outages: n(10)?,
+        first_carried: r.get(11)?,
+        first_ms: n(12)?,
+        last_open: r.get(13)?,
+        last_ms: n(14)?,
+        longest_ms: n(15)?,
+        went_up: r.get(16)?,
+        tests: TestTally {
+            run: n(17)?,
+            passed: n(18)?,
+            failed: n(19)?,
+        },
+    })
+}
+
+/// Folds every finished day not yet summarized into the summaries, after recomputing
+/// those invalidated since the last round. Returns how many node-days were written.
 pub async fn summarize(
     store: &Store,
     tz: &jiff::tz::TimeZone,
     now: UnixMillis,
     shutdown: &CancellationToken,
 ) -> Result<u64, StoreError> {
+    // An interrupted recomputation does not hold up the new days: it resumes next round.
+    let mut written = redo(store, shutdown).await?.unwrap_or(0);
     let (until, first) = store
         .call(|db| Ok((db.summarized_until()?, db.first_transition_at()?)))
         .await?;
@@ -260,20 +509,69 @@ pub async fn summarize(
         // The mark is a day's start; a changed time zone makes it one no more.
         day = Window::new(start, Window::day_of(start, tz).map_err(bad)?.to()).map_err(bad)?;
     }
-    let mut written = 0;
     while day.to() + SETTLE <= now && !shutdown.is_cancelled() {
-        let zone = tz.clone();
-        let rows = store.read(move |db| db.day_segments(day, &zone)).await?;
-        written += rows.len() as u64;
-        store.call(move |db| db.store_day(day, &rows)).await?;
+        // From here on, a write into the day counts as late (see the module's Design).
+        let end = day.to();
+        store.call(move |db| db.set_mark(REACH, end)).await?;
+        let (rows, epoch) = store.read(move |db| db.day_segments(day)).await?;
+        let n = rows.len() as u64;
+        if !store
+            .call(move |db| db.store_day(day, &rows, epoch))
+            .await?
+        {
+            // A late write into a summarized day since the read: the next round.
+            return Ok(written);
+        }
+        written += n;
         day = Window::day_of(day.to(), tz).map_err(bad)?;
     }
     // With no transitions at all, mark today's start: there is nothing older to keep.
     if until.is_none() && first.is_none() {
         let from = day.from();
         store
-            .call(move |db| db.set_mark(SUMMARIZED_UNTIL, from))
+            .call(move |db| {
+                db.set_mark(SUMMARIZED_UNTIL, from)?;
+                db.set_mark(REACH, from)
+            })
             .await?;
     }
     Ok(written)
+}
+
+/// Recomputes every node's rows of the spans from `summaries_redo_from` on. Returns how
+/// many node-days were written, or `None` when an invalidation came meanwhile (the next
+/// round starts again).
+async fn redo(store: &Store, shutdown: &CancellationToken) -> Result<Option<u64>, StoreError> {
+    let (spans, epoch) = store
+        .read(|db| {
+            let spans = match db.summaries_redo_from()? {
+                Some(from) => db.summary_days_after(from)?,
+                None => return Ok((None, 0)),
+            };
+            Ok((Some(spans), db.epoch()?))
+        })
+        .await?;
+    let Some(spans) = spans else {
+        return Ok(Some(0));
+    };
+    let mut written = 0;
+    for span in spans {
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        let (rows, read_in) = store.read(move |db| db.day_segments(span)).await?;
+        let n = rows.len() as u64;
+        if read_in != epoch
+            || !store
+                .call(move |db| db.restore_day(span, &rows, epoch))
+                .await?
+        {
+            return Ok(None);
+        }
+        written += n;
+    }
+    if !store.call(move |db| db.redo_done(epoch)).await? {
+        return Ok(None);
+    }
+    Ok(Some(written))
 }

@@ -152,6 +152,12 @@ impl Db {
                 test.replay,
             ],
         )?;
+        // A late receipt (a replayed spool) counts in a summarized day's tally.
+        let ts = UnixMillis::from_millis(test.ts);
+        if self.summaries_reach()?.is_some_and(|reach| ts < reach) {
+            let next = ts + std::time::Duration::from_millis(1);
+            self.invalidate_summaries(super::days::Whose::Node(node), ts, Some(next))?;
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 
 use super::StoreError;
+use super::days::Whose;
 use super::db::{Db, cause, i64_of_usize, id, liveness, ms_sql, ts_of, u64_of};
 use super::lists::{Conditions, Paged, TimeKey, int, limit_plus_one, text, ts_int};
 use super::nodes::NodeQuery;
@@ -59,6 +60,18 @@ impl Db {
             return Ok(());
         }
         self.conn().lock_numbering("transitions")?;
+        // Late: every summarized day of a node from its transition's `at` on is computed
+        // again.
+        let first = transitions
+            .iter()
+            .map(|t| t.at)
+            .min()
+            .unwrap_or(UnixMillis::EPOCH);
+        if let Some(reach) = self.summaries_reach()?.filter(|&reach| first < reach) {
+            for t in transitions.iter().filter(|t| t.at < reach) {
+                self.invalidate_summaries(Whose::Node(&t.node), t.at, None)?;
+            }
+        }
         if self.conn().dialect() == Dialect::Sqlite {
             for t in transitions {
                 self.conn().execute(
@@ -229,6 +242,100 @@ impl Db {
             ))
         })?;
         Ok(Paged::from_rows(rows, limit, total))
+    }
+
+    /// [`Self::each_node_history`] in two queries whose rows stream, instead of two per
+    /// node: the test tallies grouped by node, then every node joined with its transitions
+    /// in the span. For a short span over many nodes (a day, the partial days at a
+    /// report's edges), where a round trip per node would cost more than the rows: on
+    /// PostgreSQL 10 000 nodes are 20 000 round trips.
+    pub fn each_node_span(
+        &self,
+        q: &NodeQuery,
+        (from, until): (UnixMillis, UnixMillis),
+        shard: Shard,
+        mut each: impl FnMut(&NodePath, &Name, &[Step], TestTally) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut c = q.conditions();
+        if shard.of > 1 {
+            c.and(
+                "nodes.rowid % ? = ?",
+                [int(u64::from(shard.of)), int(u64::from(shard.index))],
+            );
+        }
+        let mut tallies: std::collections::HashMap<String, TestTally> =
+            std::collections::HashMap::new();
+        let tests = c.with("r.ts >= ? AND r.ts < ?", [ts_int(from), ts_int(until)]);
+        let sql = format!(
+            "SELECT nodes.node, count(*), count(*) FILTER (WHERE r.result = 'pass'),
+                    count(*) FILTER (WHERE r.result = 'fail')
+             FROM nodes JOIN test_receipts r ON r.node = nodes.node{}
+             GROUP BY nodes.node",
+            tests.sql()
+        );
+        self.conn().each_streamed(&sql, tests.values(), |r| {
+            let tally = TestTally {
+                run: u64_of(r.get(1)?),
+                passed: u64_of(r.get(2)?),
+                failed: u64_of(r.get(3)?),
+            };
+            tallies.insert(r.get(0)?, tally);
+            Ok(())
+        })?;
+        // The span's bounds sit in the join's ON clause (a node without transitions still
+        // gives one row), before the WHERE clause's placeholders.
+        let mut values = vec![ts_int(from), ts_int(from), ts_int(until)];
+        values.extend(c.values().iter().cloned());
+        let sql = format!(
+            "SELECT nodes.region, nodes.site, nodes.node, nodes.kind,
+                    t.from_state, t.to_state, t.at, t.cause, t.id
+             FROM nodes LEFT JOIN transitions t ON t.node = nodes.node
+                AND t.at >= coalesce((SELECT max(p.at) FROM transitions p
+                                      WHERE p.node = nodes.node AND p.at < ?), ?)
+                AND t.at < ?{}
+             ORDER BY nodes.region, nodes.site, nodes.node",
+            c.sql()
+        );
+        // A node's transitions are put in order here (see `Db::each_node_days`).
+        let mut current: Option<(NodePath, Name)> = None;
+        let mut keyed: Vec<(i64, Step)> = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut flush = |node: Option<(NodePath, Name)>, keyed: &mut Vec<(i64, Step)>| {
+            let Some((path, kind)) = node else {
+                return Ok(());
+            };
+            keyed.sort_unstable_by_key(|(id, s)| (s.at, *id));
+            steps.clear();
+            steps.extend(keyed.drain(..).map(|(_, s)| s));
+            let tally = tallies.remove(path.node.as_str()).unwrap_or_default();
+            each(&path, &kind, &steps, tally)
+        };
+        self.conn().each_streamed(&sql, &values, |r| {
+            let node: &str = r.str(2)?;
+            if current
+                .as_ref()
+                .is_none_or(|(p, _)| p.node.as_str() != node)
+            {
+                let path = NodePath::new(
+                    id("region", r.get(0)?, RegionId::new)?,
+                    id("site", r.get(1)?, SiteId::new)?,
+                    id("node", r.get(2)?, NodeId::new)?,
+                );
+                let kind = id("kind", r.get(3)?, Name::new)?;
+                flush(current.replace((path, kind)), &mut keyed)?;
+            }
+            if let Some(at) = r.get::<Option<i64>>(6)? {
+                let step = Step {
+                    from: liveness(r.str(4)?)?,
+                    to: liveness(r.str(5)?)?,
+                    at: ts_of(at),
+                    cause: cause(r.str(7)?)?,
+                };
+                keyed.push((r.get(8)?, step));
+            }
+            Ok(())
+        })?;
+        flush(current.take(), &mut keyed)
     }
 
     /// Streams the nodes matching `q` in `shard` (in region, site, node order), each with

@@ -5,10 +5,11 @@ use alarmnet_protocol::{Birth, Name, NodeId, NodePath, RegionId, SiteId};
 use serde::Serialize;
 
 use super::StoreError;
+use super::days::Whose;
 use super::db::{Db, i64_of, i64_of_usize, id, liveness, ms_sql, ts_of, u64_of};
 use super::lists::{Conditions, Paged, limit_plus_one, slots, text};
 use super::sql::{Dialect, KEY, Row, Value, args, chunks, value_rows};
-use crate::model::{Liveness, UnixMillis};
+use crate::model::{Liveness, Silence, UnixMillis};
 
 /// A registered node as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -174,6 +175,11 @@ impl Db {
     ) -> Result<(), StoreError> {
         let info = serde_json::to_string(birth)?;
         let hb_ms = (birth.hb_interval_s * 1000.0).round() as u64;
+        let was: Option<(String, String, String)> = self.conn().query_opt(
+            "SELECT region, site, kind FROM nodes WHERE node = ?1",
+            args![path.node.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         self.conn().execute(
             "INSERT INTO nodes (node, region, site, kind, name, info, boot, hb_interval_ms,
                 birth_ts, first_seen, last_seen, state, state_since)
@@ -195,7 +201,43 @@ impl Db {
                 ms_sql(received_at),
             ],
         )?;
+        if let Some((region, site, kind)) = was
+            && (region != path.region.as_str()
+                || site != path.site.as_str()
+                || kind != birth.kind.as_str())
+        {
+            self.moved(path, &birth.kind, (&region, &site, &kind))?;
+        }
         self.name_places(path, birth)
+    }
+
+    /// A node moved (or changed kind): its summarized days under silences that match its
+    /// old place but not its new one, or the other way round, count otherwise now (a
+    /// report matches a node's silences where it is now).
+    fn moved(
+        &self,
+        path: &NodePath,
+        kind: &Name,
+        (region, site, old_kind): (&str, &str, &str),
+    ) -> Result<(), StoreError> {
+        if self.summaries_reach()?.is_none() {
+            return Ok(());
+        }
+        let matches = |s: &Silence, region: &str, site: &str, kind: &str| {
+            s.region.as_ref().is_none_or(|r| r.as_str() == region)
+                && s.site.as_ref().is_none_or(|x| x.as_str() == site)
+                && s.node.as_ref().is_none_or(|n| *n == path.node)
+                && s.kind.as_ref().is_none_or(|k| k.as_str() == kind)
+        };
+        for s in self.silences(None)? {
+            // One that matches both places, or neither, counts the same.
+            if matches(&s, region, site, old_kind)
+                != matches(&s, path.region.as_str(), path.site.as_str(), kind.as_str())
+            {
+                self.invalidate_summaries(Whose::Node(&path.node), s.starts_at, Some(s.ends_at))?;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the display names a birth gives its region and site (tags `region_name`,

@@ -255,7 +255,11 @@ pub async fn run(
                     Ok(day) => before = day.from(),
                     Err(_) => continue,
                 }
-                match store.call(|db| db.summarized_until()).await {
+                // Nor what invalidated summaries still need to be computed again from.
+                let marks = store
+                    .call(|db| Ok((db.summarized_until()?, db.summaries_redo_from()?)))
+                    .await;
+                match marks.map(|(until, redo)| until.map(|u| redo.map_or(u, |r| u.min(r)))) {
                     Ok(Some(until)) => before = before.min(until),
                     Ok(None) => continue,
                     Err(e) => {

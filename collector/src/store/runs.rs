@@ -3,6 +3,7 @@
 //! counts that time as `blind` (coverage), never as up or down.
 
 use super::StoreError;
+use super::days::Whose;
 use super::db::{Db, ms_sql, ts_of};
 use super::sql::args;
 use crate::model::UnixMillis;
@@ -12,6 +13,22 @@ impl Db {
     /// at its last sign of life, with any blind interval it left open.
     pub fn start_run(&self, at: UnixMillis) -> Result<i64, StoreError> {
         let conn = self.conn();
+        // Summaries were made while a run that crashed looked like the running one (watching
+        // up to now), or before any run log (nothing unwatched): from its last sign of life
+        // (from the start) nobody watched. `None`: runs before, none crashed.
+        let (runs, crashed): (i64, Option<i64>) = conn.query_one(
+            "SELECT count(*), min(alive_at) FILTER (WHERE ended_at IS NULL)
+             FROM collector_runs",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let unwatched_from = match (runs, crashed) {
+            (0, _) => Some(UnixMillis::EPOCH),
+            (_, crashed) => crashed.map(ts_of),
+        };
+        if let Some(from) = unwatched_from {
+            self.invalidate_summaries(Whose::All, from, None)?;
+        }
         conn.execute(
             "UPDATE blind_intervals SET end_at = (SELECT alive_at FROM collector_runs r
                  WHERE r.id = blind_intervals.run)
@@ -52,6 +69,8 @@ impl Db {
     /// Ends run `run` cleanly at `at`, closing an open blind interval.
     pub fn end_run(&self, run: i64, at: UnixMillis) -> Result<(), StoreError> {
         self.blind_edges(run, &[(false, at)])?;
+        // Nobody watches after it (summaries took the running run as watching).
+        self.invalidate_summaries(Whose::All, at, None)?;
         self.conn().execute(
             "UPDATE collector_runs SET alive_at = greatest(alive_at, ?2), ended_at = ?2
              WHERE id = ?1",
@@ -63,6 +82,8 @@ impl Db {
     /// Records blind mode starting (`true`) and ending (`false`) during run `run`.
     pub fn blind_edges(&self, run: i64, edges: &[(bool, UnixMillis)]) -> Result<(), StoreError> {
         for &(blind, at) in edges {
+            // An edge held back by a failing store, written once it works again.
+            self.invalidate_summaries(Whose::All, at, None)?;
             if blind {
                 self.conn().execute(
                     "INSERT INTO blind_intervals (run, start_at) VALUES (?1, ?2)",

@@ -364,6 +364,21 @@ ALTER TABLE notification_log ADD COLUMN notice INTEGER;
 ALTER TABLE notification_log ADD COLUMN done INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX notifications_by_notice ON notification_log (notice, output);
 "#,
+    // 12: the spans the daily summaries are made of (`summary_days`, one row per day
+    // summarized, whatever the time zone was then): a report picks the whole ones inside
+    // its window from here without scanning `node_days`. A node's row in `node_days` for
+    // one of them may be missing (registered later, or invalidated by a late write): the
+    // report reads that node's transitions instead (store::days). `summaries_reach`: writes
+    // dated before it invalidate summaries.
+    r#"
+CREATE TABLE summary_days (
+    day     INTEGER PRIMARY KEY,
+    day_end INTEGER NOT NULL
+);
+INSERT INTO summary_days (day, day_end) SELECT DISTINCT day, day_end FROM node_days;
+INSERT INTO store_marks (name, value)
+    SELECT 'summaries_reach', value FROM store_marks WHERE name = 'summarized_until';
+"#,
 ];
 
 /// The schema version of a database.
@@ -676,6 +691,16 @@ CREATE TABLE collector_lease (
     expires_at BIGINT NOT NULL,
     renewed_at BIGINT NOT NULL
 );
+"#,
+    // 3: SQLite's migration 12 (the summaries' spans).
+    r#"
+CREATE TABLE summary_days (
+    day     BIGINT PRIMARY KEY,
+    day_end BIGINT NOT NULL
+);
+INSERT INTO summary_days (day, day_end) SELECT DISTINCT day, day_end FROM node_days;
+INSERT INTO store_marks (name, value)
+    SELECT 'summaries_reach', value FROM store_marks WHERE name = 'summarized_until';
 "#,
 ];
 

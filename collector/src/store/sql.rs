@@ -217,6 +217,30 @@ impl Conn {
         }
     }
 
+    /// [`Self::each`], with the rows streaming from the engine on both: for large results
+    /// (hundreds of thousands of rows), which need not be held at once. `f` must not use
+    /// this connection (on PostgreSQL the query is still running while it is called).
+    pub fn each_streamed(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut f: impl FnMut(&Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        use postgres::fallible_iterator::FallibleIterator;
+        match &self.inner {
+            Inner::Sqlite(_) => self.each(sql, params, f),
+            Inner::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                let statement = pg.statement(sql)?;
+                let mut rows = pg.client.query_raw(&statement, pg_params(params))?;
+                while let Some(r) = rows.next()? {
+                    f(&Row(RowInner::Postgres(&r)))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The first row of a query mapped by `f`, or `None` without rows.
     pub fn query_opt<T>(
         &self,
