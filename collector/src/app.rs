@@ -315,14 +315,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .with_scope(scope)
         }
     };
+    // The API's readiness page read from the store: a standby's, and a region shard's.
+    let store_board = crate::ha::StandbyBoard {
+        store: store.clone(),
+        monitor: config.monitor.clone(),
+        readiness: config.readiness.clone(),
+        board: board.clone(),
+    };
     if scope.is_some() {
         // The whole network's readiness, from what every shard stored.
-        let refresher = crate::ha::StandbyBoard {
-            store: store.clone(),
-            monitor: config.monitor.clone(),
-            readiness: config.readiness.clone(),
-            board: board.clone(),
-        };
+        let refresher = store_board.clone();
         let (shutdown, clock) = (shutdown.clone(), clock.clone());
         tasks.spawn(
             "readiness-board",
@@ -348,12 +350,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let (mut roles, shutdown) = (roles.clone(), shutdown.clone());
         let me = config.mqtt.collector_id.as_str().to_owned();
         let (mut rx, mut control_rx, clock) = (rx, control_rx, clock.clone());
-        let standby_board = crate::ha::StandbyBoard {
-            store: store.clone(),
-            monitor: config.monitor.clone(),
-            readiness: config.readiness.clone(),
-            board: board.clone(),
-        };
         tasks.spawn(
             "core",
             async move {
@@ -361,7 +357,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     &mut rx,
                     &mut control_rx,
                     &mut roles,
-                    &standby_board,
+                    &store_board,
                     &clock,
                     &shutdown,
                 )

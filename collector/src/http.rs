@@ -334,7 +334,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: the store is open and committing, and the broker connected. On a shared store
+/// Ready: the store is open and committing, and the broker connected and delivering (a
+/// link check's echo came back through the collector's subscriptions). On a shared store
 /// the answer names the role: a standby is ready too (it serves the API).
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     let mut missing = Vec::new();
@@ -346,6 +347,9 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     }
     if !s.metrics.mqtt_connected.load(Relaxed) {
         missing.push("not connected to the broker");
+    } else if !s.metrics.mqtt_receiving.load(Relaxed) {
+        // Connected, but its subscriptions not yet known to deliver (no echo yet).
+        missing.push("not yet receiving from the broker");
     }
     let role = match s.metrics.role.load(Relaxed) {
         1 => " (standby)",
@@ -408,6 +412,7 @@ mod tests {
         assert!(body.contains("store") && body.contains("broker"), "{body}");
         metrics.store_open.store(true, Relaxed);
         metrics.mqtt_connected.store(true, Relaxed);
+        metrics.mqtt_receiving.store(true, Relaxed);
         assert_eq!(get_text(addr, "/readyz").await.0, 200);
         metrics.received.fetch_add(5, Relaxed);
         let (code, body) = get_text(addr, "/metrics").await;

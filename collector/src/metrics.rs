@@ -39,6 +39,9 @@ pub struct Metrics {
     pub ingest_queue_depth: AtomicU64,
     pub ingest_queue_capacity: AtomicU64,
     pub mqtt_connected: AtomicBool,
+    /// The broker delivers to the collector on its current connection: a link check's echo
+    /// came back through the collector's subscriptions (readiness waits for it).
+    pub mqtt_receiving: AtomicBool,
     pub mqtt_connects: AtomicU64,
     /// This collector's role (see [`crate::ha`]): 0 alone (SQLite), 1 standby, 2 active
     /// on a shared store.

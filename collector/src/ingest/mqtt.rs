@@ -512,6 +512,7 @@ pub async fn run(
                 if connected {
                     connected = false;
                     metrics.mqtt_connected.store(false, Relaxed);
+                    metrics.mqtt_receiving.store(false, Relaxed);
                     burst.push(CoreEvent::BrokerLost { at: clock() });
                     if !burst.hand_over(&core, &metrics, &shutdown).await {
                         break;
@@ -581,6 +582,7 @@ pub async fn run(
                             ts: Some(ts),
                             ..
                         }) if !p.retain && check.echoed(ts) => {
+                            metrics.mqtt_receiving.store(true, Relaxed);
                             burst.push(CoreEvent::LinkConfirmed { at: clock() });
                             if !burst.hand_over(&core, &metrics, &shutdown).await {
                                 break;
@@ -610,6 +612,7 @@ pub async fn run(
                 if connected {
                     connected = false;
                     metrics.mqtt_connected.store(false, Relaxed);
+                    metrics.mqtt_receiving.store(false, Relaxed);
                     tracing::warn!(error = %e, "lost the broker connection; reconnecting");
                     burst.push(CoreEvent::BrokerLost { at: clock() });
                     if !burst.hand_over(&core, &metrics, &shutdown).await {
@@ -636,6 +639,7 @@ pub async fn run(
         disconnect(&mut eventloop, &client, &own_state, clock()).await;
     }
     metrics.mqtt_connected.store(false, Relaxed);
+    metrics.mqtt_receiving.store(false, Relaxed);
     if shutdown.is_cancelled() {
         Ok(())
     } else {
