@@ -199,11 +199,20 @@ impl Db {
                     SELECT id FROM test_receipts WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
                 args![before, limit],
             )?,
-            Kind::Notifications => conn.execute(
-                "DELETE FROM notification_log WHERE id IN (
-                    SELECT id FROM notification_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
-                args![before, limit],
-            )?,
+            // The outbox goes with the log of its attempts.
+            Kind::Notifications => {
+                let notices = conn.execute(
+                    "DELETE FROM notices WHERE id IN (
+                        SELECT id FROM notices WHERE at < ?1 ORDER BY id LIMIT ?2)",
+                    args![before, limit],
+                )?;
+                let attempts = conn.execute(
+                    "DELETE FROM notification_log WHERE id IN (
+                        SELECT id FROM notification_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
+                    args![before, limit],
+                )?;
+                notices.max(attempts)
+            }
             Kind::Audit => conn.execute(
                 "DELETE FROM audit WHERE id IN (
                     SELECT id FROM audit WHERE at < ?1 ORDER BY id LIMIT ?2)",

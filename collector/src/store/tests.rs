@@ -378,6 +378,39 @@ fn many_rows_in_one_call_span_several_statements_and_keep_their_order() {
 }
 
 #[test]
+fn pruning_notifications_takes_the_outbox_with_the_log() {
+    each_engine(|db| {
+        let a = alert("0000000000000f41", 100);
+        let old = db.store_notice(&a, at(100)).expect("notice");
+        let new = db.store_notice(&a, at(300)).expect("notice");
+        db.record_notification(&NotificationAttempt {
+            alert_id: a.id,
+            alert_started_at: a.started_at,
+            status: a.status,
+            output: "webhook-0".into(),
+            attempt: 1,
+            at: at(100),
+            ok: true,
+            error: None,
+            notice: Some(old),
+            done: true,
+        })
+        .expect("log");
+        let kind = crate::store::retention::Kind::Notifications;
+        assert_eq!(db.prune(kind, at(200), 10).expect("prune"), 1);
+        let left: Vec<i64> = db
+            .unsent_notices("webhook-0", at(0))
+            .expect("notices")
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(left, [new], "the old notice went, the new one stays");
+        assert!(db.notifications(a.id).expect("log").is_empty());
+        assert_eq!(db.prune(kind, at(200), 10).expect("prune"), 0);
+    });
+}
+
+#[test]
 fn transition_windows_carry_the_state_before_the_window() {
     each_engine(|db| {
         use Liveness::*;
