@@ -40,10 +40,10 @@
 
 use std::time::Duration;
 
-use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
+use alarmnet_protocol::{Name, NodeId, NodePath};
 use tokio_util::sync::CancellationToken;
 
-use super::db::{Db, i64_of, id, ms_sql, ts_of, u64_of};
+use super::db::{Db, i64_of, ms_sql, ts_of, u64_of};
 use super::history::Shard;
 use super::lists::ts_int;
 use super::nodes::NodeQuery;
@@ -399,16 +399,7 @@ impl Db {
         shard: Shard,
         mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut c = q.conditions();
-        if shard.of > 1 {
-            c.and(
-                "nodes.rowid % ? = ?",
-                [
-                    super::lists::int(u64::from(shard.of)),
-                    super::lists::int(u64::from(shard.index)),
-                ],
-            );
-        }
+        let c = shard.conditions(q);
         // The span's bounds sit in the join's ON clause (a node without a row still gives
         // one), before the WHERE clause's placeholders. A node's rows are put in order
         // here: ordering them in SQL too made SQLite sort all of them in a temporary
@@ -425,37 +416,18 @@ impl Db {
              ORDER BY nodes.region, nodes.site, nodes.node",
             c.sql()
         );
-        let mut current: Option<(NodePath, Name)> = None;
-        let mut segments: Vec<Segment> = Vec::new();
-        let mut flush = |node: Option<(NodePath, Name)>, segments: &mut Vec<Segment>| {
-            let Some((path, kind)) = node else {
-                return Ok(());
-            };
-            segments.sort_unstable_by_key(|s| s.from);
-            let done = each(&path, &kind, segments);
-            segments.clear();
-            done
-        };
-        self.conn().each_streamed(&sql, &values, |r| {
-            let node: &str = r.str(2)?;
-            if current
-                .as_ref()
-                .is_none_or(|(p, _)| p.node.as_str() != node)
-            {
-                let path = NodePath::new(
-                    id("region", r.get(0)?, RegionId::new)?,
-                    id("site", r.get(1)?, SiteId::new)?,
-                    id("node", r.get(2)?, NodeId::new)?,
-                );
-                let kind = id("kind", r.get(3)?, Name::new)?;
-                flush(current.replace((path, kind)), &mut segments)?;
-            }
-            if let Some(day) = r.get::<Option<i64>>(4)? {
-                segments.push(segment(r, day)?);
-            }
-            Ok(())
-        })?;
-        flush(current.take(), &mut segments)
+        self.each_by_node(
+            &sql,
+            &values,
+            |r| match r.get::<Option<i64>>(4)? {
+                Some(day) => segment(r, day).map(Some),
+                None => Ok(None),
+            },
+            |path, kind, segments| {
+                segments.sort_unstable_by_key(|s| s.from);
+                each(path, kind, segments)
+            },
+        )
     }
 }
 

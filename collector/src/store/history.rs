@@ -32,6 +32,63 @@ pub struct Shard {
 
 impl Shard {
     pub const ALL: Shard = Shard { index: 0, of: 1 };
+
+    /// The conditions of `q`, and this shard's nodes only.
+    pub(super) fn conditions(self, q: &NodeQuery) -> Conditions {
+        let mut c = q.conditions();
+        if self.of > 1 {
+            c.and(
+                "nodes.rowid % ? = ?",
+                [int(u64::from(self.of)), int(u64::from(self.index))],
+            );
+        }
+        c
+    }
+}
+
+impl Db {
+    /// Streams the rows of `sql` (ordered by node; columns 0 to 3 the node's region, site,
+    /// id and kind, as the queries joining `nodes` to a node's rows give them) grouped by
+    /// node: `row` reads a row's own part (`None`: the node has none, a `LEFT JOIN`'s
+    /// empty side), and `each` gets every node with its parts, in the rows' order.
+    pub(super) fn each_by_node<T>(
+        &self,
+        sql: &str,
+        values: &[Value<'_>],
+        mut row: impl FnMut(&Row<'_>) -> Result<Option<T>, StoreError>,
+        mut each: impl FnMut(&NodePath, &Name, &mut Vec<T>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut current: Option<(NodePath, Name)> = None;
+        let mut parts: Vec<T> = Vec::new();
+        let mut flush = |node: Option<(NodePath, Name)>, parts: &mut Vec<T>| {
+            let Some((path, kind)) = node else {
+                return Ok(());
+            };
+            let done = each(&path, &kind, parts);
+            parts.clear();
+            done
+        };
+        self.conn().each_streamed(sql, values, |r| {
+            let node: &str = r.str(2)?;
+            if current
+                .as_ref()
+                .is_none_or(|(p, _)| p.node.as_str() != node)
+            {
+                let path = NodePath::new(
+                    id("region", r.get(0)?, RegionId::new)?,
+                    id("site", r.get(1)?, SiteId::new)?,
+                    id("node", r.get(2)?, NodeId::new)?,
+                );
+                let kind = id("kind", r.get(3)?, Name::new)?;
+                flush(current.replace((path, kind)), &mut parts)?;
+            }
+            if let Some(part) = row(r)? {
+                parts.push(part);
+            }
+            Ok(())
+        })?;
+        flush(current.take(), &mut parts)
+    }
 }
 
 const TRANSITION_COLUMNS: &str = "node, from_state, to_state, at, cause";
@@ -256,13 +313,7 @@ impl Db {
         shard: Shard,
         mut each: impl FnMut(&NodePath, &Name, &[Step], TestTally) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut c = q.conditions();
-        if shard.of > 1 {
-            c.and(
-                "nodes.rowid % ? = ?",
-                [int(u64::from(shard.of)), int(u64::from(shard.index))],
-            );
-        }
+        let c = shard.conditions(q);
         let mut tallies: std::collections::HashMap<String, TestTally> =
             std::collections::HashMap::new();
         let tests = c.with("r.ts >= ? AND r.ts < ?", [ts_int(from), ts_int(until)]);
@@ -297,45 +348,30 @@ impl Db {
             c.sql()
         );
         // A node's transitions are put in order here (see `Db::each_node_days`).
-        let mut current: Option<(NodePath, Name)> = None;
-        let mut keyed: Vec<(i64, Step)> = Vec::new();
         let mut steps: Vec<Step> = Vec::new();
-        let mut flush = |node: Option<(NodePath, Name)>, keyed: &mut Vec<(i64, Step)>| {
-            let Some((path, kind)) = node else {
-                return Ok(());
-            };
-            keyed.sort_unstable_by_key(|(id, s)| (s.at, *id));
-            steps.clear();
-            steps.extend(keyed.drain(..).map(|(_, s)| s));
-            let tally = tallies.remove(path.node.as_str()).unwrap_or_default();
-            each(&path, &kind, &steps, tally)
-        };
-        self.conn().each_streamed(&sql, &values, |r| {
-            let node: &str = r.str(2)?;
-            if current
-                .as_ref()
-                .is_none_or(|(p, _)| p.node.as_str() != node)
-            {
-                let path = NodePath::new(
-                    id("region", r.get(0)?, RegionId::new)?,
-                    id("site", r.get(1)?, SiteId::new)?,
-                    id("node", r.get(2)?, NodeId::new)?,
-                );
-                let kind = id("kind", r.get(3)?, Name::new)?;
-                flush(current.replace((path, kind)), &mut keyed)?;
-            }
-            if let Some(at) = r.get::<Option<i64>>(6)? {
+        self.each_by_node(
+            &sql,
+            &values,
+            |r| {
+                let Some(at) = r.get::<Option<i64>>(6)? else {
+                    return Ok(None);
+                };
                 let step = Step {
                     from: liveness(r.str(4)?)?,
                     to: liveness(r.str(5)?)?,
                     at: ts_of(at),
                     cause: cause(r.str(7)?)?,
                 };
-                keyed.push((r.get(8)?, step));
-            }
-            Ok(())
-        })?;
-        flush(current.take(), &mut keyed)
+                Ok(Some((r.get::<i64>(8)?, step)))
+            },
+            |path, kind, keyed| {
+                keyed.sort_unstable_by_key(|(id, s)| (s.at, *id));
+                steps.clear();
+                steps.extend(keyed.drain(..).map(|(_, s)| s));
+                let tally = tallies.remove(path.node.as_str()).unwrap_or_default();
+                each(path, kind, &steps, tally)
+            },
+        )
     }
 
     /// Streams the nodes matching `q` in `shard` (in region, site, node order), each with
@@ -355,13 +391,7 @@ impl Db {
         shard: Shard,
         mut each: impl FnMut(&NodePath, &Name, &[Step], TestTally) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut c = q.conditions();
-        if shard.of > 1 {
-            c.and(
-                "nodes.rowid % ? = ?",
-                [int(u64::from(shard.of)), int(u64::from(shard.index))],
-            );
-        }
+        let c = shard.conditions(q);
         let sql = format!(
             "SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
              ORDER BY nodes.region, nodes.site, nodes.node",
