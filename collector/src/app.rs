@@ -200,7 +200,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         api::events::DEFAULT_LAG,
         tz.clone(),
     );
-    if let Some(pg) = shared {
+    if let Some(pg) = shared.clone() {
         // The collectors of one store see each other's events.
         api::relay::start(
             pg,
@@ -315,21 +315,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .with_scope(scope)
         }
     };
-    // The API's readiness page read from the store: a standby's, and a region shard's.
-    let store_board = crate::ha::StandbyBoard {
-        store: store.clone(),
-        monitor: config.monitor.clone(),
-        readiness: config.readiness.clone(),
-        board: board.clone(),
-    };
-    if scope.is_some() {
-        // The whole network's readiness, from what every shard stored.
-        let refresher = store_board.clone();
-        let (shutdown, clock) = (shutdown.clone(), clock.clone());
+    if shared.is_some() {
+        // The API's readiness page read from the store: a standby's, and a region
+        // shard's (the whole network's, from what every shard stored).
+        let refresher = crate::ha::StoreBoard {
+            store: store.clone(),
+            monitor: config.monitor.clone(),
+            readiness: config.readiness.clone(),
+            board: board.clone(),
+        };
+        let (roles, shutdown, clock) = (roles.clone(), shutdown.clone(), clock.clone());
+        let shard = scope.is_some();
         tasks.spawn(
             "readiness-board",
             async move {
-                refresher.run(&clock, &shutdown).await;
+                refresher.run(&clock, roles, shard, &shutdown).await;
                 ended(&shutdown)
             }
             .instrument(tracing::info_span!("readiness-board")),
@@ -353,15 +353,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(
             "core",
             async move {
-                let Some((warm, role)) = crate::ha::stand_by(
-                    &mut rx,
-                    &mut control_rx,
-                    &mut roles,
-                    &store_board,
-                    &clock,
-                    &shutdown,
-                )
-                .await
+                let Some((warm, role)) =
+                    crate::ha::stand_by(&mut rx, &mut control_rx, &mut roles, &shutdown).await
                 else {
                     return ended(&shutdown);
                 };

@@ -398,20 +398,20 @@ fn received_at(event: &CoreEvent) -> UnixMillis {
     }
 }
 
-/// How often a standby reads the readiness rollups from the store.
+/// How often a standby or a region shard reads the readiness rollups from the store.
 const BOARD_EVERY: Duration = Duration::from_secs(5);
 
 /// A readiness page read from the store: a standby's (the rollups of what the active
 /// collector stored), or any region shard's (the rollups of what every shard stored).
 #[derive(Debug, Clone)]
-pub struct StandbyBoard {
+pub struct StoreBoard {
     pub store: crate::store::Store,
     pub monitor: crate::alerts::MonitorConfig,
     pub readiness: crate::readiness::ReadinessConfig,
     pub board: crate::readiness::Board,
 }
 
-impl StandbyBoard {
+impl StoreBoard {
     /// Reads every node's liveness and readiness inputs from the store and publishes the
     /// rollups, as the active collector's core would after a restart.
     pub async fn refresh(&self, now: UnixMillis) -> Result<(), StoreError> {
@@ -434,39 +434,46 @@ impl StandbyBoard {
     }
 }
 
-impl StandbyBoard {
-    /// Refreshes the rollups every few seconds until `shutdown` (a region shard's API).
-    pub async fn run(&self, clock: &crate::model::Clock, shutdown: &CancellationToken) {
+impl StoreBoard {
+    /// Refreshes the rollups every few seconds until `shutdown`: always on a region shard
+    /// (`shard`), otherwise while this collector stands by (the active one's core
+    /// publishes its own).
+    pub async fn run(
+        &self,
+        clock: &crate::model::Clock,
+        roles: Roles,
+        shard: bool,
+        shutdown: &CancellationToken,
+    ) {
         let mut refresh = tokio::time::interval(BOARD_EVERY);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = refresh.tick() => {
-                    if let Err(e) = self.refresh(clock()).await {
-                        tracing::warn!(error = %e, "cannot read readiness from the store");
-                    }
-                }
+                _ = refresh.tick() => {}
+            }
+            let standby = matches!(*roles.borrow(), Role::Standby { .. });
+            if !(shard || standby) {
+                continue;
+            }
+            if let Err(e) = self.refresh(clock()).await {
+                tracing::warn!(error = %e, "cannot read readiness from the store");
             }
         }
     }
 }
 
-/// Runs the standby: keeps what ingest delivers warm, refuses operators' writes (they go
-/// to the active collector) and keeps the readiness page current from the store, until
-/// this collector becomes active. Returns what it heard, or `None` at shutdown or when
+/// Runs the standby: keeps what ingest delivers warm and refuses operators' writes (they
+/// go to the active collector) until this collector becomes active (its readiness page
+/// comes from [`StoreBoard::run`]). Returns what it heard, or `None` at shutdown or when
 /// the role was lost.
 pub async fn stand_by(
     events: &mut mpsc::Receiver<CoreEvent>,
     control: &mut mpsc::Receiver<ControlRequest>,
     roles: &mut Roles,
-    board: &StandbyBoard,
-    clock: &crate::model::Clock,
     shutdown: &CancellationToken,
 ) -> Option<(Warm, Role)> {
     let mut warm = Warm::default();
-    let mut refresh = tokio::time::interval(BOARD_EVERY);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let role = roles.borrow_and_update().clone();
         match role {
@@ -486,11 +493,6 @@ pub async fn stand_by(
                 None => return None,
             },
             Some(request) = control.recv() => refuse(request, &role),
-            _ = refresh.tick() => {
-                if let Err(e) = board.refresh(clock()).await {
-                    tracing::warn!(error = %e, "standby: cannot read readiness from the store");
-                }
-            }
         }
     }
 }
