@@ -360,19 +360,15 @@ impl Db {
             *slot = Some(o.as_str());
         }
         let any = outcomes.is_empty();
+        // The drill and its outcome filter: ?1 to ?8 of both statements.
+        let filter: Vec<Value<'_>> = [Value::from(drill.as_str()), any.into()]
+            .into_iter()
+            .chain(slots.iter().map(|&s| Value::from(s)))
+            .collect();
         let total: i64 = self.conn().query_one(
             "SELECT count(*) FROM drill_nodes WHERE drill = ?1
                AND (?2 OR outcome IN (?3, ?4, ?5, ?6, ?7, ?8))",
-            args![
-                drill.as_str(),
-                any,
-                slots[0],
-                slots[1],
-                slots[2],
-                slots[3],
-                slots[4],
-                slots[5]
-            ],
+            &filter,
             |r| r.get(0),
         )?;
         let sql = format!(
@@ -381,32 +377,22 @@ impl Db {
                AND (CAST(?9 AS TEXT) IS NULL OR (region, site, node) > (?9, ?10, ?11))
              ORDER BY region, site, node LIMIT ?12"
         );
-        let items = self.conn().query(
-            &sql,
-            args![
-                drill.as_str(),
-                any,
-                slots[0],
-                slots[1],
-                slots[2],
-                slots[3],
-                slots[4],
-                slots[5],
-                after.map(|k| k.region.as_str()),
-                after.map(|k| k.site.as_str()),
-                after.map(|k| k.node.as_str()),
-                limit_plus_one(limit),
-            ],
-            |r| {
-                let n = node_row(r)?;
-                let key = NodeKey {
-                    region: n.path.region.clone(),
-                    site: n.path.site.clone(),
-                    node: n.path.node.clone(),
-                };
-                Ok((key, n))
-            },
-        )?;
+        let mut page = filter;
+        page.extend([
+            Value::from(after.map(|k| k.region.as_str())),
+            after.map(|k| k.site.as_str()).into(),
+            after.map(|k| k.node.as_str()).into(),
+            limit_plus_one(limit),
+        ]);
+        let items = self.conn().query(&sql, &page, |r| {
+            let n = node_row(r)?;
+            let key = NodeKey {
+                region: n.path.region.clone(),
+                site: n.path.site.clone(),
+                node: n.path.node.clone(),
+            };
+            Ok((key, n))
+        })?;
         Ok(Paged::from_rows(items, limit, u64_of(total)))
     }
 
