@@ -905,7 +905,7 @@ impl Core {
         }
         self.count_wills();
         loop {
-            if self.batch.is_empty() && self.pending.is_empty() {
+            if self.fenced_out() || (self.batch.is_empty() && self.pending.is_empty()) {
                 return;
             }
             let now = self.now();
@@ -921,6 +921,9 @@ impl Core {
             let pending = std::mem::take(&mut self.pending);
             match self.store.write(batch).await {
                 Err((e, batch)) => {
+                    if self.fenced_out() {
+                        return;
+                    }
                     if is_disk_full(&e) && self.release_reserve() {
                         // Room was made: the same writes again, at once.
                         self.batch = batch;
@@ -941,6 +944,25 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Whether another collector took the lease over (this one stalled past it): what this
+    /// one decides since is neither committed (the store's fence refused it) nor announced,
+    /// since the new active collector judges the same nodes and notifies what it finds.
+    /// Its held writes are dropped; the lease task stops the collector.
+    fn fenced_out(&mut self) -> bool {
+        if !self.store.lease_lost() {
+            return false;
+        }
+        if !(self.batch.is_empty() && self.pending.is_empty()) {
+            tracing::error!(
+                writes = self.batch.len(),
+                "the active lease was taken over: nothing decided since is committed or announced"
+            );
+            self.batch = WriteBatch::default();
+            self.pending = Pending::default();
+        }
+        true
     }
 
     /// Announces what a burst decided: events, time-series points, notifications.
@@ -1030,6 +1052,9 @@ impl Core {
     /// write, and a store that fails it fails; one that takes it again while nothing is
     /// held has recovered.
     fn check_seen_flush(&mut self) {
+        if self.store.lease_lost() {
+            return;
+        }
         let result = self
             .seen_result
             .lock()
@@ -1379,6 +1404,78 @@ mod tests {
                 Notice::Resume(_) => None,
             })
             .collect()
+    }
+
+    /// An active collector that stalled past its lease, and finds it taken when it writes,
+    /// announces nothing it decides since: no notification, no `store_failed` for the
+    /// refused commits, nothing committed. The new active collector judges the same nodes.
+    #[test]
+    fn a_collector_fenced_out_of_its_lease_announces_nothing() {
+        use crate::store::lease::{Fence, LeaseTry};
+        // The blocking PostgreSQL client runs outside the runtime; only the store's calls
+        // run inside.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let url = crate::store::engines::postgres_url();
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::connect(&url, None, metrics.clone()).expect("store");
+        let config = crate::store::sql::pg_config(&url, None).expect("url");
+        let leases = Db::connect_reader(&config).expect("connect");
+        let fence = Arc::new(Fence::new("active", "a"));
+        store.set_fence(fence.clone());
+        let LeaseTry::Taken { epoch, .. } = leases.try_lease("active", "a", 1).expect("try") else {
+            panic!("a free lease");
+        };
+        fence.arm(epoch);
+        let (mut core, mut rx, _events) = core(&store, &metrics);
+        let mut ingest = ingest(&metrics);
+        rt.block_on(async {
+            core.restore(T0).await.expect("restore");
+            core.absorb(CoreEvent::BrokerConnected {
+                at: T0,
+                session_present: false,
+            });
+            core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
+            for n in ["n1", "n2"] {
+                core.absorb(born(&mut ingest, n));
+            }
+            core.commit_and_announce().await;
+        });
+        assert!(notices(&mut rx).is_empty());
+
+        // Another collector takes the expired lease over; this one wakes and hears n2 die.
+        std::thread::sleep(Duration::from_millis(20));
+        let taken = leases.try_lease("active", "b", 60_000).expect("try");
+        assert!(matches!(taken, LeaseTry::Taken { .. }), "{taken:?}");
+        let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
+        rt.block_on(async {
+            core.absorb(event(&mut ingest, "n2", "state", will, T0 + ms(40_000)));
+            core.absorb(CoreEvent::LinkConfirmed {
+                at: T0 + ms(40_001),
+            });
+            assert_eq!(
+                core.monitor()
+                    .tracker()
+                    .node(&NodeId::new("n2").expect("id"))
+                    .map(|v| v.state()),
+                Some(Liveness::Offline),
+                "judged as usual"
+            );
+            core.commit_and_announce().await;
+            // Once more, as the next burst would.
+            core.absorb(event(&mut ingest, "n1", "state", will, T0 + ms(41_000)));
+            core.commit_and_announce().await;
+        });
+        assert!(fence.lost());
+        assert_eq!(notices(&mut rx), [], "nothing announced once fenced out");
+        assert!(!metrics.store_failing.load(Relaxed), "not a store failure");
+        let n2 = leases
+            .node(&NodeId::new("n2").expect("id"))
+            .expect("read")
+            .expect("n2");
+        assert_eq!(n2.state, Liveness::Online, "nothing committed");
     }
 
     #[tokio::test]

@@ -261,3 +261,72 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
     wait_key(&hook, &k("collector_failover", "-", "firing"), WAIT).await;
     drop(restarted);
 }
+
+/// An active collector that stalls (SIGSTOP) past its lease while a siren dies: the
+/// standby takes over and notifies the siren once. When the stalled one wakes (SIGCONT) it
+/// still holds in its socket what it heard before the stall and the siren's death, and
+/// judges on it; but the lease is no longer its own, so it commits nothing, notifies
+/// nothing (no second `node_offline`, no `store_failed` for the refused commits), and
+/// stops with an error.
+#[tokio::test]
+async fn a_stalled_active_collector_wakes_up_fenced_and_silent() {
+    let postgres = Postgres::start();
+    let url = postgres.create_database();
+    let broker = Mosquitto::builder().start().await;
+    let hook = WebhookReceiver::start().await;
+    let mut a = start_collector(&broker, &hook, &url, "collector-a").await;
+    wait_role(&a, "active").await;
+    let b = start_collector(&broker, &hook, &url, "collector-b").await;
+    wait_role(&b, "standby").await;
+
+    let dir = workdir();
+    let _sim = sim(dir.path(), &broker, 100, "");
+    let mut siren = agent(dir.path(), &broker, "ha-siren");
+    wait_for(WAIT, "every node online", || async {
+        (count(b.http_port, "online").await == 101).then_some(())
+    })
+    .await;
+
+    let t0 = Instant::now();
+    a.process.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    siren.kill_and_reap();
+    wait_for(WAIT, "the standby active", || async {
+        (readyz(b.http_port).await == "ready (active)\n").then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("SIGSTOP of the active collector → the standby active: {took:?} (lease {LEASE:?})");
+    assert!(
+        took <= LEASE + Duration::from_secs(2),
+        "takeover took {took:?}"
+    );
+    wait_key(&hook, &k("node_offline", "ha-siren", "firing"), WAIT).await;
+
+    // Stalled well past the siren's timeout, then awake.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.process.signal("CONT");
+    let stopped = a.process.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        stopped.is_some_and(|s| !s.success()),
+        "the woken collector stops with an error: {stopped:?}\n{}",
+        a.process.output_tail(30)
+    );
+    assert!(
+        a.process.output_tail(200).contains("lease"),
+        "it says why: {}",
+        a.process.output_tail(30)
+    );
+
+    // Settle past the retry delays of every output, then score.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = hook.keys();
+    got.sort();
+    let mut want = vec![
+        k("collector_failover", "-", "firing"),
+        k("node_offline", "ha-siren", "firing"),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{}", a.process.output_tail(60));
+    assert_eq!(count(b.http_port, "offline").await, 1, "only the siren");
+}

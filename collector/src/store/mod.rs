@@ -198,6 +198,12 @@ impl Store {
         let _ = self.fence.set(fence);
     }
 
+    /// Whether a write found the lease taken by another collector (see [`lease::Fence`]):
+    /// nothing this collector decides is committed any more, and nothing may be announced.
+    pub fn lease_lost(&self) -> bool {
+        self.fence.get().is_some_and(|f| f.lost())
+    }
+
     /// How many reads run at once (reader threads; 1 without them): how many shards a
     /// large read is worth splitting into.
     pub fn parallel_reads(&self) -> usize {
