@@ -6,7 +6,9 @@
 use std::borrow::Borrow;
 use std::fmt;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
 
 /// Why a string is not a valid identifier of some kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +48,22 @@ fn shorten(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
+/// Reads an identifier from a string without first copying it into a `String`: a JSON
+/// string without escapes is checked in place, and an id of up to 23 bytes never allocates.
+struct IdVisitor<T>(&'static str, fn(&str) -> Result<T, IdError>);
+
+impl<T> Visitor<'_> for IdVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} string", self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        (self.1)(s).map_err(E::custom)
+    }
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $min:literal, $max:literal, $pred:path, $rule:literal) => {
         id_type!($(#[$doc])* $name, $what, $min, $max, $pred, $rule, reserved: []);
@@ -53,19 +71,19 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $min:literal, $max:literal, $pred:path, $rule:literal, reserved: [$($reserved:literal),*]) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(SmolStr);
 
         impl $name {
             /// What this identifier must look like, in words.
             pub const RULE: &'static str = $rule;
 
             /// Checks `s` against the rule and wraps it.
-            pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
-                let s = s.into();
+            pub fn new(s: impl AsRef<str>) -> Result<Self, IdError> {
+                let s = s.as_ref();
                 if (($min)..=($max)).contains(&s.len()) && s.bytes().all($pred) $(&& s != $reserved)* {
-                    Ok(Self(s))
+                    Ok(Self(SmolStr::new(s)))
                 } else {
-                    Err(IdError { what: $what, value: shorten(&s), rule: $rule })
+                    Err(IdError { what: $what, value: shorten(s), rule: $rule })
                 }
             }
 
@@ -76,7 +94,7 @@ macro_rules! id_type {
 
             /// Unwraps the inner string.
             pub fn into_string(self) -> String {
-                self.0
+                self.0.as_str().to_owned()
             }
         }
 
@@ -127,7 +145,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.into_string()
             }
         }
 
@@ -139,8 +157,7 @@ macro_rules! id_type {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                Self::new(s.into_owned()).map_err(serde::de::Error::custom)
+                d.deserialize_str(IdVisitor($what, |s| Self::new(s)))
             }
         }
     };
@@ -190,7 +207,7 @@ id_type!(
 impl BootId {
     /// A fresh boot id of 16 hex digits from the given random bits.
     pub fn from_random(bits: u64) -> Self {
-        Self(format!("{bits:016x}"))
+        Self(SmolStr::new(format!("{bits:016x}")))
     }
 }
 
