@@ -247,7 +247,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.drills.clone(),
         tz.clone(),
         clock.clone(),
-    );
+    )
+    .for_shard(config.store.shard.as_deref().unwrap_or_default());
     tasks.spawn(
         "drills",
         when_active(roles.clone(), shutdown.clone(), {

@@ -103,6 +103,7 @@ fn drill_error(e: DrillError) -> ApiError {
         DrillError::NotFound(id) => ApiError::not_found("id", format!("no drill {id}")),
         e @ DrillError::NotOpen { .. } => ApiError::conflict("not_open", e.to_string()),
         DrillError::Unavailable(m) => ApiError::unavailable(m),
+        e @ DrillError::Claimed => ApiError::conflict("claimed", e.to_string()),
     }
 }
 

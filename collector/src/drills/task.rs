@@ -57,6 +57,9 @@ pub enum DrillError {
     NotOpen { id: String, status: Status },
     #[error("{0}")]
     Unavailable(String),
+    /// A scheduled occurrence another collector (another shard's) started first.
+    #[error("this occurrence was started by another collector")]
+    Claimed,
 }
 
 fn list(nodes: &[NodeId]) -> String {
@@ -213,6 +216,8 @@ pub struct DrillsTask {
     live: HashMap<CmdId, Entry>,
     schedules: Vec<Scheduled>,
     polls: u64,
+    /// The region shard whose drills this task runs (`""` without shards).
+    owner: String,
 }
 
 impl std::fmt::Debug for DrillsTask {
@@ -249,7 +254,16 @@ impl DrillsTask {
             live: HashMap::new(),
             schedules,
             polls: 0,
+            owner: String::new(),
         }
+    }
+
+    /// Runs the drills of region shard `shard` only: those started through its collectors'
+    /// API or by a schedule occurrence one of them claimed. Every shard's drill reaches
+    /// nodes of any region (commands go through the broker, receipts through the store).
+    pub fn for_shard(mut self, shard: &str) -> Self {
+        self.owner = shard.to_owned();
+        self
     }
 
     fn now(&self) -> UnixMillis {
@@ -262,7 +276,10 @@ impl DrillsTask {
         let now = self.now();
         let rows = self
             .store
-            .read(move |db| db.live_drills(now - LATE_WINDOW))
+            .read({
+                let owner = self.owner.clone();
+                move |db| db.live_drills(now - LATE_WINDOW, &owner)
+            })
             .await?;
         for (DrillRow { meta, cursor }, results) in rows {
             let entry = Entry::new(LiveDrill::new(meta, results), cursor);
@@ -278,12 +295,16 @@ impl DrillsTask {
             let name = s.schedule.name.clone();
             s.last = self.store.read(move |db| db.schedule_last(&name)).await?;
             if s.last.is_none() {
-                // A new schedule starts counting now: nothing before it is "missed".
+                // A new schedule starts counting now: nothing before it is "missed" (another
+                // shard's collector may have started the count a moment ago).
                 let name = s.schedule.name.clone();
-                self.store
-                    .call(move |db| db.set_schedule_last(&name, now))
+                s.last = self
+                    .store
+                    .call(move |db| {
+                        db.claim_schedule(&name, now)?;
+                        db.schedule_last(&name)
+                    })
                     .await?;
-                s.last = Some(now);
             }
         }
         self.poll().await;
@@ -388,16 +409,20 @@ impl DrillsTask {
         let paths: Vec<_> = nodes.iter().map(|n| n.path.clone()).collect();
         let drill = LiveDrill::new(meta, nodes.clone());
         let stored = drill.meta().clone();
+        let owner = self.owner.clone();
         let cursor = self
             .store
             .call(move |db| {
-                db.insert_drill(&stored, &nodes)?;
-                if let Some((name, at)) = &schedule {
-                    db.set_schedule_last(name, *at)?;
+                if let Some((name, at)) = &schedule
+                    && !db.claim_schedule(name, *at)?
+                {
+                    return Ok(None);
                 }
-                Ok(db.drill(stored.id.as_str())?.map_or(0, |d| d.cursor))
+                db.insert_drill(&stored, &nodes, &owner)?;
+                Ok(Some(db.drill(stored.id.as_str())?.map_or(0, |d| d.cursor)))
             })
-            .await?;
+            .await?
+            .ok_or(DrillError::Claimed)?;
         let mut entry = Entry::new(drill, cursor);
         let m = entry.drill.meta().clone();
         tracing::info!(drill = %m.id, by = %m.started_by, test = %m.test, nodes = selected, "drill started");
@@ -420,7 +445,20 @@ impl DrillsTask {
             .map(|x| x.1)
         else {
             let look = id.clone();
-            return match self.store.read(move |db| db.drill(&look)).await? {
+            let owner = self.owner.clone();
+            let (found, run_by) = self
+                .store
+                .read(move |db| Ok((db.drill(&look)?, db.drill_owner(&look)?)))
+                .await?;
+            if let (Some(d), Some(shard)) = (&found, run_by)
+                && d.meta.status == Status::Open
+                && shard != owner
+            {
+                return Err(DrillError::Unavailable(format!(
+                    "drill {id} is run by the collectors of shard {shard:?}; cancel it there"
+                )));
+            }
+            return match found {
                 Some(d) => Err(DrillError::NotOpen {
                     id,
                     status: d.meta.status,
@@ -581,6 +619,9 @@ impl DrillsTask {
                         .await
                     {
                         Ok(_) => {}
+                        Err(DrillError::Claimed) => {
+                            tracing::info!(schedule = %name, "scheduled drill started by another collector");
+                        }
                         Err(e @ (DrillError::NoMatch | DrillError::UnknownNodes(_))) => {
                             tracing::warn!(schedule = %name, error = %e, "scheduled drill not started");
                             let n = name.clone();
@@ -689,6 +730,16 @@ mod tests {
     }
 
     async fn rig(store: &Store, clock: &Arc<AtomicU64>, schedule: Vec<ScheduleConfig>) -> Rig {
+        rig_of(store, clock, schedule, "").await
+    }
+
+    /// [`rig`] for the collectors of region shard `shard`.
+    async fn rig_of(
+        store: &Store,
+        clock: &Arc<AtomicU64>,
+        schedule: Vec<ScheduleConfig>,
+        shard: &str,
+    ) -> Rig {
         let (tx, sent) = mpsc::unbounded_channel();
         let (commands, queue) = Commands::channel();
         let stop = CancellationToken::new();
@@ -713,7 +764,8 @@ mod tests {
             config,
             tz,
             Arc::new(move || UnixMillis::from_millis(c.load(Relaxed))),
-        );
+        )
+        .for_shard(shard);
         task.restore().await.expect("restore");
         Rig { task, sent, stop }
     }
@@ -830,5 +882,45 @@ mod tests {
             .await
             .expect("list");
         assert_eq!(page.total, 1);
+    }
+
+    /// Region shards on one store run the same schedules: each occurrence starts one drill,
+    /// run (tallied, closed, resumed after a restart) by the shard that claimed it only.
+    #[tokio::test]
+    async fn shards_start_each_scheduled_drill_once_and_run_only_their_own() {
+        let store = store_with(&["n1", "n2"]).await;
+        let clock = Arc::new(AtomicU64::new(T0.as_millis()));
+        let schedule = vec![ScheduleConfig {
+            name: "daily".into(),
+            when: "every day at 09:00".into(),
+            selector: Selector::default(),
+            test: "silent".into(),
+            deadline: Duration::from_secs(600),
+        }];
+        let mut east = rig_of(&store, &clock, schedule.clone(), "east").await;
+        let mut west = rig_of(&store, &clock, schedule.clone(), "west").await;
+        clock.store((T0 + ms(3_601_000)).as_millis(), Relaxed);
+        west.task.poll().await;
+        east.task.poll().await;
+        let page = store
+            .read(|db| db.drill_page(None, None, 10))
+            .await
+            .expect("list");
+        assert_eq!(page.total, 1, "one drill for the occurrence");
+        assert_eq!((west.task.live.len(), east.task.live.len()), (1, 0));
+        let id = west.task.live.keys().next().expect("west's").clone();
+
+        // Each shard's restarted (or new active) collector resumes its own drills only.
+        drop((east, west));
+        let mut east = rig_of(&store, &clock, schedule.clone(), "east").await;
+        let west = rig_of(&store, &clock, schedule, "west").await;
+        assert!(east.task.live.is_empty());
+        assert!(west.task.live.contains_key(&id));
+        // A cancel through the other shard's API says where the drill runs.
+        let refused = east.task.cancel(id.as_str().to_owned(), "ops".into()).await;
+        assert!(
+            matches!(&refused, Err(DrillError::Unavailable(m)) if m.contains("\"west\"")),
+            "{refused:?}"
+        );
     }
 }

@@ -168,13 +168,19 @@ impl Db {
     }
 
     /// Stores a new drill and its asked nodes (all waiting).
-    pub fn insert_drill(&self, m: &DrillMeta, nodes: &[NodeResult]) -> Result<(), StoreError> {
+    /// A new drill, run by the collectors of shard `owner` (`""` without shards).
+    pub fn insert_drill(
+        &self,
+        m: &DrillMeta,
+        nodes: &[NodeResult],
+        owner: &str,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO drills (id, test, selector, started_at, deadline, started_by, status,
                 closed_at, cancelled_by, schedule, asked, waiting, passed, failed, errored,
-                silent, late, receipt_cursor)
+                silent, late, receipt_cursor, owner)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, 0, 0, 0, 0, 0, 0, 0,
-                (SELECT coalesce(max(id), 0) FROM test_receipts))",
+                (SELECT coalesce(max(id), 0) FROM test_receipts), ?9)",
             args![
                 m.id.as_str(),
                 m.test.as_str(),
@@ -184,6 +190,7 @@ impl Db {
                 &m.started_by,
                 m.status.as_str(),
                 m.schedule.as_deref(),
+                owner,
             ],
         )?;
         self.save_drill(m, nodes, None)
@@ -282,21 +289,33 @@ impl Db {
     pub fn live_drills(
         &self,
         closed_since: UnixMillis,
+        owner: &str,
     ) -> Result<Vec<(DrillRow, Vec<NodeResult>)>, StoreError> {
         // Drills started at the same instant come in row order.
         let sql = format!(
-            "SELECT {DRILL_COLUMNS} FROM drills WHERE status = 'open' OR closed_at >= ?1
+            "SELECT {DRILL_COLUMNS} FROM drills
+             WHERE (status = 'open' OR closed_at >= ?1) AND owner = ?2
              ORDER BY started_at, rowid"
         );
         let drills = self
             .conn()
-            .query(&sql, args![ms_sql(closed_since)], |r| Ok(drill_row(r)?.0))?;
+            .query(&sql, args![ms_sql(closed_since), owner], |r| {
+                Ok(drill_row(r)?.0)
+            })?;
         let mut out = Vec::with_capacity(drills.len());
         for d in drills {
             let results = self.drill_results(&d.meta.id, &[], None, usize::MAX)?.items;
             out.push((d, results));
         }
         Ok(out)
+    }
+
+    /// Which shard's collectors run drill `id` (`""` without shards).
+    pub fn drill_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_opt("SELECT owner FROM drills WHERE id = ?1", args![id], |r| {
+                r.get::<String>(0)
+            })
     }
 
     /// One drill.
@@ -416,5 +435,18 @@ impl Db {
             args![name, ms_sql(at)],
         )?;
         Ok(())
+    }
+
+    /// Claims schedule `name`'s occurrence at `at`: records it as run unless it (or a later
+    /// one) already is. Returns whether this caller claimed it; when several collectors (the
+    /// active collectors of region shards) run the same schedule, one starts each drill.
+    pub fn claim_schedule(&self, name: &str, at: UnixMillis) -> Result<bool, StoreError> {
+        let claimed = self.conn().execute(
+            "INSERT INTO drill_schedule (name, last_occurrence) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET last_occurrence = excluded.last_occurrence
+             WHERE drill_schedule.last_occurrence < excluded.last_occurrence",
+            args![name, ms_sql(at)],
+        )?;
+        Ok(claimed == 1)
     }
 }

@@ -379,6 +379,11 @@ INSERT INTO summary_days (day, day_end) SELECT DISTINCT day, day_end FROM node_d
 INSERT INTO store_marks (name, value)
     SELECT 'summaries_reach', value FROM store_marks WHERE name = 'summarized_until';
 "#,
+    // 13: which collectors run a drill (its region shard's; '' without shards): several
+    // shards on one store each tally, close and resume only their own drills.
+    r#"
+ALTER TABLE drills ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 /// The schema version of a database.
@@ -701,6 +706,10 @@ CREATE TABLE summary_days (
 INSERT INTO summary_days (day, day_end) SELECT DISTINCT day, day_end FROM node_days;
 INSERT INTO store_marks (name, value)
     SELECT 'summaries_reach', value FROM store_marks WHERE name = 'summarized_until';
+"#,
+    // 4: SQLite's migration 13 (a drill's owner).
+    r#"
+ALTER TABLE drills ADD COLUMN owner TEXT COLLATE "C" NOT NULL DEFAULT '';
 "#,
 ];
 

@@ -777,3 +777,59 @@ fn postgres_migrates_once_and_refuses_a_newer_database() {
     let err = Db::connect(&config).expect_err("too new");
     assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
 }
+
+#[test]
+fn a_schedule_occurrence_is_claimed_once_and_drills_are_read_by_owner() {
+    use crate::drills::{DrillMeta, LiveDrill, NodeResult, Selector, Status, Tally};
+    each_engine(|db| {
+        let at = UnixMillis::from_millis(1_000);
+        assert!(db.claim_schedule("daily", at).expect("claim"), "the first");
+        assert!(!db.claim_schedule("daily", at).expect("claim"), "not twice");
+        assert!(
+            !db.claim_schedule("daily", UnixMillis::from_millis(500))
+                .expect("claim"),
+            "nor an earlier one"
+        );
+        assert!(
+            db.claim_schedule("daily", UnixMillis::from_millis(2_000))
+                .expect("claim"),
+            "the next"
+        );
+        assert_eq!(
+            db.schedule_last("daily").expect("read"),
+            Some(UnixMillis::from_millis(2_000))
+        );
+
+        let p = path("r1", "s1", "a");
+        db.upsert_birth(&p, &birth(&p, 10), UnixMillis::from_millis(10))
+            .expect("birth");
+        for (id, owner) in [("d-east", "east"), ("d-west", "west")] {
+            let meta = DrillMeta {
+                id: alarmnet_protocol::CmdId::new(id).expect("id"),
+                test: alarmnet_protocol::Name::new("silent").expect("test"),
+                selector: Selector::default(),
+                started_at: at,
+                deadline: at + ms(600_000),
+                started_by: "ops".into(),
+                status: Status::Open,
+                closed_at: None,
+                cancelled_by: None,
+                schedule: None,
+                tally: Tally::default(),
+            };
+            let nodes = vec![NodeResult::waiting(
+                p.clone(),
+                alarmnet_protocol::Name::new("siren").expect("kind"),
+            )];
+            let meta = LiveDrill::new(meta, nodes.clone()).meta().clone();
+            db.insert_drill(&meta, &nodes, owner).expect("insert");
+        }
+        let live = db.live_drills(UnixMillis::EPOCH, "west").expect("read");
+        let ids: Vec<_> = live.iter().map(|(d, _)| d.meta.id.as_str()).collect();
+        assert_eq!(ids, ["d-west"]);
+        assert_eq!(
+            db.drill_owner("d-east").expect("read").as_deref(),
+            Some("east")
+        );
+    });
+}

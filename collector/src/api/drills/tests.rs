@@ -56,7 +56,7 @@ pub(crate) async fn start_drills(
     let drill = LiveDrill::new(meta, nodes.clone());
     let meta = drill.meta().clone();
     store
-        .call(move |db| db.insert_drill(&meta, &nodes))
+        .call(move |db| db.insert_drill(&meta, &nodes, ""))
         .await
         .expect("seeded drill");
     let (commands, queue) = Commands::channel();
