@@ -126,13 +126,14 @@ fn longitude<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     bounded(d, -180.0, 180.0).map(Some)
 }
 
-/// A map with string keys of type `K`, at most `max` entries, values checked by `value`.
+/// A map with string keys of type `K`, at most `max` entries, values checked by `value`:
+/// its entries sorted by key, a duplicate key refused.
 fn bounded_map<'de, D, K, V>(
     d: D,
     what: &'static str,
     max: usize,
     value: fn(&V) -> Result<(), String>,
-) -> Result<BTreeMap<K, V>, D::Error>
+) -> Result<Vec<(K, V)>, D::Error>
 where
     D: Deserializer<'de>,
     K: Deserialize<'de> + Ord,
@@ -146,14 +147,14 @@ where
     }
 
     impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Visitor<'de> for MapVisitor<K, V> {
-        type Value = BTreeMap<K, V>;
+        type Value = Vec<(K, V)>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             write!(f, "an object of at most {} {}", self.max, self.what)
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = BTreeMap::new();
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(self.max));
             while let Some(key) = map.next_key::<K>()? {
                 if out.len() == self.max {
                     return Err(de::Error::custom(format_args!(
@@ -163,12 +164,14 @@ where
                 }
                 let v: V = map.next_value()?;
                 (self.value)(&v).map_err(de::Error::custom)?;
-                if out.insert(key, v).is_some() {
-                    return Err(de::Error::custom(format_args!(
-                        "duplicate key in {}",
-                        self.what
-                    )));
-                }
+                out.push((key, v));
+            }
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if out.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key in {}",
+                    self.what
+                )));
             }
             Ok(out)
         }
@@ -183,9 +186,12 @@ where
 }
 
 /// Health metrics: name (`[a-z0-9_]{1,64}`) → finite number, at most 64 entries.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct Metrics(BTreeMap<MetricName, f64>);
+///
+/// Design: entries sorted by name in one vector, not a tree map: a heartbeat's handful of
+/// metrics is one allocation to decode and to drop (the collector keeps recent samples of
+/// every node, and decodes every heartbeat).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics(Vec<(MetricName, f64)>);
 
 impl Metrics {
     /// The most entries a metrics map may hold.
@@ -200,17 +206,24 @@ impl Metrics {
         if !value.is_finite() {
             return Err(format!("metric {name}: value {value} is not finite"));
         }
-        if self.0.len() >= Self::MAX && !self.0.contains_key(&name) {
-            return Err(format!("at most {} metrics allowed", Self::MAX));
+        match self.0.binary_search_by(|(k, _)| k.cmp(&name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(_) if self.0.len() >= Self::MAX => {
+                return Err(format!("at most {} metrics allowed", Self::MAX));
+            }
+            Err(i) => self.0.insert(i, (name, value)),
         }
-        self.0.insert(name, value);
         Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.0.get(name).copied()
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1)
     }
 
+    /// The metrics in name order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&MetricName, f64)> {
         self.0.iter().map(|(k, v)| (k, *v))
     }
@@ -221,6 +234,12 @@ impl Metrics {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl Serialize for Metrics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -278,7 +297,8 @@ impl Tags {
 
 impl<'de> Deserialize<'de> for Tags {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        bounded_map(d, "tags", Self::MAX, |_: &Text<256>| Ok(())).map(Self)
+        bounded_map(d, "tags", Self::MAX, |_: &Text<256>| Ok(()))
+            .map(|entries| Self(entries.into_iter().collect()))
     }
 }
 
