@@ -254,6 +254,30 @@ rm -rf "$ROOT"
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Makes database `db` unreachable, as a server restart looks to its clients: every
+    /// connection to it is dropped, and new ones are refused until [`Self::let_in`].
+    pub fn cut_off(&self, db: &str) {
+        self.psql(
+            "postgres",
+            &format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"),
+        );
+        self.psql(
+            "postgres",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{db}'"
+            ),
+        );
+    }
+
+    /// Takes connections to database `db` again (after [`Self::cut_off`]).
+    pub fn let_in(&self, db: &str) {
+        self.psql(
+            "postgres",
+            &format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"),
+        );
+    }
+
     /// Stops the server (fast shutdown) and waits for it; its files are removed.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

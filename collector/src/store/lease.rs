@@ -282,4 +282,37 @@ mod tests {
             "nothing of the refused write was committed"
         );
     }
+
+    /// The store's threads open their connections again after the server dropped them (a
+    /// restart): while it is unreachable, writes and reads fail with its error; once it
+    /// takes connections again, the next ones succeed.
+    #[test]
+    fn the_store_connects_again_after_the_server_dropped_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = alarmnet_e2e::Postgres::shared();
+        let url = server.create_database();
+        let name = url.rsplit('/').next().expect("a database name");
+        let store =
+            crate::store::Store::connect(&url, None, Arc::new(Metrics::new())).expect("store");
+        let write = |at: u64| {
+            store.call(move |db| db.set_pruned_before(crate::model::UnixMillis::from_millis(at)))
+        };
+        let read = || store.read(|db| db.pruned_before());
+        rt.block_on(write(1)).expect("written");
+
+        server.cut_off(name);
+        let refused = rt.block_on(write(2)).expect_err("the server is gone");
+        assert!(refused.to_string().contains("postgres"), "{refused}");
+        assert!(rt.block_on(read()).is_err(), "reads fail too");
+
+        server.let_in(name);
+        rt.block_on(write(3)).expect("connected again");
+        assert_eq!(
+            rt.block_on(read()).expect("read"),
+            Some(crate::model::UnixMillis::from_millis(3))
+        );
+    }
 }

@@ -90,8 +90,9 @@ pub enum StoreError {
 }
 
 /// Runs on the store thread: does its work and returns what to tell the caller once the
-/// transaction's fate is known.
-type Job = Box<dyn FnOnce(&Db) -> Done + Send>;
+/// transaction's fate is known; given no database when the transaction could not begin
+/// (it then does nothing, and is told why).
+type Job = Box<dyn FnOnce(Option<&Db>) -> Done + Send>;
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// Runs on a reader thread and answers its caller itself.
@@ -152,7 +153,15 @@ impl Store {
 
     /// Starts the store thread around an open database (reads share the writer's thread).
     pub fn start(db: Db, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
-        Self::spawn(move || Ok(db), None::<fn() -> _>, metrics)
+        // An open database is opened once: it cannot be opened again.
+        let db = Arc::new(std::sync::Mutex::new(Some(db)));
+        let open = move || {
+            db.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .ok_or(StoreError::Closed)
+        };
+        Self::spawn(open, None::<fn() -> _>, metrics)
     }
 
     /// Starts the store thread with the connection `writer` opens, and [`READERS`] reader
@@ -162,8 +171,12 @@ impl Store {
     /// Design: each thread opens its own connection. The PostgreSQL client blocks on a
     /// runtime of its own, which must never run inside the caller's async runtime; on the
     /// store's plain threads it never does.
+    ///
+    /// A connection found closed (the PostgreSQL server restarted) is opened again the same
+    /// way before the next transaction; until it opens, transactions fail as the server
+    /// does, and the core holds and retries its writes.
     fn spawn(
-        writer: impl FnOnce() -> Result<Db, StoreError> + Send + 'static,
+        writer: impl Fn() -> Result<Db, StoreError> + Send + Clone + 'static,
         reader: Option<impl Fn() -> Result<Db, StoreError> + Send + Clone + 'static>,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
@@ -172,8 +185,9 @@ impl Store {
         {
             let metrics = metrics.clone();
             let fence = fence.clone();
+            let reopen = writer.clone();
             spawn_thread("alarmnet-store".into(), writer, move |db| {
-                run(db, rx, &fence, metrics)
+                run(Conn::new(db, reopen), rx, &fence, metrics)
             })?;
         }
         metrics.store_open.store(true, Relaxed);
@@ -185,7 +199,10 @@ impl Store {
                 for i in 0..READERS {
                     let jobs = jobs.clone();
                     let name = format!("alarmnet-store-read-{i}");
-                    spawn_thread(name, open.clone(), move |db| read(db, &jobs))?;
+                    let reopen = open.clone();
+                    spawn_thread(name, open.clone(), move |db| {
+                        read(Conn::new(db, reopen), &jobs)
+                    })?;
                 }
                 Some(readers)
             }
@@ -242,11 +259,12 @@ impl Store {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |db| {
-            let result = in_savepoint(db, f);
+            let result = db.map(|db| in_savepoint(db, f));
             Box::new(move |commit: Result<(), String>| {
-                let _ = reply.send(match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(StoreError::Commit(e)),
+                let _ = reply.send(match (commit, result) {
+                    (Err(e), _) => Err(StoreError::Commit(e)),
+                    (Ok(()), Some(result)) => result,
+                    (Ok(()), None) => Err(StoreError::Closed),
                 });
             })
         });
@@ -554,9 +572,40 @@ fn spawn_thread(
         .map_err(|_| StoreError::Commit(format!("{name} ended while opening")))?
 }
 
+/// A store thread's database connection, opened again once found closed.
+struct Conn<F> {
+    db: Db,
+    reopen: F,
+}
+
+impl<F: Fn() -> Result<Db, StoreError>> Conn<F> {
+    fn new(db: Db, reopen: F) -> Self {
+        Self { db, reopen }
+    }
+
+    /// The connection, opened again first if the server closed it. When that fails too,
+    /// the closed one: what runs on it fails with the server's error, and the next use
+    /// tries again.
+    fn db(&mut self) -> &Db {
+        if self.db.conn().is_closed() {
+            match (self.reopen)() {
+                Ok(db) => {
+                    tracing::info!("store: connected to the database again");
+                    self.db = db;
+                }
+                Err(e) => tracing::warn!(error = %e, "store: cannot connect to the database again"),
+            }
+        }
+        &self.db
+    }
+}
+
 /// A reader thread: takes jobs from the readers' shared queue (when full, callers wait).
 /// Ends when every [`Store`] handle is dropped.
-fn read(db: Db, jobs: &std::sync::Mutex<mpsc::Receiver<ReadJob>>) {
+fn read<F: Fn() -> Result<Db, StoreError>>(
+    mut conn: Conn<F>,
+    jobs: &std::sync::Mutex<mpsc::Receiver<ReadJob>>,
+) {
     loop {
         // Only the wait for a job holds the lock; the job runs without it.
         let job = jobs
@@ -564,7 +613,7 @@ fn read(db: Db, jobs: &std::sync::Mutex<mpsc::Receiver<ReadJob>>) {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .blocking_recv();
         match job {
-            Some(job) => job(&db),
+            Some(job) => job(conn.db()),
             None => break,
         }
     }
@@ -572,22 +621,28 @@ fn read(db: Db, jobs: &std::sync::Mutex<mpsc::Receiver<ReadJob>>) {
 
 /// The store thread: batch, commit, answer. Ends when every [`Store`] handle is dropped.
 /// With a fence, a batch commits only while this collector holds its lease.
-fn run(db: Db, mut rx: mpsc::Receiver<Job>, fence: &FenceSlot, metrics: Arc<Metrics>) {
+fn run<F: Fn() -> Result<Db, StoreError>>(
+    mut conn: Conn<F>,
+    mut rx: mpsc::Receiver<Job>,
+    fence: &FenceSlot,
+    metrics: Arc<Metrics>,
+) {
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
+        let db = conn.db();
         let started = Instant::now();
-        let begin = db.conn().begin_write().map_err(|e| e.to_string());
-        if let Err(e) = begin {
+        if let Err(e) = db.conn().begin_write() {
             metrics.store_errors.fetch_add(1, Relaxed);
             tracing::error!(error = %e, "store: cannot begin a transaction");
-            // Dropping the command answers its caller with `Closed`; the next batch retries.
-            drop(first);
+            // The caller is told why; the next job tries again (connecting first if the
+            // connection is gone).
+            first(None)(Err(format!("cannot begin a transaction: {e}")));
             continue;
         }
-        done.push(first(&db));
+        done.push(first(Some(db)));
         while done.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => done.push(job(&db)),
+                Ok(job) => done.push(job(Some(db))),
                 Err(_) => break,
             }
         }

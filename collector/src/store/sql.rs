@@ -98,6 +98,15 @@ impl Conn {
         })
     }
 
+    /// Whether the connection is gone for good (a PostgreSQL server that restarted or
+    /// dropped it); an SQLite connection never is.
+    pub fn is_closed(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite(_) => false,
+            Inner::Postgres(pg) => pg.borrow().client.is_closed(),
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self.inner {
             Inner::Sqlite(_) => Dialect::Sqlite,
