@@ -330,3 +330,73 @@ async fn a_stalled_active_collector_wakes_up_fenced_and_silent() {
     assert_eq!(got, want, "{}", a.process.output_tail(60));
     assert_eq!(count(b.http_port, "offline").await, 1, "only the siren");
 }
+
+/// The database goes away (every connection dropped, new ones refused) for a few seconds,
+/// shorter than the lease, while a siren dies: the collector raises `store_failed`,
+/// notifies the siren at once all the same, connects again once the database is back,
+/// commits what it held (the siren's offline history) and resolves `store_failed`.
+#[tokio::test]
+async fn a_database_outage_is_alerted_and_what_was_held_is_committed_after() {
+    let postgres = Postgres::start();
+    let url = postgres.create_database();
+    let db = url.rsplit('/').next().expect("a database name").to_owned();
+    let broker = Mosquitto::builder().start().await;
+    let hook = WebhookReceiver::start().await;
+    let dir = workdir().keep();
+    let extra = format!(
+        "anonymous_read = true\n[[webhooks]]\nurl = \"{}\"\nretry_delay = \"100ms\"\n\
+         [alerts.readiness_low]\nenabled = false\n[alerts.node_offline]\ngroup_wait = \"0s\"\n",
+        hook.url()
+    );
+    let c = Collector::start_with_env(
+        &broker,
+        &dir,
+        &extra,
+        &[
+            ("ALARMNET_STORE__URL", &url),
+            ("ALARMNET_STORE__LEASE", "30s"),
+        ],
+    )
+    .await;
+    wait_role(&c, "active").await;
+    let work = workdir();
+    let _sim = sim(work.path(), &broker, 50, "");
+    let mut siren = agent(work.path(), &broker, "db-siren");
+    wait_for(WAIT, "every node online", || async {
+        (count(c.http_port, "online").await == 51).then_some(())
+    })
+    .await;
+
+    postgres.cut_off(&db);
+    siren.kill_and_reap();
+    wait_key(&hook, &k("store_failed", "-", "firing"), WAIT).await;
+    wait_key(&hook, &k("node_offline", "db-siren", "firing"), WAIT).await;
+    assert!(c.metric("alarmnet_store_failing").await >= 1.0);
+
+    postgres.let_in(&db);
+    wait_key(&hook, &k("store_failed", "-", "resolved"), WAIT).await;
+    assert_eq!(
+        count(c.http_port, "offline").await,
+        1,
+        "the siren, committed"
+    );
+    let history: Value = get(c.http_port, "/api/v1/nodes/db-siren/history")
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        history.to_string().contains("offline"),
+        "the held transition is in the history: {history}"
+    );
+    let mut got = hook.keys();
+    got.sort();
+    let mut want = vec![
+        k("store_failed", "-", "firing"),
+        k("node_offline", "db-siren", "firing"),
+        k("store_failed", "-", "resolved"),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{}", c.process.output_tail(40));
+}

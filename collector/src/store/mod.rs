@@ -30,7 +30,7 @@ pub mod sql;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use alarmnet_protocol::{AlertStatus, Birth, Fault, NodeId, NodePath, TestReceipt};
 use tokio::sync::{mpsc, oneshot};
@@ -576,18 +576,33 @@ fn spawn_thread(
 struct Conn<F> {
     db: Db,
     reopen: F,
+    used: Instant,
 }
+
+/// A connection idle this long is checked before use (see [`Conn::db`]).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl<F: Fn() -> Result<Db, StoreError>> Conn<F> {
     fn new(db: Db, reopen: F) -> Self {
-        Self { db, reopen }
+        Self {
+            db,
+            reopen,
+            used: Instant::now(),
+        }
     }
 
     /// The connection, opened again first if the server closed it. When that fails too,
     /// the closed one: what runs on it fails with the server's error, and the next use
     /// tries again.
+    ///
+    /// Design: a connection the server dropped while it sat idle (a restart) looks open
+    /// until used; so one idle for [`IDLE_CHECK`] is asked first (an empty query, well
+    /// under a millisecond on a live server). Otherwise the first report after a database
+    /// restart would fail on every reader thread.
     fn db(&mut self) -> &Db {
-        if self.db.conn().is_closed() {
+        let idle = std::mem::replace(&mut self.used, Instant::now()).elapsed() >= IDLE_CHECK;
+        let conn = self.db.conn();
+        if conn.is_closed() || (idle && !conn.answers()) {
             match (self.reopen)() {
                 Ok(db) => {
                     tracing::info!("store: connected to the database again");

@@ -107,6 +107,19 @@ impl Conn {
         }
     }
 
+    /// Whether the connection still answers (an empty query on PostgreSQL, within 2 s): a
+    /// connection the server dropped while it was idle is only found out by using it.
+    pub fn answers(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite(_) => true,
+            Inner::Postgres(pg) => pg
+                .borrow_mut()
+                .client
+                .is_valid(std::time::Duration::from_secs(2))
+                .is_ok(),
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self.inner {
             Inner::Sqlite(_) => Dialect::Sqlite,
