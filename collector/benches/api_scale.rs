@@ -11,7 +11,9 @@
 //! `target/bench-data/` (named by schema version) for later runs.
 //!
 //! Run: `cargo bench -p alarmnet-collector --bench api_scale` (`-- uptime` or `-- lists`
-//! for one part, `-- uptime sqlite` or `-- uptime postgres` for one engine). PostgreSQL's seed is written anew each run (a minute or two).
+//! for one part, `-- uptime sqlite` or `-- uptime postgres` for one engine). PostgreSQL's
+//! seed is written anew each run (a minute, and three to summarize it), unless
+//! `ALARMNET_BENCH_POSTGRES=postgres://…` names a database to seed once and reuse.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -470,15 +472,27 @@ async fn uptime(client: &reqwest::Client, engine: &str, store: Store) -> String 
     r.text().await.expect("body")
 }
 
-/// The uptime history on a fresh PostgreSQL database (a server of the test harness's),
-/// seeded through the store like SQLite's.
-async fn postgres_store() -> (Store, &'static alarmnet_e2e::Postgres) {
-    let server = alarmnet_e2e::Postgres::shared();
-    let url = server.create_database();
+/// The uptime history on PostgreSQL, seeded through the store like SQLite's: on a fresh
+/// database of a server of the test harness's, or on the database that
+/// `ALARMNET_BENCH_POSTGRES` names (a URL), seeded on the first run and kept for later ones.
+async fn postgres_store() -> (Store, Option<&'static alarmnet_e2e::Postgres>) {
+    let (url, server) = match std::env::var("ALARMNET_BENCH_POSTGRES") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let server = alarmnet_e2e::Postgres::shared();
+            (server.create_database(), Some(server))
+        }
+    };
     let store = Store::connect(&url, None, Arc::new(Metrics::new())).expect("connect");
-    let started = Instant::now();
-    store.call(seed_uptime).await.expect("seed");
-    println!("seeded PostgreSQL in {:.1?}", started.elapsed());
+    let seeded = store
+        .read(|db| db.last_alive())
+        .await
+        .expect("read the run log");
+    if seeded.is_none() {
+        let started = Instant::now();
+        store.call(seed_uptime).await.expect("seed");
+        println!("seeded PostgreSQL in {:.1?}", started.elapsed());
+    }
     (store, server)
 }
 
