@@ -108,7 +108,7 @@ fn drill_error(e: DrillError) -> ApiError {
 }
 
 fn drill_id(id: &str) -> ApiResult<CmdId> {
-    CmdId::new(id.to_owned()).map_err(|_| {
+    CmdId::new(id).map_err(|_| {
         ApiError::bad_param(
             "id",
             id,

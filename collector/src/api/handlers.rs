@@ -87,7 +87,7 @@ pub(super) fn id_param<T>(
 }
 
 fn node_id(text: &str) -> ApiResult<NodeId> {
-    NodeId::new(text.to_owned()).map_err(|_| {
+    NodeId::new(text).map_err(|_| {
         ApiError::bad_param(
             "node",
             text,

@@ -60,8 +60,8 @@ fn drill_row(r: &Row<'_>) -> Result<(DrillRow, i64), StoreError> {
     let status = r.str(6)?;
     let count = |i: usize| -> Result<u64, StoreError> { Ok(u64_of(r.get(i)?)) };
     let meta = DrillMeta {
-        id: CmdId::new(id.to_owned()).map_err(|_| corrupt("drill id", id))?,
-        test: Name::new(test.to_owned()).map_err(|_| corrupt("test", test))?,
+        id: CmdId::new(id).map_err(|_| corrupt("drill id", id))?,
+        test: Name::new(test).map_err(|_| corrupt("test", test))?,
         selector: serde_json::from_str::<Selector>(r.str(2)?)?,
         started_at: ts_of(r.get(3)?),
         deadline: ts_of(r.get(4)?),
@@ -92,7 +92,7 @@ fn drill_row(r: &Row<'_>) -> Result<(DrillRow, i64), StoreError> {
 /// A node's path from its region, site and node columns at `i`, `i + 1`, `i + 2`.
 fn kind_at(r: &Row<'_>, i: usize) -> Result<Name, StoreError> {
     let kind = r.str(i)?;
-    Name::new(kind.to_owned()).map_err(|_| corrupt("kind", kind))
+    Name::new(kind).map_err(|_| corrupt("kind", kind))
 }
 
 fn node_row(r: &Row<'_>) -> Result<NodeResult, StoreError> {
@@ -272,7 +272,7 @@ impl Db {
                 Ok((
                     r.get(0)?,
                     Receipt {
-                        node: NodeId::new(node.to_owned()).map_err(|_| corrupt("node", node))?,
+                        node: NodeId::new(node).map_err(|_| corrupt("node", node))?,
                         result: result_of(r.str(2)?)?,
                         received_at: ts_of(r.get(3)?),
                         duration_ms: r.get::<Option<i64>>(4)?.map(u64_of),

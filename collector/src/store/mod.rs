@@ -661,7 +661,7 @@ fn run<F: Fn() -> Result<Db, StoreError>>(
                 Err(_) => break,
             }
         }
-        let fenced = fence.get().map_or(Ok(()), |f| f.check(&db));
+        let fenced = fence.get().map_or(Ok(()), |f| f.check(db));
         let commit = fenced
             .and_then(|()| db.conn().batch("COMMIT").map_err(|e| e.to_string()))
             .inspect_err(|_| {

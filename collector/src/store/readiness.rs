@@ -170,8 +170,8 @@ impl Db {
                     "error" => TestResult::Error,
                     other => return Err(StoreError::Corrupt(format!("test result {other:?}"))),
                 };
-                let test = Name::new(test.to_owned())
-                    .map_err(|_| StoreError::Corrupt(format!("test {test:?}")))?;
+                let test =
+                    Name::new(test).map_err(|_| StoreError::Corrupt(format!("test {test:?}")))?;
                 out.entry(node).or_default().tests.push(LastTest {
                     test,
                     result,
@@ -203,11 +203,11 @@ impl Db {
             let (region, site, node, kind) = (r.str(0)?, r.str(1)?, r.str(2)?, r.str(3)?);
             let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what} {v:?}"));
             let path = NodePath::new(
-                RegionId::new(region.to_owned()).map_err(|_| corrupt("region", region))?,
-                SiteId::new(site.to_owned()).map_err(|_| corrupt("site", site))?,
+                RegionId::new(region).map_err(|_| corrupt("region", region))?,
+                SiteId::new(site).map_err(|_| corrupt("site", site))?,
                 node_id(node.to_owned())?,
             );
-            let kind = Name::new(kind.to_owned()).map_err(|_| corrupt("kind", kind))?;
+            let kind = Name::new(kind).map_err(|_| corrupt("kind", kind))?;
             steps.clear();
             conn.each(
                 "SELECT at, to_state, maintenance FROM readiness_transitions
