@@ -187,7 +187,7 @@ impl Store {
             let fence = fence.clone();
             let reopen = writer.clone();
             spawn_thread("alarmnet-store".into(), writer, move |db| {
-                run(Conn::new(db, reopen), rx, &fence, metrics)
+                run(Reconnecting::new(db, reopen), rx, &fence, metrics)
             })?;
         }
         metrics.store_open.store(true, Relaxed);
@@ -201,7 +201,7 @@ impl Store {
                     let name = format!("alarmnet-store-read-{i}");
                     let reopen = open.clone();
                     spawn_thread(name, open.clone(), move |db| {
-                        read(Conn::new(db, reopen), &jobs)
+                        read(Reconnecting::new(db, reopen), &jobs)
                     })?;
                 }
                 Some(readers)
@@ -573,16 +573,16 @@ fn spawn_thread(
 }
 
 /// A store thread's database connection, opened again once found closed.
-struct Conn<F> {
+struct Reconnecting<F> {
     db: Db,
     reopen: F,
     used: Instant,
 }
 
-/// A connection idle this long is checked before use (see [`Conn::db`]).
+/// A connection idle this long is checked before use (see [`Reconnecting::db`]).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-impl<F: Fn() -> Result<Db, StoreError>> Conn<F> {
+impl<F: Fn() -> Result<Db, StoreError>> Reconnecting<F> {
     fn new(db: Db, reopen: F) -> Self {
         Self {
             db,
@@ -618,7 +618,7 @@ impl<F: Fn() -> Result<Db, StoreError>> Conn<F> {
 /// A reader thread: takes jobs from the readers' shared queue (when full, callers wait).
 /// Ends when every [`Store`] handle is dropped.
 fn read<F: Fn() -> Result<Db, StoreError>>(
-    mut conn: Conn<F>,
+    mut conn: Reconnecting<F>,
     jobs: &std::sync::Mutex<mpsc::Receiver<ReadJob>>,
 ) {
     loop {
@@ -637,7 +637,7 @@ fn read<F: Fn() -> Result<Db, StoreError>>(
 /// The store thread: batch, commit, answer. Ends when every [`Store`] handle is dropped.
 /// With a fence, a batch commits only while this collector holds its lease.
 fn run<F: Fn() -> Result<Db, StoreError>>(
-    mut conn: Conn<F>,
+    mut conn: Reconnecting<F>,
     mut rx: mpsc::Receiver<Job>,
     fence: &FenceSlot,
     metrics: Arc<Metrics>,
