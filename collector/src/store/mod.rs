@@ -187,7 +187,12 @@ impl Store {
             let fence = fence.clone();
             let reopen = writer.clone();
             spawn_thread("alarmnet-store".into(), writer, move |db| {
-                run(Reconnecting::new(db, reopen), rx, &fence, metrics)
+                run(
+                    Reconnecting::new(db, reopen, IDLE_CHECK),
+                    rx,
+                    &fence,
+                    metrics,
+                )
             })?;
         }
         metrics.store_open.store(true, Relaxed);
@@ -201,7 +206,7 @@ impl Store {
                     let name = format!("alarmnet-store-read-{i}");
                     let reopen = open.clone();
                     spawn_thread(name, open.clone(), move |db| {
-                        read(Reconnecting::new(db, reopen), &jobs)
+                        read(Reconnecting::new(db, reopen, Duration::ZERO), &jobs)
                     })?;
                 }
                 Some(readers)
@@ -577,17 +582,21 @@ struct Reconnecting<F> {
     db: Db,
     reopen: F,
     used: Instant,
+    /// Idle this long, the connection is checked before use.
+    idle_check: Duration,
 }
 
-/// A connection idle this long is checked before use (see [`Reconnecting::db`]).
+/// The writer's connection, idle this long, is checked before use (see
+/// [`Reconnecting::db`]); a reader's is checked before every read.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl<F: Fn() -> Result<Db, StoreError>> Reconnecting<F> {
-    fn new(db: Db, reopen: F) -> Self {
+    fn new(db: Db, reopen: F, idle_check: Duration) -> Self {
         Self {
             db,
             reopen,
             used: Instant::now(),
+            idle_check,
         }
     }
 
@@ -595,12 +604,13 @@ impl<F: Fn() -> Result<Db, StoreError>> Reconnecting<F> {
     /// the closed one: what runs on it fails with the server's error, and the next use
     /// tries again.
     ///
-    /// Design: a connection the server dropped while it sat idle (a restart) looks open
-    /// until used; so one idle for [`IDLE_CHECK`] is asked first (an empty query, well
-    /// under a millisecond on a live server). Otherwise the first report after a database
-    /// restart would fail on every reader thread.
+    /// Design: a connection the server dropped (a restart) looks open until used; so it is
+    /// asked first (an empty query, well under a millisecond on a live server): before
+    /// every read, since a read that fails reaches an operator; before a write batch only
+    /// after [`IDLE_CHECK`], since a busy writer commits many batches a second and the
+    /// core retries a failed one.
     fn db(&mut self) -> &Db {
-        let idle = std::mem::replace(&mut self.used, Instant::now()).elapsed() >= IDLE_CHECK;
+        let idle = std::mem::replace(&mut self.used, Instant::now()).elapsed() >= self.idle_check;
         let conn = self.db.conn();
         if conn.is_closed() || (idle && !conn.answers()) {
             match (self.reopen)() {
