@@ -1329,6 +1329,20 @@ mod tests {
         event(ingest, node, "birth", &birth(node), T0 + ms(100))
     }
 
+    /// Restores `core`, connects it to a broker whose link is confirmed at `T0 + 1 ms`, and
+    /// gives it the births of `nodes` (through `ingest`).
+    async fn linked_with(core: &mut Core, ingest: &mut Ingest, nodes: &[&str]) {
+        core.restore(T0).await.expect("restore");
+        core.absorb(CoreEvent::BrokerConnected {
+            at: T0,
+            session_present: false,
+        });
+        core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
+        for n in nodes {
+            core.absorb(born(ingest, n));
+        }
+    }
+
     fn birth(node: &str) -> String {
         format!(
             r#"{{"v":1,"boot":"b0000001","ts":{T0},"node":"{node}","site":"s","region":"r",
@@ -1432,15 +1446,7 @@ mod tests {
         let (mut core, mut rx, _events) = core(&store, &metrics);
         let mut ingest = ingest(&metrics);
         rt.block_on(async {
-            core.restore(T0).await.expect("restore");
-            core.absorb(CoreEvent::BrokerConnected {
-                at: T0,
-                session_present: false,
-            });
-            core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
-            for n in ["n1", "n2"] {
-                core.absorb(born(&mut ingest, n));
-            }
+            linked_with(&mut core, &mut ingest, &["n1", "n2"]).await;
             core.commit_and_announce().await;
         });
         assert!(notices(&mut rx).is_empty());
@@ -1485,15 +1491,7 @@ mod tests {
         let store = file_store(dir.path(), &metrics);
         let (mut core, mut rx, _events) = core(&store, &metrics);
         let mut ingest = ingest(&metrics);
-        core.restore(T0).await.expect("restore");
-        core.absorb(CoreEvent::BrokerConnected {
-            at: T0,
-            session_present: false,
-        });
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
-        for n in ["n1", "n2"] {
-            core.absorb(born(&mut ingest, n));
-        }
+        linked_with(&mut core, &mut ingest, &["n1", "n2"]).await;
         core.commit_and_announce().await;
         assert!(notices(&mut rx).is_empty());
 
@@ -1625,15 +1623,7 @@ mod tests {
             Store::start(Db::open_in_memory().expect("db"), metrics.clone()).expect("store");
         let (mut core, mut rx, _events) = core(&store, &metrics);
         let mut ingest = ingest(&metrics);
-        core.restore(T0).await.expect("restore");
-        core.absorb(CoreEvent::BrokerConnected {
-            at: T0,
-            session_present: false,
-        });
-        core.absorb(CoreEvent::LinkConfirmed { at: T0 + ms(1) });
-        for n in ["n1", "n2"] {
-            core.absorb(born(&mut ingest, n));
-        }
+        linked_with(&mut core, &mut ingest, &["n1", "n2"]).await;
         let will = r#"{"v":1,"state":"offline","boot":"b0000001","reason":"lost"}"#;
         let state = |core: &Core, n: &str| {
             let node = NodeId::new(n).expect("id");

@@ -85,6 +85,19 @@ impl WebhookReceiver {
         self.received().iter().map(Received::key).collect()
     }
 
+    /// Asserts that the notifications received so far are exactly `want`, in any order;
+    /// `context` (e.g. the collector's log) is shown when they are not.
+    pub fn assert_exactly(&self, want: &[(String, String, String)], context: &str) {
+        let got = self.keys();
+        let (mut sorted, mut want) = (got.clone(), want.to_vec());
+        sorted.sort();
+        want.sort();
+        assert_eq!(
+            sorted, want,
+            "notifications received (in order): {got:#?}\n{context}"
+        );
+    }
+
     /// Waits for the first notification matching `want`, returning it with its arrival.
     pub async fn wait(
         &self,

@@ -23,13 +23,24 @@ async fn start_collector(
     url: &str,
     name: &str,
 ) -> Collector {
+    start_collector_with(broker, hook, url, name, LEASE).await
+}
+
+/// [`start_collector`] with its own lease.
+async fn start_collector_with(
+    broker: &Mosquitto,
+    hook: &WebhookReceiver,
+    url: &str,
+    name: &str,
+    lease: Duration,
+) -> Collector {
     let dir = workdir().keep();
     let extra = format!(
         "anonymous_read = true\n[[webhooks]]\nurl = \"{}\"\nretry_delay = \"100ms\"\n\
          [alerts.readiness_low]\nenabled = false\n[alerts.node_offline]\ngroup_wait = \"0s\"\n",
         hook.url()
     );
-    let lease = format!("{}s", LEASE.as_secs());
+    let lease = format!("{}s", lease.as_secs());
     Collector::start_with_env(
         broker,
         &dir,
@@ -41,6 +52,36 @@ async fn start_collector(
         ],
     )
     .await
+}
+
+/// A PostgreSQL store, a broker and a webhook receiver, with two collectors on them:
+/// `a` active, `b` standby.
+struct ActiveAndStandby {
+    postgres: Postgres,
+    url: String,
+    broker: Mosquitto,
+    hook: WebhookReceiver,
+    a: Collector,
+    b: Collector,
+}
+
+async fn active_and_standby() -> ActiveAndStandby {
+    let postgres = Postgres::start();
+    let url = postgres.create_database();
+    let broker = Mosquitto::builder().start().await;
+    let hook = WebhookReceiver::start().await;
+    let a = start_collector(&broker, &hook, &url, "collector-a").await;
+    wait_role(&a, "active").await;
+    let b = start_collector(&broker, &hook, &url, "collector-b").await;
+    wait_role(&b, "standby").await;
+    ActiveAndStandby {
+        postgres,
+        url,
+        broker,
+        hook,
+        a,
+        b,
+    }
 }
 
 async fn get(port: u16, path: &str) -> reqwest::Result<reqwest::Response> {
@@ -108,14 +149,14 @@ fn agent(dir: &std::path::Path, broker: &Mosquitto, node: &str) -> Process {
 /// standby's API answers throughout.
 #[tokio::test]
 async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
-    let postgres = Postgres::start();
-    let url = postgres.create_database();
-    let broker = Mosquitto::builder().start().await;
-    let hook = WebhookReceiver::start().await;
-    let mut a = start_collector(&broker, &hook, &url, "collector-a").await;
-    wait_role(&a, "active").await;
-    let b = start_collector(&broker, &hook, &url, "collector-b").await;
-    wait_role(&b, "standby").await;
+    let ActiveAndStandby {
+        postgres,
+        url,
+        broker,
+        hook,
+        mut a,
+        b,
+    } = active_and_standby().await;
     assert_eq!(
         b.metric("alarmnet_collector_role{role=\"standby\"}").await,
         1.0
@@ -208,16 +249,15 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop.store(true, Relaxed);
     poller.await.expect("poller");
-    let mut got = hook.keys();
-    got.sort();
-    let mut want = vec![
-        k("node_offline", "ha-earlier", "firing"),
-        k("collector_failover", "-", "firing"),
-        k("node_offline", "ha-siren", "firing"),
-        k("node_offline", "ha-earlier", "resolved"),
-    ];
-    want.sort();
-    assert_eq!(got, want, "{}", b.process.output_tail(60));
+    hook.assert_exactly(
+        &[
+            k("node_offline", "ha-earlier", "firing"),
+            k("collector_failover", "-", "firing"),
+            k("node_offline", "ha-siren", "firing"),
+            k("node_offline", "ha-earlier", "resolved"),
+        ],
+        &b.process.output_tail(60),
+    );
     assert_eq!(
         count(b.http_port, "offline").await,
         1,
@@ -270,14 +310,13 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
 /// stops with an error.
 #[tokio::test]
 async fn a_stalled_active_collector_wakes_up_fenced_and_silent() {
-    let postgres = Postgres::start();
-    let url = postgres.create_database();
-    let broker = Mosquitto::builder().start().await;
-    let hook = WebhookReceiver::start().await;
-    let mut a = start_collector(&broker, &hook, &url, "collector-a").await;
-    wait_role(&a, "active").await;
-    let b = start_collector(&broker, &hook, &url, "collector-b").await;
-    wait_role(&b, "standby").await;
+    let ActiveAndStandby {
+        broker,
+        hook,
+        mut a,
+        b,
+        ..
+    } = active_and_standby().await;
 
     let dir = workdir();
     let _sim = sim(dir.path(), &broker, 100, "");
@@ -320,14 +359,13 @@ async fn a_stalled_active_collector_wakes_up_fenced_and_silent() {
 
     // Settle past the retry delays of every output, then score.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut got = hook.keys();
-    got.sort();
-    let mut want = vec![
-        k("collector_failover", "-", "firing"),
-        k("node_offline", "ha-siren", "firing"),
-    ];
-    want.sort();
-    assert_eq!(got, want, "{}", a.process.output_tail(60));
+    hook.assert_exactly(
+        &[
+            k("collector_failover", "-", "firing"),
+            k("node_offline", "ha-siren", "firing"),
+        ],
+        &a.process.output_tail(60),
+    );
     assert_eq!(count(b.http_port, "offline").await, 1, "only the siren");
 }
 
@@ -342,22 +380,8 @@ async fn a_database_outage_is_alerted_and_what_was_held_is_committed_after() {
     let db = url.rsplit('/').next().expect("a database name").to_owned();
     let broker = Mosquitto::builder().start().await;
     let hook = WebhookReceiver::start().await;
-    let dir = workdir().keep();
-    let extra = format!(
-        "anonymous_read = true\n[[webhooks]]\nurl = \"{}\"\nretry_delay = \"100ms\"\n\
-         [alerts.readiness_low]\nenabled = false\n[alerts.node_offline]\ngroup_wait = \"0s\"\n",
-        hook.url()
-    );
-    let c = Collector::start_with_env(
-        &broker,
-        &dir,
-        &extra,
-        &[
-            ("ALARMNET_STORE__URL", &url),
-            ("ALARMNET_STORE__LEASE", "30s"),
-        ],
-    )
-    .await;
+    let c =
+        start_collector_with(&broker, &hook, &url, "collector-a", Duration::from_secs(30)).await;
     wait_role(&c, "active").await;
     let work = workdir();
     let _sim = sim(work.path(), &broker, 50, "");
@@ -386,17 +410,18 @@ async fn a_database_outage_is_alerted_and_what_was_held_is_committed_after() {
         .json()
         .await
         .expect("json");
-    assert!(
-        history.to_string().contains("offline"),
-        "the held transition is in the history: {history}"
+    let offline = history["items"].as_array().is_some_and(|items| {
+        items
+            .iter()
+            .any(|t| t["from"] == "online" && t["to"] == "offline")
+    });
+    assert!(offline, "the held transition is in the history: {history}");
+    hook.assert_exactly(
+        &[
+            k("store_failed", "-", "firing"),
+            k("node_offline", "db-siren", "firing"),
+            k("store_failed", "-", "resolved"),
+        ],
+        &c.process.output_tail(40),
     );
-    let mut got = hook.keys();
-    got.sort();
-    let mut want = vec![
-        k("store_failed", "-", "firing"),
-        k("node_offline", "db-siren", "firing"),
-        k("store_failed", "-", "resolved"),
-    ];
-    want.sort();
-    assert_eq!(got, want, "{}", c.process.output_tail(40));
 }

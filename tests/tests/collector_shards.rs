@@ -92,21 +92,18 @@ async fn two_region_shards_alert_for_their_own_regions_and_answer_for_the_whole_
         }
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let mut got = hook.keys();
-    got.sort();
-    let mut want = vec![
-        k("site_outage", "lanzhou-chengguan", "firing"),
-        k("site_outage", "lanzhou-chengguan", "resolved"),
-        k("site_outage", "jiayuguan-xiongguan", "firing"),
-        k("site_outage", "jiayuguan-xiongguan", "resolved"),
-    ];
-    want.sort();
-    assert_eq!(
-        got,
-        want,
-        "east:\n{}\nwest:\n{}",
-        east.process.output_tail(30),
-        west.process.output_tail(30)
+    hook.assert_exactly(
+        &[
+            k("site_outage", "lanzhou-chengguan", "firing"),
+            k("site_outage", "lanzhou-chengguan", "resolved"),
+            k("site_outage", "jiayuguan-xiongguan", "firing"),
+            k("site_outage", "jiayuguan-xiongguan", "resolved"),
+        ],
+        &format!(
+            "east:\n{}\nwest:\n{}",
+            east.process.output_tail(30),
+            west.process.output_tail(30)
+        ),
     );
 
     for c in [&east, &west] {

@@ -770,6 +770,17 @@ mod tests {
         Rig { task, sent, stop }
     }
 
+    /// A schedule: a silent test of every node, every day at 09:00 (Shanghai).
+    fn daily() -> Vec<ScheduleConfig> {
+        vec![ScheduleConfig {
+            name: "daily".into(),
+            when: "every day at 09:00".into(),
+            selector: Selector::default(),
+            test: "silent".into(),
+            deadline: Duration::from_secs(600),
+        }]
+    }
+
     async fn commands(
         rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
         n: usize,
@@ -850,13 +861,7 @@ mod tests {
     async fn a_schedule_runs_each_occurrence_once_across_restarts() {
         let store = store_with(&["n1", "n2"]).await;
         let clock = Arc::new(AtomicU64::new(T0.as_millis()));
-        let schedule = vec![ScheduleConfig {
-            name: "daily".into(),
-            when: "every day at 09:00".into(),
-            selector: Selector::default(),
-            test: "silent".into(),
-            deadline: Duration::from_secs(600),
-        }];
+        let schedule = daily();
         let mut a = rig(&store, &clock, schedule.clone()).await;
         a.task.poll().await;
         assert!(a.task.live.is_empty(), "08:00: nothing due yet");
@@ -890,13 +895,7 @@ mod tests {
     async fn shards_start_each_scheduled_drill_once_and_run_only_their_own() {
         let store = store_with(&["n1", "n2"]).await;
         let clock = Arc::new(AtomicU64::new(T0.as_millis()));
-        let schedule = vec![ScheduleConfig {
-            name: "daily".into(),
-            when: "every day at 09:00".into(),
-            selector: Selector::default(),
-            test: "silent".into(),
-            deadline: Duration::from_secs(600),
-        }];
+        let schedule = daily();
         let mut east = rig_of(&store, &clock, schedule.clone(), "east").await;
         let mut west = rig_of(&store, &clock, schedule.clone(), "west").await;
         clock.store((T0 + ms(3_601_000)).as_millis(), Relaxed);
