@@ -117,7 +117,9 @@ async fn count(port: u16, states: &str) -> u64 {
         .json()
         .await
         .expect("json");
-    v["total"].as_u64().expect("a total")
+    v["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a total: {v}"))
 }
 
 /// A real agent, alone in its own region (so that it going offline is a node alert, not
@@ -310,7 +312,9 @@ async fn kill_9_of_the_active_collector_hands_over_without_loss_or_duplicate() {
 /// stops with an error.
 #[tokio::test]
 async fn a_stalled_active_collector_wakes_up_fenced_and_silent() {
+    // The database must live as long as the collectors (`..` would drop it here).
     let ActiveAndStandby {
+        postgres: _postgres,
         broker,
         hook,
         mut a,
