@@ -604,11 +604,7 @@ impl DrillsTask {
                 if now - next > spec.deadline {
                     tracing::warn!(schedule = %name, missed = next.as_millis(), "scheduled drill missed (collector not running); skipped");
                     let n = name.clone();
-                    if let Err(e) = self
-                        .store
-                        .call(move |db| db.set_schedule_last(&n, next))
-                        .await
-                    {
+                    if let Err(e) = self.store.call(move |db| db.claim_schedule(&n, next)).await {
                         tracing::error!(error = %e, "cannot record a skipped schedule");
                         break;
                     }
@@ -625,10 +621,7 @@ impl DrillsTask {
                         Err(e @ (DrillError::NoMatch | DrillError::UnknownNodes(_))) => {
                             tracing::warn!(schedule = %name, error = %e, "scheduled drill not started");
                             let n = name.clone();
-                            let _ = self
-                                .store
-                                .call(move |db| db.set_schedule_last(&n, next))
-                                .await;
+                            let _ = self.store.call(move |db| db.claim_schedule(&n, next)).await;
                         }
                         Err(e) => {
                             tracing::error!(schedule = %name, error = %e, "scheduled drill failed to start; retried");

@@ -427,19 +427,10 @@ impl Db {
             .map(ts_of))
     }
 
-    /// Records that schedule `name` ran (or skipped) its occurrence at `at`.
-    pub fn set_schedule_last(&self, name: &str, at: UnixMillis) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO drill_schedule (name, last_occurrence) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET last_occurrence = excluded.last_occurrence",
-            args![name, ms_sql(at)],
-        )?;
-        Ok(())
-    }
-
-    /// Claims schedule `name`'s occurrence at `at`: records it as run unless it (or a later
-    /// one) already is. Returns whether this caller claimed it; when several collectors (the
-    /// active collectors of region shards) run the same schedule, one starts each drill.
+    /// Claims schedule `name`'s occurrence at `at`: records it as run (or skipped) unless
+    /// it (or a later one) already is, so the mark never goes back. Returns whether this
+    /// caller claimed it; when several collectors (the active collectors of region shards)
+    /// run the same schedule, one starts each drill.
     pub fn claim_schedule(&self, name: &str, at: UnixMillis) -> Result<bool, StoreError> {
         let claimed = self.conn().execute(
             "INSERT INTO drill_schedule (name, last_occurrence) VALUES (?1, ?2)
