@@ -233,14 +233,14 @@ fn report(db: &Db, query: &Query, plan: Option<(UnixMillis, UnixMillis)>) -> Upt
 }
 
 /// Runs `cases` random cases on databases `open` makes; returns how many windows the
-/// summaries answered (in part).
-fn cases(open: impl Fn() -> Db, seed: u64, cases: usize) -> usize {
+/// summaries answered (in part), and how many of them read blocks of several days.
+fn cases(open: impl Fn() -> Db, seed: u64, cases: usize) -> (usize, usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let tz = time_zone("Asia/Shanghai").expect("zone");
-    let mut summarized = 0;
+    let (mut summarized, mut with_blocks) = (0, 0);
     for case in 0..cases {
         let mut rng = Lcg(seed ^ (case as u64).wrapping_mul(0x9e37_79b9));
         let store = Store::start(open(), Arc::new(Metrics::new())).expect("store");
@@ -306,40 +306,53 @@ fn cases(open: impl Fn() -> Db, seed: u64, cases: usize) -> usize {
                 outage_list: false,
                 tz: tz.clone(),
             };
-            let (raw, from_days, plan) = runtime.block_on(async {
+            let (raw, from_days, plan, blocks) = runtime.block_on(async {
                 let query = query.clone();
                 store
                     .read(move |db| {
                         let plan = db.summarized_within(query.window.from(), query.until())?;
-                        Ok((report(db, &query, None), report(db, &query, plan), plan))
+                        let blocks = match plan {
+                            Some((a, b)) => db
+                                .summary_cover(a, b)?
+                                .iter()
+                                .any(|w| w.to().millis_since(w.from()) > 25 * HOUR),
+                            None => false,
+                        };
+                        Ok((
+                            report(db, &query, None),
+                            report(db, &query, plan),
+                            plan,
+                            blocks,
+                        ))
                     })
                     .await
                     .expect("reports")
             });
             summarized += usize::from(plan.is_some());
+            with_blocks += usize::from(blocks);
             assert_eq!(
                 from_days, raw,
                 "case {case}: {query:?} with the summaries over {plan:?}"
             );
         }
     }
-    summarized
+    (summarized, with_blocks)
 }
 
 #[test]
 fn reports_from_the_summaries_equal_reports_from_the_transitions_on_sqlite() {
-    let summarized = cases(|| Db::open_in_memory().expect("sqlite"), 0x5eed_0001, 60);
+    let (summarized, blocks) = cases(|| Db::open_in_memory().expect("sqlite"), 0x5eed_0001, 60);
     assert!(
-        summarized > 200,
-        "only {summarized} windows used the summaries"
+        summarized > 200 && blocks > 150,
+        "only {summarized} windows used the summaries, {blocks} blocks of them"
     );
 }
 
 #[test]
 fn reports_from_the_summaries_equal_reports_from_the_transitions_on_postgres() {
-    let summarized = cases(postgres_db, 0x5eed_0002, 12);
+    let (summarized, blocks) = cases(postgres_db, 0x5eed_0002, 12);
     assert!(
-        summarized > 30,
-        "only {summarized} windows used the summaries"
+        summarized > 30 && blocks > 30,
+        "only {summarized} windows used the summaries, {blocks} blocks of them"
     );
 }

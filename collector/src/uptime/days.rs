@@ -54,6 +54,72 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// This segment followed by `next` (which starts where it ends), as one segment over
+    /// both spans: [`combine`] gives the same figures for any grouping of consecutive
+    /// segments into such merged ones, so summaries of several days can stand for their
+    /// days (the `node_days` blocks, see `store::days`).
+    pub fn then(&self, next: &Segment) -> Segment {
+        let (a, b) = (self, next);
+        let mut m = Segment {
+            from: a.from,
+            to: b.to,
+            up_ms: a.up_ms + b.up_ms,
+            down_ms: a.down_ms + b.down_ms,
+            maintenance_ms: a.maintenance_ms + b.maintenance_ms,
+            unknown_ms: a.unknown_ms + b.unknown_ms,
+            went_up: a.went_up || b.went_up,
+            tests: TestTally {
+                run: a.tests.run + b.tests.run,
+                passed: a.tests.passed + b.tests.passed,
+                failed: a.tests.failed + b.tests.failed,
+            },
+            ..Segment::default()
+        };
+        match (a.outages, b.outages) {
+            (0, 0) => {}
+            // An outage open before `a` goes on through it unless the node came up.
+            (0, _) => {
+                m.outages = b.outages;
+                m.first_carried = b.first_carried && !a.went_up;
+                m.first_ms = b.first_ms;
+                m.last_open = b.last_open;
+                m.last_ms = b.last_ms;
+                m.longest_ms = b.longest_ms;
+            }
+            (_, 0) => {
+                m.outages = a.outages;
+                m.first_carried = a.first_carried;
+                m.first_ms = a.first_ms;
+                m.last_open = a.last_open && !b.went_up;
+                m.last_ms = a.last_ms;
+                m.longest_ms = a.longest_ms;
+            }
+            (_, _) => {
+                // `a`'s last outage and `b`'s first are one when it was open at `a`'s end
+                // and nothing ended it before `b`'s first began.
+                let linked = a.last_open && b.first_carried;
+                let joined = if linked { a.last_ms + b.first_ms } else { 0 };
+                m.outages = a.outages + b.outages - u64::from(linked);
+                m.first_carried = a.first_carried;
+                m.first_ms = if linked && a.outages == 1 {
+                    joined
+                } else {
+                    a.first_ms
+                };
+                m.last_open = b.last_open;
+                m.last_ms = if linked && b.outages == 1 {
+                    joined
+                } else {
+                    b.last_ms
+                };
+                m.longest_ms = a.longest_ms.max(b.longest_ms).max(joined);
+            }
+        }
+        m
+    }
+}
+
 /// The figures of consecutive segments, as if over their whole span.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Combined {

@@ -1057,7 +1057,8 @@ proptest! {
     fn summaries_of_consecutive_days_equal_the_report_over_the_raw_transitions(
         (_init, ts, silences, blind, _from, _to, _now) in arb_case(),
         day in 1..45u64,
-        days in 1..6u64,
+        days in 1..8u64,
+        split in 0..8usize,
     ) {
         let node = info("lz", "cg", "n1", "siren");
         let mut transitions = Vec::new();
@@ -1099,6 +1100,16 @@ proptest! {
             );
         }
         let c = combine(&segments);
+        // Merged into blocks of consecutive days, in any grouping, they add up alike.
+        let merge = |part: &[Segment]| part[1..].iter().fold(part[0], |m, s| m.then(s));
+        let cut = split % segments.len();
+        let mut blocks = Vec::new();
+        if cut > 0 {
+            blocks.push(merge(&segments[..cut]));
+        }
+        blocks.extend(segments[cut..].chunks(2).map(merge));
+        prop_assert_eq!(combine(&blocks), c, "{:?}", segments);
+        prop_assert_eq!(combine(&[merge(&segments)]), c, "{:?}", segments);
         prop_assert_eq!(secs(c.up_ms), row.up_s);
         prop_assert_eq!(secs(c.down_ms), row.downtime_s);
         prop_assert_eq!(secs(c.maintenance_ms), row.maintenance_s);
