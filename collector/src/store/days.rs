@@ -58,7 +58,7 @@ use super::db::{Db, i64_of, id, ms_sql, ts_of, u64_of};
 use super::history::Shard;
 use super::lists::ts_int;
 use super::nodes::NodeQuery;
-use super::sql::{Row, Value, args};
+use super::sql::{Dialect, Row, Value, args};
 use super::{Store, StoreError};
 use crate::model::{Silence, UnixMillis};
 use crate::uptime::{
@@ -473,32 +473,52 @@ impl Db {
             .map(|w| (ms_sql(w.from()), ms_sql(w.to())))
             .collect();
         let c = shard.conditions(q);
-        // The nodes are put in order before the join, which then keeps it: PostgreSQL
-        // sorting the joined rows (30 a node) cost more than the whole read. A node's rows
-        // are put in order here: ordering them in SQL too made SQLite sort all of them in
-        // a temporary b-tree (twice the time of the whole read), though its key gives
-        // them in order.
-        // The rows are picked by their starts and ends (an index lookup each), then by
-        // span here: a start and an end of two different spans may make a third.
-        let mut values = c.values().to_vec();
-        values.extend(spans.iter().map(|w| ts_int(w.from())));
-        values.extend(spans.iter().map(|w| ts_int(w.to())));
-        let list = |n: usize| vec!["?"; n].join(", ");
-        let sql = format!(
-            "SELECT n.region, n.site, n.node, n.kind, {columns}
-             FROM (SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
-                   ORDER BY nodes.region, nodes.site, nodes.node) AS n
-                LEFT JOIN node_days d ON d.node = n.node
-                    AND d.day IN ({starts}) AND d.day_end IN ({ends})
-             ORDER BY n.region, n.site, n.node",
-            c.sql(),
-            columns = segment_columns("d"),
-            starts = list(spans.len().max(1)),
-            ends = list(spans.len().max(1)),
-        );
+        // The rows are looked up by their starts, then picked by their ends: the unary `+`
+        // keeps the ends out of the index lookup, where SQLite would seek every start with
+        // every end. A start and an end of two different spans may make a third: the
+        // exact spans are picked here. A node's rows are put in order here too: ordering
+        // them in SQL made SQLite sort all of them in a temporary b-tree (twice the time of
+        // the whole read), though its key gives them in order.
+        let list = vec!["?"; spans.len().max(1)].join(", ");
+        let picked = |outer: &str| {
+            format!("d.node = {outer}.node AND d.day IN ({list}) AND +d.day_end IN ({list})")
+        };
+        let mut spans_values: Vec<Value<'_>> = spans.iter().map(|w| ts_int(w.from())).collect();
+        spans_values.extend(spans.iter().map(|w| ts_int(w.to())));
         if spans.is_empty() {
-            values.extend([Value::Null, Value::Null]);
+            spans_values.extend([Value::Null, Value::Null]);
         }
+        let columns = segment_columns("d");
+        let (sql, values) = match self.conn().dialect() {
+            // The nodes are put in order before the join, which then keeps it.
+            Dialect::Sqlite => (
+                format!(
+                    "SELECT n.region, n.site, n.node, n.kind, {columns}
+                     FROM (SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
+                           ORDER BY nodes.region, nodes.site, nodes.node) AS n
+                        LEFT JOIN node_days d ON {}
+                     ORDER BY n.region, n.site, n.node",
+                    c.sql(),
+                    picked("n")
+                ),
+                [c.values(), &spans_values].concat(),
+            ),
+            // PostgreSQL hashes the join, over a scan of the whole table, and sorts the
+            // joined rows on disk, unless each node's rows are a subquery of their own
+            // (`OFFSET 0` keeps it from being merged into the join): a loop over the nodes
+            // in order, an index range each.
+            Dialect::Postgres => (
+                format!(
+                    "SELECT nodes.region, nodes.site, nodes.node, nodes.kind, {columns}
+                     FROM nodes LEFT JOIN LATERAL
+                        (SELECT * FROM node_days d WHERE {} OFFSET 0) d ON true{}
+                     ORDER BY nodes.region, nodes.site, nodes.node",
+                    picked("nodes"),
+                    c.sql()
+                ),
+                [&spans_values, c.values()].concat(),
+            ),
+        };
         self.each_by_node(
             &sql,
             &values,
