@@ -384,6 +384,15 @@ INSERT INTO store_marks (name, value)
     r#"
 ALTER TABLE drills ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 "#,
+    // 14: whose a run is (its region shard's; '' without shards) and the regions it watched
+    // (comma-separated; NULL: the whole network). A shard's start closes only its own
+    // crashed runs, and a node's unwatched time comes from the runs that watched its
+    // region. The older runs watched the whole network.
+    r#"
+ALTER TABLE collector_runs ADD COLUMN shard TEXT NOT NULL DEFAULT '';
+ALTER TABLE collector_runs ADD COLUMN regions TEXT;
+CREATE INDEX runs_by_shard ON collector_runs (shard, alive_at);
+"#,
 ];
 
 /// The schema version of a database.
@@ -729,6 +738,12 @@ ALTER TABLE transitions SET (autovacuum_vacuum_insert_scale_factor = 0);
     // 5: SQLite's migration 13 (a drill's owner).
     r#"
 ALTER TABLE drills ADD COLUMN owner TEXT COLLATE "C" NOT NULL DEFAULT '';
+"#,
+    // 6: SQLite's migration 14 (a run's shard and the regions it watched).
+    r#"
+ALTER TABLE collector_runs ADD COLUMN shard TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE collector_runs ADD COLUMN regions TEXT COLLATE "C";
+CREATE INDEX runs_by_shard ON collector_runs (shard, alive_at);
 "#,
 ];
 
