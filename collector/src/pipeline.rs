@@ -848,7 +848,9 @@ impl Core {
                 return;
             }
             Err(_) => {
-                tracing::warn!("the store did not tell the regions of nodes due for judgement in time");
+                tracing::warn!(
+                    "the store did not tell the regions of nodes due for judgement in time"
+                );
                 return;
             }
         };

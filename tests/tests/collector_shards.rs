@@ -172,7 +172,10 @@ struct Place {
 
 impl Place {
     fn topic(&self, leaf: &str) -> String {
-        format!("alarmnet/v1/{}/{}/{}/{leaf}", self.region, self.site, self.node)
+        format!(
+            "alarmnet/v1/{}/{}/{}/{leaf}",
+            self.region, self.site, self.node
+        )
     }
 }
 
@@ -193,7 +196,9 @@ impl Beating {
                 let place = rx.borrow_and_update().clone();
                 let q = QoS::AtLeastOnce;
                 let birth = quick_birth(place.region, place.site, place.node, place.ts);
-                publisher.publish(&place.topic("birth"), birth, q, false).await;
+                publisher
+                    .publish(&place.topic("birth"), birth, q, false)
+                    .await;
                 while !rx.has_changed().unwrap_or(false) {
                     seq += 1;
                     let hb = quick_heartbeat(place.ts, seq);
@@ -279,10 +284,16 @@ async fn a_killed_shards_regions_are_unwatched_while_the_other_shard_watches_its
         },
     )
     .await;
-    assert_eq!(row["availability_pct"], 100.0, "blind time is not down: {row}");
+    assert_eq!(
+        row["availability_pct"], 100.0,
+        "blind time is not down: {row}"
+    );
     assert_eq!(row["outages"], 0, "{row}");
     let row = node_uptime(west.http_port, "w1", &from).await;
-    assert_eq!(row["coverage_pct"], 100.0, "west's own node stays watched: {row}");
+    assert_eq!(
+        row["coverage_pct"], 100.0,
+        "west's own node stays watched: {row}"
+    );
 
     // East again: its crashed run ends at its last sign of life; west's run goes on.
     east.restart_in_place().await;
@@ -294,7 +305,10 @@ async fn a_killed_shards_regions_are_unwatched_while_the_other_shard_watches_its
             "east's downtime stays unwatched: {e}"
         );
         let w = node_uptime(c.http_port, "w1", &from).await;
-        assert_eq!(w["coverage_pct"], 100.0, "east's start did not end west's run: {w}");
+        assert_eq!(
+            w["coverage_pct"], 100.0,
+            "east's start did not end west's run: {w}"
+        );
     }
     hook.assert_exactly(
         &[],
@@ -310,8 +324,7 @@ async fn a_killed_shards_regions_are_unwatched_while_the_other_shard_watches_its
 /// takes it over, east forgets it at the deadline it would have judged it by, with no
 /// transition and no notification. A node that really goes silent on east is still judged.
 #[tokio::test]
-async fn a_node_moved_to_another_shard_is_forgotten_by_its_old_shard_without_a_notification()
-{
+async fn a_node_moved_to_another_shard_is_forgotten_by_its_old_shard_without_a_notification() {
     let url = Postgres::shared().create_database();
     let broker = Mosquitto::builder().start().await;
     let hook = WebhookReceiver::start().await;

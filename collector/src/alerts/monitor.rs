@@ -13,9 +13,7 @@
 //! [`Monitor::broker_lost`] / [`Monitor::broker_connected`] on the connection's edges, and
 //! at start `new` → `restore_*` → [`Monitor::finish_restore`].
 
-use alarmnet_protocol::{
-    Birth, Fault, Heartbeat, Message, NodeId, NodePath, State, TestReceipt,
-};
+use alarmnet_protocol::{Birth, Fault, Heartbeat, Message, NodeId, NodePath, State, TestReceipt};
 use serde::{Deserialize, Serialize};
 
 use super::AlertChange;

@@ -145,14 +145,16 @@ fn history(db: &Db, rng: &mut Lcg) -> (i64, Option<ShardScope>) {
             .start_run(at(T0 - DAY + rng.below(2 * DAY)), Some(&west))
             .expect("run");
         // Killed; started again a while later.
-        db.run_alive(w1, at(T0 + DAY + rng.below(DAY))).expect("alive");
+        db.run_alive(w1, at(T0 + DAY + rng.below(DAY)))
+            .expect("alive");
         let w2 = db
             .start_run(at(T0 + 2 * DAY + rng.below(2 * DAY)), Some(&west))
             .expect("run");
         let from = T0 + 2 * DAY + rng.below(3 * DAY);
         db.blind_edges(w2, &[(true, at(from)), (false, at(from + rng.below(DAY)))])
             .expect("blind");
-        db.run_alive(w2, at(T0 + 5 * DAY + 2 * HOUR)).expect("alive");
+        db.run_alive(w2, at(T0 + 5 * DAY + 2 * HOUR))
+            .expect("alive");
     }
     for i in 0..NODES {
         let (path, kind) = place(rng, i);

@@ -64,11 +64,7 @@ impl Db {
     /// returns its id. A previous run of the same shard that crashed (no end) is closed at
     /// its last sign of life, with any blind interval it left open; other shards' runs are
     /// theirs.
-    pub fn start_run(
-        &self,
-        at: UnixMillis,
-        scope: Option<&ShardScope>,
-    ) -> Result<i64, StoreError> {
+    pub fn start_run(&self, at: UnixMillis, scope: Option<&ShardScope>) -> Result<i64, StoreError> {
         let conn = self.conn();
         let shard = shard_key(scope);
         // Summaries were made while a run that crashed looked like the running one (watching
@@ -254,7 +250,10 @@ impl Db {
             }
             merged(gaps)
         };
-        let named: BTreeSet<&RegionId> = runs.iter().flat_map(|r| r.regions.iter().flatten()).collect();
+        let named: BTreeSet<&RegionId> = runs
+            .iter()
+            .flat_map(|r| r.regions.iter().flatten())
+            .collect();
         let mut unwatched = Unwatched::everywhere(gaps(None));
         for region in named {
             unwatched = unwatched.with_region(region.clone(), gaps(Some(region)));
