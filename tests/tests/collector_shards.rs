@@ -42,16 +42,17 @@ async fn shard_with(
         hook.url()
     );
     let regions: Vec<String> = regions.split(',').map(|r| format!("\"{r}\"")).collect();
-    let store = format!("shard = \"{name}\"\nregions = [{}]", regions.join(", "));
+    // The URL in the file, so that a restart (same file, no environment) finds it.
+    let store = format!(
+        "url = \"{url}\"\nshard = \"{name}\"\nregions = [{}]",
+        regions.join(", ")
+    );
     Collector::start_with_store(
         broker,
         &dir,
         &store,
         &extra,
-        &[
-            ("ALARMNET_STORE__URL", url),
-            ("ALARMNET_MQTT__CLIENT_ID", &format!("collector-{name}")),
-        ],
+        &[("ALARMNET_MQTT__CLIENT_ID", &format!("collector-{name}"))],
     )
     .await
 }
@@ -147,17 +148,29 @@ async fn two_region_shards_alert_for_their_own_regions_and_answer_for_the_whole_
     assert_eq!((fired(&east), fired(&west)), (1, 1));
 }
 
+/// Now, in milliseconds since the epoch (an agent's `ts`).
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    u64::try_from(since.as_millis()).expect("fits")
+}
+
 /// A birth with a one-second heartbeat interval (late after 1.5 s, offline after 3 s).
 fn quick_birth(region: &str, site: &str, node: &str, ts: u64) -> Vec<u8> {
     format!(
-        r#"{{"v":1,"boot":"boot{ts:012}","ts":{ts},"node":"{node}","site":"{site}","region":"{region}","kind":"siren","hb_interval_s":1}}"#
+        r#"{{"v":1,"boot":"boot{ts:013}","ts":{ts},"node":"{node}","site":"{site}","region":"{region}","kind":"siren","hb_interval_s":1}}"#
     )
     .into_bytes()
 }
 
 /// A heartbeat of the boot [`quick_birth`] with `ts` announced.
 fn quick_heartbeat(ts: u64, seq: u64) -> Vec<u8> {
-    format!(r#"{{"v":1,"boot":"boot{ts:012}","seq":{seq},"ts":1764330000000}}"#).into_bytes()
+    format!(
+        r#"{{"v":1,"boot":"boot{ts:013}","seq":{seq},"ts":{}}}"#,
+        now_ms()
+    )
+    .into_bytes()
 }
 
 /// Node `node` under `region/site`, as the topics name it.
@@ -166,7 +179,7 @@ struct Place {
     region: &'static str,
     site: &'static str,
     node: &'static str,
-    /// The birth's `ts` (and boot).
+    /// The birth's `ts` (and boot): a later birth under another place is a move.
     ts: u64,
 }
 
@@ -250,13 +263,13 @@ async fn a_killed_shards_regions_are_unwatched_while_the_other_shard_watches_its
         region: "lanzhou",
         site: "lz-cg",
         node: "e1",
-        ts: 1,
+        ts: now_ms(),
     };
     let w1 = Place {
         region: "jiuquan",
         site: "jq-sz",
         node: "w1",
-        ts: 1,
+        ts: now_ms(),
     };
     let _e1 = Beating::start(&broker, e1).await;
     let _w1 = Beating::start(&broker, w1).await;
@@ -267,9 +280,12 @@ async fn a_killed_shards_regions_are_unwatched_while_the_other_shard_watches_its
         .as_str()
         .expect("to")
         .to_owned();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     for node in ["e1", "w1"] {
-        let row = node_uptime(west.http_port, node, &from).await;
+        let row = wait_for(WAIT, &format!("{node} up for 2 s"), || async {
+            let row = node_uptime(west.http_port, node, &from).await;
+            (row["up_s"].as_f64().expect("up") >= 2.0).then_some(row)
+        })
+        .await;
         assert_eq!(row["coverage_pct"], 100.0, "{node} watched: {row}");
     }
 
@@ -297,7 +313,7 @@ async fn a_killed_shards_regions_are_unwatched_while_the_other_shard_watches_its
 
     // East again: its crashed run ends at its last sign of life; west's run goes on.
     east.restart_in_place().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_online(east.http_port, "e1").await;
     for c in [&east, &west] {
         let e = node_uptime(c.http_port, "e1", &from).await;
         assert!(
@@ -343,13 +359,13 @@ async fn a_node_moved_to_another_shard_is_forgotten_by_its_old_shard_without_a_n
         region: "lanzhou",
         site: "lz-cg",
         node: "m1",
-        ts: 1,
+        ts: now_ms(),
     };
     let silent = Place {
         region: "lanzhou",
         site: "lz-qlh",
         node: "s1",
-        ts: 1,
+        ts: now_ms(),
     };
     let m1 = Beating::start(&broker, moving).await;
     let s1 = Beating::start(&broker, silent).await;
@@ -360,7 +376,7 @@ async fn a_node_moved_to_another_shard_is_forgotten_by_its_old_shard_without_a_n
         region: "jiuquan",
         site: "jq-sz",
         node: "m1",
-        ts: 2,
+        ts: now_ms(),
     });
     wait_for(WAIT, "m1 in jiuquan, online", || async {
         let n = get(west.http_port, "/api/v1/nodes/m1").await;
