@@ -132,29 +132,41 @@ fn shard_of(name: &str, region: &str) -> ShardScope {
     }
 }
 
+/// The run log [`history`] wrote.
+struct Runs {
+    /// The run that watched from the start.
+    run: i64,
+    /// Its shard (`None`: the whole network).
+    scope: Option<ShardScope>,
+    /// When sharded: the other shard's run that was killed (and maybe followed by another).
+    killed: Option<i64>,
+}
+
 /// A random history of [`NODES`] nodes from a day before `T0` to five days after it; its
 /// run log is one collector's of the whole network, or (half the cases) two region
-/// shards', `r1`'s and `r2`'s, where `r2`'s was down for a while. Returns the (first)
-/// run, and its shard.
-fn history(db: &Db, rng: &mut Lcg) -> (i64, Option<ShardScope>) {
+/// shards', `r1`'s and `r2`'s, where `r2`'s was killed (and maybe started again).
+fn history(db: &Db, rng: &mut Lcg) -> Runs {
     let scope = rng.chance(50).then(|| shard_of("east", "r1"));
     let run = db.start_run(at(T0 - 2 * DAY), scope.as_ref()).expect("run");
+    let mut killed = None;
     if scope.is_some() {
         let west = shard_of("west", "r2");
         let w1 = db
             .start_run(at(T0 - DAY + rng.below(2 * DAY)), Some(&west))
             .expect("run");
-        // Killed; started again a while later.
         db.run_alive(w1, at(T0 + DAY + rng.below(DAY)))
             .expect("alive");
-        let w2 = db
-            .start_run(at(T0 + 2 * DAY + rng.below(2 * DAY)), Some(&west))
-            .expect("run");
-        let from = T0 + 2 * DAY + rng.below(3 * DAY);
-        db.blind_edges(w2, &[(true, at(from)), (false, at(from + rng.below(DAY)))])
-            .expect("blind");
-        db.run_alive(w2, at(T0 + 5 * DAY + 2 * HOUR))
-            .expect("alive");
+        killed = Some(w1);
+        if rng.chance(50) {
+            let w2 = db
+                .start_run(at(T0 + 2 * DAY + rng.below(2 * DAY)), Some(&west))
+                .expect("run");
+            let from = T0 + 2 * DAY + rng.below(3 * DAY);
+            db.blind_edges(w2, &[(true, at(from)), (false, at(from + rng.below(DAY)))])
+                .expect("blind");
+            db.run_alive(w2, at(T0 + 5 * DAY + 2 * HOUR))
+                .expect("alive");
+        }
     }
     for i in 0..NODES {
         let (path, kind) = place(rng, i);
@@ -188,14 +200,15 @@ fn history(db: &Db, rng: &mut Lcg) -> (i64, Option<ShardScope>) {
     }
     db.run_alive(run, at(T0 + 5 * DAY + 2 * HOUR))
         .expect("alive");
-    (run, scope)
+    Runs { run, scope, killed }
 }
 
 /// Writes into days already summarized: what must invalidate their summaries.
-fn late_writes(db: &Db, rng: &mut Lcg, (run, scope): (i64, Option<&ShardScope>)) {
+fn late_writes(db: &Db, rng: &mut Lcg, runs: &Runs) {
+    let (run, scope) = (runs.run, runs.scope.as_ref());
     for _ in 0..rng.below(4) {
         let past = T0 - DAY + rng.below(6 * DAY);
-        match rng.below(8) {
+        match rng.below(10) {
             0 => {
                 let node = rng.below(NODES as u64) as usize;
                 db.record_transitions(&[transition(rng, node, past)])
@@ -232,6 +245,33 @@ fn late_writes(db: &Db, rng: &mut Lcg, (run, scope): (i64, Option<&ShardScope>))
             6 => {
                 db.blind_edges(run, &[(true, at(past)), (false, at(past + HOUR))])
                     .expect("late blind interval");
+            }
+            7 => {
+                // A move into the other region (the other shard's, when sharded): its
+                // past counts by the runs that watched its new region.
+                let node = rng.below(NODES as u64) as usize;
+                let was = db.regions_of(&[node_id(node)]).expect("region");
+                let (mut path, kind) = place(rng, node);
+                if was.first().is_some_and(|(_, r)| *r == path.region) {
+                    let other = if path.region.as_str() == "r1" {
+                        "r2"
+                    } else {
+                        "r1"
+                    };
+                    path = NodePath::new(
+                        RegionId::new(other).expect("id"),
+                        SiteId::new(format!("{other}-s1")).expect("id"),
+                        path.node.clone(),
+                    );
+                }
+                db.upsert_birth(&path, &birth(&path, kind), at(T0 + 5 * DAY))
+                    .expect("move");
+            }
+            8 if runs.killed.is_some() => {
+                // The killed run was only stalled: alive again, it watched all along.
+                let killed = runs.killed.expect("checked");
+                db.run_alive(killed, at(T0 + 5 * DAY + 3 * HOUR))
+                    .expect("alive again");
             }
             _ => {
                 // The run crashed long ago, as the next one of its shard finds.
@@ -292,7 +332,7 @@ fn cases(open: impl Fn() -> Db, seed: u64, cases: usize) -> usize {
         runtime.block_on(async {
             store
                 .call(move |db| {
-                    late_writes(db, &mut Lcg(late_seed), (run.0, run.1.as_ref()));
+                    late_writes(db, &mut Lcg(late_seed), &run);
                     Ok(())
                 })
                 .await
