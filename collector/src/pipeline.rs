@@ -518,8 +518,11 @@ impl Core {
                 }
                 _ = deadline => {
                     earliest = tokio::time::Instant::now() + Duration::from_millis(10);
-                    self.forget_moved().await;
-                    self.tick(self.now());
+                    // One `now` for the check and the judgement: nothing due after the
+                    // check is judged unchecked.
+                    let now = self.now();
+                    self.forget_moved(now).await;
+                    self.tick(now);
                     self.commit_and_announce().await;
                 }
             }
@@ -820,14 +823,14 @@ impl Core {
         self.settle_readiness();
     }
 
-    /// On a region shard: forgets the nodes about to be judged late or offline whose
-    /// stored region this shard does not serve. Such a node moved: its birth in the new
-    /// region went to that region's shard, which registered it, and this one, no longer
-    /// hearing it, would judge it offline and notify. Forgotten, it is neither judged nor
-    /// announced here (no transition, no notification). One store read, only when some
-    /// node is due (never per heartbeat); when the store does not answer soon, the nodes
-    /// are judged as usual.
-    async fn forget_moved(&mut self) {
+    /// On a region shard: forgets the nodes a tick at `now` would judge late or offline
+    /// whose stored region this shard does not serve. Such a node moved: its birth in the
+    /// new region went to that region's shard, which registered it, and this one, no
+    /// longer hearing it, would judge it offline and notify. Forgotten, it is neither
+    /// judged nor announced here (no transition, no notification). One store read, only
+    /// when some node is due (never per heartbeat); when the store does not answer soon,
+    /// the nodes are judged as usual.
+    async fn forget_moved(&mut self, now: UnixMillis) {
         /// The longest the core waits for the check.
         const CHECK_WITHIN: Duration = Duration::from_secs(1);
         let Some(scope) = self.scope.clone() else {
@@ -836,7 +839,7 @@ impl Core {
         if self.store_failing.is_some() {
             return;
         }
-        let due = self.monitor.due(self.now(), self.heard_until);
+        let due = self.monitor.due(now, self.heard_until);
         if due.is_empty() {
             return;
         }
@@ -854,7 +857,6 @@ impl Core {
                 return;
             }
         };
-        let now = self.now();
         for (node, region) in stored {
             if scope.serves(&region) {
                 continue;
