@@ -169,7 +169,7 @@ fn seed_lists(db: &Db) -> Result<(), StoreError> {
 /// every node (300 000 test receipts, 1 in 50 failed).
 fn seed_uptime(db: &Db) -> Result<(), StoreError> {
     let data = uptime_data();
-    let run = db.start_run(UnixMillis::from_millis(REGISTERED - DAY))?;
+    let run = db.start_run(UnixMillis::from_millis(REGISTERED - DAY), None)?;
     let mut receipt: alarmnet_protocol::TestReceipt = serde_json::from_value(json!({
         "v": 1, "boot": "boot0001", "seq": 0, "ts": 0, "test": "silent", "result": "pass",
         "duration_ms": 4200
@@ -482,7 +482,7 @@ async fn postgres_store() -> (Store, Option<&'static alarmnet_e2e::Postgres>) {
     };
     let store = Store::connect(&url, None, Arc::new(Metrics::new())).expect("connect");
     let seeded = store
-        .read(|db| db.last_alive())
+        .read(|db| db.last_alive(None))
         .await
         .expect("read the run log");
     if seeded.is_none() {

@@ -351,7 +351,11 @@ impl Core {
     ) -> Result<(), StoreError> {
         let since = warm.linked_since.map_or(now, |at| at.min(now));
         // Read before this run starts: the old active's last sign of life.
-        let alive = self.store.read(|db| db.last_alive()).await?;
+        let scope = self.scope.clone();
+        let alive = self
+            .store
+            .read(move |db| db.last_alive(scope.as_ref()))
+            .await?;
         self.restore_watched_since(now, since).await?;
         let after = alive.map_or(UnixMillis::EPOCH, |at| at - crate::ha::REPLAY_MARGIN);
         let replay = warm.replay(after);
@@ -422,9 +426,10 @@ impl Core {
         self.take(out);
         self.readiness.finish_restore(self.monitor.tracker(), now);
         self.settle_readiness();
+        let scope = self.scope.clone();
         self.run = Some(
             self.store
-                .call(move |db| db.start_run(watched_since))
+                .call(move |db| db.start_run(watched_since, scope.as_ref()))
                 .await?,
         );
         tracing::info!(nodes = count, alerts = firing.len(), "state restored");
@@ -513,7 +518,11 @@ impl Core {
                 }
                 _ = deadline => {
                     earliest = tokio::time::Instant::now() + Duration::from_millis(10);
-                    self.tick(self.now());
+                    // One `now` for the check and the judgement: nothing due after the
+                    // check is judged unchecked.
+                    let now = self.now();
+                    self.forget_moved(now).await;
+                    self.tick(now);
                     self.commit_and_announce().await;
                 }
             }
@@ -811,6 +820,53 @@ impl Core {
         let out = self.monitor.tick_judging_until(now, self.heard_until);
         self.take(out);
         self.readiness.tick(self.monitor.tracker(), now);
+        self.settle_readiness();
+    }
+
+    /// On a region shard: forgets the nodes a tick at `now` would judge late or offline
+    /// whose stored region this shard does not serve. Such a node moved: its birth in the
+    /// new region went to that region's shard, which registered it, and this one, no
+    /// longer hearing it, would judge it offline and notify. Forgotten, it is neither
+    /// judged nor announced here (no transition, no notification). One store read, only
+    /// when some node is due (never per heartbeat); when the store does not answer soon,
+    /// the nodes are judged as usual.
+    async fn forget_moved(&mut self, now: UnixMillis) {
+        /// The longest the core waits for the check.
+        const CHECK_WITHIN: Duration = Duration::from_secs(1);
+        let Some(scope) = self.scope.clone() else {
+            return;
+        };
+        if self.store_failing.is_some() {
+            return;
+        }
+        let due = self.monitor.due(now, self.heard_until);
+        if due.is_empty() {
+            return;
+        }
+        let read = self.store.read(move |db| db.regions_of(&due));
+        let stored = match tokio::time::timeout(CHECK_WITHIN, read).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot check the regions of nodes due for judgement");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the store did not tell the regions of nodes due for judgement in time"
+                );
+                return;
+            }
+        };
+        for (node, region) in stored {
+            if scope.serves(&region) {
+                continue;
+            }
+            self.readiness.forget(self.monitor.tracker(), &node, now);
+            if self.monitor.forget(&node) {
+                self.seen.remove(&node);
+                tracing::info!(node = %node, %region, "node moved to a region another shard serves: forgotten");
+            }
+        }
         self.settle_readiness();
     }
 

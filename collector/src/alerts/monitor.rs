@@ -13,7 +13,7 @@
 //! [`Monitor::broker_lost`] / [`Monitor::broker_connected`] on the connection's edges, and
 //! at start `new` → `restore_*` → [`Monitor::finish_restore`].
 
-use alarmnet_protocol::{Birth, Fault, Heartbeat, Message, NodePath, State, TestReceipt};
+use alarmnet_protocol::{Birth, Fault, Heartbeat, Message, NodeId, NodePath, State, TestReceipt};
 use serde::{Deserialize, Serialize};
 
 use super::AlertChange;
@@ -360,6 +360,17 @@ impl Monitor {
             transitions: self.tracker.transitions(&changes),
             alerts,
         }
+    }
+
+    /// The nodes a tick at `now` would judge late or offline ([`Tracker::due`]), liveness
+    /// judged up to `heard` as in [`Monitor::tick_judging_until`].
+    pub fn due(&mut self, now: UnixMillis, heard: UnixMillis) -> Vec<NodeId> {
+        self.tracker.due(heard.min(now))
+    }
+
+    /// Forgets a node another collector serves now ([`Tracker::forget`]).
+    pub fn forget(&mut self, node: &NodeId) -> bool {
+        self.tracker.forget(node)
     }
 
     // ----- operators -----

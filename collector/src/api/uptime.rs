@@ -13,8 +13,8 @@ use super::{Abandoned, ApiState, Params};
 use crate::model::UnixMillis;
 use crate::store::{NodeQuery, Shard, StoreError};
 use crate::uptime::{
-    Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, Segment, UptimeReport,
-    Window,
+    Filter, GroupBy, PartialReport, Query as UptimeQuery, ReportBuilder, Segment, Unwatched,
+    UptimeReport, Window,
 };
 
 pub(super) async fn uptime(
@@ -119,13 +119,10 @@ pub(crate) fn shard_report(
     abandoned.check()?;
     let span = (query.window.from(), query.until());
     let silences = db.silences(None)?;
-    // Nobody watched outside the collector's runs and while it was blind.
-    let blind: Vec<Window> = db
-        .unwatched(span.0, span.1)?
-        .into_iter()
-        .filter_map(|(from, to)| Window::new(from, to).ok())
-        .collect();
-    let mut builder = ReportBuilder::new(query, &silences, &blind);
+    // Nobody watched a node outside the runs of the collectors of its region (its shard's,
+    // or the whole network's) and while they were blind.
+    let blind = db.unwatched(span.0, span.1, query.now)?;
+    let mut builder = ReportBuilder::with_unwatched(query, &silences, &blind);
     match plan {
         Some(days) => from_summaries(
             db,
@@ -226,7 +223,7 @@ fn from_summaries(
     nodes: &NodeQuery,
     (a, b): (UnixMillis, UnixMillis),
     shard: Shard,
-    (silences, blind): (&[crate::model::Silence], &[Window]),
+    (silences, blind): (&[crate::model::Silence], &Unwatched),
     abandoned: &Abandoned,
 ) -> Result<(), StoreError> {
     let from = query.window.from();
@@ -243,7 +240,7 @@ fn from_summaries(
                 now: end,
                 ..query.clone()
             };
-            let mut edge = ReportBuilder::new(&edge_query, silences, blind);
+            let mut edge = ReportBuilder::with_unwatched(&edge_query, silences, blind);
             db.each_node_span(nodes, (start, end), shard, |path, kind, steps, tests| {
                 abandoned.check()?;
                 let seg = edge

@@ -13,7 +13,7 @@ use super::uptime::shard_report;
 use crate::metrics::Metrics;
 use crate::model::{Cause, Liveness, Silence, SilenceId, Transition, UnixMillis};
 use crate::store::engines::postgres_db;
-use crate::store::{Db, NodeQuery, Shard, Store, days};
+use crate::store::{Db, NodeQuery, Shard, ShardScope, Store, days};
 use crate::uptime::{Filter, GroupBy, PartialReport, Query, UptimeReport, Window, time_zone};
 
 const DAY: u64 = 86_400_000;
@@ -124,9 +124,50 @@ fn silence(rng: &mut Lcg, id: u64, from: u64, span: u64) -> Silence {
     }
 }
 
-/// A random history of [`NODES`] nodes from a day before `T0` to five days after it.
-fn history(db: &Db, rng: &mut Lcg) -> i64 {
-    let run = db.start_run(at(T0 - 2 * DAY)).expect("run");
+/// Region shard `name` of `region`.
+fn shard_of(name: &str, region: &str) -> ShardScope {
+    ShardScope {
+        name: name.to_owned(),
+        regions: [RegionId::new(region).expect("id")].into(),
+    }
+}
+
+/// The run log [`history`] wrote.
+struct Runs {
+    /// The run that watched from the start.
+    run: i64,
+    /// Its shard (`None`: the whole network).
+    scope: Option<ShardScope>,
+    /// When sharded: the other shard's run that was killed (and maybe followed by another).
+    killed: Option<i64>,
+}
+
+/// A random history of [`NODES`] nodes from a day before `T0` to five days after it; its
+/// run log is one collector's of the whole network, or (half the cases) two region
+/// shards', `r1`'s and `r2`'s, where `r2`'s was killed (and maybe started again).
+fn history(db: &Db, rng: &mut Lcg) -> Runs {
+    let scope = rng.chance(50).then(|| shard_of("east", "r1"));
+    let run = db.start_run(at(T0 - 2 * DAY), scope.as_ref()).expect("run");
+    let mut killed = None;
+    if scope.is_some() {
+        let west = shard_of("west", "r2");
+        let w1 = db
+            .start_run(at(T0 - DAY + rng.below(2 * DAY)), Some(&west))
+            .expect("run");
+        db.run_alive(w1, at(T0 + DAY + rng.below(DAY)))
+            .expect("alive");
+        killed = Some(w1);
+        if rng.chance(50) {
+            let w2 = db
+                .start_run(at(T0 + 2 * DAY + rng.below(2 * DAY)), Some(&west))
+                .expect("run");
+            let from = T0 + 2 * DAY + rng.below(3 * DAY);
+            db.blind_edges(w2, &[(true, at(from)), (false, at(from + rng.below(DAY)))])
+                .expect("blind");
+            db.run_alive(w2, at(T0 + 5 * DAY + 2 * HOUR))
+                .expect("alive");
+        }
+    }
     for i in 0..NODES {
         let (path, kind) = place(rng, i);
         db.upsert_birth(&path, &birth(&path, kind), at(T0 - DAY))
@@ -159,14 +200,15 @@ fn history(db: &Db, rng: &mut Lcg) -> i64 {
     }
     db.run_alive(run, at(T0 + 5 * DAY + 2 * HOUR))
         .expect("alive");
-    run
+    Runs { run, scope, killed }
 }
 
 /// Writes into days already summarized: what must invalidate their summaries.
-fn late_writes(db: &Db, rng: &mut Lcg, run: i64) {
+fn late_writes(db: &Db, rng: &mut Lcg, runs: &Runs) {
+    let (run, scope) = (runs.run, runs.scope.as_ref());
     for _ in 0..rng.below(4) {
         let past = T0 - DAY + rng.below(6 * DAY);
-        match rng.below(8) {
+        match rng.below(10) {
             0 => {
                 let node = rng.below(NODES as u64) as usize;
                 db.record_transitions(&[transition(rng, node, past)])
@@ -204,10 +246,38 @@ fn late_writes(db: &Db, rng: &mut Lcg, run: i64) {
                 db.blind_edges(run, &[(true, at(past)), (false, at(past + HOUR))])
                     .expect("late blind interval");
             }
+            7 => {
+                // A move into the other region (the other shard's, when sharded): its
+                // past counts by the runs that watched its new region.
+                let node = rng.below(NODES as u64) as usize;
+                let was = db.regions_of(&[node_id(node)]).expect("region");
+                let (mut path, kind) = place(rng, node);
+                if was.first().is_some_and(|(_, r)| *r == path.region) {
+                    let other = if path.region.as_str() == "r1" {
+                        "r2"
+                    } else {
+                        "r1"
+                    };
+                    path = NodePath::new(
+                        RegionId::new(other).expect("id"),
+                        SiteId::new(format!("{other}-s1")).expect("id"),
+                        path.node.clone(),
+                    );
+                }
+                db.upsert_birth(&path, &birth(&path, kind), at(T0 + 5 * DAY))
+                    .expect("move");
+            }
+            8 if runs.killed.is_some() => {
+                // The killed run was only stalled: alive again, it watched all along.
+                let killed = runs.killed.expect("checked");
+                db.run_alive(killed, at(T0 + 5 * DAY + 3 * HOUR))
+                    .expect("alive again");
+            }
             _ => {
-                // The run crashed long ago, as the next one finds.
+                // The run crashed long ago, as the next one of its shard finds.
                 db.run_alive(run, at(past)).ok();
-                db.start_run(at(T0 + 5 * DAY + 3 * HOUR)).expect("run");
+                db.start_run(at(T0 + 5 * DAY + 3 * HOUR), scope)
+                    .expect("run");
             }
         }
     }
@@ -262,7 +332,7 @@ fn cases(open: impl Fn() -> Db, seed: u64, cases: usize) -> (usize, usize) {
         runtime.block_on(async {
             store
                 .call(move |db| {
-                    late_writes(db, &mut Lcg(late_seed), run);
+                    late_writes(db, &mut Lcg(late_seed), &run);
                     Ok(())
                 })
                 .await

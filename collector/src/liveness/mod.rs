@@ -176,6 +176,8 @@ struct Node {
     kind: u16,
     own: Liveness,
     maintenance: bool,
+    /// Forgotten ([`Tracker::forget`]): its slot stays so no other index moves.
+    gone: bool,
 }
 
 impl Node {
@@ -373,10 +375,13 @@ impl Tracker {
 
     /// Every tracked node, in registration order.
     pub fn nodes(&self) -> impl Iterator<Item = NodeView<'_>> {
-        self.nodes.iter().map(|node| NodeView {
-            tracker: self,
-            node,
-        })
+        self.nodes
+            .iter()
+            .filter(|node| !node.gone)
+            .map(|node| NodeView {
+                tracker: self,
+                node,
+            })
     }
 
     /// Whether the collector is blind (broker connection down).
@@ -517,6 +522,52 @@ impl Tracker {
         let mut out = Vec::new();
         self.tick_into(now, &mut out);
         self.transitions(&out)
+    }
+
+    /// The nodes [`Tracker::tick`] at `now` would judge (late or offline), without judging
+    /// them: for a caller that must check something about them first. Costs what the tick
+    /// costs (the due heap entries, popped and put back).
+    pub fn due(&mut self, now: UnixMillis) -> Vec<NodeId> {
+        let mut due = Vec::new();
+        if self.blind {
+            return due;
+        }
+        let mut popped = Vec::new();
+        while let Some(&Reverse((t, i))) = self.heap.peek() {
+            if t > now {
+                break;
+            }
+            popped.push(self.heap.pop().expect("peeked"));
+            let idx = NodeIdx(i);
+            if self.nodes[i as usize].scheduled == t
+                && self.deadline(idx).is_some_and(|(at, _)| at <= now)
+            {
+                due.push(self.nodes[i as usize].id.clone());
+            }
+        }
+        self.heap.extend(popped);
+        due
+    }
+
+    /// Forgets a node (it moved to a region another collector serves): it is judged no
+    /// more, counts in no site or region, and is no longer found by its id; a birth
+    /// registers it anew. No transition: the node's state is its new collector's to tell.
+    /// Returns whether it was tracked.
+    pub fn forget(&mut self, node: &NodeId) -> bool {
+        let Some(i) = self.index.remove(node.as_str()) else {
+            return false;
+        };
+        let n = &mut self.nodes[i as usize];
+        n.gone = true;
+        // Its heap entries are stale from now on.
+        n.scheduled = NO_TIME;
+        let (site, offline) = (n.site, u32::from(n.own == Liveness::Offline));
+        self.move_counts(site, -1, offline);
+        let members = &mut self.sites[site as usize].members;
+        if let Some(k) = members.iter().position(|&m| m == i) {
+            members.swap_remove(k);
+        }
+        true
     }
 
     /// Puts a node under maintenance (a silence covers it) or takes it out.
@@ -986,6 +1037,7 @@ impl Tracker {
             kind,
             own: Liveness::Unknown,
             maintenance: false,
+            gone: false,
         });
         self.index.insert(path.node.clone(), i);
         self.move_counts(site, 1, 0);

@@ -817,3 +817,38 @@ fn config_rejects_nonsense_factors() {
         serde_json::from_value(json!({"late_factor": 2.0, "bogus": 1}));
     assert!(parsed.is_err(), "unknown fields are rejected");
 }
+
+/// `due` names exactly the nodes the next tick judges, and judges none of them; a
+/// forgotten node is judged no more, counts nowhere, and a birth registers it anew.
+#[test]
+fn due_names_what_a_tick_would_judge_and_a_forgotten_node_is_never_judged() {
+    let (mut t, p) = online();
+    let q = path_in("lanzhou", "chengguan", "n2");
+    t.on_birth(&q, &birth(&q, "boot-bbbbbbbb"), false, T0 + ms(100));
+    let last = T0 + ms(5_000);
+    t.on_heartbeat(&p, &hb("boot-aaaaaaaa", 0, false), last);
+    // n2 is late first (its last sign of life is its birth).
+    let n2_late = T0 + ms(100) + ms(15_000);
+    assert!(t.due(n2_late - ms(1)).is_empty());
+    assert_eq!(t.due(n2_late), vec![q.node.clone()]);
+    // Asking twice judges nothing.
+    assert_eq!(t.due(n2_late), vec![q.node.clone()]);
+    assert_eq!(t.site_counts(&p.region, &p.site), Some((0, 2)));
+
+    assert!(t.forget(&q.node));
+    assert!(!t.forget(&q.node));
+    assert!(!t.contains(&q.node));
+    assert_eq!(t.site_counts(&p.region, &p.site), Some((0, 1)));
+    assert_eq!(t.members(&p.region, None).count(), 1);
+    assert_eq!(t.nodes().count(), 1);
+    assert!(t.due(n2_late).is_empty());
+    // Only n1 is ever judged.
+    let out = t.tick(last + ms(1_000_000));
+    assert!(out.iter().all(|tr| tr.node == p.node), "{out:?}");
+    assert_eq!(out.len(), 2);
+
+    // Back under a region of this tracker: registered anew.
+    t.on_birth(&q, &birth(&q, "boot-cccccccc"), false, T0 + ms(2_000_000));
+    assert!(t.contains(&q.node));
+    assert_eq!(t.site_counts(&p.region, &p.site), Some((1, 2)));
+}

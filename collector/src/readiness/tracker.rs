@@ -291,6 +291,25 @@ impl ReadinessTracker {
         self.update(t, idx, at);
     }
 
+    /// A node the liveness tracker is about to forget ([`Tracker::forget`]): it leaves
+    /// every rollup, and no change is emitted for it (its new collector tells).
+    pub fn forget(&mut self, t: &Tracker, node: &NodeId, at: UnixMillis) {
+        let Some(idx) = t.idx(node) else {
+            return;
+        };
+        let Some(n) = self.nodes.get_mut(idx.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        if let Some((b, s, r, c)) = n.counted_as {
+            self.network.remove(b, c);
+            self.site_mut(s).remove(b, c);
+            self.region_mut(r).remove(b, c);
+            self.dirty_sites.insert(s);
+            self.dirty_regions.insert(r);
+            self.alert_regions.insert(r, at);
+        }
+    }
+
     /// A birth: the node may be new, or have moved to another site or changed kind (which
     /// no liveness transition reports).
     pub fn birth(&mut self, t: &Tracker, node: &NodeId, at: UnixMillis) {

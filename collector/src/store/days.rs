@@ -29,8 +29,11 @@
 //!   or covers;
 //! - its region, site and kind, through the silences they match: a move deletes its rows
 //!   for the days of the silences matching the old or the new place;
-//! - the run log: a run found crashed, or blind edges, dated before the reach delete every
-//!   node's rows from then on;
+//! - the run log (the runs that watched its region, `runs.rs`): a run found crashed, a run
+//!   alive again after it counted as stopped, a run dated back, or blind edges, dated
+//!   before the reach delete every node's rows from then on; a node moved to another
+//!   region, once region shards have run, deletes its rows from the first shard's run on
+//!   (its region decides whose runs count);
 //! - the time zone: nothing (a segment is a span, not a date); `summary_days` keeps the
 //!   spans as they were cut, and a window uses the whole ones inside it.
 //!
@@ -254,12 +257,10 @@ impl Db {
         };
         let epoch = self.epoch()?;
         let silences = self.silences(None)?;
-        let blind: Vec<Window> = self
-            .unwatched(span.from(), span.to())?
-            .into_iter()
-            .filter_map(|(from, to)| Window::new(from, to).ok())
-            .collect();
-        let mut builder = ReportBuilder::new(&query, &silences, &blind);
+        // Read at least `SETTLE` after the day (see `summarize`): a run silent since before
+        // the day's end is not running by then, whatever the clock says now.
+        let unwatched = self.unwatched(span.from(), span.to(), span.to() + SETTLE)?;
+        let mut builder = ReportBuilder::with_unwatched(&query, &silences, &unwatched);
         let mut out = Vec::new();
         self.each_node_span(
             &NodeQuery::default(),

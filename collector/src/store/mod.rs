@@ -415,16 +415,6 @@ impl Store {
         self.call(move |db| db.alerts(status, limit)).await
     }
 
-    /// When nobody watched within `[from, to)`: outside the collector's runs and while it
-    /// was blind. Sorted, merged `(start, end)` intervals.
-    pub async fn unwatched(
-        &self,
-        from: UnixMillis,
-        to: UnixMillis,
-    ) -> Result<Vec<(UnixMillis, UnixMillis)>, StoreError> {
-        self.call(move |db| db.unwatched(from, to)).await
-    }
-
     pub async fn silences(&self, now: Option<UnixMillis>) -> Result<Vec<Silence>, StoreError> {
         self.call(move |db| db.silences(now)).await
     }

@@ -211,6 +211,22 @@ impl Db {
         self.name_places(path, birth)
     }
 
+    /// The stored region of each of `nodes` that is registered.
+    pub fn regions_of(&self, nodes: &[NodeId]) -> Result<Vec<(NodeId, RegionId)>, StoreError> {
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let region = self.conn().query_opt(
+                "SELECT region FROM nodes WHERE node = ?1",
+                args![node.as_str()],
+                |r| r.get::<String>(0),
+            )?;
+            if let Some(region) = region {
+                out.push((node.clone(), id("region", region, RegionId::new)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// A node moved (or changed kind): its summarized days under silences that match its
     /// old place but not its new one, or the other way round, count otherwise now (a
     /// report matches a node's silences where it is now).
@@ -235,6 +251,18 @@ impl Db {
                 != matches(&s, path.region.as_str(), path.site.as_str(), kind.as_str())
             {
                 self.invalidate_summaries(Whose::Node(&path.node), s.starts_at, Some(s.ends_at))?;
+            }
+        }
+        if region != path.region.as_str() {
+            // Whose runs count as watching it changed (store::runs): since the first run of
+            // a region shard, regions may differ in what was watched.
+            let sharded = self.conn().query_one(
+                "SELECT min(started_at) FROM collector_runs WHERE regions IS NOT NULL",
+                args![],
+                |r| r.get::<Option<i64>>(0),
+            )?;
+            if let Some(since) = sharded {
+                self.invalidate_summaries(Whose::Node(&path.node), ts_of(since), None)?;
             }
         }
         Ok(())

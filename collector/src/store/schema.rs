@@ -418,6 +418,15 @@ CREATE TABLE summary_blocks (
     PRIMARY KEY (day, day_end)
 ) WITHOUT ROWID;
 "#,
+    // 15: whose a run is (its region shard's; '' without shards) and the regions it watched
+    // (comma-separated; NULL: the whole network). A shard's start closes only its own
+    // crashed runs, and a node's unwatched time comes from the runs that watched its
+    // region. The older runs watched the whole network.
+    r#"
+ALTER TABLE collector_runs ADD COLUMN shard TEXT NOT NULL DEFAULT '';
+ALTER TABLE collector_runs ADD COLUMN regions TEXT;
+CREATE INDEX runs_by_shard ON collector_runs (shard, alive_at);
+"#,
 ];
 
 /// The schema version of a database.
@@ -776,6 +785,12 @@ CREATE TABLE summary_blocks (
     day_end BIGINT NOT NULL,
     PRIMARY KEY (day, day_end)
 );
+"#,
+    // 7: SQLite's migration 15 (a run's shard and the regions it watched).
+    r#"
+ALTER TABLE collector_runs ADD COLUMN shard TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE collector_runs ADD COLUMN regions TEXT COLLATE "C";
+CREATE INDEX runs_by_shard ON collector_runs (shard, alive_at);
 "#,
 ];
 

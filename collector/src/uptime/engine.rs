@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use super::days::{Segment, combine};
+use super::unwatched::Unwatched;
 use super::window::{ParamError, Stamp, Window};
 use crate::model::{Cause, Liveness, NodeInfo, Silence, Transition, UnixMillis};
 
@@ -340,8 +341,11 @@ pub struct ReportBuilder<'q> {
     until: UnixMillis,
     /// Silences that overlap the span.
     silences: Vec<&'q Silence>,
-    /// Blind intervals clipped to the span, sorted and merged.
+    /// Blind intervals clipped to the span, sorted and merged: for a region without its
+    /// own (`blind_regions`).
     blind: Vec<(UnixMillis, UnixMillis)>,
+    /// The same, of the regions with their own ([`Unwatched`]).
+    blind_regions: HashMap<RegionId, Vec<(UnixMillis, UnixMillis)>>,
     groups: BTreeMap<GroupKey, Totals>,
     scratch_maintenance: Vec<(UnixMillis, UnixMillis)>,
     scratch_overlay: Vec<Overlay>,
@@ -353,25 +357,47 @@ impl<'q> ReportBuilder<'q> {
     /// was watching (the collector down or cut off from the broker): they count as unknown
     /// for every node, whatever its stored state says.
     pub fn new(query: &'q Query, silences: &'q [Silence], blind: &[Window]) -> Self {
+        Self::with_unwatched(query, silences, &Unwatched::everywhere(blind.to_vec()))
+    }
+
+    /// [`Self::new`] with blind intervals by the node's region (region shards).
+    pub fn with_unwatched(
+        query: &'q Query,
+        silences: &'q [Silence],
+        unwatched: &Unwatched,
+    ) -> Self {
         let from = query.window.from();
         let until = query.until();
         let silences = silences
             .iter()
             .filter(|s| s.starts_at < until && from < s.ends_at && s.starts_at < s.ends_at)
             .collect();
-        let blind = merged(
-            blind
-                .iter()
-                .map(|w| (w.from().max(from), w.to().min(until)))
-                .filter(|(a, b)| a < b)
-                .collect(),
-        );
+        let clip = |blind: &[Window]| {
+            merged(
+                blind
+                    .iter()
+                    .map(|w| (w.from().max(from), w.to().min(until)))
+                    .filter(|(a, b)| a < b)
+                    .collect(),
+            )
+        };
+        let mut blind = Vec::new();
+        let mut blind_regions = HashMap::new();
+        for (region, list) in unwatched.lists() {
+            match region {
+                None => blind = clip(list),
+                Some(region) => {
+                    blind_regions.insert(region.clone(), clip(list));
+                }
+            }
+        }
         Self {
             query,
             from,
             until,
             silences,
             blind,
+            blind_regions,
             groups: BTreeMap::new(),
             scratch_maintenance: Vec::new(),
             scratch_overlay: Vec::new(),
@@ -575,8 +601,9 @@ impl<'q> ReportBuilder<'q> {
             category: Category::Maintenance,
         }));
         // Blind time not already maintenance.
+        let blind = self.blind_regions.get(&path.region).unwrap_or(&self.blind);
         let mut m = 0;
-        for &(mut start, end) in &self.blind {
+        for &(mut start, end) in blind {
             while start < end {
                 while m < maintenance.len() && maintenance[m].1 <= start {
                     m += 1;
@@ -602,7 +629,7 @@ impl<'q> ReportBuilder<'q> {
                 }
             }
         }
-        if !self.blind.is_empty() && !maintenance.is_empty() {
+        if !blind.is_empty() && !maintenance.is_empty() {
             overlay.sort_unstable_by_key(|o| o.start);
         }
     }

@@ -36,6 +36,7 @@
 mod config;
 mod days;
 mod engine;
+mod unwatched;
 mod window;
 
 #[cfg(test)]
@@ -47,6 +48,7 @@ pub use engine::{
     Filter, GroupBy, Inputs, NodeTests, Outage, PartialReport, Query, ReportBuilder, Row, Step,
     TestTally, UptimeError, UptimeReport, report,
 };
+pub use unwatched::Unwatched;
 pub use window::{
     DEFAULT_SINCE, DEFAULT_TIME_ZONE, DateMeans, ParamError, Period, Stamp, Window, WindowParams,
     parse_date, parse_duration, parse_instant, parse_iso_week, parse_month, parse_year, time_zone,
