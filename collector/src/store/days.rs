@@ -61,7 +61,7 @@ use super::db::{Db, i64_of, id, ms_sql, ts_of, u64_of};
 use super::history::Shard;
 use super::lists::ts_int;
 use super::nodes::NodeQuery;
-use super::sql::{Dialect, Row, Value, args};
+use super::sql::{Row, Value, args, join_each};
 use super::{Store, StoreError};
 use crate::model::{Silence, UnixMillis};
 use crate::uptime::{
@@ -403,13 +403,19 @@ impl Db {
     /// many rows were written. Read and written in one transaction: a late write deletes
     /// the rows it makes stale, before or after, never between.
     fn build_block(&self, block: Window, [a, b]: [Window; 2]) -> Result<u64, StoreError> {
+        let half = |t: &str, day: usize| {
+            let on = format!(
+                "{t}.node = n.node AND {t}.day = ?{day} AND {t}.day_end = ?{}",
+                day + 1
+            );
+            join_each(self.conn().dialect(), "JOIN", "node_days", t, &on)
+        };
         let sql = format!(
-            "SELECT n.node, {}, {}
-             FROM nodes n
-                JOIN node_days a ON a.node = n.node AND a.day = ?1 AND a.day_end = ?2
-                JOIN node_days b ON b.node = n.node AND b.day = ?3 AND b.day_end = ?4",
+            "SELECT n.node, {}, {} FROM nodes n {} {}",
             segment_columns("a"),
-            segment_columns("b")
+            segment_columns("b"),
+            half("a", 1),
+            half("b", 3)
         );
         let rows = self.conn().query(
             &sql,
@@ -481,45 +487,30 @@ impl Db {
         // them in SQL made SQLite sort all of them in a temporary b-tree (twice the time of
         // the whole read), though its key gives them in order.
         let list = vec!["?"; spans.len().max(1)].join(", ");
-        let picked = |outer: &str| {
-            format!("d.node = {outer}.node AND d.day IN ({list}) AND +d.day_end IN ({list})")
-        };
+        let picked = format!("d.node = n.node AND d.day IN ({list}) AND +d.day_end IN ({list})");
         let mut spans_values: Vec<Value<'_>> = spans.iter().map(|w| ts_int(w.from())).collect();
         spans_values.extend(spans.iter().map(|w| ts_int(w.to())));
         if spans.is_empty() {
             spans_values.extend([Value::Null, Value::Null]);
         }
-        let columns = segment_columns("d");
-        let (sql, values) = match self.conn().dialect() {
-            // The nodes are put in order before the join, which then keeps it.
-            Dialect::Sqlite => (
-                format!(
-                    "SELECT n.region, n.site, n.node, n.kind, {columns}
-                     FROM (SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
-                           ORDER BY nodes.region, nodes.site, nodes.node) AS n
-                        LEFT JOIN node_days d ON {}
-                     ORDER BY n.region, n.site, n.node",
-                    c.sql(),
-                    picked("n")
-                ),
-                [c.values(), &spans_values].concat(),
-            ),
-            // PostgreSQL hashes the join, over a scan of the whole table, and sorts the
-            // joined rows on disk, unless each node's rows are a subquery of their own
-            // (`OFFSET 0` keeps it from being merged into the join): a loop over the nodes
-            // in order, an index range each.
-            Dialect::Postgres => (
-                format!(
-                    "SELECT nodes.region, nodes.site, nodes.node, nodes.kind, {columns}
-                     FROM nodes LEFT JOIN LATERAL
-                        (SELECT * FROM node_days d WHERE {} OFFSET 0) d ON true{}
-                     ORDER BY nodes.region, nodes.site, nodes.node",
-                    picked("nodes"),
-                    c.sql()
-                ),
-                [&spans_values, c.values()].concat(),
-            ),
-        };
+        // The nodes are put in order before the join, which then keeps it.
+        let sql = format!(
+            "SELECT n.region, n.site, n.node, n.kind, {}
+             FROM (SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
+                   ORDER BY nodes.region, nodes.site, nodes.node) AS n
+                {}
+             ORDER BY n.region, n.site, n.node",
+            segment_columns("d"),
+            c.sql(),
+            join_each(
+                self.conn().dialect(),
+                "LEFT JOIN",
+                "node_days",
+                "d",
+                &picked
+            )
+        );
+        let values = [c.values(), &spans_values].concat();
         self.each_by_node(
             &sql,
             &values,

@@ -8,7 +8,7 @@ use super::days::Whose;
 use super::db::{Db, cause, i64_of_usize, id, liveness, ms_sql, ts_of, u64_of};
 use super::lists::{Conditions, Paged, TimeKey, int, limit_plus_one, text, ts_int};
 use super::nodes::NodeQuery;
-use super::sql::{Dialect, KEY, Row, Value, args, chunks, value_rows};
+use super::sql::{Dialect, KEY, Row, Value, args, chunks, join_each, value_rows};
 use crate::model::{Transition, UnixMillis};
 use crate::uptime::{Step, TestTally};
 
@@ -341,17 +341,7 @@ impl Db {
                 AND t.at >= coalesce((SELECT max(p.at) FROM transitions p
                                       WHERE p.node = nodes.node AND p.at < ?), ?)
                 AND t.at < ?";
-        // PostgreSQL hashes the join on the node, reading every transition before the
-        // span's end and the subquery once per row of them (10 000 nodes, a partial day:
-        // 0.46 s), unless the node's rows are a subquery of their own per node (`OFFSET 0`
-        // keeps it from being merged into the join): an index range each (0.13 s). SQLite
-        // loops over the nodes either way, and has no `LATERAL`.
-        let join = match self.conn().dialect() {
-            Dialect::Sqlite => format!("LEFT JOIN transitions t ON {span}"),
-            Dialect::Postgres => format!(
-                "LEFT JOIN LATERAL (SELECT * FROM transitions t WHERE {span} OFFSET 0) t ON true"
-            ),
-        };
+        let join = join_each(self.conn().dialect(), "LEFT JOIN", "transitions", "t", span);
         let sql = format!(
             "SELECT nodes.region, nodes.site, nodes.node, nodes.kind,
                     t.from_state, t.to_state, t.at, t.cause, t.id

@@ -574,6 +574,8 @@ struct Reconnecting<F> {
     used: Instant,
     /// Idle this long, the connection is checked before use.
     idle_check: Duration,
+    /// Something failed on it: checked before the next use, however soon.
+    failed: bool,
 }
 
 /// The writer's connection, idle this long, is checked before use (see
@@ -587,7 +589,15 @@ impl<F: Fn() -> Result<Db, StoreError>> Reconnecting<F> {
             reopen,
             used: Instant::now(),
             idle_check,
+            failed: false,
         }
+    }
+
+    /// What ran on the connection failed: it is checked before the next use. (A
+    /// connection the server just ended can fail without yet looking closed: the client
+    /// has not read the end of its socket.)
+    fn failed(&mut self) {
+        self.failed = true;
     }
 
     /// The connection, opened again first if the server closed it. When that fails too,
@@ -601,8 +611,9 @@ impl<F: Fn() -> Result<Db, StoreError>> Reconnecting<F> {
     /// core retries a failed one.
     fn db(&mut self) -> &Db {
         let idle = std::mem::replace(&mut self.used, Instant::now()).elapsed() >= self.idle_check;
+        let check = idle || std::mem::take(&mut self.failed);
         let conn = self.db.conn();
-        if conn.is_closed() || (idle && !conn.answers()) {
+        if conn.is_closed() || (check && !conn.answers()) {
             match (self.reopen)() {
                 Ok(db) => {
                     tracing::info!("store: connected to the database again");
@@ -652,6 +663,7 @@ fn run<F: Fn() -> Result<Db, StoreError>>(
             // The caller is told why; the next job tries again (connecting first if the
             // connection is gone).
             first(None)(Err(format!("cannot begin a transaction: {e}")));
+            conn.failed();
             continue;
         }
         done.push(first(Some(db)));
@@ -671,6 +683,7 @@ fn run<F: Fn() -> Result<Db, StoreError>>(
         if let Err(e) = &commit {
             metrics.store_errors.fetch_add(1, Relaxed);
             tracing::error!(error = %e, commands = done.len(), "store: commit failed");
+            conn.failed();
         }
         for d in done.drain(..) {
             d(commit.clone());
