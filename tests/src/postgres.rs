@@ -215,7 +215,14 @@ rm -rf "$ROOT"
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let ready = command("pg_isready")
-                .args(["-h", &self.admin_host, "-p", &self.port.to_string(), "-U", USER])
+                .args([
+                    "-h",
+                    &self.admin_host,
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    USER,
+                ])
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -260,7 +267,14 @@ rm -rf "$ROOT"
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}_{n}", std::process::id());
         let out = command("createdb")
-            .args(["-h", &self.admin_host, "-p", &self.port.to_string(), "-U", USER])
+            .args([
+                "-h",
+                &self.admin_host,
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+            ])
             .arg(&name)
             .output()
             .expect("run createdb");
@@ -275,7 +289,14 @@ rm -rf "$ROOT"
     /// Runs `sql` with `psql` on database `db` and returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = command("psql")
-            .args(["-h", &self.admin_host, "-p", &self.port.to_string(), "-U", USER])
+            .args([
+                "-h",
+                &self.admin_host,
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+            ])
             .args([
                 "-d",
                 db,
