@@ -66,13 +66,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     tracing::info!(store = %location.describe(), "store open");
     // On a shared (PostgreSQL) store, the lease decides which collector is active.
-    let shared = match &location {
-        crate::store::Location::Sqlite(_) => None,
-        crate::store::Location::Postgres { url, password } => Some(crate::store::sql::pg_config(
-            url.expose(),
-            password.as_ref().map(|p| p.expose()),
-        )?),
-    };
+    let shared = location.pg_target()?;
+    if let Some(pg) = &shared
+        && !pg.authenticates_server()
+    {
+        // Design: kept working (an existing config has no sslmode), but said at every start.
+        let traffic = match pg.sslmode() {
+            crate::store::pg::SslMode::Require => "encrypted",
+            crate::store::pg::SslMode::Disable => "in clear",
+            _ => "encrypted only if the server offers TLS",
+        };
+        tracing::warn!(
+            sslmode = pg.sslmode().as_str(),
+            traffic,
+            "store: the PostgreSQL server is not authenticated; \
+             set [store] ca_file to verify its certificate (sslmode verify-full)"
+        );
+    }
     let (roles, lease_thread) = match shared.clone() {
         None => (crate::ha::single(), None),
         Some(pg) => {

@@ -500,6 +500,34 @@ mod tests {
     }
 
     #[test]
+    fn postgres_tls_problems_are_reported_with_the_others() {
+        let problems = |store: &str| match Config::from_toml(&format!("[store]\n{store}")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        };
+        assert_eq!(
+            problems("ca_file = \"/etc/alarmnet/pg-ca.pem\"\n"),
+            ["store.ca_file: only with store.url (PostgreSQL)"]
+        );
+        let errors = problems(
+            "url = \"postgres://a@db.example/alarmnet?sslmode=verify-full\"\nlease = \"1ms\"\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("sslmode=verify-full needs the CA"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            problems(
+                "url = \"postgres://a@db.example/alarmnet\"\nca_file = \"/nonexistent.pem\"\n"
+            ),
+            ["store.ca_file: /nonexistent.pem: I/O error: No such file or directory (os error 2)"]
+        );
+        // A URL without sslmode and no CA stays valid (prefer).
+        assert!(problems("url = \"postgres://a@db.example/alarmnet\"\n").is_empty());
+    }
+
+    #[test]
     fn secrets_come_from_files_and_never_show_in_debug() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pw = write(&dir, "mqtt.pw", "mqtt-secret-pw-1\n");

@@ -67,7 +67,10 @@ fn file_error(key: &'static str, path: &Path, problem: impl ToString) -> TlsErro
     }
 }
 
-fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_error(key, path, e))?
         .collect::<Result<Vec<_>, _>>()

@@ -10,6 +10,10 @@
 //! - [`Postgres::start`]: a server of one's own, stopped when the handle is dropped (tests
 //!   that stop or kill the database on purpose).
 //!
+//! - [`Postgres::start_tls`] / [`Postgres::shared_tls`]: a server that takes only TLS
+//!   connections from 127.0.0.1 (`hostssl`; `hostnossl` is rejected), its certificate
+//!   issued for `127.0.0.1` by a CA made for the test ([`Postgres::ca_file`]).
+//!
 //! The harness is synchronous (plain child processes and the PostgreSQL command-line
 //! tools), so it serves sync unit tests and async tests alike.
 
@@ -39,6 +43,11 @@ pub struct Postgres {
     /// The watchdog shell (leader of the server's process group).
     child: Option<Child>,
     databases: AtomicU32,
+    /// Where the harness's own tools connect: `127.0.0.1`, or the socket directory on a
+    /// TLS-only server (its TCP port refuses plain connections).
+    admin_host: String,
+    /// With TLS: the CA that issued the server's certificate (PEM).
+    ca_file: Option<PathBuf>,
 }
 
 /// The uid and gid of the `postgres` system user: `initdb` refuses to run as root.
@@ -83,19 +92,32 @@ impl Postgres {
         SHARED.get_or_init(Postgres::start)
     }
 
+    /// One TLS-only server ([`Self::start_tls`]) for the whole test process.
+    pub fn shared_tls() -> &'static Postgres {
+        static SHARED: OnceLock<Postgres> = OnceLock::new();
+        SHARED.get_or_init(Postgres::start_tls)
+    }
+
+    /// A server that takes only TLS connections over TCP: `ssl=on` with a certificate for
+    /// `127.0.0.1` (and no other name) issued by a CA made here ([`Self::ca_file`]), and a
+    /// `pg_hba.conf` with `hostssl` for 127.0.0.1 and `hostnossl … reject`.
+    pub fn start_tls() -> Postgres {
+        Self::start_as(false, true)
+    }
+
     /// Starts a server of one's own on a free port with an empty cluster, and waits until
     /// it accepts connections. Panics (with the server's log) when it cannot.
     pub fn start() -> Postgres {
-        Self::start_with(false)
+        Self::start_as(false, false)
     }
 
     /// [`Self::start`] with durable commits (fsync, full page writes, synchronous commit),
     /// as a production server runs: for benchmarks of the store.
     pub fn start_durable() -> Postgres {
-        Self::start_with(true)
+        Self::start_as(true, false)
     }
 
-    fn start_with(durable: bool) -> Postgres {
+    fn start_as(durable: bool, tls: bool) -> Postgres {
         assert!(
             Path::new(BIN).join("postgres").is_file(),
             "PostgreSQL is not installed ({BIN}/postgres): apt-get install postgresql"
@@ -124,6 +146,7 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
+        let tls_files = tls.then(|| write_tls_files(&root));
         let log = root.join("postgres.log");
         // The watchdog: runs the server, and stops it and removes its files when the test
         // process (`$1`) is gone or the server ends.
@@ -149,6 +172,15 @@ rm -rf "$ROOT"
             .arg(&root)
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "max_connections=300"]);
+        if let Some(files) = &tls_files {
+            c.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", files.cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", files.key.display()))
+                .arg("-c")
+                .arg(format!("hba_file={}", files.hba.display()));
+        }
         if !durable {
             // A test server: durability is not what is tested here, speed is.
             c.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
@@ -166,9 +198,14 @@ rm -rf "$ROOT"
         let child = c.spawn().expect("start postgres");
         let server = Postgres {
             port,
-            root,
             child: Some(child),
             databases: AtomicU32::new(0),
+            admin_host: match &tls_files {
+                Some(_) => root.display().to_string(),
+                None => "127.0.0.1".into(),
+            },
+            ca_file: tls_files.map(|f| f.ca),
+            root,
         };
         server.wait_ready();
         server
@@ -178,7 +215,14 @@ rm -rf "$ROOT"
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let ready = command("pg_isready")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+                .args([
+                    "-h",
+                    &self.admin_host,
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    USER,
+                ])
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -203,6 +247,12 @@ rm -rf "$ROOT"
             .join("\n")
     }
 
+    /// With [`Self::start_tls`]: the PEM file of the CA that issued the server's
+    /// certificate.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -217,7 +267,14 @@ rm -rf "$ROOT"
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}_{n}", std::process::id());
         let out = command("createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args([
+                "-h",
+                &self.admin_host,
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+            ])
             .arg(&name)
             .output()
             .expect("run createdb");
@@ -232,7 +289,14 @@ rm -rf "$ROOT"
     /// Runs `sql` with `psql` on database `db` and returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = command("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args([
+                "-h",
+                &self.admin_host,
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+            ])
             .args([
                 "-d",
                 db,
@@ -296,6 +360,61 @@ rm -rf "$ROOT"
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The files of a TLS-only server.
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    hba: PathBuf,
+}
+
+/// Makes a CA, the server's certificate for `127.0.0.1` and its key (mode 0600, owned by
+/// the server's user: postgres refuses a key others can read), and a `pg_hba.conf` that
+/// takes TLS from 127.0.0.1 only (the harness's own tools use the socket).
+fn write_tls_files(root: &Path) -> TlsFiles {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "alarmnet test PostgreSQL CA");
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("server params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+    let files = TlsFiles {
+        ca: root.join("ca.pem"),
+        cert: root.join("server.crt"),
+        key: root.join("server.key"),
+        hba: root.join("pg_hba.conf"),
+    };
+    std::fs::write(&files.ca, ca.pem()).expect("write the CA");
+    std::fs::write(&files.cert, cert.pem()).expect("write the certificate");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write the key");
+    std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the key");
+    std::fs::write(
+        &files.hba,
+        "local all all trust\n\
+         hostssl all all 127.0.0.1/32 trust\n\
+         hostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .expect("write pg_hba.conf");
+    if is_root() {
+        let (uid, gid) = postgres_user().expect("a `postgres` user");
+        for f in [&files.ca, &files.cert, &files.key, &files.hba] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown a TLS file");
+        }
+    }
+    files
 }
 
 impl Drop for Postgres {

@@ -35,7 +35,7 @@ const SEP: char = '\u{1f}';
 /// Starts relaying: this collector's events (from `hub`) to the others, theirs to `hub`.
 /// `origin` names this collector (its MQTT client id). Both threads stop at `shutdown`.
 pub fn start(
-    config: postgres::Config,
+    config: crate::store::pg::PgTarget,
     origin: String,
     hub: EventHub,
     shutdown: CancellationToken,
@@ -54,12 +54,16 @@ pub fn start(
     Ok(())
 }
 
-fn connect(config: &postgres::Config, shutdown: &CancellationToken) -> Option<postgres::Client> {
+fn connect(
+    config: &crate::store::pg::PgTarget,
+    shutdown: &CancellationToken,
+) -> Option<postgres::Client> {
     while !shutdown.is_cancelled() {
-        match config.connect(postgres::NoTls) {
+        match config.connect() {
             Ok(c) => return Some(c),
             Err(e) => {
-                tracing::warn!(error = %e, "event relay: cannot connect to the store; retrying");
+                let error = crate::store::StoreError::from(e);
+                tracing::warn!(%error, "event relay: cannot connect to the store; retrying");
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
@@ -68,7 +72,7 @@ fn connect(config: &postgres::Config, shutdown: &CancellationToken) -> Option<po
 }
 
 fn send(
-    config: &postgres::Config,
+    config: &crate::store::pg::PgTarget,
     origin: &str,
     mut rx: mpsc::Receiver<(EventKind, String)>,
     shutdown: &CancellationToken,
@@ -98,7 +102,12 @@ fn send(
     }
 }
 
-fn listen(config: &postgres::Config, origin: &str, hub: &EventHub, shutdown: &CancellationToken) {
+fn listen(
+    config: &crate::store::pg::PgTarget,
+    origin: &str,
+    hub: &EventHub,
+    shutdown: &CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let Some(mut client) = connect(config, shutdown) else {
             return;

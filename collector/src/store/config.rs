@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::StoreError;
+use super::pg::{PgTarget, PgTls, PgTlsFiles};
 use crate::secret::{self, Secret};
 
 /// `[store]`: the embedded SQLite store by default, PostgreSQL with `url`.
@@ -17,8 +19,23 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// A PostgreSQL database instead of the file: `postgres://user@host:port/dbname`
     /// (libpq's URL form, e.g. `?connect_timeout=5`). Several collectors may share one.
+    /// TLS as libpq: `sslmode=disable|prefer|require|verify-ca|verify-full` (`allow` is
+    /// refused), `sslrootcert=`, `sslcert=`, `sslkey=`. Without `sslmode`: `verify-full`
+    /// when a CA is given, else `prefer` (TLS if the server offers it, unauthenticated).
     #[serde(default)]
     pub url: Option<Secret>,
+    /// With `url`: the PEM file of the CA that signs the PostgreSQL server's certificate
+    /// (as `sslrootcert`). Set it so that the server is authenticated and the password
+    /// never goes to an impostor or in clear: `sslmode` then defaults to `verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// With `url`: a client certificate (PEM) for the server's `cert` authentication (as
+    /// `sslcert`), with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `cert_file` (as `sslkey`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// A file holding the PostgreSQL user's password (read at start; a relative name is
     /// looked up in `$CREDENTIALS_DIRECTORY`), so that the URL carries none.
     #[serde(default)]
@@ -119,6 +136,9 @@ impl Default for StoreConfig {
         Self {
             path: default_store_path(),
             url: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             password_file: None,
             reserve: default_reserve(),
             max_backlog: default_max_backlog(),
@@ -162,33 +182,53 @@ impl StoreConfig {
 pub enum Location {
     /// The embedded SQLite database file.
     Sqlite(PathBuf),
-    /// A PostgreSQL database, with the password from `password_file` when given.
+    /// A PostgreSQL database, with the password from `password_file` when given and the
+    /// TLS files of `[store]`.
     Postgres {
         url: Secret,
         password: Option<Secret>,
+        tls: PgTlsFiles,
     },
 }
 
 impl Location {
-    /// What logs and errors may name: the file, or the URL without its password.
+    /// What a PostgreSQL connection is made from (its TLS files read now); `None` for
+    /// SQLite.
+    pub fn pg_target(&self) -> Result<Option<PgTarget>, StoreError> {
+        match self {
+            Location::Sqlite(_) => Ok(None),
+            Location::Postgres { url, password, tls } => Ok(Some(PgTarget::new(
+                url.expose(),
+                password.as_ref().map(|p| p.expose()),
+                tls,
+            )?)),
+        }
+    }
+
+    /// What logs and errors may name: the file, or the URL without its password (with its
+    /// `sslmode`).
     pub fn describe(&self) -> String {
         match self {
             Location::Sqlite(path) => path.display().to_string(),
-            Location::Postgres { url, .. } => match url.expose().parse::<postgres::Config>() {
-                Ok(c) => {
+            Location::Postgres { url, tls, .. } => match PgTls::settle(url.expose(), tls)
+                .ok()
+                .and_then(|t| Some((t.url().parse::<postgres::Config>().ok()?, t.mode)))
+            {
+                Some((c, mode)) => {
                     let host = c.get_hosts().first().map(|h| match h {
                         postgres::config::Host::Tcp(h) => h.clone(),
                         postgres::config::Host::Unix(p) => p.display().to_string(),
                     });
                     format!(
-                        "postgres://{}@{}:{}/{}",
+                        "postgres://{}@{}:{}/{}?sslmode={}",
                         c.get_user().unwrap_or_default(),
                         host.unwrap_or_default(),
                         c.get_ports().first().copied().unwrap_or(5432),
-                        c.get_dbname().unwrap_or_default()
+                        c.get_dbname().unwrap_or_default(),
+                        mode.as_str()
                     )
                 }
-                Err(_) => "postgres://<unreadable url>".into(),
+                None => "postgres://<unreadable url>".into(),
             },
         }
     }
@@ -208,7 +248,16 @@ impl StoreConfig {
         Ok(Location::Postgres {
             url: url.clone(),
             password,
+            tls: self.tls_files(),
         })
+    }
+
+    fn tls_files(&self) -> PgTlsFiles {
+        PgTlsFiles {
+            ca: self.ca_file.clone(),
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+        }
     }
 
     /// Every problem, each under its `store.` key.
@@ -221,11 +270,28 @@ impl StoreConfig {
             let url = url.expose();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 errors.push("store.url: must be a postgres:// URL".into());
-            } else if let Err(e) = url.parse::<postgres::Config>() {
-                errors.push(format!("store.url: {e}"));
+            } else {
+                match PgTls::settle(url, &self.tls_files()) {
+                    Err(problems) => errors.extend(problems),
+                    Ok(tls) => {
+                        if let Err(e) = tls.url().parse::<postgres::Config>() {
+                            errors.push(format!("store.url: {e}"));
+                        }
+                        errors.extend(tls.file_problems());
+                    }
+                }
             }
-        } else if self.password_file.is_some() {
-            errors.push("store.password_file: only with store.url (PostgreSQL)".into());
+        } else {
+            for (key, set) in [
+                ("password_file", self.password_file.is_some()),
+                ("ca_file", self.ca_file.is_some()),
+                ("cert_file", self.cert_file.is_some()),
+                ("key_file", self.key_file.is_some()),
+            ] {
+                if set {
+                    errors.push(format!("store.{key}: only with store.url (PostgreSQL)"));
+                }
+            }
         }
         if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600))
             .contains(&self.lease)

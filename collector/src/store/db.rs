@@ -80,7 +80,7 @@ impl Db {
 
     /// Connects to the PostgreSQL database and migrates it (several collectors
     /// starting at once migrate it once: see [`schema::migrate_postgres`]).
-    pub fn connect(config: &postgres::Config) -> Result<Db, StoreError> {
+    pub fn connect(config: &super::pg::PgTarget) -> Result<Db, StoreError> {
         let conn = Conn::postgres(config)?;
         schema::migrate_postgres(&conn)?;
         Ok(Db { conn })
@@ -88,7 +88,7 @@ impl Db {
 
     /// Another connection to the PostgreSQL database, which must already have this
     /// collector's schema (for [`super::Store::read`]).
-    pub fn connect_reader(config: &postgres::Config) -> Result<Db, StoreError> {
+    pub fn connect_reader(config: &super::pg::PgTarget) -> Result<Db, StoreError> {
         let conn = Conn::postgres(config)?;
         let found = schema::postgres_version(&conn)?;
         if found != schema::POSTGRES.len() {

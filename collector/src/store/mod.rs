@@ -20,6 +20,7 @@ mod history;
 pub mod lease;
 mod lists;
 mod nodes;
+pub mod pg;
 mod readiness;
 pub mod reserve;
 pub mod retention;
@@ -70,10 +71,15 @@ const READERS: usize = 2;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
-    Postgres(#[from] postgres::Error),
+    /// With its causes: the client's own text is only the kind ("db error", "error
+    /// performing TLS handshake"); the server's message or the TLS failure is the cause.
+    #[error("postgres: {}", with_causes(.0))]
+    Postgres(postgres::Error),
     #[error("store url: {0}")]
     Url(String),
+    /// The TLS files of the PostgreSQL store (each message names its key).
+    #[error("{0}")]
+    Tls(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
     #[error("the database has schema version {found}; this collector knows up to {known}")]
@@ -87,6 +93,25 @@ pub enum StoreError {
     /// The read was stopped because nobody waits for its answer any more.
     #[error("abandoned: nobody waits for the answer")]
     Abandoned,
+}
+
+// Not `#[from]`: the causes are in the message, so a chain printer does not repeat them.
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+/// `e` and each of its causes, joined by `: `.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Runs on the store thread: does its work and returns what to tell the caller once the
@@ -128,9 +153,10 @@ impl Store {
     pub fn open_at(location: &Location, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
         match location {
             Location::Sqlite(path) => Self::open(path, metrics),
-            Location::Postgres { url, password } => {
-                Self::connect(url.expose(), password.as_ref().map(|p| p.expose()), metrics)
-            }
+            Location::Postgres { url, password, tls } => Self::connect_to(
+                pg::PgTarget::new(url.expose(), password.as_ref().map(|p| p.expose()), tls)?,
+                metrics,
+            ),
         }
     }
 
@@ -142,7 +168,12 @@ impl Store {
         password: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
-        let config = sql::pg_config(url, password)?;
+        Self::connect_to(sql::pg_config(url, password)?, metrics)
+    }
+
+    /// [`Self::connect`] to `target` (its TLS settled).
+    pub fn connect_to(target: pg::PgTarget, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        let config = target;
         let reader = config.clone();
         Self::spawn(
             move || Db::connect(&config),

@@ -23,6 +23,7 @@ use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 use super::StoreError;
+use super::pg::PgTarget;
 use crate::model::{AlertId, SilenceId};
 
 /// Which engine a [`Conn`] speaks to.
@@ -56,26 +57,16 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// The connection settings of the PostgreSQL URL `url` (`postgres://user@host:port/db`),
-/// with `password` when given, a connect timeout when the URL has none, and the
-/// collector's application name.
-pub fn pg_config(url: &str, password: Option<&str>) -> Result<postgres::Config, StoreError> {
-    let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
-    if let Some(p) = password {
-        config.password(p);
-    }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(PG_CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("alarmnet-collector");
-    }
-    Ok(config)
+/// The connection settings of the PostgreSQL URL `url` (`postgres://user@host:port/db`,
+/// its TLS options included), with `password` when given and no TLS files beside the URL
+/// (see [`PgTarget::new`]).
+pub fn pg_config(url: &str, password: Option<&str>) -> Result<PgTarget, StoreError> {
+    PgTarget::new(url, password, &super::pg::PgTlsFiles::default())
 }
 
 /// How long connecting to PostgreSQL may take when the URL does not say
 /// (`connect_timeout=`).
-const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Conn {
     pub fn sqlite(conn: rusqlite::Connection) -> Conn {
@@ -88,8 +79,8 @@ impl Conn {
     ///
     /// Must not run on an async worker: the client blocks (the store calls it from its own
     /// threads).
-    pub fn postgres(config: &postgres::Config) -> Result<Conn, StoreError> {
-        let client = config.connect(postgres::NoTls)?;
+    pub fn postgres(target: &PgTarget) -> Result<Conn, StoreError> {
+        let client = target.connect()?;
         Ok(Conn {
             inner: Inner::Postgres(Box::new(RefCell::new(Pg {
                 client,
