@@ -700,6 +700,22 @@ pub fn value_rows(rows: usize, types: &[&str]) -> String {
     out
 }
 
+/// `{join} {table} {alias} ON {on}` (`join`: `JOIN` or `LEFT JOIN`) for a join whose outer
+/// side is every node and whose inner side is a few rows of each, found by an index: on
+/// PostgreSQL as a subquery per outer row (`LATERAL`, kept one by `OFFSET 0`). Left to
+/// itself, PostgreSQL hashed such joins over a scan of the whole inner table (10 000 nodes
+/// and a partial day of transitions: 0.46 s against 0.13 s; the two halves of a block:
+/// a scan of every summary row) and sorted the result on disk; SQLite loops over the outer
+/// rows anyway, and has no `LATERAL`.
+pub fn join_each(dialect: Dialect, join: &str, table: &str, alias: &str, on: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("{join} {table} {alias} ON {on}"),
+        Dialect::Postgres => format!(
+            "{join} LATERAL (SELECT * FROM {table} {alias} WHERE {on} OFFSET 0) {alias} ON true"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,21 +770,5 @@ mod tests {
         assert!(numeric_integer(&numeric(0, 0, &[1, 5000])).is_err(), "1.5");
         assert!(numeric_integer(&numeric(0, 0xC000, &[])).is_err(), "NaN");
         assert!(numeric_integer(&numeric(5, 0, &[1])).is_err(), "10^20");
-    }
-}
-
-/// `{join} {table} {alias} ON {on}` (`join`: `JOIN` or `LEFT JOIN`) for a join whose outer
-/// side is every node and whose inner side is a few rows of each, found by an index: on
-/// PostgreSQL as a subquery per outer row (`LATERAL`, kept one by `OFFSET 0`). Left to
-/// itself, PostgreSQL hashed such joins over a scan of the whole inner table (10 000 nodes
-/// and a partial day of transitions: 0.46 s against 0.13 s; the two halves of a block:
-/// a scan of every summary row) and sorted the result on disk; SQLite loops over the outer
-/// rows anyway, and has no `LATERAL`.
-pub fn join_each(dialect: Dialect, join: &str, table: &str, alias: &str, on: &str) -> String {
-    match dialect {
-        Dialect::Sqlite => format!("{join} {table} {alias} ON {on}"),
-        Dialect::Postgres => format!(
-            "{join} LATERAL (SELECT * FROM {table} {alias} WHERE {on} OFFSET 0) {alias} ON true"
-        ),
     }
 }
