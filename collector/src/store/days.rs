@@ -485,22 +485,14 @@ impl Db {
         // every end. A start and an end of two different spans may make a third: the
         // exact spans are picked here. A node's rows are put in order here too: ordering
         // them in SQL made SQLite sort all of them in a temporary b-tree (twice the time of
-        // the whole read), though its key gives them in order. The spans' bounds are
-        // written into the statement as numbers: as placeholders, PostgreSQL built the
-        // lists into arrays again for every row it checked.
-        let list = |bound: fn(&Window) -> UnixMillis| match spans.len() {
-            0 => "NULL".to_owned(),
-            _ => spans
-                .iter()
-                .map(|w| ms_sql(bound(w)).to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        let picked = format!(
-            "d.node = n.node AND d.day IN ({}) AND +d.day_end IN ({})",
-            list(Window::from),
-            list(Window::to)
-        );
+        // the whole read), though its key gives them in order.
+        let list = vec!["?"; spans.len().max(1)].join(", ");
+        let picked = format!("d.node = n.node AND d.day IN ({list}) AND +d.day_end IN ({list})");
+        let mut spans_values: Vec<Value<'_>> = spans.iter().map(|w| ts_int(w.from())).collect();
+        spans_values.extend(spans.iter().map(|w| ts_int(w.to())));
+        if spans.is_empty() {
+            spans_values.extend([Value::Null, Value::Null]);
+        }
         // The nodes are put in order before the join, which then keeps it.
         let sql = format!(
             "SELECT n.region, n.site, n.node, n.kind, {}
@@ -518,9 +510,10 @@ impl Db {
                 &picked
             )
         );
+        let values = [c.values(), &spans_values].concat();
         self.each_by_node(
             &sql,
-            c.values(),
+            &values,
             |r| match r.get::<Option<i64>>(4)? {
                 Some(day) if wanted.contains(&(day, r.get(5)?)) => segment(r, 4).map(Some),
                 _ => Ok(None),
