@@ -440,10 +440,10 @@ async fn uptime(client: &reqwest::Client, engine: &str, store: Store) -> String 
         row["tests"],
         row["test_pass_pct"].as_f64().unwrap_or(f64::NAN)
     );
-    // 30 whole days: the summaries alone. Then 30 days from and to mid-day: 29 days of
-    // summaries and two partial days of transitions.
-    let partial = "/api/v1/uptime?from=2026-10-02T13:00:00%2B08:00\
-                   &to=2026-11-01T13:00:00%2B08:00&by=node";
+    // 30 whole days: the summaries alone. Then 30 days from and to mid-day, ending before
+    // now (midnight): 29 days of summaries and two partial days of transitions.
+    let partial = "/api/v1/uptime?from=2026-10-01T13:00:00%2B08:00\
+                   &to=2026-10-31T13:00:00%2B08:00&by=node";
     for (label, path) in [
         (
             "/uptime?since=30d&by=node",
