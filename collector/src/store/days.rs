@@ -762,7 +762,127 @@ async fn build_blocks(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::model::{Cause, Liveness, Transition};
+    use crate::store::engines::each_engine;
+
+    const DAY: u64 = 86_400_000;
+    /// 2026-10-01T00:00:00Z.
+    const T0: u64 = 1_790_812_800_000;
+
+    fn at(ms: u64) -> UnixMillis {
+        UnixMillis::from_millis(ms)
+    }
+
+    /// A late transition deletes its node's blocks over the days it touches (and only its
+    /// node's); the next summarizing round builds them again.
+    #[test]
+    fn a_late_write_deletes_its_nodes_blocks_and_the_next_round_builds_them_again() {
+        each_engine(|db| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let run = db.start_run(at(T0), None).expect("run");
+            for n in ["n1", "n2"] {
+                let path = NodePath::new(
+                    alarmnet_protocol::RegionId::new("r1").expect("id"),
+                    alarmnet_protocol::SiteId::new("s1").expect("id"),
+                    NodeId::new(n).expect("id"),
+                );
+                let birth: alarmnet_protocol::Birth = serde_json::from_value(serde_json::json!({
+                    "v": 1, "boot": "boot0001", "ts": 1, "node": n, "site": "s1",
+                    "region": "r1", "kind": "siren", "hb_interval_s": 10
+                }))
+                .expect("birth");
+                db.upsert_birth(&path, &birth, at(T0)).expect("birth");
+                db.record_transitions(&[Transition {
+                    node: path.node.clone(),
+                    from: Liveness::Unknown,
+                    to: Liveness::Online,
+                    at: at(T0),
+                    cause: Cause::Birth,
+                }])
+                .expect("online");
+            }
+            let store = Store::start(db, Arc::new(Metrics::new())).expect("store");
+            let blocks = |node: &'static str| {
+                runtime
+                    .block_on(store.read(move |db| {
+                        db.conn().query(
+                            "SELECT day, day_end FROM node_days WHERE node = ?1
+                                 AND day_end - day > ?2 ORDER BY day, day_end",
+                            args![node, i64_of(DAY + DAY / 2)],
+                            |r| {
+                                Ok(((r.get::<i64>(0)? - ms_sql(at(T0))) / DAY as i64, {
+                                    (r.get::<i64>(1)? - ms_sql(at(T0))) / DAY as i64
+                                }))
+                            },
+                        )
+                    }))
+                    .expect("blocks")
+            };
+            let summarize_at = |now: u64| {
+                // The collector watching up to now.
+                runtime
+                    .block_on(store.call(move |db| db.run_alive(run, at(now))))
+                    .expect("alive");
+                let token = CancellationToken::new();
+                runtime
+                    .block_on(summarize(&store, &jiff::tz::TimeZone::UTC, at(now), &token))
+                    .expect("summarize")
+            };
+            // Four days: blocks of days 0-2, 2-4 and 0-4.
+            summarize_at(T0 + 4 * DAY + 2 * 3_600_000);
+            let built = vec![(0, 2), (0, 4), (2, 4)];
+            assert_eq!((blocks("n1"), blocks("n2")), (built.clone(), built.clone()));
+
+            // n1 went offline on day 3 (a replayed spool): its rows from day 3 on go, and
+            // with them every block over day 3.
+            runtime
+                .block_on(store.call(|db| {
+                    db.record_transitions(&[Transition {
+                        node: NodeId::new("n1").expect("id"),
+                        from: Liveness::Online,
+                        to: Liveness::Offline,
+                        at: at(T0 + 3 * DAY + 3_600_000),
+                        cause: Cause::Timeout,
+                    }])
+                }))
+                .expect("late transition");
+            assert_eq!((blocks("n1"), blocks("n2")), (vec![(0, 2)], built.clone()));
+
+            // The next round recomputes the days and builds the blocks again, the new ones
+            // with the outage in them.
+            summarize_at(T0 + 4 * DAY + 3 * 3_600_000);
+            assert_eq!((blocks("n1"), blocks("n2")), (built.clone(), built));
+            let whole = runtime
+                .block_on(store.read(|db| {
+                    let mut down = Vec::new();
+                    db.each_node_days(
+                        &NodeQuery::default(),
+                        (at(T0), at(T0 + 4 * DAY)),
+                        Shard::ALL,
+                        |path, _, segments| {
+                            down.push((path.node.to_string(), segments.len(), {
+                                segments.iter().map(|s| s.down_ms).sum::<u64>()
+                            }));
+                            Ok(())
+                        },
+                    )?;
+                    Ok(down)
+                }))
+                .expect("read");
+            let offline_ms = DAY - 3_600_000;
+            assert_eq!(
+                whole,
+                [("n1".to_owned(), 1, offline_ms), ("n2".to_owned(), 1, 0)]
+            );
+        });
+    }
 
     fn days(n: u64) -> Vec<Window> {
         let day = |i: u64| UnixMillis::from_millis(i * 86_400_000);
