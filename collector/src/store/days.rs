@@ -427,7 +427,8 @@ impl Db {
             ],
             |r| {
                 let node = id("node", r.get(0)?, NodeId::new)?;
-                Ok((node, segment(r, 1)?.then(&segment(r, 17)?)))
+                let second = 1 + SEGMENT_COLUMNS.len();
+                Ok((node, segment(r, 1)?.then(&segment(r, second)?)))
             },
         )?;
         self.store_rows(block, &rows)?;
