@@ -5,11 +5,12 @@
 //! down time in both days and is one outage, not two. So a segment also says whether its
 //! first outage began before it (`first_carried`) and its down time there (`first_ms`),
 //! whether its last one was still open at its end (`last_open`, `last_ms`), and whether the
-//! node came up at all inside it (`went_up`). [`combine`] links an outage open at one
-//! segment's end with the carried first outage of the next segment that has one, when
-//! nothing in between ended it: that is exactly when the raw transitions make them one
-//! outage. The outage count, the longest outage, MTTR and MTBF are then exact too; only the
-//! list of outages needs the raw transitions.
+//! node came up at all inside it (`went_up`). [`Segment::then`] merges two segments into
+//! one, linking an outage open at the first one's end with the carried first outage of
+//! the next one that has any, when nothing in between ended it (a segment without outages
+//! and without the node coming up passes it on): that is exactly when the raw transitions make them one
+//! outage. [`combine`] merges them all, so the outage count, the longest outage, MTTR and
+//! MTBF are exact too; only the list of outages needs the raw transitions.
 
 use super::engine::TestTally;
 use crate::model::UnixMillis;
@@ -132,55 +133,20 @@ pub struct Combined {
     pub tests: TestTally,
 }
 
-/// Adds up consecutive segments (sorted, each starting where the previous ended).
+/// Adds up consecutive segments (sorted, each starting where the previous ended): merged
+/// into one ([`Segment::then`]), whose outages and longest outage are those of the whole.
 pub fn combine(segments: &[Segment]) -> Combined {
-    let mut c = Combined::default();
-    // Down time so far of an outage still open at the last segment's end.
-    let mut open: Option<u64> = None;
-    for s in segments {
-        c.up_ms += s.up_ms;
-        c.down_ms += s.down_ms;
-        c.maintenance_ms += s.maintenance_ms;
-        c.unknown_ms += s.unknown_ms;
-        c.tests.run += s.tests.run;
-        c.tests.passed += s.tests.passed;
-        c.tests.failed += s.tests.failed;
-        if s.outages == 0 {
-            // No down time here: an open outage goes on unless the node came up.
-            if s.went_up
-                && let Some(ms) = open.take()
-            {
-                c.longest_ms = c.longest_ms.max(ms);
-            }
-            continue;
-        }
-        let linked = s.first_carried && open.is_some();
-        let first_total = match (linked, open.take()) {
-            (true, Some(ms)) => ms + s.first_ms,
-            (_, previous) => {
-                if let Some(ms) = previous {
-                    c.longest_ms = c.longest_ms.max(ms);
-                }
-                s.first_ms
-            }
-        };
-        c.outages += s.outages - u64::from(linked);
-        c.longest_ms = c.longest_ms.max(s.longest_ms);
-        if s.outages == 1 {
-            if s.last_open {
-                open = Some(first_total);
-            } else {
-                c.longest_ms = c.longest_ms.max(first_total);
-            }
-        } else {
-            c.longest_ms = c.longest_ms.max(first_total);
-            if s.last_open {
-                open = Some(s.last_ms);
-            }
-        }
+    let Some((first, rest)) = segments.split_first() else {
+        return Combined::default();
+    };
+    let m = rest.iter().fold(*first, |m, s| m.then(s));
+    Combined {
+        up_ms: m.up_ms,
+        down_ms: m.down_ms,
+        maintenance_ms: m.maintenance_ms,
+        unknown_ms: m.unknown_ms,
+        outages: m.outages,
+        longest_ms: m.longest_ms,
+        tests: m.tests,
     }
-    if let Some(ms) = open {
-        c.longest_ms = c.longest_ms.max(ms);
-    }
-    c
 }
