@@ -300,13 +300,8 @@ impl ReadinessTracker {
         let Some(n) = self.nodes.get_mut(idx.0 as usize).and_then(Option::take) else {
             return;
         };
-        if let Some((b, s, r, c)) = n.counted_as {
-            self.network.remove(b, c);
-            self.site_mut(s).remove(b, c);
-            self.region_mut(r).remove(b, c);
-            self.dirty_sites.insert(s);
-            self.dirty_regions.insert(r);
-            self.alert_regions.insert(r, at);
+        if let Some(place) = n.counted_as {
+            self.uncount(place, at);
         }
     }
 
@@ -483,13 +478,8 @@ impl ReadinessTracker {
             n.scheduled = UnixMillis::EPOCH;
         }
         if old_place != Some(place) {
-            if let Some((b, s, r, c)) = old_place {
-                self.network.remove(b, c);
-                self.site_mut(s).remove(b, c);
-                self.region_mut(r).remove(b, c);
-                self.dirty_sites.insert(s);
-                self.dirty_regions.insert(r);
-                self.alert_regions.insert(r, at);
+            if let Some(old) = old_place {
+                self.uncount(old, at);
             }
             self.network.add(bucket, counted);
             self.site_mut(site).add(bucket, counted);
@@ -498,6 +488,18 @@ impl ReadinessTracker {
             self.dirty_regions.insert(region);
             self.alert_regions.insert(region, at);
         }
+    }
+
+    /// Takes a node counted as `(bucket, site, region, counted)` out of the rollups it was
+    /// in (it moved, or is forgotten): they are to be published again, and `readiness_low`
+    /// judges its region again.
+    fn uncount(&mut self, (b, s, r, c): (Bucket, u32, u32, bool), at: UnixMillis) {
+        self.network.remove(b, c);
+        self.site_mut(s).remove(b, c);
+        self.region_mut(r).remove(b, c);
+        self.dirty_sites.insert(s);
+        self.dirty_regions.insert(r);
+        self.alert_regions.insert(r, at);
     }
 
     fn site_mut(&mut self, s: u32) -> &mut Rollup {
