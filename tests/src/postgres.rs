@@ -211,18 +211,26 @@ rm -rf "$ROOT"
         server
     }
 
+    /// `program` (a client: `psql`, `createdb`, `pg_isready`) aimed at this server as its
+    /// superuser, over the socket the harness administers it by.
+    fn client(&self, program: &str) -> Command {
+        let mut c = command(program);
+        c.args([
+            "-h",
+            &self.admin_host,
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            USER,
+        ]);
+        c
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let ready = command("pg_isready")
-                .args([
-                    "-h",
-                    &self.admin_host,
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    USER,
-                ])
+            let ready = self
+                .client("pg_isready")
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -266,15 +274,8 @@ rm -rf "$ROOT"
     pub fn create_database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}_{n}", std::process::id());
-        let out = command("createdb")
-            .args([
-                "-h",
-                &self.admin_host,
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-            ])
+        let out = self
+            .client("createdb")
             .arg(&name)
             .output()
             .expect("run createdb");
@@ -288,15 +289,8 @@ rm -rf "$ROOT"
 
     /// Runs `sql` with `psql` on database `db` and returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = command("psql")
-            .args([
-                "-h",
-                &self.admin_host,
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-            ])
+        let out = self
+            .client("psql")
             .args([
                 "-d",
                 db,

@@ -184,6 +184,16 @@ struct Place {
 }
 
 impl Place {
+    /// `node` at `site` of `region`, born now.
+    fn now(region: &'static str, site: &'static str, node: &'static str) -> Place {
+        Place {
+            region,
+            site,
+            node,
+            ts: now_ms(),
+        }
+    }
+
     fn topic(&self, leaf: &str) -> String {
         format!(
             "alarmnet/v1/{}/{}/{}/{leaf}",
@@ -259,18 +269,8 @@ async fn a_killed_shards_regions_are_unwatched_while_the_other_shard_watches_its
     let hook = WebhookReceiver::start().await;
     let mut east = shard(&broker, &hook, &url, "east", "lanzhou").await;
     let west = shard(&broker, &hook, &url, "west", "jiuquan").await;
-    let e1 = Place {
-        region: "lanzhou",
-        site: "lz-cg",
-        node: "e1",
-        ts: now_ms(),
-    };
-    let w1 = Place {
-        region: "jiuquan",
-        site: "jq-sz",
-        node: "w1",
-        ts: now_ms(),
-    };
+    let e1 = Place::now("lanzhou", "lz-cg", "e1");
+    let w1 = Place::now("jiuquan", "jq-sz", "w1");
     let _e1 = Beating::start(&broker, e1).await;
     let _w1 = Beating::start(&broker, w1).await;
     wait_online(east.http_port, "e1").await;
@@ -355,29 +355,14 @@ async fn a_node_moved_to_another_shard_is_forgotten_by_its_old_shard_without_a_n
             west.process.output_tail(30)
         )
     };
-    let moving = Place {
-        region: "lanzhou",
-        site: "lz-cg",
-        node: "m1",
-        ts: now_ms(),
-    };
-    let silent = Place {
-        region: "lanzhou",
-        site: "lz-qlh",
-        node: "s1",
-        ts: now_ms(),
-    };
+    let moving = Place::now("lanzhou", "lz-cg", "m1");
+    let silent = Place::now("lanzhou", "lz-qlh", "s1");
     let m1 = Beating::start(&broker, moving).await;
     let s1 = Beating::start(&broker, silent).await;
     wait_online(east.http_port, "m1").await;
     wait_online(east.http_port, "s1").await;
 
-    m1.move_to(Place {
-        region: "jiuquan",
-        site: "jq-sz",
-        node: "m1",
-        ts: now_ms(),
-    });
+    m1.move_to(Place::now("jiuquan", "jq-sz", "m1"));
     wait_for(WAIT, "m1 in jiuquan, online", || async {
         let n = get(west.http_port, "/api/v1/nodes/m1").await;
         (n["region"] == "jiuquan" && n["state"] == "online").then_some(())
