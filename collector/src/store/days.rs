@@ -51,10 +51,10 @@
 //! snapshot older than the last bump are dropped instead of written (the next round reads
 //! again).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use alarmnet_protocol::{Name, NodeId, NodePath};
+use alarmnet_protocol::{Name, NodeId, NodePath, RegionId, SiteId};
 use tokio_util::sync::CancellationToken;
 
 use super::db::{Db, i64_of, id, ms_sql, ts_of, u64_of};
@@ -464,18 +464,41 @@ impl Db {
         })
     }
 
-    /// For each node matching `q` in `shard` (sorted like [`Db::each_node_history`]), the
-    /// summaries that make up `[from, to)` (whole summarized days) in the fewest rows,
-    /// oldest first: blocks where they are built, days between ([`cover`]). One query,
-    /// streamed. A node lacking a row of them gives fewer segments than the cover has.
+    /// For each node matching `q` in `shard`, its summaries that make up `[from, to)` (whole
+    /// summarized days): consecutive segments, oldest first, read from the fewest rows
+    /// ([`cover`]: blocks where they are built, days between), possibly merged already
+    /// ([`Segment::then`]). A node lacking a row of them gives segments that do not reach
+    /// from `from` to `to`, or none.
+    ///
+    /// Each engine reads the rows in the order its key keeps them. SQLite's key leads with
+    /// the node: one query joins every node to its rows, streamed node by node. PostgreSQL's
+    /// leads with the span (PostgreSQL migration 8): one index range a span, over every
+    /// node, each node's rows merged as its spans arrive. Read by node, PostgreSQL read
+    /// each node's whole index range in the window rather than seek the spans it needs
+    /// (its estimate; eight seeks a node measured slower still), about 0.4 µs a row.
     pub fn each_node_days(
         &self,
         q: &NodeQuery,
         (from, to): (UnixMillis, UnixMillis),
         shard: Shard,
-        mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
+        each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let spans = self.summary_cover(from, to)?;
+        match self.conn().dialect() {
+            Dialect::Sqlite => self.each_node_days_by_node(q, &spans, shard, each),
+            Dialect::Postgres => self.each_node_days_by_span(q, &spans, shard, each),
+        }
+    }
+
+    /// [`Self::each_node_days`] in one query, streamed node by node (sorted like
+    /// [`Db::each_node_history`]).
+    fn each_node_days_by_node(
+        &self,
+        q: &NodeQuery,
+        spans: &[Window],
+        shard: Shard,
+        mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let wanted: HashSet<(i64, i64)> = spans
             .iter()
             .map(|w| (ms_sql(w.from()), ms_sql(w.to())))
@@ -487,24 +510,8 @@ impl Db {
         // exact spans are picked here. A node's rows are put in order here too: ordering
         // them in SQL made SQLite sort all of them in a temporary b-tree (twice the time of
         // the whole read), though its key gives them in order.
-        //
-        // PostgreSQL reads a node's whole index range and filters it instead (its estimate,
-        // and measured: eight seeks a node cost more): the window bounds that range, or it
-        // would read every day and block the node has. SQLite, given the bounds, would
-        // scan the range instead of seeking.
-        let dialect = self.conn().dialect();
         let list = vec!["?"; spans.len().max(1)].join(", ");
-        let range = match dialect {
-            Dialect::Postgres => " AND d.day >= ? AND d.day < ?",
-            Dialect::Sqlite => "",
-        };
-        let picked =
-            format!("d.node = n.node{range} AND d.day IN ({list}) AND +d.day_end IN ({list})");
-        let mut spans_values: Vec<Value<'_>> = match dialect {
-            Dialect::Postgres => vec![ts_int(from), ts_int(to)],
-            Dialect::Sqlite => Vec::new(),
-        };
-        spans_values.extend(spans.iter().map(|w| ts_int(w.from())));
+        let mut spans_values: Vec<Value<'_>> = spans.iter().map(|w| ts_int(w.from())).collect();
         spans_values.extend(spans.iter().map(|w| ts_int(w.to())));
         if spans.is_empty() {
             spans_values.extend([Value::Null, Value::Null]);
@@ -514,11 +521,11 @@ impl Db {
             "SELECT n.region, n.site, n.node, n.kind, {}
              FROM (SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
                    ORDER BY nodes.region, nodes.site, nodes.node) AS n
-                {}
+                LEFT JOIN node_days d
+                ON d.node = n.node AND d.day IN ({list}) AND +d.day_end IN ({list})
              ORDER BY n.region, n.site, n.node",
             segment_columns("d"),
             c.sql(),
-            join_each(dialect, "LEFT JOIN", "node_days", "d", &picked)
         );
         let values = [c.values(), &spans_values].concat();
         self.each_by_node(
@@ -533,6 +540,76 @@ impl Db {
                 each(path, kind, segments)
             },
         )
+    }
+
+    /// [`Self::each_node_days`] one span at a time over every node (an index range each),
+    /// each node's rows merged in span order: the nodes are read first, and one merged
+    /// segment a node is held until the last span.
+    fn each_node_days_by_span(
+        &self,
+        q: &NodeQuery,
+        spans: &[Window],
+        shard: Shard,
+        mut each: impl FnMut(&NodePath, &Name, &[Segment]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let c = shard.conditions(q);
+        let sql = format!(
+            "SELECT nodes.region, nodes.site, nodes.node, nodes.kind FROM nodes{}
+             ORDER BY nodes.region, nodes.site, nodes.node",
+            c.sql()
+        );
+        let nodes = self.conn().query(&sql, c.values(), |r| {
+            let path = NodePath::new(
+                id("region", r.get(0)?, RegionId::new)?,
+                id("site", r.get(1)?, SiteId::new)?,
+                id("node", r.get(2)?, NodeId::new)?,
+            );
+            Ok((path, id("kind", r.get(3)?, Name::new)?))
+        })?;
+        let index: HashMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (path, _))| (path.node.as_str(), i))
+            .collect();
+        // The rows of nodes `q` does not pick are left on the server; a shard's nodes are
+        // picked here, from every node's rows: PostgreSQL would seek each of its nodes'
+        // rows instead of reading the range (a span over 10 000 nodes, two shards: 13 ms
+        // each, against 3 ms for the range).
+        let q_only = q.conditions();
+        let (scope, scope_values) = if q_only.is_empty() {
+            (String::new(), &[][..])
+        } else {
+            let nodes = format!(
+                " AND d.node IN (SELECT nodes.node FROM nodes{})",
+                q_only.sql()
+            );
+            (nodes, q_only.values())
+        };
+        let sql = format!(
+            "SELECT d.node, {} FROM node_days d WHERE d.day = ? AND d.day_end = ?{scope}",
+            segment_columns("d")
+        );
+        let mut merged: Vec<Option<Segment>> = vec![None; nodes.len()];
+        for (k, span) in spans.iter().enumerate() {
+            let values = [&[ts_int(span.from()), ts_int(span.to())], scope_values].concat();
+            self.conn().each_streamed(&sql, &values, |r| {
+                let Some(&i) = index.get(r.str(0)?) else {
+                    return Ok(());
+                };
+                let row = segment(r, 1)?;
+                // A node that lacked an earlier span stays short of the window.
+                match &mut merged[i] {
+                    sum @ None if k == 0 => *sum = Some(row),
+                    Some(sum) if sum.to == row.from => *sum = sum.then(&row),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        for ((path, kind), sum) in nodes.iter().zip(&merged) {
+            each(path, kind, sum.as_slice())?;
+        }
+        Ok(())
     }
 }
 
@@ -890,6 +967,53 @@ mod tests {
             assert_eq!(
                 whole,
                 [("n1".to_owned(), 1, offline_ms), ("n2".to_owned(), 1, 0)]
+            );
+
+            // A fifth day; days 1 to 5 are then read as day 1, the block of days 2-4 and
+            // day 4. A late test on day 2 deletes n2's day 2 and its blocks over it: its
+            // rows now miss the middle of the window, and must not read as covering it.
+            summarize_at(T0 + 5 * DAY + 2 * 3_600_000);
+            let test: alarmnet_protocol::TestReceipt = serde_json::from_value(serde_json::json!({
+                "v": 1, "boot": "boot0001", "seq": 1, "ts": T0 + 2 * DAY + 3_600_000,
+                "test": "silent", "result": "pass", "duration_ms": 100
+            }))
+            .expect("receipt");
+            runtime
+                .block_on(store.call(move |db| {
+                    db.record_test(&NodeId::new("n2").expect("id"), &test, at(T0 + 5 * DAY))
+                }))
+                .expect("late test");
+            let covering = runtime
+                .block_on(store.read(|db| {
+                    let (from, to) = (at(T0 + DAY), at(T0 + 5 * DAY));
+                    let spans: Vec<_> = db
+                        .summary_cover(from, to)?
+                        .iter()
+                        .map(|w| (w.from(), w.to()))
+                        .collect();
+                    assert_eq!(
+                        spans,
+                        [(1, 2), (2, 4), (4, 5)].map(|(a, b)| (at(T0 + a * DAY), at(T0 + b * DAY)))
+                    );
+                    let mut covering = Vec::new();
+                    db.each_node_days(
+                        &NodeQuery::default(),
+                        (from, to),
+                        Shard::ALL,
+                        |path, _, s| {
+                            let whole = s.first().is_some_and(|d| d.from == from)
+                                && s.last().is_some_and(|d| d.to == to)
+                                && s.windows(2).all(|w| w[0].to == w[1].from);
+                            covering.push((path.node.to_string(), whole));
+                            Ok(())
+                        },
+                    )?;
+                    Ok(covering)
+                }))
+                .expect("read");
+            assert_eq!(
+                covering,
+                [("n1".to_owned(), true), ("n2".to_owned(), false)]
             );
         });
     }

@@ -40,6 +40,11 @@ impl Conditions {
         &self.values
     }
 
+    /// Whether there are none.
+    pub(super) fn is_empty(&self) -> bool {
+        self.fragments.is_empty()
+    }
+
     /// ` WHERE a AND b ...`, or nothing.
     pub(super) fn sql(&self) -> String {
         if self.fragments.is_empty() {

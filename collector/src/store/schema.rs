@@ -792,6 +792,18 @@ ALTER TABLE collector_runs ADD COLUMN shard TEXT COLLATE "C" NOT NULL DEFAULT ''
 ALTER TABLE collector_runs ADD COLUMN regions TEXT COLLATE "C";
 CREATE INDEX runs_by_shard ON collector_runs (shard, alive_at);
 "#,
+    // 8: `node_days` keyed by span first (PostgreSQL only). A report reads each span of its
+    // cover over every node: one index range a span, in place of a range a node, which
+    // PostgreSQL read whole (every day and block of the window) rather than seek the
+    // spans it needs. A late write deletes a node's rows by the node (`node_days_by_node`).
+    r#"
+ALTER TABLE node_days DROP CONSTRAINT node_days_pkey;
+ALTER TABLE node_days ADD CONSTRAINT node_days_pkey PRIMARY KEY (day, day_end, node)
+    INCLUDE (up_ms, down_ms, maintenance_ms, unknown_ms, outages, first_carried,
+             first_ms, last_open, last_ms, longest_ms, went_up, tests, tests_passed,
+             tests_failed);
+CREATE INDEX node_days_by_node ON node_days (node, day);
+"#,
 ];
 
 /// The key of the advisory lock the PostgreSQL migration holds ("alarmnet" in ASCII), so
