@@ -316,15 +316,27 @@ impl Db {
         let c = shard.conditions(q);
         let mut tallies: std::collections::HashMap<String, TestTally> =
             std::collections::HashMap::new();
-        let tests = c.with("r.ts >= ? AND r.ts < ?", [ts_int(from), ts_int(until)]);
+        // The span's tests by time (`tests_by_time`), one range for every node; only the
+        // conditions of `q` go to the server, a shard's nodes are picked from the tallies.
+        // Joined to the nodes of a shard, PostgreSQL sought each node's tests instead.
+        let tests = q.conditions();
+        let mut values = vec![ts_int(from), ts_int(until)];
+        let scope = if tests.is_empty() {
+            String::new()
+        } else {
+            values.extend(tests.values().iter().cloned());
+            format!(
+                " AND r.node IN (SELECT nodes.node FROM nodes{})",
+                tests.sql()
+            )
+        };
         let sql = format!(
-            "SELECT nodes.node, count(*), count(*) FILTER (WHERE r.result = 'pass'),
+            "SELECT r.node, count(*), count(*) FILTER (WHERE r.result = 'pass'),
                     count(*) FILTER (WHERE r.result = 'fail')
-             FROM nodes JOIN test_receipts r ON r.node = nodes.node{}
-             GROUP BY nodes.node",
-            tests.sql()
+             FROM test_receipts r WHERE r.ts >= ? AND r.ts < ?{scope}
+             GROUP BY r.node"
         );
-        self.conn().each_streamed(&sql, tests.values(), |r| {
+        self.conn().each_streamed(&sql, &values, |r| {
             let tally = TestTally {
                 run: u64_of(r.get(1)?),
                 passed: u64_of(r.get(2)?),

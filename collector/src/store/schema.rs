@@ -427,6 +427,11 @@ ALTER TABLE collector_runs ADD COLUMN shard TEXT NOT NULL DEFAULT '';
 ALTER TABLE collector_runs ADD COLUMN regions TEXT;
 CREATE INDEX runs_by_shard ON collector_runs (shard, alive_at);
 "#,
+    // 16: test receipts by time. An uptime report counts the tests of its partial days
+    // over every node at once: one range of this index, not a seek a node.
+    r#"
+CREATE INDEX tests_by_time ON test_receipts (ts, node, result);
+"#,
 ];
 
 /// The schema version of a database.
@@ -803,6 +808,10 @@ ALTER TABLE node_days ADD CONSTRAINT node_days_pkey PRIMARY KEY (day, day_end, n
              first_ms, last_open, last_ms, longest_ms, went_up, tests, tests_passed,
              tests_failed);
 CREATE INDEX node_days_by_node ON node_days (node, day);
+"#,
+    // 9: SQLite's migration 16 (test receipts by time).
+    r#"
+CREATE INDEX tests_by_time ON test_receipts (ts, node, result);
 "#,
 ];
 
